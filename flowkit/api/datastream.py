@@ -1,0 +1,455 @@
+"""DataStream, KeyedStream, ConnectedStreams: each call appends a Transformation."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from flowkit.elements import OutputTag
+from flowkit.functions import KeySelector
+from flowkit.graph.transformations import ChainingStrategy, Transformation
+from flowkit.operators.base import resolve_function
+from flowkit.operators.keyed import KeyedReduceOperator, aggregation
+from flowkit.operators.process import (
+    CoFlatMapOperator,
+    CoMapOperator,
+    CoProcessOperator,
+    KeyedProcessOperator,
+    ProcessOperator,
+)
+from flowkit.operators.simple import FilterOperator, FlatMapOperator, MapOperator
+from flowkit.operators.source_sink import SinkOperator
+from flowkit.serialization import TypeSerializer, resolve_serializer
+from flowkit.sinks import CollectSink, FunctionSink, PrintSink, Sink
+
+if TYPE_CHECKING:
+    from flowkit.api.environment import StreamExecutionEnvironment
+
+__all__ = ["ConnectedStreams", "DataStream", "DataStreamSink", "KeyedStream"]
+
+OutputType = TypeSerializer | str | None
+
+
+def _key_selector(key: Any) -> Callable[[Any], Any]:
+    if isinstance(key, KeySelector):
+        return key.get_key
+    if isinstance(key, (int, str)):
+        return operator.itemgetter(key)
+    if callable(key):
+        return key  # type: ignore[no-any-return]
+    raise TypeError(
+        f"key_by expects a callable, a KeySelector, or a field (tuple position or dict key), "
+        f"got {key!r}"
+    )
+
+
+def _describe(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return str(name)
+
+
+class DataStream:
+    """A stream of records; transformations return new streams.
+
+    Example:
+        >>> from flowkit import StreamExecutionEnvironment
+        >>> env = StreamExecutionEnvironment()
+        >>> env.from_collection([1, 2, 3]).map(lambda x: x * 10).execute_and_collect()
+        [10, 20, 30]
+    """
+
+    def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation) -> None:
+        self._env = env
+        self._t = transformation
+
+    # ----------------------------------------------------------------- plumbing
+    def _add(
+        self,
+        kind: str,
+        name: str,
+        factory: Callable[[], Any],
+        output_type: OutputType = None,
+        inputs: list[Transformation] | None = None,
+        description: str = "",
+        operator_max_parallelism: int | None = None,
+        parallelism: int | None = None,
+    ) -> Transformation:
+        t = Transformation(
+            kind=kind,
+            name=name,
+            inputs=inputs if inputs is not None else [self._t],
+            operator_factory=factory,
+            serializer=resolve_serializer(output_type),
+            description=description,
+            operator_max_parallelism=operator_max_parallelism,
+            parallelism=parallelism,
+        )
+        self._env._register(t)
+        return t
+
+    def _one_input(
+        self, name: str, factory: Callable[[], Any], output_type: OutputType, fn: Any
+    ) -> DataStream:
+        return DataStream(
+            self._env, self._add("one_input", name, factory, output_type, description=_describe(fn))
+        )
+
+    def _partition(self, partitioning: str, key_selector: Any = None) -> Transformation:
+        return Transformation(
+            kind="partition",
+            name=partitioning.upper(),
+            inputs=[self._t],
+            partitioning=partitioning,
+            key_selector=key_selector,
+        )
+
+    @property
+    def transformation(self) -> Transformation:
+        return self._t
+
+    def get_execution_environment(self) -> StreamExecutionEnvironment:
+        return self._env
+
+    # ----------------------------------------------------------------- per operator
+    def name(self, name: str) -> DataStream:
+        """Set the operator's name (shown in plans, metrics and errors)."""
+        self._t.name = name
+        return self
+
+    def get_name(self) -> str:
+        return self._t.name
+
+    def uid(self, uid: str) -> DataStream:
+        """Set the stable id that matches this operator's state in savepoints."""
+        self._t.uid = uid
+        return self
+
+    def set_parallelism(self, parallelism: int) -> DataStream:
+        if not isinstance(parallelism, int) or parallelism < 1:
+            from flowkit.errors import InvalidConfigurationError
+
+            raise InvalidConfigurationError(
+                f"set_parallelism({parallelism!r}) on {self._t.name!r}: parallelism must be an "
+                f"int >= 1"
+            )
+        self._t.parallelism = parallelism
+        return self
+
+    def get_parallelism(self) -> int:
+        return self._t.parallelism or self._env.get_parallelism()
+
+    def set_max_parallelism(self, max_parallelism: int) -> DataStream:
+        self._t.max_parallelism = max_parallelism
+        return self
+
+    def disable_chaining(self) -> DataStream:
+        """Run this operator in its own subtask, connected by channels on both sides."""
+        self._t.chaining = ChainingStrategy.NEVER
+        return self
+
+    def start_new_chain(self) -> DataStream:
+        """Begin a new chain at this operator (later operators may chain to it)."""
+        self._t.chaining = ChainingStrategy.HEAD
+        return self
+
+    def slot_sharing_group(self, name: str) -> DataStream:
+        """Accepted for PyFlink compatibility; one process has no slots."""
+        return self
+
+    # ----------------------------------------------------------------- transformations
+    def map(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """Apply ``func`` (a callable or ``MapFunction``) to each record."""
+        resolve_function(func, "map", "map()")
+        name = "Map"
+        return self._one_input(name, lambda: MapOperator(name, func), output_type, func)
+
+    def flat_map(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """Emit every item of the iterable ``func(record)`` returns (or yields)."""
+        resolve_function(func, "flat_map", "flat_map()")
+        name = "Flat Map"
+        return self._one_input(name, lambda: FlatMapOperator(name, func), output_type, func)
+
+    def filter(self, func: Any) -> DataStream:
+        """Keep the records for which ``func`` returns true."""
+        resolve_function(func, "filter", "filter()")
+        name = "Filter"
+        return self._one_input(
+            name, lambda: FilterOperator(name, func), self._t.serializer, func
+        )
+
+    def process(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """Run a ``ProcessFunction`` (``process_element(value, ctx)`` yields outputs)."""
+        resolve_function(func, "process_element", "process()")
+        name = "Process"
+        return self._one_input(name, lambda: ProcessOperator(name, func), output_type, func)
+
+    def map_async(
+        self,
+        async_fn: Callable[[Any], Awaitable[Any]],
+        capacity: int = 100,
+        timeout_ms: float | None = None,
+        ordered: bool = True,
+        timeout: Callable[[Any], Any] | None = None,
+        output_type: OutputType = None,
+    ) -> DataStream:
+        """Call ``await async_fn(record)`` with up to ``capacity`` calls in flight.
+
+        Results are emitted in input order (``ordered=True``) or as calls complete;
+        watermarks never overtake the records before them. A call that takes longer than
+        ``timeout_ms`` fails the job, unless ``timeout(record)`` is given: then its return
+        value is emitted instead (return None to emit nothing).
+        """
+        from flowkit.errors import InvalidConfigurationError
+        from flowkit.operators.async_io import AsyncMapOperator
+
+        if not callable(async_fn):
+            raise TypeError(f"map_async() expects an async function, got {async_fn!r}")
+        if not isinstance(capacity, int) or capacity < 1:
+            raise InvalidConfigurationError(f"map_async capacity must be an int >= 1, got {capacity!r}")
+        if timeout_ms is not None and timeout_ms <= 0:
+            raise InvalidConfigurationError(f"map_async timeout_ms must be > 0, got {timeout_ms!r}")
+        name = "Async Map"
+        return self._one_input(
+            name,
+            lambda: AsyncMapOperator(name, async_fn, capacity, timeout_ms, ordered, timeout),
+            output_type,
+            async_fn,
+        )
+
+    def key_by(self, key_selector: Any, key_type: Any = None) -> KeyedStream:
+        """Partition by key: every record with the same key goes to the same subtask."""
+        selector = _key_selector(key_selector)
+        return KeyedStream(self._env, self._partition("hash", selector), selector)
+
+    def union(self, *streams: DataStream) -> DataStream:
+        """Merge this stream with others of the same kind into one stream."""
+        for s in streams:
+            if not isinstance(s, DataStream):
+                raise TypeError(f"union() takes DataStreams, got {s!r}")
+        t = Transformation(kind="union", name="Union", inputs=[self._t] + [s._t for s in streams])
+        return DataStream(self._env, t)
+
+    def connect(self, other: DataStream) -> ConnectedStreams:
+        """Pair with another stream for a two-input function (CoMap, CoProcess...)."""
+        return ConnectedStreams(self, other)
+
+    def get_side_output(self, output_tag: OutputTag) -> DataStream:
+        """The records this operator emitted to ``output_tag``."""
+        if not isinstance(output_tag, OutputTag):
+            raise TypeError(f"get_side_output() needs an OutputTag, got {output_tag!r}")
+        t = Transformation(
+            kind="side_output", name=f"SideOutput({output_tag.tag_id})", inputs=[self._t], tag=output_tag
+        )
+        return DataStream(self._env, t)
+
+    # partitioning
+    def forward(self) -> DataStream:
+        """Subtask i sends to subtask i (equal parallelism required)."""
+        return DataStream(self._env, self._partition("forward"))
+
+    def rebalance(self) -> DataStream:
+        """Round-robin over all downstream subtasks."""
+        return DataStream(self._env, self._partition("rebalance"))
+
+    def rescale(self) -> DataStream:
+        """Round-robin over a local subset of downstream subtasks."""
+        return DataStream(self._env, self._partition("rescale"))
+
+    def shuffle(self) -> DataStream:
+        """Send each record to a random downstream subtask."""
+        return DataStream(self._env, self._partition("shuffle"))
+
+    def broadcast(self) -> DataStream:
+        """Send every record to every downstream subtask."""
+        return DataStream(self._env, self._partition("broadcast"))
+
+    def global_(self) -> DataStream:
+        """Send every record to downstream subtask 0."""
+        return DataStream(self._env, self._partition("global"))
+
+    # ----------------------------------------------------------------- sinks
+    def sink_to(self, sink: Sink) -> DataStreamSink:
+        """Write the stream to ``sink`` (a :class:`~flowkit.sinks.Sink`)."""
+        if not isinstance(sink, Sink):
+            raise TypeError(f"sink_to() expects a flowkit Sink, got {sink!r}; use add_sink() for functions")
+        name = getattr(sink, "name", "Sink")
+        t = self._add(
+            "sink", name, lambda: SinkOperator(name, sink), description=type(sink).__qualname__
+        )
+        return DataStreamSink(self._env, t)
+
+    def add_sink(self, sink_func: Any) -> DataStreamSink:
+        """Call ``sink_func(value)`` (or ``SinkFunction.invoke``) for each record."""
+        return self.sink_to(FunctionSink(sink_func))
+
+    def print(self, sink_identifier: str | None = None) -> DataStreamSink:
+        """Print each record; with parallelism > 1 lines start with ``"<subtask>> "``."""
+        return self.sink_to(PrintSink(sink_identifier))
+
+    def execute_and_collect(self, job_name: str | None = None, limit: int | None = None) -> list[Any]:
+        """Run the job and return the records of this stream (in arrival order)."""
+        sink = CollectSink()
+        self.sink_to(sink).name("Collect Sink")
+        self._env.execute(job_name or "collect")
+        return sink.values[:limit] if limit is not None else sink.values
+
+    async def execute_and_collect_async(
+        self, job_name: str | None = None, limit: int | None = None
+    ) -> list[Any]:
+        """``execute_and_collect`` for code running inside an event loop."""
+        sink = CollectSink()
+        self.sink_to(sink).name("Collect Sink")
+        client = await self._env.execute_async(job_name or "collect")
+        await client.wait()
+        return sink.values[:limit] if limit is not None else sink.values
+
+
+class DataStreamSink:
+    """The end of a stream; configure the sink operator like any other."""
+
+    def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation) -> None:
+        self._env = env
+        self._t = transformation
+
+    def name(self, name: str) -> DataStreamSink:
+        self._t.name = name
+        return self
+
+    def uid(self, uid: str) -> DataStreamSink:
+        self._t.uid = uid
+        return self
+
+    def set_parallelism(self, parallelism: int) -> DataStreamSink:
+        DataStream(self._env, self._t).set_parallelism(parallelism)
+        return self
+
+    def disable_chaining(self) -> DataStreamSink:
+        self._t.chaining = ChainingStrategy.NEVER
+        return self
+
+    def start_new_chain(self) -> DataStreamSink:
+        self._t.chaining = ChainingStrategy.HEAD
+        return self
+
+
+class KeyedStream(DataStream):
+    """A stream partitioned by key; keyed operators see ``ctx.get_current_key()``."""
+
+    def __init__(
+        self,
+        env: StreamExecutionEnvironment,
+        transformation: Transformation,
+        key_selector: Callable[[Any], Any],
+    ) -> None:
+        super().__init__(env, transformation)
+        self.key_selector = key_selector
+
+    def get_key_selector(self) -> Callable[[Any], Any]:
+        return self.key_selector
+
+    def reduce(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """Emit the running ``reduce(accumulated, value)`` per key after every record."""
+        resolve_function(func, "reduce", "reduce()")
+        name = "Keyed Reduce"
+        ks = self.key_selector
+        return self._one_input(
+            name, lambda: KeyedReduceOperator(name, func, ks), output_type, func
+        )
+
+    def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
+        fn = aggregation(kind, field)
+        name = "Keyed Aggregation"
+        ks = self.key_selector
+        return DataStream(
+            self._env,
+            self._add(
+                "one_input",
+                name,
+                lambda: KeyedReduceOperator(name, fn, ks),
+                self._t.serializer,
+                description=f"{kind}({field!r})",
+            ),
+        )
+
+    def sum(self, position_to_sum: int | str = 0) -> DataStream:
+        """Running sum of a field per key (other fields from the key's first record)."""
+        return self._aggregate("sum", position_to_sum)
+
+    def min(self, position_to_min: int | str = 0) -> DataStream:
+        """Running minimum of a field per key (other fields from the first record)."""
+        return self._aggregate("min", position_to_min)
+
+    def max(self, position_to_max: int | str = 0) -> DataStream:
+        """Running maximum of a field per key (other fields from the first record)."""
+        return self._aggregate("max", position_to_max)
+
+    def min_by(self, position_to_min_by: int | str = 0) -> DataStream:
+        """The record with the smallest field per key so far (earliest on ties)."""
+        return self._aggregate("min_by", position_to_min_by)
+
+    def max_by(self, position_to_max_by: int | str = 0) -> DataStream:
+        """The record with the largest field per key so far (earliest on ties)."""
+        return self._aggregate("max_by", position_to_max_by)
+
+    def process(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """Run a ``KeyedProcessFunction`` (or a ``ProcessFunction``) per key."""
+        resolve_function(func, "process_element", "process()")
+        name = "KeyedProcess"
+        ks = self.key_selector
+        return self._one_input(
+            name, lambda: KeyedProcessOperator(name, func, ks), output_type, func
+        )
+
+
+class ConnectedStreams:
+    """Two streams feeding one two-input operator."""
+
+    def __init__(self, first: DataStream, second: DataStream) -> None:
+        self.first = first
+        self.second = second
+        self._env = first._env
+
+    def key_by(self, key_selector1: Any, key_selector2: Any) -> ConnectedStreams:
+        """Partition both inputs by key (same key -> same subtask)."""
+        return ConnectedStreams(self.first.key_by(key_selector1), self.second.key_by(key_selector2))
+
+    def _two_input(
+        self, name: str, factory: Callable[[], Any], output_type: OutputType, fn: Any
+    ) -> DataStream:
+        t = self.first._add(
+            "two_input",
+            name,
+            factory,
+            output_type,
+            inputs=[self.first._t, self.second._t],
+            description=_describe(fn),
+        )
+        return DataStream(self._env, t)
+
+    def _check(self, func: Any, methods: Iterable[str], what: str) -> None:
+        missing = [m for m in methods if not callable(getattr(func, m, None))]
+        if missing:
+            raise TypeError(f"{what} needs an object with {', '.join(methods)}; {func!r} lacks {missing}")
+
+    def map(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """``CoMapFunction``: ``map1`` for the first input, ``map2`` for the second."""
+        self._check(func, ("map1", "map2"), "ConnectedStreams.map()")
+        name = "Co-Map"
+        return self._two_input(name, lambda: CoMapOperator(name, func), output_type, func)
+
+    def flat_map(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """``CoFlatMapFunction``: ``flat_map1`` / ``flat_map2`` return iterables."""
+        self._check(func, ("flat_map1", "flat_map2"), "ConnectedStreams.flat_map()")
+        name = "Co-Flat Map"
+        return self._two_input(name, lambda: CoFlatMapOperator(name, func), output_type, func)
+
+    def process(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """``CoProcessFunction`` or, on keyed inputs, ``KeyedCoProcessFunction``."""
+        self._check(func, ("process_element1", "process_element2"), "ConnectedStreams.process()")
+        k1 = getattr(self.first, "key_selector", None)
+        k2 = getattr(self.second, "key_selector", None)
+        name = "KeyedCoProcess" if k1 is not None and k2 is not None else "Co-Process"
+        return self._two_input(
+            name, lambda: CoProcessOperator(name, func, k1, k2), output_type, func
+        )

@@ -1,0 +1,272 @@
+"""StreamExecutionEnvironment: configure, add sources, explain, execute."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Callable
+from typing import Any
+
+from flowkit.api.datastream import DataStream
+from flowkit.errors import InvalidConfigurationError, RunningLoopError
+from flowkit.graph.explain import explain
+from flowkit.graph.job_graph import JobGraph, build_job_graph
+from flowkit.graph.transformations import Transformation
+from flowkit.operators.source_sink import SourceOperator
+from flowkit.runtime.client import JobClient, JobExecutionResult
+from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
+from flowkit.serialization import resolve_serializer
+from flowkit.sources import (
+    AsyncIterableSource,
+    CollectionSource,
+    FileSource,
+    SequenceSource,
+    SocketTextSource,
+    Source,
+)
+from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
+
+__all__ = ["StreamExecutionEnvironment"]
+
+
+def _check_int(name: str, value: Any, low: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise InvalidConfigurationError(f"{name} must be an int >= {low} ({what}), got {value!r}")
+    return value
+
+
+class StreamExecutionEnvironment:
+    """Where a job is described and from which it runs.
+
+    Args:
+        parallelism: default number of parallel subtasks per operator.
+        max_parallelism: number of key groups (default: Flink's rule from parallelism,
+            at least 128).
+        buffer_size: bytes per network buffer (Flink's segment size, 32 KiB).
+        buffers_per_channel: buffers each channel owns; a producer with none free waits.
+        buffer_timeout_ms: longest time a partly filled buffer waits before it is handed
+            over; 0 hands over after every step, None or -1 only when full.
+        auto_watermark_interval_ms: period of watermark generation.
+        clock: processing time in epoch milliseconds (tests pass a manual clock).
+        use_uvloop: ``execute()`` runs on uvloop when it is installed.
+
+    Raises:
+        InvalidConfigurationError: for invalid values (before anything runs).
+
+    Example:
+        >>> env = StreamExecutionEnvironment(parallelism=2, buffer_size=4096)
+        >>> env.from_sequence(1, 4).map(lambda x: x * x).execute_and_collect().sort()
+    """
+
+    def __init__(
+        self,
+        parallelism: int = 1,
+        max_parallelism: int | None = None,
+        buffer_size: int = 32 * 1024,
+        buffers_per_channel: int = 2,
+        buffer_timeout_ms: float | None = 100,
+        auto_watermark_interval_ms: int = 200,
+        clock: Callable[[], int] | None = None,
+        use_uvloop: bool = True,
+    ) -> None:
+        self._parallelism = _check_int("parallelism", parallelism, 1, "subtasks per operator")
+        self._max_parallelism: int | None = None
+        if max_parallelism is not None:
+            self.set_max_parallelism(max_parallelism)
+            if self._parallelism > max_parallelism:
+                raise InvalidConfigurationError(
+                    f"parallelism {parallelism} exceeds max_parallelism {max_parallelism}; "
+                    f"raise max_parallelism or lower parallelism"
+                )
+        self.buffer_size = _check_int("buffer_size", buffer_size, 64, "bytes per network buffer")
+        self.buffers_per_channel = _check_int(
+            "buffers_per_channel", buffers_per_channel, 1, "network buffers per channel"
+        )
+        self.buffer_timeout_ms = self._check_timeout(buffer_timeout_ms)
+        self.auto_watermark_interval_ms = _check_int(
+            "auto_watermark_interval_ms", auto_watermark_interval_ms, 0, "0 disables periodic watermarks"
+        )
+        self.clock = clock
+        self.use_uvloop = use_uvloop
+        self.chaining_enabled = True
+        self._transformations: list[Transformation] = []
+
+    @classmethod
+    def get_execution_environment(cls, **config: Any) -> StreamExecutionEnvironment:
+        """PyFlink's way to get an environment."""
+        return cls(**config)
+
+    # ----------------------------------------------------------------- configuration
+    @staticmethod
+    def _check_timeout(value: float | None) -> float | None:
+        if value is None or value == -1:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise InvalidConfigurationError(
+                f"buffer_timeout_ms must be >= 0 (0 = after every step) or None/-1 (only when "
+                f"full), got {value!r}"
+            )
+        return value
+
+    def set_parallelism(self, parallelism: int) -> StreamExecutionEnvironment:
+        self._parallelism = _check_int("parallelism", parallelism, 1, "subtasks per operator")
+        return self
+
+    def get_parallelism(self) -> int:
+        return self._parallelism
+
+    def set_max_parallelism(self, max_parallelism: int) -> StreamExecutionEnvironment:
+        _check_int("max_parallelism", max_parallelism, 1, "number of key groups")
+        if max_parallelism > UPPER_BOUND_MAX_PARALLELISM:
+            raise InvalidConfigurationError(
+                f"max_parallelism must be <= {UPPER_BOUND_MAX_PARALLELISM}, got {max_parallelism}"
+            )
+        self._max_parallelism = max_parallelism
+        return self
+
+    def get_max_parallelism(self) -> int | None:
+        return self._max_parallelism
+
+    def set_buffer_timeout(self, timeout_ms: float | None) -> StreamExecutionEnvironment:
+        self.buffer_timeout_ms = self._check_timeout(timeout_ms)
+        return self
+
+    def get_buffer_timeout(self) -> float | None:
+        return self.buffer_timeout_ms
+
+    def disable_operator_chaining(self) -> StreamExecutionEnvironment:
+        """Run every operator in its own subtask (records cross channels everywhere)."""
+        self.chaining_enabled = False
+        return self
+
+    def is_chaining_enabled(self) -> bool:
+        return self.chaining_enabled
+
+    # ----------------------------------------------------------------- sources
+    def _register(self, t: Transformation) -> None:
+        self._transformations.append(t)
+
+    def from_source(
+        self,
+        source: Source,
+        watermark_strategy: Any = None,
+        source_name: str | None = None,
+        output_type: Any = None,
+    ) -> DataStream:
+        """A stream read from ``source`` (any :class:`~flowkit.sources.Source`)."""
+        if not isinstance(source, Source):
+            raise TypeError(f"from_source() expects a flowkit Source, got {source!r}")
+        name = source_name or getattr(source, "name", "Source")
+        t = Transformation(
+            kind="source",
+            name=name,
+            operator_factory=lambda: SourceOperator(name, source),
+            operator_max_parallelism=source.max_parallelism,
+            serializer=resolve_serializer(output_type),
+            description=type(source).__qualname__,
+        )
+        self._register(t)
+        return DataStream(self, t)
+
+    add_source = from_source
+
+    def from_collection(self, collection: Any, type_info: Any = None) -> DataStream:
+        """The elements of ``collection`` in order (a non-parallel source)."""
+        return self.from_source(CollectionSource(collection), source_name="Collection Source")
+
+    def from_sequence(self, start: int, end: int) -> DataStream:
+        """The integers ``start..end`` (inclusive), read in parallel ranges."""
+        return self.from_source(SequenceSource(start, end), source_name="Sequence Source")
+
+    def from_async_iterable(self, iterable: Any, bounded: bool = True) -> DataStream:
+        """Records from an async iterable, an ``asyncio.Queue`` or a callable returning one.
+
+        The job runs in the caller's event loop, so the iterable may await anything that
+        loop serves. It cannot be replayed after a failure.
+        """
+        if not (isinstance(iterable, (AsyncIterable, asyncio.Queue)) or callable(iterable)):
+            raise TypeError(
+                f"from_async_iterable() expects an async iterable, an asyncio.Queue or a "
+                f"callable returning one, got {type(iterable).__name__}"
+            )
+        return self.from_source(AsyncIterableSource(iterable, bounded), source_name="Async Iterable Source")
+
+    def socket_text_stream(self, host: str, port: int, delimiter: str = "\n") -> DataStream:
+        """Lines read from a TCP connection until the peer closes it."""
+        return self.from_source(SocketTextSource(host, port, delimiter), source_name="Socket Stream")
+
+    def read_text_file(self, file_path: str) -> DataStream:
+        """The lines of a text file."""
+        return self.from_source(FileSource(file_path), source_name="File Source")
+
+    # ----------------------------------------------------------------- plans
+    def get_job_graph(self, job_name: str = "flowkit job") -> JobGraph:
+        """Build (and validate) the job graph of everything described so far."""
+        if not self._transformations:
+            raise InvalidConfigurationError(
+                "no operators defined: add a source and a sink before executing"
+            )
+        return build_job_graph(
+            job_name,
+            self._transformations,
+            self._parallelism,
+            self._max_parallelism,
+            self.chaining_enabled,
+        )
+
+    def explain(self, format: str = "text") -> str:
+        """The plan as text (operators, chains, subtasks and channels) or Mermaid."""
+        return explain(self.get_job_graph(), format)
+
+    def get_execution_plan(self) -> str:
+        return self.explain("text")
+
+    # ----------------------------------------------------------------- running
+    def _executor(self, job_name: str) -> LocalExecutor:
+        graph = self.get_job_graph(job_name)
+        self._transformations = []
+        config = ExecutionConfig(
+            buffer_size=self.buffer_size,
+            buffers_per_channel=self.buffers_per_channel,
+            buffer_timeout_ms=self.buffer_timeout_ms,
+            clock=self.clock,
+        )
+        return LocalExecutor(graph, config)
+
+    async def execute_async(self, job_name: str | None = None) -> JobClient:
+        """Start the job in the running event loop and return its :class:`JobClient`."""
+        return JobClient(job_name or "flowkit job", self._executor(job_name or "flowkit job"))
+
+    def execute(self, job_name: str | None = None) -> JobExecutionResult:
+        """Run the job to completion on a new event loop (uvloop when available).
+
+        Raises:
+            RunningLoopError: when called from code running inside an event loop.
+            JobFailed: when the job fails.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RunningLoopError(
+                "execute() cannot block inside a running event loop; use "
+                "`client = await env.execute_async()` and `await client.wait()` instead"
+            )
+        executor = self._executor(job_name or "flowkit job")
+
+        async def main() -> JobExecutionResult:
+            client = JobClient(job_name or "flowkit job", executor)
+            return await client.wait()
+
+        return _run(main(), self.use_uvloop)
+
+
+def _run(coro: Any, use_uvloop: bool) -> Any:
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)

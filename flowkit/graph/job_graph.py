@@ -1,0 +1,283 @@
+"""Stream graph and job graph: resolve virtual nodes into edges, then chain operators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowkit.elements import OutputTag
+from flowkit.errors import InvalidConfigurationError
+from flowkit.graph.transformations import ChainingStrategy, Transformation
+from flowkit.partitioners import (
+    BroadcastPartitioner,
+    ForwardPartitioner,
+    GlobalPartitioner,
+    KeyGroupPartitioner,
+    RebalancePartitioner,
+    RescalePartitioner,
+    ShufflePartitioner,
+    StreamPartitioner,
+)
+from flowkit.serialization import DefaultSerializer, TypeSerializer
+from flowkit.state.key_groups import default_max_parallelism as _default_max_p
+from flowkit.state.key_groups import validate_max_parallelism
+
+__all__ = ["JobEdge", "JobGraph", "JobVertex", "StreamEdge", "StreamGraph", "StreamNode", "build_job_graph"]
+
+
+@dataclass(eq=False)
+class StreamNode:
+    """A real operator of the plan with its resolved parallelism."""
+
+    transformation: Transformation
+    parallelism: int
+    max_parallelism: int
+    in_edges: list[StreamEdge] = field(default_factory=list)
+    out_edges: list[StreamEdge] = field(default_factory=list)
+
+    @property
+    def id(self) -> int:
+        return self.transformation.id
+
+    @property
+    def name(self) -> str:
+        return self.transformation.name
+
+    @property
+    def kind(self) -> str:
+        return self.transformation.kind
+
+
+@dataclass(eq=False)
+class StreamEdge:
+    source: StreamNode
+    target: StreamNode
+    partitioning: str
+    key_selector: Callable[[Any], Any] | None
+    tag: OutputTag | None
+    #: 0 for one-input targets, 1 or 2 for the inputs of two-input targets.
+    input_index: int
+    serializer: TypeSerializer
+
+    def make_partitioner(self) -> StreamPartitioner:
+        """A fresh partitioner for one producing subtask."""
+        kind = self.partitioning
+        if kind == "hash":
+            assert self.key_selector is not None
+            return KeyGroupPartitioner(self.key_selector, self.target.max_parallelism)
+        return _PARTITIONERS[kind]()
+
+
+_PARTITIONERS: dict[str, Callable[[], StreamPartitioner]] = {
+    "forward": ForwardPartitioner,
+    "rebalance": RebalancePartitioner,
+    "rescale": RescalePartitioner,
+    "shuffle": ShufflePartitioner,
+    "broadcast": BroadcastPartitioner,
+    "global": GlobalPartitioner,
+}
+
+POINTWISE = ("forward", "rescale")
+
+
+@dataclass(eq=False)
+class StreamGraph:
+    nodes: list[StreamNode]
+    edges: list[StreamEdge]
+
+
+@dataclass(eq=False)
+class JobVertex:
+    """A chain of operators that runs as one coroutine per subtask."""
+
+    nodes: list[StreamNode]
+    parallelism: int
+    max_parallelism: int
+    in_edges: list[JobEdge] = field(default_factory=list)
+    out_edges: list[JobEdge] = field(default_factory=list)
+
+    @property
+    def head(self) -> StreamNode:
+        return self.nodes[0]
+
+    @property
+    def id(self) -> int:
+        return self.head.id
+
+    @property
+    def name(self) -> str:
+        return " -> ".join(n.name for n in self.nodes)
+
+    @property
+    def is_source(self) -> bool:
+        return self.head.kind == "source"
+
+
+@dataclass(eq=False)
+class JobEdge:
+    edge: StreamEdge
+    source: JobVertex
+    target: JobVertex
+
+
+@dataclass(eq=False)
+class JobGraph:
+    job_name: str
+    stream_graph: StreamGraph
+    vertices: list[JobVertex]
+    edges: list[JobEdge]
+    #: StreamEdges that were chained (no channel, direct calls).
+    chained: list[StreamEdge]
+
+
+def _collect(sinks: list[Transformation]) -> list[Transformation]:
+    """All transformations reachable upstream from ``sinks``, in creation order."""
+    seen: dict[int, Transformation] = {}
+    stack = list(sinks)
+    while stack:
+        t = stack.pop()
+        if t.id in seen:
+            continue
+        seen[t.id] = t
+        stack.extend(t.inputs)
+    return [seen[i] for i in sorted(seen)]
+
+
+def build_stream_graph(
+    transformations: list[Transformation],
+    default_parallelism: int,
+    default_max_parallelism: int | None,
+) -> StreamGraph:
+    """Resolve parallelism and virtual nodes into a graph of real operators and edges.
+
+    Raises:
+        InvalidConfigurationError: for parallelism < 1 or > max parallelism, a forward
+            edge between different parallelisms, or a non-parallel source set parallel.
+    """
+    all_nodes = _collect(transformations)
+    nodes: dict[int, StreamNode] = {}
+    for t in all_nodes:
+        if t.is_virtual:
+            continue
+        explicit_max = t.max_parallelism or default_max_parallelism
+        max_p = explicit_max or _default_max_p(t.parallelism or default_parallelism)
+        try:
+            validate_max_parallelism(max_p)
+        except ValueError as exc:
+            raise InvalidConfigurationError(f"operator {t.name!r}: {exc}") from None
+        if t.parallelism is not None:
+            p = t.parallelism
+            if t.operator_max_parallelism is not None and p > t.operator_max_parallelism:
+                raise InvalidConfigurationError(
+                    f"operator {t.name!r} supports at most parallelism "
+                    f"{t.operator_max_parallelism}, but set_parallelism({p}) was called; "
+                    f"use a parallel source (e.g. from_sequence) or remove set_parallelism"
+                )
+        elif t.operator_max_parallelism is not None:
+            p = min(default_parallelism, t.operator_max_parallelism)
+        else:
+            p = default_parallelism
+        if p < 1:
+            raise InvalidConfigurationError(f"operator {t.name!r}: parallelism must be >= 1, got {p}")
+        if p > max_p:
+            raise InvalidConfigurationError(
+                f"operator {t.name!r}: parallelism {p} exceeds max_parallelism {max_p}; "
+                f"raise max_parallelism or lower the parallelism"
+            )
+        nodes[t.id] = StreamNode(t, p, max_p)
+
+    edges: list[StreamEdge] = []
+
+    def resolve(
+        t: Transformation, partitioning: str | None, key_selector: Any, tag: OutputTag | None
+    ) -> list[tuple[StreamNode, str | None, Any, OutputTag | None]]:
+        if t.kind == "partition":
+            if partitioning is None:
+                partitioning, key_selector = t.partitioning, t.key_selector
+            return resolve(t.inputs[0], partitioning, key_selector, tag)
+        if t.kind == "side_output":
+            return resolve(t.inputs[0], partitioning, key_selector, tag or t.tag)
+        if t.kind == "union":
+            out = []
+            for i in t.inputs:
+                out.extend(resolve(i, partitioning, key_selector, tag))
+            return out
+        return [(nodes[t.id], partitioning, key_selector, tag)]
+
+    for t in all_nodes:
+        if t.is_virtual:
+            continue
+        target = nodes[t.id]
+        for position, inp in enumerate(t.inputs):
+            input_index = position + 1 if t.kind == "two_input" else 0
+            for source, partitioning, key_selector, tag in resolve(inp, None, None, None):
+                if partitioning is None:
+                    partitioning = (
+                        "forward" if source.parallelism == target.parallelism else "rebalance"
+                    )
+                if partitioning == "forward" and source.parallelism != target.parallelism:
+                    raise InvalidConfigurationError(
+                        f"forward partitioning needs equal parallelism, but {source.name!r} has "
+                        f"{source.parallelism} and {target.name!r} has {target.parallelism}; "
+                        f"use rebalance() or rescale(), or set equal parallelism"
+                    )
+                edge = StreamEdge(
+                    source,
+                    target,
+                    partitioning,
+                    key_selector,
+                    tag,
+                    input_index,
+                    source.transformation.serializer or DefaultSerializer(),
+                )
+                source.out_edges.append(edge)
+                target.in_edges.append(edge)
+                edges.append(edge)
+    return StreamGraph(list(nodes.values()), edges)
+
+
+def _chainable(edge: StreamEdge, chaining_enabled: bool) -> bool:
+    up, down = edge.source, edge.target
+    return (
+        chaining_enabled
+        and edge.partitioning == "forward"
+        and len(down.in_edges) == 1
+        and down.kind in ("one_input", "sink")
+        and up.parallelism == down.parallelism
+        and down.transformation.chaining == ChainingStrategy.ALWAYS
+        and up.transformation.chaining != ChainingStrategy.NEVER
+    )
+
+
+def build_job_graph(
+    job_name: str,
+    transformations: list[Transformation],
+    default_parallelism: int,
+    default_max_parallelism: int | None,
+    chaining_enabled: bool = True,
+) -> JobGraph:
+    """Chain operators joined by forward edges of equal parallelism into job vertices."""
+    graph = build_stream_graph(transformations, default_parallelism, default_max_parallelism)
+    vertex_of: dict[int, JobVertex] = {}
+    vertices: list[JobVertex] = []
+    chained: list[StreamEdge] = []
+    for node in graph.nodes:  # creation order is a topological order
+        if len(node.in_edges) == 1 and _chainable(node.in_edges[0], chaining_enabled):
+            vertex = vertex_of[node.in_edges[0].source.id]
+            vertex.nodes.append(node)
+            chained.append(node.in_edges[0])
+        else:
+            vertex = JobVertex([node], node.parallelism, node.max_parallelism)
+            vertices.append(vertex)
+        vertex_of[node.id] = vertex
+    job_edges: list[JobEdge] = []
+    chained_ids = {id(e) for e in chained}
+    for edge in graph.edges:
+        if id(edge) in chained_ids:
+            continue
+        je = JobEdge(edge, vertex_of[edge.source.id], vertex_of[edge.target.id])
+        je.source.out_edges.append(je)
+        je.target.in_edges.append(je)
+        job_edges.append(je)
+    return JobGraph(job_name, graph, vertices, job_edges, chained)

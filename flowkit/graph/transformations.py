@@ -1,0 +1,58 @@
+"""The logical plan: one Transformation per DataStream call."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowkit.elements import OutputTag
+from flowkit.operators.base import StreamOperator
+from flowkit.serialization import TypeSerializer
+
+__all__ = ["ChainingStrategy", "Transformation"]
+
+_ids = itertools.count(1)
+
+
+class ChainingStrategy:
+    ALWAYS = "always"  # chain with the operator before and after
+    HEAD = "head"  # start a new chain here (operators after may chain to it)
+    NEVER = "never"  # never chain
+
+
+@dataclass(eq=False)
+class Transformation:
+    """A node of the logical plan.
+
+    ``kind`` is one of: ``source``, ``one_input``, ``two_input``, ``sink`` (real
+    operators), or ``partition``, ``side_output``, ``union`` (virtual: they only shape
+    the edges of the stream graph).
+    """
+
+    kind: str
+    name: str
+    inputs: list[Transformation] = field(default_factory=list)
+    #: Builds this node's operator for one subtask (real nodes only).
+    operator_factory: Callable[[], StreamOperator] | None = None
+    parallelism: int | None = None
+    max_parallelism: int | None = None
+    #: Upper bound from the operator itself (1: non-parallel, e.g. from_collection).
+    operator_max_parallelism: int | None = None
+    uid: str | None = None
+    chaining: str = ChainingStrategy.ALWAYS
+    serializer: TypeSerializer | None = None
+    #: partition nodes: "forward", "rebalance", "rescale", "shuffle", "broadcast",
+    #: "global" or "hash" (key_by, with key_selector).
+    partitioning: str | None = None
+    key_selector: Callable[[Any], Any] | None = None
+    #: side_output nodes: the tag selected.
+    tag: OutputTag | None = None
+    #: Free-form description shown in plans (e.g. the function).
+    description: str = ""
+    id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def is_virtual(self) -> bool:
+        return self.kind in ("partition", "side_output", "union")

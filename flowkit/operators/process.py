@@ -1,0 +1,310 @@
+"""Process operators (plain, keyed, two-input): per-record functions with a context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import repeat
+from typing import Any
+
+from flowkit.elements import MIN_WATERMARK, OutputTag
+from flowkit.functions import KeyedProcessFunction, TimerService
+from flowkit.operators.base import (
+    Batch,
+    OneInputOperator,
+    Timestamps,
+    TwoInputOperator,
+    call_close,
+    call_open,
+    copy_function,
+    resolve_function,
+)
+
+__all__ = [
+    "CoFlatMapOperator",
+    "CoMapOperator",
+    "CoProcessOperator",
+    "KeyedProcessOperator",
+    "ProcessOperator",
+]
+
+
+class _Collector:
+    """Collects what a function yields for one batch: main output and side outputs."""
+
+    __slots__ = ("sides", "timestamps", "values")
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.timestamps: list[Any] = []
+        self.sides: dict[str, tuple[list[Any], list[Any]]] = {}
+
+    def side(self, tag: OutputTag, value: Any, timestamp: int | None) -> None:
+        if not isinstance(tag, OutputTag):
+            raise TypeError(f"ctx.output() needs an OutputTag, got {tag!r}")
+        entry = self.sides.get(tag.tag_id)
+        if entry is None:
+            entry = self.sides[tag.tag_id] = ([], [])
+        entry[0].append(value)
+        entry[1].append(timestamp)
+
+    def add_results(self, results: Any, timestamp: int | None) -> None:
+        if results is None:
+            return
+        values = self.values
+        stamps = self.timestamps
+        for item in results:
+            if type(item) is tuple and len(item) == 2 and isinstance(item[0], OutputTag):
+                self.side(item[0], item[1], timestamp)
+            else:
+                values.append(item)
+                stamps.append(timestamp)
+
+
+class _SimpleTimerService(TimerService):
+    """Time as seen by process functions of non-keyed operators (no timers)."""
+
+    def __init__(self, operator: _ContextOperator) -> None:
+        self._op = operator
+
+    def current_processing_time(self) -> int:
+        return self._op.processing_time()
+
+    def current_watermark(self) -> int:
+        return self._op.current_watermark
+
+    def _no_timers(self, *_: Any) -> None:
+        raise RuntimeError(
+            f"timers can only be used on keyed streams (after key_by); operator "
+            f"{self._op.name!r} is not keyed"
+        )
+
+    register_event_time_timer = _no_timers
+    register_processing_time_timer = _no_timers
+    delete_event_time_timer = _no_timers
+    delete_processing_time_timer = _no_timers
+
+
+class _Context(KeyedProcessFunction.OnTimerContext):
+    """The ``ctx`` handed to process functions; one instance per operator, reused."""
+
+    __slots__ = ("_collector", "_domain", "_key", "_op", "_ts")
+
+    def __init__(self, operator: _ContextOperator) -> None:
+        self._op = operator
+        self._ts: int | None = None
+        self._key: Any = None
+        self._collector = _Collector()
+        self._domain: Any = None
+
+    def timestamp(self) -> int | None:
+        return self._ts
+
+    def timer_service(self) -> TimerService:
+        return self._op.timer_service
+
+    def output(self, output_tag: OutputTag, value: Any) -> None:
+        self._collector.side(output_tag, value, self._ts)
+
+    def get_current_key(self) -> Any:
+        return self._key
+
+    def time_domain(self) -> Any:
+        return self._domain
+
+
+class _ContextOperator:
+    """Mixin: a process context, a timer service, and flushing of collected output."""
+
+    name: str
+    output: Any
+    ctx: Any
+
+    def _init_context(self) -> None:
+        self.current_watermark = MIN_WATERMARK
+        self.timer_service: TimerService = _SimpleTimerService(self)
+        self.context = _Context(self)
+
+    def processing_time(self) -> int:
+        clock = self.ctx.clock if self.ctx is not None else None
+        if clock is None:
+            import time
+
+            return time.time_ns() // 1_000_000
+        return int(clock())
+
+    def _flush_collected(self, has_timestamps: bool) -> None:
+        collector = self.context._collector
+        if collector.values:
+            values = collector.values
+            stamps = collector.timestamps if has_timestamps else None
+            collector.values = []
+            collector.timestamps = []
+            self.output.collect(values, stamps)
+        if collector.sides:
+            sides = collector.sides
+            collector.sides = {}
+            for tag_id, (vals, stamps) in sides.items():
+                self.output.collect_side(tag_id, vals, stamps if has_timestamps else None)
+
+
+class ProcessOperator(_ContextOperator, OneInputOperator):
+    """Runs a ``ProcessFunction`` (or a ``(value, ctx)`` callable) over each record."""
+
+    method = "process_element"
+
+    def __init__(
+        self, name: str, function: Any, key_selector: Callable[[Any], Any] | None = None
+    ) -> None:
+        OneInputOperator.__init__(self, name)
+        self.function = copy_function(function)
+        self.fn = resolve_function(self.function, self.method, name)
+        self.key_selector = key_selector
+        self._init_context()
+
+    def open(self) -> None:
+        try:
+            call_open(self.function, self.runtime_context)
+        except Exception as exc:
+            raise self.fail(exc, "in open()") from exc
+
+    def close(self) -> None:
+        call_close(self.function)
+
+    def process_watermark(self, timestamp: int) -> None:
+        self.current_watermark = timestamp
+        self.output.emit_watermark(timestamp)
+
+    def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
+        fn = self.fn
+        ctx = self.context
+        add = ctx._collector.add_results
+        key_selector = self.key_selector
+        try:
+            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
+                ctx._ts = ts
+                if key_selector is not None:
+                    ctx._key = key_selector(value)
+                add(fn(value, ctx), ts)
+        except Exception as exc:
+            raise self.fail(exc) from exc
+        finally:
+            self._flush_collected(timestamps is not None)
+
+
+class KeyedProcessOperator(ProcessOperator):
+    """A ``KeyedProcessFunction`` on a keyed stream: ``ctx.get_current_key()`` works."""
+
+    def __init__(self, name: str, function: Any, key_selector: Callable[[Any], Any]) -> None:
+        super().__init__(name, function, key_selector)
+
+
+class CoMapOperator(TwoInputOperator):
+    """``connect(...).map(CoMapFunction)``: ``map1`` for input 1, ``map2`` for input 2."""
+
+    methods = ("map1", "map2")
+
+    def __init__(self, name: str, function: Any) -> None:
+        super().__init__(name)
+        self.function = copy_function(function)
+        first, second = self.methods
+        self.fn1 = getattr(self.function, first)
+        self.fn2 = getattr(self.function, second)
+
+    def open(self) -> None:
+        try:
+            call_open(self.function, self.runtime_context)
+        except Exception as exc:
+            raise self.fail(exc, "in open()") from exc
+
+    def close(self) -> None:
+        call_close(self.function)
+
+    def _apply(self, fn: Callable[[Any], Any], values: Batch, timestamps: Timestamps) -> None:
+        try:
+            out = list(map(fn, values))
+        except Exception as exc:
+            raise self.fail(exc) from exc
+        self.output.collect(out, timestamps)
+
+    def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
+        self._apply(self.fn1, values, timestamps)
+
+    def process_batch2(self, values: Batch, timestamps: Timestamps) -> None:
+        self._apply(self.fn2, values, timestamps)
+
+
+class CoFlatMapOperator(CoMapOperator):
+    methods = ("flat_map1", "flat_map2")
+
+    def _apply(self, fn: Callable[[Any], Any], values: Batch, timestamps: Timestamps) -> None:
+        out: list[Any] = []
+        out_ts: list[Any] = []
+        try:
+            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
+                result = fn(value)
+                if result is not None:
+                    before = len(out)
+                    out.extend(result)
+                    out_ts.extend(repeat(ts, len(out) - before))
+        except Exception as exc:
+            raise self.fail(exc) from exc
+        if out:
+            self.output.collect(out, None if timestamps is None else out_ts)
+
+
+class CoProcessOperator(_ContextOperator, TwoInputOperator):
+    """``CoProcessFunction`` / ``KeyedCoProcessFunction`` over two inputs."""
+
+    def __init__(
+        self,
+        name: str,
+        function: Any,
+        key_selector1: Callable[[Any], Any] | None = None,
+        key_selector2: Callable[[Any], Any] | None = None,
+    ) -> None:
+        TwoInputOperator.__init__(self, name)
+        self.function = copy_function(function)
+        self.fn1 = self.function.process_element1
+        self.fn2 = self.function.process_element2
+        self.key_selector1 = key_selector1
+        self.key_selector2 = key_selector2
+        self._init_context()
+
+    def open(self) -> None:
+        try:
+            call_open(self.function, self.runtime_context)
+        except Exception as exc:
+            raise self.fail(exc, "in open()") from exc
+
+    def close(self) -> None:
+        call_close(self.function)
+
+    def process_watermark(self, timestamp: int) -> None:
+        self.current_watermark = timestamp
+        self.output.emit_watermark(timestamp)
+
+    def _run(
+        self,
+        fn: Callable[[Any, Any], Any],
+        key_selector: Callable[[Any], Any] | None,
+        values: Batch,
+        timestamps: Timestamps,
+    ) -> None:
+        ctx = self.context
+        add = ctx._collector.add_results
+        try:
+            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
+                ctx._ts = ts
+                if key_selector is not None:
+                    ctx._key = key_selector(value)
+                add(fn(value, ctx), ts)
+        except Exception as exc:
+            raise self.fail(exc) from exc
+        finally:
+            self._flush_collected(timestamps is not None)
+
+    def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
+        self._run(self.fn1, self.key_selector1, values, timestamps)
+
+    def process_batch2(self, values: Batch, timestamps: Timestamps) -> None:
+        self._run(self.fn2, self.key_selector2, values, timestamps)

@@ -1,0 +1,176 @@
+"""Stream partitioners: which downstream channel(s) each record goes to.
+
+May import ``elements``, ``errors``, ``serialization`` and ``state.key_groups``.
+A partitioner is set up once per producing subtask with the number of channels it feeds
+and then splits batches: ``split(values, timestamps)`` returns ``(channel, values,
+timestamps)`` groups in order. Events are always broadcast to every channel.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from flowkit.state.key_groups import KeyGroupAssigner
+
+__all__ = [
+    "BroadcastPartitioner",
+    "ForwardPartitioner",
+    "GlobalPartitioner",
+    "KeyGroupPartitioner",
+    "RebalancePartitioner",
+    "RescalePartitioner",
+    "ShufflePartitioner",
+    "StreamPartitioner",
+]
+
+Split = list[tuple[int, list[Any], list[Any] | None]]
+
+
+class StreamPartitioner(ABC):
+    """Chooses the output channel(s) of each record."""
+
+    #: Shown in plans (``env.explain()``).
+    name: str = "?"
+    #: Pointwise partitioners connect producer i only to "its" consumers (forward, rescale).
+    pointwise: bool = False
+
+    def __init__(self) -> None:
+        self.n = 1
+
+    def setup(self, num_channels: int) -> None:
+        self.n = num_channels
+
+    @abstractmethod
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split: ...
+
+    def copy(self) -> StreamPartitioner:
+        """A fresh, not yet set up instance for another producing subtask."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __repr__(self) -> str:
+        return self.name.upper()
+
+
+class ForwardPartitioner(StreamPartitioner):
+    """Subtask i sends to subtask i (requires equal parallelism)."""
+
+    name = "forward"
+    pointwise = True
+
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
+        return [(0, values, timestamps)]
+
+
+class GlobalPartitioner(StreamPartitioner):
+    """Every record goes to subtask 0 of the consumer."""
+
+    name = "global"
+
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
+        return [(0, values, timestamps)]
+
+
+class BroadcastPartitioner(StreamPartitioner):
+    """Every record goes to every consumer subtask."""
+
+    name = "broadcast"
+
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
+        return [(i, values, timestamps) for i in range(self.n)]
+
+
+class RebalancePartitioner(StreamPartitioner):
+    """Round robin over the consumer subtasks, starting at a random one."""
+
+    name = "rebalance"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next = -1
+
+    def setup(self, num_channels: int) -> None:
+        super().setup(num_channels)
+        self.next = random.randrange(num_channels)
+
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
+        n = self.n
+        start = self.next
+        count = len(values)
+        self.next = (start + count) % n
+        if n == 1:
+            return [(0, values, timestamps)]
+        out: Split = []
+        for offset in range(min(n, count)):
+            channel = (start + offset) % n
+            out.append(
+                (
+                    channel,
+                    values[offset::n],
+                    None if timestamps is None else timestamps[offset::n],
+                )
+            )
+        return out
+
+
+class RescalePartitioner(RebalancePartitioner):
+    """Round robin over a local subset of consumers (pointwise wiring)."""
+
+    name = "rescale"
+    pointwise = True
+
+
+class ShufflePartitioner(StreamPartitioner):
+    """Each record goes to a uniformly random consumer subtask."""
+
+    name = "shuffle"
+
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
+        n = self.n
+        if n == 1:
+            return [(0, values, timestamps)]
+        choices = random.choices(range(n), k=len(values))
+        return _group(n, choices, values, timestamps)
+
+
+class KeyGroupPartitioner(StreamPartitioner):
+    """``key_by``: key group = stable_hash(key) % max_parallelism, then its subtask."""
+
+    name = "hash"
+
+    def __init__(self, key_selector: Callable[[Any], Any], max_parallelism: int) -> None:
+        super().__init__()
+        self.key_selector = key_selector
+        self.max_parallelism = max_parallelism
+        self.assigner: KeyGroupAssigner | None = None
+
+    def setup(self, num_channels: int) -> None:
+        super().setup(num_channels)
+        self.assigner = KeyGroupAssigner(self.max_parallelism, num_channels)
+
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
+        n = self.n
+        if n == 1:
+            return [(0, values, timestamps)]
+        assert self.assigner is not None
+        channel_for_key = self.assigner.channel_for_key
+        choices = list(map(channel_for_key, map(self.key_selector, values)))
+        return _group(n, choices, values, timestamps)
+
+
+def _group(n: int, choices: list[int], values: list[Any], timestamps: list[Any] | None) -> Split:
+    buckets: list[list[Any]] = [[] for _ in range(n)]
+    appends = [b.append for b in buckets]
+    for choice, value in zip(choices, values):
+        appends[choice](value)
+    if timestamps is None:
+        return [(i, b, None) for i, b in enumerate(buckets) if b]
+    tbuckets: list[list[Any]] = [[] for _ in range(n)]
+    tappends = [b.append for b in tbuckets]
+    for choice, ts in zip(choices, timestamps):
+        tappends[choice](ts)
+    return [(i, b, tbuckets[i]) for i, b in enumerate(buckets) if b]

@@ -1,0 +1,175 @@
+"""Bounded byte-buffer channels between subtasks, and the input gate that merges them.
+
+A :class:`LocalChannel` owns exactly ``buffers_per_channel`` buffers of ``buffer_size``
+bytes. The producer fills one at a time and hands it over; when none is free it waits
+(backpressure). The consumer decodes a handed-over buffer whole and gives it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from flowkit.serialization import TypeSerializer
+
+__all__ = ["ChannelStatistics", "InputGate", "LocalChannel", "Notifier"]
+
+
+class Notifier:
+    """Wakes the one coroutine of a subtask that waits for input, mail or a free buffer."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        fut = self._future
+        if fut is not None:
+            self._future = None
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._future = fut
+        try:
+            await fut
+        finally:
+            self._future = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatistics:
+    """A snapshot of one channel's counters."""
+
+    buffers_total: int
+    buffers_in_use: int
+    buffers_queued: int
+    buffers_sent: int
+    bytes_sent: int
+
+
+class LocalChannel:
+    """One producing subtask to one consuming subtask.
+
+    Example:
+        >>> ch = LocalChannel(buffer_size=64, num_buffers=2)
+        >>> buf = ch.request_buffer_nowait()
+        >>> ch.statistics().buffers_in_use
+        1
+    """
+
+    __slots__ = (
+        "buffer_size",
+        "buffers_sent",
+        "bytes_sent",
+        "consumer",
+        "free",
+        "gate",
+        "index",
+        "input_index",
+        "name",
+        "num_buffers",
+        "producer",
+        "ready",
+        "serializer",
+        "span",
+    )
+
+    def __init__(
+        self,
+        buffer_size: int,
+        num_buffers: int,
+        serializer: TypeSerializer | None = None,
+        name: str = "channel",
+        input_index: int = 0,
+    ) -> None:
+        self.buffer_size = buffer_size
+        self.num_buffers = num_buffers
+        self.free: list[bytearray] = [bytearray(buffer_size) for _ in range(num_buffers)]
+        self.ready: deque[tuple[bytearray, int]] = deque()
+        self.serializer = serializer
+        self.name = name
+        self.input_index = input_index
+        #: Position of this channel among the channels of its input (for the valve).
+        self.index = 0
+        self.span = bytearray()
+        self.gate: InputGate | None = None
+        #: Woken when a buffer is recycled (the producing subtask's notifier).
+        self.producer: Notifier | None = None
+        self.consumer: Notifier | None = None
+        self.buffers_sent = 0
+        self.bytes_sent = 0
+
+    # producer side -----------------------------------------------------------------------
+    def request_buffer_nowait(self) -> bytearray | None:
+        """Take a free buffer, or return None when all are in use (the caller must wait)."""
+        free = self.free
+        return free.pop() if free else None
+
+    def hand_over(self, buf: bytearray, length: int) -> None:
+        """Make ``buf[:length]`` available to the consumer."""
+        self.ready.append((buf, length))
+        self.buffers_sent += 1
+        self.bytes_sent += length
+        gate = self.gate
+        if gate is not None:
+            gate.notify(self)
+
+    # consumer side -----------------------------------------------------------------------
+    def recycle(self, buf: bytearray) -> None:
+        """Give a consumed buffer back to the producer."""
+        self.free.append(buf)
+        producer = self.producer
+        if producer is not None:
+            producer.wake()
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            buffers_total=self.num_buffers,
+            buffers_in_use=self.num_buffers - len(self.free),
+            buffers_queued=len(self.ready),
+            buffers_sent=self.buffers_sent,
+            bytes_sent=self.bytes_sent,
+        )
+
+
+class InputGate:
+    """Merges the input channels of one subtask, round robin over channels with data."""
+
+    __slots__ = ("_available", "_queued", "channels", "notifier")
+
+    def __init__(self, channels: list[LocalChannel], notifier: Notifier) -> None:
+        self.channels = channels
+        self.notifier = notifier
+        self._available: deque[LocalChannel] = deque()
+        self._queued: set[int] = set()
+        for ch in channels:
+            ch.gate = self
+            ch.consumer = notifier
+
+    def notify(self, channel: LocalChannel) -> None:
+        key = id(channel)
+        if key not in self._queued:
+            self._queued.add(key)
+            self._available.append(channel)
+        self.notifier.wake()
+
+    def poll(self) -> tuple[LocalChannel, bytearray, int] | None:
+        """Take the next handed-over buffer, or None when no channel has one."""
+        available = self._available
+        if not available:
+            return None
+        channel = available.popleft()
+        buf, length = channel.ready.popleft()
+        if channel.ready:
+            available.append(channel)
+        else:
+            self._queued.discard(id(channel))
+        return channel, buf, length
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self._available)

@@ -1,0 +1,336 @@
+"""RecordWriter: serializes a subtask's output into the buffers of its output channels.
+
+Writing is synchronous: records are encoded chunk-wise into the current buffer of each
+target channel; a buffer is handed over when it is full, when an event follows it, or
+when ``flush()`` is called (buffer timeout, end of a step with timeout 0). When a channel
+has no free buffer, what could not be written waits in that channel's backlog and the
+writer reports ``blocked``: the owning subtask then awaits :meth:`RecordWriter.drain`
+before it processes more input. That is how backpressure reaches the sources; the
+backlog never holds more than one step's output.
+"""
+
+from __future__ import annotations
+
+import marshal
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flowkit.errors import SerializationError
+from flowkit.partitioners import StreamPartitioner
+from flowkit.runtime.buffers import EVENT, HEADER, HEADER_SIZE, RECORDS, SPAN, TIMESTAMPS, Event
+from flowkit.runtime.buffers import encode_event as _encode_event
+from flowkit.runtime.channels import LocalChannel, Notifier
+from flowkit.serialization import TypeSerializer
+
+__all__ = ["RecordWriter"]
+
+_pack_into = HEADER.pack_into
+_H = HEADER_SIZE
+_TWO_H = 2 * HEADER_SIZE
+
+
+class _Out:
+    """Producer-side state of one channel."""
+
+    __slots__ = ("backlog", "buf", "channel", "first_write", "limit", "pos")
+
+    def __init__(self, channel: LocalChannel) -> None:
+        self.channel = channel
+        self.buf: bytearray | None = None
+        self.pos = 0
+        self.first_write = 0.0
+        #: How much of a buffer the producer fills (buffer debloating lowers it).
+        self.limit = channel.buffer_size
+        #: Items waiting for a free buffer, in order: ``[values, timestamps, start]``
+        #: (records), ``bytes`` (an event segment) or ``(segment, offset)`` (rest of a span).
+        self.backlog: deque[Any] = deque()
+
+
+class RecordWriter:
+    """Writes one output edge of a subtask: partitioner, serializer, channels."""
+
+    def __init__(
+        self,
+        channels: list[LocalChannel],
+        partitioner: StreamPartitioner,
+        serializer: TypeSerializer,
+        owner: str,
+        notifier: Notifier,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.channels = channels
+        self.outs = [_Out(ch) for ch in channels]
+        for ch in channels:
+            ch.producer = notifier
+            ch.serializer = serializer
+        self.partitioner = partitioner
+        partitioner.setup(len(channels))
+        self.serializer = serializer
+        self.owner = owner
+        self.notifier = notifier
+        self.clock = clock
+        self._avg = 48.0
+        self._blocked: list[_Out] = []
+        self.records_out = 0
+        self.backpressured_seconds = 0.0
+        self._partial = 0
+
+    # ------------------------------------------------------------------ public interface
+    @property
+    def blocked(self) -> bool:
+        """True while some output waits for a free buffer (the subtask must ``drain``)."""
+        return bool(self._blocked)
+
+    @property
+    def has_partial_buffers(self) -> bool:
+        return self._partial > 0
+
+    def emit(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        """Partition and write a batch of records (``timestamps`` None: none has one)."""
+        if not values:
+            return
+        self.records_out += len(values)
+        outs = self.outs
+        for index, vals, tss in self.partitioner.split(values, timestamps):
+            out = outs[index]
+            if out.backlog:
+                out.backlog.append([vals, tss, 0])
+            elif not self._write_records(out, vals, tss, 0):
+                self._blocked.append(out)
+
+    def emit_event(self, event: Event) -> None:
+        """Write an event to every channel and hand the buffers over."""
+        segment = _encode_event(event)
+        for out in self.outs:
+            if out.backlog:
+                out.backlog.append(segment)
+            elif not self._write_segment(out, segment):
+                self._blocked.append(out)
+
+    def flush(self) -> None:
+        """Hand over every partially filled buffer now."""
+        if self._partial:
+            for out in self.outs:
+                if out.buf is not None and out.pos:
+                    self._hand_over(out)
+
+    def flush_older_than(self, deadline: float) -> float | None:
+        """Hand over partial buffers whose first record was written before ``deadline``.
+
+        Returns the write time of the oldest partial buffer left, or None.
+        """
+        oldest: float | None = None
+        for out in self.outs:
+            if out.buf is not None and out.pos:
+                if out.first_write <= deadline:
+                    self._hand_over(out)
+                elif oldest is None or out.first_write < oldest:
+                    oldest = out.first_write
+        return oldest
+
+    def oldest_partial(self) -> float | None:
+        oldest: float | None = None
+        for out in self.outs:
+            if out.buf is not None and out.pos and (oldest is None or out.first_write < oldest):
+                oldest = out.first_write
+        return oldest
+
+    async def drain(self) -> None:
+        """Wait for free buffers until everything in the backlogs is written."""
+        while self._blocked:
+            out = self._blocked[0]
+            if not out.channel.free:
+                start = time.perf_counter()
+                while not out.channel.free:
+                    await self.notifier.wait()
+                self.backpressured_seconds += time.perf_counter() - start
+            if self._pump(out):
+                self._blocked.pop(0)
+
+    def free_record_capacity(self) -> int:
+        """About how many more records fit into free buffer space right now."""
+        free = 0
+        for out in self.outs:
+            if out.backlog:
+                continue
+            free += len(out.channel.free) * out.limit
+            if out.buf is not None:
+                free += out.limit - out.pos
+        return int(free / (self._avg + 1))
+
+    def buffers_in_use(self) -> int:
+        return sum(ch.num_buffers - len(ch.free) for ch in self.channels)
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(ch.bytes_sent for ch in self.channels)
+
+    # ------------------------------------------------------------------ internals
+    def _pump(self, out: _Out) -> bool:
+        backlog = out.backlog
+        while backlog:
+            item = backlog[0]
+            if type(item) is list:
+                done = self._write_records(out, item[0], item[1], item[2], queued=True)
+            elif type(item) is tuple:
+                done = self._write_span(out, item[0], item[1], queued=True)
+            else:
+                done = self._write_segment(out, item, queued=True)
+            if not done:
+                return False
+            backlog.popleft()
+        return True
+
+    def _acquire(self, out: _Out) -> bytearray | None:
+        buf = out.channel.request_buffer_nowait()
+        if buf is not None:
+            out.buf = buf
+            out.pos = 0
+        return buf
+
+    def _hand_over(self, out: _Out) -> None:
+        buf = out.buf
+        assert buf is not None
+        if out.pos:
+            self._partial -= 1
+        out.channel.hand_over(buf, out.pos)
+        out.buf = None
+        out.pos = 0
+
+    def _note_first_write(self, out: _Out) -> None:
+        self._partial += 1
+        out.first_write = self.clock()
+
+    def _write_records(
+        self,
+        out: _Out,
+        values: list[Any],
+        timestamps: list[Any] | None,
+        start: int,
+        queued: bool = False,
+    ) -> bool:
+        """Write ``values[start:]``; on running out of buffers, leave the rest in the backlog.
+
+        Returns True when everything was written.
+        """
+        total = len(values)
+        i = start
+        encode = self.serializer.encode
+        overhead = _TWO_H if timestamps is not None else _H
+        while i < total:
+            buf = out.buf
+            if buf is None:
+                buf = self._acquire(out)
+                if buf is None:
+                    self._defer(out, [values, timestamps, i], queued)
+                    return False
+            room = out.limit - out.pos
+            n = min(total - i, max(1, int((room - overhead) / self._avg)))
+            while True:
+                chunk = values if (i == 0 and n == total) else values[i : i + n]
+                try:
+                    fmt, payload = encode(chunk)
+                except SerializationError as exc:
+                    raise SerializationError(f"operator {self.owner!r}: {exc}") from exc
+                if timestamps is not None:
+                    tpayload = marshal.dumps(timestamps[i : i + n])
+                    need = _TWO_H + len(payload) + len(tpayload)
+                else:
+                    tpayload = b""
+                    need = _H + len(payload)
+                if need <= room or n == 1:
+                    break
+                n = max(1, min(n - 1, int(n * (room - overhead) / need * 0.95)))
+            self._avg += (len(payload) / n - self._avg) * 0.25
+            if need > room:
+                if out.pos:
+                    self._hand_over(out)
+                    continue
+                # One record larger than a whole buffer: cut it into SPAN pieces.
+                segment = bytearray()
+                if timestamps is not None:
+                    segment += HEADER.pack(TIMESTAMPS, 0, len(tpayload)) + tpayload
+                segment += HEADER.pack(RECORDS, fmt, len(payload)) + payload
+                i += 1
+                if not self._write_span(out, bytes(segment), 0, queued):
+                    if i < total:
+                        rest = [values, timestamps, i]
+                        if queued:
+                            out.backlog.insert(1, rest)
+                        else:
+                            out.backlog.append(rest)
+                    return False
+                continue
+            pos = out.pos
+            if not pos:
+                self._note_first_write(out)
+            if timestamps is not None:
+                _pack_into(buf, pos, TIMESTAMPS, 0, len(tpayload))
+                pos += _H
+                buf[pos : pos + len(tpayload)] = tpayload
+                pos += len(tpayload)
+            _pack_into(buf, pos, RECORDS, fmt, len(payload))
+            pos += _H
+            buf[pos : pos + len(payload)] = payload
+            out.pos = pos + len(payload)
+            i += n
+            if out.limit - out.pos < _TWO_H + self._avg:
+                self._hand_over(out)
+        return True
+
+    def _write_segment(self, out: _Out, segment: bytes, queued: bool = False) -> bool:
+        """Write a whole segment (an event) and hand the buffer over."""
+        buf = out.buf
+        if buf is not None and out.limit - out.pos < len(segment):
+            self._hand_over(out)
+            buf = None
+        if buf is None:
+            buf = self._acquire(out)
+            if buf is None:
+                self._defer(out, segment, queued)
+                return False
+        if len(segment) > out.limit:
+            return self._write_span(out, segment, 0, queued)
+        if not out.pos:
+            self._note_first_write(out)
+        buf[out.pos : out.pos + len(segment)] = segment
+        out.pos += len(segment)
+        kind = segment[0]
+        if kind == EVENT:
+            self._hand_over(out)
+        return True
+
+    def _write_span(self, out: _Out, segment: bytes, offset: int, queued: bool) -> bool:
+        """Cut ``segment[offset:]`` into SPAN pieces over as many buffers as it needs."""
+        total = len(segment)
+        while offset < total:
+            buf = out.buf
+            if buf is None:
+                buf = self._acquire(out)
+                if buf is None:
+                    self._defer(out, (segment, offset), queued)
+                    return False
+            room = out.limit - out.pos - _H
+            if room <= 0:
+                self._hand_over(out)
+                continue
+            piece = min(room, total - offset)
+            last = 1 if offset + piece == total else 0
+            if not out.pos:
+                self._note_first_write(out)
+            _pack_into(buf, out.pos, SPAN, last, piece)
+            out.pos += _H
+            buf[out.pos : out.pos + piece] = segment[offset : offset + piece]
+            out.pos += piece
+            offset += piece
+            self._hand_over(out)
+        return True
+
+    def _defer(self, out: _Out, item: Any, queued: bool) -> None:
+        if queued:
+            out.backlog[0] = item
+        else:
+            out.backlog.append(item)
+

@@ -1,0 +1,220 @@
+"""Sinks: where records go.
+
+A :class:`Sink` describes the destination; the runtime asks it for one
+:class:`SinkWriter` per parallel subtask. Synchronous writers implement ``write_batch``;
+asynchronous ones set ``is_async = True`` and implement ``write_batch_async`` — the subtask
+awaits it before taking more input, so a slow sink slows the job down (backpressure) instead
+of piling records up.
+
+Example:
+    >>> sink = CollectSink()
+    >>> # env.from_collection([1, 2]).sink_to(sink); env.execute()
+    >>> sink.values
+    []
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
+
+from flowkit.elements import StreamRecord, Watermark
+
+__all__ = [
+    "AsyncCallbackSink",
+    "CollectSink",
+    "FunctionSink",
+    "PrintSink",
+    "QueueSink",
+    "Sink",
+    "SinkWriter",
+]
+
+
+class SinkWriter:
+    """Writes the records of one sink subtask."""
+
+    #: True: the runtime calls ``write_batch_async`` and awaits it.
+    is_async = False
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        raise NotImplementedError
+
+    async def write_batch_async(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        raise NotImplementedError
+
+    def write_watermark(self, timestamp: int) -> None:  # noqa: B027 - optional hook
+        """Called for each watermark that reaches the sink."""
+
+    def finish(self) -> None:  # noqa: B027 - optional hook
+        """End of input (not called on failure or cancel)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (always called)."""
+
+
+class Sink:
+    """Describes a sink; ``create_writer`` builds the writer of one subtask."""
+
+    name = "Sink"
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
+        raise NotImplementedError
+
+
+class _CollectWriter(SinkWriter):
+    def __init__(self, sink: CollectSink) -> None:
+        self.sink = sink
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        sink = self.sink
+        sink.values.extend(values)
+        if timestamps is None:
+            records = [StreamRecord(v) for v in values]
+        else:
+            records = [StreamRecord(v, t) for v, t in zip(values, timestamps)]
+        sink.records.extend(records)
+        sink.elements.extend(records)
+
+    def write_watermark(self, timestamp: int) -> None:
+        self.sink.elements.append(Watermark(timestamp))
+
+
+class CollectSink(Sink):
+    """Keeps everything it receives in memory, for tests and small jobs.
+
+    After the job: ``values`` (in arrival order), ``records`` (``StreamRecord(value,
+    timestamp)``) and ``elements`` (records with ``Watermark``s interleaved as they arrived).
+    All parallel sink subtasks append to the same lists.
+    """
+
+    name = "Collect Sink"
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.records: list[StreamRecord] = []
+        self.elements: list[StreamRecord | Watermark] = []
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
+        return _CollectWriter(self)
+
+    def clear(self) -> None:
+        self.values.clear()
+        self.records.clear()
+        self.elements.clear()
+
+
+class _PrintWriter(SinkWriter):
+    def __init__(self, prefix: str, stream: TextIO | None) -> None:
+        self.prefix = prefix
+        self.stream = stream
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        stream = self.stream or sys.stdout
+        prefix = self.prefix
+        stream.write("".join(f"{prefix}{v}\n" for v in values))
+
+
+class PrintSink(Sink):
+    """Prints each record on its own line; ``"<subtask>> "`` prefixes when parallel."""
+
+    name = "Print to Std. Out"
+
+    def __init__(self, identifier: str | None = None, stream: TextIO | None = None) -> None:
+        self.identifier = identifier
+        self.stream = stream
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
+        parts = []
+        if self.identifier:
+            parts.append(self.identifier)
+        if parallelism > 1:
+            parts.append(str(subtask_index + 1))
+        prefix = (":".join(parts) + "> ") if parts else ""
+        return _PrintWriter(prefix, self.stream)
+
+
+class _CallbackWriter(SinkWriter):
+    is_async = True
+
+    def __init__(self, fn: Callable[[Any], Awaitable[Any]]) -> None:
+        self.fn = fn
+
+    async def write_batch_async(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        fn = self.fn
+        for value in values:
+            await fn(value)
+
+
+class AsyncCallbackSink(Sink):
+    """Awaits ``async_fn(value)`` for each record, one at a time, in order.
+
+    Example:
+        >>> async def store(value):
+        ...     pass
+        >>> sink = AsyncCallbackSink(store)
+    """
+
+    name = "Async Callback Sink"
+
+    def __init__(self, async_fn: Callable[[Any], Awaitable[Any]]) -> None:
+        if not callable(async_fn):
+            raise TypeError(f"AsyncCallbackSink needs an async function, got {async_fn!r}")
+        self.async_fn = async_fn
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
+        return _CallbackWriter(self.async_fn)
+
+
+class _QueueWriter(SinkWriter):
+    is_async = True
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self.queue = queue
+
+    async def write_batch_async(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        queue = self.queue
+        for value in values:
+            try:
+                queue.put_nowait(value)
+            except asyncio.QueueFull:
+                await queue.put(value)
+
+
+class QueueSink(Sink):
+    """Puts every record into an ``asyncio.Queue``; a bounded queue gives backpressure."""
+
+    name = "Queue Sink"
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self.queue = queue
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
+        return _QueueWriter(self.queue)
+
+
+class _FunctionWriter(SinkWriter):
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        fn = self.fn
+        for value in values:
+            fn(value)
+
+
+class FunctionSink(Sink):
+    """Calls a plain function (or a ``SinkFunction``'s ``invoke``) for each record."""
+
+    name = "Function Sink"
+
+    def __init__(self, fn: Any) -> None:
+        invoke = getattr(fn, "invoke", None)
+        self.fn: Callable[[Any], Any] = invoke if callable(invoke) else fn
+        if not callable(self.fn):
+            raise TypeError(f"add_sink expects a callable or a SinkFunction, got {fn!r}")
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
+        return _FunctionWriter(self.fn)

@@ -1,0 +1,746 @@
+"""Key groups: which subtask owns which key, exactly like Flink's ``KeyGroupRangeAssignment``.
+
+A keyed stream is split into ``max_parallelism`` *key groups*. A key belongs to key group
+``murmur_hash(java_hash_code(key)) % max_parallelism`` and key group ``g`` is owned by
+operator (subtask) index ``g * parallelism // max_parallelism``. Key groups are the unit of
+keyed state redistribution when a job is rescaled, so the mapping must be identical in every
+process: :func:`java_hash_code` never uses Python's salted ``hash()`` (``PYTHONHASHSEED``).
+
+Pure Python, imports nothing from flowkit.
+
+Example:
+    >>> assign_to_key_group("hello", 128)
+    35
+    >>> key_group_range_for_operator_index(128, 2, 1)
+    KeyGroupRange(start=64, end=127)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+__all__ = [
+    "DEFAULT_LOWER_BOUND_MAX_PARALLELISM",
+    "UPPER_BOUND_MAX_PARALLELISM",
+    "KeyGroupAssigner",
+    "KeyGroupRange",
+    "assign_key_to_parallel_operator",
+    "assign_to_key_group",
+    "compute_operator_index_for_key_group",
+    "default_max_parallelism",
+    "java_hash_code",
+    "key_group_range_for_operator_index",
+    "murmur_hash",
+    "validate_max_parallelism",
+]
+
+#: Smallest default max parallelism (Flink: ``DEFAULT_LOWER_BOUND_MAX_PARALLELISM``).
+DEFAULT_LOWER_BOUND_MAX_PARALLELISM: Final = 1 << 7
+#: Largest allowed max parallelism (Flink: ``UPPER_BOUND_MAX_PARALLELISM``).
+UPPER_BOUND_MAX_PARALLELISM: Final = 1 << 15
+
+_MASK32: Final = 0xFFFFFFFF
+_MASK64: Final = 0xFFFFFFFFFFFFFFFF
+_INT_MIN: Final = -(1 << 31)
+_INT_MAX: Final = (1 << 31) - 1
+_LONG_MIN: Final = -(1 << 63)
+_LONG_MAX: Final = (1 << 63) - 1
+_CANONICAL_NAN_BITS: Final = 0x7FF8000000000000
+_TRUE_HASH: Final = 1231
+_FALSE_HASH: Final = 1237
+_UTF16_NATIVE: Final = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
+_DOUBLE_BITS: Final = struct.Struct("<d")
+_LONG_BITS: Final = struct.Struct("<Q")
+
+#: Per-class cache size bound of :class:`KeyGroupAssigner`; a full cache is cleared.
+_CACHE_LIMIT: Final = 65536
+
+
+def _signed32(value: int) -> int:
+    """Reinterpret the low 32 bits of ``value`` as a signed 32-bit int."""
+    value &= _MASK32
+    return value - 0x100000000 if value & 0x80000000 else value
+
+
+# ---------------------------------------------------------------------------------------------
+# Stable hash codes
+# ---------------------------------------------------------------------------------------------
+
+
+def _str_hash(s: str) -> int:
+    """Java ``String.hashCode`` over the UTF-16 code units of ``s``."""
+    if s.isascii():
+        units: Any = s.encode("ascii")
+    else:
+        # Characters outside the BMP become surrogate pairs; lone surrogates pass through as
+        # single units, like in a Java string.
+        units = memoryview(s.encode(_UTF16_NATIVE, "surrogatepass")).cast("H")
+    h = 0
+    for unit in units:
+        h = (31 * h + unit) & _MASK32
+    return _signed32(h)
+
+
+def _bytes_hash(data: bytes | bytearray) -> int:
+    """Java ``Arrays.hashCode(byte[])``: signed bytes, ``h = 31 * h + b`` starting at 1."""
+    h = 1
+    for b in memoryview(data).cast("b"):
+        h = (31 * h + b) & _MASK32
+    return _signed32(h)
+
+
+def _int_hash(value: int) -> int:
+    """``Integer``/``Long``/``BigInteger.hashCode`` depending on the magnitude of ``value``."""
+    if _INT_MIN <= value <= _INT_MAX:
+        return value
+    if _LONG_MIN <= value <= _LONG_MAX:
+        bits = value & _MASK64
+        return _signed32(bits ^ (bits >> 32))
+    # Beyond 64 bits: java.math.BigInteger.hashCode. The magnitude |value| is split into
+    # 32-bit words, most significant first, folded as h = 31 * h + word (32-bit wrap), and
+    # the result is multiplied by the sign (-1 or 1), again with 32-bit wrap.
+    magnitude = -value if value < 0 else value
+    h = 0
+    for shift in range(((magnitude.bit_length() + 31) // 32 - 1) * 32, -1, -32):
+        h = (31 * h + ((magnitude >> shift) & _MASK32)) & _MASK32
+    return _signed32(-h if value < 0 else h)
+
+
+def _float_hash(value: float) -> int:
+    """Java ``Double.hashCode``; NaNs are canonical and ``-0.0`` hashes like ``0.0``."""
+    if value != value:
+        bits = _CANONICAL_NAN_BITS
+    elif value == 0.0:
+        # Python treats 0.0 and -0.0 as the same dict key, so they must share a key group
+        # (Java's Double.hashCode would differ here; this is the one deliberate deviation).
+        return 0
+    else:
+        bits = _LONG_BITS.unpack(_DOUBLE_BITS.pack(value))[0]
+    return _signed32(bits ^ (bits >> 32))
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_dataclass_fields_cache: dict[type, tuple[str, ...]] = {}
+
+
+def _dataclass_field_names(cls: type) -> tuple[str, ...]:
+    """Names of the fields that take part in ``__eq__`` (``compare=True``), cached per class."""
+    names = _dataclass_fields_cache.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.compare)
+        _dataclass_fields_cache[cls] = names
+    return names
+
+
+def _sequence_hash(items: Any) -> int:
+    """Java ``List.hashCode``: ``h = 1; h = 31 * h + hash(e)``."""
+    h = 1
+    for item in items:
+        h = (31 * h + java_hash_code(item)) & _MASK32
+    return _signed32(h)
+
+
+def java_hash_code(key: object) -> int:
+    """Return a hash code of ``key`` that is stable across processes and Python runs.
+
+    The result is a signed 32-bit int that never depends on ``PYTHONHASHSEED``. Where Java has
+    an analogue the value equals Java's ``hashCode()``:
+
+    * ``str``: ``String.hashCode`` over UTF-16 code units (``h = 31 * h + unit``); characters
+      outside the BMP count as two surrogate units.
+    * ``bool``: 1231 for ``True``, 1237 for ``False`` (``Boolean.hashCode``).
+    * ``int``: the value if it fits 32 bits, ``Long.hashCode`` (``(int)(v ^ (v >>> 32))``) if
+      it fits 64 bits, else ``BigInteger.hashCode``: the 32-bit words of ``abs(v)``, most
+      significant first, folded as ``h = 31 * h + word``, then multiplied by the sign.
+    * ``float``: ``Double.hashCode`` of the IEEE-754 bits (``bits ^ (bits >>> 32)``), all NaNs
+      canonical like ``doubleToLongBits``. ``-0.0`` hashes like ``0.0`` (0), because Python
+      treats them as the same key.
+    * ``None``: 0.
+    * ``bytes``/``bytearray``: ``Arrays.hashCode(byte[])`` over signed bytes.
+    * ``tuple``/``list``: ``List.hashCode`` (``h = 1; h = 31 * h + hash(e)``).
+    * ``frozenset``/``set``: ``Set.hashCode``, the sum of the element hashes.
+    * ``dict``: ``Map.hashCode``, the sum of ``hash(k) ^ hash(v)``.
+    * ``enum.Enum`` member: hash of the tuple ``("module.QualName", member.name)``.
+    * dataclass instance: hash of ``("module.QualName", (field values...))`` over the fields
+      that take part in ``__eq__``.
+    * any other object defining ``__flowkit_hash__(self) -> int``: its result (wrapped to 32
+      bits). ``__flowkit_hash__`` also takes precedence over the rules above for subclasses,
+      enums and dataclasses.
+
+    Like in Java, keys of different types that Python considers equal (``1``, ``1.0``,
+    ``True``) get different hash codes: use one key type per stream.
+
+    Args:
+        key: The key to hash.
+
+    Returns:
+        The hash code, in ``[-2**31, 2**31)``.
+
+    Raises:
+        TypeError: If ``key``'s type has no stable hash across processes.
+
+    Example:
+        >>> java_hash_code("hello")
+        99162322
+        >>> java_hash_code((1, "a"))
+        1089
+    """
+    cls = key.__class__
+    # Exact built-in types first: the common case, and no attribute lookups on them.
+    if cls is str:
+        return _str_hash(key)  # type: ignore[arg-type]
+    if cls is int:
+        return _int_hash(key)  # type: ignore[arg-type]
+    if cls is tuple or cls is list:
+        return _sequence_hash(key)
+    if cls is bool:
+        return _TRUE_HASH if key else _FALSE_HASH
+    if cls is float:
+        return _float_hash(key)  # type: ignore[arg-type]
+    if key is None:
+        return 0
+    if cls is bytes or cls is bytearray:
+        return _bytes_hash(key)  # type: ignore[arg-type]
+    custom = getattr(cls, "__flowkit_hash__", None)
+    if custom is not None:
+        value = custom(key)
+        if not isinstance(value, int):
+            raise TypeError(
+                f"{_qualified_name(cls)}.__flowkit_hash__ must return an int, "
+                f"got {type(value).__name__}"
+            )
+        return _signed32(value)
+    if isinstance(key, enum.Enum):
+        return _sequence_hash((_qualified_name(cls), key.name))
+    # Subclasses of the built-in types (bool cannot be subclassed).
+    if isinstance(key, str):
+        return _str_hash(key)
+    if isinstance(key, int):
+        return _int_hash(key)
+    if isinstance(key, float):
+        return _float_hash(key)
+    if isinstance(key, tuple | list):
+        return _sequence_hash(key)
+    if isinstance(key, bytes | bytearray):
+        return _bytes_hash(key)
+    if isinstance(key, frozenset | set):
+        total = 0
+        for item in key:
+            total += java_hash_code(item)
+        return _signed32(total)
+    if isinstance(key, dict):
+        total = 0
+        for k, v in key.items():
+            total += java_hash_code(k) ^ java_hash_code(v)
+        return _signed32(total)
+    if dataclasses.is_dataclass(key):
+        values = tuple(getattr(key, name) for name in _dataclass_field_names(cls))
+        return _sequence_hash((_qualified_name(cls), values))
+    raise TypeError(
+        f"key of type {_qualified_name(cls)} has no stable hash across processes "
+        "(Python's hash() of arbitrary objects is salted per process or identity based, so "
+        "the same key would land in different key groups). Return a str, int, bytes or "
+        "tuple key from the key selector, make the key a dataclass or an enum member, or "
+        "define __flowkit_hash__(self) -> int on the key class."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Flink's MathUtils / KeyGroupRangeAssignment
+# ---------------------------------------------------------------------------------------------
+
+
+def murmur_hash(code: int) -> int:
+    """Return Flink's ``MathUtils.murmurHash(code)``: a well-mixed, non-negative 32-bit int.
+
+    Args:
+        code: A hash code; only its low 32 bits are used.
+
+    Returns:
+        The mixed hash, in ``[0, 2**31)``.
+
+    Example:
+        >>> murmur_hash(0) == murmur_hash(0) and 0 <= murmur_hash(99162322) < 2**31
+        True
+    """
+    c = (code * 0xCC9E2D51) & _MASK32
+    c = ((c << 15) | (c >> 17)) & _MASK32
+    c = (c * 0x1B873593) & _MASK32
+    c = ((c << 13) | (c >> 19)) & _MASK32
+    c = (c * 5 + 0xE6546B64) & _MASK32
+    c ^= 4
+    c ^= c >> 16
+    c = (c * 0x85EBCA6B) & _MASK32
+    c ^= c >> 13
+    c = (c * 0xC2B2AE35) & _MASK32
+    c ^= c >> 16
+    if c < 0x80000000:
+        return c
+    # Negative as a Java int: return -c, except for Integer.MIN_VALUE which maps to 0.
+    return 0x100000000 - c if c != 0x80000000 else 0
+
+
+def validate_max_parallelism(max_parallelism: int) -> None:
+    """Check that ``max_parallelism`` is an int in ``[1, 32768]``.
+
+    Args:
+        max_parallelism: The number of key groups.
+
+    Raises:
+        ValueError: If it is out of range (``TypeError`` if it is not an int).
+
+    Example:
+        >>> validate_max_parallelism(128)
+        >>> validate_max_parallelism(0)
+        Traceback (most recent call last):
+        ValueError: max_parallelism must be between 1 and 32768 (inclusive), got 0
+    """
+    if not isinstance(max_parallelism, int) or isinstance(max_parallelism, bool):
+        raise TypeError(f"max_parallelism must be an int, got {type(max_parallelism).__name__}")
+    if not 1 <= max_parallelism <= UPPER_BOUND_MAX_PARALLELISM:
+        raise ValueError(
+            f"max_parallelism must be between 1 and {UPPER_BOUND_MAX_PARALLELISM} "
+            f"(inclusive), got {max_parallelism}"
+        )
+
+
+def _validate_parallelism(max_parallelism: int, parallelism: int) -> None:
+    validate_max_parallelism(max_parallelism)
+    if not isinstance(parallelism, int) or isinstance(parallelism, bool):
+        raise TypeError(f"parallelism must be an int, got {type(parallelism).__name__}")
+    if not 1 <= parallelism <= max_parallelism:
+        raise ValueError(
+            f"parallelism must be between 1 and max_parallelism={max_parallelism} "
+            f"(inclusive), got {parallelism}; raise max_parallelism or lower the parallelism"
+        )
+
+
+def assign_to_key_group(key: object, max_parallelism: int) -> int:
+    """Return the key group of ``key``: ``murmur_hash(java_hash_code(key)) % max_parallelism``.
+
+    Args:
+        key: The key (see :func:`java_hash_code` for the supported types).
+        max_parallelism: The number of key groups, in ``[1, 32768]``.
+
+    Returns:
+        The key group, in ``[0, max_parallelism)``.
+
+    Example:
+        >>> assign_to_key_group("hello", 128)
+        35
+    """
+    validate_max_parallelism(max_parallelism)
+    return murmur_hash(java_hash_code(key)) % max_parallelism
+
+
+def compute_operator_index_for_key_group(
+    max_parallelism: int, parallelism: int, key_group: int
+) -> int:
+    """Return the operator (subtask) index that owns ``key_group``.
+
+    Args:
+        max_parallelism: The number of key groups.
+        parallelism: The number of parallel operator instances, ``<= max_parallelism``.
+        key_group: A key group in ``[0, max_parallelism)``.
+
+    Returns:
+        ``key_group * parallelism // max_parallelism``.
+
+    Example:
+        >>> compute_operator_index_for_key_group(128, 3, 43)
+        1
+    """
+    _validate_parallelism(max_parallelism, parallelism)
+    if not 0 <= key_group < max_parallelism:
+        raise ValueError(
+            f"key_group must be in [0, {max_parallelism}) for max_parallelism="
+            f"{max_parallelism}, got {key_group}"
+        )
+    return key_group * parallelism // max_parallelism
+
+
+def assign_key_to_parallel_operator(key: object, max_parallelism: int, parallelism: int) -> int:
+    """Return the operator (subtask) index that owns ``key``.
+
+    Args:
+        key: The key (see :func:`java_hash_code` for the supported types).
+        max_parallelism: The number of key groups.
+        parallelism: The number of parallel operator instances, ``<= max_parallelism``.
+
+    Returns:
+        The operator index, in ``[0, parallelism)``.
+
+    Example:
+        >>> assign_key_to_parallel_operator("hello", 128, 2)
+        0
+    """
+    _validate_parallelism(max_parallelism, parallelism)
+    key_group = murmur_hash(java_hash_code(key)) % max_parallelism
+    return key_group * parallelism // max_parallelism
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGroupRange:
+    """An inclusive range of key groups ``[start, end]``; empty when ``start > end``.
+
+    Attributes:
+        start: First key group of the range.
+        end: Last key group of the range (inclusive).
+
+    Example:
+        >>> r = KeyGroupRange(0, 3)
+        >>> list(r), len(r), 3 in r, 4 in r
+        ([0, 1, 2, 3], 4, True, False)
+        >>> len(KeyGroupRange.EMPTY), bool(KeyGroupRange.of(5, 2))
+        (0, False)
+    """
+
+    start: int
+    end: int
+
+    #: The canonical empty range ``[0, -1]``.
+    EMPTY: ClassVar[KeyGroupRange]
+
+    def __post_init__(self) -> None:
+        if self.start < 0:
+            raise ValueError(f"KeyGroupRange start must be >= 0, got {self.start}")
+
+    @classmethod
+    def of(cls, start: int, end: int) -> KeyGroupRange:
+        """Return ``KeyGroupRange(start, end)``, or :attr:`EMPTY` when ``start > end``.
+
+        Example:
+            >>> KeyGroupRange.of(3, 2) is KeyGroupRange.EMPTY
+            True
+        """
+        return cls.EMPTY if start > end else cls(start, end)
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the range holds no key group."""
+        return self.start > self.end
+
+    def __contains__(self, key_group: object) -> bool:
+        return isinstance(key_group, int) and self.start <= key_group <= self.end
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.end + 1))
+
+    def __len__(self) -> int:
+        return self.end - self.start + 1 if self.start <= self.end else 0
+
+    def intersection(self, other: KeyGroupRange) -> KeyGroupRange:
+        """Return the key groups in both ranges (:attr:`EMPTY` if none).
+
+        Example:
+            >>> KeyGroupRange(0, 63).intersection(KeyGroupRange(32, 95))
+            KeyGroupRange(start=32, end=63)
+        """
+        return KeyGroupRange.of(max(self.start, other.start), min(self.end, other.end))
+
+
+KeyGroupRange.EMPTY = KeyGroupRange(0, -1)
+
+
+def key_group_range_for_operator_index(
+    max_parallelism: int, parallelism: int, index: int
+) -> KeyGroupRange:
+    """Return the key groups owned by operator (subtask) ``index``.
+
+    Args:
+        max_parallelism: The number of key groups.
+        parallelism: The number of parallel operator instances, ``<= max_parallelism``.
+        index: The operator index, in ``[0, parallelism)``.
+
+    Returns:
+        ``[(index * maxP + p - 1) // p, ((index + 1) * maxP - 1) // p]``.
+
+    Example:
+        >>> key_group_range_for_operator_index(128, 3, 1)
+        KeyGroupRange(start=43, end=85)
+    """
+    _validate_parallelism(max_parallelism, parallelism)
+    if not 0 <= index < parallelism:
+        raise ValueError(f"operator index must be in [0, {parallelism}), got {index}")
+    start = (index * max_parallelism + parallelism - 1) // parallelism
+    end = ((index + 1) * max_parallelism - 1) // parallelism
+    return KeyGroupRange(start, end)
+
+
+def default_max_parallelism(parallelism: int) -> int:
+    """Return Flink's default max parallelism for an operator of ``parallelism``.
+
+    ``min(max(round_up_to_power_of_two(p + p // 2), 128), 32768)``.
+
+    Args:
+        parallelism: The operator's parallelism, ``>= 1``.
+
+    Returns:
+        The max parallelism (number of key groups).
+
+    Example:
+        >>> default_max_parallelism(1), default_max_parallelism(86)
+        (128, 256)
+    """
+    if not isinstance(parallelism, int) or isinstance(parallelism, bool):
+        raise TypeError(f"parallelism must be an int, got {type(parallelism).__name__}")
+    if parallelism < 1:
+        raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+    wanted = parallelism + parallelism // 2
+    power_of_two = 1 << (wanted - 1).bit_length()
+    return min(max(power_of_two, DEFAULT_LOWER_BOUND_MAX_PARALLELISM), UPPER_BOUND_MAX_PARALLELISM)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached assignment for the record hot path
+# ---------------------------------------------------------------------------------------------
+
+#: Classes whose instances are never cached by class: equal instances may hash differently
+#: (``(1,) == (1.0,)``), or they are unhashable. Tuples and dataclasses use a shape cache.
+_CONTAINER_TYPES: Final = (tuple, list, frozenset, set, dict, bytearray)
+
+#: Built-in classes whose equal instances always have equal hash codes.
+_PLAIN_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
+
+#: Returned by :func:`_shape` for keys that must not be cached.
+_UNCACHEABLE: Final = object()
+
+
+def _shape(key: object) -> object:
+    """The type structure of a tuple or dataclass key, used to validate cache hits.
+
+    Two keys that are equal and have equal shapes have equal :func:`java_hash_code`: the shape
+    tells ``(1, "a")``, ``(1.0, "a")`` and ``(True, "a")`` apart although they are equal.
+    Returns :data:`_UNCACHEABLE` for keys holding sets or dicts (whose equality the shape
+    cannot capture) or unhashable items.
+    """
+    if key.__class__ is tuple:
+        shape = tuple(map(type, key))
+        if _PLAIN_TYPES.issuperset(shape):
+            return shape
+    return _deep_shape(key)
+
+
+def _deep_shape(key: object) -> object:
+    cls = key.__class__
+    if cls in _PLAIN_TYPES or getattr(cls, "__flowkit_hash__", None) is not None:
+        return cls
+    shapes: list[object]
+    if isinstance(key, tuple):
+        shapes = []
+    elif isinstance(key, _CONTAINER_TYPES):
+        return _UNCACHEABLE
+    elif dataclasses.is_dataclass(key):
+        shapes = [cls]
+        key = tuple(getattr(key, name) for name in _dataclass_field_names(cls))
+    else:
+        return cls
+    for item in key:
+        item_shape = _deep_shape(item)
+        if item_shape is _UNCACHEABLE:
+            return _UNCACHEABLE
+        shapes.append(item_shape)
+    return tuple(shapes)
+
+
+def _class_cacheable(cls: type) -> bool:
+    """Whether equal instances of ``cls`` always have equal :func:`java_hash_code`."""
+    if cls.__hash__ is None:
+        return False
+    if getattr(cls, "__flowkit_hash__", None) is not None:
+        return True  # the user's contract, like Java's equals/hashCode
+    return not issubclass(cls, _CONTAINER_TYPES) and not dataclasses.is_dataclass(cls)
+
+
+class _ShapedCache(dict[object, int]):
+    """Stands in ``by_class`` for tuple / dataclass classes; always empty.
+
+    ``by_class[cls][key]`` on this empty dict calls :meth:`__missing__`, which validates the
+    hit against the key's shape, so the hot path needs no extra branch or exception.
+    """
+
+    __slots__ = ("cache",)
+
+    def __init__(self, cache: _KeyCache) -> None:
+        super().__init__()
+        self.cache = cache
+
+    def __missing__(self, key: object) -> int:
+        return self.cache.shaped_lookup(key)
+
+
+class _KeyCache:
+    """Caches ``key -> fn(key)``; see :class:`KeyGroupAssigner` for the correctness rules."""
+
+    __slots__ = ("by_class", "fn", "shaped", "shaped_view")
+
+    def __init__(self, fn: Callable[[object], int]) -> None:
+        self.fn = fn
+        # class -> {key: value}. For classes where key equality implies equal hash codes this
+        # is a plain dict; for tuples and dataclasses it is the (empty) shaped view. The hot
+        # path reads it directly: by_class[key.__class__][key].
+        self.by_class: dict[type, dict[object, int]] = {}
+        # key -> (shape, value) for tuples and dataclasses; a hit is valid only if the shape
+        # matches, so (1, "a"), (1.0, "a") and (True, "a") do not share an entry.
+        self.shaped: dict[object, tuple[object, int]] = {}
+        self.shaped_view = _ShapedCache(self)
+
+    def miss(self, key: object) -> int:
+        """Compute ``fn(key)`` for a key that is not cached, and cache it if that is safe."""
+        cls = key.__class__
+        cache = self.by_class.get(cls)
+        if cache is None:
+            if not _class_cacheable(cls):
+                if cls.__hash__ is not None:
+                    self.by_class[cls] = self.shaped_view
+                return self.shaped_lookup(key)
+            cache = self.by_class[cls] = {}
+        elif cache is self.shaped_view:
+            return self.shaped_lookup(key)
+        # The class is cached but the key is not (or its __eq__/__hash__ raised).
+        value = self.fn(key)
+        try:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[key] = value
+        except TypeError:  # a __hash__ that raises: compute every time
+            pass
+        return value
+
+    def shaped_lookup(self, key: object) -> int:
+        shape = _shape(key)
+        if shape is _UNCACHEABLE:
+            return self.fn(key)
+        shaped = self.shaped
+        try:
+            entry = shaped.get(key)
+        except TypeError:  # e.g. a tuple holding a list
+            return self.fn(key)
+        if entry is not None and entry[0] == shape:
+            return entry[1]
+        value = self.fn(key)
+        if len(shaped) >= _CACHE_LIMIT:
+            shaped.clear()
+        shaped[key] = (shape, value)
+        return value
+
+    def clear(self) -> None:
+        self.by_class.clear()
+        self.shaped.clear()
+
+
+class KeyGroupAssigner:
+    """Maps keys to key groups and operator indices, caching per distinct key.
+
+    Used once per record by the key-group partitioner, so :meth:`channel_for_key` is a dict
+    lookup after the first occurrence of a key. Caches are bounded (each is cleared when it
+    reaches 65536 entries). The cache never changes results: keys are cached per exact class
+    (so ``1``, ``1.0`` and ``True`` do not share an entry) and tuple / dataclass keys are
+    cached together with their type structure. Unhashable keys (lists, dicts) are computed
+    every time.
+
+    Args:
+        max_parallelism: The number of key groups, in ``[1, 32768]``.
+        parallelism: The number of channels / operator instances, in ``[1, max_parallelism]``.
+
+    Example:
+        >>> assigner = KeyGroupAssigner(128, 2)
+        >>> assigner.key_group_for_key("hello"), assigner.channel_for_key("hello")
+        (35, 0)
+    """
+
+    __slots__ = (
+        "_channel_by_class",
+        "_channel_cache",
+        "_group_by_class",
+        "_group_cache",
+        "_group_to_channel",
+        "max_parallelism",
+        "parallelism",
+    )
+
+    def __init__(self, max_parallelism: int, parallelism: int) -> None:
+        _validate_parallelism(max_parallelism, parallelism)
+        self.max_parallelism = max_parallelism
+        self.parallelism = parallelism
+        self._group_to_channel = [
+            group * parallelism // max_parallelism for group in range(max_parallelism)
+        ]
+        self._group_cache = _KeyCache(self._compute_group)
+        self._channel_cache = _KeyCache(self._compute_channel)
+        self._group_by_class = self._group_cache.by_class
+        self._channel_by_class = self._channel_cache.by_class
+
+    def _compute_group(self, key: object) -> int:
+        return murmur_hash(java_hash_code(key)) % self.max_parallelism
+
+    def _compute_channel(self, key: object) -> int:
+        return self._group_to_channel[self.key_group_for_key(key)]
+
+    def channel_for_key(self, key: object) -> int:
+        """Return the operator index (output channel) that owns ``key``.
+
+        Args:
+            key: The key (see :func:`java_hash_code` for the supported types).
+
+        Returns:
+            The channel, in ``[0, parallelism)``.
+
+        Raises:
+            TypeError: If the key's type has no stable hash across processes.
+
+        Example:
+            >>> KeyGroupAssigner(128, 4).channel_for_key("hello")
+            1
+        """
+        try:
+            return self._channel_by_class[key.__class__][key]
+        except (KeyError, TypeError):
+            return self._channel_cache.miss(key)
+
+    def key_group_for_key(self, key: object) -> int:
+        """Return the key group of ``key``, like :func:`assign_to_key_group`.
+
+        Args:
+            key: The key (see :func:`java_hash_code` for the supported types).
+
+        Returns:
+            The key group, in ``[0, max_parallelism)``.
+
+        Example:
+            >>> KeyGroupAssigner(128, 4).key_group_for_key("hello")
+            35
+        """
+        try:
+            return self._group_by_class[key.__class__][key]
+        except (KeyError, TypeError):
+            return self._group_cache.miss(key)
+
+    def key_group_range(self, index: int) -> KeyGroupRange:
+        """Return the key groups owned by operator ``index``.
+
+        Example:
+            >>> KeyGroupAssigner(128, 2).key_group_range(1)
+            KeyGroupRange(start=64, end=127)
+        """
+        return key_group_range_for_operator_index(self.max_parallelism, self.parallelism, index)
+
+    def clear_cache(self) -> None:
+        """Forget every cached key."""
+        self._group_cache.clear()
+        self._channel_cache.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyGroupAssigner(max_parallelism={self.max_parallelism}, "
+            f"parallelism={self.parallelism})"
+        )
