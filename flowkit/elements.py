@@ -12,9 +12,9 @@ from typing import Any
 __all__ = [
     "MAX_WATERMARK",
     "MIN_WATERMARK",
-    "OutputTag",
     "CheckpointBarrier",
     "EndOfPartition",
+    "OutputTag",
     "StreamRecord",
     "Watermark",
     "WatermarkStatus",

@@ -110,10 +110,10 @@ class RuntimeContext:
 class Function:
     """Base of all function classes: optional lifecycle hooks."""
 
-    def open(self, runtime_context: RuntimeContext) -> None:  # noqa: B027 - optional hook
+    def open(self, runtime_context: RuntimeContext) -> None:
         """Called once per subtask before the first record."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Called once per subtask after the last record (also on failure)."""
 
 
@@ -237,10 +237,14 @@ class CoProcessFunction(Function, ABC):
     Context = ProcessFunction.Context
 
     @abstractmethod
-    def process_element1(self, value: Any, ctx: ProcessFunction.Context) -> Iterable[Any] | None: ...
+    def process_element1(
+        self, value: Any, ctx: ProcessFunction.Context
+    ) -> Iterable[Any] | None: ...
 
     @abstractmethod
-    def process_element2(self, value: Any, ctx: ProcessFunction.Context) -> Iterable[Any] | None: ...
+    def process_element2(
+        self, value: Any, ctx: ProcessFunction.Context
+    ) -> Iterable[Any] | None: ...
 
 
 class KeyedCoProcessFunction(Function, ABC):
@@ -269,7 +273,7 @@ class ProcessWindowFunction(Function, ABC):
     @abstractmethod
     def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any] | None: ...
 
-    def clear(self, context: Any) -> None:  # noqa: B027 - optional hook
+    def clear(self, context: Any) -> None:
         """Called when the window is purged at its cleanup time."""
 
 

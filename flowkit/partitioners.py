@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from itertools import compress
 from typing import Any
 
 from flowkit.state.key_groups import KeyGroupAssigner
@@ -156,13 +157,30 @@ class KeyGroupPartitioner(StreamPartitioner):
         n = self.n
         if n == 1:
             return [(0, values, timestamps)]
-        assert self.assigner is not None
-        channel_for_key = self.assigner.channel_for_key
-        choices = list(map(channel_for_key, map(self.key_selector, values)))
+        assigner = self.assigner
+        assert assigner is not None
+        keys = list(map(self.key_selector, values))
+        # Fast path: str keys already seen are looked up in one C-level pass. A miss or a
+        # key of another type takes the general (type-exact) path, which fills the cache.
+        str_channels = assigner.str_channel_cache()
+        try:
+            choices = list(map(str_channels.__getitem__, keys))
+        except (KeyError, TypeError):
+            choices = list(map(assigner.channel_for_key, keys))
         return _group(n, choices, values, timestamps)
 
 
 def _group(n: int, choices: list[int], values: list[Any], timestamps: list[Any] | None) -> Split:
+    if n <= 8:
+        # A few C-level passes beat one Python-level loop over the records.
+        out: Split = []
+        for channel in range(n):
+            mask = list(map(channel.__eq__, choices))
+            vals = list(compress(values, mask))
+            if vals:
+                stamps = None if timestamps is None else list(compress(timestamps, mask))
+                out.append((channel, vals, stamps))
+        return out
     buckets: list[list[Any]] = [[] for _ in range(n)]
     appends = [b.append for b in buckets]
     for choice, value in zip(choices, values):

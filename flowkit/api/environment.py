@@ -83,7 +83,10 @@ class StreamExecutionEnvironment:
         )
         self.buffer_timeout_ms = self._check_timeout(buffer_timeout_ms)
         self.auto_watermark_interval_ms = _check_int(
-            "auto_watermark_interval_ms", auto_watermark_interval_ms, 0, "0 disables periodic watermarks"
+            "auto_watermark_interval_ms",
+            auto_watermark_interval_ms,
+            0,
+            "0 disables periodic watermarks",
         )
         self.clock = clock
         self.use_uvloop = use_uvloop
@@ -155,7 +158,7 @@ class StreamExecutionEnvironment:
         """A stream read from ``source`` (any :class:`~flowkit.sources.Source`)."""
         if not isinstance(source, Source):
             raise TypeError(f"from_source() expects a flowkit Source, got {source!r}")
-        name = source_name or getattr(source, "name", "Source")
+        name = str(source_name or getattr(source, "name", None) or "Source")
         t = Transformation(
             kind="source",
             name=name,
@@ -188,11 +191,15 @@ class StreamExecutionEnvironment:
                 f"from_async_iterable() expects an async iterable, an asyncio.Queue or a "
                 f"callable returning one, got {type(iterable).__name__}"
             )
-        return self.from_source(AsyncIterableSource(iterable, bounded), source_name="Async Iterable Source")
+        return self.from_source(
+            AsyncIterableSource(iterable, bounded), source_name="Async Iterable Source"
+        )
 
     def socket_text_stream(self, host: str, port: int, delimiter: str = "\n") -> DataStream:
         """Lines read from a TCP connection until the peer closes it."""
-        return self.from_source(SocketTextSource(host, port, delimiter), source_name="Socket Stream")
+        return self.from_source(
+            SocketTextSource(host, port, delimiter), source_name="Socket Stream"
+        )
 
     def read_text_file(self, file_path: str) -> DataStream:
         """The lines of a text file."""

@@ -104,7 +104,10 @@ class StreamOperator:
         self.output = output
         self.subtask = ctx.subtask_name
         self.runtime_context = RuntimeContext(
-            ctx.task_name, ctx.subtask_index, ctx.parallelism, ctx.max_parallelism,
+            ctx.task_name,
+            ctx.subtask_index,
+            ctx.parallelism,
+            ctx.max_parallelism,
             self.state_store(),
         )
 
@@ -191,15 +194,15 @@ def resolve_function(fn: Any, method: str, what: str) -> Callable[..., Any]:
     """
     bound = getattr(fn, method, None)
     if bound is not None and callable(bound):
-        return bound  # type: ignore[no-any-return]
+        return bound
     if callable(fn):
-        return fn  # type: ignore[no-any-return]
+        return fn
     raise TypeError(f"{what} expects a callable or an object with a {method}() method, got {fn!r}")
 
 
 def copy_function(fn: Any) -> Any:
     """The per-subtask copy of a user function (functions themselves are shared)."""
-    if fn is None or callable(fn) and not hasattr(fn, "__dict__"):
+    if fn is None or (callable(fn) and not hasattr(fn, "__dict__")):
         return fn
     if type(fn).__name__ in ("function", "builtin_function_or_method", "method"):
         return fn

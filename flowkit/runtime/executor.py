@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flowkit.elements import Watermark
-from flowkit.errors import FlowkitError, JobFailed
-from flowkit.graph.job_graph import POINTWISE, JobGraph, JobVertex
+from flowkit.errors import JobFailed, UserFunctionError
+from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
@@ -60,6 +59,13 @@ def _fan(fns: list[Callable[..., None]]) -> Callable[..., None] | None:
     return fan
 
 
+def _watermark_emitter(writer: RecordWriter) -> Callable[[int], None]:
+    def emit(timestamp: int) -> None:
+        writer.emit_event(Watermark(timestamp))
+
+    return emit
+
+
 class LocalExecutor:
     """Runs one job graph in the current event loop."""
 
@@ -93,9 +99,7 @@ class LocalExecutor:
         tasks = []
         for vertex in graph.vertices:
             for index in range(vertex.parallelism):
-                tasks.append(
-                    self._build_task(vertex, index, edge_channels, inputs, chained, loop)
-                )
+                tasks.append(self._build_task(vertex, index, edge_channels, inputs, chained, loop))
         self.tasks = tasks
         return tasks
 
@@ -130,6 +134,7 @@ class LocalExecutor:
             watermarks: list[Callable[[int], None]] = []
             sides: dict[str, list[Callable[..., None]]] = {}
             for edge in node.out_edges:
+                watermark: Callable[[int], None]
                 if id(edge) in chained:
                     target = ops[edge.target.id]
                     collect = target.process_batch  # type: ignore[attr-defined]
@@ -137,16 +142,16 @@ class LocalExecutor:
                 else:
                     writer = writers[id(edge)]
                     collect = writer.emit
-
-                    def watermark(ts: int, _w: RecordWriter = writer) -> None:
-                        _w.emit_event(Watermark(ts))
+                    watermark = _watermark_emitter(writer)
 
                 if edge.tag is None:
                     main.append(collect)
                 else:
                     sides.setdefault(edge.tag.tag_id, []).append(collect)
                 watermarks.append(watermark)
-            output = Output(sides={t: Output(_fan(c) or Output().collect) for t, c in sides.items()})
+            output = Output(
+                sides={t: Output(_fan(c) or Output().collect) for t, c in sides.items()}
+            )
             if main:
                 output.collect = _fan(main)  # type: ignore[assignment]
             if watermarks:
@@ -203,8 +208,8 @@ class LocalExecutor:
                 raise
             cause = failure.cause
             name = self.job_graph.job_name
-            if isinstance(cause, FlowkitError):
-                message = f"job {name!r} failed in subtask {failure.subtask!r}: {cause}"
+            if isinstance(cause, UserFunctionError):
+                message = f"job {name!r} failed: {cause}"
             else:
                 message = (
                     f"job {name!r} failed in subtask {failure.subtask!r}: "
@@ -229,5 +234,3 @@ def _first_failure(group: BaseExceptionGroup[Any]) -> _SubtaskFailed | None:
             if inner is not None:
                 return inner
     return None
-
-

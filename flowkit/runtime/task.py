@@ -91,7 +91,9 @@ class StreamTask:
         self.notifier = notifier
         self.gate = gate
         self.source_reader = source_reader
-        self.timeout = None if buffer_timeout_ms is None or buffer_timeout_ms < 0 else buffer_timeout_ms / 1000
+        self.timeout = (
+            None if buffer_timeout_ms is None or buffer_timeout_ms < 0 else buffer_timeout_ms / 1000
+        )
         self.async_ops: list[StreamOperator] = []
         self.records_in = 0
         self.bytes_in = 0
@@ -307,9 +309,7 @@ class StreamTask:
 
     # ------------------------------------------------------------------ metrics
     def metrics(self) -> SubtaskMetrics:
-        records_out = sum(w.records_out for w in self.writers) + sum(
-            s.records for s in self._sinks
-        )
+        records_out = sum(w.records_out for w in self.writers) + sum(s.records for s in self._sinks)
         records_in = self.records_in
         if isinstance(self.head, SourceOperator):
             records_in = self.head.records

@@ -707,6 +707,14 @@ class KeyGroupAssigner:
         except (KeyError, TypeError):
             return self._channel_cache.miss(key)
 
+    def str_channel_cache(self) -> dict[object, int]:
+        """The cache of channels for ``str`` keys (filled by :meth:`channel_for_key`).
+
+        Lets a caller look up a whole batch of str keys in one pass; a missing key must
+        go through :meth:`channel_for_key`.
+        """
+        return self._channel_by_class.setdefault(str, {})
+
     def key_group_for_key(self, key: object) -> int:
         """Return the key group of ``key``, like :func:`assign_to_key_group`.
 
