@@ -6,7 +6,9 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from flowkit.elements import MIN_WATERMARK
 from flowkit.errors import FlowkitError, UserFunctionError
+from flowkit.eventtime.clocks import Clock, SystemClock, TimerHandle
 from flowkit.functions import RuntimeContext
 
 __all__ = [
@@ -33,6 +35,10 @@ def _drop_watermark(timestamp: int) -> None:
     return None
 
 
+def _drop_status(idle: bool) -> None:
+    return None
+
+
 class Output:
     """Where an operator sends its results: chained operators and/or record writers.
 
@@ -41,16 +47,19 @@ class Output:
     Output of its consumers (tags with no consumer are dropped).
     """
 
-    __slots__ = ("collect", "emit_watermark", "sides")
+    __slots__ = ("collect", "emit_status", "emit_watermark", "sides")
 
     def __init__(
         self,
         collect: Callable[[Batch, Timestamps], None] = _drop_batch,
         emit_watermark: Callable[[int], None] = _drop_watermark,
         sides: dict[str, Output] | None = None,
+        emit_status: Callable[[bool], None] = _drop_status,
     ) -> None:
         self.collect = collect
         self.emit_watermark = emit_watermark
+        #: ``emit_status(idle)``: the stream became idle (True) or active again (False).
+        self.emit_status = emit_status
         self.sides: dict[str, Output] = sides or {}
 
     def collect_side(self, tag_id: str, values: Batch, timestamps: Timestamps) -> None:
@@ -69,7 +78,8 @@ class OperatorContext:
         parallelism: int,
         max_parallelism: int,
         wake: Callable[[], None] | None = None,
-        clock: Callable[[], int] | None = None,
+        clock: Clock | None = None,
+        post_mail: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.task_name = task_name
         self.subtask_index = subtask_index
@@ -77,8 +87,15 @@ class OperatorContext:
         self.max_parallelism = max_parallelism
         #: Wakes the subtask's loop (used by operators with asynchronous work).
         self.wake = wake or (lambda: None)
-        #: Processing time in epoch milliseconds.
-        self.clock = clock
+        #: The job's processing-time clock (epoch milliseconds; callable for the time).
+        self.clock: Clock = clock or SystemClock()
+        #: Runs an action inside the subtask between two steps.
+        self.post_mail = post_mail or (lambda action: action())
+
+    def schedule(self, time_ms: int, action: Callable[[], None]) -> TimerHandle:
+        """Run ``action`` inside the subtask once processing time reaches ``time_ms``."""
+        post = self.post_mail
+        return self.clock.call_at(time_ms, lambda: post(action))
 
     @property
     def subtask_name(self) -> str:
@@ -120,6 +137,10 @@ class StreamOperator:
 
     def process_watermark(self, timestamp: int) -> None:
         self.output.emit_watermark(timestamp)
+
+    def process_watermark_status(self, idle: bool) -> None:
+        """The operator's input became idle (True) or active (False); forwarded as is."""
+        self.output.emit_status(idle)
 
     def finish(self) -> None:
         """End of input: emit whatever is still buffered."""
@@ -163,7 +184,10 @@ class TwoInputOperator(StreamOperator):
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self._wm1 = self._wm2 = self._wm = -(2**63)
+        self._input_watermarks = [MIN_WATERMARK, MIN_WATERMARK]
+        self._input_idle = [False, False]
+        self._combined_watermark = MIN_WATERMARK
+        self._combined_idle = False
 
     def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
         raise NotImplementedError
@@ -172,18 +196,35 @@ class TwoInputOperator(StreamOperator):
         raise NotImplementedError
 
     def process_watermark1(self, timestamp: int) -> None:
-        self._wm1 = timestamp
+        self._input_watermarks[0] = timestamp
         self._combine()
 
     def process_watermark2(self, timestamp: int) -> None:
-        self._wm2 = timestamp
+        self._input_watermarks[1] = timestamp
+        self._combine()
+
+    def process_watermark_status1(self, idle: bool) -> None:
+        self._input_idle[0] = idle
+        self._combine()
+
+    def process_watermark_status2(self, idle: bool) -> None:
+        self._input_idle[1] = idle
         self._combine()
 
     def _combine(self) -> None:
-        wm = min(self._wm1, self._wm2)
-        if wm > self._wm:
-            self._wm = wm
-            self.process_watermark(wm)
+        """Operator watermark = minimum over the inputs that are not idle."""
+        active = [w for w, idle in zip(self._input_watermarks, self._input_idle) if not idle]
+        if not active and not self._combined_idle:
+            self._combined_idle = True
+            self.process_watermark_status(True)
+        elif active and self._combined_idle:
+            self._combined_idle = False
+            self.process_watermark_status(False)
+        if active:
+            low = min(active)
+            if low > self._combined_watermark:
+                self._combined_watermark = low
+                self.process_watermark(low)
 
 
 def resolve_function(fn: Any, method: str, what: str) -> Callable[..., Any]:

@@ -17,27 +17,39 @@ __all__ = ["ChannelStatistics", "InputGate", "LocalChannel", "Notifier"]
 
 
 class Notifier:
-    """Wakes the one coroutine of a subtask that waits for input, mail or a free buffer."""
+    """Wakes the one coroutine of a subtask that waits for input, mail or a free buffer.
 
-    __slots__ = ("_future",)
+    A wake that arrives while nobody waits is remembered, so the next ``wait()`` returns
+    at once; waiters always re-check their condition, so an extra wake-up is harmless and
+    a lost one is impossible.
+    """
+
+    __slots__ = ("_future", "_woken")
 
     def __init__(self) -> None:
         self._future: asyncio.Future[None] | None = None
+        self._woken = False
 
     def wake(self) -> None:
         fut = self._future
-        if fut is not None:
-            self._future = None
-            if not fut.done():
-                fut.set_result(None)
+        if fut is None:
+            self._woken = True
+            return
+        self._future = None
+        if not fut.done():
+            fut.set_result(None)
 
     async def wait(self) -> None:
+        if self._woken:
+            self._woken = False
+            return
         fut = asyncio.get_running_loop().create_future()
         self._future = fut
         try:
             await fut
         finally:
             self._future = None
+            self._woken = False
 
 
 @dataclass(frozen=True, slots=True)

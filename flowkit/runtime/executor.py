@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.elements import Watermark
+from flowkit.elements import Watermark, WatermarkStatus
 from flowkit.errors import JobFailed, UserFunctionError
+from flowkit.eventtime.clocks import Clock
 from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SourceOperator
@@ -24,8 +26,8 @@ class ExecutionConfig:
     buffer_size: int = 32 * 1024
     buffers_per_channel: int = 2
     buffer_timeout_ms: float | None = 100
-    #: Processing time in epoch milliseconds.
-    clock: Callable[[], int] | None = None
+    #: The processing-time clock (None: the system clock).
+    clock: Clock | None = None
 
 
 def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[int]:
@@ -62,6 +64,13 @@ def _fan(fns: list[Callable[..., None]]) -> Callable[..., None] | None:
 def _watermark_emitter(writer: RecordWriter) -> Callable[[int], None]:
     def emit(timestamp: int) -> None:
         writer.emit_event(Watermark(timestamp))
+
+    return emit
+
+
+def _status_emitter(writer: RecordWriter) -> Callable[[bool], None]:
+    def emit(idle: bool) -> None:
+        writer.emit_event(WatermarkStatus.IDLE if idle else WatermarkStatus.ACTIVE)
 
     return emit
 
@@ -114,6 +123,12 @@ class LocalExecutor:
     ) -> StreamTask:
         cfg = self.config
         notifier = Notifier()
+        mail: deque[Callable[[], None]] = deque()
+
+        def post_mail(action: Callable[[], None]) -> None:
+            mail.append(action)
+            notifier.wake()
+
         writers: dict[int, RecordWriter] = {}
         for je in vertex.out_edges:
             writers[id(je.edge)] = RecordWriter(
@@ -132,6 +147,7 @@ class LocalExecutor:
         for node in vertex.nodes:
             main: list[Callable[..., None]] = []
             watermarks: list[Callable[[int], None]] = []
+            statuses: list[Callable[[bool], None]] = []
             sides: dict[str, list[Callable[..., None]]] = {}
             for edge in node.out_edges:
                 watermark: Callable[[int], None]
@@ -139,16 +155,19 @@ class LocalExecutor:
                     target = ops[edge.target.id]
                     collect = target.process_batch  # type: ignore[attr-defined]
                     watermark = target.process_watermark
+                    status = target.process_watermark_status
                 else:
                     writer = writers[id(edge)]
                     collect = writer.emit
                     watermark = _watermark_emitter(writer)
+                    status = _status_emitter(writer)
 
                 if edge.tag is None:
                     main.append(collect)
                 else:
                     sides.setdefault(edge.tag.tag_id, []).append(collect)
                 watermarks.append(watermark)
+                statuses.append(status)
             output = Output(
                 sides={t: Output(_fan(c) or Output().collect) for t, c in sides.items()}
             )
@@ -156,6 +175,7 @@ class LocalExecutor:
                 output.collect = _fan(main)  # type: ignore[assignment]
             if watermarks:
                 output.emit_watermark = _fan(watermarks)  # type: ignore[assignment]
+                output.emit_status = _fan(statuses)  # type: ignore[assignment]
             ctx = OperatorContext(
                 vertex.name,
                 index,
@@ -163,6 +183,7 @@ class LocalExecutor:
                 vertex.max_parallelism,
                 wake=notifier.wake,
                 clock=cfg.clock,
+                post_mail=post_mail,
             )
             ops[node.id].setup(ctx, output)
         gate = None
@@ -188,6 +209,7 @@ class LocalExecutor:
             input_channel_counts=counts,
             source_reader=reader,
             buffer_timeout_ms=cfg.buffer_timeout_ms,
+            mail=mail,
         )
 
     async def run(self) -> None:

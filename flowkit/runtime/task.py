@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,7 @@ class StreamTask:
         input_channel_counts: dict[int, int] | None = None,
         source_reader: SourceReader | None = None,
         buffer_timeout_ms: float | None = 100,
+        mail: deque[Callable[[], None]] | None = None,
     ) -> None:
         self.vertex_name = vertex_name
         self.subtask_index = subtask_index
@@ -103,6 +105,8 @@ class StreamTask:
         self._last_yield = 0.0
         self._batch = 64
         self._sinks = [op for op in operators if isinstance(op, SinkOperator)]
+        #: Actions to run inside this subtask between steps (timers, async completions).
+        self._mail: deque[Callable[[], None]] = deque() if mail is None else mail
         # input side
         counts = input_channel_counts or {}
         self._open_channels = sum(counts.values())
@@ -113,12 +117,14 @@ class StreamTask:
         if isinstance(head, TwoInputOperator):
             self._batch_fns = {1: head.process_batch1, 2: head.process_batch2}
             wm_fns = {1: head.process_watermark1, 2: head.process_watermark2}
+            status_fns = {1: head.process_watermark_status1, 2: head.process_watermark_status2}
         else:
             self._batch_fns = {0: getattr(head, "process_batch", None)}  # type: ignore[dict-item]
             wm_fns = {0: head.process_watermark}
+            status_fns = {0: head.process_watermark_status}
         for input_index, count in counts.items():
             self._valves[input_index] = StatusWatermarkValve(
-                count, wm_fns[input_index], lambda idle: None
+                count, wm_fns[input_index], status_fns[input_index]
             )
 
     # ------------------------------------------------------------------ lifecycle
@@ -240,24 +246,36 @@ class StreamTask:
 
     async def _settle(self) -> None:
         """Let asynchronous operators finish what is in flight, then drain outputs."""
+        self._arm_flush_timer()
         for op in self.async_ops:
             await op.wait_idle()
         for writer in self.writers:
             if writer.blocked:
+                self._arm_flush_timer()
                 await writer.drain()
 
     # ------------------------------------------------------------------ between steps
+    def post_mail(self, action: Callable[[], None]) -> None:
+        """Run ``action`` inside this subtask, between two steps (Flink's mailbox)."""
+        self._mail.append(action)
+        self.notifier.wake()
+
     def _has_mail(self) -> bool:
-        return any(op.has_mail for op in self.async_ops)
+        return bool(self._mail) or any(op.has_mail for op in self.async_ops)
 
     async def _after_step(self) -> None:
+        mail = self._mail
+        while mail:
+            mail.popleft()()
         for op in self.async_ops:
             if op.has_mail:
                 op.process_mail()
             if op.pending:
+                self._arm_flush_timer()
                 await op.drain()
         for writer in self.writers:
             if writer.blocked:
+                self._arm_flush_timer()
                 await writer.drain()
         if self.timeout == 0:
             for writer in self.writers:
@@ -287,8 +305,13 @@ class StreamTask:
 
     # ------------------------------------------------------------------ buffer timeout
     def _arm_flush_timer(self) -> None:
+        """Before waiting: make sure partly filled buffers leave within the timeout."""
         timeout = self.timeout
-        if not timeout or self._timer is not None:
+        if timeout == 0:
+            for writer in self.writers:
+                writer.flush()
+            return
+        if timeout is None or self._timer is not None:
             return
         oldest = None
         for writer in self.writers:
