@@ -45,6 +45,7 @@ from flowkit.functions import CoMapFunction as CoMapFunction
 from flowkit.functions import CoProcessFunction as CoProcessFunction
 from flowkit.functions import FilterFunction as FilterFunction
 from flowkit.functions import FlatMapFunction as FlatMapFunction
+from flowkit.functions import Function as Function
 from flowkit.functions import KeyedCoProcessFunction as KeyedCoProcessFunction
 from flowkit.functions import KeyedProcessFunction as KeyedProcessFunction
 from flowkit.functions import KeySelector as KeySelector
@@ -55,6 +56,7 @@ from flowkit.functions import ReduceFunction as ReduceFunction
 from flowkit.functions import RuntimeContext as RuntimeContext
 from flowkit.functions import SinkFunction as SinkFunction
 from flowkit.functions import TimeDomain as TimeDomain
+from flowkit.functions import TimerService as TimerService
 from flowkit.runtime.client import JobClient as JobClient
 from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
 from flowkit.runtime.client import JobMetrics as JobMetrics
@@ -66,6 +68,7 @@ from flowkit.serialization import PickleSerializer as PickleSerializer
 from flowkit.serialization import TypeSerializer as TypeSerializer
 from flowkit.sinks import AsyncCallbackSink as AsyncCallbackSink
 from flowkit.sinks import CollectSink as CollectSink
+from flowkit.sinks import FunctionSink as FunctionSink
 from flowkit.sinks import PrintSink as PrintSink
 from flowkit.sinks import QueueSink as QueueSink
 from flowkit.sinks import Sink as Sink
@@ -93,6 +96,8 @@ __all__ = [
     "FilterFunction",
     "FlatMapFunction",
     "FlowkitError",
+    "Function",
+    "FunctionSink",
     "InvalidConfigurationError",
     "JobCancelled",
     "JobClient",
@@ -125,6 +130,7 @@ __all__ = [
     "StreamRecord",
     "SubtaskMetrics",
     "TimeDomain",
+    "TimerService",
     "TypeSerializer",
     "UserFunctionError",
     "Watermark",

@@ -54,7 +54,8 @@ class StreamExecutionEnvironment:
 
     Example:
         >>> env = StreamExecutionEnvironment(parallelism=2, buffer_size=4096)
-        >>> env.from_sequence(1, 4).map(lambda x: x * x).execute_and_collect().sort()
+        >>> sorted(env.from_sequence(1, 4).map(lambda x: x * x).execute_and_collect())
+        [1, 4, 9, 16]
     """
 
     def __init__(

@@ -1,13 +1,58 @@
-"""Readable renderings of a job graph: text and Mermaid."""
+"""Readable renderings of a job graph: text and Mermaid.
+
+The text form has three parts: the logical plan (every operator with its id, parallelism,
+uid and input edges, chained edges marked), the job graph (one line per chain — a chain
+runs as one coroutine per subtask — with the channels feeding it) and the subtasks.
+
+Example:
+    >>> from flowkit import StreamExecutionEnvironment
+    >>> env = StreamExecutionEnvironment(parallelism=2)
+    >>> sink = env.from_collection([1, 2]).map(abs).uid("abs").print()
+    >>> print(env.explain())  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
+    == Job 'flowkit job' ==
+    <BLANKLINE>
+    -- Logical plan (3 operators) --
+    ...: Collection Source [CollectionSource] (parallelism 1, max parallelism 128)
+    ...: Map [abs] (parallelism 2, max parallelism 128) uid='abs'
+        <- ...: Collection Source [REBALANCE]
+    ...: Print to Std. Out [PrintSink] (parallelism 2, max parallelism 128)
+        <- ...: Map [FORWARD, chained]
+    <BLANKLINE>
+    -- Job graph (2 chains, 2 channels; each chain runs as one coroutine per subtask) --
+    Collection Source (parallelism 1, max parallelism 128)
+    Map -> Print to Std. Out (parallelism 2, max parallelism 128)
+        <- Collection Source [REBALANCE, 2 channels, all-to-all, serializer default]
+    <BLANKLINE>
+    -- Subtasks (3) --
+    Collection Source (1/1)
+    Map -> Print to Std. Out (1/2), Map -> Print to Std. Out (2/2)
+    >>> print(env.explain("mermaid"))  # doctest: +ELLIPSIS
+    flowchart LR
+        v...["Collection Source<br/>parallelism 1"]
+        v...["Map -> Print to Std. Out<br/>parallelism 2"]
+        v... -->|"REBALANCE (2 channels)"| v...
+    <BLANKLINE>
+"""
 
 from __future__ import annotations
 
-from flowkit.graph.job_graph import POINTWISE, JobGraph
+from flowkit.graph.job_graph import POINTWISE, JobEdge, JobGraph
 
-__all__ = ["explain"]
+__all__ = ["FORMATS", "channel_count", "explain"]
+
+#: The formats :func:`explain` renders.
+FORMATS = ("text", "mermaid")
 
 
-def _channels(partitioning: str, up: int, down: int) -> int:
+def channel_count(partitioning: str, up: int, down: int) -> int:
+    """How many channels an edge of ``partitioning`` needs between ``up`` and ``down`` subtasks.
+
+    Example:
+        >>> channel_count("forward", 2, 2), channel_count("hash", 2, 3)
+        (2, 6)
+        >>> channel_count("rescale", 2, 4), channel_count("rescale", 4, 2)
+        (4, 4)
+    """
     if partitioning == "forward":
         return up
     if partitioning == "rescale":
@@ -20,56 +65,89 @@ def _edge_label(partitioning: str, tag_id: str | None, input_index: int) -> str:
     if tag_id is not None:
         label += f" side output {tag_id!r}"
     if input_index:
-        label += f" -> input {input_index}"
+        label += f" to input {input_index}"
     return label
+
+
+def _job_edge_channels(e: JobEdge) -> int:
+    return channel_count(e.edge.partitioning, e.source.parallelism, e.target.parallelism)
 
 
 def explain(graph: JobGraph, format: str = "text") -> str:
     """Render ``graph`` as ``"text"`` or ``"mermaid"``.
 
-    The text form lists the logical operators with their parallelism and edges, then the
-    chains (one coroutine per subtask each) and the channels between them.
+    Args:
+        graph: the job graph (``env.get_job_graph()``).
+        format: ``"text"`` (default) or ``"mermaid"`` (a ``flowchart`` with one node per
+            chain and one arrow per job edge).
+
+    Raises:
+        ValueError: for any other format.
     """
     if format == "mermaid":
         return _mermaid(graph)
     if format != "text":
-        raise ValueError(f"explain() format must be 'text' or 'mermaid', got {format!r}")
-    lines = [f"== Job {graph.job_name!r} ==", "", "-- Logical plan (operators) --"]
-    for node in graph.stream_graph.nodes:
+        raise ValueError(f"explain() format must be one of {FORMATS}, got {format!r}")
+    chained = {id(e) for e in graph.chained}
+    nodes = graph.stream_graph.nodes
+    lines = [
+        f"== Job {graph.job_name!r} ==",
+        "",
+        f"-- Logical plan ({len(nodes)} operator{'s' if len(nodes) != 1 else ''}) --",
+    ]
+    for node in nodes:
         t = node.transformation
-        extra = f" uid={t.uid!r}" if t.uid else ""
+        uid = f" uid={t.uid!r}" if t.uid else ""
         desc = f" [{t.description}]" if t.description else ""
-        lines.append(f"{t.id}: {node.name}{desc} (parallelism {node.parallelism}){extra}")
-        for e in node.in_edges:
-            lines.append(
-                f"    <- {e.source.id}: {e.source.name} "
-                f"[{_edge_label(e.partitioning, e.tag.tag_id if e.tag else None, e.input_index)}]"
+        lines.append(
+            f"{t.id}: {node.name}{desc} (parallelism {node.parallelism}, "
+            f"max parallelism {node.max_parallelism}){uid}"
+        )
+        for edge in node.in_edges:
+            label = _edge_label(
+                edge.partitioning, edge.tag.tag_id if edge.tag else None, edge.input_index
             )
-    lines += ["", "-- Job graph (chains: one coroutine per subtask) --"]
+            if id(edge) in chained:
+                label += ", chained"
+            lines.append(f"    <- {edge.source.id}: {edge.source.name} [{label}]")
+    total_channels = sum(_job_edge_channels(e) for e in graph.edges)
+    lines += [
+        "",
+        f"-- Job graph ({len(graph.vertices)} chain{'s' if len(graph.vertices) != 1 else ''}, "
+        f"{total_channels} channel{'s' if total_channels != 1 else ''}; "
+        f"each chain runs as one coroutine per subtask) --",
+    ]
     for v in graph.vertices:
         lines.append(f"{v.name} (parallelism {v.parallelism}, max parallelism {v.max_parallelism})")
         for e in v.in_edges:
             se = e.edge
-            n = _channels(se.partitioning, e.source.parallelism, e.target.parallelism)
+            n = _job_edge_channels(e)
             kind = "pointwise" if se.partitioning in POINTWISE else "all-to-all"
+            label = _edge_label(se.partitioning, se.tag.tag_id if se.tag else None, se.input_index)
             lines.append(
-                f"    <- {e.source.name} "
-                f"[{_edge_label(se.partitioning, se.tag.tag_id if se.tag else None, se.input_index)}, "
-                f"{n} channel{'s' if n != 1 else ''}, {kind}, serializer {se.serializer.name}]"
+                f"    <- {e.source.name} [{label}, {n} channel{'s' if n != 1 else ''}, "
+                f"{kind}, serializer {se.serializer.name}]"
             )
-    lines += ["", "-- Subtasks --"]
+    subtasks = sum(v.parallelism for v in graph.vertices)
+    lines += ["", f"-- Subtasks ({subtasks}) --"]
     for v in graph.vertices:
         lines.append(", ".join(f"{v.name} ({i + 1}/{v.parallelism})" for i in range(v.parallelism)))
     return "\n".join(lines) + "\n"
 
 
+def _mermaid_text(text: str) -> str:
+    """Escape ``text`` for a quoted Mermaid label."""
+    return text.replace('"', "#quot;").replace("<", "#lt;").replace("|", "#124;")
+
+
 def _mermaid(graph: JobGraph) -> str:
     lines = ["flowchart LR"]
     for v in graph.vertices:
-        label = "<br/>".join(n.name for n in v.nodes)
-        lines.append(f'    v{v.id}["{label}<br/>parallelism {v.parallelism}"]')
+        lines.append(f'    v{v.id}["{_mermaid_text(v.name)}<br/>parallelism {v.parallelism}"]')
     for e in graph.edges:
         se = e.edge
         label = _edge_label(se.partitioning, se.tag.tag_id if se.tag else None, se.input_index)
-        lines.append(f"    v{e.source.id} -- {label} --> v{e.target.id}")
+        n = _job_edge_channels(e)
+        label += f" ({n} channel{'s' if n != 1 else ''})"
+        lines.append(f'    v{e.source.id} -->|"{_mermaid_text(label)}"| v{e.target.id}')
     return "\n".join(lines) + "\n"

@@ -1,4 +1,19 @@
-"""Stream graph and job graph: resolve virtual nodes into edges, then chain operators."""
+"""Stream graph and job graph: resolve virtual nodes into edges, then chain operators.
+
+Two steps, as in Flink:
+
+1. :func:`build_stream_graph` resolves every operator's parallelism and max parallelism
+   and turns the virtual transformations (partitioning, side outputs, union) into
+   :class:`StreamEdge` objects between real operators. An edge without an explicit
+   partitioning is ``forward`` between equal parallelisms and ``rebalance`` otherwise.
+2. :func:`build_job_graph` chains operators into :class:`JobVertex` objects: an edge is
+   chained (records pass by function call) when chaining is enabled, the edge is
+   ``forward``, the parallelisms are equal, the downstream operator is one-input with
+   exactly one input edge, it does not start a new chain and neither side disabled
+   chaining.
+
+Everything is validated here, before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +38,16 @@ from flowkit.serialization import DefaultSerializer, TypeSerializer
 from flowkit.state.key_groups import default_max_parallelism as _default_max_p
 from flowkit.state.key_groups import validate_max_parallelism
 
-__all__ = ["JobEdge", "JobGraph", "JobVertex", "StreamEdge", "StreamGraph", "StreamNode", "build_job_graph"]
+__all__ = [
+    "JobEdge",
+    "JobGraph",
+    "JobVertex",
+    "StreamEdge",
+    "StreamGraph",
+    "StreamNode",
+    "build_job_graph",
+    "build_stream_graph",
+]
 
 
 @dataclass(eq=False)
@@ -107,7 +131,24 @@ class JobVertex:
 
     @property
     def name(self) -> str:
-        return " -> ".join(n.name for n in self.nodes)
+        """Flink's chain name: ``"A -> B -> C"``, or ``"A -> (B, C -> D)"`` when the
+        chain forks (one operator feeding several chained operators)."""
+        members = {id(n) for n in self.nodes}
+
+        def chained_name(node: StreamNode) -> str:
+            children = [chained_name(e.target) for e in node.out_edges if id(e.target) in members]
+            if not children:
+                return node.name
+            if len(children) == 1:
+                return f"{node.name} -> {children[0]}"
+            return f"{node.name} -> ({', '.join(children)})"
+
+        return chained_name(self.head)
+
+    @property
+    def operator_names(self) -> tuple[str, ...]:
+        """The names of the chained operators, in plan order."""
+        return tuple(n.name for n in self.nodes)
 
     @property
     def is_source(self) -> bool:
@@ -160,12 +201,6 @@ def build_stream_graph(
     for t in all_nodes:
         if t.is_virtual:
             continue
-        explicit_max = t.max_parallelism or default_max_parallelism
-        max_p = explicit_max or _default_max_p(t.parallelism or default_parallelism)
-        try:
-            validate_max_parallelism(max_p)
-        except ValueError as exc:
-            raise InvalidConfigurationError(f"operator {t.name!r}: {exc}") from None
         if t.parallelism is not None:
             p = t.parallelism
             if t.operator_max_parallelism is not None and p > t.operator_max_parallelism:
@@ -179,7 +214,22 @@ def build_stream_graph(
         else:
             p = default_parallelism
         if p < 1:
-            raise InvalidConfigurationError(f"operator {t.name!r}: parallelism must be >= 1, got {p}")
+            raise InvalidConfigurationError(
+                f"operator {t.name!r}: parallelism must be >= 1, got {p}"
+            )
+        if t.max_parallelism is not None:
+            max_p = t.max_parallelism
+        elif default_max_parallelism is not None:
+            max_p = default_max_parallelism
+        else:
+            max_p = _default_max_p(p)
+        try:
+            validate_max_parallelism(max_p)
+        except (TypeError, ValueError) as exc:
+            raise InvalidConfigurationError(
+                f"operator {t.name!r}: {exc}; pass an int between 1 and 32768 to "
+                f"set_max_parallelism()"
+            ) from None
         if p > max_p:
             raise InvalidConfigurationError(
                 f"operator {t.name!r}: parallelism {p} exceeds max_parallelism {max_p}; "

@@ -17,9 +17,16 @@ _ids = itertools.count(1)
 
 
 class ChainingStrategy:
-    ALWAYS = "always"  # chain with the operator before and after
-    HEAD = "head"  # start a new chain here (operators after may chain to it)
-    NEVER = "never"  # never chain
+    """How an operator takes part in chaining (Flink's ``ChainingStrategy``).
+
+    ``ALWAYS`` chains with the operators before and after it (the default), ``HEAD``
+    starts a new chain (``start_new_chain()``: operators after it may chain to it) and
+    ``NEVER`` runs the operator alone (``disable_chaining()``).
+    """
+
+    ALWAYS = "always"
+    HEAD = "head"
+    NEVER = "never"
 
 
 @dataclass(eq=False)
@@ -55,4 +62,5 @@ class Transformation:
 
     @property
     def is_virtual(self) -> bool:
+        """True for nodes that only shape edges (partitioning, side output, union)."""
         return self.kind in ("partition", "side_output", "union")

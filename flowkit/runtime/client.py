@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,40 +30,83 @@ class JobStatus(enum.Enum):
 
     @property
     def is_terminal(self) -> bool:
+        """True for the states a job never leaves (FINISHED, CANCELED, FAILED)."""
         return self in (JobStatus.FINISHED, JobStatus.CANCELED, JobStatus.FAILED)
+
+
+_SUBTASK_NAME = re.compile(r"^(?P<task>.*) \((?P<index>\d+)/(?P<parallelism>\d+)\)$")
 
 
 @dataclass(frozen=True)
 class JobMetrics:
-    """Per-subtask counters of a job at one moment.
+    """Per-subtask counters of a job at one moment (``JobClient.metrics()``).
+
+    A subtask is named like Flink's: ``"<chain name> (<index + 1>/<parallelism>)"``,
+    e.g. ``"Map -> Collect Sink (1/2)"``. Lookups also accept the name of one operator
+    of a chain (``"Map (1/2)"``, ``task("Map")``).
 
     Example:
         >>> m = JobMetrics(())
         >>> m.total("records_in")
         0
+        >>> m.to_dict()
+        {}
     """
 
     subtasks: tuple[SubtaskMetrics, ...]
+    #: ``(chain name, operator names)`` of every chain of the job.
+    chains: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def _operators(self, task: str) -> tuple[str, ...]:
+        for chain, operators in self.chains:
+            if chain == task:
+                return operators
+        return tuple(task.split(" -> "))
 
     def subtask(self, name: str) -> SubtaskMetrics:
-        """The subtask called ``name``, e.g. ``"Map (1/2)"``."""
+        """The subtask called ``name``, e.g. ``"Map -> Collect Sink (1/2)"`` or ``"Map (1/2)"``.
+
+        Raises:
+            KeyError: if no subtask (or more than one) matches.
+        """
         for s in self.subtasks:
             if s.name == name:
                 return s
+        match = _SUBTASK_NAME.match(name)
+        if match is not None:
+            index = int(match["index"]) - 1
+            parallelism = int(match["parallelism"])
+            found = [
+                s
+                for s in self.task(match["task"])
+                if s.subtask_index == index and s.parallelism == parallelism
+            ]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise KeyError(
+                    f"{name!r} is ambiguous: it matches {[s.name for s in found]}; "
+                    f"use the full subtask name"
+                )
         raise KeyError(f"no subtask {name!r}; subtasks are {[s.name for s in self.subtasks]}")
 
     def task(self, name: str) -> list[SubtaskMetrics]:
-        """All subtasks of the task (chain) called ``name``, or containing operator ``name``."""
+        """All subtasks of the chain called ``name``, or of every chain holding operator ``name``."""
         exact = [s for s in self.subtasks if s.task == name]
-        return exact or [s for s in self.subtasks if name in s.task.split(" -> ")]
+        return exact or [s for s in self.subtasks if name in self._operators(s.task)]
 
     def total(self, field: str, task: str | None = None) -> Any:
+        """The sum of counter ``field`` (e.g. ``"records_in"``) over all subtasks or one task."""
         chosen = self.subtasks if task is None else self.task(task)
         return sum(getattr(s, field) for s in chosen)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{subtask name: {counter: value}}``, e.g. for logging as JSON."""
         return {
             s.name: {
+                "task": s.task,
+                "subtask_index": s.subtask_index,
+                "parallelism": s.parallelism,
                 "records_in": s.records_in,
                 "records_out": s.records_out,
                 "bytes_in": s.bytes_in,
@@ -84,9 +129,11 @@ class JobExecutionResult:
     metrics: JobMetrics
 
     def get_net_runtime(self) -> float:
+        """Milliseconds from submission to the end of the job."""
         return self.net_runtime_ms
 
     def get_job_id(self) -> str:
+        """The job's id (the same as ``JobClient.job_id``)."""
         return self.job_id
 
 
@@ -106,13 +153,34 @@ class JobClient:
         self._status = JobStatus.CREATED
         self._started = time.perf_counter()
         self._ended: float | None = None
-        self._cancelled = False
+        vertices = executor.job_graph.vertices
+        self._chains = tuple((v.name, v.operator_names) for v in vertices)
+        self._created = tuple(
+            SubtaskMetrics(
+                task=v.name,
+                subtask_index=i,
+                parallelism=v.parallelism,
+                records_in=0,
+                records_out=0,
+                bytes_in=0,
+                bytes_out=0,
+                buffers_in_use=0,
+                backpressured_ms=0.0,
+                status="CREATED",
+            )
+            for v in vertices
+            for i in range(v.parallelism)
+        )
         self._task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"flowkit job {job_name!r}"
         )
+        # Submitted: its subtasks start on the loop's next iteration.
+        self._status = JobStatus.RUNNING
+
+    def __repr__(self) -> str:
+        return f"<JobClient {self.job_name!r} {self._status.name}>"
 
     async def _run(self) -> None:
-        self._status = JobStatus.RUNNING
         try:
             await self._executor.run()
         except asyncio.CancelledError:
@@ -128,17 +196,33 @@ class JobClient:
 
     @property
     def status(self) -> JobStatus:
+        """``RUNNING`` from submission, then ``FINISHED``, ``CANCELED`` or ``FAILED``."""
         return self._status
 
     def get_job_status(self) -> JobStatus:
+        """PyFlink's name for :attr:`status`."""
         return self._status
 
     def get_job_id(self) -> str:
+        """The job's id, a random hex string."""
         return self.job_id
 
     def metrics(self) -> JobMetrics:
-        """Counters of every subtask, read now (the job may still be running)."""
-        return JobMetrics(tuple(t.metrics() for t in self._executor.tasks))
+        """Counters of every subtask, read now (the job may still be running).
+
+        Before the subtasks have started, every counter is zero and every status
+        ``"CREATED"``.
+        """
+        tasks = self._executor.tasks
+        if not tasks:
+            return JobMetrics(self._created, self._chains)
+        subtasks = []
+        for task in tasks:
+            m = task.metrics()
+            if type(m.backpressured_ms) is not float:
+                m = dataclasses.replace(m, backpressured_ms=float(m.backpressured_ms))
+            subtasks.append(m)
+        return JobMetrics(tuple(subtasks), self._chains)
 
     def _result(self) -> JobExecutionResult:
         end = self._ended if self._ended is not None else time.perf_counter()
@@ -157,18 +241,37 @@ class JobClient:
             await asyncio.shield(self._task)
         except asyncio.CancelledError:
             if self._task.done() and self._task.cancelled():
+                self._status = JobStatus.CANCELED
                 raise JobCancelled(f"job {self.job_name!r} was cancelled") from None
+            raise  # the caller of wait() was cancelled; the job keeps running
+        except Exception as exc:
+            if self._status is JobStatus.CANCELED:
+                raise JobCancelled(f"job {self.job_name!r} was cancelled") from exc
             raise
+        if self._status is JobStatus.CANCELED:
+            raise JobCancelled(f"job {self.job_name!r} was cancelled")
         return self._result()
 
+    async def get_job_execution_result(self) -> JobExecutionResult:
+        """PyFlink's name for :meth:`wait`."""
+        return await self.wait()
+
     async def cancel(self) -> None:
-        """Cancel the job and wait until every subtask has stopped."""
+        """Cancel the job and wait until every subtask has stopped.
+
+        Does nothing if the job has already ended. Afterwards :attr:`status` is
+        ``CANCELED`` and :meth:`wait` raises ``JobCancelled``.
+        """
         if self._task.done():
             return
-        self._cancelled = True
         self._task.cancel()
         await asyncio.wait({self._task})
+        if not self._task.cancelled():
+            # An error raised while stopping: the job counts as cancelled all the same,
+            # but retrieve the error so the loop does not report it as never retrieved.
+            self._task.exception()
         self._status = JobStatus.CANCELED
 
     def done(self) -> bool:
+        """True once the job has ended (finished, failed or cancelled)."""
         return self._task.done()

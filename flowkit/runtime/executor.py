@@ -16,7 +16,7 @@ from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
 from flowkit.runtime.record_writer import RecordWriter
-from flowkit.runtime.task import StreamTask
+from flowkit.runtime.task import YIELD_INTERVAL, StreamTask
 
 __all__ = ["ExecutionConfig", "LocalExecutor", "consumers_of"]
 
@@ -109,6 +109,9 @@ class LocalExecutor:
         for vertex in graph.vertices:
             for index in range(vertex.parallelism):
                 tasks.append(self._build_task(vertex, index, edge_channels, inputs, chained, loop))
+        budget = max(0.00025, YIELD_INTERVAL / max(1, len(tasks)))
+        for task in tasks:
+            task.yield_interval = budget
         self.tasks = tasks
         return tasks
 

@@ -82,6 +82,7 @@ class StreamTask:
         source_reader: SourceReader | None = None,
         buffer_timeout_ms: float | None = 100,
         mail: deque[Callable[[], None]] | None = None,
+        yield_interval: float = YIELD_INTERVAL,
     ) -> None:
         self.vertex_name = vertex_name
         self.subtask_index = subtask_index
@@ -103,6 +104,9 @@ class StreamTask:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_yield = 0.0
+        #: Seconds of work before yielding; the executor divides YIELD_INTERVAL among its
+        #: subtasks so that one turn of the event loop over all of them stays short.
+        self.yield_interval = yield_interval
         self._batch = 64
         self._sinks = [op for op in operators if isinstance(op, SinkOperator)]
         #: Actions to run inside this subtask between steps (timers, async completions).
@@ -281,7 +285,7 @@ class StreamTask:
             for writer in self.writers:
                 writer.flush()
         now = time.perf_counter()
-        if now - self._last_yield > YIELD_INTERVAL:
+        if now - self._last_yield > self.yield_interval:
             await asyncio.sleep(0)
             self._last_yield = time.perf_counter()
 
@@ -345,6 +349,6 @@ class StreamTask:
             bytes_in=self.bytes_in,
             bytes_out=sum(w.bytes_out for w in self.writers),
             buffers_in_use=sum(w.buffers_in_use() for w in self.writers),
-            backpressured_ms=sum(w.backpressured_seconds for w in self.writers) * 1000,
+            backpressured_ms=sum((w.backpressured_seconds for w in self.writers), 0.0) * 1000,
             status=self.status,
         )
