@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable
 from typing import Any
 
 from flowkit.api.datastream import DataStream
 from flowkit.errors import InvalidConfigurationError, RunningLoopError
+from flowkit.eventtime.clocks import Clock
 from flowkit.graph.explain import explain
 from flowkit.graph.job_graph import JobGraph, build_job_graph
 from flowkit.graph.transformations import Transformation
@@ -66,7 +67,7 @@ class StreamExecutionEnvironment:
         buffers_per_channel: int = 2,
         buffer_timeout_ms: float | None = 100,
         auto_watermark_interval_ms: int = 200,
-        clock: Callable[[], int] | None = None,
+        clock: Clock | None = None,
         use_uvloop: bool = True,
     ) -> None:
         self._parallelism = _check_int("parallelism", parallelism, 1, "subtasks per operator")

@@ -154,6 +154,7 @@ class LocalExecutor:
             sides: dict[str, list[Callable[..., None]]] = {}
             for edge in node.out_edges:
                 watermark: Callable[[int], None]
+                status: Callable[[bool], None]
                 if id(edge) in chained:
                     target = ops[edge.target.id]
                     collect = target.process_batch  # type: ignore[attr-defined]

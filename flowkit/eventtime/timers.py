@@ -1,0 +1,181 @@
+"""Timer services: event-time and processing-time timers per (key, namespace).
+
+``InternalTimerService`` keeps one timer per ``(timestamp, key, namespace)`` and domain,
+fires event-time timers when a watermark reaches their timestamp (inclusive, ascending
+timestamp order) and processing-time timers when the clock reaches theirs. Deletion is
+lazy: a deleted timer stays in the heap and is skipped when popped. Timers are held with
+their key so that they can be snapshotted and redistributed by key group.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flowkit.elements import MIN_WATERMARK
+from flowkit.eventtime.clocks import Clock, TimerHandle
+
+__all__ = ["InternalTimerService", "Timer"]
+
+#: (timestamp, key, namespace)
+Timer = tuple[int, Any, Any]
+
+
+class _TimerQueue:
+    """A heap of timers with set-based de-duplication and lazy deletion."""
+
+    __slots__ = ("heap", "live", "seq")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, Any, Any]] = []
+        self.live: set[Timer] = set()
+        self.seq = itertools.count()
+
+    def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
+        timer = (timestamp, key, namespace)
+        if timer in self.live:
+            return False
+        self.live.add(timer)
+        heapq.heappush(self.heap, (timestamp, next(self.seq), key, namespace))
+        return True
+
+    def remove(self, timestamp: int, key: Any, namespace: Any) -> None:
+        self.live.discard((timestamp, key, namespace))
+
+    def peek_time(self) -> int | None:
+        heap = self.heap
+        live = self.live
+        while heap:
+            ts, _, key, ns = heap[0]
+            if (ts, key, ns) in live:
+                return ts
+            heapq.heappop(heap)
+        return None
+
+    def pop_due(self, time: int) -> Timer | None:
+        heap = self.heap
+        live = self.live
+        while heap and heap[0][0] <= time:
+            ts, _, key, ns = heapq.heappop(heap)
+            timer = (ts, key, ns)
+            if timer in live:
+                live.remove(timer)
+                return timer
+        return None
+
+    def __iter__(self) -> Iterator[Timer]:
+        return iter(sorted(self.live, key=lambda t: t[0]))
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+
+class InternalTimerService:
+    """Timers of one keyed operator subtask.
+
+    Args:
+        get_key: returns the current key (timers are registered for it).
+        set_key: makes a timer's key current before its callback runs.
+        on_event_time: called as ``on_event_time(timestamp, key, namespace)``.
+        on_processing_time: called as ``on_processing_time(timestamp, key, namespace)``.
+        clock: processing time.
+        schedule: ``schedule(time_ms, callback)`` runs ``callback`` inside the subtask once
+            processing time reaches ``time_ms`` (the subtask's mailbox).
+
+    Example:
+        >>> from flowkit.eventtime.clocks import ManualClock
+        >>> fired = []
+        >>> key = ["a"]
+        >>> svc = InternalTimerService(lambda: key[0], lambda k: key.__setitem__(0, k),
+        ...     lambda ts, k, ns: fired.append((ts, k)), lambda ts, k, ns: None, ManualClock())
+        >>> svc.register_event_time_timer(None, 10); svc.register_event_time_timer(None, 10)
+        >>> key[0] = "b"; svc.register_event_time_timer(None, 5)
+        >>> svc.advance_watermark(10); fired
+        [(5, 'b'), (10, 'a')]
+    """
+
+    def __init__(
+        self,
+        get_key: Callable[[], Any],
+        set_key: Callable[[Any], None],
+        on_event_time: Callable[[int, Any, Any], None],
+        on_processing_time: Callable[[int, Any, Any], None],
+        clock: Clock,
+        schedule: Callable[[int, Callable[[], None]], TimerHandle] | None = None,
+    ) -> None:
+        self._get_key = get_key
+        self._set_key = set_key
+        self._on_event_time = on_event_time
+        self._on_processing_time = on_processing_time
+        self.clock = clock
+        self._schedule = schedule or clock.call_at
+        self.event_timers = _TimerQueue()
+        self.processing_timers = _TimerQueue()
+        self.current_watermark = MIN_WATERMARK
+        self._wakeup: TimerHandle | None = None
+
+    # -- user-facing operations (for the current key) -----------------------------------
+    def current_processing_time(self) -> int:
+        return self.clock.now()
+
+    def register_event_time_timer(self, namespace: Any, timestamp: int) -> None:
+        self.event_timers.add(int(timestamp), self._get_key(), namespace)
+
+    def delete_event_time_timer(self, namespace: Any, timestamp: int) -> None:
+        self.event_timers.remove(int(timestamp), self._get_key(), namespace)
+
+    def register_processing_time_timer(self, namespace: Any, timestamp: int) -> None:
+        timestamp = int(timestamp)
+        if self.processing_timers.add(timestamp, self._get_key(), namespace):
+            wakeup = self._wakeup
+            if wakeup is None or timestamp < wakeup.time:
+                self._arm(timestamp)
+
+    def delete_processing_time_timer(self, namespace: Any, timestamp: int) -> None:
+        self.processing_timers.remove(int(timestamp), self._get_key(), namespace)
+
+    # -- driven by the operator ---------------------------------------------------------
+    def advance_watermark(self, watermark: int) -> None:
+        """Set the watermark and fire every event-time timer with timestamp <= it."""
+        self.current_watermark = watermark
+        pop = self.event_timers.pop_due
+        timer = pop(watermark)
+        while timer is not None:
+            timestamp, key, namespace = timer
+            self._set_key(key)
+            self._on_event_time(timestamp, key, namespace)
+            timer = pop(watermark)
+
+    def fire_processing_timers(self, now: int | None = None) -> None:
+        """Fire every processing-time timer with timestamp <= now, then re-arm."""
+        self._wakeup = None
+        if now is None:
+            now = self.clock.now()
+        pop = self.processing_timers.pop_due
+        timer = pop(now)
+        while timer is not None:
+            timestamp, key, namespace = timer
+            self._set_key(key)
+            self._on_processing_time(timestamp, key, namespace)
+            timer = pop(now)
+        following = self.processing_timers.peek_time()
+        if following is not None:
+            self._arm(following)
+
+    def _arm(self, timestamp: int) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup = self._schedule(timestamp, self.fire_processing_timers)
+
+    def close(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+
+    def num_event_time_timers(self) -> int:
+        return len(self.event_timers)
+
+    def num_processing_time_timers(self) -> int:
+        return len(self.processing_timers)

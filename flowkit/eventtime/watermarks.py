@@ -1,0 +1,301 @@
+"""Watermark strategies: timestamp assigners and watermark generators (Flink's rules).
+
+A :class:`WatermarkStrategy` is an immutable description; each source or
+``assign_timestamps_and_watermarks`` subtask asks it for its own generator and assigner.
+
+Example:
+    >>> strategy = (WatermarkStrategy.for_bounded_out_of_orderness(500)
+    ...     .with_timestamp_assigner(lambda event, ts: event["ts"]))
+    >>> gen = strategy.create_watermark_generator()
+    >>> out = _ListOutput()
+    >>> gen.on_event({"ts": 1000}, 1000, out); gen.on_periodic_emit(out)
+    >>> out.watermarks
+    [499]
+"""
+
+from __future__ import annotations
+
+import datetime
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from flowkit.elements import MIN_WATERMARK
+
+__all__ = [
+    "BoundedOutOfOrdernessWatermarks",
+    "Duration",
+    "NoWatermarksGenerator",
+    "TimestampAssigner",
+    "WatermarkGenerator",
+    "WatermarkOutput",
+    "WatermarkStrategy",
+    "WatermarksWithIdleness",
+    "to_millis",
+]
+
+
+def to_millis(duration: int | float | datetime.timedelta, what: str = "duration") -> int:
+    """A duration in milliseconds from an int (ms) or a ``datetime.timedelta``."""
+    if isinstance(duration, datetime.timedelta):
+        return int(duration / datetime.timedelta(milliseconds=1))
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        raise TypeError(
+            f"{what} must be milliseconds (int) or a datetime.timedelta, got {duration!r}"
+        )
+    return int(duration)
+
+
+class Duration:
+    """PyFlink-style constructors for durations (they return ``datetime.timedelta``)."""
+
+    @staticmethod
+    def of_millis(ms: int) -> datetime.timedelta:
+        return datetime.timedelta(milliseconds=ms)
+
+    @staticmethod
+    def of_seconds(s: float) -> datetime.timedelta:
+        return datetime.timedelta(seconds=s)
+
+    @staticmethod
+    def of_minutes(m: float) -> datetime.timedelta:
+        return datetime.timedelta(minutes=m)
+
+    @staticmethod
+    def of_hours(h: float) -> datetime.timedelta:
+        return datetime.timedelta(hours=h)
+
+    @staticmethod
+    def of_days(d: float) -> datetime.timedelta:
+        return datetime.timedelta(days=d)
+
+
+class WatermarkOutput(Protocol):
+    def emit_watermark(self, timestamp: int) -> None: ...
+
+    def mark_idle(self) -> None: ...
+
+    def mark_active(self) -> None: ...
+
+
+class _ListOutput:
+    """Collects what a generator emits (for docs and tests)."""
+
+    def __init__(self) -> None:
+        self.watermarks: list[int] = []
+        self.idle = False
+
+    def emit_watermark(self, timestamp: int) -> None:
+        self.watermarks.append(timestamp)
+
+    def mark_idle(self) -> None:
+        self.idle = True
+
+    def mark_active(self) -> None:
+        self.idle = False
+
+
+class WatermarkGenerator(ABC):
+    """Makes watermarks from events (``on_event``) and periodically (``on_periodic_emit``)."""
+
+    @abstractmethod
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None: ...
+
+    @abstractmethod
+    def on_periodic_emit(self, output: WatermarkOutput) -> None: ...
+
+
+class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):
+    """Watermark = largest timestamp seen - bound - 1, emitted periodically."""
+
+    def __init__(self, max_out_of_orderness_ms: int) -> None:
+        if max_out_of_orderness_ms < 0:
+            raise ValueError(
+                f"max out-of-orderness must not be negative, got {max_out_of_orderness_ms}"
+            )
+        self.bound = max_out_of_orderness_ms
+        self.max_timestamp = MIN_WATERMARK + max_out_of_orderness_ms + 1
+
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        if event_timestamp > self.max_timestamp:
+            self.max_timestamp = event_timestamp
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        output.emit_watermark(self.max_timestamp - self.bound - 1)
+
+
+class NoWatermarksGenerator(WatermarkGenerator):
+    """Never emits a watermark."""
+
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        return None
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        return None
+
+
+class WatermarksWithIdleness(WatermarkGenerator):
+    """Marks the output idle when no event arrived for ``idle_timeout_ms`` (Flink's rules).
+
+    Idleness is checked only on periodic emission: the countdown starts at the first
+    periodic emission without new events, and the output becomes idle once more than
+    ``idle_timeout_ms`` passed since then.
+    """
+
+    def __init__(
+        self, inner: WatermarkGenerator, idle_timeout_ms: int, clock: Callable[[], int]
+    ) -> None:
+        if idle_timeout_ms <= 0:
+            raise ValueError(f"idle timeout must be > 0, got {idle_timeout_ms}")
+        self.inner = inner
+        self.idle_timeout = idle_timeout_ms
+        self.clock = clock
+        self.counter = 0
+        self.last_counter = 0
+        self.start_of_inactivity = 0
+        self.is_idle_now = False
+
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        self.inner.on_event(event, event_timestamp, output)
+        self.counter += 1
+        self.is_idle_now = False
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        if self.counter != self.last_counter:
+            self.last_counter = self.counter
+            self.start_of_inactivity = 0
+            idle = False
+        elif self.start_of_inactivity == 0:
+            self.start_of_inactivity = self.clock()
+            idle = False
+        else:
+            idle = self.clock() - self.start_of_inactivity > self.idle_timeout
+        if idle:
+            if not self.is_idle_now:
+                output.mark_idle()
+                self.is_idle_now = True
+        else:
+            self.inner.on_periodic_emit(output)
+
+
+class TimestampAssigner(ABC):
+    """Extracts the event timestamp (ms) of a record."""
+
+    @abstractmethod
+    def extract_timestamp(self, value: Any, record_timestamp: int | None) -> int: ...
+
+
+class _RecordTimestampAssigner(TimestampAssigner):
+    def extract_timestamp(self, value: Any, record_timestamp: int | None) -> int:
+        if record_timestamp is None:
+            raise ValueError(
+                f"a record of type {type(value).__name__} has no timestamp: give the watermark "
+                f"strategy a timestamp assigner (with_timestamp_assigner)"
+            )
+        return record_timestamp
+
+
+class WatermarkStrategy:
+    """How a stream gets timestamps and watermarks (an immutable description)."""
+
+    def __init__(
+        self,
+        generator_factory: Callable[[], WatermarkGenerator],
+        assigner: Any = None,
+        idle_timeout_ms: int | None = None,
+        description: str = "custom",
+    ) -> None:
+        self._generator_factory = generator_factory
+        self._assigner = assigner
+        self._idle_timeout_ms = idle_timeout_ms
+        self.description = description
+
+    # -- built-in strategies ----------------------------------------------------------
+    @staticmethod
+    def for_bounded_out_of_orderness(
+        max_out_of_orderness: int | datetime.timedelta,
+    ) -> WatermarkStrategy:
+        """Watermarks trail the largest timestamp by ``max_out_of_orderness`` (+1 ms)."""
+        bound = to_millis(max_out_of_orderness, "max_out_of_orderness")
+        if bound < 0:
+            raise ValueError(f"max_out_of_orderness must not be negative, got {bound}")
+        return WatermarkStrategy(
+            lambda: BoundedOutOfOrdernessWatermarks(bound),
+            description=f"bounded out-of-orderness {bound} ms",
+        )
+
+    @staticmethod
+    def for_monotonous_timestamps() -> WatermarkStrategy:
+        """For ascending timestamps: watermark = largest timestamp - 1."""
+        return WatermarkStrategy(
+            lambda: BoundedOutOfOrdernessWatermarks(0), description="monotonous timestamps"
+        )
+
+    @staticmethod
+    def no_watermarks() -> WatermarkStrategy:
+        """Timestamps (if assigned) but no watermarks."""
+        return WatermarkStrategy(NoWatermarksGenerator, description="no watermarks")
+
+    @staticmethod
+    def for_generator(factory: Callable[..., WatermarkGenerator]) -> WatermarkStrategy:
+        """A custom generator; ``factory()`` (or ``factory(context)``) builds one per subtask."""
+
+        def build() -> WatermarkGenerator:
+            try:
+                return factory()
+            except TypeError:
+                return factory(None)
+
+        return WatermarkStrategy(build, description="custom generator")
+
+    # -- modifiers (return new strategies) ---------------------------------------------
+    def with_timestamp_assigner(self, assigner: Any) -> WatermarkStrategy:
+        """A ``TimestampAssigner`` or a two-argument callable ``(value, record_timestamp)``."""
+        extract = getattr(assigner, "extract_timestamp", None)
+        if not callable(extract) and not callable(assigner):
+            raise TypeError(
+                f"with_timestamp_assigner needs a TimestampAssigner or a callable, got {assigner!r}"
+            )
+        return WatermarkStrategy(
+            self._generator_factory, assigner, self._idle_timeout_ms, self.description
+        )
+
+    def with_idleness(self, idle_timeout: int | datetime.timedelta) -> WatermarkStrategy:
+        """Mark the stream idle after ``idle_timeout`` without events."""
+        ms = to_millis(idle_timeout, "idle_timeout")
+        if ms <= 0:
+            raise ValueError(f"idle timeout must be > 0, got {ms}")
+        return WatermarkStrategy(self._generator_factory, self._assigner, ms, self.description)
+
+    # -- used by the runtime --------------------------------------------------------------
+    def create_watermark_generator(
+        self, clock: Callable[[], int] | None = None
+    ) -> WatermarkGenerator:
+        generator = self._generator_factory()
+        if self._idle_timeout_ms is not None:
+            if clock is None:
+                import time
+
+                def clock() -> int:
+                    return time.monotonic_ns() // 1_000_000
+
+            generator = WatermarksWithIdleness(generator, self._idle_timeout_ms, clock)
+        return generator
+
+    def create_timestamp_assigner(self) -> Callable[[Any, int | None], int]:
+        assigner = self._assigner
+        if assigner is None:
+            return _RecordTimestampAssigner().extract_timestamp
+        extract = getattr(assigner, "extract_timestamp", None)
+        return extract if callable(extract) else assigner
+
+    @property
+    def has_timestamp_assigner(self) -> bool:
+        return self._assigner is not None
+
+    @property
+    def emits_watermarks(self) -> bool:
+        return self._generator_factory is not NoWatermarksGenerator
+
+    def __repr__(self) -> str:
+        return f"WatermarkStrategy({self.description})"

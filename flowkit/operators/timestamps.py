@@ -1,0 +1,166 @@
+"""Timestamp assignment and watermark generation inside a job.
+
+:class:`WatermarkEmitter` holds what Flink's ``TimestampsAndWatermarks`` and
+``WatermarkToDataOutput`` do for one subtask: assign timestamps, feed the generator,
+emit periodic watermarks (only strictly increasing ones) and idleness. Both the source
+operator (``from_source(source, strategy)``) and
+:class:`TimestampsAndWatermarksOperator` (``assign_timestamps_and_watermarks``) use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import repeat
+
+from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
+from flowkit.eventtime.clocks import TimerHandle
+from flowkit.eventtime.watermarks import BoundedOutOfOrdernessWatermarks, WatermarkStrategy
+from flowkit.operators.base import Batch, OneInputOperator, OperatorContext, Timestamps
+
+__all__ = ["TimestampsAndWatermarksOperator", "WatermarkEmitter"]
+
+
+class WatermarkEmitter:
+    """Assigns timestamps and emits watermarks/idleness for one subtask."""
+
+    def __init__(
+        self,
+        strategy: WatermarkStrategy,
+        ctx: OperatorContext,
+        interval_ms: int,
+        emit_watermark: Callable[[int], None],
+        emit_status: Callable[[bool], None],
+        fail: Callable[[BaseException], BaseException],
+    ) -> None:
+        self.strategy = strategy
+        self.ctx = ctx
+        self.interval_ms = interval_ms
+        self._emit_watermark = emit_watermark
+        self._emit_status = emit_status
+        self._fail = fail
+        self.generator = strategy.create_watermark_generator(ctx.clock)
+        self.assign = strategy.create_timestamp_assigner()
+        self.has_assigner = strategy.has_timestamp_assigner
+        #: Bounded out-of-orderness takes a whole batch at once (same result).
+        self._max_only = type(self.generator) is BoundedOutOfOrdernessWatermarks
+        self.last_watermark = MIN_WATERMARK
+        self.idle = False
+        self._timer: TimerHandle | None = None
+        self._closed = False
+
+    # WatermarkOutput ---------------------------------------------------------------------
+    def emit_watermark(self, timestamp: int) -> None:
+        if timestamp <= self.last_watermark:
+            return
+        self.last_watermark = timestamp
+        if self.idle:
+            self.idle = False
+            self._emit_status(False)
+        self._emit_watermark(timestamp)
+
+    def mark_idle(self) -> None:
+        if not self.idle:
+            self.idle = True
+            self._emit_status(True)
+
+    def mark_active(self) -> None:
+        if self.idle:
+            self.idle = False
+            self._emit_status(False)
+
+    # records -----------------------------------------------------------------------------
+    def timestamps_for(self, values: Batch, timestamps: Timestamps) -> list[int]:
+        """Assign timestamps to a batch and feed the watermark generator."""
+        assign = self.assign
+        try:
+            stamps = list(map(assign, values, repeat(None) if timestamps is None else timestamps))
+            if self._max_only:
+                generator: BoundedOutOfOrdernessWatermarks = self.generator  # type: ignore[assignment]
+                top = max(stamps)
+                if top > generator.max_timestamp:
+                    generator.max_timestamp = top
+            else:
+                on_event = self.generator.on_event
+                for value, ts in zip(values, stamps):
+                    on_event(value, ts, self)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        if self.idle:
+            self.mark_active()
+        return stamps
+
+    # periodic emission -------------------------------------------------------------------
+    def start(self) -> None:
+        if self.interval_ms > 0:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._closed:
+            self._timer = self.ctx.schedule(
+                self.ctx.clock.now() + self.interval_ms, self.on_periodic
+            )
+
+    def on_periodic(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.generator.on_periodic_emit(self)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        self._schedule()
+
+    def finish(self) -> None:
+        """End of input: one last periodic emission (the MAX watermark follows upstream)."""
+        if not self._closed:
+            self.generator.on_periodic_emit(self)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class TimestampsAndWatermarksOperator(OneInputOperator):
+    """``assign_timestamps_and_watermarks(strategy)``: new timestamps and watermarks.
+
+    Watermarks from upstream are dropped, except ``MAX_WATERMARK`` (end of input), as in
+    Flink.
+    """
+
+    def __init__(self, name: str, strategy: WatermarkStrategy, interval_ms: int) -> None:
+        super().__init__(name)
+        self.strategy = strategy
+        self.interval_ms = interval_ms
+        self.emitter: WatermarkEmitter | None = None
+
+    def open(self) -> None:
+        assert self.ctx is not None
+        self.emitter = WatermarkEmitter(
+            self.strategy,
+            self.ctx,
+            self.interval_ms,
+            self.output.emit_watermark,
+            self.output.emit_status,
+            self.fail,
+        )
+        self.emitter.start()
+
+    def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
+        assert self.emitter is not None
+        self.output.collect(values, self.emitter.timestamps_for(values, timestamps))
+
+    def process_watermark(self, timestamp: int) -> None:
+        if timestamp == MAX_WATERMARK and self.emitter is not None:
+            self.emitter.emit_watermark(MAX_WATERMARK)
+
+    def process_watermark_status(self, idle: bool) -> None:
+        """Upstream idleness does not pass: this operator makes its own watermarks."""
+
+    def finish(self) -> None:
+        if self.emitter is not None:
+            self.emitter.finish()
+
+    def close(self) -> None:
+        if self.emitter is not None:
+            self.emitter.close()
