@@ -45,13 +45,13 @@ class SinkWriter:
     async def write_batch_async(self, values: list[Any], timestamps: list[Any] | None) -> None:
         raise NotImplementedError
 
-    def write_watermark(self, timestamp: int) -> None:  # noqa: B027 - optional hook
+    def write_watermark(self, timestamp: int) -> None:
         """Called for each watermark that reaches the sink."""
 
-    def finish(self) -> None:  # noqa: B027 - optional hook
+    def finish(self) -> None:
         """End of input (not called on failure or cancel)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources (always called)."""
 
 
@@ -212,9 +212,13 @@ class FunctionSink(Sink):
 
     def __init__(self, fn: Any) -> None:
         invoke = getattr(fn, "invoke", None)
+        #: The user's object (a function, or a ``SinkFunction`` with ``open``/``close``).
+        self.function = fn
         self.fn: Callable[[Any], Any] = invoke if callable(invoke) else fn
         if not callable(self.fn):
-            raise TypeError(f"add_sink expects a callable or a SinkFunction, got {fn!r}")
+            raise TypeError(
+                f"add_sink expects a callable or a SinkFunction, got {type(fn).__name__} {fn!r}"
+            )
 
     def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
         return _FunctionWriter(self.fn)

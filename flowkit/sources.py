@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import types
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from itertools import islice
 from typing import Any, Protocol
 
 import orjson
 
+from flowkit.errors import InvalidConfigurationError
+
 __all__ = [
     "AsyncIterableSource",
+    "AsyncIteratorReader",
     "CollectionSource",
     "FileSource",
     "InputStatus",
@@ -157,8 +160,16 @@ class SequenceSource(Source):
     name = "Sequence Source"
 
     def __init__(self, start: int, end: int) -> None:
+        for what, value in (("start", start), ("end", end)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidConfigurationError(
+                    f"from_sequence {what} must be an int, got {type(value).__name__} {value!r}"
+                )
         if end < start:
-            raise ValueError(f"from_sequence needs start <= end, got {start} > {end}")
+            raise InvalidConfigurationError(
+                f"from_sequence needs start <= end (both inclusive), got {start} > {end}; "
+                f"swap them or use from_collection for an empty stream"
+            )
         self.start = start
         self.end = end
 
@@ -169,92 +180,120 @@ class SequenceSource(Source):
         return _RangeReader(lo, hi)
 
 
-@types.coroutine
-def _resume(step: Any, yielded: Any) -> Any:
-    """Continue an awaitable that was stepped by hand until it suspended."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            step.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = step.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = step.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
-async def _finish(step: Any, yielded: Any) -> Any:
-    return await _resume(step, yielded)
-
-
 class AsyncIteratorReader(SourceReader):
-    """Reads an async iterator, batching whatever it yields without suspending.
+    """Reads an async iterator from one task of its own, in batches.
 
-    Each ``__anext__`` is first stepped by hand: items the iterator produces without
-    waiting are taken immediately (so a fast generator is read in batches), and only
-    an ``__anext__`` that really waits is handed to the event loop as a task, owned by
-    this reader and cancelled by ``close()``.
+    All of the iterator's code runs in that one task, so it may use anything that is
+    bound to the task running it (cancel scopes, ``asyncio.timeout``, task groups). The
+    task reads only while the subtask waits for input, at most the ``max_records`` of the
+    last ``poll_next``; once the subtask takes a batch it stops after the ``__anext__`` in
+    flight, so a backpressured job stops pulling from the iterator. ``close()`` cancels
+    the task and closes the iterator from inside it. An exception the iterator raises is
+    raised by ``poll_next`` after the records read before it.
     """
 
     def __init__(self, iterator: AsyncIterator[Any]) -> None:
         self.iterator = iterator
-        self._pending: asyncio.Future[Any] | None = None
-        self._ended = False
+        self._buffer: deque[Any] = deque()
+        self._demand = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._available: asyncio.Future[None] | None = None
+
+    async def open(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._pump(), name=f"flowkit reader {type(self.iterator).__name__}"
+            )
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        iterator = self.iterator
+        buffer = self._buffer
+        try:
+            while True:
+                while self._demand <= 0:
+                    self._wakeup = loop.create_future()
+                    await self._wakeup
+                    self._wakeup = None
+                item = await iterator.__anext__()
+                buffer.append(item)
+                self._demand -= 1
+                self._signal()
+        except StopAsyncIteration:
+            pass
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._done = True
+            self._signal()
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception:
+                    if self._error is None:
+                        raise
+
+    def _signal(self) -> None:
+        available = self._available
+        if available is not None and not available.done():
+            available.set_result(None)
 
     def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
-        batch: list[Any] = []
-        pending = self._pending
-        if pending is not None:
-            if not pending.done():
-                return InputStatus.NOTHING_AVAILABLE
-            self._pending = None
-            try:
-                batch.append(pending.result())
-            except StopAsyncIteration:
-                self._ended = True
-        anext = self.iterator.__anext__
-        while not self._ended and len(batch) < max_records:
-            step = anext().__await__()
-            try:
-                yielded = step.send(None)
-            except StopIteration as stop:
-                batch.append(stop.value)
-                continue
-            except StopAsyncIteration:
-                self._ended = True
-                break
-            self._pending = asyncio.ensure_future(_finish(step, yielded))
-            break
-        if batch:
+        self._start()
+        buffer = self._buffer
+        if buffer:
+            if len(buffer) <= max_records:
+                batch = list(buffer)
+                buffer.clear()
+            else:
+                batch = [buffer.popleft() for _ in range(max_records)]
+            # Read more only when asked again: a backpressured job stops pulling.
+            self._demand = 0
             output.collect_batch(batch)
-        if self._ended:
+            return InputStatus.MORE_AVAILABLE
+        if self._done:
+            error = self._error
+            if error is not None:
+                self._error = None
+                raise error
             return InputStatus.END_OF_INPUT
-        if self._pending is not None and not self._pending.done():
-            return InputStatus.NOTHING_AVAILABLE if not batch else InputStatus.MORE_AVAILABLE
-        return InputStatus.MORE_AVAILABLE
+        self._demand = max_records
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+        return InputStatus.NOTHING_AVAILABLE
 
     def is_available(self) -> Awaitable[Any] | None:
-        return self._pending
+        if self._buffer or self._done:
+            return None
+        available = self._available
+        if available is None or available.done():
+            available = self._available = asyncio.get_running_loop().create_future()
+        return available
 
     async def close(self) -> None:
-        pending = self._pending
-        self._pending = None
-        if pending is not None and not pending.done():
-            pending.cancel()
-            try:
-                await pending
-            except (asyncio.CancelledError, StopAsyncIteration):
-                pass
-        closer = getattr(self.iterator, "aclose", None)
-        if closer is not None:
-            await closer()
+        task = self._task
+        if task is None:
+            closer = getattr(self.iterator, "aclose", None)
+            if closer is not None:
+                await closer()
+            return
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.result()
+
+
+#: Default of ``AsyncIterableSource(end_marker=...)``: read the queue until cancelled.
+_NO_MARKER: Any = object()
 
 
 class AsyncIterableSource(Source):
@@ -262,7 +301,8 @@ class AsyncIterableSource(Source):
 
     A non-parallel, unbounded-or-bounded source. It cannot rewind: after a restart it
     continues with whatever the iterable yields next (pass a callable to start afresh).
-    An ``asyncio.Queue`` is read until it yields ``end_marker`` (if one is given).
+    An ``asyncio.Queue`` is read until it yields ``end_marker`` (when one is given; the
+    marker itself is not emitted), else until the job is cancelled.
     """
 
     max_parallelism = 1
@@ -272,29 +312,32 @@ class AsyncIterableSource(Source):
         self,
         iterable: AsyncIterable[Any] | Callable[[], AsyncIterable[Any]] | asyncio.Queue[Any],
         bounded: bool = True,
+        end_marker: Any = _NO_MARKER,
     ) -> None:
-        if not (
-            isinstance(iterable, (AsyncIterable, asyncio.Queue)) or callable(iterable)
-        ):
+        if not (isinstance(iterable, (AsyncIterable, asyncio.Queue)) or callable(iterable)):
             raise TypeError(
                 f"from_async_iterable expects an async iterable, an asyncio.Queue or a "
                 f"callable returning an async iterable, got {type(iterable).__name__}"
             )
         self.iterable = iterable
         self.bounded = bounded
+        self.end_marker = end_marker
 
     def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
         source = self.iterable
         if isinstance(source, asyncio.Queue):
-            source = _drain_queue(source)
+            source = _drain_queue(source, self.end_marker)
         elif not isinstance(source, AsyncIterable):
             source = source()
         return AsyncIteratorReader(aiter(source))
 
 
-async def _drain_queue(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+async def _drain_queue(queue: asyncio.Queue[Any], end_marker: Any) -> AsyncIterator[Any]:
     while True:
-        yield await queue.get()
+        item = await queue.get()
+        if end_marker is not _NO_MARKER and item is end_marker:
+            return
+        yield item
 
 
 async def _socket_lines(host: str, port: int, delimiter: str) -> AsyncIterator[str]:
@@ -350,7 +393,10 @@ async def _file_lines(path: str, fmt: str) -> AsyncIterator[Any]:
                 else:
                     yield line.decode().rstrip("\r")
         if rest:
-            yield orjson.loads(rest) if fmt == "jsonl" else rest.decode().rstrip("\r")
+            if fmt != "jsonl":
+                yield rest.decode().rstrip("\r")
+            elif rest.strip():
+                yield orjson.loads(rest)
 
 
 class FileSource(Source):

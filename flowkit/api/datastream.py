@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import OutputTag
+from flowkit.errors import InvalidConfigurationError
 from flowkit.functions import KeySelector
 from flowkit.graph.transformations import ChainingStrategy, Transformation
 from flowkit.operators.base import resolve_function
@@ -22,6 +23,7 @@ from flowkit.operators.simple import FilterOperator, FlatMapOperator, MapOperato
 from flowkit.operators.source_sink import SinkOperator
 from flowkit.serialization import TypeSerializer, resolve_serializer
 from flowkit.sinks import CollectSink, FunctionSink, PrintSink, Sink
+from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
 
 if TYPE_CHECKING:
     from flowkit.api.environment import StreamExecutionEnvironment
@@ -31,17 +33,40 @@ __all__ = ["ConnectedStreams", "DataStream", "DataStreamSink", "KeyedStream"]
 OutputType = TypeSerializer | str | None
 
 
+class InvalidFunctionError(InvalidConfigurationError, TypeError):
+    """A transformation was given something that is not a function (raised at once)."""
+
+
+def _check_function(func: Any, method: str, what: str, interface: str) -> None:
+    """Reject ``func`` unless it is callable or has a callable ``method``."""
+    try:
+        resolve_function(func, method, what)
+    except TypeError:
+        raise InvalidFunctionError(
+            f"{what} expects a function (a callable) or a {interface} with a {method}() "
+            f"method, got {type(func).__name__} {func!r}; pass e.g. `lambda value: ...`"
+        ) from None
+
+
 def _key_selector(key: Any) -> Callable[[Any], Any]:
     if isinstance(key, KeySelector):
         return key.get_key
-    if isinstance(key, (int, str)):
+    if isinstance(key, (int, str)) and not isinstance(key, bool):
         return operator.itemgetter(key)
     if callable(key):
-        return key  # type: ignore[no-any-return]
-    raise TypeError(
+        return key
+    raise InvalidFunctionError(
         f"key_by expects a callable, a KeySelector, or a field (tuple position or dict key), "
-        f"got {key!r}"
+        f"got {type(key).__name__} {key!r}"
     )
+
+
+def _check_label(what: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidConfigurationError(
+            f"{what}() takes a non-empty str, got {type(value).__name__} {value!r}"
+        )
+    return value
 
 
 def _describe(fn: Any) -> str:
@@ -68,31 +93,36 @@ class DataStream:
         self,
         kind: str,
         name: str,
-        factory: Callable[[], Any],
+        make: Callable[[str], Any],
         output_type: OutputType = None,
         inputs: list[Transformation] | None = None,
         description: str = "",
         operator_max_parallelism: int | None = None,
         parallelism: int | None = None,
     ) -> Transformation:
+        """Register a real operator; ``make(name)`` builds it for each subtask.
+
+        The operator is built with the name the transformation has when the job starts,
+        so ``.name(...)`` called later shows up in errors and metrics too.
+        """
         t = Transformation(
             kind=kind,
             name=name,
             inputs=inputs if inputs is not None else [self._t],
-            operator_factory=factory,
             serializer=resolve_serializer(output_type),
             description=description,
             operator_max_parallelism=operator_max_parallelism,
             parallelism=parallelism,
         )
+        t.operator_factory = lambda: make(t.name)
         self._env._register(t)
         return t
 
     def _one_input(
-        self, name: str, factory: Callable[[], Any], output_type: OutputType, fn: Any
+        self, name: str, make: Callable[[str], Any], output_type: OutputType, fn: Any
     ) -> DataStream:
         return DataStream(
-            self._env, self._add("one_input", name, factory, output_type, description=_describe(fn))
+            self._env, self._add("one_input", name, make, output_type, description=_describe(fn))
         )
 
     def _partition(self, partitioning: str, key_selector: Any = None) -> Transformation:
@@ -104,6 +134,22 @@ class DataStream:
             key_selector=key_selector,
         )
 
+    def _input_serializer(self) -> TypeSerializer | None:
+        """The serializer of the records in this stream (through key_by, rebalance...)."""
+        t = self._t
+        while t.is_virtual and t.inputs:
+            t = t.inputs[0]
+        return t.serializer
+
+    def _same_env(self, other: DataStream, what: str) -> None:
+        if not isinstance(other, DataStream):
+            raise TypeError(f"{what}() takes DataStreams, got {type(other).__name__} {other!r}")
+        if other._env is not self._env:
+            raise InvalidConfigurationError(
+                f"{what}() needs streams of the same StreamExecutionEnvironment; create both "
+                f"streams from one environment"
+            )
+
     @property
     def transformation(self) -> Transformation:
         return self._t
@@ -112,9 +158,26 @@ class DataStream:
         return self._env
 
     # ----------------------------------------------------------------- per operator
+    def _operator(self, method: str) -> Transformation:
+        """The operator that per-operator settings apply to.
+
+        Raises:
+            InvalidConfigurationError: this stream is the result of ``key_by``, ``union``,
+                a partitioning or ``get_side_output``, which are no operators.
+        """
+        t = self._t
+        if t.is_virtual:
+            raise InvalidConfigurationError(
+                f"{method}() applies to operators, but this stream comes from {t.kind} "
+                f"{t.name!r}, which is not an operator; call {method}() on the operator before "
+                f"it, or on the one after it"
+            )
+        return t
+
     def name(self, name: str) -> DataStream:
         """Set the operator's name (shown in plans, metrics and errors)."""
-        self._t.name = name
+        t = self._operator("name")
+        t.name = _check_label("name", name)
         return self
 
     def get_name(self) -> str:
@@ -122,16 +185,28 @@ class DataStream:
 
     def uid(self, uid: str) -> DataStream:
         """Set the stable id that matches this operator's state in savepoints."""
-        self._t.uid = uid
+        t = self._operator("uid")
+        t.uid = _check_label("uid", uid)
         return self
 
     def set_parallelism(self, parallelism: int) -> DataStream:
-        if not isinstance(parallelism, int) or parallelism < 1:
-            from flowkit.errors import InvalidConfigurationError
+        """Run this operator with ``parallelism`` subtasks.
 
+        Raises:
+            InvalidConfigurationError: ``parallelism`` is not an int >= 1, or the operator
+                is non-parallel (e.g. ``from_collection``) and ``parallelism`` > 1.
+        """
+        if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
             raise InvalidConfigurationError(
                 f"set_parallelism({parallelism!r}) on {self._t.name!r}: parallelism must be an "
                 f"int >= 1"
+            )
+        limit = self._operator("set_parallelism").operator_max_parallelism
+        if limit is not None and parallelism > limit:
+            raise InvalidConfigurationError(
+                f"set_parallelism({parallelism}) on {self._t.name!r}: this operator supports at "
+                f"most parallelism {limit} (it is not parallel); use a parallel source such as "
+                f"from_sequence, or rebalance() after it and set the parallelism downstream"
             )
         self._t.parallelism = parallelism
         return self
@@ -140,17 +215,27 @@ class DataStream:
         return self._t.parallelism or self._env.get_parallelism()
 
     def set_max_parallelism(self, max_parallelism: int) -> DataStream:
-        self._t.max_parallelism = max_parallelism
+        """Set this operator's number of key groups (the upper bound of its parallelism)."""
+        if (
+            not isinstance(max_parallelism, int)
+            or isinstance(max_parallelism, bool)
+            or not 1 <= max_parallelism <= UPPER_BOUND_MAX_PARALLELISM
+        ):
+            raise InvalidConfigurationError(
+                f"set_max_parallelism({max_parallelism!r}) on {self._t.name!r}: max parallelism "
+                f"must be an int in [1, {UPPER_BOUND_MAX_PARALLELISM}]"
+            )
+        self._operator("set_max_parallelism").max_parallelism = max_parallelism
         return self
 
     def disable_chaining(self) -> DataStream:
         """Run this operator in its own subtask, connected by channels on both sides."""
-        self._t.chaining = ChainingStrategy.NEVER
+        self._operator("disable_chaining").chaining = ChainingStrategy.NEVER
         return self
 
     def start_new_chain(self) -> DataStream:
         """Begin a new chain at this operator (later operators may chain to it)."""
-        self._t.chaining = ChainingStrategy.HEAD
+        self._operator("start_new_chain").chaining = ChainingStrategy.HEAD
         return self
 
     def slot_sharing_group(self, name: str) -> DataStream:
@@ -160,29 +245,29 @@ class DataStream:
     # ----------------------------------------------------------------- transformations
     def map(self, func: Any, output_type: OutputType = None) -> DataStream:
         """Apply ``func`` (a callable or ``MapFunction``) to each record."""
-        resolve_function(func, "map", "map()")
+        _check_function(func, "map", "map()", "MapFunction")
         name = "Map"
-        return self._one_input(name, lambda: MapOperator(name, func), output_type, func)
+        return self._one_input(name, lambda n: MapOperator(n, func), output_type, func)
 
     def flat_map(self, func: Any, output_type: OutputType = None) -> DataStream:
         """Emit every item of the iterable ``func(record)`` returns (or yields)."""
-        resolve_function(func, "flat_map", "flat_map()")
+        _check_function(func, "flat_map", "flat_map()", "FlatMapFunction")
         name = "Flat Map"
-        return self._one_input(name, lambda: FlatMapOperator(name, func), output_type, func)
+        return self._one_input(name, lambda n: FlatMapOperator(n, func), output_type, func)
 
     def filter(self, func: Any) -> DataStream:
         """Keep the records for which ``func`` returns true."""
-        resolve_function(func, "filter", "filter()")
+        _check_function(func, "filter", "filter()", "FilterFunction")
         name = "Filter"
         return self._one_input(
-            name, lambda: FilterOperator(name, func), self._t.serializer, func
+            name, lambda n: FilterOperator(n, func), self._input_serializer(), func
         )
 
     def process(self, func: Any, output_type: OutputType = None) -> DataStream:
         """Run a ``ProcessFunction`` (``process_element(value, ctx)`` yields outputs)."""
-        resolve_function(func, "process_element", "process()")
+        _check_function(func, "process_element", "process()", "ProcessFunction")
         name = "Process"
-        return self._one_input(name, lambda: ProcessOperator(name, func), output_type, func)
+        return self._one_input(name, lambda n: ProcessOperator(n, func), output_type, func)
 
     def map_async(
         self,
@@ -200,19 +285,20 @@ class DataStream:
         ``timeout_ms`` fails the job, unless ``timeout(record)`` is given: then its return
         value is emitted instead (return None to emit nothing).
         """
-        from flowkit.errors import InvalidConfigurationError
         from flowkit.operators.async_io import AsyncMapOperator
 
         if not callable(async_fn):
             raise TypeError(f"map_async() expects an async function, got {async_fn!r}")
         if not isinstance(capacity, int) or capacity < 1:
-            raise InvalidConfigurationError(f"map_async capacity must be an int >= 1, got {capacity!r}")
+            raise InvalidConfigurationError(
+                f"map_async capacity must be an int >= 1, got {capacity!r}"
+            )
         if timeout_ms is not None and timeout_ms <= 0:
             raise InvalidConfigurationError(f"map_async timeout_ms must be > 0, got {timeout_ms!r}")
         name = "Async Map"
         return self._one_input(
             name,
-            lambda: AsyncMapOperator(name, async_fn, capacity, timeout_ms, ordered, timeout),
+            lambda n: AsyncMapOperator(n, async_fn, capacity, timeout_ms, ordered, timeout),
             output_type,
             async_fn,
         )
@@ -224,14 +310,14 @@ class DataStream:
 
     def union(self, *streams: DataStream) -> DataStream:
         """Merge this stream with others of the same kind into one stream."""
-        for s in streams:
-            if not isinstance(s, DataStream):
-                raise TypeError(f"union() takes DataStreams, got {s!r}")
+        for stream in streams:
+            self._same_env(stream, "union")
         t = Transformation(kind="union", name="Union", inputs=[self._t] + [s._t for s in streams])
         return DataStream(self._env, t)
 
     def connect(self, other: DataStream) -> ConnectedStreams:
         """Pair with another stream for a two-input function (CoMap, CoProcess...)."""
+        self._same_env(other, "connect")
         return ConnectedStreams(self, other)
 
     def get_side_output(self, output_tag: OutputTag) -> DataStream:
@@ -239,7 +325,10 @@ class DataStream:
         if not isinstance(output_tag, OutputTag):
             raise TypeError(f"get_side_output() needs an OutputTag, got {output_tag!r}")
         t = Transformation(
-            kind="side_output", name=f"SideOutput({output_tag.tag_id})", inputs=[self._t], tag=output_tag
+            kind="side_output",
+            name=f"SideOutput({output_tag.tag_id})",
+            inputs=[self._t],
+            tag=output_tag,
         )
         return DataStream(self._env, t)
 
@@ -272,10 +361,12 @@ class DataStream:
     def sink_to(self, sink: Sink) -> DataStreamSink:
         """Write the stream to ``sink`` (a :class:`~flowkit.sinks.Sink`)."""
         if not isinstance(sink, Sink):
-            raise TypeError(f"sink_to() expects a flowkit Sink, got {sink!r}; use add_sink() for functions")
+            raise TypeError(
+                f"sink_to() expects a flowkit Sink, got {sink!r}; use add_sink() for functions"
+            )
         name = getattr(sink, "name", "Sink")
         t = self._add(
-            "sink", name, lambda: SinkOperator(name, sink), description=type(sink).__qualname__
+            "sink", name, lambda n: SinkOperator(n, sink), description=type(sink).__qualname__
         )
         return DataStreamSink(self._env, t)
 
@@ -287,10 +378,16 @@ class DataStream:
         """Print each record; with parallelism > 1 lines start with ``"<subtask>> "``."""
         return self.sink_to(PrintSink(sink_identifier))
 
-    def execute_and_collect(self, job_name: str | None = None, limit: int | None = None) -> list[Any]:
-        """Run the job and return the records of this stream (in arrival order)."""
+    def execute_and_collect(
+        self, job_name: str | None = None, limit: int | None = None
+    ) -> list[Any]:
+        """Run the job and return the records of this stream (in arrival order).
+
+        As in Flink, the collecting sink runs at parallelism 1, so a stream that is
+        itself ordered (e.g. ``from_collection``) is returned in order.
+        """
         sink = CollectSink()
-        self.sink_to(sink).name("Collect Sink")
+        self.sink_to(sink).name("Collect Sink").set_parallelism(1)
         self._env.execute(job_name or "collect")
         return sink.values[:limit] if limit is not None else sink.values
 
@@ -299,7 +396,7 @@ class DataStream:
     ) -> list[Any]:
         """``execute_and_collect`` for code running inside an event loop."""
         sink = CollectSink()
-        self.sink_to(sink).name("Collect Sink")
+        self.sink_to(sink).name("Collect Sink").set_parallelism(1)
         client = await self._env.execute_async(job_name or "collect")
         await client.wait()
         return sink.values[:limit] if limit is not None else sink.values
@@ -313,11 +410,14 @@ class DataStreamSink:
         self._t = transformation
 
     def name(self, name: str) -> DataStreamSink:
-        self._t.name = name
+        self._t.name = _check_label("name", name)
         return self
 
+    def get_name(self) -> str:
+        return self._t.name
+
     def uid(self, uid: str) -> DataStreamSink:
-        self._t.uid = uid
+        self._t.uid = _check_label("uid", uid)
         return self
 
     def set_parallelism(self, parallelism: int) -> DataStreamSink:
@@ -350,14 +450,17 @@ class KeyedStream(DataStream):
 
     def reduce(self, func: Any, output_type: OutputType = None) -> DataStream:
         """Emit the running ``reduce(accumulated, value)`` per key after every record."""
-        resolve_function(func, "reduce", "reduce()")
+        _check_function(func, "reduce", "reduce()", "ReduceFunction")
         name = "Keyed Reduce"
         ks = self.key_selector
-        return self._one_input(
-            name, lambda: KeyedReduceOperator(name, func, ks), output_type, func
-        )
+        return self._one_input(name, lambda n: KeyedReduceOperator(n, func, ks), output_type, func)
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
+        if isinstance(field, bool) or not isinstance(field, (int, str)):
+            raise InvalidConfigurationError(
+                f"{kind}() takes a tuple position (int) or a dict key (str), got "
+                f"{type(field).__name__} {field!r}"
+            )
         fn = aggregation(kind, field)
         name = "Keyed Aggregation"
         ks = self.key_selector
@@ -366,8 +469,8 @@ class KeyedStream(DataStream):
             self._add(
                 "one_input",
                 name,
-                lambda: KeyedReduceOperator(name, fn, ks),
-                self._t.serializer,
+                lambda n: KeyedReduceOperator(n, fn, ks),
+                self._input_serializer(),
                 description=f"{kind}({field!r})",
             ),
         )
@@ -394,12 +497,10 @@ class KeyedStream(DataStream):
 
     def process(self, func: Any, output_type: OutputType = None) -> DataStream:
         """Run a ``KeyedProcessFunction`` (or a ``ProcessFunction``) per key."""
-        resolve_function(func, "process_element", "process()")
+        _check_function(func, "process_element", "process()", "KeyedProcessFunction")
         name = "KeyedProcess"
         ks = self.key_selector
-        return self._one_input(
-            name, lambda: KeyedProcessOperator(name, func, ks), output_type, func
-        )
+        return self._one_input(name, lambda n: KeyedProcessOperator(n, func, ks), output_type, func)
 
 
 class ConnectedStreams:
@@ -410,17 +511,19 @@ class ConnectedStreams:
         self.second = second
         self._env = first._env
 
-    def key_by(self, key_selector1: Any, key_selector2: Any) -> ConnectedStreams:
+    def key_by(
+        self, key_selector1: Any, key_selector2: Any, key_type: Any = None
+    ) -> ConnectedStreams:
         """Partition both inputs by key (same key -> same subtask)."""
         return ConnectedStreams(self.first.key_by(key_selector1), self.second.key_by(key_selector2))
 
     def _two_input(
-        self, name: str, factory: Callable[[], Any], output_type: OutputType, fn: Any
+        self, name: str, make: Callable[[str], Any], output_type: OutputType, fn: Any
     ) -> DataStream:
         t = self.first._add(
             "two_input",
             name,
-            factory,
+            make,
             output_type,
             inputs=[self.first._t, self.second._t],
             description=_describe(fn),
@@ -430,19 +533,22 @@ class ConnectedStreams:
     def _check(self, func: Any, methods: Iterable[str], what: str) -> None:
         missing = [m for m in methods if not callable(getattr(func, m, None))]
         if missing:
-            raise TypeError(f"{what} needs an object with {', '.join(methods)}; {func!r} lacks {missing}")
+            raise InvalidFunctionError(
+                f"{what} needs an object with {', '.join(methods)} methods; "
+                f"{type(func).__name__} {func!r} lacks {', '.join(missing)}"
+            )
 
     def map(self, func: Any, output_type: OutputType = None) -> DataStream:
         """``CoMapFunction``: ``map1`` for the first input, ``map2`` for the second."""
         self._check(func, ("map1", "map2"), "ConnectedStreams.map()")
         name = "Co-Map"
-        return self._two_input(name, lambda: CoMapOperator(name, func), output_type, func)
+        return self._two_input(name, lambda n: CoMapOperator(n, func), output_type, func)
 
     def flat_map(self, func: Any, output_type: OutputType = None) -> DataStream:
         """``CoFlatMapFunction``: ``flat_map1`` / ``flat_map2`` return iterables."""
         self._check(func, ("flat_map1", "flat_map2"), "ConnectedStreams.flat_map()")
         name = "Co-Flat Map"
-        return self._two_input(name, lambda: CoFlatMapOperator(name, func), output_type, func)
+        return self._two_input(name, lambda n: CoFlatMapOperator(n, func), output_type, func)
 
     def process(self, func: Any, output_type: OutputType = None) -> DataStream:
         """``CoProcessFunction`` or, on keyed inputs, ``KeyedCoProcessFunction``."""
@@ -451,5 +557,5 @@ class ConnectedStreams:
         k2 = getattr(self.second, "key_selector", None)
         name = "KeyedCoProcess" if k1 is not None and k2 is not None else "Co-Process"
         return self._two_input(
-            name, lambda: CoProcessOperator(name, func, k1, k2), output_type, func
+            name, lambda n: CoProcessOperator(n, func, k1, k2), output_type, func
         )

@@ -9,7 +9,13 @@ from typing import Any
 from flowkit.operators.base import Batch, Timestamps
 from flowkit.operators.simple import UdfOperator
 
-__all__ = ["KeyedReduceOperator", "aggregation"]
+__all__ = [
+    "KeyChecker",
+    "KeyedReduceOperator",
+    "aggregation",
+    "is_hashable",
+    "unhashable_key_error",
+]
 
 _MISSING = object()
 
@@ -36,6 +42,7 @@ class KeyedReduceOperator(UdfOperator):
         get = accs.get
         out: list[Any] = []
         append = out.append
+        key: Any = _MISSING
         try:
             for value in values:
                 key = key_of(value)
@@ -47,15 +54,60 @@ class KeyedReduceOperator(UdfOperator):
         except Exception as exc:
             if out:
                 self.output.collect(out, None if timestamps is None else timestamps[: len(out)])
+            if isinstance(exc, TypeError) and not is_hashable(key):
+                error = unhashable_key_error(key)
+                raise self.fail(error) from error
             raise self.fail(exc) from exc
         self.output.collect(out, timestamps)
+
+
+def is_hashable(key: Any) -> bool:
+    """Whether ``key`` can be used as a key (state and accumulators live in dicts)."""
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
+
+
+def unhashable_key_error(key: Any) -> TypeError:
+    """The error for a key selector that returned an unhashable key."""
+    return TypeError(
+        f"the key selector returned a key of type {type(key).__name__} ({key!r}), which is "
+        f"not hashable; key_by needs an immutable key: return a tuple instead of a list, a "
+        f"frozenset instead of a set, or a str/int field of the record"
+    )
+
+
+class KeyChecker:
+    """Checks keys for hashability each time the key type changes (cheap per record)."""
+
+    __slots__ = ("_type",)
+
+    def __init__(self) -> None:
+        self._type: type | None = None
+
+    def check(self, key: Any) -> None:
+        """Raise :func:`unhashable_key_error` for an unhashable ``key``.
+
+        Raises:
+            TypeError: ``key`` cannot be hashed.
+        """
+        cls = type(key)
+        if cls is self._type and cls is not tuple:
+            return
+        if not is_hashable(key):
+            raise unhashable_key_error(key)
+        self._type = cls
 
 
 def _getter(field: int | str | None) -> Callable[[Any], Any]:
     def get(value: Any) -> Any:
         if isinstance(value, (tuple, list)):
             if not isinstance(field, int):
-                raise TypeError(f"field {field!r} must be a position for {type(value).__name__} records")
+                raise TypeError(
+                    f"field {field!r} must be a position for {type(value).__name__} records"
+                )
             return value[field]
         if isinstance(value, dict):
             return value[field]
@@ -98,17 +150,55 @@ def aggregation(kind: str, field: int | str | None) -> Callable[[Any, Any], Any]
     As in Flink: ``sum``, ``min`` and ``max`` keep the other fields of the first record of
     the key and replace the aggregated field; ``min_by`` / ``max_by`` return the whole
     record holding the extreme value (the earlier one on ties).
+
+    Example:
+        >>> aggregation("sum", 1)(("a", 1), ("a", 2))
+        ('a', 3)
+        >>> aggregation("max_by", "v")({"k": 1, "v": 5}, {"k": 2, "v": 5})
+        {'k': 1, 'v': 5}
     """
+    if kind not in ("sum", "min", "max", "min_by", "max_by"):
+        raise ValueError(f"unknown aggregation {kind!r}")
     get = _getter(field)
     put = _setter(field)
-    if kind == "sum":
-        return lambda acc, value: put(acc, get(acc) + get(value))
-    if kind == "min":
-        return lambda acc, value: put(acc, get(value)) if get(value) < get(acc) else acc
-    if kind == "max":
-        return lambda acc, value: put(acc, get(value)) if get(value) > get(acc) else acc
-    if kind == "min_by":
-        return lambda acc, value: value if get(value) < get(acc) else acc
-    if kind == "max_by":
-        return lambda acc, value: value if get(value) > get(acc) else acc
-    raise ValueError(f"unknown aggregation {kind!r}")
+    by_record = kind.endswith("_by")
+
+    def combine(a: Any, b: Any) -> Any:
+        if kind == "sum":
+            return a + b
+        if kind == "min":
+            return b if b < a else a
+        return b if b > a else a
+
+    def generic(acc: Any, value: Any) -> Any:
+        a, b = get(acc), get(value)
+        if by_record:
+            better = b < a if kind == "min_by" else b > a
+            return value if better else acc
+        new = combine(a, b)
+        return acc if new is a and kind != "sum" else put(acc, new)
+
+    if kind == "sum" and isinstance(field, int):
+        position = field
+
+        # Fast path for the common record shape; everything else goes through generic.
+        def sum_position(acc: Any, value: Any) -> Any:
+            if type(acc) is tuple and type(value) is tuple:
+                items = list(acc)
+                items[position] = acc[position] + value[position]
+                return tuple(items)
+            return generic(acc, value)
+
+        return sum_position
+    if kind == "sum" and isinstance(field, str):
+        key = field
+
+        def sum_key(acc: Any, value: Any) -> Any:
+            if type(acc) is dict and type(value) is dict:
+                new = acc.copy()
+                new[key] = acc[key] + value[key]
+                return new
+            return generic(acc, value)
+
+        return sum_key
+    return generic

@@ -18,6 +18,8 @@ from flowkit.operators.base import (
     copy_function,
     resolve_function,
 )
+from flowkit.operators.keyed import KeyChecker
+from flowkit.operators.simple import is_iterable, not_iterable_message
 
 __all__ = [
     "CoFlatMapOperator",
@@ -50,9 +52,13 @@ class _Collector:
     def add_results(self, results: Any, timestamp: int | None) -> None:
         if results is None:
             return
+        try:
+            iterator = iter(results)
+        except TypeError:
+            raise TypeError(not_iterable_message("process_element", results)) from None
         values = self.values
         stamps = self.timestamps
-        for item in results:
+        for item in iterator:
             if type(item) is tuple and len(item) == 2 and isinstance(item[0], OutputTag):
                 self.side(item[0], item[1], timestamp)
             else:
@@ -72,16 +78,23 @@ class _SimpleTimerService(TimerService):
     def current_watermark(self) -> int:
         return self._op.current_watermark
 
-    def _no_timers(self, *_: Any) -> None:
+    def _no_timers(self) -> None:
         raise RuntimeError(
             f"timers can only be used on keyed streams (after key_by); operator "
             f"{self._op.name!r} is not keyed"
         )
 
-    register_event_time_timer = _no_timers
-    register_processing_time_timer = _no_timers
-    delete_event_time_timer = _no_timers
-    delete_processing_time_timer = _no_timers
+    def register_event_time_timer(self, timestamp: int) -> None:
+        self._no_timers()
+
+    def register_processing_time_timer(self, timestamp: int) -> None:
+        self._no_timers()
+
+    def delete_event_time_timer(self, timestamp: int) -> None:
+        self._no_timers()
+
+    def delete_processing_time_timer(self, timestamp: int) -> None:
+        self._no_timers()
 
 
 class _Context(KeyedProcessFunction.OnTimerContext):
@@ -147,6 +160,36 @@ class _ContextOperator:
                 self.output.collect_side(tag_id, vals, stamps if has_timestamps else None)
 
 
+def _run_batch(
+    op: Any,
+    fn: Callable[[Any, Any], Any],
+    key_selector: Callable[[Any], Any] | None,
+    keys: KeyChecker,
+    values: Batch,
+    timestamps: Timestamps,
+) -> None:
+    """Call ``fn(value, ctx)`` for each record of a batch, then emit what it produced."""
+    ctx = op.context
+    add = ctx._collector.add_results
+    try:
+        if key_selector is None:
+            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
+                ctx._ts = ts
+                add(fn(value, ctx), ts)
+        else:
+            check = keys.check
+            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
+                ctx._ts = ts
+                key = key_selector(value)
+                check(key)
+                ctx._key = key
+                add(fn(value, ctx), ts)
+    except Exception as exc:
+        raise op.fail(exc) from exc
+    finally:
+        op._flush_collected(timestamps is not None)
+
+
 class ProcessOperator(_ContextOperator, OneInputOperator):
     """Runs a ``ProcessFunction`` (or a ``(value, ctx)`` callable) over each record."""
 
@@ -159,6 +202,7 @@ class ProcessOperator(_ContextOperator, OneInputOperator):
         self.function = copy_function(function)
         self.fn = resolve_function(self.function, self.method, name)
         self.key_selector = key_selector
+        self._keys = KeyChecker()
         self._init_context()
 
     def open(self) -> None:
@@ -175,20 +219,7 @@ class ProcessOperator(_ContextOperator, OneInputOperator):
         self.output.emit_watermark(timestamp)
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
-        fn = self.fn
-        ctx = self.context
-        add = ctx._collector.add_results
-        key_selector = self.key_selector
-        try:
-            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
-                ctx._ts = ts
-                if key_selector is not None:
-                    ctx._key = key_selector(value)
-                add(fn(value, ctx), ts)
-        except Exception as exc:
-            raise self.fail(exc) from exc
-        finally:
-            self._flush_collected(timestamps is not None)
+        _run_batch(self, self.fn, self.key_selector, self._keys, values, timestamps)
 
 
 class KeyedProcessOperator(ProcessOperator):
@@ -239,6 +270,7 @@ class CoFlatMapOperator(CoMapOperator):
     def _apply(self, fn: Callable[[Any], Any], values: Batch, timestamps: Timestamps) -> None:
         out: list[Any] = []
         out_ts: list[Any] = []
+        result: Any = None
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 result = fn(value)
@@ -247,6 +279,10 @@ class CoFlatMapOperator(CoMapOperator):
                     out.extend(result)
                     out_ts.extend(repeat(ts, len(out) - before))
         except Exception as exc:
+            if isinstance(exc, TypeError) and not is_iterable(result):
+                method = getattr(fn, "__name__", "flat_map")
+                error = TypeError(not_iterable_message(method, result))
+                raise self.fail(error) from exc
             raise self.fail(exc) from exc
         if out:
             self.output.collect(out, None if timestamps is None else out_ts)
@@ -268,6 +304,7 @@ class CoProcessOperator(_ContextOperator, TwoInputOperator):
         self.fn2 = self.function.process_element2
         self.key_selector1 = key_selector1
         self.key_selector2 = key_selector2
+        self._keys = KeyChecker()
         self._init_context()
 
     def open(self) -> None:
@@ -283,28 +320,8 @@ class CoProcessOperator(_ContextOperator, TwoInputOperator):
         self.current_watermark = timestamp
         self.output.emit_watermark(timestamp)
 
-    def _run(
-        self,
-        fn: Callable[[Any, Any], Any],
-        key_selector: Callable[[Any], Any] | None,
-        values: Batch,
-        timestamps: Timestamps,
-    ) -> None:
-        ctx = self.context
-        add = ctx._collector.add_results
-        try:
-            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
-                ctx._ts = ts
-                if key_selector is not None:
-                    ctx._key = key_selector(value)
-                add(fn(value, ctx), ts)
-        except Exception as exc:
-            raise self.fail(exc) from exc
-        finally:
-            self._flush_collected(timestamps is not None)
-
     def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
-        self._run(self.fn1, self.key_selector1, values, timestamps)
+        _run_batch(self, self.fn1, self.key_selector1, self._keys, values, timestamps)
 
     def process_batch2(self, values: Batch, timestamps: Timestamps) -> None:
-        self._run(self.fn2, self.key_selector2, values, timestamps)
+        _run_batch(self, self.fn2, self.key_selector2, self._keys, values, timestamps)

@@ -15,7 +15,33 @@ from flowkit.operators.base import (
     resolve_function,
 )
 
-__all__ = ["FilterOperator", "FlatMapOperator", "MapOperator", "UdfOperator"]
+__all__ = [
+    "FilterOperator",
+    "FlatMapOperator",
+    "MapOperator",
+    "UdfOperator",
+    "is_iterable",
+    "not_iterable_message",
+]
+
+
+def is_iterable(value: Any) -> bool:
+    """Whether ``value`` can be iterated (None counts as iterable: it means no output)."""
+    if value is None:
+        return True
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+def not_iterable_message(method: str, result: Any) -> str:
+    """The error for a function that returned a single value where outputs are iterated."""
+    return (
+        f"{method}() must yield its outputs or return an iterable (or None), but it returned "
+        f"{type(result).__name__} {result!r}; use `yield value` or `return [value]`"
+    )
 
 
 class UdfOperator(OneInputOperator):
@@ -71,6 +97,7 @@ class FlatMapOperator(UdfOperator):
         fn = self.fn
         out: list[Any] = []
         extend = out.extend
+        result: Any = None
         try:
             if timestamps is None:
                 for value in values:
@@ -87,6 +114,9 @@ class FlatMapOperator(UdfOperator):
                         extend(result)
                         out_ts.extend(repeat(ts, len(out) - before))
         except Exception as exc:
+            if isinstance(exc, TypeError) and not is_iterable(result):
+                error = TypeError(not_iterable_message("flat_map", result))
+                raise self.fail(error) from exc
             raise self.fail(exc) from exc
         if out:
             self.output.collect(out, out_ts)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowkit.operators.base import Batch, OneInputOperator, StreamOperator, Timestamps
-from flowkit.sinks import Sink, SinkWriter
+from flowkit.operators.base import (
+    Batch,
+    OneInputOperator,
+    StreamOperator,
+    Timestamps,
+    call_close,
+    call_open,
+    copy_function,
+)
+from flowkit.sinks import FunctionSink, Sink, SinkWriter
 from flowkit.sources import Source
 
 __all__ = ["SinkOperator", "SourceOperator"]
@@ -39,6 +47,9 @@ class SinkOperator(OneInputOperator):
 
     def __init__(self, name: str, sink: Sink) -> None:
         super().__init__(name)
+        if isinstance(sink, FunctionSink):
+            # add_sink(function): each subtask works on its own copy, opened and closed.
+            sink = FunctionSink(copy_function(sink.function))
         self.sink = sink
         self.writer: SinkWriter | None = None
         self.is_async = False
@@ -54,6 +65,11 @@ class SinkOperator(OneInputOperator):
         except Exception as exc:
             raise self.fail(exc, "creating the sink writer") from exc
         self.is_async = bool(getattr(self.writer, "is_async", False))
+        if isinstance(self.sink, FunctionSink):
+            try:
+                call_open(self.sink.function, self.runtime_context)
+            except Exception as exc:
+                raise self.fail(exc, "in open()") from exc
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         self.records += len(values)
@@ -71,7 +87,10 @@ class SinkOperator(OneInputOperator):
             self._queue.append(timestamp)
             return
         assert self.writer is not None
-        self.writer.write_watermark(timestamp)
+        try:
+            self.writer.write_watermark(timestamp)
+        except Exception as exc:
+            raise self.fail(exc, "writing a watermark") from exc
 
     @property
     def pending(self) -> bool:
@@ -109,5 +128,9 @@ class SinkOperator(OneInputOperator):
             raise self.fail(exc, "in finish()") from exc
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            if isinstance(self.sink, FunctionSink):
+                call_close(self.sink.function)
