@@ -155,9 +155,14 @@ class KeyGroupPartitioner(StreamPartitioner):
 
     def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
         n = self.n
-        if n == 1:
-            return [(0, values, timestamps)]
         assigner = self.assigner
+        assert assigner is not None
+        if n == 1:
+            # One channel: no routing needed. Still check one key per batch, so that a
+            # selector that fails, or a key type without a stable hash, fails the same way
+            # at every parallelism.
+            assigner.channel_for_key(self.key_selector(values[0]))
+            return [(0, values, timestamps)]
         assert assigner is not None
         keys = list(map(self.key_selector, values))
         # Fast path: str keys already seen are looked up in one C-level pass. A miss or a

@@ -164,11 +164,11 @@ class StreamExecutionEnvironment:
         t = Transformation(
             kind="source",
             name=name,
-            operator_factory=lambda: SourceOperator(name, source),
             operator_max_parallelism=source.max_parallelism,
             serializer=resolve_serializer(output_type),
             description=type(source).__qualname__,
         )
+        t.operator_factory = lambda: SourceOperator(t.name, source)
         self._register(t)
         return DataStream(self, t)
 

@@ -197,6 +197,16 @@ def build_stream_graph(
             edge between different parallelisms, or a non-parallel source set parallel.
     """
     all_nodes = _collect(transformations)
+    seen_uids: dict[str, Transformation] = {}
+    for t in all_nodes:
+        if t.uid is None or t.is_virtual:
+            continue
+        other = seen_uids.setdefault(t.uid, t)
+        if other is not t:
+            raise InvalidConfigurationError(
+                f"uid {t.uid!r} is used by both {other.name!r} and {t.name!r}; uids identify "
+                f"operator state in savepoints and must be unique within a job"
+            )
     nodes: dict[int, StreamNode] = {}
     for t in all_nodes:
         if t.is_virtual:

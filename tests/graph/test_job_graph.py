@@ -460,3 +460,12 @@ def test_building_the_graph_leaves_the_plan_intact() -> None:
     first = chains(env.get_job_graph())
     assert chains(env.get_job_graph()) == first
     assert env.get_job_graph("named").job_name == "named"
+
+
+def test_duplicate_uids_are_rejected_before_anything_runs() -> None:
+    env = StreamExecutionEnvironment()
+    source = env.from_collection([1, 2])
+    source.map(lambda x: x).uid("same")
+    source.filter(lambda x: True).uid("same")
+    with pytest.raises(InvalidConfigurationError, match="uid 'same'"):
+        env.get_job_graph()
