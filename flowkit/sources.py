@@ -45,6 +45,7 @@ __all__ = [
     "SocketTextSource",
     "Source",
     "SourceReader",
+    "SourceReaderContext",
 ]
 
 
@@ -68,8 +69,31 @@ class ReaderOutput(Protocol):
     def mark_idle(self) -> None: ...
 
 
+class SourceReaderContext:
+    """What the runtime tells a reader: its subtask, the job's clock, and a way to wait
+    until the rest of the job has processed everything emitted so far (used by
+    ``TestStream`` before it moves processing time)."""
+
+    def __init__(
+        self,
+        subtask_index: int,
+        parallelism: int,
+        clock: Any,
+        wait_until_quiescent: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.subtask_index = subtask_index
+        self.parallelism = parallelism
+        self.clock = clock
+        self.wait_until_quiescent = wait_until_quiescent
+
+
 class SourceReader(ABC):
-    """Reads one parallel split of a source."""
+    """Reads one parallel split of a source.
+
+    ``context`` is set by the runtime before ``open()``.
+    """
+
+    context: SourceReaderContext | None = None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Called once before the first ``poll_next``."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
+from flowkit.eventtime.watermarks import WatermarkStrategy
 from flowkit.functions import KeySelector
 from flowkit.graph.transformations import ChainingStrategy, Transformation
 from flowkit.operators.base import resolve_function
@@ -21,12 +22,15 @@ from flowkit.operators.process import (
 )
 from flowkit.operators.simple import FilterOperator, FlatMapOperator, MapOperator
 from flowkit.operators.source_sink import SinkOperator
+from flowkit.operators.timestamps import TimestampsAndWatermarksOperator
 from flowkit.serialization import TypeSerializer, resolve_serializer
 from flowkit.sinks import CollectSink, FunctionSink, PrintSink, Sink
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
+from flowkit.window import CountEvictor, CountTrigger, GlobalWindows, PurgingTrigger
 
 if TYPE_CHECKING:
     from flowkit.api.environment import StreamExecutionEnvironment
+    from flowkit.api.windowed import AllWindowedStream, WindowedStream
 
 __all__ = ["ConnectedStreams", "DataStream", "DataStreamSink", "KeyedStream"]
 
@@ -303,6 +307,38 @@ class DataStream:
             async_fn,
         )
 
+    def assign_timestamps_and_watermarks(self, watermark_strategy: WatermarkStrategy) -> DataStream:
+        """Give records event timestamps and make watermarks with ``watermark_strategy``.
+
+        Upstream watermarks are dropped (except the final MAX_WATERMARK), as in Flink.
+        """
+        if not isinstance(watermark_strategy, WatermarkStrategy):
+            raise TypeError(
+                f"assign_timestamps_and_watermarks() needs a WatermarkStrategy, got {watermark_strategy!r}"
+            )
+        interval = self._env.auto_watermark_interval_ms
+        t = self._add(
+            "one_input",
+            "Timestamps/Watermarks",
+            lambda n: TimestampsAndWatermarksOperator(n, watermark_strategy, interval),
+            self._input_serializer(),
+            description=repr(watermark_strategy),
+        )
+        t.emits_watermarks = watermark_strategy.emits_watermarks
+        return DataStream(self._env, t)
+
+    def window_all(self, window_assigner: Any) -> AllWindowedStream:
+        """Windows over the whole stream (one subtask), e.g. ``TumblingEventTimeWindows``."""
+        from flowkit.api.windowed import AllWindowedStream
+
+        return AllWindowedStream(
+            DataStream(self._env, self._partition("global")), window_assigner, _constant_key
+        )
+
+    def count_window_all(self, size: int, slide: int | None = None) -> AllWindowedStream:
+        """Windows of ``size`` elements over the whole stream (every ``slide`` if given)."""
+        return _count_windows(self.window_all(GlobalWindows.create()), size, slide)  # type: ignore[return-value]
+
     def key_by(self, key_selector: Any, key_type: Any = None) -> KeyedStream:
         """Partition by key: every record with the same key goes to the same subtask."""
         selector = _key_selector(key_selector)
@@ -433,6 +469,20 @@ class DataStreamSink:
         return self
 
 
+def _constant_key(value: Any) -> None:
+    """The key of every record in ``window_all``: one key, one subtask."""
+    return None
+
+
+def _count_windows(windowed: WindowedStream, size: int, slide: int | None) -> WindowedStream:
+    for what, n in (("size", size), ("slide", slide)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise InvalidConfigurationError(f"count window {what} must be an int >= 1, got {n!r}")
+    if slide is None:
+        return windowed.trigger(PurgingTrigger.of(CountTrigger.of(size)))
+    return windowed.evictor(CountEvictor.of(size)).trigger(CountTrigger.of(slide))
+
+
 class KeyedStream(DataStream):
     """A stream partitioned by key; keyed operators see ``ctx.get_current_key()``."""
 
@@ -447,6 +497,16 @@ class KeyedStream(DataStream):
 
     def get_key_selector(self) -> Callable[[Any], Any]:
         return self.key_selector
+
+    def window(self, window_assigner: Any) -> WindowedStream:
+        """Cut each key's stream into windows (tumbling, sliding, session, global)."""
+        from flowkit.api.windowed import WindowedStream
+
+        return WindowedStream(self, window_assigner, self.key_selector)
+
+    def count_window(self, size: int, slide: int | None = None) -> WindowedStream:
+        """Windows of ``size`` elements per key (sliding every ``slide`` elements if given)."""
+        return _count_windows(self.window(GlobalWindows.create()), size, slide)
 
     def reduce(self, func: Any, output_type: OutputType = None) -> DataStream:
         """Emit the running ``reduce(accumulated, value)`` per key after every record."""

@@ -8,7 +8,8 @@ from typing import Any
 
 from flowkit.api.datastream import DataStream
 from flowkit.errors import InvalidConfigurationError, RunningLoopError
-from flowkit.eventtime.clocks import Clock
+from flowkit.eventtime.clocks import Clock, ManualClock
+from flowkit.eventtime.watermarks import WatermarkStrategy
 from flowkit.graph.explain import explain
 from flowkit.graph.job_graph import JobGraph, build_job_graph
 from flowkit.graph.transformations import Transformation
@@ -166,9 +167,17 @@ class StreamExecutionEnvironment:
             name=name,
             operator_max_parallelism=source.max_parallelism,
             serializer=resolve_serializer(output_type),
-            description=type(source).__qualname__,
+            description=type(source).__qualname__
+            + (f", {watermark_strategy!r}" if watermark_strategy is not None else ""),
+            source=source,
         )
-        t.operator_factory = lambda: SourceOperator(t.name, source)
+        if watermark_strategy is not None and not isinstance(watermark_strategy, WatermarkStrategy):
+            raise TypeError(f"from_source() needs a WatermarkStrategy, got {watermark_strategy!r}")
+        interval = self.auto_watermark_interval_ms
+        t.operator_factory = lambda: SourceOperator(t.name, source, watermark_strategy, interval)
+        t.emits_watermarks = bool(getattr(source, "emits_watermarks", False)) or (
+            watermark_strategy is not None and watermark_strategy.emits_watermarks
+        )
         self._register(t)
         return DataStream(self, t)
 
@@ -232,12 +241,18 @@ class StreamExecutionEnvironment:
     # ----------------------------------------------------------------- running
     def _executor(self, job_name: str) -> LocalExecutor:
         graph = self.get_job_graph(job_name)
+        clock = self.clock
+        if clock is None and any(
+            getattr(t.source, "needs_manual_clock", False) for t in self._transformations
+        ):
+            # A TestStream that moves processing time drives a manual clock from 0.
+            clock = ManualClock(0)
         self._transformations = []
         config = ExecutionConfig(
             buffer_size=self.buffer_size,
             buffers_per_channel=self.buffers_per_channel,
             buffer_timeout_ms=self.buffer_timeout_ms,
-            clock=self.clock,
+            clock=clock,
         )
         return LocalExecutor(graph, config)
 

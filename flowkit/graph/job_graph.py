@@ -185,6 +185,20 @@ def _collect(sinks: list[Transformation]) -> list[Transformation]:
     return [seen[i] for i in sorted(seen)]
 
 
+def _has_watermarks_upstream(t: Transformation) -> bool:
+    stack = list(t.inputs)
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if node.id in seen:
+            continue
+        seen.add(node.id)
+        if node.emits_watermarks:
+            return True
+        stack.extend(node.inputs)
+    return False
+
+
 def build_stream_graph(
     transformations: list[Transformation],
     default_parallelism: int,
@@ -206,6 +220,13 @@ def build_stream_graph(
             raise InvalidConfigurationError(
                 f"uid {t.uid!r} is used by both {other.name!r} and {t.name!r}; uids identify "
                 f"operator state in savepoints and must be unique within a job"
+            )
+    for t in all_nodes:
+        if t.requires_watermarks and not _has_watermarks_upstream(t):
+            raise InvalidConfigurationError(
+                f"operator {t.name!r} uses event time but no watermarks are made anywhere "
+                f"upstream: call assign_timestamps_and_watermarks(WatermarkStrategy...) on its "
+                f"input, or read the source with from_source(source, watermark_strategy)"
             )
     nodes: dict[int, StreamNode] = {}
     for t in all_nodes:

@@ -58,6 +58,13 @@ class Transformation:
     tag: OutputTag | None = None
     #: Free-form description shown in plans (e.g. the function).
     description: str = ""
+    #: This node makes watermarks (a source with a watermark strategy, a TestStream,
+    #: assign_timestamps_and_watermarks).
+    emits_watermarks: bool = False
+    #: This node needs watermarks from upstream (event-time windows).
+    requires_watermarks: bool = False
+    #: source nodes: the Source description.
+    source: Any = None
     id: int = field(default_factory=lambda: next(_ids))
 
     @property

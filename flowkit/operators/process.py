@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import MIN_WATERMARK, OutputTag
-from flowkit.functions import KeyedProcessFunction, TimerService
+from flowkit.eventtime.timers import InternalTimerService
+from flowkit.functions import KeyedProcessFunction, TimeDomain, TimerService
 from flowkit.operators.base import (
     Batch,
     OneInputOperator,
@@ -20,6 +21,7 @@ from flowkit.operators.base import (
 )
 from flowkit.operators.keyed import KeyChecker
 from flowkit.operators.simple import is_iterable, not_iterable_message
+from flowkit.state.backend import HeapKeyedStateBackend
 
 __all__ = [
     "CoFlatMapOperator",
@@ -97,6 +99,37 @@ class _SimpleTimerService(TimerService):
         self._no_timers()
 
 
+class _KeyedTimerService(TimerService):
+    """Timers of the current key (namespace None) for keyed process functions."""
+
+    def __init__(self, operator: _ContextOperator) -> None:
+        self._op = operator
+
+    def _timers(self) -> InternalTimerService:
+        timers = self._op.timers
+        if timers is None:
+            raise RuntimeError(f"timers of {self._op.name!r} are used before open()")
+        return timers
+
+    def current_processing_time(self) -> int:
+        return self._op.processing_time()
+
+    def current_watermark(self) -> int:
+        return self._op.current_watermark
+
+    def register_event_time_timer(self, timestamp: int) -> None:
+        self._timers().register_event_time_timer(None, timestamp)
+
+    def register_processing_time_timer(self, timestamp: int) -> None:
+        self._timers().register_processing_time_timer(None, timestamp)
+
+    def delete_event_time_timer(self, timestamp: int) -> None:
+        self._timers().delete_event_time_timer(None, timestamp)
+
+    def delete_processing_time_timer(self, timestamp: int) -> None:
+        self._timers().delete_processing_time_timer(None, timestamp)
+
+
 class _Context(KeyedProcessFunction.OnTimerContext):
     """The ``ctx`` handed to process functions; one instance per operator, reused."""
 
@@ -126,24 +159,105 @@ class _Context(KeyedProcessFunction.OnTimerContext):
 
 
 class _ContextOperator:
-    """Mixin: a process context, a timer service, and flushing of collected output."""
+    """Mixin: a process context, time and timers, keyed state, and output flushing.
+
+    Keyed operators (those with a key selector) get a keyed state backend (the
+    RuntimeContext's ``get_state`` & co.) and an ``InternalTimerService``; ``on_timer`` of
+    the function runs with the timer's key current. Output of event-time timers carries
+    the timer's timestamp, output of processing-time timers none (Flink's rule).
+    """
 
     name: str
     output: Any
     ctx: Any
+    function: Any
 
-    def _init_context(self) -> None:
-        self.current_watermark = MIN_WATERMARK
-        self.timer_service: TimerService = _SimpleTimerService(self)
+    if TYPE_CHECKING:  # provided by StreamOperator
+
+        def fail(self, cause: BaseException, detail: str = "") -> Any: ...
+
+    def _init_context(self, keyed: bool) -> None:
+        self._current_watermark = MIN_WATERMARK
+        self.keyed = keyed
+        self.backend: HeapKeyedStateBackend | None = HeapKeyedStateBackend() if keyed else None
+        self.timers: InternalTimerService | None = None
+        self.timer_service: TimerService = (
+            _KeyedTimerService(self) if keyed else _SimpleTimerService(self)
+        )
         self.context = _Context(self)
+        on_timer = getattr(self.function, "on_timer", None)
+        self._on_timer = on_timer if callable(on_timer) else None
+
+    @property
+    def current_watermark(self) -> int:
+        timers = self.timers
+        return timers.current_watermark if timers is not None else self._current_watermark
+
+    def state_store(self) -> Any:
+        return self.backend
+
+    def _open_timers(self) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        self.timers = InternalTimerService(
+            lambda: backend.current_key,
+            backend.set_current_key,
+            self._fire_event_timer,
+            self._fire_processing_timer,
+            self.ctx.clock,
+            self._schedule,
+        )
+
+    def _schedule(self, time_ms: int, action: Callable[[], None]) -> Any:
+        def fire() -> None:
+            try:
+                action()
+            finally:
+                self._flush_collected(True)
+
+        return self.ctx.schedule(time_ms, fire)
+
+    def _close_timers(self) -> None:
+        if self.timers is not None:
+            self.timers.close()
+
+    def _fire_event_timer(self, timestamp: int, key: Any, namespace: Any) -> None:
+        self._call_on_timer(timestamp, key, TimeDomain.EVENT_TIME, timestamp)
+
+    def _fire_processing_timer(self, timestamp: int, key: Any, namespace: Any) -> None:
+        self._call_on_timer(timestamp, key, TimeDomain.PROCESSING_TIME, None)
+
+    def _call_on_timer(
+        self, timestamp: int, key: Any, domain: TimeDomain, output_timestamp: int | None
+    ) -> None:
+        if self._on_timer is None:
+            return
+        ctx = self.context
+        ctx._ts = timestamp
+        ctx._key = key
+        ctx._domain = domain
+        try:
+            ctx._collector.add_results(self._on_timer(timestamp, ctx), output_timestamp)
+        except Exception as exc:
+            raise self.fail(exc, "in on_timer()") from exc
+        finally:
+            ctx._domain = None
+
+    def _advance_watermark(self, timestamp: int) -> None:
+        """Fire the event-time timers the watermark makes due, then forward it."""
+        timers = self.timers
+        if timers is None:
+            self._current_watermark = timestamp
+        else:
+            try:
+                timers.advance_watermark(timestamp)
+            finally:
+                self._flush_collected(True)
+        self.output.emit_watermark(timestamp)
 
     def processing_time(self) -> int:
-        clock = self.ctx.clock if self.ctx is not None else None
-        if clock is None:
-            import time
-
-            return time.time_ns() // 1_000_000
-        return int(clock())
+        return int(self.ctx.clock.now())
 
     def _flush_collected(self, has_timestamps: bool) -> None:
         collector = self.context._collector
@@ -178,11 +292,13 @@ def _run_batch(
                 add(fn(value, ctx), ts)
         else:
             check = keys.check
+            set_key = op.backend.set_current_key
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 ctx._ts = ts
                 key = key_selector(value)
                 check(key)
                 ctx._key = key
+                set_key(key)
                 add(fn(value, ctx), ts)
     except Exception as exc:
         raise op.fail(exc) from exc
@@ -203,20 +319,21 @@ class ProcessOperator(_ContextOperator, OneInputOperator):
         self.fn = resolve_function(self.function, self.method, name)
         self.key_selector = key_selector
         self._keys = KeyChecker()
-        self._init_context()
+        self._init_context(key_selector is not None)
 
     def open(self) -> None:
+        self._open_timers()
         try:
             call_open(self.function, self.runtime_context)
         except Exception as exc:
             raise self.fail(exc, "in open()") from exc
 
     def close(self) -> None:
+        self._close_timers()
         call_close(self.function)
 
     def process_watermark(self, timestamp: int) -> None:
-        self.current_watermark = timestamp
-        self.output.emit_watermark(timestamp)
+        self._advance_watermark(timestamp)
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         _run_batch(self, self.fn, self.key_selector, self._keys, values, timestamps)
@@ -305,20 +422,21 @@ class CoProcessOperator(_ContextOperator, TwoInputOperator):
         self.key_selector1 = key_selector1
         self.key_selector2 = key_selector2
         self._keys = KeyChecker()
-        self._init_context()
+        self._init_context(key_selector1 is not None and key_selector2 is not None)
 
     def open(self) -> None:
+        self._open_timers()
         try:
             call_open(self.function, self.runtime_context)
         except Exception as exc:
             raise self.fail(exc, "in open()") from exc
 
     def close(self) -> None:
+        self._close_timers()
         call_close(self.function)
 
     def process_watermark(self, timestamp: int) -> None:
-        self.current_watermark = timestamp
-        self.output.emit_watermark(timestamp)
+        self._advance_watermark(timestamp)
 
     def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
         _run_batch(self, self.fn1, self.key_selector1, self._keys, values, timestamps)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowkit.elements import MIN_WATERMARK
+from flowkit.eventtime.watermarks import WatermarkStrategy
 from flowkit.operators.base import (
     Batch,
     OneInputOperator,
@@ -13,6 +15,7 @@ from flowkit.operators.base import (
     call_open,
     copy_function,
 )
+from flowkit.operators.timestamps import WatermarkEmitter
 from flowkit.sinks import FunctionSink, Sink, SinkWriter
 from flowkit.sources import Source
 
@@ -20,26 +23,86 @@ __all__ = ["SinkOperator", "SourceOperator"]
 
 
 class SourceOperator(StreamOperator):
-    """Head of a source subtask: the ``ReaderOutput`` its reader writes into."""
+    """Head of a source subtask: the ``ReaderOutput`` its reader writes into.
 
-    def __init__(self, name: str, source: Source) -> None:
+    With a watermark strategy it assigns timestamps and makes watermarks (periodically,
+    every ``interval_ms``); watermarks the reader emits itself (e.g. ``TestStream``) pass
+    through the same filter, so only strictly increasing watermarks leave the source.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        watermark_strategy: WatermarkStrategy | None = None,
+        interval_ms: int = 200,
+    ) -> None:
         super().__init__(name)
         self.source = source
         self.records = 0
+        self.watermark_strategy = watermark_strategy
+        self.interval_ms = interval_ms
+        self.emitter: WatermarkEmitter | None = None
+        self._last_watermark = MIN_WATERMARK
+        self._idle = False
+
+    def open(self) -> None:
+        strategy = self.watermark_strategy
+        if strategy is not None:
+            assert self.ctx is not None
+            self.emitter = WatermarkEmitter(
+                strategy,
+                self.ctx,
+                self.interval_ms,
+                self.output.emit_watermark,
+                self.output.emit_status,
+                self.fail,
+            )
+            self.emitter.start()
+
+    def close(self) -> None:
+        if self.emitter is not None:
+            self.emitter.close()
 
     def collect(self, value: Any, timestamp: int | None = None) -> None:
-        self.records += 1
-        self.output.collect([value], None if timestamp is None else [timestamp])
+        self.collect_batch([value], None if timestamp is None else [timestamp])
 
     def collect_batch(self, values: list[Any], timestamps: list[Any] | None = None) -> None:
         self.records += len(values)
+        emitter = self.emitter
+        if emitter is not None:
+            timestamps = emitter.timestamps_for(values, timestamps)
+        elif self._idle:
+            self.mark_active()
         self.output.collect(values, timestamps)
 
     def emit_watermark(self, timestamp: int) -> None:
         self.process_watermark(timestamp)
 
+    def process_watermark(self, timestamp: int) -> None:
+        if self.emitter is not None:
+            self.emitter.emit_watermark(timestamp)
+            return
+        if timestamp <= self._last_watermark:
+            return
+        self._last_watermark = timestamp
+        if self._idle:
+            self.mark_active()
+        self.output.emit_watermark(timestamp)
+
     def mark_idle(self) -> None:
-        """Idleness is propagated by the event-time layer; plain sources ignore it."""
+        if self.emitter is not None:
+            self.emitter.mark_idle()
+        elif not self._idle:
+            self._idle = True
+            self.output.emit_status(True)
+
+    def mark_active(self) -> None:
+        if self.emitter is not None:
+            self.emitter.mark_active()
+        elif self._idle:
+            self._idle = False
+            self.output.emit_status(False)
 
 
 class SinkOperator(OneInputOperator):

@@ -39,6 +39,12 @@ class Notifier:
         if not fut.done():
             fut.set_result(None)
 
+    @property
+    def waiting(self) -> bool:
+        """True while the subtask waits and nothing has woken it yet."""
+        fut = self._future
+        return fut is not None and not fut.done()
+
     async def wait(self) -> None:
         if self._woken:
             self._woken = False

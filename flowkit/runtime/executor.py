@@ -10,13 +10,14 @@ from typing import Any
 
 from flowkit.elements import Watermark, WatermarkStatus
 from flowkit.errors import JobFailed, UserFunctionError
-from flowkit.eventtime.clocks import Clock
+from flowkit.eventtime.clocks import Clock, SystemClock
 from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
 from flowkit.runtime.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, StreamTask
+from flowkit.sources import SourceReaderContext
 
 __all__ = ["ExecutionConfig", "LocalExecutor", "consumers_of"]
 
@@ -81,6 +82,8 @@ class LocalExecutor:
     def __init__(self, job_graph: JobGraph, config: ExecutionConfig) -> None:
         self.job_graph = job_graph
         self.config = config
+        #: The job's processing-time clock, shared by all subtasks.
+        self.clock: Clock = config.clock or SystemClock()
         self.tasks: list[StreamTask] = []
 
     def build(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
@@ -186,7 +189,7 @@ class LocalExecutor:
                 vertex.parallelism,
                 vertex.max_parallelism,
                 wake=notifier.wake,
-                clock=cfg.clock,
+                clock=self.clock,
                 post_mail=post_mail,
             )
             ops[node.id].setup(ctx, output)
@@ -202,6 +205,9 @@ class LocalExecutor:
         reader = None
         if isinstance(head, SourceOperator):
             reader = head.source.create_reader(index, vertex.parallelism)
+            reader.context = SourceReaderContext(
+                index, vertex.parallelism, self.clock, self.wait_until_quiescent
+            )
         return StreamTask(
             vertex.name,
             index,
@@ -215,6 +221,26 @@ class LocalExecutor:
             buffer_timeout_ms=cfg.buffer_timeout_ms,
             mail=mail,
         )
+
+    def quiescent(self) -> bool:
+        """True when no subtask has anything to do: every one waits (or has ended) and no
+        channel holds data. Partly filled buffers are handed over first."""
+        for task in self.tasks:
+            for writer in task.writers:
+                writer.flush()
+        for task in self.tasks:
+            if task.status in ("FINISHED", "CANCELED", "FAILED"):
+                continue
+            if not task.notifier.waiting or task.has_work():
+                return False
+        return True
+
+    async def wait_until_quiescent(self) -> None:
+        """Wait until the whole job has processed everything emitted so far."""
+        stable = 0
+        while stable < 2:
+            await asyncio.sleep(0)
+            stable = stable + 1 if self.quiescent() else 0
 
     async def run(self) -> None:
         """Run every subtask until all finish; the first failure cancels the rest.

@@ -259,6 +259,13 @@ class StreamTask:
                 await writer.drain()
 
     # ------------------------------------------------------------------ between steps
+    def has_work(self) -> bool:
+        """Input, mail or asynchronous work is waiting for this subtask."""
+        gate = self.gate
+        if gate is not None and gate.has_data:
+            return True
+        return self._has_mail() or any(op.pending for op in self.async_ops)
+
     def post_mail(self, action: Callable[[], None]) -> None:
         """Run ``action`` inside this subtask, between two steps (Flink's mailbox)."""
         self._mail.append(action)

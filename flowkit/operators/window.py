@@ -1,0 +1,633 @@
+"""WindowOperator: Flink's window operator on keyed state and timers.
+
+Follows SEMANTICS.md section 4.4 to the letter: windows are created lazily on the first
+element, an element goes to every window the assigner gives it that is not late, the
+trigger decides FIRE / PURGE, window contents are removed at the cleanup time
+(``max_timestamp + allowed_lateness`` in event time), and an element that was added to no
+window and is late goes to the late side output (or is dropped and counted). Merging
+assigners (sessions) keep a per-key merging window set that maps each window to the
+window its state is stored under.
+
+Window contents live in the keyed state backend, table ``"window-contents"``, with the
+window as namespace, so they are snapshotted with all other keyed state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import repeat
+from typing import Any
+
+from flowkit.elements import MAX_WATERMARK, OutputTag
+from flowkit.eventtime.timers import InternalTimerService
+from flowkit.operators.base import (
+    Batch,
+    OneInputOperator,
+    Timestamps,
+    call_close,
+    call_open,
+    copy_function,
+)
+from flowkit.state.backend import HeapKeyedStateBackend
+from flowkit.state.descriptors import StateDescriptor
+from flowkit.window import (
+    Evictor,
+    MergingWindowAssigner,
+    TimestampedValue,
+    Trigger,
+    TriggerResult,
+    Window,
+    WindowAssigner,
+)
+
+__all__ = ["WindowOperator"]
+
+CONTENTS = "window-contents"
+MERGING_WINDOWS = "merging-window-set"
+_MISSING = object()
+
+
+class _Context:
+    """Trigger context, merge context, evictor context and window-function context in one.
+
+    ``key`` and ``window`` are set by the operator before each call.
+    """
+
+    def __init__(self, op: WindowOperator) -> None:
+        self.op = op
+        self.window: Any = None
+        self.merged_windows: Iterable[Any] = ()
+
+    # trigger context -----------------------------------------------------------------
+    def get_current_watermark(self) -> int:
+        return self.op.timers.current_watermark
+
+    def get_current_processing_time(self) -> int:
+        return self.op.timers.current_processing_time()
+
+    def register_event_time_timer(self, time: int) -> None:
+        self.op.timers.register_event_time_timer(self.window, time)
+
+    def register_processing_time_timer(self, time: int) -> None:
+        self.op.timers.register_processing_time_timer(self.window, time)
+
+    def delete_event_time_timer(self, time: int) -> None:
+        self.op.timers.delete_event_time_timer(self.window, time)
+
+    def delete_processing_time_timer(self, time: int) -> None:
+        self.op.timers.delete_processing_time_timer(self.window, time)
+
+    def get_partitioned_state(self, state_descriptor: StateDescriptor) -> Any:
+        state = self.op.backend.get_partitioned_state(state_descriptor)
+        state.set_current_namespace(self.window)
+        return state
+
+    def merge_partitioned_state(self, state_descriptor: StateDescriptor) -> None:
+        """Fold the state of the merged windows into the state of the merge result."""
+        backend = self.op.backend
+        table = backend.table(state_descriptor.name)
+        key = backend.current_key
+        state = backend.get_partitioned_state(state_descriptor)
+        for window in self.merged_windows:
+            entries = table.get(window)
+            if entries is None or key not in entries:
+                continue
+            value = entries.pop(key)
+            if not entries:
+                del table[window]
+            state.set_current_namespace(self.window)
+            _fold_into(state, value)
+
+    # process-window-function context -------------------------------------------------------
+    def current_watermark(self) -> int:
+        return self.get_current_watermark()
+
+    def current_processing_time(self) -> int:
+        return self.get_current_processing_time()
+
+    def window_state(self) -> _StateStore:
+        return _StateStore(self.op.backend, self.window)
+
+    def global_state(self) -> _StateStore:
+        return _StateStore(self.op.backend, None)
+
+    def output(self, output_tag: OutputTag, value: Any) -> None:
+        self.op._emit_side(output_tag, value, self.window.max_timestamp())
+
+    def get_current_key(self) -> Any:
+        return self.op.backend.current_key
+
+
+def _fold_into(state: Any, value: Any) -> None:
+    """Add a stored (raw) value of a merged window into ``state``'s current namespace."""
+    kind = type(state).__name__
+    if kind == "ReducingState":
+        state.add(value)
+    elif kind == "ListState":
+        state.add_all(value)
+    elif kind == "AggregatingState":
+        current = state._get()
+        fn = state._fn
+        state._put(value if current is _MISSING_STATE else fn.merge(current, value))
+    else:
+        raise TypeError(f"state {state.descriptor.name!r} ({kind}) cannot be merged")
+
+
+_MISSING_STATE = __import__("flowkit.state.backend", fromlist=["_MISSING"])._MISSING
+
+
+class _StateStore:
+    """Keyed state of the current key in one namespace (a window, or None: global)."""
+
+    def __init__(self, backend: HeapKeyedStateBackend, namespace: Any) -> None:
+        self._backend = backend
+        self._namespace = namespace
+
+    def _get(self, descriptor: StateDescriptor) -> Any:
+        state = self._backend.get_partitioned_state(descriptor)
+        state.set_current_namespace(self._namespace)
+        return state
+
+    get_state = _get
+    get_list_state = _get
+    get_map_state = _get
+    get_reducing_state = _get
+    get_aggregating_state = _get
+
+
+class WindowOperator(OneInputOperator):
+    """Windows on a keyed stream (``window_all`` uses a constant key).
+
+    Exactly one of ``reduce`` (a two-argument function or ReduceFunction), ``aggregate``
+    (an AggregateFunction) or ``process`` (a ProcessWindowFunction, or a WindowFunction
+    with ``apply(key, window, inputs)``) is given; ``window_function`` is an optional
+    ProcessWindowFunction applied to the result of ``reduce`` / ``aggregate``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        assigner: WindowAssigner[Any],
+        key_selector: Callable[[Any], Any],
+        *,
+        trigger: Trigger | None = None,
+        evictor: Evictor | None = None,
+        allowed_lateness: int = 0,
+        late_tag: OutputTag | None = None,
+        reduce: Any = None,
+        aggregate: Any = None,
+        process: Any = None,
+        window_function: Any = None,
+    ) -> None:
+        super().__init__(name)
+        given = [f for f in (reduce, aggregate, process) if f is not None]
+        if len(given) != 1:
+            raise ValueError("a window needs exactly one of reduce, aggregate or process")
+        if allowed_lateness < 0:
+            raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness}")
+        if allowed_lateness and not assigner.is_event_time():
+            allowed_lateness = 0  # only event-time windows have lateness (Flink ignores it)
+        self.assigner = assigner
+        self.key_selector = key_selector
+        self.trigger = trigger or assigner.get_default_trigger()
+        self.evictor = evictor
+        self.allowed_lateness = allowed_lateness
+        self.late_tag = late_tag
+        self.merging = isinstance(assigner, MergingWindowAssigner)
+        self.event_time = assigner.is_event_time()
+        self.reduce_fn = copy_function(reduce)
+        self.aggregate_fn = copy_function(aggregate)
+        self.process_fn = copy_function(process)
+        self.window_fn = copy_function(window_function)
+        self._reduce = getattr(self.reduce_fn, "reduce", self.reduce_fn)
+        if (
+            self.merging
+            and self.aggregate_fn is not None
+            and not callable(getattr(self.aggregate_fn, "merge", None))
+        ):
+            raise ValueError("merging windows (sessions) need an AggregateFunction with merge()")
+        self.backend = HeapKeyedStateBackend()
+        self.timers: InternalTimerService = None  # type: ignore[assignment]  # set in open()
+        self.context = _Context(self)
+        self.num_late_records_dropped = 0
+        self._out_values: list[Any] = []
+        self._out_stamps: list[Any] = []
+        self._sides: dict[str, tuple[list[Any], list[Any]]] = {}
+        self._contents = self.backend.table(CONTENTS)
+        self._merging_sets = self.backend.table(MERGING_WINDOWS)
+
+    def state_store(self) -> Any:
+        return self.backend
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        assert self.ctx is not None
+        self.timers = InternalTimerService(
+            lambda: self.backend.current_key,
+            self.backend.set_current_key,
+            self._on_event_time,
+            self._on_processing_time,
+            self.ctx.clock,
+            self._schedule,
+        )
+        try:
+            for fn in (self.reduce_fn, self.aggregate_fn, self.process_fn, self.window_fn):
+                if fn is not None:
+                    call_open(fn, self.runtime_context)
+        except Exception as exc:
+            raise self.fail(exc, "in open()") from exc
+
+    def _schedule(self, time_ms: int, action: Callable[[], None]) -> Any:
+        assert self.ctx is not None
+
+        def fire() -> None:
+            action()
+            self._flush()
+
+        return self.ctx.schedule(time_ms, fire)
+
+    def close(self) -> None:
+        if self.timers is not None:
+            self.timers.close()
+        for fn in (self.reduce_fn, self.aggregate_fn, self.process_fn, self.window_fn):
+            if fn is not None:
+                call_close(fn)
+
+    # ------------------------------------------------------------------ input
+    def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
+        key_of = self.key_selector
+        set_key = self.backend.set_current_key
+        element = self._process_element
+        try:
+            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
+                set_key(key_of(value))
+                element(value, ts)
+        except Exception as exc:
+            raise self.fail(exc) from exc
+        finally:
+            self._flush()
+
+    def process_watermark(self, timestamp: int) -> None:
+        try:
+            self.timers.advance_watermark(timestamp)
+        except Exception as exc:
+            raise self.fail(exc) from exc
+        finally:
+            self._flush()
+        self.output.emit_watermark(timestamp)
+
+    # ------------------------------------------------------------------ element path
+    def _process_element(self, value: Any, timestamp: int | None) -> None:
+        windows = self.assigner.assign_windows(value, timestamp, self.context)
+        skipped = True
+        ctx = self.context
+        trigger = self.trigger
+        if self.merging:
+            merging = self._merging_set()
+            for window in windows:
+                actual = self._add_window(merging, window)
+                if self._is_window_late(actual):
+                    merging.pop(actual, None)
+                    continue
+                skipped = False
+                state_window = merging[actual]
+                self._add_to_contents(state_window, value, timestamp)
+                ctx.window = actual
+                result = trigger.on_element(value, timestamp, actual, ctx)
+                self._react(result, actual, state_window)
+                self._register_cleanup_timer(actual)
+            self._store_merging_set(merging)
+        else:
+            for window in windows:
+                if self._is_window_late(window):
+                    continue
+                skipped = False
+                self._add_to_contents(window, value, timestamp)
+                ctx.window = window
+                result = trigger.on_element(value, timestamp, window, ctx)
+                self._react(result, window, window)
+                self._register_cleanup_timer(window)
+        if skipped and self._is_element_late(timestamp):
+            if self.late_tag is not None:
+                self._emit_side(self.late_tag, value, timestamp)
+            else:
+                self.num_late_records_dropped += 1
+
+    def _react(self, result: TriggerResult, window: Any, state_window: Any) -> None:
+        if result is TriggerResult.CONTINUE:
+            return
+        if result.is_fire:
+            contents = self._get_contents(state_window)
+            if contents is not _MISSING:
+                self._emit_window_contents(window, state_window, contents)
+        if result.is_purge:
+            self._clear_contents(state_window)
+
+    # ------------------------------------------------------------------ contents
+    def _add_to_contents(self, state_window: Any, value: Any, timestamp: int | None) -> None:
+        table = self._contents
+        entries = table.get(state_window)
+        if entries is None:
+            entries = table[state_window] = {}
+        key = self.backend.current_key
+        current = entries.get(key, _MISSING)
+        if self.evictor is not None or self.process_fn is not None:
+            item = TimestampedValue(value, timestamp) if self.evictor is not None else value
+            if current is _MISSING:
+                entries[key] = [item]
+            else:
+                current.append(item)
+        elif self.aggregate_fn is not None:
+            fn = self.aggregate_fn
+            acc = fn.create_accumulator() if current is _MISSING else current
+            entries[key] = fn.add(value, acc)
+        else:
+            entries[key] = value if current is _MISSING else self._reduce(current, value)
+
+    def _get_contents(self, state_window: Any) -> Any:
+        entries = self._contents.get(state_window)
+        if entries is None:
+            return _MISSING
+        return entries.get(self.backend.current_key, _MISSING)
+
+    def _set_contents(self, state_window: Any, contents: Any) -> None:
+        table = self._contents
+        entries = table.get(state_window)
+        if entries is None:
+            entries = table[state_window] = {}
+        entries[self.backend.current_key] = contents
+
+    def _clear_contents(self, state_window: Any) -> None:
+        entries = self._contents.get(state_window)
+        if entries is not None:
+            entries.pop(self.backend.current_key, None)
+            if not entries:
+                del self._contents[state_window]
+
+    def _merge_contents(self, target: Any, sources: Iterable[Any]) -> None:
+        merged = self._get_contents(target)
+        for source in sources:
+            value = self._get_contents(source)
+            if value is _MISSING:
+                continue
+            self._clear_contents(source)
+            if merged is _MISSING:
+                merged = value
+            elif self.evictor is not None or self.process_fn is not None:
+                merged = merged + value
+            elif self.aggregate_fn is not None:
+                merged = self.aggregate_fn.merge(merged, value)
+            else:
+                merged = self._reduce(merged, value)
+        if merged is not _MISSING:
+            self._set_contents(target, merged)
+
+    # ------------------------------------------------------------------ emission
+    def _emit_window_contents(self, window: Any, state_window: Any, contents: Any) -> None:
+        key = self.backend.current_key
+        timestamp = window.max_timestamp()
+        ctx = self.context
+        ctx.window = window
+        evictor = self.evictor
+        if evictor is not None:
+            records: list[TimestampedValue] = list(contents)
+            evictor.evict_before(records, len(records), window, ctx)
+            values = [r.get_value() for r in records]
+            if self.process_fn is not None:
+                results = self._call_process(key, window, values)
+            elif self.aggregate_fn is not None:
+                acc = self.aggregate_fn.create_accumulator()
+                for v in values:
+                    acc = self.aggregate_fn.add(v, acc)
+                results = self._finish_incremental(
+                    key, window, self.aggregate_fn.get_result(acc), bool(values)
+                )
+            else:
+                if values:
+                    acc = values[0]
+                    for v in values[1:]:
+                        acc = self._reduce(acc, v)
+                    results = self._finish_incremental(key, window, acc, True)
+                else:
+                    results = ()
+            evictor.evict_after(records, len(records), window, ctx)
+            if records:
+                self._set_contents(state_window, records)
+            else:
+                self._clear_contents(state_window)
+        elif self.process_fn is not None:
+            results = self._call_process(key, window, list(contents))
+        elif self.aggregate_fn is not None:
+            results = self._finish_incremental(
+                key, window, self.aggregate_fn.get_result(contents), True
+            )
+        else:
+            results = self._finish_incremental(key, window, contents, True)
+        out_v = self._out_values
+        out_t = self._out_stamps
+        for item in results:
+            if type(item) is tuple and len(item) == 2 and isinstance(item[0], OutputTag):
+                self._emit_side(item[0], item[1], timestamp)
+            else:
+                out_v.append(item)
+                out_t.append(timestamp)
+
+    def _finish_incremental(
+        self, key: Any, window: Any, value: Any, present: bool
+    ) -> Iterable[Any]:
+        if not present:
+            return ()
+        if self.window_fn is None:
+            return (value,)
+        return self._call_window_function(self.window_fn, key, window, [value])
+
+    def _call_process(self, key: Any, window: Any, values: list[Any]) -> Iterable[Any]:
+        return self._call_window_function(self.process_fn, key, window, values)
+
+    def _call_window_function(
+        self, fn: Any, key: Any, window: Any, values: list[Any]
+    ) -> Iterable[Any]:
+        process = getattr(fn, "process", None)
+        if callable(process):
+            result = process(key, self.context, values)
+        else:
+            apply = getattr(fn, "apply", None)
+            if callable(apply):
+                result = apply(key, window, values)
+            else:
+                result = fn(key, self.context, values)
+        return () if result is None else list(result)
+
+    def _emit_side(self, tag: OutputTag, value: Any, timestamp: int | None) -> None:
+        entry = self._sides.get(tag.tag_id)
+        if entry is None:
+            entry = self._sides[tag.tag_id] = ([], [])
+        entry[0].append(value)
+        entry[1].append(timestamp)
+
+    def _flush(self) -> None:
+        if self._out_values:
+            values, stamps = self._out_values, self._out_stamps
+            self._out_values, self._out_stamps = [], []
+            self.output.collect(values, stamps)
+        if self._sides:
+            sides, self._sides = self._sides, {}
+            for tag_id, (values, stamps) in sides.items():
+                self.output.collect_side(tag_id, values, stamps)
+
+    # ------------------------------------------------------------------ timers
+    def _on_event_time(self, timestamp: int, key: Any, window: Any) -> None:
+        self._on_timer(timestamp, window, event_time=True)
+
+    def _on_processing_time(self, timestamp: int, key: Any, window: Any) -> None:
+        self._on_timer(timestamp, window, event_time=False)
+
+    def _on_timer(self, timestamp: int, window: Any, event_time: bool) -> None:
+        ctx = self.context
+        ctx.window = window
+        merging = None
+        state_window = window
+        if self.merging:
+            merging = self._merging_set()
+            state_window = merging.get(window)
+            if state_window is None:
+                return  # the window was merged away; its timers are stale
+        if event_time:
+            result = self.trigger.on_event_time(timestamp, window, ctx)
+        else:
+            result = self.trigger.on_processing_time(timestamp, window, ctx)
+        self._react(result, window, state_window)
+        if self.event_time == event_time and timestamp == self._cleanup_time(window):
+            self._clear_all_state(window, state_window, merging)
+        if merging is not None:
+            self._store_merging_set(merging)
+
+    def _clear_all_state(
+        self, window: Any, state_window: Any, merging: dict[Any, Any] | None
+    ) -> None:
+        self._clear_contents(state_window)
+        ctx = self.context
+        ctx.window = window
+        self.trigger.clear(window, ctx)
+        for fn in (self.process_fn, self.window_fn):
+            clear = getattr(fn, "clear", None) if fn is not None else None
+            if callable(clear):
+                clear(ctx)
+        if merging is not None:
+            merging.pop(window, None)
+
+    def _cleanup_time(self, window: Window) -> int:
+        if not self.event_time:
+            return window.max_timestamp()
+        cleanup = window.max_timestamp() + self.allowed_lateness
+        return cleanup if cleanup <= MAX_WATERMARK else MAX_WATERMARK
+
+    def _register_cleanup_timer(self, window: Window) -> None:
+        cleanup = self._cleanup_time(window)
+        if cleanup == MAX_WATERMARK:
+            return
+        if self.event_time:
+            self.timers.register_event_time_timer(window, cleanup)
+        else:
+            self.timers.register_processing_time_timer(window, cleanup)
+
+    def _delete_cleanup_timer(self, window: Window) -> None:
+        cleanup = self._cleanup_time(window)
+        if cleanup == MAX_WATERMARK:
+            return
+        if self.event_time:
+            self.timers.delete_event_time_timer(window, cleanup)
+        else:
+            self.timers.delete_processing_time_timer(window, cleanup)
+
+    def _is_window_late(self, window: Window) -> bool:
+        return self.event_time and self._cleanup_time(window) <= self.timers.current_watermark
+
+    def _is_element_late(self, timestamp: int | None) -> bool:
+        return (
+            self.event_time
+            and timestamp is not None
+            and timestamp + self.allowed_lateness <= self.timers.current_watermark
+        )
+
+    # ------------------------------------------------------------------ merging windows
+    def _merging_set(self) -> dict[Any, Any]:
+        entries = self._merging_sets.get(None)
+        key = self.backend.current_key
+        if entries is None or key not in entries:
+            return {}
+        return dict(entries[key])
+
+    def _store_merging_set(self, mapping: dict[Any, Any]) -> None:
+        entries = self._merging_sets.get(None)
+        key = self.backend.current_key
+        if mapping:
+            if entries is None:
+                entries = self._merging_sets[None] = {}
+            entries[key] = mapping
+        elif entries is not None:
+            entries.pop(key, None)
+
+    def _add_window(self, mapping: dict[Any, Any], new_window: Any) -> Any:
+        """Flink's MergingWindowSet.addWindow with the WindowOperator's merge function."""
+        windows = [*mapping.keys(), new_window]
+        merge_results: list[tuple[Any, set[Any]]] = []
+        self.assigner.merge_windows(  # type: ignore[attr-defined]
+            windows, lambda to_merge, result: merge_results.append((result, set(to_merge)))
+        )
+        result_window = new_window
+        merged_new_window = False
+        for merge_result, merged_windows in merge_results:
+            if new_window in merged_windows:
+                merged_windows.discard(new_window)
+                merged_new_window = True
+                result_window = merge_result
+            if not merged_windows:
+                continue
+            ordered = sorted(merged_windows, key=lambda w: (w.start, w.end))
+            merged_state_window = mapping[ordered[0]]
+            merged_state_windows = [mapping.pop(w) for w in ordered]
+            mapping[merge_result] = merged_state_window
+            merged_state_windows.remove(merged_state_window)
+            if not (merge_result in merged_windows and len(merged_windows) == 1):
+                self._merge(merge_result, ordered, merged_state_window, merged_state_windows)
+        if not merge_results or (result_window == new_window and not merged_new_window):
+            mapping[result_window] = result_window
+        return result_window
+
+    def _merge(
+        self,
+        merge_result: Any,
+        merged_windows: list[Any],
+        state_window_result: Any,
+        merged_state_windows: list[Any],
+    ) -> None:
+        if (
+            self.event_time
+            and merge_result.max_timestamp() + self.allowed_lateness
+            <= self.timers.current_watermark
+        ):
+            raise RuntimeError(
+                f"the end timestamp of an event-time window cannot become earlier than the "
+                f"current watermark by merging; current watermark: "
+                f"{self.timers.current_watermark}, window: {merge_result}"
+            )
+        if (
+            not self.event_time
+            and merge_result.max_timestamp() <= self.timers.current_processing_time()
+        ):
+            raise RuntimeError(
+                f"the end timestamp of a processing-time window cannot become earlier than the "
+                f"current processing time by merging; window: {merge_result}"
+            )
+        ctx = self.context
+        ctx.window = merge_result
+        ctx.merged_windows = merged_windows
+        self.trigger.on_merge(merge_result, ctx)
+        ctx.merged_windows = ()
+        for window in merged_windows:
+            ctx.window = window
+            self.trigger.clear(window, ctx)
+            self._delete_cleanup_timer(window)
+        ctx.window = merge_result
+        self._merge_contents(state_window_result, merged_state_windows)
