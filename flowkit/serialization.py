@@ -3,11 +3,19 @@
 Imports nothing else from flowkit but ``errors``.
 
 The default serializer is exact: what arrives equals, and has the same type as, what was
-sent. Chunks made only of Python's core types (str, int of any size, float, bool, None,
-bytes, tuple, list, dict, set, frozenset) are encoded with :mod:`marshal`, which is exact
-for those types and the fastest encoder measured here; anything else (dataclasses, enums,
-subclasses, user classes) falls back to :mod:`pickle`. Channels only ever connect subtasks
-of one process, so both formats are read by the interpreter that wrote them.
+sent. Chunks made only of Python's core types (str, int of any size, float, complex, bool,
+None, bytes, tuple, list, dict, set, frozenset) are encoded with :mod:`marshal`, which is
+exact for those types and the fastest encoder measured here; anything else (dataclasses,
+enums, subclasses, user classes) falls back to :mod:`pickle`. Channels only ever connect
+subtasks of one process, so both formats are read by the interpreter that wrote them.
+
+One caveat of :mod:`marshal`: it writes any object that exposes the buffer protocol
+(``bytearray``, ``memoryview``, ``array.array``, numpy arrays and scalars, subclasses of
+``bytes``) as plain ``bytes``. The default serializer therefore only marshals a chunk
+whose records all have exact core types; a record that is such an object goes to pickle.
+Inside a core container (a tuple or dict holding a ``bytearray``) it is not detected,
+because checking every nested value costs more than marshalling it: streams that carry
+buffer objects inside containers should choose ``output_type="pickle"``.
 
 Streams whose records are known to be JSON documents can choose :class:`JsonSerializer`
 (orjson) with ``output_type="json"``; it does not preserve tuples.
@@ -19,7 +27,7 @@ import marshal
 import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -37,6 +45,11 @@ FORMAT_MARSHAL = 0
 FORMAT_PICKLE = 1
 FORMAT_JSON = 2
 FORMAT_CUSTOM = 3
+
+#: Record types that marshal encodes exactly (at the top level of a chunk).
+_MARSHAL_EXACT = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset}
+)
 
 
 class TypeSerializer(ABC):
@@ -87,10 +100,11 @@ class DefaultSerializer(TypeSerializer):
     __slots__ = ()
 
     def encode(self, values: Sequence[Any]) -> tuple[int, bytes]:
-        try:
-            return FORMAT_MARSHAL, marshal.dumps(values)
-        except (ValueError, RecursionError):
-            pass
+        if set(map(type, values)) <= _MARSHAL_EXACT:
+            try:
+                return FORMAT_MARSHAL, marshal.dumps(cast("list[Any]", values))
+            except (ValueError, RecursionError):
+                pass
         try:
             return FORMAT_PICKLE, pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -98,8 +112,8 @@ class DefaultSerializer(TypeSerializer):
 
     def decode(self, format_code: int, payload: bytes | memoryview) -> list[Any]:
         if format_code == FORMAT_MARSHAL:
-            return marshal.loads(payload)  # type: ignore[no-any-return]
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+            return marshal.loads(payload)
+        return pickle.loads(payload)
 
 
 class PickleSerializer(TypeSerializer):
@@ -116,7 +130,7 @@ class PickleSerializer(TypeSerializer):
             raise _unencodable(values, exc) from exc
 
     def decode(self, format_code: int, payload: bytes | memoryview) -> list[Any]:
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+        return pickle.loads(payload)
 
 
 class JsonSerializer(TypeSerializer):
@@ -146,7 +160,7 @@ class JsonSerializer(TypeSerializer):
             raise SerializationError(f"cannot serialize records as JSON: {exc}") from exc
 
     def decode(self, format_code: int, payload: bytes | memoryview) -> list[Any]:
-        return orjson.loads(payload)  # type: ignore[no-any-return]
+        return orjson.loads(payload)
 
 
 _BY_NAME: dict[str, type[TypeSerializer]] = {

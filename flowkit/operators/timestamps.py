@@ -74,6 +74,9 @@ class WatermarkEmitter:
         assign = self.assign
         try:
             stamps = list(map(assign, values, repeat(None) if timestamps is None else timestamps))
+            if type(stamps[0]) is not int or type(stamps[-1]) is not int:
+                # An assigner returning floats or numpy integers: timestamps are ints.
+                stamps = [int(ts) for ts in stamps]
             if self._max_only:
                 generator: BoundedOutOfOrdernessWatermarks = self.generator  # type: ignore[assignment]
                 top = max(stamps)

@@ -7,10 +7,19 @@ has no free buffer, what could not be written waits in that channel's backlog an
 writer reports ``blocked``: the owning subtask then awaits :meth:`RecordWriter.drain`
 before it processes more input. That is how backpressure reaches the sources; the
 backlog never holds more than one step's output.
+
+A record that cannot be serialized does not lose what was accepted before it: the writer
+still writes the records that precede it on its channel (the other channels of the same
+batch get their records too), drops it, what follows it on its channel and everything
+emitted later, and reports ``blocked``; :meth:`RecordWriter.drain` then writes what is
+still waiting, hands every buffer over, gives the consumers a short grace period
+(:data:`FAILURE_GRACE_SECONDS`) to take them, and raises the
+:class:`~flowkit.errors.SerializationError`, which names the operator and the record's type.
 """
 
 from __future__ import annotations
 
+import asyncio
 import marshal
 import time
 from collections import deque
@@ -29,6 +38,14 @@ __all__ = ["RecordWriter"]
 _pack_into = HEADER.pack_into
 _H = HEADER_SIZE
 _TWO_H = 2 * HEADER_SIZE
+
+#: Longest time a failing writer waits for its consumers to take what it handed over.
+FAILURE_GRACE_SECONDS = 1.0
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 class _Out:
@@ -71,17 +88,41 @@ class RecordWriter:
         self.owner = owner
         self.notifier = notifier
         self.clock = clock
+        #: Running estimate of a record's encoded size in bytes (a guess until measured).
         self._avg = 48.0
+        self._measured = False
+        self._probed = False
         self._blocked: list[_Out] = []
         self.records_out = 0
-        self.backpressured_seconds = 0.0
+        self._backpressured = 0.0
+        self._wait_start: float | None = None
         self._partial = 0
+        #: The first serialization failure; raised by :meth:`drain`.
+        self._error: SerializationError | None = None
+        #: Called with the clock's time whenever an empty buffer receives its first bytes,
+        #: so that the owner can schedule the buffer timeout even while it is busy awaiting
+        #: something else (an asynchronous operator, another output's free buffer).
+        self.on_first_write: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------------ public interface
     @property
     def blocked(self) -> bool:
-        """True while some output waits for a free buffer (the subtask must ``drain``)."""
-        return bool(self._blocked)
+        """True while some output waits for a free buffer, or a record could not be
+        serialized: either way the subtask must await :meth:`drain`."""
+        return bool(self._blocked) or self._error is not None
+
+    @property
+    def failed(self) -> bool:
+        """True once a record could not be serialized (``drain`` raises the error)."""
+        return self._error is not None
+
+    @property
+    def backpressured_seconds(self) -> float:
+        """Time spent waiting for free buffers, including a wait still in progress."""
+        start = self._wait_start
+        if start is None:
+            return self._backpressured
+        return self._backpressured + (time.perf_counter() - start)
 
     @property
     def has_partial_buffers(self) -> bool:
@@ -89,7 +130,7 @@ class RecordWriter:
 
     def emit(self, values: list[Any], timestamps: list[Any] | None) -> None:
         """Partition and write a batch of records (``timestamps`` None: none has one)."""
-        if not values:
+        if not values or self._error is not None:
             return
         self.records_out += len(values)
         outs = self.outs
@@ -102,6 +143,8 @@ class RecordWriter:
 
     def emit_event(self, event: Event) -> None:
         """Write an event to every channel and hand the buffers over."""
+        if self._error is not None:
+            return
         segment = _encode_event(event)
         for out in self.outs:
             if out.backlog:
@@ -138,19 +181,66 @@ class RecordWriter:
         return oldest
 
     async def drain(self) -> None:
-        """Wait for free buffers until everything in the backlogs is written."""
-        while self._blocked:
+        """Wait for free buffers until everything in the backlogs is written.
+
+        Raises:
+            SerializationError: a record could not be serialized; what was accepted before
+                it has been handed over first (see the module docstring).
+        """
+        while self._blocked and self._error is None:
             out = self._blocked[0]
             if not out.channel.free:
-                start = time.perf_counter()
-                while not out.channel.free:
-                    await self.notifier.wait()
-                self.backpressured_seconds += time.perf_counter() - start
+                await self._wait_for_buffer(out)
             if self._pump(out):
                 self._blocked.pop(0)
+        if self._error is not None:
+            await self._deliver_accepted()
+            raise self._error
+
+    async def _wait_for_buffer(self, out: _Out) -> None:
+        start = self._wait_start = time.perf_counter()
+        try:
+            while not out.channel.free:
+                await self.notifier.wait()
+        finally:
+            self._wait_start = None
+            self._backpressured += time.perf_counter() - start
+
+    async def _deliver_accepted(self) -> None:
+        """After a failure: write the backlogs, hand everything over, let consumers take it.
+
+        Bounded by :data:`FAILURE_GRACE_SECONDS` so that a stuck consumer cannot keep the
+        failure from being reported.
+        """
+        deadline = asyncio.get_running_loop().time() + FAILURE_GRACE_SECONDS
+        try:
+            async with asyncio.timeout_at(deadline):
+                while self._blocked:
+                    out = self._blocked[0]
+                    if not out.channel.free:
+                        await self._wait_for_buffer(out)
+                    if self._pump(out):
+                        self._blocked.pop(0)
+                self.flush()
+                while any(ch.ready for ch in self.channels):
+                    await self.notifier.wait()
+        except TimeoutError:
+            pass
 
     def free_record_capacity(self) -> int:
-        """About how many more records fit into free buffer space right now."""
+        """About how many more records fit into free buffer space right now.
+
+        Counts the free space of every channel without a backlog, divided by the
+        estimated encoded size of a record. Until a record has been encoded that size is
+        unknown: the first answer is then 1 (a first batch sized by a guess could overfill
+        the backlog many times over when records are large); later ones use the guess, so
+        that a writer that never receives records does not hold its source back.
+        """
+        if self._error is not None:
+            return 0
+        if not self._measured and not self._probed:
+            self._probed = True
+            return 1
         free = 0
         for out in self.outs:
             if out.backlog:
@@ -201,7 +291,10 @@ class RecordWriter:
 
     def _note_first_write(self, out: _Out) -> None:
         self._partial += 1
-        out.first_write = self.clock()
+        now = out.first_write = self.clock()
+        hook = self.on_first_write
+        if hook is not None:
+            hook(now)
 
     def _write_records(
         self,
@@ -232,8 +325,8 @@ class RecordWriter:
                 chunk = values if (i == 0 and n == total) else values[i : i + n]
                 try:
                     fmt, payload = encode(chunk)
-                except SerializationError as exc:
-                    raise SerializationError(f"operator {self.owner!r}: {exc}") from exc
+                except Exception as exc:
+                    return self._encode_failed(out, values, timestamps, i, i + n, exc, queued)
                 if timestamps is not None:
                     tpayload = marshal.dumps(timestamps[i : i + n])
                     need = _TWO_H + len(payload) + len(tpayload)
@@ -243,7 +336,11 @@ class RecordWriter:
                 if need <= room or n == 1:
                     break
                 n = max(1, min(n - 1, int(n * (room - overhead) / need * 0.95)))
-            self._avg += (len(payload) / n - self._avg) * 0.25
+            if self._measured:
+                self._avg += (len(payload) / n - self._avg) * 0.25
+            else:
+                self._avg = max(1.0, len(payload) / n)
+                self._measured = True
             if need > room:
                 if out.pos:
                     self._hand_over(out)
@@ -328,9 +425,52 @@ class RecordWriter:
             self._hand_over(out)
         return True
 
+    def _encode_failed(
+        self,
+        out: _Out,
+        values: list[Any],
+        timestamps: list[Any] | None,
+        start: int,
+        stop: int,
+        exc: Exception,
+        queued: bool,
+    ) -> bool:
+        """Handle a chunk ``values[start:stop]`` that could not be encoded.
+
+        Finds the first record that cannot be encoded on its own, records the error,
+        drops that record and what follows it on this channel, and writes the records
+        before it. Returns what :meth:`_write_records` returns.
+        """
+        encode = self.serializer.encode
+        bad = start
+        cause: Exception = exc
+        for j in range(start, stop):
+            try:
+                encode(values[j : j + 1])
+            except Exception as inner:
+                bad, cause = j, inner
+                break
+        if self._error is None:
+            if isinstance(cause, SerializationError):
+                detail = str(cause)
+            else:
+                detail = (
+                    f"cannot serialize a record of type {_type_name(values[bad])}: "
+                    f"{type(cause).__name__}: {cause}"
+                )
+            error = SerializationError(f"operator {self.owner!r}: {detail}")
+            error.__cause__ = cause
+            self._error = error
+        if queued:
+            # Later backlog items were emitted after the failing record: drop them.
+            while len(out.backlog) > 1:
+                out.backlog.pop()
+        if bad > start:
+            return self._write_records(out, values[:bad], timestamps, start, queued)
+        return True
+
     def _defer(self, out: _Out, item: Any, queued: bool) -> None:
         if queued:
             out.backlog[0] = item
         else:
             out.backlog.append(item)
-

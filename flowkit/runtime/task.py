@@ -109,6 +109,8 @@ class StreamTask:
         self.yield_interval = yield_interval
         self._batch = 64
         self._sinks = [op for op in operators if isinstance(op, SinkOperator)]
+        for writer in writers:
+            writer.on_first_write = self._on_first_write
         #: Actions to run inside this subtask between steps (timers, async completions).
         self._mail: deque[Callable[[], None]] = deque() if mail is None else mail
         # input side
@@ -178,6 +180,7 @@ class StreamTask:
         assert isinstance(head, SourceOperator)
         await reader.open()
         poll = reader.poll_next
+        watched: asyncio.Future[Any] | None = None
         while True:
             status = poll(head, self._source_batch_size())
             if status is InputStatus.END_OF_INPUT:
@@ -188,7 +191,9 @@ class StreamTask:
                 if available is not None:
                     future = asyncio.ensure_future(available)
                     if not future.done():
-                        future.add_done_callback(self._wake)
+                        if future is not watched:
+                            watched = future
+                            future.add_done_callback(self._wake)
                         self._arm_flush_timer()
                         await self._idle_wait()
                 continue
@@ -332,6 +337,12 @@ class StreamTask:
         if oldest is not None:
             assert self._loop is not None
             self._timer = self._loop.call_at(oldest + timeout, self._on_flush_timer)
+
+    def _on_first_write(self, when: float) -> None:
+        """A buffer got its first bytes: make sure it leaves within the buffer timeout,
+        even if the subtask is busy awaiting something else then."""
+        if self.timeout and self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_at(when + self.timeout, self._on_flush_timer)
 
     def _on_flush_timer(self) -> None:
         self._timer = None
