@@ -34,6 +34,7 @@ class KeyedReduceOperator(UdfOperator):
         self.key_selector = key_selector
         #: Current reduction per key.
         self.accumulators: dict[Any, Any] = {}
+        self._dict_sum_field: str | None = getattr(self.fn, "dict_sum_field", None)
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         key_of = self.key_selector
@@ -43,14 +44,30 @@ class KeyedReduceOperator(UdfOperator):
         out: list[Any] = []
         append = out.append
         key: Any = _MISSING
+        field = self._dict_sum_field
         try:
-            for value in values:
-                key = key_of(value)
-                acc = get(key, _MISSING)
-                if acc is not _MISSING:
-                    value = reduce(acc, value)
-                accs[key] = value
-                append(value)
+            if field is not None:
+                # sum("field") over dict records, inlined: the hottest keyed aggregation.
+                for value in values:
+                    key = key_of(value)
+                    acc = get(key, _MISSING)
+                    if acc is not _MISSING:
+                        if type(acc) is dict and type(value) is dict:
+                            new = acc.copy()
+                            new[field] = acc[field] + value[field]
+                            value = new
+                        else:
+                            value = reduce(acc, value)
+                    accs[key] = value
+                    append(value)
+            else:
+                for value in values:
+                    key = key_of(value)
+                    acc = get(key, _MISSING)
+                    if acc is not _MISSING:
+                        value = reduce(acc, value)
+                    accs[key] = value
+                    append(value)
         except Exception as exc:
             if out:
                 self.output.collect(out, None if timestamps is None else timestamps[: len(out)])
@@ -200,5 +217,6 @@ def aggregation(kind: str, field: int | str | None) -> Callable[[Any, Any], Any]
                 return new
             return generic(acc, value)
 
+        sum_key.dict_sum_field = key  # type: ignore[attr-defined]  # KeyedReduceOperator inlines it
         return sum_key
     return generic
