@@ -22,16 +22,22 @@ from __future__ import annotations
 from flowkit import functions as functions
 from flowkit import sinks as sinks
 from flowkit import sources as sources
+from flowkit import state as state
+from flowkit import testing as testing
+from flowkit import window as window
 from flowkit.api.datastream import ConnectedStreams as ConnectedStreams
 from flowkit.api.datastream import DataStream as DataStream
 from flowkit.api.datastream import DataStreamSink as DataStreamSink
 from flowkit.api.datastream import KeyedStream as KeyedStream
 from flowkit.api.environment import StreamExecutionEnvironment as StreamExecutionEnvironment
+from flowkit.api.windowed import AllWindowedStream as AllWindowedStream
+from flowkit.api.windowed import WindowedStream as WindowedStream
 from flowkit.elements import MAX_WATERMARK as MAX_WATERMARK
 from flowkit.elements import MIN_WATERMARK as MIN_WATERMARK
 from flowkit.elements import OutputTag as OutputTag
 from flowkit.elements import StreamRecord as StreamRecord
 from flowkit.elements import Watermark as Watermark
+from flowkit.elements import WatermarkStatus as WatermarkStatus
 from flowkit.errors import FlowkitError as FlowkitError
 from flowkit.errors import InvalidConfigurationError as InvalidConfigurationError
 from flowkit.errors import JobCancelled as JobCancelled
@@ -39,6 +45,14 @@ from flowkit.errors import JobFailed as JobFailed
 from flowkit.errors import RunningLoopError as RunningLoopError
 from flowkit.errors import SerializationError as SerializationError
 from flowkit.errors import UserFunctionError as UserFunctionError
+from flowkit.eventtime.clocks import Clock as Clock
+from flowkit.eventtime.clocks import ManualClock as ManualClock
+from flowkit.eventtime.clocks import SystemClock as SystemClock
+from flowkit.eventtime.watermarks import Duration as Duration
+from flowkit.eventtime.watermarks import TimestampAssigner as TimestampAssigner
+from flowkit.eventtime.watermarks import WatermarkGenerator as WatermarkGenerator
+from flowkit.eventtime.watermarks import WatermarkOutput as WatermarkOutput
+from flowkit.eventtime.watermarks import WatermarkStrategy as WatermarkStrategy
 from flowkit.functions import AggregateFunction as AggregateFunction
 from flowkit.functions import CoFlatMapFunction as CoFlatMapFunction
 from flowkit.functions import CoMapFunction as CoMapFunction
@@ -76,6 +90,60 @@ from flowkit.sinks import SinkWriter as SinkWriter
 from flowkit.sources import FileSource as FileSource
 from flowkit.sources import Source as Source
 from flowkit.sources import SourceReader as SourceReader
+from flowkit.state import AggregatingState as AggregatingState
+from flowkit.state import AggregatingStateDescriptor as AggregatingStateDescriptor
+from flowkit.state import HeapKeyedStateBackend as HeapKeyedStateBackend
+from flowkit.state import ListState as ListState
+from flowkit.state import ListStateDescriptor as ListStateDescriptor
+from flowkit.state import MapState as MapState
+from flowkit.state import MapStateDescriptor as MapStateDescriptor
+from flowkit.state import ReducingState as ReducingState
+from flowkit.state import ReducingStateDescriptor as ReducingStateDescriptor
+from flowkit.state import StateDescriptor as StateDescriptor
+from flowkit.state import ValueState as ValueState
+from flowkit.state import ValueStateDescriptor as ValueStateDescriptor
+from flowkit.testing import HarnessSnapshot as HarnessSnapshot
+from flowkit.testing import KeyedProcessFunctionHarness as KeyedProcessFunctionHarness
+from flowkit.testing import OneInputOperatorHarness as OneInputOperatorHarness
+from flowkit.testing import ProcessFunctionHarness as ProcessFunctionHarness
+from flowkit.testing import TestStream as TestStream
+from flowkit.testing import WindowOperatorHarness as WindowOperatorHarness
+from flowkit.window import ContinuousEventTimeTrigger as ContinuousEventTimeTrigger
+from flowkit.window import ContinuousProcessingTimeTrigger as ContinuousProcessingTimeTrigger
+from flowkit.window import CountEvictor as CountEvictor
+from flowkit.window import CountTrigger as CountTrigger
+from flowkit.window import DeltaEvictor as DeltaEvictor
+from flowkit.window import DynamicEventTimeSessionWindows as DynamicEventTimeSessionWindows
+from flowkit.window import (
+    DynamicProcessingTimeSessionWindows as DynamicProcessingTimeSessionWindows,
+)
+from flowkit.window import EndOfStreamTrigger as EndOfStreamTrigger
+from flowkit.window import EventTimeSessionWindows as EventTimeSessionWindows
+from flowkit.window import EventTimeTrigger as EventTimeTrigger
+from flowkit.window import Evictor as Evictor
+from flowkit.window import EvictorContext as EvictorContext
+from flowkit.window import GlobalWindow as GlobalWindow
+from flowkit.window import GlobalWindows as GlobalWindows
+from flowkit.window import MergingWindowAssigner as MergingWindowAssigner
+from flowkit.window import NeverTrigger as NeverTrigger
+from flowkit.window import OnMergeContext as OnMergeContext
+from flowkit.window import ProcessingTimeSessionWindows as ProcessingTimeSessionWindows
+from flowkit.window import ProcessingTimeTrigger as ProcessingTimeTrigger
+from flowkit.window import PurgingTrigger as PurgingTrigger
+from flowkit.window import SessionWindowTimeGapExtractor as SessionWindowTimeGapExtractor
+from flowkit.window import SlidingEventTimeWindows as SlidingEventTimeWindows
+from flowkit.window import SlidingProcessingTimeWindows as SlidingProcessingTimeWindows
+from flowkit.window import TimeEvictor as TimeEvictor
+from flowkit.window import TimestampedValue as TimestampedValue
+from flowkit.window import TimeWindow as TimeWindow
+from flowkit.window import Trigger as Trigger
+from flowkit.window import TriggerContext as TriggerContext
+from flowkit.window import TriggerResult as TriggerResult
+from flowkit.window import TumblingEventTimeWindows as TumblingEventTimeWindows
+from flowkit.window import TumblingProcessingTimeWindows as TumblingProcessingTimeWindows
+from flowkit.window import Window as Window
+from flowkit.window import WindowAssigner as WindowAssigner
+from flowkit.window import WindowAssignerContext as WindowAssignerContext
 
 __version__ = "0.1.0"
 
@@ -83,21 +151,42 @@ __all__ = [
     "MAX_WATERMARK",
     "MIN_WATERMARK",
     "AggregateFunction",
+    "AggregatingState",
+    "AggregatingStateDescriptor",
+    "AllWindowedStream",
     "AsyncCallbackSink",
+    "Clock",
     "CoFlatMapFunction",
     "CoMapFunction",
     "CoProcessFunction",
     "CollectSink",
     "ConnectedStreams",
+    "ContinuousEventTimeTrigger",
+    "ContinuousProcessingTimeTrigger",
+    "CountEvictor",
+    "CountTrigger",
     "DataStream",
     "DataStreamSink",
     "DefaultSerializer",
+    "DeltaEvictor",
+    "Duration",
+    "DynamicEventTimeSessionWindows",
+    "DynamicProcessingTimeSessionWindows",
+    "EndOfStreamTrigger",
+    "EventTimeSessionWindows",
+    "EventTimeTrigger",
+    "Evictor",
+    "EvictorContext",
     "FileSource",
     "FilterFunction",
     "FlatMapFunction",
     "FlowkitError",
     "Function",
     "FunctionSink",
+    "GlobalWindow",
+    "GlobalWindows",
+    "HarnessSnapshot",
+    "HeapKeyedStateBackend",
     "InvalidConfigurationError",
     "JobCancelled",
     "JobClient",
@@ -109,31 +198,73 @@ __all__ = [
     "KeySelector",
     "KeyedCoProcessFunction",
     "KeyedProcessFunction",
+    "KeyedProcessFunctionHarness",
     "KeyedStream",
+    "ListState",
+    "ListStateDescriptor",
+    "ManualClock",
     "MapFunction",
+    "MapState",
+    "MapStateDescriptor",
+    "MergingWindowAssigner",
+    "NeverTrigger",
+    "OnMergeContext",
+    "OneInputOperatorHarness",
     "OutputTag",
     "PickleSerializer",
     "PrintSink",
     "ProcessFunction",
+    "ProcessFunctionHarness",
     "ProcessWindowFunction",
+    "ProcessingTimeSessionWindows",
+    "ProcessingTimeTrigger",
+    "PurgingTrigger",
     "QueueSink",
     "ReduceFunction",
+    "ReducingState",
+    "ReducingStateDescriptor",
     "RunningLoopError",
     "RuntimeContext",
     "SerializationError",
+    "SessionWindowTimeGapExtractor",
     "Sink",
     "SinkFunction",
     "SinkWriter",
+    "SlidingEventTimeWindows",
+    "SlidingProcessingTimeWindows",
     "Source",
     "SourceReader",
+    "StateDescriptor",
     "StreamExecutionEnvironment",
     "StreamRecord",
     "SubtaskMetrics",
+    "SystemClock",
+    "TestStream",
     "TimeDomain",
+    "TimeEvictor",
+    "TimeWindow",
     "TimerService",
+    "TimestampAssigner",
+    "TimestampedValue",
+    "Trigger",
+    "TriggerContext",
+    "TriggerResult",
+    "TumblingEventTimeWindows",
+    "TumblingProcessingTimeWindows",
     "TypeSerializer",
     "UserFunctionError",
+    "ValueState",
+    "ValueStateDescriptor",
     "Watermark",
+    "WatermarkGenerator",
+    "WatermarkOutput",
+    "WatermarkStatus",
+    "WatermarkStrategy",
+    "Window",
+    "WindowAssigner",
+    "WindowAssignerContext",
+    "WindowOperatorHarness",
+    "WindowedStream",
     "functions",
     "sinks",
     "sources",

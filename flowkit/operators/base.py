@@ -60,7 +60,7 @@ class Output:
         self.emit_watermark = emit_watermark
         #: ``emit_status(idle)``: the stream became idle (True) or active again (False).
         self.emit_status = emit_status
-        self.sides: dict[str, Output] = sides or {}
+        self.sides: dict[str, Output] = {} if sides is None else sides
 
     def collect_side(self, tag_id: str, values: Batch, timestamps: Timestamps) -> None:
         side = self.sides.get(tag_id)

@@ -7,6 +7,24 @@ from __future__ import annotations
 
 from flowkit.elements import StreamRecord as StreamRecord
 from flowkit.elements import Watermark as Watermark
+from flowkit.eventtime.clocks import ManualClock as ManualClock
 from flowkit.sinks import CollectSink as CollectSink
+from flowkit.testing.harness import HarnessSnapshot as HarnessSnapshot
+from flowkit.testing.harness import KeyedProcessFunctionHarness as KeyedProcessFunctionHarness
+from flowkit.testing.harness import OneInputOperatorHarness as OneInputOperatorHarness
+from flowkit.testing.harness import ProcessFunctionHarness as ProcessFunctionHarness
+from flowkit.testing.harness import WindowOperatorHarness as WindowOperatorHarness
+from flowkit.testing.test_stream import TestStream as TestStream
 
-__all__ = ["CollectSink", "StreamRecord", "Watermark"]
+__all__ = [
+    "CollectSink",
+    "HarnessSnapshot",
+    "KeyedProcessFunctionHarness",
+    "ManualClock",
+    "OneInputOperatorHarness",
+    "ProcessFunctionHarness",
+    "StreamRecord",
+    "TestStream",
+    "Watermark",
+    "WindowOperatorHarness",
+]

@@ -140,7 +140,11 @@ class _TestStreamReader(SourceReader):
         return self._more()
 
     def _more(self) -> InputStatus:
-        return InputStatus.MORE_AVAILABLE if self.position < len(self.steps) else InputStatus.END_OF_INPUT
+        return (
+            InputStatus.MORE_AVAILABLE
+            if self.position < len(self.steps)
+            else InputStatus.END_OF_INPUT
+        )
 
     def is_available(self) -> Awaitable[Any] | None:
         return self._waiting
