@@ -5,7 +5,9 @@ Workloads over N generated events ``{"user": "u<k>", "ts": ms, "value": small in
 
 - W1: map -> filter -> sink, chained into one subtask (no serialization);
 - W2: key_by(user) -> running sum of "value" -> sink, through a serializing keyed
-  channel, at parallelism 1 and 2.
+  channel, at parallelism 1 and 2;
+- W3: timestamps from "ts" with watermarks 500 ms out of order, key_by(user),
+  tumbling 1 s event-time windows counting events per user, against a brute-force count.
 
 Each workload checks its result against the plain loop's before it reports. Prints one
 JSON line per workload: records/s of flowkit and of the loop, and their ratio.
@@ -111,6 +113,77 @@ def loop_w2(events: list[dict[str, Any]]) -> _Tally:
     return tally
 
 
+def loop_w3(events: list[dict[str, Any]]) -> _Tally:
+    """Brute force: count per (user, window start), then emit every window."""
+    tally = _Tally()
+    counts: dict[tuple[str, int], int] = {}
+    for e in events:
+        ts = e["ts"]
+        window = (e["user"], ts - ts % 1000)
+        counts[window] = counts.get(window, 0) + 1
+    for (user, start), n in counts.items():
+        tally.count += 1
+        tally.total += n
+        tally.last[f"{user}@{start}"] = n
+    return tally
+
+
+class CountPerWindow:
+    """AggregateFunction counting elements; the window function adds key and window."""
+
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add(self, value: Any, accumulator: int) -> int:
+        return accumulator + 1
+
+    def get_result(self, accumulator: int) -> int:
+        return accumulator
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+
+class WithWindow:
+    def process(self, key: str, context: Any, counts: Any) -> Any:
+        window = context.window()
+        for n in counts:
+            yield (f"{key}@{window.start}", n)
+
+
+class _WindowTallyWriter(SinkWriter):
+    def __init__(self, tally: _Tally) -> None:
+        self.tally = tally
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        tally = self.tally
+        last = tally.last
+        for name, n in values:
+            tally.count += 1
+            tally.total += n
+            last[name] = n
+
+
+def flowkit_w3(events: list[dict[str, Any]]) -> _Tally:
+    from flowkit.window import TumblingEventTimeWindows
+
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = TallySink(_WindowTallyWriter)
+    strategy = fk.WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_assigner(
+        lambda e, ts: e["ts"]
+    )
+    (
+        env.from_collection(events)
+        .assign_timestamps_and_watermarks(strategy)
+        .key_by(lambda e: e["user"])
+        .window(TumblingEventTimeWindows.of(1000))
+        .aggregate(CountPerWindow(), window_function=WithWindow())
+        .sink_to(sink)
+    )
+    env.execute("W3")
+    return sink.tally
+
+
 def flowkit_w1(events: list[dict[str, Any]]) -> _Tally:
     env = fk.StreamExecutionEnvironment(parallelism=1)
     sink = TallySink(_TupleTallyWriter)
@@ -142,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["W1", "W2-p1", "W2-p2"], default=None)
+    parser.add_argument("--only", choices=["W1", "W2-p1", "W2-p2", "W3"], default=None)
     args = parser.parse_args(argv)
     events = make_events(args.events)
     n = len(events)
@@ -150,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         ("W1", loop_w1, flowkit_w1, ()),
         ("W2-p1", loop_w2, flowkit_w2, (1,)),
         ("W2-p2", loop_w2, flowkit_w2, (2,)),
+        ("W3", loop_w3, flowkit_w3, ()),
     ]
     ok = True
     for name, loop_fn, flowkit_fn, extra in runs:
