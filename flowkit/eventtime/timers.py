@@ -3,8 +3,11 @@
 ``InternalTimerService`` keeps one timer per ``(timestamp, key, namespace)`` and domain,
 fires event-time timers when a watermark reaches their timestamp (inclusive, ascending
 timestamp order) and processing-time timers when the clock reaches theirs. Deletion is
-lazy: a deleted timer stays in the heap and is skipped when popped. Timers are held with
-their key so that they can be snapshotted and redistributed by key group.
+lazy: a deleted timer stays in the heap and is skipped when popped (the heap is compacted
+when deleted entries outnumber live ones). Processing time needs one wake-up at a time,
+armed for the earliest timer; a wake-up that was replaced or belongs to a closed service
+does nothing. Timers are held with their key so that they can be snapshotted and
+redistributed by key group.
 """
 
 from __future__ import annotations
@@ -42,7 +45,25 @@ class _TimerQueue:
         return True
 
     def remove(self, timestamp: int, key: Any, namespace: Any) -> None:
-        self.live.discard((timestamp, key, namespace))
+        live = self.live
+        timer = (timestamp, key, namespace)
+        if timer in live:
+            live.remove(timer)
+            if len(self.heap) > 2 * len(live) + 64:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop the heap entries of deleted timers (keeps the heap near the live count)."""
+        live = self.live
+        seen: set[Timer] = set()
+        kept: list[tuple[int, int, Any, Any]] = []
+        for entry in self.heap:
+            timer = (entry[0], entry[2], entry[3])
+            if timer in live and timer not in seen:
+                seen.add(timer)
+                kept.append(entry)
+        heapq.heapify(kept)
+        self.heap = kept
 
     def peek_time(self) -> int | None:
         heap = self.heap
@@ -114,7 +135,10 @@ class InternalTimerService:
         self.event_timers = _TimerQueue()
         self.processing_timers = _TimerQueue()
         self.current_watermark = MIN_WATERMARK
+        #: The pending wake-up (at most one, for the earliest processing-time timer).
         self._wakeup: TimerHandle | None = None
+        self._wakeup_time: int | None = None
+        self._wakeup_token: object | None = None
 
     # -- user-facing operations (for the current key) -----------------------------------
     def current_processing_time(self) -> int:
@@ -129,11 +153,13 @@ class InternalTimerService:
     def register_processing_time_timer(self, namespace: Any, timestamp: int) -> None:
         timestamp = int(timestamp)
         if self.processing_timers.add(timestamp, self._get_key(), namespace):
-            wakeup = self._wakeup
-            if wakeup is None or timestamp < wakeup.time:
+            wakeup_time = self._wakeup_time
+            if wakeup_time is None or timestamp < wakeup_time:
                 self._arm(timestamp)
 
     def delete_processing_time_timer(self, namespace: Any, timestamp: int) -> None:
+        # The wake-up armed for a deleted timer stays: it finds nothing due and re-arms
+        # for the earliest remaining timer (as Flink does).
         self.processing_timers.remove(int(timestamp), self._get_key(), namespace)
 
     # -- driven by the operator ---------------------------------------------------------
@@ -150,7 +176,6 @@ class InternalTimerService:
 
     def fire_processing_timers(self, now: int | None = None) -> None:
         """Fire every processing-time timer with timestamp <= now, then re-arm."""
-        self._wakeup = None
         if now is None:
             now = self.clock.now()
         pop = self.processing_timers.pop_due
@@ -161,18 +186,36 @@ class InternalTimerService:
             self._on_processing_time(timestamp, key, namespace)
             timer = pop(now)
         following = self.processing_timers.peek_time()
-        if following is not None:
+        if following is not None and (self._wakeup_time is None or following < self._wakeup_time):
             self._arm(following)
 
     def _arm(self, timestamp: int) -> None:
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup = self._schedule(timestamp, self.fire_processing_timers)
-
-    def close(self) -> None:
+        """Schedule the one wake-up of this service for ``timestamp`` (replacing any other)."""
         if self._wakeup is not None:
             self._wakeup.cancel()
             self._wakeup = None
+        token = object()
+        self._wakeup_token = token
+        self._wakeup_time = timestamp
+        handle = self._schedule(timestamp, lambda: self._on_wakeup(token))
+        if self._wakeup_token is token:  # not already run by the schedule call
+            self._wakeup = handle
+
+    def _on_wakeup(self, token: object) -> None:
+        if token is not self._wakeup_token:
+            return  # replaced by an earlier wake-up, or the service was closed
+        self._wakeup = None
+        self._wakeup_time = None
+        self._wakeup_token = None
+        self.fire_processing_timers()
+
+    def close(self) -> None:
+        """Cancel the pending wake-up; no processing-time timer fires afterwards."""
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+        self._wakeup_time = None
+        self._wakeup_token = None
 
     def num_event_time_timers(self) -> int:
         return len(self.event_timers)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -38,7 +39,9 @@ __all__ = [
 def to_millis(duration: int | float | datetime.timedelta, what: str = "duration") -> int:
     """A duration in milliseconds from an int (ms) or a ``datetime.timedelta``."""
     if isinstance(duration, datetime.timedelta):
-        return int(duration / datetime.timedelta(milliseconds=1))
+        # floor division is exact (no float rounding) and rounds sub-millisecond negatives
+        # down, so that they stay negative and are rejected where negatives are invalid
+        return duration // datetime.timedelta(milliseconds=1)
     if isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise TypeError(
             f"{what} must be milliseconds (int) or a datetime.timedelta, got {duration!r}"
@@ -139,7 +142,12 @@ class WatermarksWithIdleness(WatermarkGenerator):
 
     Idleness is checked only on periodic emission: the countdown starts at the first
     periodic emission without new events, and the output becomes idle once more than
-    ``idle_timeout_ms`` passed since then.
+    ``idle_timeout_ms`` passed since then. While idle the wrapped generator gets no
+    periodic emission; the next event makes the generator active again (the emitter then
+    reports the stream active on the record or the next larger watermark).
+
+    Flink marks "no countdown running" with a start time of 0; here it is ``None``, so a
+    clock that reads 0 (a manual clock in tests) does not restart the countdown.
     """
 
     def __init__(
@@ -152,7 +160,7 @@ class WatermarksWithIdleness(WatermarkGenerator):
         self.clock = clock
         self.counter = 0
         self.last_counter = 0
-        self.start_of_inactivity = 0
+        self.start_of_inactivity: int | None = None
         self.is_idle_now = False
 
     def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
@@ -161,21 +169,22 @@ class WatermarksWithIdleness(WatermarkGenerator):
         self.is_idle_now = False
 
     def on_periodic_emit(self, output: WatermarkOutput) -> None:
-        if self.counter != self.last_counter:
-            self.last_counter = self.counter
-            self.start_of_inactivity = 0
-            idle = False
-        elif self.start_of_inactivity == 0:
-            self.start_of_inactivity = self.clock()
-            idle = False
-        else:
-            idle = self.clock() - self.start_of_inactivity > self.idle_timeout
-        if idle:
+        if self._check_if_idle():
             if not self.is_idle_now:
                 output.mark_idle()
                 self.is_idle_now = True
         else:
             self.inner.on_periodic_emit(output)
+
+    def _check_if_idle(self) -> bool:
+        if self.counter != self.last_counter:
+            self.last_counter = self.counter
+            self.start_of_inactivity = None
+            return False
+        if self.start_of_inactivity is None:
+            self.start_of_inactivity = self.clock()
+            return False
+        return self.clock() - self.start_of_inactivity > self.idle_timeout
 
 
 class TimestampAssigner(ABC):
@@ -193,6 +202,19 @@ class _RecordTimestampAssigner(TimestampAssigner):
                 f"strategy a timestamp assigner (with_timestamp_assigner)"
             )
         return record_timestamp
+
+
+def _has_required_parameter(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` needs one positional argument (False when it cannot be inspected)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for p in signature.parameters.values()
+    )
 
 
 class WatermarkStrategy:
@@ -238,19 +260,41 @@ class WatermarkStrategy:
 
     @staticmethod
     def for_generator(factory: Callable[..., WatermarkGenerator]) -> WatermarkStrategy:
-        """A custom generator; ``factory()`` (or ``factory(context)``) builds one per subtask."""
+        """A custom generator; ``factory()`` (or ``factory(context)``) builds one per subtask.
+
+        A factory with a required positional parameter is called with a context of
+        ``None`` (PyFlink passes a generator context there); one without is called bare.
+        A ``WatermarkGenerator`` subclass can be passed as the factory.
+        """
+        if not callable(factory):
+            raise TypeError(f"for_generator needs a callable factory, got {factory!r}")
+        takes_context = _has_required_parameter(factory)
 
         def build() -> WatermarkGenerator:
-            try:
-                return factory()
-            except TypeError:
-                return factory(None)
+            generator = factory(None) if takes_context else factory()
+            if not isinstance(generator, WatermarkGenerator) and not (
+                callable(getattr(generator, "on_event", None))
+                and callable(getattr(generator, "on_periodic_emit", None))
+            ):
+                raise TypeError(
+                    "the for_generator factory must return a WatermarkGenerator (with "
+                    f"on_event and on_periodic_emit), got {generator!r}"
+                )
+            return generator
 
         return WatermarkStrategy(build, description="custom generator")
 
     # -- modifiers (return new strategies) ---------------------------------------------
     def with_timestamp_assigner(self, assigner: Any) -> WatermarkStrategy:
-        """A ``TimestampAssigner`` or a two-argument callable ``(value, record_timestamp)``."""
+        """A ``TimestampAssigner`` or a two-argument callable ``(value, record_timestamp)``.
+
+        ``record_timestamp`` is the timestamp the record already has (None if it has none);
+        the returned timestamp replaces it.
+        """
+        if isinstance(assigner, type):
+            raise TypeError(
+                f"with_timestamp_assigner needs an instance, not the class {assigner.__name__}"
+            )
         extract = getattr(assigner, "extract_timestamp", None)
         if not callable(extract) and not callable(assigner):
             raise TypeError(

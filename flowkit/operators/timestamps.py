@@ -71,6 +71,8 @@ class WatermarkEmitter:
     # records -----------------------------------------------------------------------------
     def timestamps_for(self, values: Batch, timestamps: Timestamps) -> list[int]:
         """Assign timestamps to a batch and feed the watermark generator."""
+        if not values:
+            return []
         assign = self.assign
         try:
             stamps = list(map(assign, values, repeat(None) if timestamps is None else timestamps))
@@ -115,7 +117,10 @@ class WatermarkEmitter:
     def finish(self) -> None:
         """End of input: one last periodic emission (the MAX watermark follows upstream)."""
         if not self._closed:
-            self.generator.on_periodic_emit(self)
+            try:
+                self.generator.on_periodic_emit(self)
+            except Exception as exc:
+                raise self._fail(exc) from exc
 
     def close(self) -> None:
         self._closed = True
