@@ -13,7 +13,6 @@ redistributed by key group.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,70 +26,111 @@ Timer = tuple[int, Any, Any]
 
 
 class _TimerQueue:
-    """A heap of timers with set-based de-duplication and lazy deletion."""
+    """Timers bucketed by timestamp: a heap of distinct timestamps, an ordered set per bucket.
 
-    __slots__ = ("heap", "live", "seq")
+    Windows and coalesced timeouts register many timers for the same timestamp, so a
+    registration is a dict lookup plus an insertion into that timestamp's bucket, and a
+    heap operation happens once per distinct timestamp. Timers with the same timestamp
+    fire in registration order. ``pop_due`` hands out one timer at a time; timers
+    registered for the bucket being fired join it, and deleting a timer that has not
+    fired yet takes effect immediately.
+    """
+
+    __slots__ = ("_bucket", "_keys", "_pos", "_ts", "buckets", "heap", "size")
 
     def __init__(self) -> None:
-        self.heap: list[tuple[int, int, Any, Any]] = []
-        self.live: set[Timer] = set()
-        self.seq = itertools.count()
+        self.buckets: dict[int, dict[tuple[Any, Any], None]] = {}
+        self.heap: list[int] = []
+        self.size = 0
+        self._ts = 0
+        self._bucket: dict[tuple[Any, Any], None] | None = None
+        self._keys: list[tuple[Any, Any]] | None = None
+        self._pos = 0
 
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
-        timer = (timestamp, key, namespace)
-        if timer in self.live:
+        bucket = self.buckets.get(timestamp)
+        entry = (key, namespace)
+        if bucket is None:
+            self.buckets[timestamp] = {entry: None}
+            heapq.heappush(self.heap, timestamp)
+        elif entry in bucket:
             return False
-        self.live.add(timer)
-        heapq.heappush(self.heap, (timestamp, next(self.seq), key, namespace))
+        else:
+            bucket[entry] = None
+        self.size += 1
         return True
 
     def remove(self, timestamp: int, key: Any, namespace: Any) -> None:
-        live = self.live
-        timer = (timestamp, key, namespace)
-        if timer in live:
-            live.remove(timer)
-            if len(self.heap) > 2 * len(live) + 64:
-                self._compact()
-
-    def _compact(self) -> None:
-        """Drop the heap entries of deleted timers (keeps the heap near the live count)."""
-        live = self.live
-        seen: set[Timer] = set()
-        kept: list[tuple[int, int, Any, Any]] = []
-        for entry in self.heap:
-            timer = (entry[0], entry[2], entry[3])
-            if timer in live and timer not in seen:
-                seen.add(timer)
-                kept.append(entry)
-        heapq.heapify(kept)
-        self.heap = kept
+        bucket = self.buckets.get(timestamp)
+        entry = (key, namespace)
+        if bucket is not None and entry in bucket:
+            del bucket[entry]
+            self.size -= 1
+            if not bucket and bucket is not self._bucket:
+                del self.buckets[timestamp]
+                if len(self.heap) > 2 * len(self.buckets) + 64:
+                    self.heap = sorted(self.buckets)
 
     def peek_time(self) -> int | None:
+        if self._bucket:
+            return self._ts
         heap = self.heap
-        live = self.live
+        buckets = self.buckets
         while heap:
-            ts, _, key, ns = heap[0]
-            if (ts, key, ns) in live:
+            ts = heap[0]
+            if buckets.get(ts):
                 return ts
             heapq.heappop(heap)
         return None
 
     def pop_due(self, time: int) -> Timer | None:
         heap = self.heap
-        live = self.live
-        while heap and heap[0][0] <= time:
-            ts, _, key, ns = heapq.heappop(heap)
-            timer = (ts, key, ns)
-            if timer in live:
-                live.remove(timer)
-                return timer
-        return None
+        buckets = self.buckets
+        while True:
+            keys = self._keys
+            if keys is not None:
+                bucket = self._bucket
+                assert bucket is not None
+                if self._ts <= time:
+                    while self._pos < len(keys):
+                        entry = keys[self._pos]
+                        self._pos += 1
+                        if entry in bucket:
+                            del bucket[entry]
+                            self.size -= 1
+                            return (self._ts, entry[0], entry[1])
+                    if bucket:  # registered for this timestamp while it fired
+                        self._keys = list(bucket)
+                        self._pos = 0
+                        continue
+                    if buckets.get(self._ts) is bucket:
+                        del buckets[self._ts]
+                else:  # an earlier firing was interrupted; its timestamp is not due now
+                    heapq.heappush(heap, self._ts)
+                self._keys = self._bucket = None
+            if not heap or heap[0] > time:
+                return None
+            ts = heapq.heappop(heap)
+            bucket = buckets.get(ts)
+            if not bucket:
+                continue  # emptied by deletions, or a duplicate heap entry
+            self._ts = ts
+            self._bucket = bucket
+            self._keys = list(bucket)
+            self._pos = 0
+
+    @property
+    def live(self) -> set[Timer]:
+        """Every pending timer as ``(timestamp, key, namespace)``."""
+        return {(ts, k, ns) for ts, bucket in self.buckets.items() for (k, ns) in bucket}
 
     def __iter__(self) -> Iterator[Timer]:
-        return iter(sorted(self.live, key=lambda t: t[0]))
+        for ts in sorted(self.buckets):
+            for key, namespace in list(self.buckets[ts]):
+                yield (ts, key, namespace)
 
     def __len__(self) -> int:
-        return len(self.live)
+        return self.size
 
 
 class InternalTimerService:
