@@ -22,7 +22,7 @@ import enum
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, StreamRecord
@@ -87,7 +87,6 @@ class Window(ABC):
         """The largest timestamp that belongs to this window."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
 class TimeWindow(Window):
     """The time interval ``[start, end)``: ``start`` inclusive, ``end`` exclusive.
 
@@ -104,8 +103,47 @@ class TimeWindow(Window):
         TimeWindow(start=0, end=5000)
     """
 
+    __slots__ = ("_hash", "end", "start")
+
     start: int
     end: int
+    _hash: int
+
+    def __init__(self, start: int, end: int) -> None:
+        # Windows are dict keys on the hot path (state namespace, timers): the hash is
+        # computed once.
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+        object.__setattr__(self, "_hash", hash((start, end)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}: TimeWindow is immutable")
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not TimeWindow:
+            return NotImplemented
+        return self.start == other.start and self.end == other.end
+
+    def __lt__(self, other: TimeWindow) -> bool:
+        return (self.start, self.end) < (other.start, other.end)
+
+    def __le__(self, other: TimeWindow) -> bool:
+        return (self.start, self.end) <= (other.start, other.end)
+
+    def __gt__(self, other: TimeWindow) -> bool:
+        return (self.start, self.end) > (other.start, other.end)
+
+    def __ge__(self, other: TimeWindow) -> bool:
+        return (self.start, self.end) >= (other.start, other.end)
+
+    def __repr__(self) -> str:
+        return f"TimeWindow(start={self.start}, end={self.end})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TimeWindow, (self.start, self.end))
 
     def max_timestamp(self) -> int:
         """``end - 1``: the largest timestamp inside the window."""
