@@ -30,6 +30,14 @@ from flowkit.api.datastream import DataStream as DataStream
 from flowkit.api.datastream import DataStreamSink as DataStreamSink
 from flowkit.api.datastream import KeyedStream as KeyedStream
 from flowkit.api.environment import StreamExecutionEnvironment as StreamExecutionEnvironment
+from flowkit.api.join import CoGroupedStreams as CoGroupedStreams
+from flowkit.api.join import CoGroupFunction as CoGroupFunction
+from flowkit.api.join import FlatJoinFunction as FlatJoinFunction
+from flowkit.api.join import IntervalJoin as IntervalJoin
+from flowkit.api.join import IntervalJoined as IntervalJoined
+from flowkit.api.join import JoinedStreams as JoinedStreams
+from flowkit.api.join import JoinFunction as JoinFunction
+from flowkit.api.join import ProcessJoinFunction as ProcessJoinFunction
 from flowkit.api.windowed import AllWindowedStream as AllWindowedStream
 from flowkit.api.windowed import WindowedStream as WindowedStream
 from flowkit.elements import MAX_WATERMARK as MAX_WATERMARK
@@ -157,6 +165,8 @@ __all__ = [
     "AsyncCallbackSink",
     "Clock",
     "CoFlatMapFunction",
+    "CoGroupFunction",
+    "CoGroupedStreams",
     "CoMapFunction",
     "CoProcessFunction",
     "CollectSink",
@@ -179,6 +189,7 @@ __all__ = [
     "EvictorContext",
     "FileSource",
     "FilterFunction",
+    "FlatJoinFunction",
     "FlatMapFunction",
     "FlowkitError",
     "Function",
@@ -187,6 +198,8 @@ __all__ = [
     "GlobalWindows",
     "HarnessSnapshot",
     "HeapKeyedStateBackend",
+    "IntervalJoin",
+    "IntervalJoined",
     "InvalidConfigurationError",
     "JobCancelled",
     "JobClient",
@@ -194,6 +207,8 @@ __all__ = [
     "JobFailed",
     "JobMetrics",
     "JobStatus",
+    "JoinFunction",
+    "JoinedStreams",
     "JsonSerializer",
     "KeySelector",
     "KeyedCoProcessFunction",
@@ -215,6 +230,7 @@ __all__ = [
     "PrintSink",
     "ProcessFunction",
     "ProcessFunctionHarness",
+    "ProcessJoinFunction",
     "ProcessWindowFunction",
     "ProcessingTimeSessionWindows",
     "ProcessingTimeTrigger",

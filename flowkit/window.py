@@ -22,7 +22,7 @@ import enum
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, StreamRecord

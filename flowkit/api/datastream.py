@@ -30,6 +30,7 @@ from flowkit.window import CountEvictor, CountTrigger, GlobalWindows, PurgingTri
 
 if TYPE_CHECKING:
     from flowkit.api.environment import StreamExecutionEnvironment
+    from flowkit.api.join import CoGroupedStreams, IntervalJoin, JoinedStreams
     from flowkit.api.windowed import AllWindowedStream, WindowedStream
 
 __all__ = ["ConnectedStreams", "DataStream", "DataStreamSink", "KeyedStream"]
@@ -327,6 +328,20 @@ class DataStream:
         t.emits_watermarks = watermark_strategy.emits_watermarks
         return DataStream(self._env, t)
 
+    def join(self, other: DataStream) -> JoinedStreams:
+        """Window join: ``a.join(b).where(key_a).equal_to(key_b).window(assigner).apply(fn)``."""
+        from flowkit.api.join import JoinedStreams
+
+        self._same_env(other, "join")
+        return JoinedStreams(self, other)
+
+    def co_group(self, other: DataStream) -> CoGroupedStreams:
+        """Window co-group: ``a.co_group(b).where(key_a).equal_to(key_b).window(w).apply(fn)``."""
+        from flowkit.api.join import CoGroupedStreams
+
+        self._same_env(other, "co_group")
+        return CoGroupedStreams(self, other)
+
     def window_all(self, window_assigner: Any) -> AllWindowedStream:
         """Windows over the whole stream (one subtask), e.g. ``TumblingEventTimeWindows``."""
         from flowkit.api.windowed import AllWindowedStream
@@ -497,6 +512,15 @@ class KeyedStream(DataStream):
 
     def get_key_selector(self) -> Callable[[Any], Any]:
         return self.key_selector
+
+    def interval_join(self, other: KeyedStream) -> IntervalJoin:
+        """Interval join with another keyed stream: ``.between(lower, upper).process(fn)``."""
+        from flowkit.api.join import IntervalJoin
+
+        if not isinstance(other, KeyedStream):
+            raise TypeError("interval_join() needs a KeyedStream (call key_by on the other stream)")
+        self._same_env(other, "interval_join")
+        return IntervalJoin(self, other)
 
     def window(self, window_assigner: Any) -> WindowedStream:
         """Cut each key's stream into windows (tumbling, sliding, session, global)."""

@@ -54,14 +54,14 @@ class HarnessSnapshot:
         self.processing_time = processing_time
 
 
-class _AllSides(dict):  # type: ignore[type-arg]
+class _AllSides(dict):
     """Side outputs of a harness: every tag is recorded, consumer or not."""
 
     def __init__(self, record: Callable[[str, list[Any], list[Any] | None], None]) -> None:
         super().__init__()
         self._record = record
 
-    def get(self, tag_id: str, default: Any = None) -> Output:  # type: ignore[override]
+    def get(self, tag_id: str, default: Any = None) -> Output:
         output = dict.get(self, tag_id)
         if output is None:
             record = self._record
@@ -132,7 +132,7 @@ class OneInputOperatorHarness:
         timers = self._timers()
         snapshot = self._restore_from
         if snapshot is not None and snapshot.timers is not None and timers is not None:
-            _restore_timers(timers, snapshot.timers)
+            timers.restore(copy.deepcopy(snapshot.timers))
 
     def _ensure_open(self) -> None:
         if not self._opened:
@@ -204,32 +204,13 @@ class OneInputOperatorHarness:
         tables = copy.deepcopy(backend.tables) if backend is not None else {}
         timers = self._timers()
         return HarnessSnapshot(
-            tables, _snapshot_timers(timers) if timers is not None else None, self.clock.now()
+            tables,
+            copy.deepcopy(timers.snapshot()) if timers is not None else None,
+            self.clock.now(),
         )
 
     def close(self) -> None:
         self.operator.close()
-
-
-def _snapshot_timers(timers: InternalTimerService) -> dict[str, Any]:
-    return {
-        "event": copy.deepcopy(list(timers.event_timers.live)),
-        "processing": copy.deepcopy(list(timers.processing_timers.live)),
-        "watermark": timers.current_watermark,
-    }
-
-
-def _restore_timers(timers: InternalTimerService, snapshot: dict[str, Any]) -> None:
-    timers.current_watermark = snapshot["watermark"]
-    for timestamp, key, namespace in snapshot["event"]:
-        timers.event_timers.add(timestamp, key, namespace)
-    restore_key = timers._get_key
-    for timestamp, key, namespace in snapshot["processing"]:
-        timers._get_key = lambda key=key: key  # register for the timer's own key
-        try:
-            timers.register_processing_time_timer(namespace, timestamp)
-        finally:
-            timers._get_key = restore_key
 
 
 class ProcessFunctionHarness(OneInputOperatorHarness):
@@ -293,4 +274,4 @@ class WindowOperatorHarness(OneInputOperatorHarness):
 
     @property
     def num_late_records_dropped(self) -> int:
-        return self.operator.num_late_records_dropped  # type: ignore[attr-defined, no-any-return]
+        return self.operator.num_late_records_dropped  # type: ignore[attr-defined]
