@@ -71,8 +71,9 @@ class SourceOperator(StreamOperator):
         self.records += len(values)
         emitter = self.emitter
         if emitter is not None:
-            timestamps = emitter.timestamps_for(values, timestamps)
-        elif self._idle:
+            emitter.emit_batch(values, timestamps, self.output.collect)
+            return
+        if self._idle:
             self.mark_active()
         self.output.collect(values, timestamps)
 

@@ -47,11 +47,16 @@ class WatermarkEmitter:
         self.idle = False
         self._timer: TimerHandle | None = None
         self._closed = False
+        #: The batch being emitted by ``emit_batch`` (values, timestamps, collect).
+        self._batch: tuple[Batch, list[int], Callable[[Batch, Timestamps], None]] | None = None
+        self._flushed = 0
+        self._upto = 0
 
     # WatermarkOutput ---------------------------------------------------------------------
     def emit_watermark(self, timestamp: int) -> None:
         if timestamp <= self.last_watermark:
             return
+        self._flush_batch()  # records before the one that made this watermark go first
         self.last_watermark = timestamp
         if self.idle:
             self.idle = False
@@ -69,16 +74,19 @@ class WatermarkEmitter:
             self._emit_status(False)
 
     # records -----------------------------------------------------------------------------
+    def _assign(self, values: Batch, timestamps: Timestamps) -> list[int]:
+        stamps = list(map(self.assign, values, repeat(None) if timestamps is None else timestamps))
+        if type(stamps[0]) is not int or type(stamps[-1]) is not int:
+            # An assigner returning floats or numpy integers: timestamps are ints.
+            stamps = [int(ts) for ts in stamps]
+        return stamps
+
     def timestamps_for(self, values: Batch, timestamps: Timestamps) -> list[int]:
         """Assign timestamps to a batch and feed the watermark generator."""
         if not values:
             return []
-        assign = self.assign
         try:
-            stamps = list(map(assign, values, repeat(None) if timestamps is None else timestamps))
-            if type(stamps[0]) is not int or type(stamps[-1]) is not int:
-                # An assigner returning floats or numpy integers: timestamps are ints.
-                stamps = [int(ts) for ts in stamps]
+            stamps = self._assign(values, timestamps)
             if self._max_only:
                 generator: BoundedOutOfOrdernessWatermarks = self.generator  # type: ignore[assignment]
                 top = max(stamps)
@@ -93,6 +101,50 @@ class WatermarkEmitter:
         if self.idle:
             self.mark_active()
         return stamps
+
+    def emit_batch(
+        self,
+        values: Batch,
+        timestamps: Timestamps,
+        collect: Callable[[Batch, Timestamps], None],
+    ) -> None:
+        """Assign timestamps and emit the records; a watermark that ``on_event`` emits
+        leaves after the record that caused it and before the records after it."""
+        if not values:
+            return
+        if self._max_only:
+            collect(values, self.timestamps_for(values, timestamps))
+            return
+        try:
+            stamps = self._assign(values, timestamps)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        if self.idle:
+            self.mark_active()
+        self._batch = (values, stamps, collect)
+        self._flushed = self._upto = 0
+        on_event = self.generator.on_event
+        try:
+            for index, (value, ts) in enumerate(zip(values, stamps)):
+                self._upto = index + 1
+                on_event(value, ts, self)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        finally:
+            self._upto = len(values)
+            self._flush_batch()
+            self._batch = None
+
+    def _flush_batch(self) -> None:
+        batch = self._batch
+        if batch is not None and self._flushed < self._upto:
+            values, stamps, collect = batch
+            start, end = self._flushed, self._upto
+            self._flushed = end
+            if start == 0 and end == len(values):
+                collect(values, stamps)
+            else:
+                collect(values[start:end], stamps[start:end])
 
     # periodic emission -------------------------------------------------------------------
     def start(self) -> None:
@@ -156,7 +208,7 @@ class TimestampsAndWatermarksOperator(OneInputOperator):
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         assert self.emitter is not None
-        self.output.collect(values, self.emitter.timestamps_for(values, timestamps))
+        self.emitter.emit_batch(values, timestamps, self.output.collect)
 
     def process_watermark(self, timestamp: int) -> None:
         if timestamp == MAX_WATERMARK and self.emitter is not None:

@@ -181,7 +181,10 @@ class StreamTask:
         await reader.open()
         poll = reader.poll_next
         watched: asyncio.Future[Any] | None = None
+        mail = self._mail
         while True:
+            while mail:
+                mail.popleft()()
             status = poll(head, self._source_batch_size())
             if status is InputStatus.END_OF_INPUT:
                 break
@@ -204,7 +207,10 @@ class StreamTask:
         assert gate is not None
         batch_fns = self._batch_fns
         poll = gate.poll
+        mail = self._mail
         while self._open_channels:
+            while mail:  # mail first, as in Flink's mailbox loop (due timers before input)
+                mail.popleft()()
             polled = poll()
             if polled is None:
                 if self._has_mail():

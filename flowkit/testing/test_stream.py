@@ -92,9 +92,17 @@ class _TestStreamReader(SourceReader):
         self.steps = steps
         self.position = 0
         self._waiting: asyncio.Future[None] | None = None
+        self._settling: asyncio.Future[None] | None = None
 
     def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
         steps = self.steps
+        settling = self._settling
+        if settling is not None:
+            if not settling.done():
+                return InputStatus.NOTHING_AVAILABLE
+            self._settling = None
+            settling.result()
+            return self._more()
         if self._waiting is not None:
             if not self._waiting.done():
                 return InputStatus.NOTHING_AVAILABLE
@@ -110,6 +118,9 @@ class _TestStreamReader(SourceReader):
                 )
             if time_ms > clock.now():  # type: ignore[union-attr]
                 advance(time_ms)
+                # Let the timers this made due fire everywhere before the script goes on.
+                self._settling = asyncio.ensure_future(self.context.wait_until_quiescent())  # type: ignore[union-attr]
+                return InputStatus.NOTHING_AVAILABLE
             return self._more()
         values: list[Any] = []
         stamps: list[Any] = []
@@ -147,8 +158,9 @@ class _TestStreamReader(SourceReader):
         )
 
     def is_available(self) -> Awaitable[Any] | None:
-        return self._waiting
+        return self._settling or self._waiting
 
     async def close(self) -> None:
-        if self._waiting is not None and not self._waiting.done():
-            self._waiting.cancel()
+        for future in (self._waiting, self._settling):
+            if future is not None and not future.done():
+                future.cancel()

@@ -657,3 +657,33 @@ def test_emitter_finish_emits_a_last_periodic_watermark() -> None:
     assert h.take() == [94]
     h.emitter.emit_watermark(MAX_WATERMARK)
     assert h.take() == [MAX_WATERMARK]
+
+
+def test_punctuated_watermarks_leave_right_after_the_record_that_made_them() -> None:
+    """Flink emits a record, then calls on_event: a watermark from on_event follows it."""
+    import flowkit as fk
+    from flowkit.eventtime.watermarks import WatermarkGenerator as _Generator
+
+    class EveryEvent(_Generator):
+        def on_event(self, event: Any, event_timestamp: int, output: Any) -> None:
+            output.emit_watermark(event_timestamp)
+
+        def on_periodic_emit(self, output: Any) -> None:
+            return None
+
+    env = fk.StreamExecutionEnvironment()
+    sink = fk.CollectSink()
+    strategy = fk.WatermarkStrategy.for_generator(EveryEvent).with_timestamp_assigner(
+        lambda v, ts: v
+    )
+    env.from_collection([1, 2, 3]).assign_timestamps_and_watermarks(strategy).sink_to(sink)
+    env.execute()
+    assert sink.elements == [
+        fk.StreamRecord(1, 1),
+        fk.Watermark(1),
+        fk.StreamRecord(2, 2),
+        fk.Watermark(2),
+        fk.StreamRecord(3, 3),
+        fk.Watermark(3),
+        fk.Watermark(fk.MAX_WATERMARK),
+    ]
