@@ -1187,7 +1187,14 @@ class ContinuousEventTimeTrigger(Trigger):
         fire_time = ctx.get_partitioned_state(self.state_descriptor)
         if fire_time.get() == time:
             fire_time.clear()
-            self._register_next(time, window, ctx, fire_time)
+            # Skip the firings a large watermark jump already passed (one firing covers
+            # them): otherwise the end-of-input watermark of a global window would
+            # schedule MAX / interval timers one after another.
+            watermark = ctx.get_current_watermark()
+            base = time
+            if time + self.interval <= watermark:
+                base = watermark - (watermark - time) % self.interval
+            self._register_next(base, window, ctx, fire_time)
             return TriggerResult.FIRE
         return TriggerResult.CONTINUE
 
@@ -1261,7 +1268,14 @@ class ContinuousProcessingTimeTrigger(Trigger):
         fire_time = ctx.get_partitioned_state(self.state_descriptor)
         if fire_time.get() == time:
             fire_time.clear()
-            self._register_next(time, window, ctx, fire_time)
+            # Skip the firings a large watermark jump already passed (one firing covers
+            # them): otherwise the end-of-input watermark of a global window would
+            # schedule MAX / interval timers one after another.
+            watermark = ctx.get_current_watermark()
+            base = time
+            if time + self.interval <= watermark:
+                base = watermark - (watermark - time) % self.interval
+            self._register_next(base, window, ctx, fire_time)
             return TriggerResult.FIRE
         return TriggerResult.CONTINUE
 

@@ -10,16 +10,27 @@ window its state is stored under.
 
 Window contents live in the keyed state backend, table ``"window-contents"``, with the
 window as namespace, so they are snapshotted with all other keyed state.
+
+Window functions see one context object: ``context.window()``,
+``current_watermark()``, ``current_processing_time()``, ``window_state()`` (not for
+merging windows), ``global_state()`` and ``output(tag, value)`` (timestamp
+``window.max_timestamp()``); ``clear(context)`` runs at the window's cleanup time.
+
+Where flowkit knowingly differs from Flink: a new session window exactly equal to an
+existing merged session (possible with dynamic gaps) keeps that session's contents
+(Flink's MergingWindowSet replaces the mapping and loses them); with an evictor, a
+reduce or aggregate window whose elements were all evicted emits nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import repeat
-from typing import Any
+from typing import Any, NoReturn
 
 from flowkit.elements import MAX_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
+from flowkit.functions import AggregateFunction
 from flowkit.operators.base import (
     Batch,
     OneInputOperator,
@@ -28,7 +39,13 @@ from flowkit.operators.base import (
     call_open,
     copy_function,
 )
-from flowkit.state.backend import HeapKeyedStateBackend
+from flowkit.state.backend import _MISSING as _MISSING_STATE
+from flowkit.state.backend import (
+    AggregatingState,
+    HeapKeyedStateBackend,
+    ListState,
+    ReducingState,
+)
 from flowkit.state.descriptors import StateDescriptor
 from flowkit.window import (
     Evictor,
@@ -50,36 +67,44 @@ _MISSING = object()
 class _Context:
     """Trigger context, merge context, evictor context and window-function context in one.
 
-    ``key`` and ``window`` are set by the operator before each call.
+    The operator sets the current window (``_window``) before each call; user code reads
+    it with ``window()``. Keys come from the state backend's current key.
     """
 
     def __init__(self, op: WindowOperator) -> None:
         self.op = op
-        self.window: Any = None
+        self._window: Any = None
         self.merged_windows: Iterable[Any] = ()
 
     # trigger context -----------------------------------------------------------------
     def get_current_watermark(self) -> int:
+        """The operator's current event-time watermark (``MIN_WATERMARK`` at the start)."""
         return self.op.timers.current_watermark
 
     def get_current_processing_time(self) -> int:
+        """The job's processing time in epoch milliseconds."""
         return self.op.timers.current_processing_time()
 
     def register_event_time_timer(self, time: int) -> None:
-        self.op.timers.register_event_time_timer(self.window, time)
+        """Call the trigger's ``on_event_time`` for this key and window at ``time``."""
+        self.op.timers.register_event_time_timer(self._window, time)
 
     def register_processing_time_timer(self, time: int) -> None:
-        self.op.timers.register_processing_time_timer(self.window, time)
+        """Call the trigger's ``on_processing_time`` for this key and window at ``time``."""
+        self.op.timers.register_processing_time_timer(self._window, time)
 
     def delete_event_time_timer(self, time: int) -> None:
-        self.op.timers.delete_event_time_timer(self.window, time)
+        """Remove the event-time timer at ``time`` of this key and window (if any)."""
+        self.op.timers.delete_event_time_timer(self._window, time)
 
     def delete_processing_time_timer(self, time: int) -> None:
-        self.op.timers.delete_processing_time_timer(self.window, time)
+        """Remove the processing-time timer at ``time`` of this key and window (if any)."""
+        self.op.timers.delete_processing_time_timer(self._window, time)
 
     def get_partitioned_state(self, state_descriptor: StateDescriptor) -> Any:
+        """State of the current key scoped to the current window."""
         state = self.op.backend.get_partitioned_state(state_descriptor)
-        state.set_current_namespace(self.window)
+        state.set_current_namespace(self._window)
         return state
 
     def merge_partitioned_state(self, state_descriptor: StateDescriptor) -> None:
@@ -95,55 +120,77 @@ class _Context:
             value = entries.pop(key)
             if not entries:
                 del table[window]
-            state.set_current_namespace(self.window)
+            state.set_current_namespace(self._window)
             _fold_into(state, value)
 
     # process-window-function context -------------------------------------------------------
+    def window(self) -> Any:
+        """The window being evaluated (a ``TimeWindow`` or the ``GlobalWindow``)."""
+        return self._window
+
     def current_watermark(self) -> int:
+        """The operator's current event-time watermark."""
         return self.get_current_watermark()
 
     def current_processing_time(self) -> int:
+        """The job's processing time in epoch milliseconds."""
         return self.get_current_processing_time()
 
     def window_state(self) -> _StateStore:
-        return _StateStore(self.op.backend, self.window)
+        """Keyed state of the current key scoped to the window being evaluated.
+
+        Not available for merging windows (sessions): accessing a state raises.
+        """
+        return _StateStore(self.op.backend, self._window, merging=self.op.merging)
 
     def global_state(self) -> _StateStore:
+        """Keyed state of the current key shared by all its windows."""
         return _StateStore(self.op.backend, None)
 
     def output(self, output_tag: OutputTag, value: Any) -> None:
-        self.op._emit_side(output_tag, value, self.window.max_timestamp())
+        """Emit ``value`` to the side output ``output_tag`` (timestamp: window end - 1)."""
+        self.op._emit_side(output_tag, value, self._window.max_timestamp())
 
     def get_current_key(self) -> Any:
+        """The key of the window being evaluated."""
         return self.op.backend.current_key
 
 
 def _fold_into(state: Any, value: Any) -> None:
     """Add a stored (raw) value of a merged window into ``state``'s current namespace."""
-    kind = type(state).__name__
-    if kind == "ReducingState":
+    if isinstance(state, ReducingState):
         state.add(value)
-    elif kind == "ListState":
+    elif isinstance(state, ListState):
         state.add_all(value)
-    elif kind == "AggregatingState":
+    elif isinstance(state, AggregatingState):
         current = state._get()
         fn = state._fn
         state._put(value if current is _MISSING_STATE else fn.merge(current, value))
     else:
-        raise TypeError(f"state {state.descriptor.name!r} ({kind}) cannot be merged")
-
-
-_MISSING_STATE = __import__("flowkit.state.backend", fromlist=["_MISSING"])._MISSING
+        raise TypeError(
+            f"state {state.descriptor.name!r} ({type(state).__name__}) cannot be merged; "
+            f"triggers of merging windows keep reducing, list or aggregating state"
+        )
 
 
 class _StateStore:
     """Keyed state of the current key in one namespace (a window, or None: global)."""
 
-    def __init__(self, backend: HeapKeyedStateBackend, namespace: Any) -> None:
+    def __init__(
+        self, backend: HeapKeyedStateBackend, namespace: Any, merging: bool = False
+    ) -> None:
         self._backend = backend
         self._namespace = namespace
+        self._merging = merging
 
     def _get(self, descriptor: StateDescriptor) -> Any:
+        if self._merging:
+            # Flink refuses too: a session's state would have to follow every merge.
+            raise RuntimeError(
+                "per-window state (context.window_state()) is not supported with merging "
+                "windows (session windows); use context.global_state() or the window "
+                "contents instead"
+            )
         state = self._backend.get_partitioned_state(descriptor)
         state.set_current_namespace(self._namespace)
         return state
@@ -182,30 +229,48 @@ class WindowOperator(OneInputOperator):
         super().__init__(name)
         given = [f for f in (reduce, aggregate, process) if f is not None]
         if len(given) != 1:
-            raise ValueError("a window needs exactly one of reduce, aggregate or process")
+            raise ValueError(
+                f"a window needs exactly one of reduce, aggregate or process, got {len(given)}"
+            )
+        if window_function is not None and process is not None:
+            raise ValueError(
+                "window_function goes with reduce or aggregate; process already gets all "
+                "elements of the window"
+            )
+        if isinstance(allowed_lateness, bool) or not isinstance(allowed_lateness, int):
+            raise TypeError(f"allowed_lateness must be an int (ms), got {allowed_lateness!r}")
         if allowed_lateness < 0:
             raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness}")
         if allowed_lateness and not assigner.is_event_time():
             allowed_lateness = 0  # only event-time windows have lateness (Flink ignores it)
-        self.assigner = assigner
+        self.merging = isinstance(assigner, MergingWindowAssigner)
+        trigger = trigger if trigger is not None else assigner.get_default_trigger()
+        if self.merging and not trigger.can_merge():
+            raise ValueError(
+                f"{assigner!r} merges windows, but the trigger {trigger!r} does not support "
+                f"merging (its can_merge() is False); implement can_merge() and on_merge()"
+            )
+        # Per-subtask copies, like the functions: a trigger or evictor that keeps
+        # attributes must not share them across subtasks.
+        self.assigner = copy_function(assigner)
         self.key_selector = key_selector
-        self.trigger = trigger or assigner.get_default_trigger()
-        self.evictor = evictor
+        self.trigger = copy_function(trigger)
+        self.evictor = copy_function(evictor)
         self.allowed_lateness = allowed_lateness
         self.late_tag = late_tag
-        self.merging = isinstance(assigner, MergingWindowAssigner)
         self.event_time = assigner.is_event_time()
         self.reduce_fn = copy_function(reduce)
         self.aggregate_fn = copy_function(aggregate)
         self.process_fn = copy_function(process)
         self.window_fn = copy_function(window_function)
         self._reduce = getattr(self.reduce_fn, "reduce", self.reduce_fn)
-        if (
-            self.merging
-            and self.aggregate_fn is not None
-            and not callable(getattr(self.aggregate_fn, "merge", None))
-        ):
-            raise ValueError("merging windows (sessions) need an AggregateFunction with merge()")
+        if self.merging and self.aggregate_fn is not None:
+            merge = getattr(type(self.aggregate_fn), "merge", None)
+            if not callable(merge) or merge is AggregateFunction.merge:
+                raise ValueError(
+                    "merging windows (sessions) need an AggregateFunction that implements "
+                    "merge(acc_a, acc_b)"
+                )
         self.backend = HeapKeyedStateBackend()
         self.timers: InternalTimerService = None  # type: ignore[assignment]  # set in open()
         self.context = _Context(self)
@@ -222,6 +287,9 @@ class WindowOperator(OneInputOperator):
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
         assert self.ctx is not None
+        # State may have been restored into the backend since construction.
+        self._contents = self.backend.table(CONTENTS)
+        self._merging_sets = self.backend.table(MERGING_WINDOWS)
         self.timers = InternalTimerService(
             lambda: self.backend.current_key,
             self.backend.set_current_key,
@@ -235,16 +303,27 @@ class WindowOperator(OneInputOperator):
                 if fn is not None:
                     call_open(fn, self.runtime_context)
         except Exception as exc:
-            raise self.fail(exc, "in open()") from exc
+            self._raise_failure(exc, "in open()")
 
     def _schedule(self, time_ms: int, action: Callable[[], None]) -> Any:
         assert self.ctx is not None
 
         def fire() -> None:
-            action()
-            self._flush()
+            try:
+                action()
+            except Exception as exc:
+                self._raise_failure(exc)
+            finally:
+                self._flush()
 
         return self.ctx.schedule(time_ms, fire)
+
+    def _raise_failure(self, exc: Exception, detail: str = "") -> NoReturn:
+        """Raise the error naming this operator and subtask, caused by ``exc``."""
+        error = self.fail(exc, detail)
+        if error is exc:
+            raise exc
+        raise error from exc
 
     def close(self) -> None:
         if self.timers is not None:
@@ -263,7 +342,7 @@ class WindowOperator(OneInputOperator):
                 set_key(key_of(value))
                 element(value, ts)
         except Exception as exc:
-            raise self.fail(exc) from exc
+            self._raise_failure(exc)
         finally:
             self._flush()
 
@@ -271,7 +350,7 @@ class WindowOperator(OneInputOperator):
         try:
             self.timers.advance_watermark(timestamp)
         except Exception as exc:
-            raise self.fail(exc) from exc
+            self._raise_failure(exc)
         finally:
             self._flush()
         self.output.emit_watermark(timestamp)
@@ -292,7 +371,7 @@ class WindowOperator(OneInputOperator):
                 skipped = False
                 state_window = merging[actual]
                 self._add_to_contents(state_window, value, timestamp)
-                ctx.window = actual
+                ctx._window = actual
                 result = trigger.on_element(value, timestamp, actual, ctx)
                 self._react(result, actual, state_window)
                 self._register_cleanup_timer(actual)
@@ -303,7 +382,7 @@ class WindowOperator(OneInputOperator):
                     continue
                 skipped = False
                 self._add_to_contents(window, value, timestamp)
-                ctx.window = window
+                ctx._window = window
                 result = trigger.on_element(value, timestamp, window, ctx)
                 self._react(result, window, window)
                 self._register_cleanup_timer(window)
@@ -387,7 +466,7 @@ class WindowOperator(OneInputOperator):
         key = self.backend.current_key
         timestamp = window.max_timestamp()
         ctx = self.context
-        ctx.window = window
+        ctx._window = window
         evictor = self.evictor
         if evictor is not None:
             records: list[TimestampedValue] = list(contents)
@@ -484,7 +563,7 @@ class WindowOperator(OneInputOperator):
 
     def _on_timer(self, timestamp: int, window: Any, event_time: bool) -> None:
         ctx = self.context
-        ctx.window = window
+        ctx._window = window
         merging = None
         state_window = window
         if self.merging:
@@ -507,7 +586,7 @@ class WindowOperator(OneInputOperator):
     ) -> None:
         self._clear_contents(state_window)
         ctx = self.context
-        ctx.window = window
+        ctx._window = window
         self.trigger.clear(window, ctx)
         for fn in (self.process_fn, self.window_fn):
             clear = getattr(fn, "clear", None) if fn is not None else None
@@ -567,12 +646,14 @@ class WindowOperator(OneInputOperator):
             entries[key] = mapping
         elif entries is not None:
             entries.pop(key, None)
+            if not entries:
+                del self._merging_sets[None]
 
     def _add_window(self, mapping: dict[Any, Any], new_window: Any) -> Any:
         """Flink's MergingWindowSet.addWindow with the WindowOperator's merge function."""
         windows = [*mapping.keys(), new_window]
         merge_results: list[tuple[Any, set[Any]]] = []
-        self.assigner.merge_windows(  # type: ignore[attr-defined]
+        self.assigner.merge_windows(
             windows, lambda to_merge, result: merge_results.append((result, set(to_merge)))
         )
         result_window = new_window
@@ -592,7 +673,9 @@ class WindowOperator(OneInputOperator):
             if not (merge_result in merged_windows and len(merged_windows) == 1):
                 self._merge(merge_result, ordered, merged_state_window, merged_state_windows)
         if not merge_results or (result_window == new_window and not merged_new_window):
-            mapping[result_window] = result_window
+            # A new window equal to one already in the set (possible with dynamic gaps)
+            # keeps that window's state window: Flink overwrites it and loses the state.
+            mapping.setdefault(result_window, result_window)
         return result_window
 
     def _merge(
@@ -621,13 +704,13 @@ class WindowOperator(OneInputOperator):
                 f"current processing time by merging; window: {merge_result}"
             )
         ctx = self.context
-        ctx.window = merge_result
+        ctx._window = merge_result
         ctx.merged_windows = merged_windows
         self.trigger.on_merge(merge_result, ctx)
         ctx.merged_windows = ()
         for window in merged_windows:
-            ctx.window = window
+            ctx._window = window
             self.trigger.clear(window, ctx)
             self._delete_cleanup_timer(window)
-        ctx.window = merge_result
+        ctx._window = merge_result
         self._merge_contents(state_window_result, merged_state_windows)
