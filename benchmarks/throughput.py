@@ -128,40 +128,36 @@ def loop_w3(events: list[dict[str, Any]]) -> _Tally:
     return tally
 
 
-class CountPerWindow:
-    """AggregateFunction counting elements; the window function adds key and window."""
+class CountPerUser:
+    """AggregateFunction counting a user's events; the result names the user."""
 
-    def create_accumulator(self) -> int:
-        return 0
+    def create_accumulator(self) -> tuple[str, int] | None:
+        return None
 
-    def add(self, value: Any, accumulator: int) -> int:
-        return accumulator + 1
+    def add(self, value: dict[str, Any], accumulator: tuple[str, int] | None) -> tuple[str, int]:
+        return (value["user"], 1) if accumulator is None else (accumulator[0], accumulator[1] + 1)
 
-    def get_result(self, accumulator: int) -> int:
+    def get_result(self, accumulator: tuple[str, int]) -> tuple[str, int]:
         return accumulator
 
-    def merge(self, a: int, b: int) -> int:
-        return a + b
-
-
-class WithWindow:
-    def process(self, key: str, context: Any, counts: Any) -> Any:
-        window = context.window()
-        for n in counts:
-            yield (f"{key}@{window.start}", n)
+    def merge(self, a: tuple[str, int], b: tuple[str, int]) -> tuple[str, int]:
+        return (a[0], a[1] + b[1])
 
 
 class _WindowTallyWriter(SinkWriter):
+    """Window results carry the window's max timestamp: end - 1 = start + 999."""
+
     def __init__(self, tally: _Tally) -> None:
         self.tally = tally
 
     def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        assert timestamps is not None
         tally = self.tally
         last = tally.last
-        for name, n in values:
+        for (user, n), ts in zip(values, timestamps):
             tally.count += 1
             tally.total += n
-            last[name] = n
+            last[f"{user}@{ts - 999}"] = n
 
 
 def flowkit_w3(events: list[dict[str, Any]]) -> _Tally:
@@ -177,7 +173,7 @@ def flowkit_w3(events: list[dict[str, Any]]) -> _Tally:
         .assign_timestamps_and_watermarks(strategy)
         .key_by(lambda e: e["user"])
         .window(TumblingEventTimeWindows.of(1000))
-        .aggregate(CountPerWindow(), window_function=WithWindow())
+        .aggregate(CountPerUser())
         .sink_to(sink)
     )
     env.execute("W3")
