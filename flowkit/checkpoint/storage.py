@@ -1,0 +1,857 @@
+"""Checkpoint and savepoint storage on local files.
+
+A checkpoint lives in ``<directory>/chk-<id>/``: one file per piece of subtask state,
+written through a temporary name (flush, fsync, rename), plus a ``_metadata`` file written
+last and atomically. ``_metadata`` is JSON; it records the checkpoint id, a timestamp,
+whether it is a savepoint, the format version, whatever the coordinator passes (the state
+handles of every operator's subtasks) and a SHA-256 of all of that, so a damaged
+``_metadata`` is detected. Each :class:`StateHandle` carries its file's size and SHA-256,
+so a truncated or damaged state file is detected too. A directory without a valid
+``_metadata`` is not a checkpoint.
+
+A savepoint has the same format, in a directory the user names; handles are relative
+paths, so a savepoint can be moved. Savepoints are never deleted here.
+
+All data is written, read and hashed in chunks with awaits between them, so that large
+state never blocks the event loop for long; file I/O goes through ``aiofiles``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiofiles
+import aiofiles.ospath
+import orjson
+
+from flowkit.errors import FlowkitError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "METADATA_FILE",
+    "CheckpointAbortedError",
+    "CheckpointStorage",
+    "CompletedCheckpoint",
+    "CorruptCheckpointError",
+    "StateHandle",
+    "load_checkpoint",
+]
+
+#: Name of the file that makes a directory a checkpoint; written last.
+METADATA_FILE = "_metadata"
+
+#: Version of the on-disk format written into every ``_metadata``.
+FORMAT_VERSION = 1
+
+#: Bytes written, read or hashed between two awaits.
+_CHUNK = 1 << 20
+
+_CHK_DIR = re.compile(r"chk-(\d+)")
+
+#: Keys of ``_metadata`` that the storage writes itself.
+_RESERVED_KEYS = ("checkpoint_id", "is_savepoint", "format_version", "metadata_checksum")
+
+_HANDLE_KEYS = frozenset({"file", "size", "checksum"})
+
+
+class CorruptCheckpointError(FlowkitError):
+    """Raised when a checkpoint or savepoint file is missing, truncated or damaged.
+
+    Raised by :meth:`CheckpointStorage.read_state` and :func:`load_checkpoint` (and by
+    :meth:`CheckpointStorage.complete` when a state file it should reference is missing);
+    :meth:`CheckpointStorage.latest` catches it and records the message in ``skipped``.
+
+    Attributes:
+        path: The file (or directory) that is wrong.
+        problem: What is wrong with it, e.g. ``"truncated: expected 10 bytes, got 4"``.
+
+    Example:
+        >>> str(CorruptCheckpointError("/ckpt/chk-3/map-0", "missing"))
+        '/ckpt/chk-3/map-0: missing'
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class CheckpointAbortedError(FlowkitError):
+    """Raised by ``write_state`` / ``complete`` for a checkpoint that was aborted.
+
+    A write that is in progress when :meth:`CheckpointStorage.abort` is called stops at its
+    next chunk, removes what it wrote and raises this; later writes for the same
+    checkpoint raise it at once. Callers writing state in the background may ignore it.
+
+    Example:
+        >>> str(CheckpointAbortedError("checkpoint 4 was aborted"))
+        'checkpoint 4 was aborted'
+    """
+
+
+@dataclass(frozen=True)
+class StateHandle:
+    """Where one piece of state lives in a checkpoint, and how to recognise it intact.
+
+    Attributes:
+        file: Path of the file relative to the checkpoint (or savepoint) directory.
+        size: Length of the file in bytes.
+        checksum: SHA-256 of the file's content, as 64 lowercase hex digits.
+
+    Example:
+        >>> h = StateHandle("map-0", 5, "ab" * 32)
+        >>> StateHandle.from_dict(h.to_dict()) == h
+        True
+        >>> sorted(h.to_dict())
+        ['checksum', 'file', 'size']
+    """
+
+    file: str
+    size: int
+    checksum: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The handle as a JSON-ready dict with keys ``file``, ``size`` and ``checksum``."""
+        return {"file": self.file, "size": self.size, "checksum": self.checksum}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StateHandle:
+        """Build a handle from the dict :meth:`to_dict` returns.
+
+        Raises:
+            ValueError: If a key is missing or has the wrong type.
+        """
+        file, size, checksum = data.get("file"), data.get("size"), data.get("checksum")
+        if not isinstance(file, str) or not file:
+            raise ValueError(f"state handle needs a non-empty str 'file', got {file!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"state handle needs an int 'size' >= 0, got {size!r}")
+        if not isinstance(checksum, str):
+            raise ValueError(f"state handle needs a str 'checksum', got {checksum!r}")
+        return cls(file, size, checksum)
+
+
+@dataclass(frozen=True)
+class CompletedCheckpoint:
+    """A checkpoint or savepoint whose ``_metadata`` was written (and read back intact).
+
+    Attributes:
+        checkpoint_id: The id the coordinator gave it.
+        directory: Absolute path of ``chk-<id>`` or of the savepoint directory.
+        timestamp_ms: When it completed (epoch milliseconds), unless the caller set it.
+        is_savepoint: True for a savepoint.
+        metadata: The whole parsed ``_metadata``, including the keys the storage adds
+            (``checkpoint_id``, ``timestamp_ms``, ``is_savepoint``, ``format_version``,
+            ``metadata_checksum``); state handles appear in it as plain dicts.
+
+    Example:
+        >>> handle = {"file": "map-0", "size": 5, "checksum": "c0ffee"}
+        >>> meta = {"operators": {"map": {"subtasks": [{"handle": handle}]}}}
+        >>> chk = CompletedCheckpoint(1, "/ckpt/chk-1", 0, False, meta)
+        >>> chk.handles()
+        [StateHandle(file='map-0', size=5, checksum='c0ffee')]
+    """
+
+    checkpoint_id: int
+    directory: str
+    timestamp_ms: int
+    is_savepoint: bool
+    metadata: dict[str, Any] = field(repr=False)
+
+    def handles(self) -> list[StateHandle]:
+        """Every state handle found anywhere in :attr:`metadata`, each file once.
+
+        A handle is any dict whose keys are exactly ``file``, ``size`` and ``checksum``
+        (what :meth:`StateHandle.to_dict` produces). Order is the order of appearance.
+        """
+        seen: dict[str, StateHandle] = {}
+        for handle in _find_handles(self.metadata):
+            seen.setdefault(handle.file, handle)
+        return list(seen.values())
+
+
+def _find_handles(node: Any) -> Iterator[StateHandle]:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.keys() == _HANDLE_KEYS:
+                try:
+                    yield StateHandle.from_dict(item)
+                    continue
+                except ValueError:
+                    pass
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+
+
+@dataclass
+class _Target:
+    """Bookkeeping for one checkpoint (or savepoint) this storage is writing."""
+
+    writers: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    aborted: bool = False
+    completed: bool = False
+    created_dir: bool = False
+    files: set[str] = field(default_factory=set)
+
+
+class CheckpointStorage:
+    """Writes checkpoints under one root directory and finds the latest valid one.
+
+    Checkpoint ids must grow over the life of a root directory (also across restarts):
+    an aborted id stays aborted for this storage object, and a checkpoint with a higher id
+    counts as newer.
+
+    Args:
+        directory: Root directory; checkpoints live in ``<directory>/chk-<id>/``.
+            Created when the first checkpoint is written.
+        retained: How many completed checkpoints to keep (at least 1).
+
+    Raises:
+        ValueError: If ``retained`` < 1.
+
+    Attributes:
+        directory: The root directory as an absolute path.
+        retained: Number of completed checkpoints kept.
+        skipped: Set by :meth:`latest`: one message per newer checkpoint it passed over,
+            each naming the file and what is wrong with it.
+
+    Example:
+        >>> import asyncio, tempfile
+        >>> async def demo(root):
+        ...     storage = CheckpointStorage(root, retained=1)
+        ...     for n in (1, 2):
+        ...         handle = await storage.write_state(n, "map-0", b"count=%d" % n)
+        ...         meta = {"operators": {"map": {"subtasks": [{"handle": handle}]}}}
+        ...         await storage.complete(n, meta)
+        ...     latest = await storage.latest()
+        ...     data = await storage.read_state(latest, latest.handles()[0])
+        ...     return storage.list_checkpoints(), latest.checkpoint_id, data
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     asyncio.run(demo(root))
+        ([2], 2, b'count=2')
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], retained: int = 1) -> None:
+        if not isinstance(retained, int) or isinstance(retained, bool) or retained < 1:
+            raise ValueError(f"retained must be an int >= 1, got {retained!r}")
+        self.directory: str = os.path.abspath(os.fspath(directory))
+        self.retained: int = retained
+        self.skipped: list[str] = []
+        self._targets: dict[tuple[str, int], _Target] = {}
+        #: Checkpoint ids below this one are completed or subsumed: closed for writing.
+        self._latest_completed = 0
+
+    def __repr__(self) -> str:
+        return f"CheckpointStorage({self.directory!r}, retained={self.retained})"
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def write_state(
+        self,
+        checkpoint_id: int,
+        name: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        savepoint_dir: str | os.PathLike[str] | None = None,
+    ) -> StateHandle:
+        """Write one state file of a checkpoint (or savepoint) durably.
+
+        The data goes to a temporary name in 1 MiB chunks through aiofiles, hashed chunk
+        by chunk, then is flushed, fsynced and renamed to ``name``. Many writes (for
+        different names) may run concurrently. ``data`` must not change until this returns.
+
+        Args:
+            checkpoint_id: The checkpoint the state belongs to.
+            name: File name inside the checkpoint directory: no path separators, not
+                starting with ``.`` or ``_`` (those are reserved).
+            data: The serialized state.
+            savepoint_dir: Write into this savepoint directory (created if missing)
+                instead of ``chk-<checkpoint_id>``.
+
+        Returns:
+            The handle to put into the metadata passed to :meth:`complete`.
+
+        Raises:
+            ValueError: If ``checkpoint_id`` or ``name`` is invalid, or ``savepoint_dir``
+                is a checkpoint directory of this storage.
+            FileExistsError: If ``savepoint_dir`` already holds a completed savepoint.
+            CheckpointAbortedError: If the checkpoint was aborted (before or during the
+                write), or subsumed by a completed checkpoint with a higher id.
+            OSError: If the file cannot be written.
+        """
+        _check_id(checkpoint_id)
+        _check_name(name)
+        directory, target = self._open_target(checkpoint_id, savepoint_dir)
+        target.writers += 1
+        target.idle.clear()
+        try:
+            if _make_dir(directory):
+                target.created_dir = True
+            handle = await _write_file_atomic(
+                directory, name, data, should_stop=lambda: target.aborted
+            )
+            target.files.add(name)
+            if target.aborted:  # aborted between the last chunk and the rename
+                _remove_file(os.path.join(directory, name))
+                raise CheckpointAbortedError(f"checkpoint {checkpoint_id} was aborted")
+            return handle
+        finally:
+            target.writers -= 1
+            if target.writers == 0:
+                target.idle.set()
+
+    async def complete(
+        self,
+        checkpoint_id: int,
+        metadata: dict[str, Any],
+        *,
+        savepoint_dir: str | os.PathLike[str] | None = None,
+    ) -> CompletedCheckpoint:
+        """Complete a checkpoint (or savepoint) by writing its ``_metadata``, last.
+
+        Every state handle referenced in ``metadata`` (as a :class:`StateHandle` or as its
+        dict) must exist with its size. ``_metadata`` holds ``metadata`` plus
+        ``checkpoint_id``, ``timestamp_ms`` (now, unless ``metadata`` has it),
+        ``is_savepoint``, ``format_version`` and ``metadata_checksum`` (SHA-256 of the
+        canonical JSON of all the rest). It is written to a temporary name, fsynced,
+        renamed, and the directory is fsynced. Then, for a checkpoint, completed
+        checkpoints beyond the newest ``retained`` are deleted (never this one), and
+        incomplete checkpoints with lower ids are subsumed: aborted as by :meth:`abort`
+        (this also removes leftovers of an earlier run).
+
+        Args:
+            checkpoint_id: The checkpoint to complete.
+            metadata: JSON-serializable dict (str keys); usually
+                ``{"operators": {uid: {..., "subtasks": [{"handle": handle, ...}]}}}``.
+            savepoint_dir: Complete a savepoint in this directory instead.
+
+        Returns:
+            The completed checkpoint, with the metadata as it will be read back.
+
+        Raises:
+            ValueError: If ``metadata`` sets ``checkpoint_id``, ``is_savepoint``,
+                ``format_version`` or ``metadata_checksum`` to other values than the
+                storage writes, or ``timestamp_ms`` to a non-int.
+            TypeError: If ``metadata`` is not JSON-serializable.
+            FileExistsError: If ``savepoint_dir`` already holds a completed savepoint.
+            CorruptCheckpointError: If a referenced state file is missing or has the wrong
+                size (nothing is written then).
+            CheckpointAbortedError: If the checkpoint was aborted or subsumed.
+        """
+        _check_id(checkpoint_id)
+        is_savepoint = savepoint_dir is not None
+        directory, target = self._open_target(checkpoint_id, savepoint_dir)
+        document = _build_metadata(checkpoint_id, is_savepoint, metadata)
+        checkpoint = _to_checkpoint(directory, document)
+        for handle in checkpoint.handles():
+            path = _handle_path(directory, handle)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                raise CorruptCheckpointError(path, "missing (referenced by metadata)") from None
+            if size != handle.size:
+                raise CorruptCheckpointError(
+                    path, f"wrong size: expected {handle.size} bytes, got {size}"
+                )
+        if _make_dir(directory):
+            target.created_dir = True
+        text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+        await _write_file_atomic(directory, METADATA_FILE, text)
+        await asyncio.to_thread(_fsync_dir, directory)
+        target.completed = True
+        if is_savepoint:
+            del self._targets[directory, checkpoint_id]
+        else:
+            await self._apply_retention(checkpoint_id)
+        return checkpoint
+
+    async def abort(
+        self, checkpoint_id: int, *, savepoint_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        """Discard a checkpoint: nothing it wrote is left behind.
+
+        Writes still in progress stop at their next chunk and are awaited first (they
+        raise :class:`CheckpointAbortedError`); later writes for this id raise :class:`CheckpointAbortedError`. For a checkpoint the
+        whole ``chk-<id>`` directory is removed. For a savepoint only the files this
+        storage wrote are removed (and the directory, if this storage created it and it is
+        empty), never a completed savepoint.
+
+        Args:
+            checkpoint_id: The checkpoint to discard; unknown ids are fine.
+            savepoint_dir: Discard a savepoint being written there instead.
+        """
+        _check_id(checkpoint_id)
+        directory = self._target_dir(checkpoint_id, savepoint_dir)
+        target = self._target(directory, checkpoint_id)
+        target.aborted = True
+        while target.writers:
+            await target.idle.wait()
+        if savepoint_dir is None:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+            return
+        if await aiofiles.ospath.exists(os.path.join(directory, METADATA_FILE)):
+            return  # a completed savepoint is the user's
+        for name in target.files:
+            _remove_file(os.path.join(directory, name))
+        if target.created_dir:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+
+    # -- reading -----------------------------------------------------------------------
+
+    def list_checkpoints(self) -> list[int]:
+        """Ids of the ``chk-<id>`` directories that have a ``_metadata`` file, newest first.
+
+        The files are not checked; :meth:`latest` does that.
+        """
+        return [cid for cid, _path, complete in _chk_dirs(self.directory) if complete]
+
+    async def latest(self) -> CompletedCheckpoint | None:
+        """The newest checkpoint that is intact, or None if there is none.
+
+        Intact means: ``_metadata`` parses, its checksum matches, and every state file it
+        references exists with the recorded size and SHA-256. Newer checkpoints failing a
+        check are passed over, and :attr:`skipped` is reset to one message per passed-over
+        checkpoint (newer directories without ``_metadata`` included), each naming the
+        file and the problem. Nothing is logged.
+        """
+        self.skipped = []
+        for _cid, path, _complete in await asyncio.to_thread(_chk_dirs, self.directory):
+            try:
+                return await _load_dir(path, verify=True)
+            except CorruptCheckpointError as exc:
+                if self._in_progress(path):
+                    continue  # being written by this storage, not damaged
+                self.skipped.append(str(exc))
+        return None
+
+    async def read_state(self, checkpoint: CompletedCheckpoint, handle: StateHandle) -> bytes:
+        """Read one state file of a completed checkpoint and check it.
+
+        Reads in chunks through aiofiles and hashes as it goes.
+
+        Args:
+            checkpoint: The checkpoint (or savepoint) the handle belongs to.
+            handle: One of ``checkpoint.handles()``.
+
+        Returns:
+            The file's content.
+
+        Raises:
+            CorruptCheckpointError: Naming the file, if it is missing, has another size
+                than ``handle.size`` (e.g. truncated) or another SHA-256.
+        """
+        path = _handle_path(checkpoint.directory, handle)
+        data = await _read_verified(path, handle, keep=True)
+        assert data is not None
+        return data
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _target_dir(self, checkpoint_id: int, savepoint_dir: str | os.PathLike[str] | None) -> str:
+        if savepoint_dir is None:
+            return os.path.join(self.directory, f"chk-{checkpoint_id}")
+        directory = os.path.abspath(os.fspath(savepoint_dir))
+        parent, base = os.path.split(directory)
+        if parent == self.directory and _CHK_DIR.fullmatch(base):
+            raise ValueError(
+                f"savepoint directory {directory} is a checkpoint directory of this storage; "
+                "choose a directory outside the chk-<id> directories"
+            )
+        return directory
+
+    def _target(self, directory: str, checkpoint_id: int) -> _Target:
+        key = (directory, checkpoint_id)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target()
+            target.idle.set()
+        return target
+
+    def _open_target(
+        self, checkpoint_id: int, savepoint_dir: str | os.PathLike[str] | None
+    ) -> tuple[str, _Target]:
+        """The directory and bookkeeping of a checkpoint that may still be written."""
+        directory = self._target_dir(checkpoint_id, savepoint_dir)
+        if savepoint_dir is None and checkpoint_id < self._latest_completed:
+            raise CheckpointAbortedError(
+                f"checkpoint {checkpoint_id} was subsumed by completed checkpoint "
+                f"{self._latest_completed}"
+            )
+        target = self._target(directory, checkpoint_id)
+        if target.aborted:
+            raise CheckpointAbortedError(f"checkpoint {checkpoint_id} was aborted")
+        if savepoint_dir is not None:
+            _refuse_completed_savepoint(directory)
+        return directory, target
+
+    def _is_chk(self, directory: str, checkpoint_id: int) -> bool:
+        return directory == os.path.join(self.directory, f"chk-{checkpoint_id}")
+
+    def _in_progress(self, directory: str) -> bool:
+        return any(
+            d == directory and not (t.aborted or t.completed) for (d, _), t in self._targets.items()
+        )
+
+    async def _apply_retention(self, completed_id: int) -> None:
+        """Delete old completed checkpoints; subsume (abort) incomplete older ones."""
+        self._latest_completed = max(self._latest_completed, completed_id)
+        chk_dirs = await asyncio.to_thread(_chk_dirs, self.directory)
+        completed = [cid for cid, _path, complete in chk_dirs if complete]
+        keep = {*completed[: self.retained], completed_id}
+        pending = {cid for cid, _path, complete in chk_dirs if not complete}
+        pending.update(
+            cid for (d, cid), t in self._targets.items() if self._is_chk(d, cid) and not t.completed
+        )
+        for cid, path, complete in chk_dirs:
+            if complete and cid not in keep:
+                await asyncio.to_thread(shutil.rmtree, path, True)
+        for cid in sorted(pending.difference(completed)):
+            if cid < completed_id:
+                await self.abort(cid)  # subsumed by the one just completed
+        # Ids below the latest completed one are closed for good (``_open_target``).
+        for directory, cid in list(self._targets):
+            if self._is_chk(directory, cid) and cid < self._latest_completed:
+                del self._targets[directory, cid]
+
+
+async def load_checkpoint(
+    path: str | os.PathLike[str], *, verify: bool = True
+) -> CompletedCheckpoint:
+    """Open a checkpoint or savepoint for restoring.
+
+    ``path`` may be a ``chk-<id>`` directory, a savepoint directory, its ``_metadata``
+    file, or a checkpoint root directory, in which case the newest intact ``chk-<id>`` in
+    it is used (passing over damaged ones).
+
+    Args:
+        path: Where to look.
+        verify: Also check that every state file exists with its recorded size and
+            SHA-256 (``_metadata`` itself is always checked).
+
+    Returns:
+        The checkpoint.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        CorruptCheckpointError: If the named checkpoint or savepoint is damaged or
+            incomplete, or a root directory holds no intact checkpoint; the error names the
+            file (for a root, the root and every reason).
+
+    Example:
+        >>> import asyncio, tempfile, os
+        >>> async def demo(root):
+        ...     storage = CheckpointStorage(os.path.join(root, "ckpt"))
+        ...     savepoint = os.path.join(root, "savepoint-1")
+        ...     handle = await storage.write_state(7, "src-0", b"42", savepoint_dir=savepoint)
+        ...     await storage.complete(7, {"sources": [handle]}, savepoint_dir=savepoint)
+        ...     loaded = await load_checkpoint(savepoint)
+        ...     return loaded.checkpoint_id, loaded.is_savepoint, loaded.handles()[0].size
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     asyncio.run(demo(root))
+        (7, True, 2)
+    """
+    directory, direct = await asyncio.to_thread(_classify, path)
+    if direct:
+        return await _load_dir(directory, verify=verify)
+    reasons: list[str] = []
+    for _cid, chk, _complete in await asyncio.to_thread(_chk_dirs, directory):
+        try:
+            return await _load_dir(chk, verify=verify)
+        except CorruptCheckpointError as exc:
+            reasons.append(str(exc))
+    if not reasons:
+        raise CorruptCheckpointError(directory, "holds no checkpoint (no chk-<id> directory)")
+    raise CorruptCheckpointError(directory, "holds no intact checkpoint: " + "; ".join(reasons))
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _check_id(checkpoint_id: int) -> None:
+    if not isinstance(checkpoint_id, int) or isinstance(checkpoint_id, bool) or checkpoint_id < 0:
+        raise ValueError(f"checkpoint_id must be an int >= 0, got {checkpoint_id!r}")
+
+
+def _check_name(name: str) -> None:
+    if (
+        not isinstance(name, str)
+        or not name
+        or name[0] in "._"
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+    ):
+        raise ValueError(
+            f"state file name must be a plain file name not starting with '.' or '_', got {name!r}"
+        )
+
+
+def _chk_dirs(root: str) -> list[tuple[int, str, bool]]:
+    """``(id, path, has _metadata)`` of every ``chk-<id>`` directory in ``root``, newest first."""
+    found: list[tuple[int, str, bool]] = []
+    try:
+        with os.scandir(root) as it:
+            entries = list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        match = _CHK_DIR.fullmatch(entry.name)
+        if match and entry.is_dir():
+            complete = os.path.isfile(os.path.join(entry.path, METADATA_FILE))
+            found.append((int(match.group(1)), entry.path, complete))
+    found.sort(reverse=True)
+    return found
+
+
+def _classify(path: str | os.PathLike[str]) -> tuple[str, bool]:
+    """Resolve what :func:`load_checkpoint` was given.
+
+    Returns:
+        The directory, and True if it is itself a checkpoint or savepoint (has
+        ``_metadata`` or is named ``chk-<id>``), False if it is a root directory.
+    """
+    directory = os.path.abspath(os.fspath(path))
+    if not os.path.exists(directory):
+        raise FileNotFoundError(f"no checkpoint or savepoint at {directory}: path does not exist")
+    if os.path.isfile(directory) and os.path.basename(directory) == METADATA_FILE:
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):
+        raise CorruptCheckpointError(
+            directory, "not a checkpoint: expected a directory or its _metadata file"
+        )
+    direct = os.path.exists(os.path.join(directory, METADATA_FILE)) or bool(
+        _CHK_DIR.fullmatch(os.path.basename(directory))
+    )
+    return directory, direct
+
+
+def _make_dir(directory: str) -> bool:
+    """Create ``directory`` (and parents); True if it did not exist before."""
+    try:
+        os.makedirs(directory)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise
+        return False
+    return True
+
+
+def _refuse_completed_savepoint(directory: str) -> None:
+    if os.path.exists(os.path.join(directory, METADATA_FILE)):
+        raise FileExistsError(
+            f"savepoint directory {directory} already holds a completed savepoint "
+            f"({METADATA_FILE}); choose a new or empty directory"
+        )
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(directory: str) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync there
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def _write_file_atomic(
+    directory: str,
+    name: str,
+    data: bytes | bytearray | memoryview,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> StateHandle:
+    """Write ``data`` to ``directory/name`` via a temporary name; flush, fsync, rename."""
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    digest = hashlib.sha256()
+    view = memoryview(data).cast("B")
+    try:
+        async with aiofiles.open(tmp, "wb") as f:
+            for start in range(0, len(view), _CHUNK):
+                if should_stop():
+                    raise CheckpointAbortedError(f"writing {final} stopped: checkpoint aborted")
+                chunk = view[start : start + _CHUNK]
+                await f.write(chunk)
+                digest.update(chunk)
+            await f.flush()
+            await asyncio.to_thread(os.fsync, f.fileno())
+        if should_stop():
+            raise CheckpointAbortedError(f"writing {final} stopped: checkpoint aborted")
+        os.replace(tmp, final)
+    except BaseException:
+        _remove_file(tmp)
+        raise
+    return StateHandle(name, len(view), digest.hexdigest())
+
+
+async def _read_verified(path: str, handle: StateHandle, *, keep: bool) -> bytes | None:
+    """Read ``path`` in chunks, checking size and SHA-256 against ``handle``."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise CorruptCheckpointError(path, "missing") from None
+    if size < handle.size:
+        raise CorruptCheckpointError(path, f"truncated: expected {handle.size} bytes, got {size}")
+    if size > handle.size:
+        raise CorruptCheckpointError(path, f"wrong size: expected {handle.size} bytes, got {size}")
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async with aiofiles.open(path, "rb") as f:
+            while True:
+                chunk = await f.read(_CHUNK)
+                if not chunk:
+                    break
+                total += len(chunk)
+                digest.update(chunk)
+                if keep:
+                    chunks.append(chunk)
+    except FileNotFoundError:
+        raise CorruptCheckpointError(path, "missing") from None
+    if total != handle.size:
+        raise CorruptCheckpointError(path, f"truncated: expected {handle.size} bytes, got {total}")
+    actual = digest.hexdigest()
+    if actual != handle.checksum:
+        raise CorruptCheckpointError(
+            path, f"checksum mismatch: expected sha256 {handle.checksum}, got {actual}"
+        )
+    if not keep:
+        return None
+    if len(chunks) == 1:
+        return chunks[0]
+    # Joining copies the whole state; bytes.join releases the GIL for large copies, so
+    # doing it in a worker thread keeps the event loop running meanwhile.
+    return await asyncio.to_thread(b"".join, chunks)
+
+
+def _handle_path(directory: str, handle: StateHandle) -> str:
+    """Absolute path of a handle's file; it must stay inside ``directory``."""
+    parts = handle.file.replace("\\", "/").split("/")
+    if os.path.isabs(handle.file) or any(p in ("", ".", "..") for p in parts):
+        raise CorruptCheckpointError(
+            os.path.join(directory, METADATA_FILE),
+            f"state handle file {handle.file!r} is not a relative path inside the checkpoint",
+        )
+    return os.path.join(directory, *parts)
+
+
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def _build_metadata(
+    checkpoint_id: int, is_savepoint: bool, metadata: Mapping[str, Any]
+) -> dict[str, Any]:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    fixed: dict[str, Any] = {
+        "checkpoint_id": checkpoint_id,
+        "is_savepoint": is_savepoint,
+        "format_version": FORMAT_VERSION,
+    }
+    for key in _RESERVED_KEYS:
+        if key in metadata and (key == "metadata_checksum" or metadata[key] != fixed[key]):
+            raise ValueError(
+                f"metadata key {key!r} is written by the storage; remove it from the "
+                f"metadata (got {metadata[key]!r})"
+            )
+    timestamp = metadata.get("timestamp_ms", time.time_ns() // 1_000_000)
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+        raise ValueError(f"metadata 'timestamp_ms' must be an int, got {timestamp!r}")
+    try:
+        # A JSON round trip turns handles (dataclasses), tuples etc. into the plain
+        # values that reading the file gives back, so the checksum covers exactly those.
+        body: dict[str, Any] = orjson.loads(
+            orjson.dumps({**metadata, **fixed, "timestamp_ms": timestamp})
+        )
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"checkpoint metadata is not JSON-serializable: {exc}") from exc
+    body["metadata_checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
+    return body
+
+
+def _to_checkpoint(directory: str, document: dict[str, Any]) -> CompletedCheckpoint:
+    return CompletedCheckpoint(
+        checkpoint_id=document["checkpoint_id"],
+        directory=directory,
+        timestamp_ms=document["timestamp_ms"],
+        is_savepoint=document["is_savepoint"],
+        metadata=document,
+    )
+
+
+async def _read_metadata(directory: str) -> dict[str, Any]:
+    path = os.path.join(directory, METADATA_FILE)
+    try:
+        async with aiofiles.open(path, "rb") as f:
+            raw = await f.read()
+    except FileNotFoundError:
+        raise CorruptCheckpointError(path, "missing (the checkpoint is incomplete)") from None
+    except IsADirectoryError:
+        raise CorruptCheckpointError(path, "is a directory, not a file") from None
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptCheckpointError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise CorruptCheckpointError(path, "not a JSON object")
+    stored = document.get("metadata_checksum")
+    if not isinstance(stored, str):
+        raise CorruptCheckpointError(path, "has no metadata_checksum")
+    body = {k: v for k, v in document.items() if k != "metadata_checksum"}
+    actual = hashlib.sha256(_canonical(body)).hexdigest()
+    if actual != stored:
+        raise CorruptCheckpointError(
+            path, f"metadata checksum mismatch: recorded {stored}, computed {actual}"
+        )
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CorruptCheckpointError(
+            path, f"unsupported format_version {version!r} (expected {FORMAT_VERSION})"
+        )
+    for key, kind in (("checkpoint_id", int), ("timestamp_ms", int), ("is_savepoint", bool)):
+        value = document.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CorruptCheckpointError(path, f"{key!r} is missing or not {kind.__name__}")
+    return document
+
+
+async def _load_dir(directory: str, *, verify: bool) -> CompletedCheckpoint:
+    document = await _read_metadata(directory)
+    match = _CHK_DIR.fullmatch(os.path.basename(directory))
+    if match and not document["is_savepoint"] and int(match.group(1)) != document["checkpoint_id"]:
+        raise CorruptCheckpointError(
+            os.path.join(directory, METADATA_FILE),
+            f"records checkpoint_id {document['checkpoint_id']} inside {match.group(0)}",
+        )
+    checkpoint = _to_checkpoint(directory, document)
+    for handle in checkpoint.handles():
+        path = _handle_path(directory, handle)  # also rejects paths leaving the directory
+        if verify:
+            await _read_verified(path, handle, keep=False)
+    return checkpoint
