@@ -50,15 +50,13 @@ class BarrierAligner:
         return self.num_channels - len(self.finished)
 
     def on_barrier(self, checkpoint_id: int, channel: int) -> None:
-        if checkpoint_id <= self.last_completed:
+        """Barrier ``checkpoint_id`` arrived on ``channel`` (which is then blocked)."""
+        if checkpoint_id <= self.last_completed or channel in self.finished:
             return  # a barrier of a checkpoint already triggered or aborted
-        if self.current and checkpoint_id > self.current:
-            aborted = self.current
-            self.blocked.clear()
-            self.current = 0
-            self._act(("abort", aborted))
         if checkpoint_id < self.current:
-            return
+            return  # trailing barrier of a checkpoint subsumed by the current alignment
+        if self.current and checkpoint_id > self.current:
+            self._abort_current()  # subsumed by the newer checkpoint
         self.current = checkpoint_id
         self.blocked.add(channel)
         self._maybe_complete()
@@ -71,12 +69,29 @@ class BarrierAligner:
             self._maybe_complete()
 
     def abort(self, checkpoint_id: int) -> None:
-        """A cancellation barrier (or a timeout): stop aligning ``checkpoint_id``."""
-        if checkpoint_id == self.current:
-            self.blocked.clear()
-            self.current = 0
-            self.last_completed = max(self.last_completed, checkpoint_id)
-            self._act(("abort", checkpoint_id))
+        """A cancellation barrier (or a timeout): abort ``checkpoint_id``.
+
+        Aborting the checkpoint being aligned releases its blocked channels. A
+        cancellation for a later checkpoint also aborts the one being aligned (it is
+        subsumed), and in any case marks ``checkpoint_id`` as aborted, so that its
+        barriers arriving afterwards are ignored instead of starting an alignment that
+        could never complete. Cancellations of older checkpoints are ignored.
+        """
+        if checkpoint_id <= self.last_completed or checkpoint_id < self.current:
+            return
+        if self.current and self.current < checkpoint_id:
+            self._abort_current()
+        self.blocked.clear()
+        self.current = 0
+        self.last_completed = checkpoint_id
+        self._act(("abort", checkpoint_id))
+
+    def _abort_current(self) -> None:
+        aborted = self.current
+        self.blocked.clear()
+        self.current = 0
+        self.last_completed = max(self.last_completed, aborted)
+        self._act(("abort", aborted))
 
     def _maybe_complete(self) -> None:
         if len(self.blocked - self.finished) >= self._open_channels():
@@ -127,7 +142,23 @@ class BarrierTracker:
                 self._check(checkpoint_id)
 
     def abort(self, checkpoint_id: int) -> None:
-        self.pending.pop(checkpoint_id, None)
+        """A cancellation barrier (or a timeout): abort ``checkpoint_id``.
+
+        Pending checkpoints older than ``checkpoint_id`` can no longer complete and are
+        aborted too. ``checkpoint_id`` is reported once, and its barriers arriving
+        afterwards are ignored (a cancelled checkpoint must never trigger). A
+        cancellation older than the latest tracked checkpoint that is not pending is a
+        trailing one and only aborts the older pending checkpoints.
+        """
+        if checkpoint_id <= self.last_triggered:
+            return
+        for older in sorted(c for c in self.pending if c < checkpoint_id):
+            del self.pending[older]
+            self._act(("abort", older))
+        if checkpoint_id in self.pending or checkpoint_id > self.latest_pending:
+            self.pending.pop(checkpoint_id, None)
+            self.latest_pending = max(self.latest_pending, checkpoint_id)
+            self._act(("abort", checkpoint_id))
 
     def _check(self, checkpoint_id: int) -> None:
         seen = self.pending[checkpoint_id]
