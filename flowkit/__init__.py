@@ -40,6 +40,11 @@ from flowkit.api.join import JoinFunction as JoinFunction
 from flowkit.api.join import ProcessJoinFunction as ProcessJoinFunction
 from flowkit.api.windowed import AllWindowedStream as AllWindowedStream
 from flowkit.api.windowed import WindowedStream as WindowedStream
+from flowkit.checkpoint.coordinator import CheckpointConfig as CheckpointConfig
+from flowkit.checkpoint.coordinator import CheckpointFailed as CheckpointFailed
+from flowkit.checkpoint.restart import RestartStrategy as RestartStrategy
+from flowkit.checkpoint.storage import CorruptCheckpointError as CorruptCheckpointError
+from flowkit.checkpoint.storage import load_checkpoint as load_checkpoint
 from flowkit.elements import MAX_WATERMARK as MAX_WATERMARK
 from flowkit.elements import MIN_WATERMARK as MIN_WATERMARK
 from flowkit.elements import OutputTag as OutputTag
@@ -163,6 +168,8 @@ __all__ = [
     "AggregatingStateDescriptor",
     "AllWindowedStream",
     "AsyncCallbackSink",
+    "CheckpointConfig",
+    "CheckpointFailed",
     "Clock",
     "CoFlatMapFunction",
     "CoGroupFunction",
@@ -173,6 +180,7 @@ __all__ = [
     "ConnectedStreams",
     "ContinuousEventTimeTrigger",
     "ContinuousProcessingTimeTrigger",
+    "CorruptCheckpointError",
     "CountEvictor",
     "CountTrigger",
     "DataStream",
@@ -239,6 +247,7 @@ __all__ = [
     "ReduceFunction",
     "ReducingState",
     "ReducingStateDescriptor",
+    "RestartStrategy",
     "RunningLoopError",
     "RuntimeContext",
     "SerializationError",
@@ -282,6 +291,7 @@ __all__ = [
     "WindowOperatorHarness",
     "WindowedStream",
     "functions",
+    "load_checkpoint",
     "sinks",
     "sources",
 ]

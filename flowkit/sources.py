@@ -106,6 +106,14 @@ class SourceReader(ABC):
         """After NOTHING_AVAILABLE: an awaitable that completes when data may be there."""
         return None
 
+    def snapshot_position(self) -> Any:
+        """Where the reader is (picklable), recorded at each checkpoint; None: it cannot
+        rewind (e.g. an async iterable), so records read before a failure are not replayed."""
+        return None
+
+    def restore_position(self, position: Any) -> None:
+        """Continue from a position ``snapshot_position`` returned (before ``open``)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (also called when the job fails or is cancelled)."""
 
@@ -142,6 +150,12 @@ class _ListReader(SourceReader):
         self.items = items
         self.position = 0
 
+    def snapshot_position(self) -> Any:
+        return self.position
+
+    def restore_position(self, position: Any) -> None:
+        self.position = int(position)
+
     def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
         start = self.position
         end = min(len(self.items), start + max_records)
@@ -168,6 +182,12 @@ class _RangeReader(SourceReader):
     def __init__(self, start: int, end: int) -> None:
         self.next = start
         self.end = end  # exclusive
+
+    def snapshot_position(self) -> Any:
+        return self.next
+
+    def restore_position(self, position: Any) -> None:
+        self.next = int(position)
 
     def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
         start = self.next

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from collections.abc import AsyncIterable
 from typing import Any
 
 from flowkit.api.datastream import DataStream
+from flowkit.checkpoint.coordinator import CheckpointConfig
+from flowkit.checkpoint.restart import RestartStrategy
+from flowkit.checkpoint.storage import CompletedCheckpoint, load_checkpoint
 from flowkit.errors import InvalidConfigurationError, RunningLoopError
 from flowkit.eventtime.clocks import Clock, ManualClock
 from flowkit.eventtime.watermarks import WatermarkStrategy
@@ -95,6 +100,8 @@ class StreamExecutionEnvironment:
         self.use_uvloop = use_uvloop
         self.chaining_enabled = True
         self._transformations: list[Transformation] = []
+        self.checkpoint_config: CheckpointConfig | None = None
+        self.restart_strategy: RestartStrategy | None = None
 
     @classmethod
     def get_execution_environment(cls, **config: Any) -> StreamExecutionEnvironment:
@@ -138,6 +145,53 @@ class StreamExecutionEnvironment:
 
     def get_buffer_timeout(self) -> float | None:
         return self.buffer_timeout_ms
+
+    def enable_checkpointing(
+        self,
+        interval_ms: int,
+        directory: str | os.PathLike[str] | None = None,
+        mode: str = "exactly_once",
+        retained: int = 1,
+        timeout_ms: int = 600_000,
+        min_pause_ms: int = 0,
+        max_concurrent: int = 1,
+        tolerable_failed_checkpoints: int = 0,
+    ) -> StreamExecutionEnvironment:
+        """Take a checkpoint every ``interval_ms`` into ``directory`` (default: a new
+        temporary directory); a failed job restarts from the latest one.
+
+        ``mode`` is ``"exactly_once"`` (barriers aligned) or ``"at_least_once"``.
+
+        Raises:
+            InvalidConfigurationError: for invalid values.
+        """
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="flowkit-checkpoints-")
+        try:
+            self.checkpoint_config = CheckpointConfig(
+                interval_ms=int(interval_ms),
+                directory=os.fspath(directory),
+                mode=mode,
+                retained=retained,
+                timeout_ms=timeout_ms,
+                min_pause_ms=min_pause_ms,
+                max_concurrent=max_concurrent,
+                tolerable_failed_checkpoints=tolerable_failed_checkpoints,
+            )
+        except ValueError as exc:
+            raise InvalidConfigurationError(f"enable_checkpointing: {exc}") from None
+        return self
+
+    def get_checkpoint_config(self) -> CheckpointConfig | None:
+        return self.checkpoint_config
+
+    def set_restart_strategy(self, strategy: RestartStrategy) -> StreamExecutionEnvironment:
+        """How a failed job restarts (default: none without checkpointing, exponential
+        delay with it, as in Flink)."""
+        if not isinstance(strategy, RestartStrategy):
+            raise TypeError(f"set_restart_strategy() needs a RestartStrategy, got {strategy!r}")
+        self.restart_strategy = strategy
+        return self
 
     def disable_operator_chaining(self) -> StreamExecutionEnvironment:
         """Run every operator in its own subtask (records cross channels everywhere)."""
@@ -239,7 +293,12 @@ class StreamExecutionEnvironment:
         return self.explain("text")
 
     # ----------------------------------------------------------------- running
-    def _executor(self, job_name: str) -> LocalExecutor:
+    def _executor(
+        self,
+        job_name: str,
+        restore_from: CompletedCheckpoint | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> LocalExecutor:
         graph = self.get_job_graph(job_name)
         clock = self.clock
         if clock is None and any(
@@ -253,14 +312,35 @@ class StreamExecutionEnvironment:
             buffers_per_channel=self.buffers_per_channel,
             buffer_timeout_ms=self.buffer_timeout_ms,
             clock=clock,
+            checkpoint=self.checkpoint_config,
+            restart_strategy=self.restart_strategy,
+            restore_from=restore_from,
+            allow_non_restored_state=allow_non_restored_state,
         )
         return LocalExecutor(graph, config)
 
-    async def execute_async(self, job_name: str | None = None) -> JobClient:
-        """Start the job in the running event loop and return its :class:`JobClient`."""
-        return JobClient(job_name or "flowkit job", self._executor(job_name or "flowkit job"))
+    async def execute_async(
+        self,
+        job_name: str | None = None,
+        restore_from: str | os.PathLike[str] | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobClient:
+        """Start the job in the running event loop and return its :class:`JobClient`.
 
-    def execute(self, job_name: str | None = None) -> JobExecutionResult:
+        ``restore_from``: a ``chk-<id>`` directory, a savepoint directory, or a checkpoint
+        root directory (then its newest valid checkpoint); operator state is matched by
+        ``uid`` and may be restored at another parallelism.
+        """
+        snapshot = await load_checkpoint(restore_from) if restore_from is not None else None
+        name = job_name or "flowkit job"
+        return JobClient(name, self._executor(name, snapshot, allow_non_restored_state))
+
+    def execute(
+        self,
+        job_name: str | None = None,
+        restore_from: str | os.PathLike[str] | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobExecutionResult:
         """Run the job to completion on a new event loop (uvloop when available).
 
         Raises:
@@ -276,10 +356,8 @@ class StreamExecutionEnvironment:
                 "execute() cannot block inside a running event loop; use "
                 "`client = await env.execute_async()` and `await client.wait()` instead"
             )
-        executor = self._executor(job_name or "flowkit job")
-
         async def main() -> JobExecutionResult:
-            client = JobClient(job_name or "flowkit job", executor)
+            client = await self.execute_async(job_name, restore_from, allow_non_restored_state)
             return await client.wait()
 
         return _run(main(), self.use_uvloop)

@@ -167,6 +167,63 @@ class StreamOperator:
         """End of input: wait until no asynchronous work is in flight (and emit it)."""
         await self.drain()
 
+    # ---------------------------------------------------------------- checkpointing
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """The operator's state at a checkpoint barrier (picklable), or None.
+
+        Called synchronously, after every element before the barrier was processed.
+        Keyed operators (with ``backend`` / ``timers``) snapshot them by key group.
+        """
+        backend = getattr(self, "backend", None)
+        timers = getattr(self, "timers", None)
+        if backend is None and timers is None:
+            return None
+        from flowkit.operators.keyed_snapshots import snapshot_keyed
+
+        return snapshot_keyed(backend, timers, self._key_group_of())
+
+    def initialize_state(self, states: list[Any]) -> None:
+        """Restore from the snapshots of the old subtasks assigned to this one.
+
+        Called after ``setup`` and before ``open`` (keyed operators: the key groups of
+        this subtask are picked out of every snapshot given).
+        """
+        self._restored_states = states
+
+    def _restore_keyed_after_open(self) -> None:
+        states = getattr(self, "_restored_states", None)
+        if not states:
+            return
+        backend = getattr(self, "backend", None)
+        timers = getattr(self, "timers", None)
+        if backend is None and timers is None:
+            return
+        from flowkit.operators.keyed_snapshots import restore_keyed
+
+        restore_keyed(backend, timers, states, self._key_group_range())
+        self._restored_states = []
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed (commit side effects here)."""
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` was aborted."""
+
+    def _key_group_of(self) -> Callable[[Any], int]:
+        from flowkit.state.key_groups import KeyGroupAssigner
+
+        assert self.ctx is not None
+        assigner = KeyGroupAssigner(self.ctx.max_parallelism, self.ctx.parallelism)
+        return assigner.key_group_for_key
+
+    def _key_group_range(self) -> Any:
+        from flowkit.state.key_groups import key_group_range_for_operator_index
+
+        assert self.ctx is not None
+        return key_group_range_for_operator_index(
+            self.ctx.max_parallelism, self.ctx.parallelism, self.ctx.subtask_index
+        )
+
     def fail(self, cause: BaseException, detail: str = "") -> FlowkitError:
         """The error to raise when user code in this operator raised ``cause``."""
         if isinstance(cause, FlowkitError):

@@ -78,6 +78,20 @@ class KeyedReduceOperator(UdfOperator):
         self.output.collect(out, timestamps)
 
 
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        from flowkit.operators.keyed_snapshots import snapshot_keyed
+
+        return snapshot_keyed(None, None, self._key_group_of(), extra=self.accumulators)
+
+    def _restore_keyed_after_open(self) -> None:
+        states = getattr(self, "_restored_states", None)
+        if states:
+            from flowkit.operators.keyed_snapshots import restore_keyed
+
+            restore_keyed(None, None, states, self._key_group_range(), extra=self.accumulators)
+            self._restored_states = []
+
+
 def is_hashable(key: Any) -> bool:
     """Whether ``key`` can be used as a key (state and accumulators live in dicts)."""
     try:

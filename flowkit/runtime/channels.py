@@ -86,6 +86,7 @@ class LocalChannel:
         "consumer",
         "free",
         "gate",
+        "gate_index",
         "index",
         "input_index",
         "name",
@@ -113,6 +114,8 @@ class LocalChannel:
         self.input_index = input_index
         #: Position of this channel among the channels of its input (for the valve).
         self.index = 0
+        #: Position of this channel among all channels of its gate (barrier alignment).
+        self.gate_index = 0
         self.span = bytearray()
         self.gate: InputGate | None = None
         #: Woken when a buffer is recycled (the producing subtask's notifier).
@@ -157,16 +160,33 @@ class LocalChannel:
 class InputGate:
     """Merges the input channels of one subtask, round robin over channels with data."""
 
-    __slots__ = ("_available", "_queued", "channels", "notifier")
+    __slots__ = ("_available", "_held", "_queued", "blocked", "channels", "notifier")
 
     def __init__(self, channels: list[LocalChannel], notifier: Notifier) -> None:
         self.channels = channels
         self.notifier = notifier
         self._available: deque[LocalChannel] = deque()
         self._queued: set[int] = set()
-        for ch in channels:
+        #: Gate indices of channels not to be read (aligning a checkpoint barrier).
+        self.blocked: set[int] = set()
+        self._held: list[LocalChannel] = []
+        for position, ch in enumerate(channels):
             ch.gate = self
             ch.consumer = notifier
+            ch.gate_index = position
+
+    def set_blocked(self, blocked: set[int]) -> None:
+        """Stop reading the channels in ``blocked``; channels no longer in it resume."""
+        self.blocked = set(blocked)
+        if self._held:
+            held, self._held = self._held, []
+            for channel in held:
+                if channel.gate_index in self.blocked:
+                    self._held.append(channel)
+                else:
+                    self._available.append(channel)
+            if self._available:
+                self.notifier.wake()
 
     def notify(self, channel: LocalChannel) -> None:
         key = id(channel)
@@ -181,6 +201,12 @@ class InputGate:
         if not available:
             return None
         channel = available.popleft()
+        if self.blocked:
+            while channel.gate_index in self.blocked:
+                self._held.append(channel)
+                if not available:
+                    return None
+                channel = available.popleft()
         buf, length = channel.ready.popleft()
         if channel.ready:
             available.append(channel)

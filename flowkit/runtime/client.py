@@ -196,6 +196,8 @@ class JobClient:
 
     @property
     def status(self) -> JobStatus:
+        if self._status is JobStatus.RUNNING and self._executor.status_restarting:
+            return JobStatus.RESTARTING
         """``RUNNING`` from submission, then ``FINISHED``, ``CANCELED`` or ``FAILED``."""
         return self._status
 
@@ -255,6 +257,54 @@ class JobClient:
     async def get_job_execution_result(self) -> JobExecutionResult:
         """PyFlink's name for :meth:`wait`."""
         return await self.wait()
+
+    @property
+    def restarts(self) -> int:
+        """How often the job was restarted after a failure."""
+        return self._executor.restarts
+
+    def checkpoint_statistics(self) -> dict[str, Any]:
+        """Completed and failed checkpoint counts, the last one's duration and directory."""
+        coordinator = self._executor.coordinator
+        if coordinator is None:
+            return {"enabled": False}
+        last = coordinator.completed[-1] if coordinator.completed else None
+        return {
+            "enabled": True,
+            "completed": coordinator.num_completed,
+            "failed": coordinator.num_failed,
+            "last_duration_ms": coordinator.last_duration_ms,
+            "last_checkpoint": last.directory if last is not None else None,
+            "restarts": self._executor.restarts,
+        }
+
+    async def trigger_savepoint(self, directory: str) -> str:
+        """Take a savepoint into ``directory`` while the job keeps running.
+
+        Returns the savepoint directory. Savepoints are never deleted by flowkit; resume
+        with ``env.execute(..., restore_from=directory)``.
+
+        Raises:
+            InvalidConfigurationError: when checkpointing is not enabled.
+            CheckpointFailed: when the savepoint could not be completed.
+        """
+        completed = await self._executor.trigger_savepoint(directory, notify=False)
+        return completed.directory
+
+    async def stop_with_savepoint(self, directory: str, drain: bool = False) -> str:
+        """Take a savepoint, commit what it covers, then stop the job.
+
+        With ``drain=False`` (default) the job is cancelled after the savepoint (timers
+        and windows keep their state in it); ``drain=True`` is not supported yet and
+        raises.
+        """
+        if drain:
+            raise NotImplementedError(
+                "stop_with_savepoint(drain=True) is not supported yet; use drain=False"
+            )
+        completed = await self._executor.trigger_savepoint(directory, notify=True)
+        await self.cancel()
+        return completed.directory
 
     async def cancel(self) -> None:
         """Cancel the job and wait until every subtask has stopped.

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator
+from flowkit.checkpoint.restart import RestartStrategy
+from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
 from flowkit.elements import Watermark, WatermarkStatus
-from flowkit.errors import JobFailed, UserFunctionError
+from flowkit.errors import InvalidConfigurationError, JobFailed, UserFunctionError
 from flowkit.eventtime.clocks import Clock, SystemClock
 from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
+from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.runtime.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, StreamTask
 from flowkit.sources import SourceReaderContext
@@ -29,6 +35,14 @@ class ExecutionConfig:
     buffer_timeout_ms: float | None = 100
     #: The processing-time clock (None: the system clock).
     clock: Clock | None = None
+    #: Checkpointing (None: disabled).
+    checkpoint: CheckpointConfig | None = None
+    #: What to do when the job fails (None: Flink's default for the checkpoint setting).
+    restart_strategy: RestartStrategy | None = None
+    #: A checkpoint or savepoint to start from.
+    restore_from: CompletedCheckpoint | None = None
+    #: Skip state of operators that are not in the job (instead of failing).
+    allow_non_restored_state: bool = False
 
 
 def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[int]:
@@ -40,13 +54,6 @@ def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[i
             return [producer * down // up]
         return [j for j in range(down) if j * up // down == producer]
     return list(range(down))
-
-
-class _SubtaskFailed(Exception):
-    def __init__(self, subtask: str, cause: BaseException) -> None:
-        super().__init__(subtask)
-        self.subtask = subtask
-        self.cause = cause
 
 
 def _fan(fns: list[Callable[..., None]]) -> Callable[..., None] | None:
@@ -85,6 +92,18 @@ class LocalExecutor:
         #: The job's processing-time clock, shared by all subtasks.
         self.clock: Clock = config.clock or SystemClock()
         self.tasks: list[StreamTask] = []
+        self.coordinator: CheckpointCoordinator | None = None
+        self.storage: CheckpointStorage | None = None
+        if config.checkpoint is not None:
+            self.storage = CheckpointStorage(
+                config.checkpoint.directory, config.checkpoint.retained
+            )
+        self.restarts = 0
+        self.restored_from: CompletedCheckpoint | None = None
+        #: Per operator id: the snapshots of the old subtasks, with their layout.
+        self._restored: dict[str, list[tuple[int, int, Any]]] = {}
+        self._savepoint_dirs: dict[int, str | None] = {}
+        self._next_checkpoint_id = 1
 
     def build(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
         cfg = self.config
@@ -108,6 +127,7 @@ class LocalExecutor:
                     inputs.setdefault((je.target.id, j), []).append(ch)
                 edge_channels[(id(je), i)] = chans
         chained = {id(e) for e in graph.chained}
+        self._op_ids = operator_ids(graph)
         tasks = []
         for vertex in graph.vertices:
             for index in range(vertex.parallelism):
@@ -150,6 +170,7 @@ class LocalExecutor:
             factory = node.transformation.operator_factory
             assert factory is not None
             ops[node.id] = factory()
+        op_ids = [self._op_ids[n.id] for n in vertex.nodes]
         for node in vertex.nodes:
             main: list[Callable[..., None]] = []
             watermarks: list[Callable[[int], None]] = []
@@ -193,6 +214,9 @@ class LocalExecutor:
                 post_mail=post_mail,
             )
             ops[node.id].setup(ctx, output)
+            restored = self._states_for(self._op_ids[node.id], vertex, index)
+            if restored:
+                ops[node.id].initialize_state(restored)
         gate = None
         counts: dict[int, int] = {}
         channels = inputs.get((vertex.id, index), [])
@@ -208,7 +232,10 @@ class LocalExecutor:
             reader.context = SourceReaderContext(
                 index, vertex.parallelism, self.clock, self.wait_until_quiescent
             )
-        return StreamTask(
+            restored_source = self._states_for(op_ids[0], vertex, index)
+            if restored_source:
+                reader.restore_position(restored_source[0]["position"])
+        task = StreamTask(
             vertex.name,
             index,
             vertex.parallelism,
@@ -221,6 +248,8 @@ class LocalExecutor:
             buffer_timeout_ms=cfg.buffer_timeout_ms,
             mail=mail,
         )
+        task.op_ids = op_ids
+        return task
 
     def quiescent(self) -> bool:
         """True when no subtask has anything to do: every one waits (or has ended) and no
@@ -242,44 +271,226 @@ class LocalExecutor:
             await asyncio.sleep(0)
             stable = stable + 1 if self.quiescent() else 0
 
+    # ------------------------------------------------------------------ restore
+    def _states_for(self, op_id: str, vertex: JobVertex, index: int) -> list[Any]:
+        """The old subtasks' snapshots of ``op_id`` that subtask ``index`` restores from.
+
+        Keyed operators get every snapshot (they pick their key groups); others get the
+        snapshots of old subtasks ``j`` with ``j % parallelism == index`` (Flink's even
+        split of operator state), so nothing is lost when the parallelism changes.
+        """
+        entries = self._restored.get(op_id)
+        if not entries:
+            return []
+        keyed = any(isinstance(state, dict) and "key_groups" in state for _, _, state in entries)
+        if keyed:
+            return [state for _, _, state in entries]
+        return [state for old_index, _, state in entries if old_index % vertex.parallelism == index]
+
+    async def _load(self, checkpoint: CompletedCheckpoint) -> None:
+        """Read every state file of ``checkpoint`` (verified by checksum)."""
+        storage = self.storage or CheckpointStorage(checkpoint.directory)
+        restored: dict[str, list[tuple[int, int, Any]]] = {}
+        max_ps: dict[str, int] = {}
+        for ack in checkpoint.metadata.get("subtasks", {}).values():
+            handle = StateHandle.from_dict(ack["handle"])
+            data = await storage.read_state(checkpoint, handle)
+            states = pickle.loads(data)
+            for op_id, state in states.items():
+                restored.setdefault(op_id, []).append((ack["index"], ack["parallelism"], state))
+                max_ps[op_id] = ack["max_parallelism"]
+        known = set(self._op_ids.values()) if hasattr(self, "_op_ids") else set()
+        if not known:
+            known = set(operator_ids(self.job_graph).values())
+        unknown = sorted(set(restored) - known)
+        if unknown and not self.config.allow_non_restored_state:
+            raise InvalidConfigurationError(
+                f"the snapshot in {checkpoint.directory} has state for operators that are not "
+                f"in this job: {unknown}; give those operators the same uid(...), or pass "
+                f"allow_non_restored_state=True to skip that state"
+            )
+        for vertex in self.job_graph.vertices:
+            for node in vertex.nodes:
+                op_id = operator_ids(self.job_graph)[node.id]
+                if op_id in max_ps and max_ps[op_id] != node.max_parallelism:
+                    raise InvalidConfigurationError(
+                        f"operator {node.name!r} ({op_id}) was snapshotted with max_parallelism "
+                        f"{max_ps[op_id]} but the job has {node.max_parallelism}; max_parallelism "
+                        f"must not change between a snapshot and its restore"
+                    )
+                if node.kind == "source" and op_id in restored:
+                    old_p = restored[op_id][0][1]
+                    if old_p != node.parallelism:
+                        raise InvalidConfigurationError(
+                            f"source {node.name!r} ran at parallelism {old_p} in the snapshot and "
+                            f"{node.parallelism} now; a source's positions cannot be rescaled"
+                        )
+        self._restored = restored
+        self.restored_from = checkpoint
+        self._next_checkpoint_id = max(self._next_checkpoint_id, checkpoint.checkpoint_id + 1)
+
+    # ------------------------------------------------------------------ running
+    def _job_info(self) -> dict[str, Any]:
+        return {
+            "name": self.job_graph.job_name,
+            "operators": {
+                op_id: {"parallelism": node.parallelism, "max_parallelism": node.max_parallelism}
+                for node in self.job_graph.stream_graph.nodes
+                for op_id in [self._op_ids[node.id]]
+            },
+        }
+
+    def _attach_checkpointing(self, tasks: list[StreamTask]) -> None:
+        cfg = self.config.checkpoint
+        if cfg is None or self.storage is None:
+            return
+        coordinator = CheckpointCoordinator(
+            cfg, self.storage, list(tasks), self._job_info(), first_id=self._next_checkpoint_id
+        )
+        self.coordinator = coordinator
+        for task in tasks:
+            info = {
+                "vertex": task.vertex_name,
+                "index": task.subtask_index,
+                "parallelism": task.parallelism,
+                "max_parallelism": task.max_parallelism,
+            }
+            task.checkpointing = TaskCheckpointing(
+                task,
+                coordinator,
+                self.storage,
+                cfg.mode,
+                task.op_ids,
+                info,
+                self._savepoint_dirs.get,
+            )
+
     async def run(self) -> None:
-        """Run every subtask until all finish; the first failure cancels the rest.
+        """Run the job; on failure restart per the restart strategy from the latest
+        completed checkpoint.
 
         Raises:
             JobFailed: naming the failing subtask, with the original error as cause.
         """
+        cfg = self.config
+        if cfg.restore_from is not None:
+            self._op_ids = operator_ids(self.job_graph)
+            await self._load(cfg.restore_from)
+        strategy = cfg.restart_strategy or RestartStrategy.default(cfg.checkpoint is not None)
+        backoff = strategy.create_backoff()
+        while True:
+            try:
+                await self._run_once()
+                return
+            except _JobFailure as failure:
+                backoff.notify_failure(failure.cause)
+                if not backoff.can_restart():
+                    raise failure.to_job_failed(
+                        self.job_graph.job_name, self.restarts
+                    ) from failure.cause
+                self.restarts += 1
+                self.status_restarting = True
+                delay = backoff.backoff_ms() / 1000
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                latest = await self.storage.latest() if self.storage is not None else None
+                if latest is not None:
+                    self._next_checkpoint_id = max(
+                        self._next_checkpoint_id, latest.checkpoint_id + 1
+                    )
+                    await self._load(latest)
+                elif cfg.restore_from is not None:
+                    await self._load(cfg.restore_from)
+                else:
+                    self._restored = {}
+                self.status_restarting = False
+
+    status_restarting = False
+
+    async def _run_once(self) -> None:
         loop = asyncio.get_running_loop()
         tasks = self.build(loop)
+        self._attach_checkpointing(tasks)
+        coordinator = self.coordinator
         try:
             async with asyncio.TaskGroup() as group:
-                for task in tasks:
-                    group.create_task(_run_subtask(task), name=task.name)
+                subtasks = [group.create_task(_run_subtask(task), name=task.name) for task in tasks]
+                if coordinator is not None:
+                    group.create_task(_run_coordinator(coordinator), name="checkpoint coordinator")
+                await asyncio.wait(subtasks)
+                if coordinator is not None:
+                    coordinator.stop()
         except BaseExceptionGroup as group_error:
+            if coordinator is not None:
+                coordinator.stop()
+                self._next_checkpoint_id = coordinator.next_id
             failure = _first_failure(group_error)
             if failure is None:
                 raise
-            cause = failure.cause
-            name = self.job_graph.job_name
-            if isinstance(cause, UserFunctionError):
-                message = f"job {name!r} failed: {cause}"
-            else:
-                message = (
-                    f"job {name!r} failed in subtask {failure.subtask!r}: "
-                    f"{type(cause).__name__}: {cause}"
-                )
-            raise JobFailed(message) from cause
+            raise failure from None
+        if coordinator is not None:
+            self._next_checkpoint_id = coordinator.next_id
+
+    async def trigger_savepoint(self, directory: str, notify: bool = False) -> CompletedCheckpoint:
+        """Take a savepoint into ``directory`` (the job keeps running)."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            raise InvalidConfigurationError(
+                "savepoints need checkpointing: call env.enable_checkpointing(...) first"
+            )
+        target = _absolute(directory)
+        self._savepoint_dirs[coordinator.next_id] = target
+        return await coordinator.trigger(is_savepoint=True, savepoint_dir=target, notify=notify)
+
+
+def _absolute(directory: str) -> str:
+    return os.path.abspath(os.fspath(directory))
+
+
+class _JobFailure(Exception):
+    """A run of the job failed (a subtask or the checkpoint coordinator)."""
+
+    def __init__(self, subtask: str, cause: BaseException) -> None:
+        super().__init__(subtask)
+        self.subtask = subtask
+        self.cause = cause
+
+    def to_job_failed(self, job_name: str, restarts: int) -> JobFailed:
+        cause = self.cause
+        after = f" after {restarts} restart(s)" if restarts else ""
+        if isinstance(cause, UserFunctionError):
+            return JobFailed(f"job {job_name!r} failed{after}: {cause}")
+        return JobFailed(
+            f"job {job_name!r} failed{after} in {self.subtask}: {type(cause).__name__}: {cause}"
+        )
+
+
+async def _run_coordinator(coordinator: CheckpointCoordinator) -> None:
+    try:
+        await coordinator.run()
+    except Exception as exc:
+        raise _JobFailure("the checkpoint coordinator", exc) from exc
+
+
+def operator_ids(graph: JobGraph) -> dict[int, str]:
+    """Stable operator ids: the uid, or the position in the plan and the name."""
+    ids: dict[int, str] = {}
+    for position, node in enumerate(graph.stream_graph.nodes):
+        uid = node.transformation.uid
+        ids[node.id] = uid if uid else f"{position}:{node.name}"
+    return ids
 
 
 async def _run_subtask(task: StreamTask) -> None:
     try:
         await task.run()
     except Exception as exc:
-        raise _SubtaskFailed(task.name, exc) from exc
+        raise _JobFailure(f"subtask {task.name!r}", exc) from exc
 
 
-def _first_failure(group: BaseExceptionGroup[Any]) -> _SubtaskFailed | None:
+def _first_failure(group: BaseExceptionGroup[Any]) -> _JobFailure | None:
     for exc in group.exceptions:
-        if isinstance(exc, _SubtaskFailed):
+        if isinstance(exc, _JobFailure):
             return exc
         if isinstance(exc, BaseExceptionGroup):
             inner = _first_failure(exc)

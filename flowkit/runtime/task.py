@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import (
     MAX_WATERMARK,
@@ -30,6 +30,9 @@ from flowkit.operators.source_sink import SinkOperator, SourceOperator
 from flowkit.runtime.buffers import decode_segments
 from flowkit.runtime.channels import InputGate, Notifier
 from flowkit.runtime.record_writer import RecordWriter
+
+if TYPE_CHECKING:
+    from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.sources import InputStatus, SourceReader
 
 __all__ = ["StreamTask", "SubtaskMetrics"]
@@ -101,6 +104,13 @@ class StreamTask:
         self.records_in = 0
         self.bytes_in = 0
         self.status = "CREATED"
+        #: Operator ids of the chain (for checkpoints), set by the executor.
+        self.op_ids: list[str] = [op.name for op in operators]
+        self.max_parallelism = getattr(operators[0].ctx, "max_parallelism", 128)
+        #: Checkpoint participation, set by the executor when checkpointing is on.
+        self.checkpointing: TaskCheckpointing | None = None
+        #: True once the input ended (no new periodic checkpoints from here on).
+        self.reached_end = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_yield = 0.0
@@ -162,6 +172,8 @@ class StreamTask:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if self.checkpointing is not None:
+                await self.checkpointing.close()
             if self.source_reader is not None:
                 try:
                     await self.source_reader.close()
@@ -232,32 +244,96 @@ class StreamTask:
                     self.records_in += len(values)
                     batch_fns[channel.input_index](values, item[1])
                 else:
-                    self._on_event(channel.input_index, channel.index, item)
+                    self._on_event(channel, item)
             await self._after_step()
 
-    def _on_event(self, input_index: int, channel_index: int, event: Any) -> None:
+    def _on_event(self, channel: Any, event: Any) -> None:
         kind = type(event)
+        input_index = channel.input_index
         if kind is Watermark:
-            self._valves[input_index].input_watermark(event.timestamp, channel_index)
+            self._valves[input_index].input_watermark(event.timestamp, channel.index)
         elif kind is EndOfPartition:
             self._open_channels -= 1
             self._open_per_input[input_index] -= 1
+            if self.checkpointing is not None:
+                self.checkpointing.on_end_of_partition(channel.gate_index)
         elif kind is WatermarkStatus:
-            self._valves[input_index].input_status(event is WatermarkStatus.IDLE, channel_index)
-        elif kind is CheckpointBarrier:  # pragma: no cover - arrives with checkpointing
-            pass
+            self._valves[input_index].input_status(event is WatermarkStatus.IDLE, channel.index)
+        elif kind is CheckpointBarrier and self.checkpointing is not None:
+            self.checkpointing.on_barrier(event, channel.gate_index)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def is_source(self) -> bool:
+        return self.source_reader is not None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.reached_end or self.status in ("FINISHED", "FAILED", "CANCELED")
+
+    def trigger_checkpoint(self, checkpoint_id: int, timestamp: int, is_savepoint: bool) -> None:
+        """Sources: take checkpoint ``checkpoint_id`` between two steps (mailbox)."""
+        barrier = CheckpointBarrier(checkpoint_id, timestamp, is_savepoint)
+        checkpointing = self.checkpointing
+        if checkpointing is not None:
+            self.post_mail(lambda: checkpointing.perform(barrier))
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        def notify() -> None:
+            if self.checkpointing is not None:
+                self.checkpointing.last_completed = max(
+                    self.checkpointing.last_completed, checkpoint_id
+                )
+            for op in self.operators:
+                try:
+                    op.notify_checkpoint_complete(checkpoint_id)
+                except Exception as exc:
+                    raise op.fail(exc, "in notify_checkpoint_complete()") from exc
+
+        self.post_mail(notify)
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        def notify() -> None:
+            for op in self.operators:
+                op.notify_checkpoint_aborted(checkpoint_id)
+
+        self.post_mail(notify)
+
+    async def _run_mail_until(self, done: Callable[[], bool]) -> None:
+        """Keep running mail (timers, checkpoint triggers, notifications) until ``done``."""
+        mail = self._mail
+        while True:
+            while mail:
+                mail.popleft()()
+            if done():
+                return
+            await self._idle_wait()
 
     async def _end_of_data(self) -> None:
+        self.reached_end = True
         if self.source_reader is not None:
             self.head.process_watermark(MAX_WATERMARK)
             await self._settle()
         for op in self.operators:
             op.finish()
             await self._settle()
+        checkpointing = self.checkpointing
+        final: asyncio.Future[int] | None = None
+        if checkpointing is not None:
+            # Flink's final checkpoint: once every source is done, one more checkpoint
+            # covers everything, and two-phase-commit sinks commit when it completes.
+            final = checkpointing.coordinator.final_checkpoint(self)
+            final.add_done_callback(self._wake)
+            if self.source_reader is not None:
+                await self._run_mail_until(lambda: checkpointing.final_sent or final.done())
         for writer in self.writers:
             writer.emit_event(EndOfPartition())
             await writer.drain()
             writer.flush()
+        if final is not None and checkpointing is not None:
+            await self._run_mail_until(final.done)
+            final_id = final.result()  # raises when the final checkpoint failed
+            await self._run_mail_until(lambda: checkpointing.last_completed >= final_id)
 
     async def _settle(self) -> None:
         """Let asynchronous operators finish what is in flight, then drain outputs."""

@@ -150,6 +150,12 @@ class _TestStreamReader(SourceReader):
             return InputStatus.NOTHING_AVAILABLE
         return self._more()
 
+    def snapshot_position(self) -> Any:
+        return self.position
+
+    def restore_position(self, position: Any) -> None:
+        self.position = int(position)
+
     def _more(self) -> InputStatus:
         return (
             InputStatus.MORE_AVAILABLE

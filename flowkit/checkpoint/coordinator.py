@@ -1,0 +1,321 @@
+"""CheckpointCoordinator: triggers checkpoints, collects acknowledgements, completes them.
+
+The coordinator plays Flink's job-master role for one job run. It triggers checkpoint
+``n`` at the sources (which record their positions and send barrier ``n`` in band), waits
+until every subtask acknowledged with the handle of its written state, writes
+``_metadata`` last (through :class:`CheckpointStorage`), and tells every subtask that the
+checkpoint completed. A checkpoint that times out or is declined is aborted; more failures
+in a row than tolerated fail the job. Talks to subtasks through the small
+:class:`CheckpointParticipant` protocol, not through runtime imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
+from flowkit.errors import FlowkitError
+
+__all__ = [
+    "CheckpointConfig",
+    "CheckpointCoordinator",
+    "CheckpointFailed",
+    "CheckpointParticipant",
+]
+
+
+class CheckpointFailed(FlowkitError):
+    """Raised when checkpoints keep failing (more in a row than tolerated) or a savepoint
+    could not be taken."""
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``env.enable_checkpointing(...)``; defaults are Flink's."""
+
+    interval_ms: int
+    directory: str
+    mode: str = "exactly_once"
+    retained: int = 1
+    timeout_ms: int = 600_000
+    min_pause_ms: int = 0
+    max_concurrent: int = 1
+    tolerable_failed_checkpoints: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("exactly_once", "at_least_once"):
+            raise ValueError(
+                f"checkpoint mode must be 'exactly_once' or 'at_least_once', got {self.mode!r}"
+            )
+        for name in ("interval_ms", "retained", "timeout_ms", "max_concurrent"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_pause_ms < 0 or self.tolerable_failed_checkpoints < 0:
+            raise ValueError("min_pause_ms and tolerable_failed_checkpoints must be >= 0")
+
+
+class CheckpointParticipant(Protocol):
+    """What the coordinator needs from a subtask."""
+
+    name: str
+
+    @property
+    def is_source(self) -> bool: ...
+
+    @property
+    def is_finished(self) -> bool: ...
+
+    def trigger_checkpoint(self, checkpoint_id: int, timestamp: int, is_savepoint: bool) -> None:
+        """Sources only: snapshot and send the barrier (runs in the subtask's mailbox)."""
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None: ...
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None: ...
+
+
+@dataclass
+class _Pending:
+    checkpoint_id: int
+    timestamp_ms: int
+    is_savepoint: bool
+    savepoint_dir: str | None
+    expected: set[str]
+    acks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    future: asyncio.Future[CompletedCheckpoint] | None = None
+    timer: asyncio.TimerHandle | None = None
+    started: float = 0.0
+    notify: bool = True
+
+
+class CheckpointCoordinator:
+    """Runs the checkpoints of one job run.
+
+    Args:
+        config: interval, mode, retention, timeout, pause, concurrency, tolerance.
+        storage: where state files and ``_metadata`` go.
+        participants: every subtask of the job.
+        job_info: written into ``_metadata`` (operators, parallelism, max parallelism).
+        first_id: the first checkpoint id (ids keep increasing across restarts).
+    """
+
+    def __init__(
+        self,
+        config: CheckpointConfig,
+        storage: CheckpointStorage,
+        participants: list[CheckpointParticipant],
+        job_info: dict[str, Any],
+        first_id: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.participants = participants
+        self.job_info = job_info
+        self.next_id = first_id
+        self.clock = clock
+        self.pending: dict[int, _Pending] = {}
+        self.completed: list[CompletedCheckpoint] = []
+        self.num_completed = 0
+        self.num_failed = 0
+        self.failed_in_a_row = 0
+        self.last_duration_ms = 0.0
+        self._last_completed_at = 0.0
+        self._wake = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+        self._final: asyncio.Future[int] | None = None
+        self._final_task: asyncio.Task[None] | None = None
+        self._sources_done: set[str] = set()
+
+    # ------------------------------------------------------------------ triggering
+    def _sources(self) -> list[CheckpointParticipant]:
+        return [p for p in self.participants if p.is_source]
+
+    def can_trigger(self) -> bool:
+        """No checkpoint may start once a subtask finished (tasks stop being able to
+        snapshot); the job's final checkpoint is triggered separately."""
+        return not any(p.is_finished for p in self.participants)
+
+    def trigger(
+        self, is_savepoint: bool = False, savepoint_dir: str | None = None, notify: bool = True
+    ) -> asyncio.Future[CompletedCheckpoint]:
+        """Start a checkpoint (or savepoint) now; the future completes with it.
+
+        ``notify=False`` for a savepoint: subtasks are not told that it completed, so
+        two-phase-commit sinks do not commit on it (Flink >= 1.15, except
+        stop-with-savepoint).
+        """
+        loop = asyncio.get_running_loop()
+        checkpoint_id = self.next_id
+        self.next_id += 1
+        pending = _Pending(
+            checkpoint_id,
+            time.time_ns() // 1_000_000,
+            is_savepoint,
+            savepoint_dir,
+            {p.name for p in self.participants},
+            future=loop.create_future(),
+            started=self.clock(),
+            notify=notify,
+        )
+        self.pending[checkpoint_id] = pending
+        pending.timer = loop.call_later(self.config.timeout_ms / 1000, self._expire, checkpoint_id)
+        for source in self._sources():
+            source.trigger_checkpoint(checkpoint_id, pending.timestamp_ms, is_savepoint)
+        assert pending.future is not None
+        return pending.future
+
+    async def run(self) -> None:
+        """Trigger periodic checkpoints until stopped; raise if checkpoints keep failing."""
+        interval = self.config.interval_ms / 1000
+        min_pause = self.config.min_pause_ms / 1000
+        next_at = self.clock() + interval
+        while not self._stopped:
+            if self._failure is not None:
+                raise self._failure
+            delay = next_at - self.clock()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            next_at = self.clock() + interval
+            regular = [p for p in self.pending.values() if not p.is_savepoint]
+            if len(regular) >= self.config.max_concurrent:
+                continue
+            if self.clock() - self._last_completed_at < min_pause:
+                next_at = self._last_completed_at + min_pause
+                continue
+            if self.can_trigger():
+                self.trigger()
+
+    def final_checkpoint(self, participant: CheckpointParticipant) -> asyncio.Future[int]:
+        """Called by each subtask at the end of its input; the future gives the id of the
+        job's final checkpoint once it completed (triggered when all sources are done)."""
+        if self._final is None:
+            self._final = asyncio.get_running_loop().create_future()
+        if participant.is_source:
+            self._sources_done.add(participant.name)
+            if len(self._sources_done) == len(self._sources()) and self._final_task is None:
+                self._final_task = asyncio.get_running_loop().create_task(self._take_final())
+                self._tasks.add(self._final_task)
+        return self._final
+
+    async def _take_final(self, attempts: int = 3) -> None:
+        assert self._final is not None
+        for attempt in range(attempts):
+            future = self.trigger()
+            try:
+                completed = await future
+            except CheckpointFailed as exc:
+                if attempt == attempts - 1 and not self._final.done():
+                    self._final.set_exception(exc)
+                continue
+            if not self._final.done():
+                self._final.set_result(completed.checkpoint_id)
+            return
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        for pending in list(self.pending.values()):
+            self._abort(pending, "the job stopped", count=False)
+        for task in self._tasks:
+            task.cancel()
+        if self._final is not None and not self._final.done():
+            self._final.cancel()
+
+    # ------------------------------------------------------------------ from subtasks
+    def acknowledge(
+        self, checkpoint_id: int, participant: str, handle: StateHandle, info: dict[str, Any]
+    ) -> None:
+        """A subtask wrote its state for ``checkpoint_id``."""
+        pending = self.pending.get(checkpoint_id)
+        if pending is None or participant not in pending.expected:
+            return  # aborted or expired meanwhile
+        pending.acks[participant] = {"handle": handle.to_dict(), **info}
+        if len(pending.acks) == len(pending.expected):
+            task = asyncio.get_running_loop().create_task(self._complete(pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def decline(self, checkpoint_id: int, participant: str, reason: BaseException | str) -> None:
+        """A subtask could not take part in ``checkpoint_id``."""
+        pending = self.pending.get(checkpoint_id)
+        if pending is not None:
+            self._abort(pending, f"declined by {participant}: {reason}")
+
+    # ------------------------------------------------------------------ completion
+    async def _complete(self, pending: _Pending) -> None:
+        try:
+            metadata = {
+                "timestamp_ms": pending.timestamp_ms,
+                "job": self.job_info,
+                "subtasks": dict(sorted(pending.acks.items())),
+            }
+            completed = await self.storage.complete(
+                pending.checkpoint_id, metadata, savepoint_dir=pending.savepoint_dir
+            )
+        except Exception as exc:
+            self._abort(pending, f"could not be written: {exc!r}")
+            return
+        if self.pending.pop(pending.checkpoint_id, None) is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        self.num_completed += 1
+        self.failed_in_a_row = 0
+        self.last_duration_ms = (self.clock() - pending.started) * 1000
+        self._last_completed_at = self.clock()
+        if not pending.is_savepoint:
+            self.completed.append(completed)
+            # Older pending checkpoints are subsumed by this one.
+            for older in [
+                p
+                for p in self.pending.values()
+                if p.checkpoint_id < pending.checkpoint_id and not p.is_savepoint
+            ]:
+                self._abort(older, "subsumed by a newer checkpoint", count=False)
+        if pending.notify:
+            for participant in self.participants:
+                participant.notify_checkpoint_complete(pending.checkpoint_id)
+        if pending.future is not None and not pending.future.done():
+            pending.future.set_result(completed)
+
+    def _expire(self, checkpoint_id: int) -> None:
+        pending = self.pending.get(checkpoint_id)
+        if pending is not None:
+            self._abort(pending, f"expired after {self.config.timeout_ms} ms")
+
+    def _abort(self, pending: _Pending, reason: str, count: bool = True) -> None:
+        if self.pending.pop(pending.checkpoint_id, None) is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        error = CheckpointFailed(f"checkpoint {pending.checkpoint_id} {reason}")
+        if pending.future is not None and not pending.future.done():
+            pending.future.set_exception(error)
+            pending.future.exception()  # retrieved: callers may not await it
+        for participant in self.participants:
+            participant.notify_checkpoint_aborted(pending.checkpoint_id)
+        task = asyncio.get_running_loop().create_task(
+            self.storage.abort(pending.checkpoint_id, savepoint_dir=pending.savepoint_dir)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if count and not pending.is_savepoint:
+            self.num_failed += 1
+            self.failed_in_a_row += 1
+            if self.failed_in_a_row > self.config.tolerable_failed_checkpoints:
+                self._failure = CheckpointFailed(
+                    f"{self.failed_in_a_row} checkpoint(s) failed in a row (tolerated: "
+                    f"{self.config.tolerable_failed_checkpoints}); last: {error}"
+                )
+                self._wake.set()

@@ -1,0 +1,134 @@
+"""A subtask's part in checkpoints: barriers in, snapshot, barriers out, background write.
+
+At barrier ``n`` (sources: when the coordinator triggers; other subtasks: once aligned)
+the subtask snapshots every operator of its chain synchronously, serializes the snapshot
+(so processing may go on and change state), sends barrier ``n`` to every output channel,
+and writes the bytes in the background; when written, it acknowledges to the
+coordinator with the file's handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flowkit.checkpoint.alignment import make_barrier_handler
+from flowkit.checkpoint.coordinator import CheckpointCoordinator
+from flowkit.checkpoint.storage import CheckpointAbortedError, CheckpointStorage
+from flowkit.elements import CheckpointBarrier
+
+if TYPE_CHECKING:
+    from flowkit.runtime.task import StreamTask
+
+__all__ = ["TaskCheckpointing", "state_file_name"]
+
+
+def state_file_name(vertex_name: str, index: int) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", vertex_name).strip("-").lower() or "task"
+    return f"{slug[:80]}-{index}.state"
+
+
+class TaskCheckpointing:
+    """Checkpoint bookkeeping of one subtask."""
+
+    def __init__(
+        self,
+        task: StreamTask,
+        coordinator: CheckpointCoordinator,
+        storage: CheckpointStorage,
+        mode: str,
+        op_ids: list[str],
+        info: dict[str, Any],
+        savepoint_dir: Callable[[int], str | None],
+    ) -> None:
+        self.task = task
+        self.coordinator = coordinator
+        self.storage = storage
+        self.op_ids = op_ids
+        self.info = info
+        self.savepoint_dir = savepoint_dir
+        self.file_name = state_file_name(task.vertex_name, task.subtask_index)
+        self.barriers: dict[int, CheckpointBarrier] = {}
+        self.handler: Any = None
+        gate = task.gate
+        if gate is not None:
+            self.handler = make_barrier_handler(mode, len(gate.channels), self._act)
+        self._writes: set[asyncio.Task[None]] = set()
+        self.last_completed = 0
+        #: Sources: the final checkpoint's barrier went out.
+        self.final_sent = False
+
+    # ------------------------------------------------------------------ input side
+    def on_barrier(self, barrier: CheckpointBarrier, gate_index: int) -> None:
+        self.barriers.setdefault(barrier.checkpoint_id, barrier)
+        self.handler.on_barrier(barrier.checkpoint_id, gate_index)
+        self._sync_blocked()
+
+    def on_end_of_partition(self, gate_index: int) -> None:
+        if self.handler is not None:
+            self.handler.on_end_of_partition(gate_index)
+            self._sync_blocked()
+
+    def _sync_blocked(self) -> None:
+        gate = self.task.gate
+        if gate is not None and gate.blocked != self.handler.blocked:
+            gate.set_blocked(self.handler.blocked)
+
+    def _act(self, action: tuple[str, int]) -> None:
+        kind, checkpoint_id = action
+        barrier = self.barriers.pop(checkpoint_id, None)
+        for older in [c for c in self.barriers if c < checkpoint_id]:
+            del self.barriers[older]
+        if kind == "trigger":
+            self.perform(barrier or CheckpointBarrier(checkpoint_id, 0))
+        else:
+            self.coordinator.decline(checkpoint_id, self.task.name, "alignment aborted")
+
+    # ------------------------------------------------------------------ snapshot
+    def perform(self, barrier: CheckpointBarrier) -> None:
+        """Snapshot the chain, send the barrier on, write the state in the background."""
+        task = self.task
+        checkpoint_id = barrier.checkpoint_id
+        states: dict[str, Any] = {}
+        for op, op_id in zip(task.operators, self.op_ids):
+            state = op.snapshot_state(checkpoint_id)
+            if state is not None:
+                states[op_id] = state
+        reader = task.source_reader
+        if reader is not None:
+            states[self.op_ids[0]] = {"position": reader.snapshot_position()}
+        # Serializing here freezes the state: processing goes on while the bytes are written.
+        data = pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
+        for writer in task.writers:
+            writer.emit_event(barrier)
+        if task.reached_end:
+            self.final_sent = True
+        write = asyncio.get_running_loop().create_task(self._write(checkpoint_id, data))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    async def _write(self, checkpoint_id: int, data: bytes) -> None:
+        try:
+            handle = await self.storage.write_state(
+                checkpoint_id, self.file_name, data, savepoint_dir=self.savepoint_dir(checkpoint_id)
+            )
+        except CheckpointAbortedError:
+            return
+        except Exception as exc:
+            self.coordinator.decline(checkpoint_id, self.task.name, exc)
+            return
+        self.coordinator.acknowledge(
+            checkpoint_id, self.task.name, handle, {**self.info, "operators": list(self.op_ids)}
+        )
+
+    async def close(self) -> None:
+        for write in list(self._writes):
+            write.cancel()
+        for write in list(self._writes):
+            try:
+                await write
+            except (asyncio.CancelledError, Exception):
+                pass
