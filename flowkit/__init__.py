@@ -95,11 +95,14 @@ from flowkit.serialization import PickleSerializer as PickleSerializer
 from flowkit.serialization import TypeSerializer as TypeSerializer
 from flowkit.sinks import AsyncCallbackSink as AsyncCallbackSink
 from flowkit.sinks import CollectSink as CollectSink
+from flowkit.sinks import FileSink as FileSink
 from flowkit.sinks import FunctionSink as FunctionSink
 from flowkit.sinks import PrintSink as PrintSink
 from flowkit.sinks import QueueSink as QueueSink
 from flowkit.sinks import Sink as Sink
 from flowkit.sinks import SinkWriter as SinkWriter
+from flowkit.sinks import TwoPhaseCommitSink as TwoPhaseCommitSink
+from flowkit.sinks import TwoPhaseCommitSinkWriter as TwoPhaseCommitSinkWriter
 from flowkit.sources import FileSource as FileSource
 from flowkit.sources import Source as Source
 from flowkit.sources import SourceReader as SourceReader
@@ -195,6 +198,7 @@ __all__ = [
     "EventTimeTrigger",
     "Evictor",
     "EvictorContext",
+    "FileSink",
     "FileSource",
     "FilterFunction",
     "FlatJoinFunction",
@@ -276,6 +280,8 @@ __all__ = [
     "TriggerResult",
     "TumblingEventTimeWindows",
     "TumblingProcessingTimeWindows",
+    "TwoPhaseCommitSink",
+    "TwoPhaseCommitSinkWriter",
     "TypeSerializer",
     "UserFunctionError",
     "ValueState",

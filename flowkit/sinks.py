@@ -25,11 +25,14 @@ from flowkit.elements import StreamRecord, Watermark
 __all__ = [
     "AsyncCallbackSink",
     "CollectSink",
+    "FileSink",
     "FunctionSink",
     "PrintSink",
     "QueueSink",
     "Sink",
     "SinkWriter",
+    "TwoPhaseCommitSink",
+    "TwoPhaseCommitSinkWriter",
 ]
 
 
@@ -222,3 +225,10 @@ class FunctionSink(Sink):
 
     def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
         return _FunctionWriter(self.fn)
+
+
+# The exactly-once file sink and the two-phase-commit base live in their own module; they
+# are part of this module's public surface (``flowkit.sinks.FileSink``).
+from flowkit.sinks_2pc import FileSink as FileSink  # noqa: E402
+from flowkit.sinks_2pc import TwoPhaseCommitSink as TwoPhaseCommitSink  # noqa: E402
+from flowkit.sinks_2pc import TwoPhaseCommitSinkWriter as TwoPhaseCommitSinkWriter  # noqa: E402

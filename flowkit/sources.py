@@ -111,7 +111,7 @@ class SourceReader(ABC):
         rewind (e.g. an async iterable), so records read before a failure are not replayed."""
         return None
 
-    def restore_position(self, position: Any) -> None:
+    def restore_position(self, position: Any) -> None:  # noqa: B027 - optional hook
         """Continue from a position ``snapshot_position`` returned (before ``open``)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook

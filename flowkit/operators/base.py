@@ -80,6 +80,7 @@ class OperatorContext:
         wake: Callable[[], None] | None = None,
         clock: Clock | None = None,
         post_mail: Callable[[Callable[[], None]], None] | None = None,
+        checkpointing: bool = False,
     ) -> None:
         self.task_name = task_name
         self.subtask_index = subtask_index
@@ -89,6 +90,8 @@ class OperatorContext:
         self.wake = wake or (lambda: None)
         #: The job's processing-time clock (epoch milliseconds; callable for the time).
         self.clock: Clock = clock or SystemClock()
+        #: Whether the job takes checkpoints (two-phase-commit sinks commit on them).
+        self.checkpointing = checkpointing
         #: Runs an action inside the subtask between two steps.
         self.post_mail = post_mail or (lambda action: action())
 

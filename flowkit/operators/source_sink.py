@@ -129,6 +129,17 @@ class SinkOperator(OneInputOperator):
         except Exception as exc:
             raise self.fail(exc, "creating the sink writer") from exc
         self.is_async = bool(getattr(self.writer, "is_async", False))
+        writer = self.writer
+        if not self.ctx.checkpointing and hasattr(writer, "commit_on_finish"):
+            # No checkpoint will ever commit: a two-phase-commit sink commits at the end.
+            writer.commit_on_finish = True
+        restored = getattr(self, "_restored_states", None)
+        initialize = getattr(writer, "initialize_state", None)
+        if callable(initialize):
+            try:
+                initialize(list(restored or []))
+            except Exception as exc:
+                raise self.fail(exc, "restoring the sink's state") from exc
         if isinstance(self.sink, FunctionSink):
             try:
                 call_open(self.sink.function, self.runtime_context)
@@ -155,6 +166,25 @@ class SinkOperator(OneInputOperator):
             self.writer.write_watermark(timestamp)
         except Exception as exc:
             raise self.fail(exc, "writing a watermark") from exc
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        snapshot = getattr(self.writer, "snapshot_state", None)
+        if not callable(snapshot):
+            return None
+        try:
+            return snapshot(checkpoint_id)
+        except Exception as exc:
+            raise self.fail(exc, "snapshotting the sink") from exc
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        notify = getattr(self.writer, "notify_checkpoint_complete", None)
+        if callable(notify):
+            notify(checkpoint_id)
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        notify = getattr(self.writer, "notify_checkpoint_aborted", None)
+        if callable(notify):
+            notify(checkpoint_id)
 
     @property
     def pending(self) -> bool:

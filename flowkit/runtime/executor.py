@@ -212,6 +212,7 @@ class LocalExecutor:
                 wake=notifier.wake,
                 clock=self.clock,
                 post_mail=post_mail,
+                checkpointing=cfg.checkpoint is not None,
             )
             ops[node.id].setup(ctx, output)
             restored = self._states_for(self._op_ids[node.id], vertex, index)

@@ -154,6 +154,7 @@ class StreamTask:
             for op in reversed(self.operators):
                 op.open()
                 opened.append(op)
+                op._restore_keyed_after_open()
             self.async_ops = [op for op in self.operators if op.is_async]
             if self.source_reader is not None:
                 await self._run_source(self.source_reader)

@@ -1,0 +1,813 @@
+"""Exactly-once sinks: the two-phase commit protocol and the row-format file sink.
+
+A :class:`TwoPhaseCommitSink` writes every record into the writer's *current transaction*.
+At a checkpoint barrier the transaction is pre-committed (flushed so that committing it
+later cannot fail) and parked under the checkpoint's id; a new transaction begins. When
+the checkpoint completes, every parked transaction up to that id is committed. After a
+failure the job restarts from the last completed checkpoint: the transactions parked in
+it are committed (idempotently: some may have been committed already) and the one that
+was open is aborted, because the sources replay its records. Uncommitted data never
+becomes visible, and no record is visible twice.
+
+The checkpoint coordinator drives a writer through these hooks, in this order:
+
+* ``initialize_state(states)`` before the first record (an empty list on a fresh start);
+* ``write_batch(values, timestamps)`` for the records;
+* ``snapshot_state(checkpoint_id)`` at each barrier, ``notify_checkpoint_complete(id)``
+  (late, out of order or skipped notifications are fine: one covers all earlier ids) and
+  ``notify_checkpoint_aborted(id)``;
+* ``finish()`` at the end of input, then ``close()`` (always, on failure and cancel too).
+
+A writer used without a coordinator initializes itself on its first record. Without
+checkpointing no checkpoint ever commits anything; set ``commit_on_finish = True`` on
+the sink (or on a writer) to commit everything in ``finish()`` instead.
+
+:class:`FileSink` is the exactly-once file sink built on this protocol (see its docstring
+for the names of its part files).
+
+Example:
+    >>> import flowkit as fk
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = tmp.name
+    >>> sink = FileSink.for_row_format(out, encoder="text").build()
+    >>> sink.commit_on_finish = True  # this job runs without checkpoints
+    >>> env = fk.StreamExecutionEnvironment(parallelism=1)
+    >>> _ = env.from_collection(["a", "b"]).sink_to(sink)
+    >>> _ = env.execute()
+    >>> sorted(os.listdir(out))
+    ['part-0-0']
+    >>> with open(os.path.join(out, "part-0-0")) as f:
+    ...     f.read()
+    'a\\nb\\n'
+    >>> tmp.cleanup()
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import IO, Any, Generic, TypeVar
+
+import orjson
+
+from flowkit.sinks import Sink, SinkWriter
+
+__all__ = [
+    "FileSink",
+    "FileSinkContext",
+    "FileSinkWriter",
+    "FileTransaction",
+    "OutputFileConfig",
+    "PartFile",
+    "RollingPolicy",
+    "RowFormatBuilder",
+    "TwoPhaseCommitSink",
+    "TwoPhaseCommitSinkWriter",
+    "TwoPhaseCommitState",
+]
+
+TxnT = TypeVar("TxnT")
+
+
+# ======================================================================= the protocol
+@dataclass(frozen=True)
+class TwoPhaseCommitState(Generic[TxnT]):
+    """What a :class:`TwoPhaseCommitSinkWriter` checkpoints.
+
+    Attributes:
+        current: the transaction begun at the barrier (it holds only records after the
+            barrier, so restoring aborts it).
+        pending: ``(checkpoint_id, transaction)`` pairs pre-committed but not yet known to
+            be committed, in the order they were pre-committed.
+        context: the writer's own extra state (``snapshot_user_context``), or None.
+    """
+
+    current: TxnT
+    pending: tuple[tuple[int, TxnT], ...] = ()
+    context: Any = None
+
+
+class TwoPhaseCommitSinkWriter(SinkWriter, Generic[TxnT]):
+    """Base of the writers of exactly-once sinks (Flink's ``TwoPhaseCommitSinkFunction``).
+
+    Subclasses implement:
+
+    * ``begin_transaction()`` — start a transaction and return its handle;
+    * ``write(transaction, value, timestamp)`` — add one record (or override
+      ``write_batch_to`` to take a whole batch);
+    * ``pre_commit(transaction)`` — flush everything; afterwards ``commit`` must not fail
+      for lack of data. No more records go into the transaction;
+    * ``commit(transaction)`` — make the transaction visible. Must be idempotent:
+      after a restore it may run again for a transaction that was already committed;
+    * ``abort(transaction)`` — discard the transaction;
+    * optionally ``recover_and_commit`` / ``recover_and_abort`` (default: ``commit`` /
+      ``abort``), called on restore with transactions from a checkpoint, and
+      ``snapshot_user_context`` / ``initialize_user_context`` for extra state.
+
+    Transactions are checkpointed, so they must be picklable plain data (keep open files
+    or connections in the writer, not in the transaction). The state is a deep copy
+    taken at the barrier.
+
+    Attributes:
+        commit_on_finish: when True, ``finish()`` pre-commits and commits everything
+            still open (for jobs without checkpointing, where no checkpoint ever
+            commits). Default False: the final checkpoint commits.
+        current_transaction: the open transaction, or None before initialization and
+            after ``close()``.
+        pending_transactions: ``(checkpoint_id, transaction)`` pairs pre-committed at a
+            checkpoint and waiting for its completion, oldest first.
+    """
+
+    commit_on_finish: bool = False
+
+    def __init__(self) -> None:
+        self.current_transaction: TxnT | None = None
+        self.pending_transactions: list[tuple[int, TxnT]] = []
+        self._initialized = False
+        self._closed = False
+
+    # ------------------------------------------------------------ user hooks
+    def begin_transaction(self) -> TxnT:
+        """Start a new transaction and return its handle."""
+        raise NotImplementedError
+
+    def write(self, transaction: TxnT, value: Any, timestamp: int | None) -> None:
+        """Write one record into ``transaction``."""
+        raise NotImplementedError
+
+    def write_batch_to(
+        self, transaction: TxnT, values: list[Any], timestamps: list[Any] | None
+    ) -> None:
+        """Write a batch of records into ``transaction`` (default: ``write`` each one)."""
+        write = self.write
+        if timestamps is None:
+            for value in values:
+                write(transaction, value, None)
+        else:
+            for value, timestamp in zip(values, timestamps):
+                write(transaction, value, timestamp)
+
+    def pre_commit(self, transaction: TxnT) -> None:
+        """Flush ``transaction`` so that committing it cannot fail; it takes no more records."""
+        raise NotImplementedError
+
+    def commit(self, transaction: TxnT) -> None:
+        """Make ``transaction`` visible. Must be idempotent."""
+        raise NotImplementedError
+
+    def abort(self, transaction: TxnT) -> None:
+        """Discard ``transaction``."""
+        raise NotImplementedError
+
+    def recover_and_commit(self, transaction: TxnT) -> None:
+        """Commit a transaction restored from a checkpoint (it may be committed already)."""
+        self.commit(transaction)
+
+    def recover_and_abort(self, transaction: TxnT) -> None:
+        """Abort the transaction that was open at the restored checkpoint."""
+        self.abort(transaction)
+
+    def snapshot_user_context(self) -> Any:
+        """Extra state to checkpoint with the transactions (picklable), or None."""
+        return None
+
+    def initialize_user_context(self, contexts: list[Any]) -> None:
+        """Restore extra state: the contexts of the restored states (empty on a fresh start).
+
+        Called first in ``initialize_state``, before restored transactions are
+        committed or aborted and before the first transaction begins.
+        """
+
+    # ------------------------------------------------------------ protocol (driven by the runtime)
+    def initialize_state(self, states: list[Any]) -> None:
+        """Restore from the states of one or more old subtasks, or start fresh (``[]``).
+
+        For each state: commit its pending transactions (``recover_and_commit``, in
+        checkpoint order), abort its current one (``recover_and_abort``). Then begin a
+        new transaction.
+
+        Raises:
+            RuntimeError: the writer was already initialized (by an earlier call or by
+                a record written before this call).
+            TypeError: an element of ``states`` is not a :class:`TwoPhaseCommitState`.
+        """
+        if self._initialized:
+            raise RuntimeError(
+                f"{type(self).__name__}.initialize_state() must be called once, before the "
+                f"first record"
+            )
+        for state in states:
+            if not isinstance(state, TwoPhaseCommitState):
+                raise TypeError(
+                    f"{type(self).__name__} cannot restore from {type(state).__name__}; "
+                    f"expected a TwoPhaseCommitState"
+                )
+        self._initialized = True
+        self.initialize_user_context([state.context for state in states])
+        for state in states:
+            for _checkpoint_id, transaction in state.pending:
+                self.recover_and_commit(transaction)
+            self.recover_and_abort(state.current)
+        self.current_transaction = self.begin_transaction()
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        self.write_batch_to(self._current(), values, timestamps)
+
+    def snapshot_state(self, checkpoint_id: int) -> TwoPhaseCommitState[TxnT]:
+        """Pre-commit the current transaction under ``checkpoint_id`` and begin a new one.
+
+        Returns:
+            A deep copy of ``TwoPhaseCommitState(current, pending, context)``.
+
+        Raises:
+            ValueError: ``checkpoint_id`` is not greater than the id of a transaction
+                still pending (checkpoint ids must increase).
+        """
+        transaction = self._current()
+        if self.pending_transactions and checkpoint_id <= self.pending_transactions[-1][0]:
+            raise ValueError(
+                f"checkpoint {checkpoint_id} is not after pending checkpoint "
+                f"{self.pending_transactions[-1][0]}; checkpoint ids must increase"
+            )
+        self.pre_commit(transaction)
+        self.pending_transactions.append((checkpoint_id, transaction))
+        # None first: if begin_transaction fails, close() must not abort the pre-committed one.
+        self.current_transaction = None
+        current = self.current_transaction = self.begin_transaction()
+        state = TwoPhaseCommitState(
+            current=current,
+            pending=tuple(self.pending_transactions),
+            context=self.snapshot_user_context(),
+        )
+        return copy.deepcopy(state)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Commit every pending transaction of a checkpoint ``<= checkpoint_id``, oldest first.
+
+        Transactions of later checkpoints stay pending. All eligible transactions are
+        attempted and removed; the first error is raised afterwards (restoring from the
+        checkpoint commits them again).
+        """
+        pending = self.pending_transactions
+        due = [transaction for pending_id, transaction in pending if pending_id <= checkpoint_id]
+        if not due:
+            return
+        self.pending_transactions = [entry for entry in pending if entry[0] > checkpoint_id]
+        first_error: Exception | None = None
+        for transaction in due:
+            try:
+                self.commit(transaction)
+            except Exception as exc:
+                if first_error is None:
+                    first_error = exc
+        if first_error is not None:
+            raise first_error
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Nothing to do: an aborted checkpoint's transaction stays pending.
+
+        It was pre-committed, so the next completed checkpoint (whose state lists it
+        too) commits it.
+        """
+
+    def finish(self) -> None:
+        """End of input: with ``commit_on_finish``, commit everything still open.
+
+        Otherwise nothing is committed here; the final checkpoint commits.
+        """
+        if not self.commit_on_finish:
+            return
+        transaction = self._current()
+        self.pre_commit(transaction)
+        self.current_transaction = None
+        pending = [entry[1] for entry in self.pending_transactions]
+        self.pending_transactions = []
+        for pending_transaction in pending:
+            self.commit(pending_transaction)
+        self.commit(transaction)
+
+    def close(self) -> None:
+        """Abort the current transaction (pending ones stay for a restore to commit)."""
+        self._closed = True
+        transaction = self.current_transaction
+        if transaction is not None:
+            self.current_transaction = None
+            self.abort(transaction)
+
+    # ------------------------------------------------------------ helpers
+    def _current(self) -> TxnT:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        if not self._initialized:
+            self.initialize_state([])
+        if self.current_transaction is None:
+            self.current_transaction = self.begin_transaction()
+        return self.current_transaction
+
+
+class TwoPhaseCommitSink(Sink, Generic[TxnT]):
+    """Base of exactly-once sinks; subclasses implement ``create_transaction_writer``.
+
+    Attributes:
+        commit_on_finish: copied to each writer it creates (see
+            :class:`TwoPhaseCommitSinkWriter`). Set it to True for a job that runs
+            without checkpointing, or nothing it writes is ever committed.
+
+    Example:
+        >>> class ListTransactionWriter(TwoPhaseCommitSinkWriter[list]):
+        ...     def __init__(self, committed):
+        ...         super().__init__()
+        ...         self.committed = committed
+        ...     def begin_transaction(self): return []
+        ...     def write(self, txn, value, timestamp): txn.append(value)
+        ...     def pre_commit(self, txn): pass
+        ...     def commit(self, txn): self.committed.extend(txn); txn.clear()
+        ...     def abort(self, txn): txn.clear()
+        >>> class ListSink(TwoPhaseCommitSink[list]):
+        ...     def __init__(self): self.committed = []
+        ...     def create_transaction_writer(self, subtask_index, parallelism):
+        ...         return ListTransactionWriter(self.committed)
+        >>> sink = ListSink()
+        >>> writer = sink.create_writer(0, 1)
+        >>> writer.write_batch([1, 2], None)
+        >>> state = writer.snapshot_state(1)
+        >>> writer.write_batch([3], None)
+        >>> sink.committed
+        []
+        >>> writer.notify_checkpoint_complete(1)
+        >>> sink.committed
+        [1, 2]
+    """
+
+    name = "Two Phase Commit Sink"
+    commit_on_finish: bool = False
+
+    def create_transaction_writer(
+        self, subtask_index: int, parallelism: int
+    ) -> TwoPhaseCommitSinkWriter[TxnT]:
+        """Build the writer of subtask ``subtask_index``."""
+        raise NotImplementedError
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> TwoPhaseCommitSinkWriter[TxnT]:
+        writer = self.create_transaction_writer(subtask_index, parallelism)
+        if self.commit_on_finish:
+            writer.commit_on_finish = True
+        return writer
+
+
+# ======================================================================= the file sink
+@dataclass(frozen=True)
+class OutputFileConfig:
+    """Names of finished part files: ``<prefix>-<subtask>-<n><suffix>``.
+
+    Raises:
+        ValueError: ``prefix`` is empty or starts with a dot, or either part contains a
+            path separator.
+    """
+
+    prefix: str = "part"
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.prefix or self.prefix.startswith("."):
+            raise ValueError(
+                f"OutputFileConfig prefix must be non-empty and must not start with a dot "
+                f"(hidden names are for unfinished files), got {self.prefix!r}"
+            )
+        for part in (self.prefix, self.suffix):
+            if "/" in part or "\\" in part or "\0" in part:
+                raise ValueError(f"OutputFileConfig parts must be plain names, got {part!r}")
+
+
+@dataclass(frozen=True)
+class RollingPolicy:
+    """When the file sink starts a new part file within one checkpoint interval.
+
+    Every checkpoint closes the current part file anyway (its data is committed with the
+    checkpoint). Additionally, a part file that has reached ``max_part_size`` bytes is
+    rolled: closed (it becomes pending and is committed by the next completed
+    checkpoint) and the next record starts a new part file. ``None``: no size limit.
+
+    Raises:
+        ValueError: ``max_part_size`` is not a positive int.
+    """
+
+    max_part_size: int | None = 128 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        size = self.max_part_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"max_part_size must be an int >= 1 or None, got {size!r}")
+
+    @staticmethod
+    def default_rolling_policy(part_size: int = 128 * 1024 * 1024) -> RollingPolicy:
+        """PyFlink's spelling: roll part files at ``part_size`` bytes."""
+        return RollingPolicy(max_part_size=part_size)
+
+
+@dataclass(frozen=True)
+class PartFile:
+    """One part file of a :class:`FileTransaction` (names relative to the sink directory).
+
+    Attributes:
+        index: the part index ``n`` (per subtask, never reused by a running writer).
+        in_progress_name: the hidden name the file has until it is committed.
+        final_name: the visible name it is renamed to by the commit.
+    """
+
+    index: int
+    in_progress_name: str
+    final_name: str
+
+
+@dataclass
+class FileTransaction:
+    """The part files a file-sink subtask wrote between two checkpoints.
+
+    Attributes:
+        subtask: index of the writing subtask.
+        session: random id of the writer that began the transaction; every hidden file
+            that writer creates ends with ``.inprogress.<session>``.
+        files: the part files, oldest first; only the last one may still be open.
+    """
+
+    subtask: int
+    session: str
+    files: list[PartFile] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileSinkContext:
+    """The file-sink writer's extra checkpointed state: the next part index to use."""
+
+    subtask: int
+    next_part: int
+
+
+Encoder = Callable[[Any], str | bytes]
+
+_JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def _encode_jsonl(value: Any) -> bytes:
+    return orjson.dumps(value, option=_JSON_OPTIONS)
+
+
+def _encode_text(value: Any) -> bytes:
+    return f"{value}\n".encode()
+
+
+def _wrap_encoder(fn: Encoder) -> Callable[[Any], bytes]:
+    def encode(value: Any) -> bytes:
+        line = fn(value)
+        if isinstance(line, str):
+            line = line.encode()
+        elif not isinstance(line, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"file sink encoder {getattr(fn, '__name__', fn)!r} must return str or bytes, "
+                f"got {type(line).__name__}"
+            )
+        else:
+            line = bytes(line)
+        return line if line.endswith(b"\n") else line + b"\n"
+
+    return encode
+
+
+def _resolve_encoder(encoder: str | Encoder) -> Callable[[Any], bytes]:
+    if encoder == "jsonl":
+        return _encode_jsonl
+    if encoder == "text":
+        return _encode_text
+    if callable(encoder) and not isinstance(encoder, str):
+        return _wrap_encoder(encoder)
+    raise ValueError(
+        f'FileSink encoder must be "jsonl", "text" or a callable returning str or bytes, '
+        f"got {encoder!r}"
+    )
+
+
+class RowFormatBuilder:
+    """Configures a row-format :class:`FileSink`; each ``with_*`` returns a new builder."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        encoder: str | Encoder = "jsonl",
+        rolling_policy: RollingPolicy | None = None,
+        output_file_config: OutputFileConfig | None = None,
+    ) -> None:
+        _resolve_encoder(encoder)  # validate early
+        self._directory = os.fspath(directory)
+        self._encoder = encoder
+        self._rolling_policy = rolling_policy or RollingPolicy()
+        self._output_file_config = output_file_config or OutputFileConfig()
+
+    def with_rolling_policy(self, policy: RollingPolicy) -> RowFormatBuilder:
+        """Use ``policy`` to roll part files by size (default: 128 MiB)."""
+        if not isinstance(policy, RollingPolicy):
+            raise TypeError(f"with_rolling_policy expects a RollingPolicy, got {policy!r}")
+        return RowFormatBuilder(self._directory, self._encoder, policy, self._output_file_config)
+
+    def with_output_file_config(
+        self,
+        config: OutputFileConfig | None = None,
+        *,
+        prefix: str | None = None,
+        suffix: str | None = None,
+    ) -> RowFormatBuilder:
+        """Name finished part files ``<prefix>-<subtask>-<n><suffix>``.
+
+        Pass an :class:`OutputFileConfig`, or ``prefix`` / ``suffix`` (which override the
+        matching field of ``config`` when both are given).
+        """
+        base = config or self._output_file_config
+        if prefix is not None:
+            base = replace(base, prefix=prefix)
+        if suffix is not None:
+            base = replace(base, suffix=suffix)
+        return RowFormatBuilder(self._directory, self._encoder, self._rolling_policy, base)
+
+    def build(self) -> FileSink:
+        """The configured sink."""
+        return FileSink(
+            self._directory, self._encoder, self._rolling_policy, self._output_file_config
+        )
+
+
+class FileSink(TwoPhaseCommitSink[FileTransaction]):
+    """Exactly-once row-format file sink: one line per record, committed on checkpoints.
+
+    Build it with ``FileSink.for_row_format(directory, encoder)``; ``encoder`` is
+    ``"jsonl"`` (orjson, one JSON document per line), ``"text"`` (``str(value)``) or a
+    callable returning the line as ``str`` (UTF-8) or ``bytes``; a newline is appended
+    unless the line already ends with one.
+
+    Each subtask ``i`` writes part files ``n = 0, 1, 2, ...``:
+
+    * in progress and pending (written, waiting for a checkpoint to complete):
+      ``.<prefix>-<i>-<n><suffix>.inprogress.<session>`` — hidden, so readers never see
+      them (``<session>`` is a random id of the writer instance);
+    * finished (committed): ``<prefix>-<i>-<n><suffix>``, by default ``part-<i>-<n>``.
+
+    A part file is created on the first record after a checkpoint (or after a roll), so
+    no empty files are written. At a checkpoint barrier the open part file is flushed,
+    fsynced and closed; it becomes pending (keeping its hidden name) and is renamed to its
+    finished name when the checkpoint completes. Only finished files are ever visible.
+
+    Restore: pending files of the restored checkpoint are committed (a file already
+    renamed counts as committed). Unlike Flink, nothing needs truncating: the barrier
+    closed the part file in progress, so every file the crashed writer created after the
+    checkpoint (in progress, rolled, or pending for a checkpoint that never completed)
+    holds only records the sources replay. Those files are deleted (``recover_and_abort``
+    finds them by the crashed writer's session id): no record is lost or duplicated. Part
+    indices continue after a restore (the next index is checkpointed, and the names of
+    the subtask's files on disk are scanned first), so a finished file is never
+    overwritten; committing onto an existing finished file is an error.
+
+    Without checkpointing set ``commit_on_finish = True`` (the runtime does this when
+    checkpointing is disabled): then everything is committed at the end of input.
+
+    Example:
+        >>> sink = (FileSink.for_row_format("out", encoder="jsonl")
+        ...     .with_rolling_policy(RollingPolicy(max_part_size=1 << 20))
+        ...     .with_output_file_config(prefix="events", suffix=".jsonl")
+        ...     .build())
+        >>> sink.output_file_config
+        OutputFileConfig(prefix='events', suffix='.jsonl')
+    """
+
+    name = "File Sink"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        encoder: str | Encoder = "jsonl",
+        rolling_policy: RollingPolicy | None = None,
+        output_file_config: OutputFileConfig | None = None,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.encoder = encoder
+        self._encode = _resolve_encoder(encoder)
+        self.rolling_policy = rolling_policy or RollingPolicy()
+        self.output_file_config = output_file_config or OutputFileConfig()
+
+    @staticmethod
+    def for_row_format(
+        directory: str | os.PathLike[str], encoder: str | Encoder = "jsonl"
+    ) -> RowFormatBuilder:
+        """Start building a row-format file sink writing into ``directory``.
+
+        Raises:
+            ValueError: ``encoder`` is not ``"jsonl"``, ``"text"`` or a callable.
+        """
+        return RowFormatBuilder(directory, encoder)
+
+    def create_transaction_writer(self, subtask_index: int, parallelism: int) -> FileSinkWriter:
+        return FileSinkWriter(
+            self.directory,
+            subtask_index,
+            self._encode,
+            self.rolling_policy,
+            self.output_file_config,
+        )
+
+
+class FileSinkWriter(TwoPhaseCommitSinkWriter[FileTransaction]):
+    """The writer of one :class:`FileSink` subtask (see there for the file lifecycle).
+
+    Writes go synchronously through a buffered file (each batch is encoded into one
+    block, so the event loop is held only for a memory copy most of the time); the
+    fsync happens when a part file is closed (at a barrier or when rolling).
+    """
+
+    #: Size of the write buffer of an open part file.
+    buffer_size = 256 * 1024
+
+    def __init__(
+        self,
+        directory: str,
+        subtask_index: int,
+        encode: Callable[[Any], bytes],
+        rolling_policy: RollingPolicy,
+        output_file_config: OutputFileConfig,
+    ) -> None:
+        super().__init__()
+        self.directory = directory
+        self.subtask_index = subtask_index
+        self._encode = encode
+        self._max_part_size = rolling_policy.max_part_size
+        self._config = output_file_config
+        self._next_part = 0
+        self._file: IO[bytes] | None = None
+        self._file_transaction: FileTransaction | None = None
+        self._size = 0
+        #: Random id of this writer; the last part of the names of its hidden files.
+        self.session = uuid.uuid4().hex
+        self._name_pattern = re.compile(
+            r"\.?" + re.escape(f"{output_file_config.prefix}-{subtask_index}-") + r"(\d+)(?!\d)"
+        )
+
+    # ------------------------------------------------------------ context
+    def snapshot_user_context(self) -> FileSinkContext:
+        return FileSinkContext(self.subtask_index, self._next_part)
+
+    def initialize_user_context(self, contexts: list[Any]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        next_part = 0
+        for context in contexts:
+            if isinstance(context, FileSinkContext) and context.subtask == self.subtask_index:
+                next_part = max(next_part, context.next_part)
+        # Every part file of this subtask index still on disk, hidden or finished, possibly
+        # written by an earlier run or by an old subtask with the same index.
+        match = self._name_pattern.match
+        for name in os.listdir(self.directory):
+            found = match(name)
+            if found is not None:
+                next_part = max(next_part, int(found.group(1)) + 1)
+        self._next_part = next_part
+
+    # ------------------------------------------------------------ transactions
+    def begin_transaction(self) -> FileTransaction:
+        return FileTransaction(self.subtask_index, self.session)
+
+    def write(self, transaction: FileTransaction, value: Any, timestamp: int | None) -> None:
+        self.write_batch_to(transaction, [value], None)
+
+    def write_batch_to(
+        self, transaction: FileTransaction, values: list[Any], timestamps: list[Any] | None
+    ) -> None:
+        encode = self._encode
+        limit = self._max_part_size
+        if limit is None:
+            data = b"".join([encode(value) for value in values])
+            if data:
+                self._write(transaction, data)
+            return
+        chunk: list[bytes] = []
+        room = limit - self._size if self._file is not None else limit
+        for value in values:
+            if room <= 0:  # the part file reached the size limit: roll it
+                if chunk:
+                    self._write(transaction, b"".join(chunk))
+                    chunk = []
+                self._close_file(fsync=True)
+                room = limit
+            line = encode(value)
+            chunk.append(line)
+            room -= len(line)
+        if chunk:
+            self._write(transaction, b"".join(chunk))
+
+    def pre_commit(self, transaction: FileTransaction) -> None:
+        if self._file_transaction is transaction:
+            self._close_file(fsync=True)
+
+    def commit(self, transaction: FileTransaction) -> None:
+        """Rename every part file of ``transaction`` to its finished name (idempotent).
+
+        Raises:
+            FileExistsError: the finished name is taken by a different file.
+            FileNotFoundError: neither the hidden nor the finished file exists.
+        """
+        if not transaction.files:
+            return
+        directory = self.directory
+        for part in transaction.files:
+            source = os.path.join(directory, part.in_progress_name)
+            target = os.path.join(directory, part.final_name)
+            source_exists = os.path.exists(source)
+            if os.path.exists(target):
+                if not source_exists:
+                    continue  # committed before
+                raise FileExistsError(
+                    f"file sink cannot commit {part.in_progress_name!r}: {target!r} already "
+                    f"exists and holds other data"
+                )
+            if not source_exists:
+                raise FileNotFoundError(
+                    f"file sink cannot commit part file {part.final_name!r}: neither "
+                    f"{source!r} nor {target!r} exists"
+                )
+            os.rename(source, target)
+        _fsync_directory(directory)
+
+    def abort(self, transaction: FileTransaction) -> None:
+        if self._file_transaction is transaction:
+            self._close_file(fsync=False)
+        for part in transaction.files:
+            try:
+                os.unlink(os.path.join(self.directory, part.in_progress_name))
+            except FileNotFoundError:
+                pass
+
+    def recover_and_abort(self, transaction: FileTransaction) -> None:
+        """Delete every hidden file the restored writer created after its checkpoint.
+
+        The transaction open at the barrier was empty then (the barrier closed the part
+        file before it), so the files the crashed writer created afterwards are not
+        listed in it. They carry its session id; once the pending transactions of the
+        same state have been committed (the base class commits them first), every hidden
+        file with that session id holds only records written after the checkpoint, which
+        the sources replay.
+        """
+        self.abort(transaction)
+        ending = f".inprogress.{transaction.session}"
+        for name in os.listdir(self.directory):
+            if name.startswith(".") and name.endswith(ending):
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except FileNotFoundError:
+                    pass
+
+    # ------------------------------------------------------------ files
+    def _write(self, transaction: FileTransaction, data: bytes) -> None:
+        if self._file is None or self._file_transaction is not transaction:
+            self._open_file(transaction)
+        assert self._file is not None
+        self._file.write(data)
+        self._size += len(data)
+
+    def _open_file(self, transaction: FileTransaction) -> None:
+        self._close_file(fsync=True)
+        index = self._next_part
+        self._next_part += 1
+        config = self._config
+        final_name = f"{config.prefix}-{self.subtask_index}-{index}{config.suffix}"
+        hidden_name = f".{final_name}.inprogress.{self.session}"
+        path = os.path.join(self.directory, hidden_name)
+        self._file = open(path, "xb", buffering=self.buffer_size)  # noqa: SIM115 - kept open
+        self._file_transaction = transaction
+        self._size = 0
+        transaction.files.append(PartFile(index, hidden_name, final_name))
+
+    def _close_file(self, *, fsync: bool) -> None:
+        file = self._file
+        if file is None:
+            return
+        self._file = None
+        self._file_transaction = None
+        self._size = 0
+        try:
+            if fsync:
+                file.flush()
+                os.fsync(file.fileno())
+        finally:
+            file.close()
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make renames in ``directory`` durable (where the platform allows it)."""
+    flags = getattr(os, "O_DIRECTORY", None)
+    if flags is None:
+        return
+    fd = os.open(directory, os.O_RDONLY | flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
