@@ -121,6 +121,18 @@ def expected_timer_outputs(records: list[Any]) -> set[tuple[str, int, int]]:
 STATE = {"fail": False, "failed": 0}
 
 
+def _checkpoint_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.name.startswith("chk-"))
+
+
+async def _fail_after_checkpoints(client: fk.JobClient, count: int) -> None:
+    """Tell FailWhenTold to fail once ``count`` checkpoints have completed."""
+    async with asyncio.timeout(30):
+        while client.checkpoint_statistics()["completed"] < count and not client.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+    STATE["fail"] = True
+
+
 class FailWhenTold(fk.MapFunction):
     def map(self, value: Any) -> Any:
         if STATE["fail"] and not STATE["failed"]:
@@ -147,12 +159,7 @@ async def test_a_failed_job_restarts_from_the_latest_checkpoint_with_exact_keyed
     )
     client = await env.execute_async("recover")
 
-    async def fail_after_a_checkpoint() -> None:
-        while client.checkpoint_statistics()["completed"] < 1 and not client.done():
-            await asyncio.sleep(0.005)
-        STATE["fail"] = True
-
-    injector = asyncio.create_task(fail_after_a_checkpoint())
+    injector = asyncio.create_task(_fail_after_checkpoints(client, 1))
     await asyncio.wait_for(client.wait(), 60)
     await injector
     assert STATE["failed"] == 1 and client.restarts == 1
@@ -168,7 +175,7 @@ async def test_a_failed_job_restarts_from_the_latest_checkpoint_with_exact_keyed
     assert any(name.startswith("chk-") for name in os.listdir(tmp_path))
 
 
-async def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+async def test_a_truncated_state_file_of_a_real_job_is_detected_and_named(tmp_path: Path) -> None:
     env = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
     env.enable_checkpointing(10_000, directory=tmp_path, retained=3)
     sink = fk.CollectSink()
@@ -177,7 +184,7 @@ async def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_
     for _ in range(2):
         await asyncio.wait_for(client._executor.trigger_savepoint(str(tmp_path / f"sp{_}")), 30)
     await asyncio.wait_for(client.wait(), 60)
-    checkpoints = sorted(p for p in tmp_path.iterdir() if p.name.startswith("chk-"))
+    checkpoints = _checkpoint_dirs(tmp_path)
     assert checkpoints, "the final checkpoint was written"
     newest = checkpoints[-1]
     state_file = next(p for p in newest.iterdir() if p.suffix == ".state")
@@ -228,12 +235,7 @@ async def test_exactly_once_file_sink_after_a_failure_at_a_random_record(
     client = await env.execute_async("exactly once")
     fail_after = random.Random(parallelism).randint(1, 3)
 
-    async def fail_at_some_point() -> None:
-        while client.checkpoint_statistics()["completed"] < fail_after and not client.done():
-            await asyncio.sleep(0.002)
-        STATE["fail"] = True
-
-    injector = asyncio.create_task(fail_at_some_point())
+    injector = asyncio.create_task(_fail_after_checkpoints(client, fail_after))
     await asyncio.wait_for(client.wait(), 60)
     await injector
     assert STATE["failed"] == 1 and client.restarts == 1
@@ -259,12 +261,7 @@ async def test_at_least_once_mode_replays_into_a_plain_sink(tmp_path: Path) -> N
     )
     client = await env.execute_async("at least once")
 
-    async def fail_after_a_checkpoint() -> None:
-        while client.checkpoint_statistics()["completed"] < 1 and not client.done():
-            await asyncio.sleep(0.002)
-        STATE["fail"] = True
-
-    injector = asyncio.create_task(fail_after_a_checkpoint())
+    injector = asyncio.create_task(_fail_after_checkpoints(client, 1))
     await asyncio.wait_for(client.wait(), 60)
     await injector
     expected = running_sums(RECORDS)
