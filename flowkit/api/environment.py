@@ -356,6 +356,7 @@ class StreamExecutionEnvironment:
                 "execute() cannot block inside a running event loop; use "
                 "`client = await env.execute_async()` and `await client.wait()` instead"
             )
+
         async def main() -> JobExecutionResult:
             client = await self.execute_async(job_name, restore_from, allow_non_restored_state)
             return await client.wait()

@@ -77,7 +77,6 @@ class KeyedReduceOperator(UdfOperator):
             raise self.fail(exc) from exc
         self.output.collect(out, timestamps)
 
-
     def snapshot_state(self, checkpoint_id: int) -> Any:
         from flowkit.operators.keyed_snapshots import snapshot_keyed
 
