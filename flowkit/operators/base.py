@@ -213,10 +213,14 @@ class StreamOperator:
         """Checkpoint ``checkpoint_id`` was aborted."""
 
     def _key_group_of(self) -> Callable[[Any], int]:
-        from flowkit.state.key_groups import KeyGroupAssigner
+        """Key -> key group (cached across checkpoints: each key is hashed once)."""
+        assigner = getattr(self, "_key_group_assigner", None)
+        if assigner is None:
+            from flowkit.state.key_groups import KeyGroupAssigner
 
-        assert self.ctx is not None
-        assigner = KeyGroupAssigner(self.ctx.max_parallelism, self.ctx.parallelism)
+            assert self.ctx is not None
+            assigner = KeyGroupAssigner(self.ctx.max_parallelism, self.ctx.parallelism)
+            self._key_group_assigner = assigner
         return assigner.key_group_for_key
 
     def _key_group_range(self) -> Any:

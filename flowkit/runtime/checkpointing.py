@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,10 @@ class TaskCheckpointing:
         self.last_completed = 0
         #: Sources: the final checkpoint's barrier went out.
         self.final_sent = False
+        #: The synchronous part of checkpoints (snapshot + serialize), in milliseconds.
+        self.last_sync_ms = 0.0
+        self.max_sync_ms = 0.0
+        self.last_state_bytes = 0
 
     # ------------------------------------------------------------------ input side
     def on_barrier(self, barrier: CheckpointBarrier, gate_index: int) -> None:
@@ -92,6 +97,7 @@ class TaskCheckpointing:
         """Snapshot the chain, send the barrier on, write the state in the background."""
         task = self.task
         checkpoint_id = barrier.checkpoint_id
+        started = time.perf_counter()
         states: dict[str, Any] = {}
         for op, op_id in zip(task.operators, self.op_ids):
             state = op.snapshot_state(checkpoint_id)
@@ -104,6 +110,10 @@ class TaskCheckpointing:
         data = pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
         for writer in task.writers:
             writer.emit_event(barrier)
+        pause_ms = (time.perf_counter() - started) * 1000
+        self.last_sync_ms = pause_ms
+        self.max_sync_ms = max(self.max_sync_ms, pause_ms)
+        self.last_state_bytes = len(data)
         if task.reached_end:
             self.final_sent = True
         write = asyncio.get_running_loop().create_task(self._write(checkpoint_id, data))

@@ -276,6 +276,13 @@ class JobClient:
             "last_duration_ms": coordinator.last_duration_ms,
             "last_checkpoint": last.directory if last is not None else None,
             "restarts": self._executor.restarts,
+            "max_sync_pause_ms": max(
+                (t.checkpointing.max_sync_ms for t in self._executor.tasks if t.checkpointing),
+                default=0.0,
+            ),
+            "last_state_bytes": sum(
+                t.checkpointing.last_state_bytes for t in self._executor.tasks if t.checkpointing
+            ),
         }
 
     async def trigger_savepoint(self, directory: str) -> str:

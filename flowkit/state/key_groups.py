@@ -59,7 +59,7 @@ _DOUBLE_BITS: Final = struct.Struct("<d")
 _LONG_BITS: Final = struct.Struct("<Q")
 
 #: Per-class cache size bound of :class:`KeyGroupAssigner`; a full cache is cleared.
-_CACHE_LIMIT: Final = 65536
+_CACHE_LIMIT: Final = 1 << 20
 
 
 def _signed32(value: int) -> int:
@@ -643,7 +643,7 @@ class KeyGroupAssigner:
 
     Used once per record by the key-group partitioner, so :meth:`channel_for_key` is a dict
     lookup after the first occurrence of a key. Caches are bounded (each is cleared when it
-    reaches 65536 entries). The cache never changes results: keys are cached per exact class
+    reaches 1,048,576 entries). The cache never changes results: keys are cached per exact class
     (so ``1``, ``1.0`` and ``True`` do not share an entry) and tuple / dataclass keys are
     cached together with their type structure. Unhashable keys (lists, dicts) are computed
     every time.
