@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowkit.state.ttl import StateTtlConfig
+
 __all__ = [
     "AggregatingStateDescriptor",
     "ListStateDescriptor",
@@ -23,11 +25,33 @@ class StateDescriptor:
         if not isinstance(name, str) or not name:
             raise ValueError("a state descriptor needs a non-empty name")
         self.name = name
-        self.ttl_config: Any = None
+        self.ttl_config: StateTtlConfig | None = None
 
-    def enable_time_to_live(self, ttl_config: Any) -> None:
-        """Expire entries ``ttl_config.ttl`` ms after they were last written (or read)."""
+    def enable_time_to_live(self, ttl_config: StateTtlConfig) -> None:
+        """Expire entries ``ttl_config.get_ttl()`` ms after they were last written (or read).
+
+        With TTL the descriptor's default value is ignored: absent or expired state reads
+        as None.
+
+        Raises:
+            TypeError: ``ttl_config`` is not a :class:`StateTtlConfig`.
+        """
+        if not isinstance(ttl_config, StateTtlConfig):
+            raise TypeError(
+                f"enable_time_to_live needs a StateTtlConfig "
+                f"(StateTtlConfig.new_builder(ttl_ms).build()), got {ttl_config!r}"
+            )
         self.ttl_config = ttl_config
+
+    def get_ttl_config(self) -> StateTtlConfig | None:
+        """The TTL configuration, or None."""
+        return self.ttl_config
+
+    @property
+    def has_ttl(self) -> bool:
+        """Whether entries of this state expire (a TTL config that is enabled)."""
+        config = self.ttl_config
+        return config is not None and config.is_enabled()
 
     def get_name(self) -> str:
         return self.name
