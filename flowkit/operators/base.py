@@ -123,6 +123,18 @@ class StreamOperator:
         self.ctx = ctx
         self.output = output
         self.subtask = ctx.subtask_name
+        backend = self.state_store()
+        configure = getattr(backend, "configure", None)
+        if callable(configure):
+            from flowkit.state.key_groups import key_group_range_for_operator_index
+
+            configure(
+                max_parallelism=ctx.max_parallelism,
+                key_group_range=key_group_range_for_operator_index(
+                    ctx.max_parallelism, ctx.parallelism, ctx.subtask_index
+                ),
+                clock=ctx.clock,
+            )
         self.runtime_context = RuntimeContext(
             ctx.task_name,
             ctx.subtask_index,
@@ -174,8 +186,10 @@ class StreamOperator:
     def snapshot_state(self, checkpoint_id: int) -> Any:
         """The operator's state at a checkpoint barrier (picklable), or None.
 
-        Called synchronously, after every element before the barrier was processed.
-        Keyed operators (with ``backend`` / ``timers``) snapshot them by key group.
+        Called synchronously, after every element before the barrier was processed; the
+        result is serialized later, in the background, so it must not change afterwards.
+        Keyed operators (with ``backend`` / ``timers``) return a copy-on-write snapshot of
+        their keyed state (O(key groups) at the barrier) and their timers by key group.
         """
         backend = getattr(self, "backend", None)
         timers = getattr(self, "timers", None)

@@ -80,7 +80,8 @@ class KeyedReduceOperator(UdfOperator):
     def snapshot_state(self, checkpoint_id: int) -> Any:
         from flowkit.operators.keyed_snapshots import snapshot_keyed
 
-        return snapshot_keyed(None, None, self._key_group_of(), extra=self.accumulators)
+        # A shallow copy: rolling results are new objects, never changed in place.
+        return snapshot_keyed(None, None, self._key_group_of(), extra=dict(self.accumulators))
 
     def _restore_keyed_after_open(self) -> None:
         states = getattr(self, "_restored_states", None)

@@ -27,6 +27,16 @@ if TYPE_CHECKING:
 __all__ = ["TaskCheckpointing", "state_file_name"]
 
 
+def _release(states: dict[str, Any]) -> None:
+    """Let copy-on-write backends stop protecting a snapshot once it is serialized."""
+    for state in states.values():
+        if isinstance(state, dict):
+            snapshot = state.get("backend")
+            release = getattr(snapshot, "release", None)
+            if callable(release):
+                release()
+
+
 def state_file_name(vertex_name: str, index: int) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", vertex_name).strip("-").lower() or "task"
     return f"{slug[:80]}-{index}.state"
@@ -106,21 +116,30 @@ class TaskCheckpointing:
         reader = task.source_reader
         if reader is not None:
             states[self.op_ids[0]] = {"position": reader.snapshot_position()}
-        # Serializing here freezes the state: processing goes on while the bytes are written.
-        data = pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
         for writer in task.writers:
             writer.emit_event(barrier)
         pause_ms = (time.perf_counter() - started) * 1000
         self.last_sync_ms = pause_ms
         self.max_sync_ms = max(self.max_sync_ms, pause_ms)
-        self.last_state_bytes = len(data)
         if task.reached_end:
             self.final_sent = True
-        write = asyncio.get_running_loop().create_task(self._write(checkpoint_id, data))
+        write = asyncio.get_running_loop().create_task(self._write(checkpoint_id, states))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
 
-    async def _write(self, checkpoint_id: int, data: bytes) -> None:
+    async def _write(self, checkpoint_id: int, states: dict[str, Any]) -> None:
+        try:
+            # The snapshot is frozen (copy-on-write keyed state, copies of the rest), so it
+            # is serialized off the subtask's path while records keep flowing.
+            data = await asyncio.to_thread(pickle.dumps, states, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            self.coordinator.decline(
+                checkpoint_id, self.task.name, f"cannot serialize state: {exc!r}"
+            )
+            return
+        finally:
+            _release(states)
+        self.last_state_bytes = len(data)
         try:
             handle = await self.storage.write_state(
                 checkpoint_id, self.file_name, data, savepoint_dir=self.savepoint_dir(checkpoint_id)

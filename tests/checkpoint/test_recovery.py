@@ -175,6 +175,36 @@ async def test_a_failed_job_restarts_from_the_latest_checkpoint_with_exact_keyed
     assert any(name.startswith("chk-") for name in os.listdir(tmp_path))
 
 
+@pytest.mark.parametrize("resume_parallelism", [3, 1])
+async def test_savepoint_at_parallelism_2_resumes_at_another_parallelism_with_timers(
+    resume_parallelism: int, tmp_path: Path
+) -> None:
+    savepoint_dir = tmp_path / "savepoint"
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=0)
+    env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints")
+    first = fk.CollectSink()
+    build(env, first, RECORDS)
+    client = await env.execute_async("before")
+    while len(first.values) < 150:
+        await asyncio.sleep(0.005)
+        assert not client.done()
+    path = await asyncio.wait_for(client.stop_with_savepoint(str(savepoint_dir)), 30)
+    assert path == str(savepoint_dir) and (savepoint_dir / "_metadata").exists()
+    assert client.status is fk.JobStatus.CANCELED
+
+    env2 = fk.StreamExecutionEnvironment(parallelism=resume_parallelism, buffer_timeout_ms=0)
+    env2.enable_checkpointing(10_000, directory=tmp_path / "checkpoints2")
+    second = fk.CollectSink()
+    build(env2, second, RECORDS)
+    client2 = await env2.execute_async("after", restore_from=str(savepoint_dir))
+    await asyncio.wait_for(client2.wait(), 60)
+
+    combined = set(first.values) | set(second.values)
+    assert combined == expected_timer_outputs(RECORDS)
+    # Nothing fired twice: the savepoint cut the timer outputs into two disjoint parts.
+    assert len(first.values) + len(second.values) == len(combined)
+
+
 async def test_a_truncated_state_file_of_a_real_job_is_detected_and_named(tmp_path: Path) -> None:
     env = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
     env.enable_checkpointing(10_000, directory=tmp_path, retained=3)
