@@ -27,7 +27,9 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from throughput import KEYS, make_events
 
 
-async def run_w2(events: list[dict[str, Any]], checkpoint_ms: int | None) -> tuple[float, dict[str, int], dict[str, Any]]:
+async def run_w2(
+    events: list[dict[str, Any]], checkpoint_ms: int | None
+) -> tuple[float, dict[str, int], dict[str, Any]]:
     env = fk.StreamExecutionEnvironment(parallelism=1)
     if checkpoint_ms is not None:
         env.enable_checkpointing(checkpoint_ms, directory=tempfile.mkdtemp(prefix="flowkit-bench-"))
@@ -43,19 +45,23 @@ async def run_w2(events: list[dict[str, Any]], checkpoint_ms: int | None) -> tup
     return elapsed, last, client.checkpoint_statistics()
 
 
+class KeepLatest(fk.KeyedProcessFunction):
+    """Keeps the latest value per key in ValueState (keyed state, snapshotted by the
+    copy-on-write backend)."""
+
+    def open(self, runtime_context: Any) -> None:
+        self.latest = runtime_context.get_state(fk.ValueStateDescriptor("latest"))
+
+    def process_element(self, value: Any, ctx: Any) -> Any:
+        self.latest.update(value[1])
+        return None
+
+
 async def run_big_state(keys: int, value_bytes: int) -> dict[str, Any]:
-    payload = "x" * value_bytes
     env = fk.StreamExecutionEnvironment(parallelism=1)
     env.enable_checkpointing(60_000, directory=tempfile.mkdtemp(prefix="flowkit-bench-"))
-    sink = fk.CollectSink()
-    records = [(f"k{i}", payload) for i in range(keys)]
-    (
-        env.from_collection(records)
-        .key_by(lambda r: r[0])
-        .reduce(lambda a, b: b)
-        .filter(lambda r: False)
-        .sink_to(sink)
-    )
+    records = [(f"k{i}", f"{i:08d}" + "x" * (value_bytes - 8)) for i in range(keys)]
+    env.from_collection(records).key_by(lambda r: r[0]).process(KeepLatest())
     client = await env.execute_async("big state")
     await client.wait()  # the final checkpoint holds every key's value
     stats = client.checkpoint_statistics()
@@ -66,7 +72,7 @@ async def run_big_state(keys: int, value_bytes: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--keys", type=int, default=400_000)
+    parser.add_argument("--keys", type=int, default=500_000)
     parser.add_argument("--value-bytes", type=int, default=200)
     args = parser.parse_args(argv)
     events = make_events(args.events)
