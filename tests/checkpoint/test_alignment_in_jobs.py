@@ -138,7 +138,7 @@ async def test_checkpoints_complete_while_a_slow_sink_backpressures_the_job(
     client = await env.execute_async("backpressure")
     completed_while_running = 0
     async with asyncio.timeout(60):
-        while not client.done():  # noqa: ASYNC110 - sampling the job's statistics
+        while not client.done():
             await asyncio.sleep(0.01)
             if not client.done():
                 completed_while_running = client.checkpoint_statistics()["completed"]
