@@ -227,10 +227,20 @@ class CheckpointCoordinator:
         self._wake.set()
         for pending in list(self.pending.values()):
             self._abort(pending, "the job stopped", count=False)
-        for task in self._tasks:
-            task.cancel()
+        if self._final_task is not None:
+            self._final_task.cancel()
         if self._final is not None and not self._final.done():
             self._final.cancel()
+
+    async def close(self) -> None:
+        """Wait for the checkpoint files being completed or removed (they finish quickly;
+        cancelling them halfway would leave temporary files open)."""
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        for task in pending:
+            if not task.done():
+                task.cancel()
 
     # ------------------------------------------------------------------ from subtasks
     def acknowledge(

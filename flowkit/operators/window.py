@@ -25,6 +25,7 @@ reduce or aggregate window whose elements were all evicted emits nothing.
 from __future__ import annotations
 
 import heapq
+import operator
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any, NoReturn
@@ -40,12 +41,9 @@ from flowkit.operators.base import (
     call_open,
     copy_function,
 )
-from flowkit.state.backend import _MISSING as _MISSING_STATE
 from flowkit.state.backend import (
-    AggregatingState,
     HeapKeyedStateBackend,
-    ListState,
-    ReducingState,
+    private_copy,
 )
 from flowkit.state.descriptors import StateDescriptor
 from flowkit.window import (
@@ -114,19 +112,14 @@ class _Context:
 
     def merge_partitioned_state(self, state_descriptor: StateDescriptor) -> None:
         """Fold the state of the merged windows into the state of the merge result."""
-        backend = self.op.backend
-        table = backend.table(state_descriptor.name)
-        key = backend.current_key
-        state = backend.get_partitioned_state(state_descriptor)
-        for window in self.merged_windows:
-            entries = table.get(window)
-            if entries is None or key not in entries:
-                continue
-            value = entries.pop(key)
-            if not entries:
-                del table[window]
-            state.set_current_namespace(self._window)
-            _fold_into(state, value)
+        state = self.op.backend.get_partitioned_state(state_descriptor)
+        merge = getattr(state, "merge_namespaces", None)
+        if not callable(merge):
+            raise TypeError(
+                f"state {state_descriptor.name!r} ({type(state).__name__}) cannot be merged: "
+                f"use list, reducing or aggregating state in triggers of merging windows"
+            )
+        merge(self._window, list(self.merged_windows))
 
     # process-window-function context -------------------------------------------------------
     def window(self) -> Any:
@@ -159,23 +152,6 @@ class _Context:
     def get_current_key(self) -> Any:
         """The key of the window being evaluated."""
         return self.op.backend.current_key
-
-
-def _fold_into(state: Any, value: Any) -> None:
-    """Add a stored (raw) value of a merged window into ``state``'s current namespace."""
-    if isinstance(state, ReducingState):
-        state.add(value)
-    elif isinstance(state, ListState):
-        state.add_all(value)
-    elif isinstance(state, AggregatingState):
-        current = state._get()
-        fn = state._fn
-        state._put(value if current is _MISSING_STATE else fn.merge(current, value))
-    else:
-        raise TypeError(
-            f"state {state.descriptor.name!r} ({type(state).__name__}) cannot be merged; "
-            f"triggers of merging windows keep reducing, list or aggregating state"
-        )
 
 
 class _StateStore:
@@ -297,8 +273,8 @@ class WindowOperator(OneInputOperator):
         self._out_values: list[Any] = []
         self._out_stamps: list[Any] = []
         self._sides: dict[str, tuple[list[Any], list[Any]]] = {}
-        self._contents = self.backend.table(CONTENTS)
-        self._merging_sets = self.backend.table(MERGING_WINDOWS)
+        self._contents = self.backend.keyed_table(CONTENTS)
+        self._merging_sets = self.backend.keyed_table(MERGING_WINDOWS)
         #: Time windows of the default event-time trigger without an evictor (the common
         #: case) take an inlined path: same semantics, far fewer calls per element.
         self._fast = (
@@ -322,8 +298,8 @@ class WindowOperator(OneInputOperator):
     def open(self) -> None:
         assert self.ctx is not None
         # State may have been restored into the backend since construction.
-        self._contents = self.backend.table(CONTENTS)
-        self._merging_sets = self.backend.table(MERGING_WINDOWS)
+        self._contents = self.backend.keyed_table(CONTENTS)
+        self._merging_sets = self.backend.keyed_table(MERGING_WINDOWS)
         self.timers = InternalTimerService(
             lambda: self.backend.current_key,
             self.backend.set_current_key,
@@ -414,34 +390,50 @@ class WindowOperator(OneInputOperator):
         heap = queue.heap
         # Per window start, for this batch: (window, max_ts, entries, end-of-window timer
         # bucket), or None for a late window. Consecutive elements mostly share windows.
-        slots: dict[int, Any] = {}
+        key_group_of = self.backend.key_group_of
+        # str keys already seen: their key groups in one dict lookup (keys of other
+        # types never equal a str, so they miss and take key_group_of).
+        str_groups = self.backend._group_cache.setdefault(str, {})
+        # Per window start and key group, for this batch: (window, max_ts, entries, the
+        # entries a live snapshot holds, end-of-window timer bucket), or None for a late
+        # window. Consecutive elements mostly share windows.
+        slots: dict[int, dict[int, Any]] = {}
         for value, ts in zip(values, timestamps):
             if ts is None:
                 assigner.assign_windows(value, ts, self.context)  # raises the clear error
             key = key_of(value)
+            kg = str_groups.get(key)
+            if kg is None:
+                kg = key_group_of(key)
             start = ts - (ts - offset) % slide
             skipped = True
             while start > ts - size:
-                slot = slots.get(start, _MISSING)
+                by_group = slots.get(start)
+                if by_group is None:
+                    by_group = slots[start] = {}
+                slot = by_group.get(kg, _MISSING)
                 if slot is _MISSING:
-                    slot = self._window_slot(
-                        start, size, watermark, lateness, cache, contents, buckets, heap
+                    slot = by_group[kg] = self._window_slot(
+                        start, kg, size, watermark, lateness, cache, contents, buckets, heap
                     )
-                    slots[start] = slot
                 start -= slide
                 if slot is None:
                     continue  # the window is late
                 skipped = False
-                window, max_ts, entries, bucket = slot
+                window, max_ts, entries, frozen, bucket = slot
                 acc = entries.get(key, _MISSING)
                 if reduce is not None:
                     entries[key] = value if acc is _MISSING else reduce(acc, value)
                 elif aggregate is not None:
                     if acc is _MISSING:
                         acc = aggregate.create_accumulator()
+                    elif frozen is not None and frozen.get(key, _MISSING) is acc:
+                        acc = private_copy(acc)  # a snapshot holds it: add to a copy
                     entries[key] = aggregate.add(value, acc)
                 elif acc is _MISSING:
                     entries[key] = [value]
+                elif frozen is not None and frozen.get(key, _MISSING) is acc:
+                    entries[key] = [*acc, value]
                 else:
                     acc.append(value)
                 if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
@@ -465,14 +457,15 @@ class WindowOperator(OneInputOperator):
     def _window_slot(
         self,
         start: int,
+        kg: int,
         size: int,
         watermark: int,
         lateness: int,
         cache: dict[int, TimeWindow],
-        contents: dict[Any, Any],
+        contents: Any,
         buckets: dict[int, dict[Any, None]],
         heap: list[int],
-    ) -> tuple[Any, int, dict[Any, Any], Any] | None:
+    ) -> tuple[Any, int, dict[Any, Any], Any, Any] | None:
         """Window, state and timer bucket of the window starting at ``start`` (None: late)."""
         max_ts = start + size - 1
         if max_ts + lateness <= watermark:
@@ -482,16 +475,14 @@ class WindowOperator(OneInputOperator):
             if len(cache) > 4096:
                 cache.clear()
             window = cache[start] = TimeWindow(start, start + size)
-        entries = contents.get(window)
-        if entries is None:
-            entries = contents[window] = {}
+        entries, frozen = contents.writable_entries(window, kg)
         if max_ts <= watermark:
-            return (window, max_ts, entries, None)
+            return (window, max_ts, entries, frozen, None)
         bucket = buckets.get(max_ts)
         if bucket is None:
             bucket = buckets[max_ts] = {}
             heapq.heappush(heap, max_ts)
-        return (window, max_ts, entries, bucket)
+        return (window, max_ts, entries, frozen, bucket)
 
     def _emit_simple(self, key: Any, window: Any, timestamp: int, contents: Any) -> None:
         """Evaluate a window without an evictor and collect what it emits."""
@@ -537,6 +528,8 @@ class WindowOperator(OneInputOperator):
         # cleaned up at once; without a window function or clear() nothing needs the key.
         simple = not self.allowed_lateness and self._window_call is None and not self._has_clear
         contents = self._contents
+        key_group_of = self.backend.key_group_of
+        str_groups = self.backend._group_cache.setdefault(str, {})
         get_result = self.aggregate_fn.get_result if self.aggregate_fn is not None else None
         while heap and heap[0] <= watermark:
             timestamp = heapq.heappop(heap)
@@ -551,38 +544,37 @@ class WindowOperator(OneInputOperator):
                 continue
             out_v = self._out_values
             out_t = self._out_stamps
-            last_window: Any = None
-            entries: Any = None
+            # {window: {key group: entries}} touched by this bucket
+            touched: dict[Any, dict[int, Any]] = {}
             for key, window in bucket:
-                if window is not last_window:
-                    if entries is not None and not entries:
-                        del contents[last_window]
-                    last_window = window
-                    entries = contents.get(window)
+                kg = str_groups.get(key)
+                if kg is None:
+                    kg = key_group_of(key)
+                by_group = touched.get(window)
+                if by_group is None:
+                    by_group = touched[window] = {}
+                entries = by_group.get(kg)
                 if entries is None:
-                    continue
+                    entries = by_group[kg] = contents.writable_entries(window, kg)[0]
                 acc = entries.pop(key, _MISSING)
                 if acc is not _MISSING:
                     out_v.append(acc if get_result is None else get_result(acc))
                     out_t.append(timestamp)
-            if entries is not None and not entries:
-                del contents[last_window]
+            for window, by_group in touched.items():
+                for kg in by_group:
+                    contents.discard_if_empty(window, kg)
 
     def _on_event_time_fast(self, timestamp: int, key: Any, window: Any) -> None:
         """``_on_timer`` for the fast path: EventTimeTrigger fires at the window's end;
         the cleanup timer clears the window's state."""
-        entries = self._contents.get(window)
         max_ts = window.end - 1
-        if timestamp == max_ts and entries is not None:
-            acc = entries.get(key, _MISSING)
+        if timestamp == max_ts:
+            acc = self._contents.get(window, _MISSING)  # the current key's
             if acc is not _MISSING:
                 self._emit_simple(key, window, max_ts, acc)
         cleanup = max_ts + self.allowed_lateness
         if timestamp == (cleanup if cleanup <= MAX_WATERMARK else MAX_WATERMARK):
-            if entries is not None:
-                entries.pop(key, None)
-                if not entries:
-                    del self._contents[window]
+            self._contents.remove(window)
             if self._has_clear:
                 self.context._window = window
                 for fn in (self.process_fn, self.window_fn):
@@ -652,61 +644,37 @@ class WindowOperator(OneInputOperator):
     # ------------------------------------------------------------------ contents
     def _add_to_contents(self, state_window: Any, value: Any, timestamp: int | None) -> None:
         table = self._contents
-        entries = table.get(state_window)
-        if entries is None:
-            entries = table[state_window] = {}
-        key = self.backend.current_key
-        current = entries.get(key, _MISSING)
         if self.evictor is not None or self.process_fn is not None:
-            item = TimestampedValue(value, timestamp) if self.evictor is not None else value
-            if current is _MISSING:
-                entries[key] = [item]
-            else:
-                current.append(item)
+            table.append(
+                state_window, TimestampedValue(value, timestamp) if self.evictor else value
+            )
         elif self.aggregate_fn is not None:
             fn = self.aggregate_fn
-            acc = fn.create_accumulator() if current is _MISSING else current
-            entries[key] = fn.add(value, acc)
+            acc = table.get_mutable(state_window, _MISSING)
+            table.put(
+                state_window, fn.add(value, fn.create_accumulator() if acc is _MISSING else acc)
+            )
         else:
-            entries[key] = value if current is _MISSING else self._reduce(current, value)
+            current = table.get(state_window, _MISSING)
+            table.put(state_window, value if current is _MISSING else self._reduce(current, value))
 
     def _get_contents(self, state_window: Any) -> Any:
-        entries = self._contents.get(state_window)
-        if entries is None:
-            return _MISSING
-        return entries.get(self.backend.current_key, _MISSING)
+        return self._contents.get(state_window, _MISSING)
 
     def _set_contents(self, state_window: Any, contents: Any) -> None:
-        table = self._contents
-        entries = table.get(state_window)
-        if entries is None:
-            entries = table[state_window] = {}
-        entries[self.backend.current_key] = contents
+        self._contents.put(state_window, contents)
 
     def _clear_contents(self, state_window: Any) -> None:
-        entries = self._contents.get(state_window)
-        if entries is not None:
-            entries.pop(self.backend.current_key, None)
-            if not entries:
-                del self._contents[state_window]
+        self._contents.remove(state_window)
 
     def _merge_contents(self, target: Any, sources: Iterable[Any]) -> None:
-        merged = self._get_contents(target)
-        for source in sources:
-            value = self._get_contents(source)
-            if value is _MISSING:
-                continue
-            self._clear_contents(source)
-            if merged is _MISSING:
-                merged = value
-            elif self.evictor is not None or self.process_fn is not None:
-                merged = merged + value
-            elif self.aggregate_fn is not None:
-                merged = self.aggregate_fn.merge(merged, value)
-            else:
-                merged = self._reduce(merged, value)
-        if merged is not _MISSING:
-            self._set_contents(target, merged)
+        if self.evictor is not None or self.process_fn is not None:
+            merge: Callable[[Any, Any], Any] = operator.add
+        elif self.aggregate_fn is not None:
+            merge = self.aggregate_fn.merge
+        else:
+            merge = self._reduce
+        self._contents.merge_namespaces(target, list(sources), merge)
 
     # ------------------------------------------------------------------ emission
     def _emit_window_contents(self, window: Any, state_window: Any, contents: Any) -> None:
@@ -881,23 +849,14 @@ class WindowOperator(OneInputOperator):
 
     # ------------------------------------------------------------------ merging windows
     def _merging_set(self) -> dict[Any, Any]:
-        entries = self._merging_sets.get(None)
-        key = self.backend.current_key
-        if entries is None or key not in entries:
-            return {}
-        return dict(entries[key])
+        mapping = self._merging_sets.get(None)
+        return {} if mapping is None else dict(mapping)
 
     def _store_merging_set(self, mapping: dict[Any, Any]) -> None:
-        entries = self._merging_sets.get(None)
-        key = self.backend.current_key
         if mapping:
-            if entries is None:
-                entries = self._merging_sets[None] = {}
-            entries[key] = mapping
-        elif entries is not None:
-            entries.pop(key, None)
-            if not entries:
-                del self._merging_sets[None]
+            self._merging_sets.put(None, mapping)
+        else:
+            self._merging_sets.remove(None)
 
     def _add_window(self, mapping: dict[Any, Any], new_window: Any) -> Any:
         """Flink's MergingWindowSet.addWindow with the WindowOperator's merge function."""

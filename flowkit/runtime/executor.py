@@ -424,12 +424,14 @@ class LocalExecutor:
         except BaseExceptionGroup as group_error:
             if coordinator is not None:
                 coordinator.stop()
+                await coordinator.close()
                 self._next_checkpoint_id = coordinator.next_id
             failure = _first_failure(group_error)
             if failure is None:
                 raise
             raise failure from None
         if coordinator is not None:
+            await coordinator.close()
             self._next_checkpoint_id = coordinator.next_id
 
     async def trigger_savepoint(self, directory: str, notify: bool = False) -> CompletedCheckpoint:

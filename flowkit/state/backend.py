@@ -1623,6 +1623,10 @@ class BackendSnapshot:
             "states": states,
         }
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle only the frozen state, never the live backend it points to.
+        return (BackendSnapshot.from_bytes, (self.to_bytes(),))
+
     def to_bytes(self) -> bytes:
         """Serialize (pickle protocol 5); may run in a background thread."""
         self._check()
