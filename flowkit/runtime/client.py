@@ -301,14 +301,13 @@ class JobClient:
     async def stop_with_savepoint(self, directory: str, drain: bool = False) -> str:
         """Take a savepoint, commit what it covers, then stop the job.
 
-        With ``drain=False`` (default) the job is cancelled after the savepoint (timers
-        and windows keep their state in it); ``drain=True`` is not supported yet and
-        raises.
+        With ``drain=False`` (default) pending timers and windows keep their state in the
+        savepoint; with ``drain=True`` the sources first emit ``MAX_WATERMARK``, so every
+        event-time timer and window fires before the savepoint is taken (Flink's
+        ``stop --drain``).
         """
         if drain:
-            raise NotImplementedError(
-                "stop_with_savepoint(drain=True) is not supported yet; use drain=False"
-            )
+            self._executor.emit_max_watermark_at_sources()
         completed = await self._executor.trigger_savepoint(directory, notify=True)
         await self.cancel()
         return completed.directory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import pickle
 from collections import deque
@@ -13,7 +14,7 @@ from typing import Any
 from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator
 from flowkit.checkpoint.restart import RestartStrategy
 from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
-from flowkit.elements import Watermark, WatermarkStatus
+from flowkit.elements import MAX_WATERMARK, Watermark, WatermarkStatus
 from flowkit.errors import InvalidConfigurationError, JobFailed, UserFunctionError
 from flowkit.eventtime.clocks import Clock, SystemClock
 from flowkit.graph.job_graph import JobGraph, JobVertex
@@ -433,6 +434,12 @@ class LocalExecutor:
         if coordinator is not None:
             await coordinator.close()
             self._next_checkpoint_id = coordinator.next_id
+
+    def emit_max_watermark_at_sources(self) -> None:
+        """Make every source send MAX_WATERMARK next (between two of its steps)."""
+        for task in self.tasks:
+            if task.source_reader is not None:
+                task.post_mail(functools.partial(task.head.process_watermark, MAX_WATERMARK))
 
     async def trigger_savepoint(self, directory: str, notify: bool = False) -> CompletedCheckpoint:
         """Take a savepoint into ``directory`` (the job keeps running)."""

@@ -297,3 +297,25 @@ async def test_at_least_once_mode_replays_into_a_plain_sink(tmp_path: Path) -> N
     expected = running_sums(RECORDS)
     assert set(sink.values) == set(expected)
     assert len(sink.values) > len(expected)  # duplicates from the replay
+
+
+async def test_stop_with_savepoint_and_drain_fires_every_timer_first(tmp_path: Path) -> None:
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=0)
+    env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints")
+    sink = fk.CollectSink()
+    build(env, sink, RECORDS)
+    client = await env.execute_async("drain")
+    async with asyncio.timeout(30):
+        while len(sink.values) < 50:  # noqa: ASYNC110 - waiting for the job's progress
+            await asyncio.sleep(0.005)
+    savepoint = tmp_path / "drained"
+    await asyncio.wait_for(client.stop_with_savepoint(str(savepoint), drain=True), 30)
+    snapshot = await fk.load_checkpoint(savepoint)
+    assert snapshot.is_savepoint
+    # Draining fired every pending timer before the savepoint: none is left in it.
+    from flowkit.state_processor import read_snapshot
+
+    reader = await read_snapshot(savepoint)
+    assert reader.timers("sums") == []
+    fired_keys = {key for key, _, _ in sink.values}
+    assert fired_keys  # and their outputs reached the sink before the job stopped
