@@ -108,7 +108,9 @@ from flowkit.sources import Source as Source
 from flowkit.sources import SourceReader as SourceReader
 from flowkit.state import AggregatingState as AggregatingState
 from flowkit.state import AggregatingStateDescriptor as AggregatingStateDescriptor
+from flowkit.state import BackendSnapshot as BackendSnapshot
 from flowkit.state import HeapKeyedStateBackend as HeapKeyedStateBackend
+from flowkit.state import KeyedTable as KeyedTable
 from flowkit.state import ListState as ListState
 from flowkit.state import ListStateDescriptor as ListStateDescriptor
 from flowkit.state import MapState as MapState
@@ -116,8 +118,11 @@ from flowkit.state import MapStateDescriptor as MapStateDescriptor
 from flowkit.state import ReducingState as ReducingState
 from flowkit.state import ReducingStateDescriptor as ReducingStateDescriptor
 from flowkit.state import StateDescriptor as StateDescriptor
+from flowkit.state import StateMigrationError as StateMigrationError
+from flowkit.state import StateTtlConfig as StateTtlConfig
 from flowkit.state import ValueState as ValueState
 from flowkit.state import ValueStateDescriptor as ValueStateDescriptor
+from flowkit.state import private_copy as private_copy
 from flowkit.testing import HarnessSnapshot as HarnessSnapshot
 from flowkit.testing import KeyedProcessFunctionHarness as KeyedProcessFunctionHarness
 from flowkit.testing import OneInputOperatorHarness as OneInputOperatorHarness
@@ -171,6 +176,7 @@ __all__ = [
     "AggregatingStateDescriptor",
     "AllWindowedStream",
     "AsyncCallbackSink",
+    "BackendSnapshot",
     "CheckpointConfig",
     "CheckpointFailed",
     "Clock",
@@ -227,6 +233,7 @@ __all__ = [
     "KeyedProcessFunction",
     "KeyedProcessFunctionHarness",
     "KeyedStream",
+    "KeyedTable",
     "ListState",
     "ListStateDescriptor",
     "ManualClock",
@@ -264,6 +271,8 @@ __all__ = [
     "Source",
     "SourceReader",
     "StateDescriptor",
+    "StateMigrationError",
+    "StateTtlConfig",
     "StreamExecutionEnvironment",
     "StreamRecord",
     "SubtaskMetrics",
@@ -298,6 +307,7 @@ __all__ = [
     "WindowedStream",
     "functions",
     "load_checkpoint",
+    "private_copy",
     "sinks",
     "sources",
 ]
