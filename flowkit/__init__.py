@@ -25,6 +25,8 @@ from flowkit import sources as sources
 from flowkit import state as state
 from flowkit import testing as testing
 from flowkit import window as window
+from flowkit.api.datastream import BroadcastConnectedStream as BroadcastConnectedStream
+from flowkit.api.datastream import BroadcastStream as BroadcastStream
 from flowkit.api.datastream import ConnectedStreams as ConnectedStreams
 from flowkit.api.datastream import DataStream as DataStream
 from flowkit.api.datastream import DataStreamSink as DataStreamSink
@@ -67,12 +69,15 @@ from flowkit.eventtime.watermarks import WatermarkGenerator as WatermarkGenerato
 from flowkit.eventtime.watermarks import WatermarkOutput as WatermarkOutput
 from flowkit.eventtime.watermarks import WatermarkStrategy as WatermarkStrategy
 from flowkit.functions import AggregateFunction as AggregateFunction
+from flowkit.functions import BroadcastProcessFunction as BroadcastProcessFunction
+from flowkit.functions import CheckpointedFunction as CheckpointedFunction
 from flowkit.functions import CoFlatMapFunction as CoFlatMapFunction
 from flowkit.functions import CoMapFunction as CoMapFunction
 from flowkit.functions import CoProcessFunction as CoProcessFunction
 from flowkit.functions import FilterFunction as FilterFunction
 from flowkit.functions import FlatMapFunction as FlatMapFunction
 from flowkit.functions import Function as Function
+from flowkit.functions import KeyedBroadcastProcessFunction as KeyedBroadcastProcessFunction
 from flowkit.functions import KeyedCoProcessFunction as KeyedCoProcessFunction
 from flowkit.functions import KeyedProcessFunction as KeyedProcessFunction
 from flowkit.functions import KeySelector as KeySelector
@@ -177,8 +182,12 @@ __all__ = [
     "AllWindowedStream",
     "AsyncCallbackSink",
     "BackendSnapshot",
+    "BroadcastConnectedStream",
+    "BroadcastProcessFunction",
+    "BroadcastStream",
     "CheckpointConfig",
     "CheckpointFailed",
+    "CheckpointedFunction",
     "Clock",
     "CoFlatMapFunction",
     "CoGroupFunction",
@@ -229,6 +238,7 @@ __all__ = [
     "JoinedStreams",
     "JsonSerializer",
     "KeySelector",
+    "KeyedBroadcastProcessFunction",
     "KeyedCoProcessFunction",
     "KeyedProcessFunction",
     "KeyedProcessFunctionHarness",

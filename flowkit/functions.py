@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregateFunction",
+    "BroadcastProcessFunction",
+    "CheckpointedFunction",
     "CoFlatMapFunction",
     "CoMapFunction",
     "CoProcessFunction",
@@ -30,6 +32,7 @@ __all__ = [
     "FlatMapFunction",
     "Function",
     "KeySelector",
+    "KeyedBroadcastProcessFunction",
     "KeyedCoProcessFunction",
     "KeyedProcessFunction",
     "MapFunction",
@@ -282,3 +285,121 @@ class SinkFunction(Function):
 
     def invoke(self, value: Any) -> None:
         raise NotImplementedError
+
+
+class CheckpointedFunction(ABC):
+    """Operator state for a function (Flink's ``CheckpointedFunction``); mix it into a
+    ``MapFunction``, ``FlatMapFunction``, ``FilterFunction``, ``ProcessFunction``...
+
+    ``initialize_state(context)`` runs once per subtask before ``open``: take the state
+    from ``context.get_operator_state_store()`` with ``get_list_state(descriptor)`` (on a
+    change of parallelism the lists of all subtasks are split evenly) or
+    ``get_union_list_state(descriptor)`` (every subtask gets all lists);
+    ``context.is_restored()`` tells whether the job restored from a snapshot.
+    ``snapshot_state(context)`` runs at every checkpoint (``context.checkpoint_id``): put
+    what the function keeps in plain attributes into its list states.
+
+    Example:
+        >>> from flowkit.state import ListStateDescriptor
+        >>> class CountingMap(MapFunction, CheckpointedFunction):
+        ...     def initialize_state(self, context):
+        ...         store = context.get_operator_state_store()
+        ...         self.counts = store.get_list_state(ListStateDescriptor("count"))
+        ...         self.count = sum(self.counts.get())
+        ...     def snapshot_state(self, context):
+        ...         self.counts.update([self.count])
+        ...     def map(self, value):
+        ...         self.count += 1
+        ...         return value, self.count
+    """
+
+    @abstractmethod
+    def snapshot_state(self, context: Any) -> None: ...
+
+    @abstractmethod
+    def initialize_state(self, context: Any) -> None: ...
+
+
+class BroadcastProcessFunction(Function, ABC):
+    """The broadcast state pattern on a non-keyed stream.
+
+    ``stream.connect(rules.broadcast(descriptor)).process(fn)``: every parallel subtask
+    gets every element of the broadcast stream in ``process_broadcast_element(value,
+    ctx)``, where ``ctx.get_broadcast_state(descriptor)`` is writable (make the same change
+    in every subtask); ``process_element(value, ctx)`` sees it read-only. Both yield
+    outputs; ``ctx.output(tag, value)`` emits to a side output.
+    """
+
+    class ReadOnlyContext(ABC):
+        @abstractmethod
+        def timestamp(self) -> int | None: ...
+
+        @abstractmethod
+        def current_processing_time(self) -> int: ...
+
+        @abstractmethod
+        def current_watermark(self) -> int: ...
+
+        @abstractmethod
+        def output(self, output_tag: OutputTag, value: Any) -> None: ...
+
+        @abstractmethod
+        def get_broadcast_state(self, descriptor: Any) -> Any:
+            """The broadcast state of ``descriptor`` (read-only here)."""
+
+    class Context(ReadOnlyContext, ABC):
+        """``get_broadcast_state`` returns a writable broadcast state here."""
+
+    @abstractmethod
+    def process_element(
+        self, value: Any, ctx: BroadcastProcessFunction.ReadOnlyContext
+    ) -> Iterable[Any] | None: ...
+
+    @abstractmethod
+    def process_broadcast_element(
+        self, value: Any, ctx: BroadcastProcessFunction.Context
+    ) -> Iterable[Any] | None: ...
+
+
+class KeyedBroadcastProcessFunction(Function, ABC):
+    """The broadcast state pattern on a keyed stream: keyed state and timers too.
+
+    ``keyed.connect(rules.broadcast(descriptor)).process(fn)``. ``process_element(value,
+    ctx)`` runs with the record's key current (``ctx.get_current_key()``,
+    ``ctx.timer_service()``, keyed state from ``open``'s runtime context) and reads the
+    broadcast state; ``process_broadcast_element(value, ctx)`` writes it and may visit
+    every key's state with ``ctx.apply_to_keyed_state(descriptor, fn(key, state))``;
+    ``on_timer(timestamp, ctx)`` as in ``KeyedProcessFunction``.
+    """
+
+    class ReadOnlyContext(BroadcastProcessFunction.ReadOnlyContext, ABC):
+        @abstractmethod
+        def get_current_key(self) -> Any: ...
+
+        @abstractmethod
+        def timer_service(self) -> TimerService: ...
+
+    class Context(BroadcastProcessFunction.Context, ABC):
+        @abstractmethod
+        def apply_to_keyed_state(self, state_descriptor: Any, function: Any) -> None:
+            """Call ``function(key, state)`` for every key of this subtask that has
+            state ``state_descriptor``."""
+
+    class OnTimerContext(ReadOnlyContext, ABC):
+        @abstractmethod
+        def time_domain(self) -> TimeDomain: ...
+
+    @abstractmethod
+    def process_element(
+        self, value: Any, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext
+    ) -> Iterable[Any] | None: ...
+
+    @abstractmethod
+    def process_broadcast_element(
+        self, value: Any, ctx: KeyedBroadcastProcessFunction.Context
+    ) -> Iterable[Any] | None: ...
+
+    def on_timer(
+        self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext
+    ) -> Iterable[Any] | None:
+        return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from flowkit.api.join import CoGroupedStreams, IntervalJoin, JoinedStreams
     from flowkit.api.windowed import AllWindowedStream, WindowedStream
 
-__all__ = ["ConnectedStreams", "DataStream", "DataStreamSink", "KeyedStream"]
+__all__ = [
+    "BroadcastConnectedStream",
+    "BroadcastStream",
+    "ConnectedStreams",
+    "DataStream",
+    "DataStreamSink",
+    "KeyedStream",
+]
 
 OutputType = TypeSerializer | str | None
 
@@ -366,8 +373,28 @@ class DataStream:
         t = Transformation(kind="union", name="Union", inputs=[self._t] + [s._t for s in streams])
         return DataStream(self._env, t)
 
-    def connect(self, other: DataStream) -> ConnectedStreams:
-        """Pair with another stream for a two-input function (CoMap, CoProcess...)."""
+    @overload
+    def connect(self, other: BroadcastStream) -> BroadcastConnectedStream: ...
+
+    @overload
+    def connect(self, other: DataStream) -> ConnectedStreams: ...
+
+    def connect(
+        self, other: DataStream | BroadcastStream
+    ) -> ConnectedStreams | BroadcastConnectedStream:
+        """Pair with another stream for a two-input function (CoMap, CoProcess...).
+
+        With a :class:`BroadcastStream` (``rules.broadcast(descriptor)``): the broadcast
+        state pattern, ``.process(BroadcastProcessFunction)`` or, on a keyed stream,
+        ``.process(KeyedBroadcastProcessFunction)``.
+        """
+        if isinstance(other, BroadcastStream):
+            if other._env is not self._env:
+                raise InvalidConfigurationError(
+                    "connect() needs streams of the same StreamExecutionEnvironment; create "
+                    "both streams from one environment"
+                )
+            return BroadcastConnectedStream(self, other)
         self._same_env(other, "connect")
         return ConnectedStreams(self, other)
 
@@ -400,8 +427,20 @@ class DataStream:
         """Send each record to a random downstream subtask."""
         return DataStream(self._env, self._partition("shuffle"))
 
-    def broadcast(self) -> DataStream:
-        """Send every record to every downstream subtask."""
+    @overload
+    def broadcast(self) -> DataStream: ...
+
+    @overload
+    def broadcast(self, descriptor: Any, /, *descriptors: Any) -> BroadcastStream: ...
+
+    def broadcast(self, *descriptors: Any) -> DataStream | BroadcastStream:
+        """Send every record to every downstream subtask.
+
+        With ``MapStateDescriptor`` arguments: a :class:`BroadcastStream` carrying those
+        broadcast states, to ``connect`` to a stream (the broadcast state pattern).
+        """
+        if descriptors:
+            return BroadcastStream(self, descriptors)
         return DataStream(self._env, self._partition("broadcast"))
 
     def global_(self) -> DataStream:
@@ -643,3 +682,87 @@ class ConnectedStreams:
         return self._two_input(
             name, lambda n: CoProcessOperator(n, func, k1, k2), output_type, func
         )
+
+
+class BroadcastStream:
+    """A stream sent whole to every subtask, with the broadcast states it fills.
+
+    Made by ``stream.broadcast(MapStateDescriptor(...), ...)``; the only thing to do with
+    it is to ``connect`` a stream (or keyed stream) to it.
+    """
+
+    def __init__(self, stream: DataStream, descriptors: Iterable[Any]) -> None:
+        from flowkit.state.descriptors import MapStateDescriptor
+
+        self.descriptors = tuple(descriptors)
+        names: set[str] = set()
+        for descriptor in self.descriptors:
+            if not isinstance(descriptor, MapStateDescriptor):
+                raise TypeError(
+                    f"broadcast() takes MapStateDescriptors (the broadcast states), got "
+                    f"{type(descriptor).__name__} {descriptor!r}"
+                )
+            if descriptor.name in names:
+                raise InvalidConfigurationError(
+                    f"broadcast() got two broadcast states named {descriptor.name!r}"
+                )
+            names.add(descriptor.name)
+        self._env = stream._env
+        self._t = stream._partition("broadcast")
+
+    def get_broadcast_state_descriptors(self) -> list[Any]:
+        return list(self.descriptors)
+
+    def get_execution_environment(self) -> StreamExecutionEnvironment:
+        return self._env
+
+
+class BroadcastConnectedStream:
+    """A (keyed) stream connected to a :class:`BroadcastStream`; ``process(fn)`` runs a
+    ``BroadcastProcessFunction`` or, on a keyed stream, a
+    ``KeyedBroadcastProcessFunction``."""
+
+    def __init__(self, first: DataStream, broadcast: BroadcastStream) -> None:
+        self.first = first
+        self.broadcast_stream = broadcast
+        self._env = first._env
+
+    def process(self, func: Any, output_type: OutputType = None) -> DataStream:
+        """Input 1 goes to ``process_element``, the broadcast input to
+        ``process_broadcast_element``."""
+        from flowkit.operators.broadcast import (
+            BroadcastProcessOperator,
+            KeyedBroadcastProcessOperator,
+        )
+
+        methods = ("process_element", "process_broadcast_element")
+        missing = [m for m in methods if not callable(getattr(func, m, None))]
+        if missing:
+            raise InvalidFunctionError(
+                f"process() on a broadcast-connected stream needs a BroadcastProcessFunction "
+                f"or KeyedBroadcastProcessFunction; {type(func).__name__} {func!r} lacks "
+                f"{', '.join(missing)}"
+            )
+        descriptors = self.broadcast_stream.descriptors
+        first = self.first
+        if isinstance(first, KeyedStream):
+            selector = first.key_selector
+            name = "Co-Process-Broadcast-Keyed"
+
+            def make(n: str) -> Any:
+                return KeyedBroadcastProcessOperator(n, func, descriptors, selector)
+        else:
+            name = "Co-Process-Broadcast"
+
+            def make(n: str) -> Any:
+                return BroadcastProcessOperator(n, func, descriptors)
+
+        t = first._add(
+            "two_input",
+            name,
+            make,
+            output_type,
+            inputs=[first._t, self.broadcast_stream._t],
+            description=_describe(func),
+        )
+        return DataStream(self._env, t)

@@ -677,6 +677,31 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+_CLOSING: set[asyncio.Future[Any]] = set()
+
+
+async def _open_for_writing(path: str) -> tuple[Any, Any]:
+    """Open ``path`` for writing through aiofiles; returns ``(context manager, file)``.
+
+    If the caller is cancelled while the open runs in its thread, the file it opens is
+    closed as soon as the open completes (no file is left open behind a cancel).
+    """
+    manager = aiofiles.open(path, "wb")
+    opening = asyncio.ensure_future(manager.__aenter__())
+    try:
+        return manager, await asyncio.shield(opening)
+    except asyncio.CancelledError:
+
+        def close_when_opened(task: asyncio.Future[Any]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                closing = asyncio.ensure_future(manager.__aexit__(None, None, None))
+                _CLOSING.add(closing)
+                closing.add_done_callback(_CLOSING.discard)
+
+        opening.add_done_callback(close_when_opened)
+        raise
+
+
 async def _write_file_atomic(
     directory: str,
     name: str,
@@ -690,7 +715,8 @@ async def _write_file_atomic(
     digest = hashlib.sha256()
     view = memoryview(data).cast("B")
     try:
-        async with aiofiles.open(tmp, "wb") as f:
+        manager, f = await _open_for_writing(tmp)
+        try:
             for start in range(0, len(view), _CHUNK):
                 if should_stop():
                     raise CheckpointAbortedError(f"writing {final} stopped: checkpoint aborted")
@@ -699,6 +725,9 @@ async def _write_file_atomic(
                 digest.update(chunk)
             await f.flush()
             await asyncio.to_thread(os.fsync, f.fileno())
+        finally:
+            # Shielded: a cancelled write still closes its file.
+            await asyncio.shield(manager.__aexit__(None, None, None))
         if should_stop():
             raise CheckpointAbortedError(f"writing {final} stopped: checkpoint aborted")
         os.replace(tmp, final)

@@ -20,7 +20,7 @@ from flowkit.operators.base import (
     resolve_function,
 )
 from flowkit.operators.keyed import KeyChecker
-from flowkit.operators.simple import is_iterable, not_iterable_message
+from flowkit.operators.simple import FunctionStateOperator, is_iterable, not_iterable_message
 from flowkit.state.backend import HeapKeyedStateBackend
 
 __all__ = [
@@ -306,7 +306,7 @@ def _run_batch(
         op._flush_collected(timestamps is not None)
 
 
-class ProcessOperator(_ContextOperator, OneInputOperator):
+class ProcessOperator(FunctionStateOperator, _ContextOperator, OneInputOperator):
     """Runs a ``ProcessFunction`` (or a ``(value, ctx)`` callable) over each record."""
 
     method = "process_element"
@@ -322,6 +322,7 @@ class ProcessOperator(_ContextOperator, OneInputOperator):
         self._init_context(key_selector is not None)
 
     def open(self) -> None:
+        self.initialize_function_state()
         self._open_timers()
         try:
             call_open(self.function, self.runtime_context)
@@ -346,19 +347,20 @@ class KeyedProcessOperator(ProcessOperator):
         super().__init__(name, function, key_selector)
 
 
-class CoMapOperator(TwoInputOperator):
+class CoMapOperator(FunctionStateOperator, TwoInputOperator):
     """``connect(...).map(CoMapFunction)``: ``map1`` for input 1, ``map2`` for input 2."""
 
     methods = ("map1", "map2")
 
     def __init__(self, name: str, function: Any) -> None:
-        super().__init__(name)
+        TwoInputOperator.__init__(self, name)
         self.function = copy_function(function)
         first, second = self.methods
         self.fn1 = getattr(self.function, first)
         self.fn2 = getattr(self.function, second)
 
     def open(self) -> None:
+        self.initialize_function_state()
         try:
             call_open(self.function, self.runtime_context)
         except Exception as exc:
@@ -405,7 +407,7 @@ class CoFlatMapOperator(CoMapOperator):
             self.output.collect(out, None if timestamps is None else out_ts)
 
 
-class CoProcessOperator(_ContextOperator, TwoInputOperator):
+class CoProcessOperator(FunctionStateOperator, _ContextOperator, TwoInputOperator):
     """``CoProcessFunction`` / ``KeyedCoProcessFunction`` over two inputs."""
 
     def __init__(
@@ -425,6 +427,7 @@ class CoProcessOperator(_ContextOperator, TwoInputOperator):
         self._init_context(key_selector1 is not None and key_selector2 is not None)
 
     def open(self) -> None:
+        self.initialize_function_state()
         self._open_timers()
         try:
             call_open(self.function, self.runtime_context)

@@ -1,4 +1,9 @@
-"""Stateless one-input operators over whole batches: map, filter, flat_map."""
+"""One-input operators over whole batches: map, filter, flat_map.
+
+Their functions keep no keyed state, but may keep operator state through
+``initialize_state(context)`` / ``snapshot_state(context)`` hooks (Flink's
+``CheckpointedFunction``), which :class:`FunctionStateOperator` drives.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,25 @@ from typing import Any
 from flowkit.operators.base import (
     Batch,
     OneInputOperator,
+    StreamOperator,
     Timestamps,
     call_close,
     call_open,
     copy_function,
     resolve_function,
 )
+from flowkit.state.operator_state import (
+    FunctionInitializationContext,
+    FunctionSnapshotContext,
+    OperatorStateStore,
+    has_checkpointed_hooks,
+    is_operator_state_snapshot,
+)
 
 __all__ = [
     "FilterOperator",
     "FlatMapOperator",
+    "FunctionStateOperator",
     "MapOperator",
     "UdfOperator",
     "is_iterable",
@@ -44,17 +58,97 @@ def not_iterable_message(method: str, result: Any) -> str:
     )
 
 
-class UdfOperator(OneInputOperator):
+class FunctionStateOperator(StreamOperator):
+    """Base of operators around a user function: drives its operator state.
+
+    A function with ``initialize_state(context)`` / ``snapshot_state(context)`` (Flink's
+    ``CheckpointedFunction``) gets its ``initialize_state`` called once before its
+    ``open``, with the state restored for this subtask (or none), and its
+    ``snapshot_state`` at every checkpoint barrier; the operator then stores the
+    function's :class:`OperatorStateStore` in its snapshot, next to any keyed state.
+    Subclasses call :meth:`initialize_function_state` first thing in ``open()``.
+    """
+
+    function: Any = None
+    #: The operator state of this subtask (None until used).
+    operator_state: OperatorStateStore | None = None
+
+    def _operator_state_store(self) -> OperatorStateStore:
+        store = self.operator_state
+        if store is None:
+            ctx = self.ctx
+            index, parallelism = (0, 1) if ctx is None else (ctx.subtask_index, ctx.parallelism)
+            store = self.operator_state = OperatorStateStore(index, parallelism)
+        return store
+
+    def _restore_operator_state(self) -> None:
+        """Load this subtask's share of the restored operator state (if there is some)."""
+        states = getattr(self, "_restored_states", None) or []
+        if not states:
+            return
+        if not has_checkpointed_hooks(self.function) and not any(
+            is_operator_state_snapshot(s) for s in states
+        ):
+            return
+        store = self._operator_state_store()
+        if store.is_restored():
+            return
+        ctx = self.ctx
+        assert ctx is not None
+        try:
+            store.restore(states, ctx.subtask_index, ctx.parallelism)
+        except Exception as exc:
+            raise self.fail(exc, "restoring operator state") from exc
+
+    def initialize_function_state(self) -> None:
+        """Restore operator state, then call the function's ``initialize_state``."""
+        self._restore_operator_state()
+        function = self.function
+        if not has_checkpointed_hooks(function):
+            return
+        store = self._operator_state_store()
+        initialize = getattr(function, "initialize_state", None)
+        if not callable(initialize):
+            return
+        context = FunctionInitializationContext(store, self.state_store())
+        try:
+            initialize(context)
+        except Exception as exc:
+            raise self.fail(exc, "in initialize_state()") from exc
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        base = super().snapshot_state(checkpoint_id)
+        function = self.function
+        hook = (
+            getattr(function, "snapshot_state", None) if has_checkpointed_hooks(function) else None
+        )
+        if callable(hook):
+            self._operator_state_store()
+            try:
+                hook(FunctionSnapshotContext(checkpoint_id))
+            except Exception as exc:
+                raise self.fail(exc, "in snapshot_state()") from exc
+        store = self.operator_state
+        if store is None or (store.is_empty and not callable(hook)):
+            return base
+        snapshot = store.snapshot()
+        if isinstance(base, dict):
+            return {**base, **snapshot}
+        return snapshot
+
+
+class UdfOperator(FunctionStateOperator, OneInputOperator):
     """An operator around one user function (copied per subtask, opened and closed)."""
 
     method = ""
 
     def __init__(self, name: str, function: Any) -> None:
-        super().__init__(name)
+        OneInputOperator.__init__(self, name)
         self.function = copy_function(function)
         self.fn = resolve_function(self.function, self.method, name)
 
     def open(self) -> None:
+        self.initialize_function_state()
         try:
             call_open(self.function, self.runtime_context)
         except Exception as exc:

@@ -284,9 +284,14 @@ class LocalExecutor:
         entries = self._restored.get(op_id)
         if not entries:
             return []
-        keyed = any(isinstance(state, dict) and "key_groups" in state for _, _, state in entries)
-        if keyed:
-            return [state for _, _, state in entries]
+        every = any(
+            isinstance(state, dict) and ("key_groups" in state or "operator_state" in state)
+            for _, _, state in entries
+        )
+        if every:
+            # Keyed state (by key group) and operator state (even split, union,
+            # broadcast) are redistributed by the operator itself from all snapshots.
+            return [state for _, _, state in sorted(entries, key=lambda entry: entry[0])]
         return [state for old_index, _, state in entries if old_index % vertex.parallelism == index]
 
     async def _load(self, checkpoint: CompletedCheckpoint) -> None:
