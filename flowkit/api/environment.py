@@ -333,7 +333,9 @@ class StreamExecutionEnvironment:
         """
         snapshot = await load_checkpoint(restore_from) if restore_from is not None else None
         name = job_name or "flowkit job"
-        return JobClient(name, self._executor(name, snapshot, allow_non_restored_state))
+        executor = self._executor(name, snapshot, allow_non_restored_state)
+        await executor.prepare_restore()  # a snapshot that does not fit fails here
+        return JobClient(name, executor)
 
     def execute(
         self,

@@ -294,6 +294,19 @@ class LocalExecutor:
             return [state for _, _, state in sorted(entries, key=lambda entry: entry[0])]
         return [state for old_index, _, state in entries if old_index % vertex.parallelism == index]
 
+    async def prepare_restore(self) -> None:
+        """Read and check the snapshot to start from (before anything runs).
+
+        Raises:
+            InvalidConfigurationError: state of unknown operators (without
+                ``allow_non_restored_state``), a changed max parallelism, or a source
+                restored at another parallelism.
+            CorruptCheckpointError: a state file is damaged.
+        """
+        if self.config.restore_from is not None:
+            self._op_ids = operator_ids(self.job_graph)
+            await self._load(self.config.restore_from)
+
     async def _load(self, checkpoint: CompletedCheckpoint) -> None:
         """Read every state file of ``checkpoint`` (verified by checksum)."""
         storage = self.storage or CheckpointStorage(checkpoint.directory)
@@ -380,9 +393,8 @@ class LocalExecutor:
             JobFailed: naming the failing subtask, with the original error as cause.
         """
         cfg = self.config
-        if cfg.restore_from is not None:
-            self._op_ids = operator_ids(self.job_graph)
-            await self._load(cfg.restore_from)
+        if cfg.restore_from is not None and self.restored_from is None:
+            await self.prepare_restore()
         strategy = cfg.restart_strategy or RestartStrategy.default(cfg.checkpoint is not None)
         backoff = strategy.create_backoff()
         while True:

@@ -319,3 +319,41 @@ async def test_stop_with_savepoint_and_drain_fires_every_timer_first(tmp_path: P
     assert reader.timers("sums") == []
     fired_keys = {key for key, _, _ in sink.values}
     assert fired_keys  # and their outputs reached the sink before the job stopped
+
+
+async def test_restore_matches_state_by_uid_and_refuses_unknown_state(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    env = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
+    env.enable_checkpointing(10_000, directory=checkpoints)
+    build(env, fk.CollectSink(), RECORDS[:120])
+    await asyncio.wait_for((await env.execute_async("first")).wait(), 60)
+
+    # The same job under other uids: the snapshot's state has no operator to go to.
+    env2 = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
+    (
+        env2.from_source(PacedSource(RECORDS[:120]))
+        .uid("a-new-source")
+        .key_by(lambda r: r[0])
+        .process(SumWithTimers())
+        .uid("new-sums")
+        .sink_to(fk.CollectSink())
+    )
+    with pytest.raises(fk.InvalidConfigurationError, match="not in this job"):
+        await env2.execute_async("second", restore_from=str(checkpoints))
+
+    # Allowed: the unknown state is skipped and the operators start empty.
+    env3 = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
+    fresh = fk.CollectSink()
+    (
+        env3.from_source(PacedSource(RECORDS[:120]))
+        .uid("a-new-source")
+        .key_by(lambda r: r[0])
+        .process(SumWithTimers())
+        .uid("new-sums")
+        .sink_to(fresh)
+    )
+    client = await env3.execute_async(
+        "third", restore_from=str(checkpoints), allow_non_restored_state=True
+    )
+    await asyncio.wait_for(client.wait(), 60)
+    assert set(fresh.values) == expected_timer_outputs(RECORDS[:120])
