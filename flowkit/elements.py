@@ -14,6 +14,7 @@ __all__ = [
     "MIN_WATERMARK",
     "CheckpointBarrier",
     "EndOfPartition",
+    "LatencyMarker",
     "OutputTag",
     "StreamRecord",
     "Watermark",
@@ -80,6 +81,17 @@ class CheckpointBarrier:
     checkpoint_id: int
     timestamp: int
     is_savepoint: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyMarker:
+    """Sent by sources every ``latency_tracking_interval_ms``; travels with the records
+    (it waits in buffers as they do) and tells each operator it reaches how long the
+    way from the source took."""
+
+    marked_time_ms: float
+    source: str
+    subtask_index: int
 
 
 @dataclass(frozen=True, slots=True)

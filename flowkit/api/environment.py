@@ -55,6 +55,8 @@ class StreamExecutionEnvironment:
         auto_watermark_interval_ms: period of watermark generation.
         clock: processing time in epoch milliseconds (tests pass a manual clock).
         use_uvloop: ``execute()`` runs on uvloop when it is installed.
+        latency_tracking_interval_ms: sources send latency markers this often; each
+            operator reports the latency from the sources in ``client.metrics()``.
 
     Raises:
         InvalidConfigurationError: for invalid values (before anything runs).
@@ -75,6 +77,7 @@ class StreamExecutionEnvironment:
         auto_watermark_interval_ms: int = 200,
         clock: Clock | None = None,
         use_uvloop: bool = True,
+        latency_tracking_interval_ms: float | None = None,
     ) -> None:
         self._parallelism = _check_int("parallelism", parallelism, 1, "subtasks per operator")
         self._max_parallelism: int | None = None
@@ -98,6 +101,12 @@ class StreamExecutionEnvironment:
         )
         self.clock = clock
         self.use_uvloop = use_uvloop
+        if latency_tracking_interval_ms is not None and latency_tracking_interval_ms <= 0:
+            raise InvalidConfigurationError(
+                f"latency_tracking_interval_ms must be > 0 (or None to switch latency "
+                f"tracking off), got {latency_tracking_interval_ms!r}"
+            )
+        self.latency_tracking_interval_ms = latency_tracking_interval_ms
         self.chaining_enabled = True
         self._transformations: list[Transformation] = []
         self.checkpoint_config: CheckpointConfig | None = None
@@ -316,6 +325,7 @@ class StreamExecutionEnvironment:
             restart_strategy=self.restart_strategy,
             restore_from=restore_from,
             allow_non_restored_state=allow_non_restored_state,
+            latency_tracking_interval_ms=self.latency_tracking_interval_ms,
         )
         return LocalExecutor(graph, config)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import copy
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +41,14 @@ def _drop_status(idle: bool) -> None:
     return None
 
 
+def _drop_marker(marker: Any) -> None:
+    return None
+
+
+#: Latency samples kept per source subtask for an operator's histogram.
+LATENCY_SAMPLES = 1024
+
+
 class Output:
     """Where an operator sends its results: chained operators and/or record writers.
 
@@ -47,7 +57,7 @@ class Output:
     Output of its consumers (tags with no consumer are dropped).
     """
 
-    __slots__ = ("collect", "emit_status", "emit_watermark", "sides")
+    __slots__ = ("collect", "emit_marker", "emit_status", "emit_watermark", "sides")
 
     def __init__(
         self,
@@ -60,6 +70,8 @@ class Output:
         self.emit_watermark = emit_watermark
         #: ``emit_status(idle)``: the stream became idle (True) or active again (False).
         self.emit_status = emit_status
+        #: ``emit_marker(marker)``: a latency marker goes on to one downstream target.
+        self.emit_marker: Callable[[Any], None] = _drop_marker
         self.sides: dict[str, Output] = {} if sides is None else sides
 
     def collect_side(self, tag_id: str, values: Batch, timestamps: Timestamps) -> None:
@@ -156,6 +168,42 @@ class StreamOperator:
     def process_watermark_status(self, idle: bool) -> None:
         """The operator's input became idle (True) or active (False); forwarded as is."""
         self.output.emit_status(idle)
+
+    def process_latency_marker(self, marker: Any) -> None:
+        """Record how long the marker took from its source to here, then pass it on."""
+        samples: dict[tuple[str, int], collections.deque[float]] | None = self.__dict__.get(
+            "_latency"
+        )
+        if samples is None:
+            samples = {}
+            self._latency = samples
+        source = (marker.source, marker.subtask_index)
+        window = samples.get(source)
+        if window is None:
+            window = samples[source] = collections.deque(maxlen=LATENCY_SAMPLES)
+        window.append(time.perf_counter() * 1000 - marker.marked_time_ms)
+        self.output.emit_marker(marker)
+
+    def latency_histogram(self) -> dict[str, float] | None:
+        """Latency from the sources to this operator over the recent markers, in ms:
+        ``count``, ``mean``, ``p50``, ``p90``, ``p99``, ``max`` (None: no marker yet)."""
+        samples = self.__dict__.get("_latency")
+        if not samples:
+            return None
+        values = sorted(v for window in samples.values() for v in window)
+        n = len(values)
+
+        def quantile(q: float) -> float:
+            return values[min(n - 1, int(q * n))]
+
+        return {
+            "count": float(n),
+            "mean": sum(values) / n,
+            "p50": quantile(0.5),
+            "p90": quantile(0.9),
+            "p99": quantile(0.99),
+            "max": values[-1],
+        }
 
     def finish(self) -> None:
         """End of input: emit whatever is still buffered."""

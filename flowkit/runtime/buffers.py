@@ -6,7 +6,8 @@ Each segment starts with a 6-byte header ``(kind: u8, fmt: u8, length: u32)`` fo
 - ``RECORDS``: a batch of records encoded by the stream's serializer (``fmt`` = its format);
 - ``TIMESTAMPS``: marshal-encoded timestamps (``int | None`` each) of the next ``RECORDS``;
 - ``EVENT``: an in-band event (watermark, watermark status, barrier, end of partition);
-- ``SPAN``: a piece of one segment too large for a whole buffer (``fmt`` = 1 on the last piece).
+- ``SPAN``: a piece of one segment too large for a whole buffer (``fmt`` = 1 on the last piece);
+- ``MARKER``: a latency marker (like a record, it does not make the buffer leave early).
 
 A buffer holds as many whole segments as fit; only a segment larger than an empty buffer is
 cut into ``SPAN`` pieces that travel in consecutive buffers.
@@ -18,7 +19,13 @@ import marshal
 import struct
 from typing import Any
 
-from flowkit.elements import CheckpointBarrier, EndOfPartition, Watermark, WatermarkStatus
+from flowkit.elements import (
+    CheckpointBarrier,
+    EndOfPartition,
+    LatencyMarker,
+    Watermark,
+    WatermarkStatus,
+)
 from flowkit.serialization import TypeSerializer
 
 HEADER = struct.Struct("<BBI")
@@ -27,6 +34,7 @@ RECORDS = 1
 TIMESTAMPS = 2
 EVENT = 3
 SPAN = 4
+MARKER = 5
 
 Event = Watermark | WatermarkStatus | CheckpointBarrier | EndOfPartition
 
@@ -47,6 +55,12 @@ def encode_event(event: Event) -> bytes:
         raise TypeError(f"not an event: {event!r}")
     payload = marshal.dumps(body)
     return HEADER.pack(EVENT, 0, len(payload)) + payload
+
+
+def encode_marker(marker: LatencyMarker) -> bytes:
+    """Encode a latency marker as a complete ``MARKER`` segment."""
+    payload = marshal.dumps((marker.marked_time_ms, marker.source, marker.subtask_index))
+    return HEADER.pack(MARKER, 0, len(payload)) + payload
 
 
 def decode_event(payload: bytes | memoryview) -> Event:
@@ -89,6 +103,9 @@ def decode_segments(
                 timestamps = marshal.loads(mv[pos:end])
             elif kind == EVENT:
                 items.append(decode_event(mv[pos:end]))
+            elif kind == MARKER:
+                marked, source, index = marshal.loads(mv[pos:end])
+                items.append(LatencyMarker(marked, source, index))
             elif kind == SPAN:
                 span += mv[pos:end]
                 if fmt == 1:

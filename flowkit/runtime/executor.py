@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import pickle
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ class ExecutionConfig:
     restore_from: CompletedCheckpoint | None = None
     #: Skip state of operators that are not in the job (instead of failing).
     allow_non_restored_state: bool = False
+    #: Sources send a latency marker this often (None: no latency tracking).
+    latency_tracking_interval_ms: float | None = None
 
 
 def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[int]:
@@ -55,6 +58,13 @@ def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[i
             return [producer * down // up]
         return [j for j in range(down) if j * up // down == producer]
     return list(range(down))
+
+
+def _random_one(fns: list[Callable[[Any], None]]) -> Callable[[Any], None]:
+    def pick(marker: Any) -> None:
+        random.choice(fns)(marker)
+
+    return pick
 
 
 def _fan(fns: list[Callable[..., None]]) -> Callable[..., None] | None:
@@ -176,20 +186,24 @@ class LocalExecutor:
             main: list[Callable[..., None]] = []
             watermarks: list[Callable[[int], None]] = []
             statuses: list[Callable[[bool], None]] = []
+            markers: list[Callable[[Any], None]] = []
             sides: dict[str, list[Callable[..., None]]] = {}
             for edge in node.out_edges:
                 watermark: Callable[[int], None]
                 status: Callable[[bool], None]
+                marker: Callable[[Any], None]
                 if id(edge) in chained:
                     target = ops[edge.target.id]
                     collect = target.process_batch  # type: ignore[attr-defined]
                     watermark = target.process_watermark
                     status = target.process_watermark_status
+                    marker = target.process_latency_marker
                 else:
                     writer = writers[id(edge)]
                     collect = writer.emit
                     watermark = _watermark_emitter(writer)
                     status = _status_emitter(writer)
+                    marker = writer.emit_marker
 
                 if edge.tag is None:
                     main.append(collect)
@@ -197,6 +211,8 @@ class LocalExecutor:
                     sides.setdefault(edge.tag.tag_id, []).append(collect)
                 watermarks.append(watermark)
                 statuses.append(status)
+                if edge.tag is None:
+                    markers.append(marker)
             output = Output(
                 sides={t: Output(_fan(c) or Output().collect) for t, c in sides.items()}
             )
@@ -205,6 +221,9 @@ class LocalExecutor:
             if watermarks:
                 output.emit_watermark = _fan(watermarks)  # type: ignore[assignment]
                 output.emit_status = _fan(statuses)  # type: ignore[assignment]
+            if markers:
+                # A marker takes one path on, like Flink's (no copies per output).
+                output.emit_marker = markers[0] if len(markers) == 1 else _random_one(markers)
             ctx = OperatorContext(
                 vertex.name,
                 index,
@@ -249,6 +268,7 @@ class LocalExecutor:
             source_reader=reader,
             buffer_timeout_ms=cfg.buffer_timeout_ms,
             mail=mail,
+            latency_tracking_interval_ms=cfg.latency_tracking_interval_ms,
         )
         task.op_ids = op_ids
         return task

@@ -21,14 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import marshal
+import random
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from flowkit.elements import LatencyMarker
 from flowkit.errors import SerializationError
 from flowkit.partitioners import StreamPartitioner
-from flowkit.runtime.buffers import EVENT, HEADER, HEADER_SIZE, RECORDS, SPAN, TIMESTAMPS, Event
+from flowkit.runtime.buffers import (
+    EVENT,
+    HEADER,
+    HEADER_SIZE,
+    RECORDS,
+    SPAN,
+    TIMESTAMPS,
+    Event,
+    encode_marker,
+)
 from flowkit.runtime.buffers import encode_event as _encode_event
 from flowkit.runtime.channels import LocalChannel, Notifier
 from flowkit.serialization import TypeSerializer
@@ -151,6 +162,17 @@ class RecordWriter:
                 out.backlog.append(segment)
             elif not self._write_segment(out, segment):
                 self._blocked.append(out)
+
+    def emit_marker(self, marker: LatencyMarker) -> None:
+        """Write a latency marker to one random channel, like a record (no hand-over)."""
+        if self._error is not None:
+            return
+        out = self.outs[random.randrange(len(self.outs))]
+        segment = encode_marker(marker)
+        if out.backlog:
+            out.backlog.append(segment)
+        elif not self._write_segment(out, segment):
+            self._blocked.append(out)
 
     def flush(self) -> None:
         """Hand over every partially filled buffer now."""

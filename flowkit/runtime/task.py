@@ -14,13 +14,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import (
     MAX_WATERMARK,
     CheckpointBarrier,
     EndOfPartition,
+    LatencyMarker,
     Watermark,
     WatermarkStatus,
 )
@@ -63,6 +64,9 @@ class SubtaskMetrics:
     buffers_in_use: int
     backpressured_ms: float
     status: str
+    #: Per operator of the chain: latency from the sources in ms (``count``, ``mean``,
+    #: ``p50``, ``p90``, ``p99``, ``max``), when latency tracking is on.
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -86,6 +90,7 @@ class StreamTask:
         buffer_timeout_ms: float | None = 100,
         mail: deque[Callable[[], None]] | None = None,
         yield_interval: float = YIELD_INTERVAL,
+        latency_tracking_interval_ms: float | None = None,
     ) -> None:
         self.vertex_name = vertex_name
         self.subtask_index = subtask_index
@@ -107,6 +112,10 @@ class StreamTask:
         #: Operator ids of the chain (for checkpoints), set by the executor.
         self.op_ids: list[str] = [op.name for op in operators]
         self.max_parallelism = getattr(operators[0].ctx, "max_parallelism", 128)
+        self.latency_interval = (
+            latency_tracking_interval_ms / 1000 if latency_tracking_interval_ms else None
+        )
+        self._marker_timer: asyncio.TimerHandle | None = None
         #: Checkpoint participation, set by the executor when checkpointing is on.
         self.checkpointing: TaskCheckpointing | None = None
         #: True once the input ended (no new periodic checkpoints from here on).
@@ -173,6 +182,9 @@ class StreamTask:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if self._marker_timer is not None:
+                self._marker_timer.cancel()
+                self._marker_timer = None
             if self.checkpointing is not None:
                 await self.checkpointing.close()
             if self.source_reader is not None:
@@ -192,6 +204,8 @@ class StreamTask:
         head = self.head
         assert isinstance(head, SourceOperator)
         await reader.open()
+        if self.latency_interval:
+            self._schedule_marker()
         poll = reader.poll_next
         watched: asyncio.Future[Any] | None = None
         mail = self._mail
@@ -262,6 +276,23 @@ class StreamTask:
             self._valves[input_index].input_status(event is WatermarkStatus.IDLE, channel.index)
         elif kind is CheckpointBarrier and self.checkpointing is not None:
             self.checkpointing.on_barrier(event, channel.gate_index)
+        elif kind is LatencyMarker:
+            self.head.process_latency_marker(event)
+
+    # ------------------------------------------------------------------ latency markers
+    def _schedule_marker(self) -> None:
+        assert self._loop is not None and self.latency_interval is not None
+        self._marker_timer = self._loop.call_later(
+            self.latency_interval, self.post_mail, self._emit_marker
+        )
+
+    def _emit_marker(self) -> None:
+        """Sources: send a latency marker down the chain, then schedule the next one."""
+        if self.reached_end:
+            return
+        marker = LatencyMarker(time.perf_counter() * 1000, self.vertex_name, self.subtask_index)
+        self.head.output.emit_marker(marker)
+        self._schedule_marker()
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -452,4 +483,9 @@ class StreamTask:
             buffers_in_use=sum(w.buffers_in_use() for w in self.writers),
             backpressured_ms=sum((w.backpressured_seconds for w in self.writers), 0.0) * 1000,
             status=self.status,
+            latency_ms={
+                op.name: hist
+                for op in self.operators
+                if (hist := op.latency_histogram()) is not None
+            },
         )
