@@ -37,6 +37,7 @@ __all__ = [
     "AsyncIterableSource",
     "AsyncIteratorReader",
     "CollectionSource",
+    "FileReader",
     "FileSource",
     "InputStatus",
     "IteratorReader",
@@ -419,32 +420,225 @@ class SocketTextSource(Source):
         return AsyncIteratorReader(aiter(_socket_lines(self.host, self.port, self.delimiter)))
 
 
-async def _file_lines(path: str, fmt: str) -> AsyncIterator[Any]:
+#: Bytes a file reader asks for at once.
+FILE_CHUNK_SIZE = 1 << 16
+
+
+class FileReader(SourceReader):
+    """Reads the lines of a file as text (``fmt="text"``) or JSON documents (``"jsonl"``).
+
+    The file is read through an ``aiofiles`` handle in chunks of ``chunk_size`` bytes, one
+    read in flight at a time (started as soon as the previous chunk was taken, so the next
+    chunk is usually there when the lines of this one are used up); ``poll_next`` never
+    waits for it: it reports NOTHING_AVAILABLE and ``is_available()`` returns the read.
+
+    Text lines are decoded as UTF-8 without their ``\\n`` and trailing ``\\r``; JSON
+    lines skip blank lines. A last line without a newline is read too.
+
+    The position (``{"offset": n}``) is the byte offset of the first line not emitted yet:
+    lines read ahead but not handed over are not part of it, so a restored reader seeks
+    there and continues with exactly the next line. ``open()`` refuses an offset that is
+    past the end of the file or not at the start of a line (the file changed since).
+
+    Args:
+        path: the file to read.
+        fmt: ``"text"`` or ``"jsonl"``.
+        chunk_size: bytes per read.
+    """
+
+    def __init__(self, path: str, fmt: str = "text", chunk_size: int = FILE_CHUNK_SIZE) -> None:
+        if fmt not in ("text", "jsonl"):
+            raise ValueError(f"FileReader format must be 'text' or 'jsonl', got {fmt!r}")
+        if chunk_size < 1:
+            raise ValueError(f"FileReader chunk_size must be >= 1, got {chunk_size!r}")
+        self.path = path
+        self.format = fmt
+        self.chunk_size = chunk_size
+        #: Byte offset of the first line not emitted (the position).
+        self._offset = 0
+        #: Complete lines read and not emitted yet (from ``_index`` on), without newline.
+        self._lines: list[bytes] = []
+        self._index = 0
+        #: Bytes after each line of ``_lines``: 1 (the newline), 0 for the file's last line.
+        self._newline = 1
+        #: The start of a line whose newline has not been read yet.
+        self._rest = b""
+        self._eof = False
+        self._handle: Any = None
+        self._read: asyncio.Task[bytes] | None = None
+        self._error: BaseException | None = None
+
+    # ------------------------------------------------------------------ position
+    def snapshot_position(self) -> Any:
+        return {"offset": self._offset}
+
+    def restore_position(self, position: Any) -> None:
+        offset = position["offset"] if isinstance(position, dict) else position
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"cannot restore the reader of {self.path!r} to {position!r}")
+        self._offset = offset
+        self._lines = []
+        self._index = 0
+        self._rest = b""
+        self._eof = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        handle = await _open_binary(self.path)
+        try:
+            if self._offset:
+                await self._seek_restored(handle)
+        except BaseException:
+            await handle.close()
+            raise
+        self._handle = handle
+        self._start_read()
+
+    async def _seek_restored(self, handle: Any) -> None:
+        """Seek to the restored offset, which must be the start of a line of this file."""
+        offset = self._offset
+        size = await handle.seek(0, 2)
+        if offset > size:
+            raise ValueError(
+                f"cannot resume reading {self.path!r} at byte {offset}: the file has only "
+                f"{size} bytes now (it changed since the checkpoint)"
+            )
+        if offset < size:
+            await handle.seek(offset - 1)
+            if await handle.read(1) != b"\n":
+                raise ValueError(
+                    f"cannot resume reading {self.path!r} at byte {offset}: no line starts "
+                    f"there (the file changed since the checkpoint)"
+                )
+        await handle.seek(offset)
+
+    async def close(self) -> None:
+        read, self._read = self._read, None
+        handle, self._handle = self._handle, None
+        try:
+            if read is not None:
+                # A chunk read runs in a worker thread that cannot be interrupted: let it
+                # end before the handle closes under it.
+                if not read.done():
+                    await asyncio.wait({read})
+                if not read.cancelled():
+                    read.exception()  # retrieved: the job is over anyway
+        finally:
+            if handle is not None:
+                await handle.close()
+
+    # ------------------------------------------------------------------ reading
+    def _start_read(self) -> None:
+        if self._read is None and not self._eof and self._handle is not None:
+            self._read = asyncio.get_running_loop().create_task(
+                self._handle.read(self.chunk_size), name=f"flowkit read {self.path}"
+            )
+
+    def _refill(self) -> bool:
+        """Take completed reads into ``_lines``; True once there are lines to emit."""
+        while True:
+            read = self._read
+            if read is None:
+                if self._eof:
+                    return False
+                self._start_read()
+                read = self._read
+                if read is None:  # not opened
+                    return False
+            if not read.done():
+                return False
+            self._read = None
+            chunk = read.result()
+            if not chunk:
+                self._eof = True
+                rest = self._rest
+                self._rest = b""
+                self._lines = [rest] if rest else []
+                self._index = 0
+                self._newline = 0
+                return bool(rest)
+            data = self._rest + chunk if self._rest else chunk
+            *lines, self._rest = data.split(b"\n")
+            self._start_read()  # read ahead while these lines are emitted
+            if lines:
+                self._lines = lines
+                self._index = 0
+                self._newline = 1
+                return True
+
+    def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+        if self._index >= len(self._lines) and not self._refill():
+            return InputStatus.END_OF_INPUT if self._eof else InputStatus.NOTHING_AVAILABLE
+        start = self._index
+        batch = self._lines[start : start + max(1, max_records)]
+        try:
+            values = self._convert(batch)
+        except Exception as exc:
+            values, batch = self._convert_until_error(batch)
+            if not batch:
+                raise
+            self._error = exc  # raised by the next poll, after the lines before it
+        self._index = start + len(batch)
+        self._offset += sum(map(len, batch)) + len(batch) * self._newline
+        if self._index >= len(self._lines):
+            self._lines = []
+            self._index = 0
+        if values:
+            output.collect_batch(values)
+        return InputStatus.MORE_AVAILABLE
+
+    def _convert(self, lines: list[bytes]) -> list[Any]:
+        if self.format == "jsonl":
+            loads = orjson.loads
+            return [loads(line) for line in lines if line.strip()]
+        return [line.decode().rstrip("\r") for line in lines]
+
+    def _convert_until_error(self, lines: list[bytes]) -> tuple[list[Any], list[bytes]]:
+        """The values of the lines before the first bad one, and those lines."""
+        values: list[Any] = []
+        for count, line in enumerate(lines):
+            try:
+                values.extend(self._convert([line]))
+            except Exception:
+                return values, lines[:count]
+        return values, lines
+
+    def is_available(self) -> Awaitable[Any] | None:
+        read = self._read
+        if read is not None and not read.done():
+            return read
+        return None
+
+
+async def _open_binary(path: str) -> Any:
+    """An aiofiles handle on ``path`` for reading; a file opened by a worker thread after
+    the caller was cancelled is closed, not left to the garbage collector."""
     import aiofiles
 
-    async with aiofiles.open(path, "rb") as handle:
-        rest = b""
-        while True:
-            chunk = await handle.read(1 << 16)
-            if not chunk:
-                break
-            rest += chunk
-            *lines, rest = rest.split(b"\n")
-            for line in lines:
-                if fmt == "jsonl":
-                    if line.strip():
-                        yield orjson.loads(line)
-                else:
-                    yield line.decode().rstrip("\r")
-        if rest:
-            if fmt != "jsonl":
-                yield rest.decode().rstrip("\r")
-            elif rest.strip():
-                yield orjson.loads(rest)
+    opening = asyncio.ensure_future(aiofiles.open(path, "rb"))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_unused)
+        raise
+
+
+def _close_unused(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().raw.close()
 
 
 class FileSource(Source):
-    """Lines of a text file (``format="text"``) or JSON documents (``format="jsonl"``)."""
+    """Lines of a text file (``format="text"``) or JSON documents (``format="jsonl"``).
+
+    A non-parallel, replayable source: its position is the byte offset of the next line
+    to emit, so after a restore it continues exactly where the checkpoint was taken (see
+    :class:`FileReader`).
+    """
 
     max_parallelism = 1
     name = "File Source"
@@ -456,4 +650,4 @@ class FileSource(Source):
         self.format = format
 
     def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return AsyncIteratorReader(aiter(_file_lines(self.path, self.format)))
+        return FileReader(self.path, self.format)

@@ -17,7 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
+from flowkit.checkpoint.storage import (
+    CheckpointAbortedError,
+    CheckpointStorage,
+    CompletedCheckpoint,
+    StateHandle,
+)
 from flowkit.errors import FlowkitError
 
 __all__ = [
@@ -273,6 +278,10 @@ class CheckpointCoordinator:
             completed = await self.storage.complete(
                 pending.checkpoint_id, metadata, savepoint_dir=pending.savepoint_dir
             )
+        except CheckpointAbortedError as exc:
+            # A newer checkpoint completed first and subsumed this one: not a failure.
+            self._abort(pending, f"subsumed: {exc}", count=False)
+            return
         except Exception as exc:
             self._abort(pending, f"could not be written: {exc!r}")
             return

@@ -20,6 +20,14 @@ Ordering follows Flink's stream element queues:
 
 A call slower than ``timeout_ms`` is cancelled; the ``timeout`` handler's result is then
 emitted in the record's place (None: nothing), or, without a handler, the job fails.
+
+Checkpoints: the records held at a barrier (calls in flight, results not yet emitted, the
+backlog) are part of the operator's state, as in Flink. :meth:`~AsyncMapOperator.
+snapshot_state` returns their inputs with their timestamps, in input order, with the
+watermarks queued between them; after a restore, ``open()`` issues the calls again before
+any new input, so every record whose result had not left before the barrier produces it
+exactly once. Results emitted after the barrier belong to the next checkpoint, so they are
+produced again after a restore, which rewinds everything downstream to the barrier.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from flowkit.operators.base import (
     call_open,
     copy_function,
 )
+from flowkit.operators.simple import FunctionStateOperator
 
 __all__ = ["AsyncMapOperator"]
 
@@ -57,21 +66,23 @@ class _Skip:
 _SKIP: Any = _Skip()
 #: Result of a call that timed out with no handler (the job fails).
 _TIMED_OUT: Any = object()
+#: Snapshot keys: the held records and watermarks, and the subtask that held them.
+_ELEMENTS = "async_elements"
+_SUBTASK = "async_subtask"
 
 
 class _Segment:
     """Records of the unordered queue between two watermarks."""
 
-    __slots__ = ("finished", "incomplete", "ready_ts", "ready_values")
+    __slots__ = ("held", "incomplete", "ready")
 
     def __init__(self) -> None:
-        #: Results completed but not yet emitted (value and timestamp lists).
-        self.ready_values: list[Any] = []
-        self.ready_ts: list[Any] = []
+        #: Every entry of the segment not yet emitted, in input order (for snapshots).
+        self.held: dict[_Entry, None] = {}
+        #: Entries completed (skipped ones included) but not yet emitted.
+        self.ready: list[_Entry] = []
         #: Calls of this segment still running.
         self.incomplete = 0
-        #: Completions (skipped ones included) since the segment last emitted.
-        self.finished = 0
 
 
 class _Entry:
@@ -109,14 +120,14 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-class AsyncMapOperator(OneInputOperator):
+class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
     """Calls ``await async_fn(value)`` for each record, ``capacity`` records at a time.
 
     Args:
         name: operator name (shown in plans and errors).
         async_fn: an ``async def`` taking one record, or an object whose ``async_invoke``
-            or ``map`` method is one (with optional ``open(ctx)`` / ``close()`` and
-            ``timeout(value)``).
+            or ``map`` method is one (with optional ``open(ctx)`` / ``close()``,
+            ``timeout(value)`` and the ``CheckpointedFunction`` hooks).
         capacity: most records held at once (running calls and unemitted results).
         timeout_ms: per-call timeout in milliseconds (None: no timeout).
         ordered: emit in input order (True) or as calls complete (False).
@@ -166,16 +177,26 @@ class AsyncMapOperator(OneInputOperator):
         self._error_detail = ""
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        #: Restored records (value, timestamp) and watermarks (ints), issued by ``open()``.
+        self._restored: list[Any] = []
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.ctx is not None:
             self._wake = self.ctx.wake
+        self.initialize_function_state()
         try:
             call_open(self.function, self.runtime_context)
         except Exception as exc:
             raise self.fail(exc, "in open()") from exc
+        restored = self._restored
+        if restored:
+            # Issue the restored records again, in order and before any new input; those
+            # beyond the capacity wait in the backlog, so the subtask drains them first.
+            self._restored = []
+            self._backlog.extend(restored)
+            self._admit_backlog()
 
     def close(self) -> None:
         """Cancel every call still running (nothing is left behind) and close the function."""
@@ -240,6 +261,7 @@ class AsyncMapOperator(OneInputOperator):
                 segments.append(segment)
             segment.incomplete += 1
             entry = _Entry(value, timestamp, segment)
+            segment.held[entry] = None
         self._occupied += 1
         if self._timeout_s is not None:
             if not inspect.isawaitable(call):
@@ -322,10 +344,9 @@ class AsyncMapOperator(OneInputOperator):
         segment = entry.segment
         assert segment is not None
         segment.incomplete -= 1
-        segment.finished += 1
-        if result is not _SKIP:
-            segment.ready_values.append(result)
-            segment.ready_ts.append(entry.timestamp)
+        entry.done = True
+        entry.result = result
+        segment.ready.append(entry)
         segments = self._segments
         if segments and segments[0] is segment:
             self._notify()
@@ -407,6 +428,53 @@ class AsyncMapOperator(OneInputOperator):
         if exc is not None:
             raise self.fail(exc, self._error_detail) from exc
 
+    # ------------------------------------------------------------------ checkpoints
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """The input records held here and the watermarks between them, in input order,
+        next to the function's operator state (if it has ``CheckpointedFunction`` hooks).
+
+        Records are ``(value, timestamp)`` pairs (calls in flight, results not emitted
+        yet, the backlog); watermarks are ints. The list is built here, so processing after
+        the barrier does not change it. None when there is nothing to keep.
+        """
+        state = super().snapshot_state(checkpoint_id)
+        elements: list[Any] = []
+        append = elements.append
+        if self.ordered:
+            for item in self._queue:
+                if type(item) is int:
+                    append(item)
+                else:
+                    append((item.value, item.timestamp))
+        else:
+            for item in self._segments:
+                if type(item) is int:
+                    append(item)
+                else:
+                    elements.extend((entry.value, entry.timestamp) for entry in item.held)
+        elements.extend(self._backlog)
+        if not elements:
+            return state
+        index = 0 if self.ctx is None else self.ctx.subtask_index
+        held = {_ELEMENTS: elements, _SUBTASK: index}
+        return {**state, **held} if isinstance(state, dict) else held
+
+    def initialize_state(self, states: list[Any]) -> None:
+        """Keep the held records of the old subtasks assigned to this one (old subtask
+        ``j`` goes to ``j % parallelism``); ``open()`` issues them again."""
+        super().initialize_state(states)  # the function's operator state, if any
+        ctx = self.ctx
+        index, parallelism = (0, 1) if ctx is None else (ctx.subtask_index, ctx.parallelism)
+        restored: list[Any] = []
+        for state in states:
+            if (
+                isinstance(state, dict)
+                and _ELEMENTS in state
+                and state.get(_SUBTASK, index) % parallelism == index
+            ):
+                restored.extend(state[_ELEMENTS])
+        self._restored = restored
+
     # ------------------------------------------------------------------ emission
     def _emit_ordered(self) -> None:
         queue = self._queue
@@ -444,13 +512,21 @@ class AsyncMapOperator(OneInputOperator):
                 segments.popleft()
                 self.output.emit_watermark(head)
                 continue
-            self._occupied -= head.finished
-            head.finished = 0
-            if head.ready_values:
-                values, stamps = head.ready_values, head.ready_ts
-                head.ready_values = []
-                head.ready_ts = []
-                self._collect(values, stamps)
+            ready = head.ready
+            if ready:
+                head.ready = []
+                self._occupied -= len(ready)
+                held = head.held
+                values: list[Any] = []
+                stamps: list[Any] = []
+                for entry in ready:
+                    del held[entry]
+                    result = entry.result
+                    if result is not _SKIP:
+                        values.append(result)
+                        stamps.append(entry.timestamp)
+                if values:
+                    self._collect(values, stamps)
             if head.incomplete:
                 return
             segments.popleft()

@@ -16,6 +16,7 @@ from flowkit.state.key_groups import KeyGroupRange
 
 __all__ = ["restore_keyed", "snapshot_keyed"]
 
+
 def snapshot_keyed(
     backend: Any,
     timers: InternalTimerService | None,

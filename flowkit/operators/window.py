@@ -283,6 +283,7 @@ class WindowOperator(OneInputOperator):
             and self.evictor is None
         )
         self._window_cache: dict[int, TimeWindow] = {}
+        self._slots: dict[int, dict[int, Any]] = {}
         #: ``call(key, window, values)`` of the process / window function, resolved once.
         self._window_call = _resolve_window_call(
             self.process_fn if self.process_fn is not None else self.window_fn, self.context
@@ -394,10 +395,11 @@ class WindowOperator(OneInputOperator):
         # str keys already seen: their key groups in one dict lookup (keys of other
         # types never equal a str, so they miss and take key_group_of).
         str_groups = self.backend._group_cache.setdefault(str, {})
-        # Per window start and key group, for this batch: (window, max_ts, entries, the
-        # entries a live snapshot holds, end-of-window timer bucket), or None for a late
-        # window. Consecutive elements mostly share windows.
-        slots: dict[int, dict[int, Any]] = {}
+        # Per window start and key group: (window, max_ts, entries, the entries a live
+        # snapshot holds, end-of-window timer bucket), or None for a late window. Kept
+        # until the watermark moves (lateness, fired buckets) or a snapshot is taken
+        # (copy on write); consecutive elements mostly share windows.
+        slots = self._slots
         for value, ts in zip(values, timestamps):
             if ts is None:
                 assigner.assign_windows(value, ts, self.context)  # raises the clear error
@@ -510,6 +512,10 @@ class WindowOperator(OneInputOperator):
                 out_v.append(item)
                 out_t.append(timestamp)
 
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        self._slots.clear()  # cached state dicts are frozen by the snapshot
+        return super().snapshot_state(checkpoint_id)
+
     def _advance_watermark_fast(self, watermark: int) -> None:
         """Fire every due timer, a whole timestamp's bucket at a time.
 
@@ -519,6 +525,7 @@ class WindowOperator(OneInputOperator):
         """
         timers = self.timers
         timers.current_watermark = watermark
+        self._slots.clear()  # lateness and timer buckets change with the watermark
         queue = timers.event_timers
         heap = queue.heap
         buckets = queue.buckets
