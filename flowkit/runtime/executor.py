@@ -110,6 +110,8 @@ class LocalExecutor:
                 config.checkpoint.directory, config.checkpoint.retained
             )
         self.restarts = 0
+        #: Stable ids of the operators (uid, or position and name) that state is saved under.
+        self._op_ids = operator_ids(job_graph)
         self.restored_from: CompletedCheckpoint | None = None
         #: Per operator id: the snapshots of the old subtasks, with their layout.
         self._restored: dict[str, list[tuple[int, int, Any]]] = {}
@@ -138,7 +140,6 @@ class LocalExecutor:
                     inputs.setdefault((je.target.id, j), []).append(ch)
                 edge_channels[(id(je), i)] = chans
         chained = {id(e) for e in graph.chained}
-        self._op_ids = operator_ids(graph)
         tasks = []
         for vertex in graph.vertices:
             for index in range(vertex.parallelism):
@@ -324,7 +325,6 @@ class LocalExecutor:
             CorruptCheckpointError: a state file is damaged.
         """
         if self.config.restore_from is not None:
-            self._op_ids = operator_ids(self.job_graph)
             await self._load(self.config.restore_from)
 
     async def _load(self, checkpoint: CompletedCheckpoint) -> None:
@@ -339,10 +339,7 @@ class LocalExecutor:
             for op_id, state in states.items():
                 restored.setdefault(op_id, []).append((ack["index"], ack["parallelism"], state))
                 max_ps[op_id] = ack["max_parallelism"]
-        known = set(self._op_ids.values()) if hasattr(self, "_op_ids") else set()
-        if not known:
-            known = set(operator_ids(self.job_graph).values())
-        unknown = sorted(set(restored) - known)
+        unknown = sorted(set(restored) - set(self._op_ids.values()))
         if unknown and not self.config.allow_non_restored_state:
             raise InvalidConfigurationError(
                 f"the snapshot in {checkpoint.directory} has state for operators that are not "
@@ -351,7 +348,7 @@ class LocalExecutor:
             )
         for vertex in self.job_graph.vertices:
             for node in vertex.nodes:
-                op_id = operator_ids(self.job_graph)[node.id]
+                op_id = self._op_ids[node.id]
                 if op_id in max_ps and max_ps[op_id] != node.max_parallelism:
                     raise InvalidConfigurationError(
                         f"operator {node.name!r} ({op_id}) was snapshotted with max_parallelism "
