@@ -93,6 +93,7 @@ from flowkit.runtime.client import JobClient as JobClient
 from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
 from flowkit.runtime.client import JobMetrics as JobMetrics
 from flowkit.runtime.client import JobStatus as JobStatus
+from flowkit.runtime.debloat import BufferDebloatConfig as BufferDebloatConfig
 from flowkit.runtime.task import SubtaskMetrics as SubtaskMetrics
 from flowkit.serialization import DefaultSerializer as DefaultSerializer
 from flowkit.serialization import JsonSerializer as JsonSerializer
@@ -185,6 +186,7 @@ __all__ = [
     "BroadcastConnectedStream",
     "BroadcastProcessFunction",
     "BroadcastStream",
+    "BufferDebloatConfig",
     "CheckpointConfig",
     "CheckpointFailed",
     "CheckpointedFunction",

@@ -20,6 +20,7 @@ from flowkit.graph.job_graph import JobGraph, build_job_graph
 from flowkit.graph.transformations import Transformation
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.client import JobClient, JobExecutionResult
+from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
 from flowkit.serialization import resolve_serializer
 from flowkit.sources import (
@@ -57,6 +58,9 @@ class StreamExecutionEnvironment:
         use_uvloop: ``execute()`` runs on uvloop when it is installed.
         latency_tracking_interval_ms: sources send latency markers this often; each
             operator reports the latency from the sources in ``client.metrics()``.
+        buffer_debloat: ``True`` or a ``BufferDebloatConfig`` (target time, period,
+            samples, threshold): each consumer measures its throughput and announces the
+            buffer size that drains the data in flight in about the target time.
 
     Raises:
         InvalidConfigurationError: for invalid values (before anything runs).
@@ -78,6 +82,7 @@ class StreamExecutionEnvironment:
         clock: Clock | None = None,
         use_uvloop: bool = True,
         latency_tracking_interval_ms: float | None = None,
+        buffer_debloat: bool | BufferDebloatConfig = False,
     ) -> None:
         self._parallelism = _check_int("parallelism", parallelism, 1, "subtasks per operator")
         self._max_parallelism: int | None = None
@@ -107,6 +112,21 @@ class StreamExecutionEnvironment:
                 f"tracking off), got {latency_tracking_interval_ms!r}"
             )
         self.latency_tracking_interval_ms = latency_tracking_interval_ms
+        if buffer_debloat is True:
+            buffer_debloat = BufferDebloatConfig(enabled=True)
+        if buffer_debloat is False:
+            buffer_debloat = BufferDebloatConfig(enabled=False)
+        if not isinstance(buffer_debloat, BufferDebloatConfig):
+            raise InvalidConfigurationError(
+                f"buffer_debloat must be True/False or a BufferDebloatConfig, got {buffer_debloat!r}"
+            )
+        if buffer_debloat.enabled and buffer_debloat.min_buffer_size < 64:
+            raise InvalidConfigurationError(
+                f"buffer debloating needs min_buffer_size >= 64, got {buffer_debloat.min_buffer_size}"
+            )
+        self.buffer_debloat = (
+            buffer_debloat.resolve(self.buffer_size) if buffer_debloat.enabled else buffer_debloat
+        )
         self.chaining_enabled = True
         self._transformations: list[Transformation] = []
         self.checkpoint_config: CheckpointConfig | None = None
@@ -326,6 +346,7 @@ class StreamExecutionEnvironment:
             restore_from=restore_from,
             allow_non_restored_state=allow_non_restored_state,
             latency_tracking_interval_ms=self.latency_tracking_interval_ms,
+            buffer_debloat=self.buffer_debloat,
         )
         return LocalExecutor(graph, config)
 

@@ -80,6 +80,7 @@ class LocalChannel:
     """
 
     __slots__ = (
+        "announced_size",
         "buffer_size",
         "buffers_sent",
         "bytes_sent",
@@ -106,6 +107,8 @@ class LocalChannel:
         input_index: int = 0,
     ) -> None:
         self.buffer_size = buffer_size
+        #: How much of a buffer the producer fills (buffer debloating lowers it).
+        self.announced_size = buffer_size
         self.num_buffers = num_buffers
         self.free: list[bytearray] = [bytearray(buffer_size) for _ in range(num_buffers)]
         self.ready: deque[tuple[bytearray, int]] = deque()
@@ -138,6 +141,10 @@ class LocalChannel:
         gate = self.gate
         if gate is not None:
             gate.notify(self)
+
+    def announce_buffer_size(self, size: int) -> None:
+        """The consumer asks the producer to fill buffers only up to ``size`` bytes."""
+        self.announced_size = max(1, min(size, self.buffer_size))
 
     # consumer side -----------------------------------------------------------------------
     def recycle(self, buf: bytearray) -> None:
@@ -213,6 +220,14 @@ class InputGate:
         else:
             self._queued.discard(id(channel))
         return channel, buf, length
+
+    def buffers_in_use(self) -> int:
+        """Buffers of this gate's channels being filled or waiting to be read."""
+        return sum(ch.num_buffers - len(ch.free) for ch in self.channels)
+
+    def announce_buffer_size(self, size: int) -> None:
+        for ch in self.channels:
+            ch.announce_buffer_size(size)
 
     @property
     def has_data(self) -> bool:

@@ -23,6 +23,7 @@ from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
 from flowkit.runtime.checkpointing import TaskCheckpointing
+from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, StreamTask
 from flowkit.sources import SourceReaderContext
@@ -47,6 +48,8 @@ class ExecutionConfig:
     allow_non_restored_state: bool = False
     #: Sources send a latency marker this often (None: no latency tracking).
     latency_tracking_interval_ms: float | None = None
+    #: Buffer debloating (None or not enabled: producers fill whole buffers).
+    buffer_debloat: BufferDebloatConfig | None = None
 
 
 def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[int]:
@@ -270,6 +273,7 @@ class LocalExecutor:
             buffer_timeout_ms=cfg.buffer_timeout_ms,
             mail=mail,
             latency_tracking_interval_ms=cfg.latency_tracking_interval_ms,
+            debloat=cfg.buffer_debloat,
         )
         task.op_ids = op_ids
         return task

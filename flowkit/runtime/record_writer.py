@@ -267,10 +267,19 @@ class RecordWriter:
         for out in self.outs:
             if out.backlog:
                 continue
-            free += len(out.channel.free) * out.limit
+            free += len(out.channel.free) * out.channel.announced_size
             if out.buf is not None:
                 free += out.limit - out.pos
         return int(free / (self._avg + 1))
+
+    def bytes_in_flight(self) -> int:
+        """Bytes written and not yet read by the consumers (filled or queued buffers)."""
+        total = 0
+        for out in self.outs:
+            total += sum(length for _, length in out.channel.ready)
+            if out.buf is not None:
+                total += out.pos
+        return total
 
     def buffers_in_use(self) -> int:
         return sum(ch.num_buffers - len(ch.free) for ch in self.channels)
@@ -300,6 +309,8 @@ class RecordWriter:
         if buf is not None:
             out.buf = buf
             out.pos = 0
+            # A size the consumer announced (buffer debloating) applies from this buffer.
+            out.limit = out.channel.announced_size
         return buf
 
     def _hand_over(self, out: _Out) -> None:

@@ -30,6 +30,7 @@ from flowkit.operators.base import StreamOperator, TwoInputOperator
 from flowkit.operators.source_sink import SinkOperator, SourceOperator
 from flowkit.runtime.buffers import decode_segments
 from flowkit.runtime.channels import InputGate, Notifier
+from flowkit.runtime.debloat import BufferDebloatConfig, BufferDebloater, ThroughputCalculator
 from flowkit.runtime.record_writer import RecordWriter
 
 if TYPE_CHECKING:
@@ -67,6 +68,12 @@ class SubtaskMetrics:
     #: Per operator of the chain: latency from the sources in ms (``count``, ``mean``,
     #: ``p50``, ``p90``, ``p99``, ``max``), when latency tracking is on.
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Buffer debloating: the buffer size this subtask last announced to its producers.
+    announced_buffer_size: int | None = None
+    #: Buffer debloating: estimated time to consume the data in flight, in ms.
+    debloat_estimated_ms: int | None = None
+    #: Bytes written into this subtask's output buffers and not read yet.
+    bytes_in_flight: int = 0
 
     @property
     def name(self) -> str:
@@ -91,6 +98,7 @@ class StreamTask:
         mail: deque[Callable[[], None]] | None = None,
         yield_interval: float = YIELD_INTERVAL,
         latency_tracking_interval_ms: float | None = None,
+        debloat: BufferDebloatConfig | None = None,
     ) -> None:
         self.vertex_name = vertex_name
         self.subtask_index = subtask_index
@@ -116,6 +124,14 @@ class StreamTask:
             latency_tracking_interval_ms / 1000 if latency_tracking_interval_ms else None
         )
         self._marker_timer: asyncio.TimerHandle | None = None
+        # Buffer debloating (a consumer announces the buffer size its producers fill).
+        self._throughput: ThroughputCalculator | None = None
+        self._debloater: BufferDebloater | None = None
+        self._debloat_timer: asyncio.TimerHandle | None = None
+        if debloat is not None and debloat.enabled and gate is not None:
+            self._throughput = ThroughputCalculator()
+            self._debloater = BufferDebloater(debloat, gate.channels[0].buffer_size)
+            self._debloat_period = debloat.period_seconds
         #: Checkpoint participation, set by the executor when checkpointing is on.
         self.checkpointing: TaskCheckpointing | None = None
         #: True once the input ended (no new periodic checkpoints from here on).
@@ -168,7 +184,10 @@ class StreamTask:
             if self.source_reader is not None:
                 await self._run_source(self.source_reader)
             else:
+                if self._debloater is not None:
+                    self._arm_debloat()
                 await self._run_inputs()
+                self._cancel_debloat()
             await self._end_of_data()
             failed = False
             self.status = "FINISHED"
@@ -185,6 +204,7 @@ class StreamTask:
             if self._marker_timer is not None:
                 self._marker_timer.cancel()
                 self._marker_timer = None
+            self._cancel_debloat()
             if self.checkpointing is not None:
                 await self.checkpointing.close()
             if self.source_reader is not None:
@@ -235,6 +255,7 @@ class StreamTask:
         batch_fns = self._batch_fns
         poll = gate.poll
         mail = self._mail
+        throughput = self._throughput
         while self._open_channels:
             while mail:  # mail first, as in Flink's mailbox loop (due timers before input)
                 mail.popleft()()
@@ -244,9 +265,13 @@ class StreamTask:
                     await self._after_step()
                     continue
                 self._arm_flush_timer()
+                if throughput is not None:
+                    throughput.pause_measurement()  # idle time is not consuming time
                 await self._idle_wait()
                 continue
             channel, buf, length = polled
+            if throughput is not None:
+                throughput.record(length)
             items: list[Any] = []
             try:
                 decode_segments(buf, length, channel.serializer, channel.span, items)  # type: ignore[arg-type]
@@ -278,6 +303,29 @@ class StreamTask:
             self.checkpointing.on_barrier(event, channel.gate_index)
         elif kind is LatencyMarker:
             self.head.process_latency_marker(event)
+
+    # ------------------------------------------------------------------ buffer debloating
+    def _arm_debloat(self) -> None:
+        assert self._loop is not None
+        self._debloat_timer = self._loop.call_later(self._debloat_period, self._on_debloat)
+
+    def _cancel_debloat(self) -> None:
+        if self._debloat_timer is not None:
+            self._debloat_timer.cancel()
+            self._debloat_timer = None
+
+    def _on_debloat(self) -> None:
+        """Every period: from the measured input throughput, the buffer size that lets the
+        data in flight drain in about the target time; announce it to the producers."""
+        self._debloat_timer = None
+        gate = self.gate
+        assert gate is not None and self._debloater is not None and self._throughput is not None
+        size = self._debloater.recalculate(
+            self._throughput.calculate_throughput(), gate.buffers_in_use()
+        )
+        if size is not None:
+            gate.announce_buffer_size(size)
+        self._arm_debloat()
 
     # ------------------------------------------------------------------ latency markers
     def _schedule_marker(self) -> None:
@@ -488,4 +536,9 @@ class StreamTask:
                 for op in self.operators
                 if (hist := op.latency_histogram()) is not None
             },
+            announced_buffer_size=self._debloater.last_announced if self._debloater else None,
+            debloat_estimated_ms=(
+                self._debloater.estimated_time_to_consume_ms if self._debloater else None
+            ),
+            bytes_in_flight=sum(w.bytes_in_flight() for w in self.writers),
         )
