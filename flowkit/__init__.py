@@ -132,6 +132,7 @@ from flowkit.state import private_copy as private_copy
 from flowkit.testing import HarnessSnapshot as HarnessSnapshot
 from flowkit.testing import KeyedProcessFunctionHarness as KeyedProcessFunctionHarness
 from flowkit.testing import OneInputOperatorHarness as OneInputOperatorHarness
+from flowkit.testing import PacedSource as PacedSource
 from flowkit.testing import ProcessFunctionHarness as ProcessFunctionHarness
 from flowkit.testing import TestStream as TestStream
 from flowkit.testing import WindowOperatorHarness as WindowOperatorHarness
@@ -257,6 +258,7 @@ __all__ = [
     "OnMergeContext",
     "OneInputOperatorHarness",
     "OutputTag",
+    "PacedSource",
     "PickleSerializer",
     "PrintSink",
     "ProcessFunction",

@@ -60,6 +60,21 @@ DOCTEST_MODULES = [
     "flowkit.graph.explain",
     "flowkit.state.key_groups",
     "flowkit.runtime.client",
+    "flowkit.api.environment",
+    "flowkit.api.windowed",
+    "flowkit.window",
+    "flowkit.eventtime.clocks",
+    "flowkit.eventtime.timers",
+    "flowkit.eventtime.watermarks",
+    "flowkit.state.backend",
+    "flowkit.operators.keyed",
+    "flowkit.checkpoint.alignment",
+    "flowkit.checkpoint.storage",
+    "flowkit.sinks_2pc",
+    "flowkit.testing.harness",
+    "flowkit.testing.sources",
+    "flowkit.testing.test_stream",
+    "flowkit.sources",
 ]
 
 

@@ -14,6 +14,7 @@ from flowkit.testing.harness import KeyedProcessFunctionHarness as KeyedProcessF
 from flowkit.testing.harness import OneInputOperatorHarness as OneInputOperatorHarness
 from flowkit.testing.harness import ProcessFunctionHarness as ProcessFunctionHarness
 from flowkit.testing.harness import WindowOperatorHarness as WindowOperatorHarness
+from flowkit.testing.sources import PacedSource as PacedSource
 from flowkit.testing.test_stream import TestStream as TestStream
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "KeyedProcessFunctionHarness",
     "ManualClock",
     "OneInputOperatorHarness",
+    "PacedSource",
     "ProcessFunctionHarness",
     "StreamRecord",
     "TestStream",

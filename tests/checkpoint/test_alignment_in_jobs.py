@@ -13,49 +13,12 @@ import pytest
 
 import flowkit as fk
 from flowkit.checkpoint import CheckpointStorage, StateHandle
-from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
 from flowkit.state import ValueStateDescriptor
+from flowkit.testing import PacedSource
 
 
-class _Paced(SourceReader):
-    def __init__(self, tag: str, count: int, pause: float) -> None:
-        self.tag, self.count, self.pause = tag, count, pause
-        self.position = 0
-        self._sleep: asyncio.Future[Any] | None = None
-
-    def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
-        if self._sleep is not None and not self._sleep.done():
-            return InputStatus.NOTHING_AVAILABLE
-        if self.position >= self.count:
-            return InputStatus.END_OF_INPUT
-        self.position += 1
-        output.collect((self.tag, self.position))
-        self._sleep = asyncio.ensure_future(asyncio.sleep(self.pause))
-        return InputStatus.NOTHING_AVAILABLE
-
-    def is_available(self) -> Any:
-        return self._sleep
-
-    def snapshot_position(self) -> Any:
-        return self.position
-
-    def restore_position(self, position: Any) -> None:
-        self.position = position
-
-    async def close(self) -> None:
-        if self._sleep is not None:
-            self._sleep.cancel()
-
-
-class Paced(Source):
-    max_parallelism = 1
-
-    def __init__(self, tag: str, count: int, pause: float) -> None:
-        self.tag, self.count, self.pause = tag, count, pause
-        self.name = f"Paced {tag}"
-
-    def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return _Paced(self.tag, self.count, self.pause)
+def Paced(tag: str, count: int, pause: float) -> PacedSource:
+    return PacedSource([(tag, i) for i in range(1, count + 1)], pause, name=f"Paced {tag}")
 
 
 class CountBoth(fk.KeyedCoProcessFunction):

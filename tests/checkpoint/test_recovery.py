@@ -12,59 +12,14 @@ from typing import Any
 import pytest
 
 import flowkit as fk
-from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
 from flowkit.state import ValueStateDescriptor
 
 
-class _PacedReader(SourceReader):
-    """Emits one (key, value, timestamp) record per poll, then waits a little: a
-    replayable source slow enough for checkpoints to happen while it runs."""
-
-    def __init__(self, records: list[tuple[str, int, int]], pause: float) -> None:
-        self.records = records
-        self.position = 0
-        self.pause = pause
-        self._sleep: asyncio.Future[Any] | None = None
-
-    def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
-        if self._sleep is not None and not self._sleep.done():
-            return InputStatus.NOTHING_AVAILABLE
-        self._sleep = None
-        if self.position >= len(self.records):
-            return InputStatus.END_OF_INPUT
-        key, value, ts = self.records[self.position]
-        self.position += 1
-        output.collect((key, value, ts), ts)
-        if self.position % 50 == 0:
-            output.emit_watermark(ts - 1)
-        self._sleep = asyncio.ensure_future(asyncio.sleep(self.pause))
-        return InputStatus.NOTHING_AVAILABLE
-
-    def is_available(self) -> Any:
-        return self._sleep
-
-    def snapshot_position(self) -> Any:
-        return self.position
-
-    def restore_position(self, position: Any) -> None:
-        self.position = position
-
-    async def close(self) -> None:
-        if self._sleep is not None:
-            self._sleep.cancel()
-
-
-class PacedSource(Source):
-    max_parallelism = 1
-    emits_watermarks = True
-    name = "Paced Source"
-
-    def __init__(self, records: list[tuple[str, int, int]], pause: float = 0.0005) -> None:
-        self.records = records
-        self.pause = pause
-
-    def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return _PacedReader(self.records, self.pause)
+def PacedSource(records: list[tuple[str, int, int]], pause: float = 0.0005) -> Any:
+    """(key, value, timestamp) records, a watermark (ts - 1) after every 50th."""
+    return fk.testing.PacedSource(
+        records, pause, timestamp=lambda r: r[2], watermark_every=50, name="Paced Source"
+    )
 
 
 RECORDS = [(f"k{i % 7}", i, 1_000 + i * 10) for i in range(600)]

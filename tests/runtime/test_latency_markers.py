@@ -3,48 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 import flowkit as fk
-from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
-
-
-class _Trickle(SourceReader):
-    """One record every ``pause`` seconds: a low, steady load."""
-
-    def __init__(self, count: int, pause: float) -> None:
-        self.count, self.pause, self.sent = count, pause, 0
-        self._sleep: asyncio.Future[Any] | None = None
-
-    def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
-        if self._sleep is not None and not self._sleep.done():
-            return InputStatus.NOTHING_AVAILABLE
-        if self.sent >= self.count:
-            return InputStatus.END_OF_INPUT
-        self.sent += 1
-        output.collect((self.sent % 3, self.sent))
-        self._sleep = asyncio.ensure_future(asyncio.sleep(self.pause))
-        return InputStatus.NOTHING_AVAILABLE
-
-    def is_available(self) -> Any:
-        return self._sleep
-
-    async def close(self) -> None:
-        if self._sleep is not None:
-            self._sleep.cancel()
-
-
-class Trickle(Source):
-    max_parallelism = 1
-    name = "Trickle"
-
-    def __init__(self, count: int, pause: float) -> None:
-        self.count, self.pause = count, pause
-
-    def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return _Trickle(self.count, self.pause)
+from flowkit.testing import PacedSource
 
 
 async def run(buffer_timeout_ms: float | None) -> fk.JobMetrics:
@@ -53,7 +16,7 @@ async def run(buffer_timeout_ms: float | None) -> fk.JobMetrics:
     )
     sink = fk.CollectSink()
     (
-        env.from_source(Trickle(120, 0.002))
+        env.from_source(PacedSource([(i % 3, i) for i in range(1, 121)], 0.002))
         .key_by(lambda t: t[0])
         .sum(1)
         .name("Sum")
