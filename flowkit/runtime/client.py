@@ -266,8 +266,17 @@ class JobClient:
     def checkpoint_statistics(self) -> dict[str, Any]:
         """Completed and failed checkpoint counts, the last one's duration and directory."""
         coordinator = self._executor.coordinator
-        if coordinator is None:
-            return {"enabled": False}
+        if coordinator is None:  # not started yet, or checkpointing is off
+            return {
+                "enabled": self._executor.config.checkpoint is not None,
+                "completed": 0,
+                "failed": 0,
+                "last_duration_ms": 0.0,
+                "last_checkpoint": None,
+                "restarts": self._executor.restarts,
+                "max_sync_pause_ms": 0.0,
+                "last_state_bytes": 0,
+            }
         last = coordinator.completed[-1] if coordinator.completed else None
         return {
             "enabled": True,
