@@ -9,9 +9,9 @@ Run:
     python examples/checkpoint_and_restore.py
 
 Expected output:
-restarts: 1
-committed lines: 300
-final totals: {'a': 9997, 'b': 9999, 'c': 10001}
+    restarts: 1
+    committed lines: 300
+    final totals: {'a': 9997, 'b': 9999, 'c': 10001}
 """
 
 from __future__ import annotations
