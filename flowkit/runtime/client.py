@@ -196,14 +196,15 @@ class JobClient:
 
     @property
     def status(self) -> JobStatus:
+        """``RUNNING`` from submission (``RESTARTING`` while a failed job restarts), then
+        ``FINISHED``, ``CANCELED`` or ``FAILED``."""
         if self._status is JobStatus.RUNNING and self._executor.status_restarting:
             return JobStatus.RESTARTING
-        """``RUNNING`` from submission, then ``FINISHED``, ``CANCELED`` or ``FAILED``."""
         return self._status
 
     def get_job_status(self) -> JobStatus:
         """PyFlink's name for :attr:`status`."""
-        return self._status
+        return self.status
 
     def get_job_id(self) -> str:
         """The job's id, a random hex string."""

@@ -1,0 +1,277 @@
+"""Command line of flowkit's benchmarks: ``python -m flowkit.bench sweep [options]``.
+
+Example:
+    python -m flowkit.bench sweep --buffer-sizes 1k,32k --buffers-per-channel 2 \\
+        --timeouts 0,100,none --records 50000 --out results --plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from flowkit.bench.sweep import (
+    DEFAULT_BUFFER_SIZES,
+    DEFAULT_BUFFERS_PER_CHANNEL,
+    DEFAULT_TIMEOUTS,
+    SweepPoint,
+    plot,
+    read_json,
+    run_sweep,
+    write_csv,
+    write_json,
+)
+
+T = TypeVar("T")
+
+_SIZE = re.compile(r"^(?P<number>\d+)\s*(?P<unit>|b|k|kb|kib|m|mb|mib)$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10}
+_UNITS.update({"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20})
+_NO_TIMEOUT = ("none", "off", "disabled", "-1")
+
+
+def parse_size(text: str) -> int:
+    """``"256"`` -> 256, ``"4k"``/``"4KiB"`` -> 4096, ``"1M"``/``"1MiB"`` -> 1048576.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else.
+    """
+    match = _SIZE.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 256, 4k, 1M)")
+    return int(match["number"]) * _UNITS[match["unit"].lower()]
+
+
+def parse_timeout(text: str) -> float | None:
+    """Milliseconds (``"0"``, ``"2.5"``) or ``"none"``/``"off"``/``"disabled"``/``"-1"``
+    for "only when full".
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else.
+    """
+    value = text.strip().lower()
+    if value in _NO_TIMEOUT:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a buffer timeout: {text!r} (milliseconds >= 0, or none)"
+        ) from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"buffer timeout must be >= 0 or none, got {text!r}")
+    return int(number) if number.is_integer() else number
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _list_of(parse: Callable[[str], T]) -> Callable[[str], list[T]]:
+    def parse_list(text: str) -> list[T]:
+        items = [item for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("needs at least one value")
+        return [parse(item) for item in items]
+
+    return parse_list
+
+
+def _format_timeouts(values: Sequence[float | None]) -> str:
+    return ",".join("none" if v is None else f"{v:g}" for v in values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flowkit.bench", description="flowkit's benchmarks."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    sweep = commands.add_parser(
+        "sweep",
+        help="sweep buffer size, buffers per channel and buffer timeout",
+        description=(
+            "Run one job per combination of buffer size, buffers per channel and buffer "
+            "timeout (source -> key_by -> map -> rebalance -> sink, every stage at the given "
+            "parallelism) and measure throughput, end-to-end latency, peak memory in flight "
+            "and the time producers waited for buffers. Writes sweep.csv and sweep.json "
+            "(and sweep.png with --plot) into --out."
+        ),
+    )
+    sweep.add_argument(
+        "--buffer-sizes",
+        type=_list_of(parse_size),
+        default=list(DEFAULT_BUFFER_SIZES),
+        metavar="LIST",
+        help="bytes per buffer, comma separated; k and M suffixes (default: 256,1k,...,1M)",
+    )
+    sweep.add_argument(
+        "--buffers-per-channel",
+        type=_list_of(_positive_int),
+        default=list(DEFAULT_BUFFERS_PER_CHANNEL),
+        metavar="LIST",
+        help="buffers per channel, comma separated (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--timeouts",
+        type=_list_of(parse_timeout),
+        default=list(DEFAULT_TIMEOUTS),
+        metavar="LIST",
+        help=(
+            "buffer timeouts in ms, comma separated; none = only when full "
+            f"(default: {_format_timeouts(DEFAULT_TIMEOUTS)})"
+        ),
+    )
+    sweep.add_argument("--records", type=_positive_int, default=100_000, help="records per point")
+    sweep.add_argument(
+        "--record-size", type=_positive_int, default=100, help="bytes per record (about)"
+    )
+    sweep.add_argument("--keys", type=_positive_int, default=1000, help="distinct keys")
+    sweep.add_argument("--parallelism", type=_positive_int, default=2, help="subtasks per stage")
+    sweep.add_argument(
+        "--slow-sink-us",
+        type=_positive_float,
+        default=None,
+        metavar="U",
+        help="the sink spends U microseconds per record (creates backpressure)",
+    )
+    sweep.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        metavar="R",
+        help="offer R records/s (default: as fast as the job takes them)",
+    )
+    sweep.add_argument(
+        "--out", type=Path, default=Path("."), metavar="DIR", help="output directory"
+    )
+    sweep.add_argument("--plot", action="store_true", help="also draw sweep.png (needs matplotlib)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    redraw = commands.add_parser(
+        "plot",
+        help="draw the plot of a sweep.json (e.g. one made on another machine)",
+        description="Draw throughput-vs-latency curves of a sweep.json into a PNG.",
+    )
+    redraw.add_argument("json", type=Path, help="a sweep.json written by the sweep command")
+    redraw.add_argument(
+        "--out", type=Path, default=None, help="PNG to write (default: next to the JSON)"
+    )
+    return parser
+
+
+def format_table(points: Sequence[SweepPoint]) -> str:
+    """The main columns of ``points`` as an aligned text table."""
+    header = (
+        "buffer_size",
+        "buffers",
+        "timeout_ms",
+        "records/s",
+        "MB/s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "peak_buf",
+        "peak_KiB",
+        "src_wait",
+        "ok",
+    )
+    rows = [header]
+    for p in points:
+        rows.append(
+            (
+                str(p.buffer_size),
+                str(p.buffers_per_channel),
+                "none" if p.buffer_timeout_ms is None else f"{p.buffer_timeout_ms:g}",
+                f"{p.records_per_s:,.0f}",
+                f"{p.mb_per_s:.2f}",
+                f"{p.latency_p50_ms:.2f}",
+                f"{p.latency_p99_ms:.2f}",
+                f"{p.latency_max_ms:.2f}",
+                f"{p.peak_buffers}/{p.capacity_buffers}",
+                f"{p.peak_in_flight_bytes / 1024:.1f}",
+                f"{p.source_wait_share:.0%}",
+                "yes" if p.correct else "NO",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    points = run_sweep(
+        args.buffer_sizes,
+        args.buffers_per_channel,
+        args.timeouts,
+        records=args.records,
+        record_size=args.record_size,
+        keys=args.keys,
+        parallelism=args.parallelism,
+        slow_sink_us=args.slow_sink_us,
+        rate=args.rate,
+        progress=not args.no_progress,
+    )
+    written = [write_csv(points, out / "sweep.csv"), write_json(points, out / "sweep.json")]
+    if args.plot:
+        try:
+            written.append(plot(points, out / "sweep.png"))
+        except ImportError as exc:
+            print(f"no plot: {exc}", file=sys.stderr)
+    print(format_table(points))
+    for path in written:
+        print(f"wrote {path}")
+    wrong = [p for p in points if not p.correct]
+    if wrong:
+        print(
+            f"{len(wrong)} point(s) lost, duplicated or missed records: the results are invalid",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    source: Path = args.json
+    target: Path = args.out if args.out is not None else source.with_suffix(".png")
+    try:
+        points = read_json(source)
+        plot(points, target)
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"cannot plot {source}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {target}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "sweep":
+        return sweep_command(args)
+    if args.command == "plot":
+        return plot_command(args)
+    raise AssertionError(f"unknown command {args.command!r}")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())
