@@ -74,14 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=500_000)
     parser.add_argument("--value-bytes", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     events = make_events(args.events)
     expected: dict[str, int] = {}
     for e in events:
         expected[e["user"]] = expected.get(e["user"], 0) + e["value"]
-    plain, got_plain, _ = asyncio.run(run_w2(events, None))
-    checked, got_checked, stats = asyncio.run(run_w2(events, 1000))
-    ok = got_plain == expected and got_checked == expected and len(expected) == KEYS
+    # Alternate the two runs and keep the best of each: the machine's noise and the
+    # interpreter's warm-up fall on both sides alike.
+    plain = checked = float("inf")
+    ok = len(expected) == KEYS
+    for _ in range(args.repeat):
+        elapsed, got_plain, _ = asyncio.run(run_w2(events, None))
+        plain = min(plain, elapsed)
+        elapsed, got_checked, stats = asyncio.run(run_w2(events, 1000))
+        checked = min(checked, elapsed)
+        ok = ok and got_plain == expected and got_checked == expected
     print(
         json.dumps(
             {
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 "events": len(events),
                 "records_per_s_without": round(len(events) / plain),
                 "records_per_s_with": round(len(events) / checked),
-                "throughput_loss": round(1 - plain / checked, 3) if checked else None,
+                "throughput_loss": round(1 - plain / checked, 3),
                 "checkpoints_completed": stats["completed"],
                 "correct": ok,
             }
