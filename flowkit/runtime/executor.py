@@ -416,6 +416,13 @@ class LocalExecutor:
         cfg = self.config
         if cfg.restore_from is not None and self.restored_from is None:
             await self.prepare_restore()
+        if self.storage is not None:
+            # Checkpoints of earlier jobs may share the directory: this job numbers its
+            # own after them and restarts only from checkpoints it took itself.
+            existing = self.storage.list_checkpoints()
+            if existing:
+                self._next_checkpoint_id = max(self._next_checkpoint_id, existing[0] + 1)
+        first_own_id = self._next_checkpoint_id
         strategy = cfg.restart_strategy or RestartStrategy.default(cfg.checkpoint is not None)
         backoff = strategy.create_backoff()
         while True:
@@ -434,7 +441,7 @@ class LocalExecutor:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 latest = await self.storage.latest() if self.storage is not None else None
-                if latest is not None:
+                if latest is not None and latest.checkpoint_id >= first_own_id:
                     self._next_checkpoint_id = max(
                         self._next_checkpoint_id, latest.checkpoint_id + 1
                     )

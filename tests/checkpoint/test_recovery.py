@@ -312,3 +312,40 @@ async def test_restore_matches_state_by_uid_and_refuses_unknown_state(tmp_path: 
     )
     await asyncio.wait_for(client.wait(), 60)
     assert set(fresh.values) == expected_timer_outputs(RECORDS[:120])
+
+
+async def test_a_new_job_never_restarts_from_an_older_jobs_checkpoints(tmp_path: Path) -> None:
+    """Two jobs share a checkpoint directory: the second one numbers its checkpoints
+    after the first one's and, failing before its own first checkpoint, restarts from
+    scratch instead of from the first job's state."""
+    env = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
+    env.enable_checkpointing(10_000, directory=tmp_path)
+    build(env, fk.CollectSink(), RECORDS[:100])
+    await asyncio.wait_for((await env.execute_async("first")).wait(), 60)
+    first_ids = sorted(p.name for p in _checkpoint_dirs(tmp_path))
+    assert first_ids
+
+    STATE.update(fail=True, failed=0)  # fail at the very first record
+    env2 = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
+    env2.enable_checkpointing(10_000, directory=tmp_path, retained=5)
+    env2.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=1, delay_ms=0))
+    sink = fk.CollectSink()
+    (
+        env2.from_source(PacedSource(RECORDS[:100]))
+        .map(FailWhenTold())
+        .key_by(lambda r: r[0])
+        .reduce(lambda a, b: (a[0], a[1] + b[1], b[2]))
+        .sink_to(sink)
+    )
+    client = await env2.execute_async("second")
+    await asyncio.wait_for(client.wait(), 60)
+    assert client.restarts == 1
+    final: dict[str, int] = {}
+    for key, total, _ in sink.values:
+        final[key] = total
+    expected: dict[str, int] = {}
+    for key, value, _ in RECORDS[:100]:
+        expected[key] = expected.get(key, 0) + value
+    assert final == expected  # nothing of the first job's state leaked in
+    newest = sorted(p.name for p in _checkpoint_dirs(tmp_path))[-1]
+    assert newest not in first_ids  # the second job's final checkpoint has a new id
