@@ -101,6 +101,10 @@ def _format_timeouts(values: Sequence[float | None]) -> str:
     return ",".join("none" if v is None else f"{v:g}" for v in values)
 
 
+#: ``--debloat`` choices: the debloating settings each grid point is run with.
+_DEBLOAT: dict[str, tuple[bool, ...]] = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flowkit.bench", description="flowkit's benchmarks."
@@ -162,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer R records/s (default: as fast as the job takes them)",
     )
     sweep.add_argument(
+        "--debloat",
+        choices=sorted(_DEBLOAT),
+        default="off",
+        help="buffer debloating: off, on, or both (an extra series of points with it on)",
+    )
+    sweep.add_argument(
+        "--debloat-target-ms",
+        type=_positive_int,
+        default=50,
+        metavar="MS",
+        help="with debloating: keep about MS milliseconds of data queued per consumer",
+    )
+    sweep.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="output directory"
     )
     sweep.add_argument("--plot", action="store_true", help="also draw sweep.png (needs matplotlib)")
@@ -191,7 +208,9 @@ def format_table(points: Sequence[SweepPoint]) -> str:
         "max_ms",
         "peak_buf",
         "peak_KiB",
+        "avg_queued_KiB",
         "src_wait",
+        "debloat",
         "ok",
     )
     rows = [header]
@@ -208,7 +227,9 @@ def format_table(points: Sequence[SweepPoint]) -> str:
                 f"{p.latency_max_ms:.2f}",
                 f"{p.peak_buffers}/{p.capacity_buffers}",
                 f"{p.peak_in_flight_bytes / 1024:.1f}",
+                f"{p.mean_queued_bytes / 1024:.1f}",
                 f"{p.source_wait_share:.0%}",
+                "on" if p.debloat else "off",
                 "yes" if p.correct else "NO",
             )
         )
@@ -229,6 +250,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         parallelism=args.parallelism,
         slow_sink_us=args.slow_sink_us,
         rate=args.rate,
+        debloat=_DEBLOAT[args.debloat],
+        debloat_target_ms=args.debloat_target_ms,
         progress=not args.no_progress,
     )
     written = [write_csv(points, out / "sweep.csv"), write_json(points, out / "sweep.json")]

@@ -54,6 +54,7 @@ from typing import Any, TextIO
 from flowkit.api.environment import StreamExecutionEnvironment
 from flowkit.graph.job_graph import JobGraph
 from flowkit.runtime.client import JobMetrics
+from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.executor import consumers_of
 from flowkit.sinks import Sink, SinkWriter
 from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
@@ -108,6 +109,11 @@ class SweepConfig:
         parallelism: subtasks of the source, the map and the sink.
         slow_sink_us: microseconds the sink spends per record (None: a fast sink).
         rate: records per second offered by the source (None: as fast as possible).
+        debloat: buffer debloating on: consumers announce smaller buffers so that what
+            is queued for them takes about ``debloat_target_ms`` to consume.
+        debloat_target_ms: the debloating target (Flink's default of 1 s rarely shrinks
+            anything in jobs this short, so the sweep aims lower). Recalculated every
+            ``debloat_target_ms / 5`` ms over the last 5 samples.
     """
 
     buffer_size: int
@@ -119,9 +125,11 @@ class SweepConfig:
     parallelism: int = 2
     slow_sink_us: float | None = None
     rate: float | None = None
+    debloat: bool = False
+    debloat_target_ms: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("records", "record_size", "keys", "parallelism"):
+        for name in ("records", "record_size", "keys", "parallelism", "debloat_target_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -133,9 +141,10 @@ class SweepConfig:
     def label(self) -> str:
         """A short description, e.g. ``"buffer_size=4096 buffers=2 timeout=10ms"``."""
         timeout = "none" if self.buffer_timeout_ms is None else f"{self.buffer_timeout_ms:g}ms"
-        return (
+        label = (
             f"buffer_size={self.buffer_size} buffers={self.buffers_per_channel} timeout={timeout}"
         )
+        return label + (" debloat" if self.debloat else "")
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,13 @@ class SweepPoint:
             queued), sampled about every millisecond while the job ran.
         peak_in_flight_bytes: ``peak_buffers * buffer_size``: the memory those buffers
             hold (what a real network stack would have to reserve).
+        peak_queued_bytes: the most bytes seen written and not yet read at once (what
+            the buffers actually held; debloating lowers this, not the buffer count).
+        mean_queued_bytes: the same averaged over the samples: the start of a job fills
+            every buffer before debloating has measured anything, so its effect shows
+            here more than in the peak.
+        announced_buffer_size: with debloating, the smallest buffer size a consumer
+            announced when the job ended (None without debloating).
         samples: how many times the buffers in use were sampled.
         source_wait_share: share of ``elapsed_s`` the source subtasks spent waiting for a
             free buffer (averaged over the source subtasks).
@@ -178,6 +194,8 @@ class SweepPoint:
     parallelism: int
     slow_sink_us: float | None
     rate: float | None
+    debloat: bool
+    debloat_target_ms: int
     elapsed_s: float
     job_s: float
     records_per_s: float
@@ -191,6 +209,9 @@ class SweepPoint:
     capacity_buffers: int
     peak_buffers: int
     peak_in_flight_bytes: int
+    peak_queued_bytes: int
+    mean_queued_bytes: float
+    announced_buffer_size: int | None
     samples: int
     source_wait_share: float
     producer_wait_share: float
@@ -424,6 +445,17 @@ def build_job(
         buffer_size=config.buffer_size,
         buffers_per_channel=config.buffers_per_channel,
         buffer_timeout_ms=config.buffer_timeout_ms,
+        buffer_debloat=(
+            BufferDebloatConfig(
+                enabled=True,
+                target_ms=config.debloat_target_ms,
+                period_ms=max(1, config.debloat_target_ms // 5),
+                samples=5,
+                min_buffer_size=min(256, config.buffer_size),
+            )
+            if config.debloat
+            else False
+        ),
     )
     source = GeneratorSource(
         config.records, config.keys, config.record_size, config.rate, collector.on_first_send
@@ -464,6 +496,13 @@ def _wait_share(metrics: JobMetrics, names: Iterable[str], elapsed_s: float) -> 
     return min(1.0, waited / (elapsed_s * len(subtasks)))
 
 
+def _announced(metrics: JobMetrics) -> int | None:
+    sizes = [
+        s.announced_buffer_size for s in metrics.subtasks if s.announced_buffer_size is not None
+    ]
+    return min(sizes) if sizes else None
+
+
 async def run_point_async(
     config: SweepConfig, sample_interval: float = SAMPLE_INTERVAL
 ) -> SweepPoint:
@@ -479,12 +518,17 @@ async def run_point_async(
     client = await env.execute_async("buffer sweep")
     waiting = asyncio.ensure_future(client.wait())
     peak = 0
+    peak_queued = 0
+    queued_sum = 0
     samples = 0
     try:
         while not waiting.done():
-            in_use = client.metrics().total("buffers_in_use")
+            now = client.metrics()
             samples += 1
-            peak = max(peak, in_use)
+            peak = max(peak, now.total("buffers_in_use"))
+            queued = now.total("bytes_in_flight")
+            peak_queued = max(peak_queued, queued)
+            queued_sum += queued
             await asyncio.wait({waiting}, timeout=sample_interval)
         result = waiting.result()
     finally:
@@ -515,6 +559,8 @@ async def run_point_async(
         parallelism=config.parallelism,
         slow_sink_us=config.slow_sink_us,
         rate=config.rate,
+        debloat=config.debloat,
+        debloat_target_ms=config.debloat_target_ms,
         elapsed_s=elapsed_s,
         job_s=job_s,
         records_per_s=collector.received / elapsed_s,
@@ -528,6 +574,9 @@ async def run_point_async(
         capacity_buffers=channels * config.buffers_per_channel,
         peak_buffers=peak,
         peak_in_flight_bytes=peak * config.buffer_size,
+        peak_queued_bytes=peak_queued,
+        mean_queued_bytes=queued_sum / max(1, samples),
+        announced_buffer_size=_announced(metrics),
         samples=samples,
         source_wait_share=_wait_share(metrics, [SOURCE_NAME], elapsed_s),
         producer_wait_share=_wait_share(metrics, [SOURCE_NAME, MAP_NAME], elapsed_s),
@@ -559,13 +608,15 @@ def grid(
     buffer_sizes: Iterable[int],
     buffers_per_channel: Iterable[int],
     buffer_timeouts: Iterable[float | None],
+    debloat: Iterable[bool] = (False,),
     **common: Any,
 ) -> list[SweepConfig]:
-    """Every combination, buffer size outermost, then buffers per channel, then timeout."""
+    """Every combination, buffer size outermost, then buffers per channel, then timeout,
+    then debloating off/on (the debloating series)."""
     return [
-        SweepConfig(size, buffers, timeout, **common)
-        for size, buffers, timeout in itertools.product(
-            list(buffer_sizes), list(buffers_per_channel), list(buffer_timeouts)
+        SweepConfig(size, buffers, timeout, debloat=on, **common)
+        for size, buffers, timeout, on in itertools.product(
+            list(buffer_sizes), list(buffers_per_channel), list(buffer_timeouts), list(debloat)
         )
     ]
 
@@ -630,6 +681,8 @@ async def run_sweep_async(
     parallelism: int = 2,
     slow_sink_us: float | None = None,
     rate: float | None = None,
+    debloat: bool | Iterable[bool] = False,
+    debloat_target_ms: int = 50,
     progress: bool | ProgressBar = True,
 ) -> list[SweepPoint]:
     """:func:`run_sweep` in the running event loop."""
@@ -643,6 +696,8 @@ async def run_sweep_async(
         parallelism=parallelism,
         slow_sink_us=slow_sink_us,
         rate=rate,
+        debloat=(debloat,) if isinstance(debloat, bool) else tuple(debloat),
+        debloat_target_ms=debloat_target_ms,
     )
     bar = (
         progress if isinstance(progress, ProgressBar) else ProgressBar(len(configs), None, progress)
@@ -670,6 +725,8 @@ def run_sweep(
     parallelism: int = 2,
     slow_sink_us: float | None = None,
     rate: float | None = None,
+    debloat: bool | Iterable[bool] = False,
+    debloat_target_ms: int = 50,
     progress: bool | ProgressBar = True,
     use_uvloop: bool = True,
 ) -> list[SweepPoint]:
@@ -685,6 +742,10 @@ def run_sweep(
         parallelism: subtasks of each stage (source, map, sink).
         slow_sink_us: microseconds the sink spends per record (None: a fast sink).
         rate: records/s offered by the source (None: as fast as the job takes them).
+        debloat: buffer debloating off (False), on (True), or both as two series
+            (``(False, True)``).
+        debloat_target_ms: what debloating aims to keep queued, in milliseconds of
+            consumption.
         progress: show a progress bar on stderr (only when it is a terminal), or a
             :class:`ProgressBar` to draw on.
         use_uvloop: run on uvloop when it is installed.
@@ -708,6 +769,8 @@ def run_sweep(
         parallelism=parallelism,
         slow_sink_us=slow_sink_us,
         rate=rate,
+        debloat=debloat,
+        debloat_target_ms=debloat_target_ms,
         progress=progress,
     )
     with _runner(use_uvloop) as runner:
@@ -871,7 +934,8 @@ def plot(points: Sequence[SweepPoint], path: str | os.PathLike[str]) -> Path:
         )
         for p in mine:
             style = {
-                "color": color,
+                "color": "none" if p.debloat else color,
+                "edgecolors": color,
                 "marker": marker_of[p.buffer_timeout_ms],
                 "s": 14 + 10 * math.log2(p.buffers_per_channel + 1),
                 "zorder": 3,
@@ -882,6 +946,8 @@ def plot(points: Sequence[SweepPoint], path: str | os.PathLike[str]) -> Path:
         right.scatter([], [], color=color, marker="o", label=_size_label(size))
     for t in timeouts:
         left.scatter([], [], color="grey", marker=marker_of[t], label=_timeout_label(t))
+    if any(p.debloat for p in points):
+        left.scatter([], [], color="none", edgecolors="grey", marker="o", label="debloating on")
     first = points[0] if points else None
     setup = (
         ""

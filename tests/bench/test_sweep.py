@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.bench.__main__ import format_table, parse_size, parse_timeout
+from flowkit.bench.__main__ import build_parser, format_table, parse_size, parse_timeout
 from flowkit.bench.sweep import (
     COLUMNS,
     ProgressBar,
@@ -28,6 +28,7 @@ from flowkit.bench.sweep import (
     _Collector,
     build_job,
     channel_count,
+    grid,
     pareto_front,
     percentile,
     plot,
@@ -40,7 +41,7 @@ from flowkit.bench.sweep import (
 
 TIMEOUT = 30
 #: Columns that are empty in the CSV when the parameter is not set.
-OPTIONAL = {"buffer_timeout_ms", "slow_sink_us", "rate"}
+OPTIONAL = {"buffer_timeout_ms", "slow_sink_us", "rate", "announced_buffer_size"}
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
@@ -86,6 +87,8 @@ def test_tiny_sweep_writes_one_well_formed_row_per_point(tmp_path: Path) -> None
             cell = row[name]
             if name == "correct":
                 assert cell == "true"
+            elif name == "debloat":
+                assert cell == "false"
             elif name in OPTIONAL and getattr(point, name) is None:
                 assert cell == ""
             else:
@@ -122,6 +125,35 @@ async def test_in_flight_bytes_stay_within_the_channels_buffers_under_backpressu
         check_counts(p)
         check_in_flight(p)
         assert p.peak_buffers >= 1  # the sampler saw buffers in use
+
+
+async def test_the_debloating_series_queues_less_under_backpressure() -> None:
+    # A slow sink: each consumer drains about 20,000 records/s, so 20 ms of data is a
+    # few KiB, far below the 32 KiB buffers; debloating announces smaller buffers and
+    # what sits in the queues drops, while every record still arrives exactly once.
+    plain, debloated = await asyncio.wait_for(
+        run_sweep_async(
+            [32768],
+            [4],
+            [None],
+            records=20_000,
+            keys=20,
+            slow_sink_us=50,
+            debloat=(False, True),
+            debloat_target_ms=20,
+            progress=False,
+        ),
+        TIMEOUT,
+    )
+    assert (plain.debloat, debloated.debloat) == (False, True)
+    for p in (plain, debloated):
+        check_counts(p)
+        check_in_flight(p)
+        assert 0 < p.mean_queued_bytes <= p.peak_queued_bytes <= p.peak_in_flight_bytes
+    assert plain.announced_buffer_size is None
+    assert debloated.announced_buffer_size is not None
+    assert 256 <= debloated.announced_buffer_size < 32768
+    assert debloated.mean_queued_bytes < plain.mean_queued_bytes
 
 
 async def test_low_load_latency_with_timeout_zero_is_below_timeout_100ms() -> None:
@@ -234,6 +266,23 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([7], 50) == 7
 
 
+def test_the_debloat_option_adds_a_series_per_grid_point() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["sweep", "--debloat", "both", "--debloat-target-ms", "30"])
+    assert (args.debloat, args.debloat_target_ms) == ("both", 30)
+    assert parser.parse_args(["sweep"]).debloat == "off"
+    configs = grid([1024, 4096], [2], [None], debloat=(False, True), debloat_target_ms=30)
+    assert [(c.buffer_size, c.debloat) for c in configs] == [
+        (1024, False),
+        (1024, True),
+        (4096, False),
+        (4096, True),
+    ]
+    assert configs[1].label().endswith(" debloat")
+    with pytest.raises(ValueError, match="debloat_target_ms"):
+        SweepConfig(1024, 2, None, debloat_target_ms=0)
+
+
 def test_progress_bar_draws_only_on_a_terminal() -> None:
     quiet = io.StringIO()
     bar = ProgressBar(10, quiet)
@@ -283,7 +332,7 @@ def test_command_line_values_parse() -> None:
     ]
 
 
-def point(size: int, throughput: float, p99: float) -> SweepPoint:
+def point(size: int, throughput: float, p99: float, debloat: bool = False) -> SweepPoint:
     return SweepPoint(
         buffer_size=size,
         buffers_per_channel=2,
@@ -294,6 +343,8 @@ def point(size: int, throughput: float, p99: float) -> SweepPoint:
         parallelism=2,
         slow_sink_us=None,
         rate=None,
+        debloat=debloat,
+        debloat_target_ms=50,
         elapsed_s=1.0,
         job_s=1.0,
         records_per_s=throughput,
@@ -307,6 +358,9 @@ def point(size: int, throughput: float, p99: float) -> SweepPoint:
         capacity_buffers=16,
         peak_buffers=4,
         peak_in_flight_bytes=4 * size,
+        peak_queued_bytes=3 * size,
+        mean_queued_bytes=2.5 * size,
+        announced_buffer_size=size // 2 if debloat else None,
         samples=3,
         source_wait_share=0.5,
         producer_wait_share=0.5,
@@ -328,10 +382,17 @@ def test_pareto_front_keeps_the_best_trade_offs_and_the_table_shows_them() -> No
     table = format_table([a, d]).splitlines()
     assert table[0].split()[:4] == ["buffer_size", "buffers", "timeout_ms", "records/s"]
     assert table[2].split()[:4] == ["1024", "2", "none", "300"]
+    assert table[0].split()[-2:] == ["debloat", "ok"]
+    assert table[2].split()[-2:] == ["off", "yes"]
 
 
 def test_plot_draws_a_png_or_says_what_is_missing(tmp_path: Path) -> None:
-    points = [point(1024, 100, 1.0), point(1024, 300, 4.0), point(65536, 500, 9.0)]
+    points = [
+        point(1024, 100, 1.0),
+        point(1024, 300, 4.0),
+        point(65536, 500, 9.0),
+        point(65536, 450, 7.0, debloat=True),
+    ]
     target = tmp_path / "sweep.png"
     if HAS_MATPLOTLIB:
         plot(points, target)
