@@ -424,6 +424,7 @@ class WindowOperator(OneInputOperator):
                 skipped = False
                 window, max_ts, entries, frozen, bucket = slot
                 acc = entries.get(key, _MISSING)
+                fresh = acc is _MISSING
                 if reduce is not None:
                     entries[key] = value if acc is _MISSING else reduce(acc, value)
                 elif aggregate is not None:
@@ -441,11 +442,14 @@ class WindowOperator(OneInputOperator):
                 if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
                     self.backend.set_current_key(key)
                     self._emit_window_contents(window, window, entries[key])
-                else:
-                    entry = (key, window)
-                    if entry not in bucket:  # timers.add(max_ts, key, window), inlined
-                        bucket[entry] = None
-                        queue.size += 1
+                elif fresh:
+                    # timers.add(max_ts, key, window), inlined. Only a key new to the
+                    # window can lack its timer: the timer is registered with the
+                    # window's first element and fires (with the state) once the
+                    # watermark passes max_ts, after which bucket is None.
+                    n = len(bucket)
+                    bucket[(key, window)] = None
+                    queue.size += len(bucket) - n
                 if lateness:
                     cleanup = max_ts + lateness
                     if cleanup < MAX_WATERMARK:
@@ -553,13 +557,15 @@ class WindowOperator(OneInputOperator):
             out_t = self._out_stamps
             # {window: {key group: entries}} touched by this bucket
             touched: dict[Any, dict[int, Any]] = {}
+            last_window: Any = None
+            by_group: dict[int, Any] = {}
             for key, window in bucket:
                 kg = str_groups.get(key)
                 if kg is None:
                     kg = key_group_of(key)
-                by_group = touched.get(window)
-                if by_group is None:
-                    by_group = touched[window] = {}
+                if window is not last_window:  # fixed-size windows: one per bucket
+                    last_window = window
+                    by_group = touched.setdefault(window, {})
                 entries = by_group.get(kg)
                 if entries is None:
                     entries = by_group[kg] = contents.writable_entries(window, kg)[0]
