@@ -315,7 +315,15 @@ class StreamExecutionEnvironment:
         )
 
     def explain(self, format: str = "text") -> str:
-        """The plan as text (operators, chains, subtasks and channels) or Mermaid."""
+        """The plan as ``"text"`` (operators, chains, subtasks and channels), a
+        ``"mermaid"`` flowchart or a Graphviz ``"dot"`` digraph.
+
+        Example:
+            >>> env = StreamExecutionEnvironment()
+            >>> _ = env.from_collection([1]).map(abs).print()
+            >>> env.explain("dot").splitlines()[0]
+            'digraph "flowkit job" {'
+        """
         return explain(self.get_job_graph(), format)
 
     def get_execution_plan(self) -> str:

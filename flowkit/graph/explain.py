@@ -1,4 +1,4 @@
-"""Readable renderings of a job graph: text and Mermaid.
+"""Readable renderings of a job graph: text, Mermaid and Graphviz DOT.
 
 The text form has three parts: the logical plan (every operator with its id, parallelism,
 uid and input edges, chained edges marked), the job graph (one line per chain — a chain
@@ -32,6 +32,15 @@ Example:
         v...["Map -> Print to Std. Out<br/>parallelism 2"]
         v... -->|"REBALANCE (2 channels)"| v...
     <BLANKLINE>
+    >>> print(env.explain("dot"))  # doctest: +ELLIPSIS
+    digraph "flowkit job" {
+        rankdir=LR;
+        node [shape=box];
+        v... [label="Collection Source\\nparallelism 1"];
+        v... [label="Map -> Print to Std. Out\\nparallelism 2"];
+        v... -> v... [label="REBALANCE (2 channels)"];
+    }
+    <BLANKLINE>
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from flowkit.graph.job_graph import POINTWISE, JobEdge, JobGraph
 __all__ = ["FORMATS", "channel_count", "explain"]
 
 #: The formats :func:`explain` renders.
-FORMATS = ("text", "mermaid")
+FORMATS = ("text", "mermaid", "dot")
 
 
 def channel_count(partitioning: str, up: int, down: int) -> int:
@@ -74,18 +83,21 @@ def _job_edge_channels(e: JobEdge) -> int:
 
 
 def explain(graph: JobGraph, format: str = "text") -> str:
-    """Render ``graph`` as ``"text"`` or ``"mermaid"``.
+    """Render ``graph`` as ``"text"``, ``"mermaid"`` or ``"dot"``.
 
     Args:
         graph: the job graph (``env.get_job_graph()``).
-        format: ``"text"`` (default) or ``"mermaid"`` (a ``flowchart`` with one node per
-            chain and one arrow per job edge).
+        format: ``"text"`` (default), ``"mermaid"`` (a ``flowchart``) or ``"dot"`` (a
+            Graphviz ``digraph``, e.g. for ``dot -Tsvg``); both diagrams have one node per
+            chain and one arrow per job edge, labelled with its partitioning and channels.
 
     Raises:
         ValueError: for any other format.
     """
     if format == "mermaid":
         return _mermaid(graph)
+    if format == "dot":
+        return _dot(graph)
     if format != "text":
         raise ValueError(f"explain() format must be one of {FORMATS}, got {format!r}")
     chained = {id(e) for e in graph.chained}
@@ -140,14 +152,40 @@ def _mermaid_text(text: str) -> str:
     return text.replace('"', "#quot;").replace("<", "#lt;").replace("|", "#124;")
 
 
-def _mermaid(graph: JobGraph) -> str:
-    lines = ["flowchart LR"]
-    for v in graph.vertices:
-        lines.append(f'    v{v.id}["{_mermaid_text(v.name)}<br/>parallelism {v.parallelism}"]')
+def _arrows(graph: JobGraph) -> list[tuple[int, str, int]]:
+    """``(source vertex id, label, target vertex id)`` for every job edge."""
+    arrows = []
     for e in graph.edges:
         se = e.edge
         label = _edge_label(se.partitioning, se.tag.tag_id if se.tag else None, se.input_index)
         n = _job_edge_channels(e)
-        label += f" ({n} channel{'s' if n != 1 else ''})"
-        lines.append(f'    v{e.source.id} -->|"{_mermaid_text(label)}"| v{e.target.id}')
+        arrows.append((e.source.id, f"{label} ({n} channel{'s' if n != 1 else ''})", e.target.id))
+    return arrows
+
+
+def _mermaid(graph: JobGraph) -> str:
+    lines = ["flowchart LR"]
+    for v in graph.vertices:
+        lines.append(f'    v{v.id}["{_mermaid_text(v.name)}<br/>parallelism {v.parallelism}"]')
+    for source, label, target in _arrows(graph):
+        lines.append(f'    v{source} -->|"{_mermaid_text(label)}"| v{target}')
+    return "\n".join(lines) + "\n"
+
+
+def _dot_text(text: str) -> str:
+    """Escape ``text`` for a quoted DOT string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _dot(graph: JobGraph) -> str:
+    lines = [
+        f'digraph "{_dot_text(graph.job_name)}" {{',
+        "    rankdir=LR;",
+        "    node [shape=box];",
+    ]
+    for v in graph.vertices:
+        lines.append(f'    v{v.id} [label="{_dot_text(v.name)}\\nparallelism {v.parallelism}"];')
+    for source, label, target in _arrows(graph):
+        lines.append(f'    v{source} -> v{target} [label="{_dot_text(label)}"];')
+    lines.append("}")
     return "\n".join(lines) + "\n"

@@ -182,10 +182,39 @@ def test_single_chain_job_has_no_arrows() -> None:
     ]
 
 
+def test_dot_has_one_node_per_chain_and_the_same_arrows_as_mermaid() -> None:
+    env = keyed_job()
+    graph = env.get_job_graph()
+    dot = env.explain(format="dot")
+    lines = dot.splitlines()
+    assert lines[0] == f'digraph "{graph.job_name}" {{' and lines[-1] == "}"
+    nodes = re.findall(r'^\s+(v\d+) \[label="(.*)"\];$', dot, re.M)
+    assert [node_id for node_id, _ in nodes] == [f"v{v.id}" for v in graph.vertices]
+    for (_, label), v in zip(nodes, graph.vertices):
+        assert label == f"{v.name}\\nparallelism {v.parallelism}"
+    arrows = re.findall(r'^\s+(v\d+) -> (v\d+) \[label="(.*)"\];$', dot, re.M)
+    mermaid = re.findall(r"^\s+(v\d+) -->\|\"(.*)\"\| (v\d+)$", env.explain("mermaid"), re.M)
+    assert sorted((a, b, label) for a, b, label in arrows) == sorted(
+        (a, b, label) for a, label, b in mermaid
+    )
+    assert len(arrows) == len(graph.edges) == 2
+
+
+def test_dot_escapes_quotes_and_backslashes() -> None:
+    env = StreamExecutionEnvironment(parallelism=1)
+    env.from_collection([1]).map(identity).name('say "hi" \\ bye').disable_chaining().sink_to(
+        CollectSink()
+    )
+    dot = env.explain("dot")
+    assert 'label="say \\"hi\\" \\\\ bye\\nparallelism 1"' in dot
+    for line in dot.splitlines()[3:-1]:
+        assert line.replace('\\"', "").count('"') == 2, line
+
+
 def test_unknown_format_raises_value_error() -> None:
     env = keyed_job()
-    with pytest.raises(ValueError, match=r"'text'.*'mermaid'"):
-        env.explain(format="dot")
+    with pytest.raises(ValueError, match=r"'text'.*'mermaid'.*'dot'"):
+        env.explain(format="svg")
     with pytest.raises(ValueError, match="format"):
         explain(env.get_job_graph(), "json")
 
