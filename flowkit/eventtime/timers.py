@@ -34,9 +34,14 @@ class _TimerQueue:
     fire in registration order. ``pop_due`` hands out one timer at a time; timers
     registered for the bucket being fired join it, and deleting a timer that has not
     fired yet takes effect immediately.
+
+    An operator that keeps some timers implicitly (the window operator's fast path: one
+    per key with state in a window, all at the window's end) sets ``materialize`` to a
+    function that adds them as real timers; every reader but the operator's own firing
+    calls it first, so snapshots, counts and ``pop_due`` see every timer.
     """
 
-    __slots__ = ("_bucket", "_keys", "_pos", "_ts", "buckets", "heap", "size")
+    __slots__ = ("_bucket", "_keys", "_pos", "_ts", "buckets", "heap", "materialize", "size")
 
     def __init__(self) -> None:
         self.buckets: dict[int, dict[tuple[Any, Any], None]] = {}
@@ -46,6 +51,7 @@ class _TimerQueue:
         self._bucket: dict[tuple[Any, Any], None] | None = None
         self._keys: list[tuple[Any, Any]] | None = None
         self._pos = 0
+        self.materialize: Callable[[], None] | None = None
 
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
         bucket = self.buckets.get(timestamp)
@@ -72,6 +78,8 @@ class _TimerQueue:
                     self.heap = sorted(self.buckets)
 
     def peek_time(self) -> int | None:
+        if self.materialize is not None:
+            self.materialize()
         if self._bucket:
             return self._ts
         heap = self.heap
@@ -84,6 +92,8 @@ class _TimerQueue:
         return None
 
     def pop_due(self, time: int) -> Timer | None:
+        if self.materialize is not None:
+            self.materialize()
         heap = self.heap
         buckets = self.buckets
         while True:
@@ -122,14 +132,20 @@ class _TimerQueue:
     @property
     def live(self) -> set[Timer]:
         """Every pending timer as ``(timestamp, key, namespace)``."""
+        if self.materialize is not None:
+            self.materialize()
         return {(ts, k, ns) for ts, bucket in self.buckets.items() for (k, ns) in bucket}
 
     def __iter__(self) -> Iterator[Timer]:
+        if self.materialize is not None:
+            self.materialize()
         for ts in sorted(self.buckets):
             for key, namespace in list(self.buckets[ts]):
                 yield (ts, key, namespace)
 
     def __len__(self) -> int:
+        if self.materialize is not None:
+            self.materialize()
         return self.size
 
 

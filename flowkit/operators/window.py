@@ -291,6 +291,18 @@ class WindowOperator(OneInputOperator):
         self._has_clear = any(
             callable(getattr(fn, "clear", None)) for fn in (self.process_fn, self.window_fn)
         )
+        #: Fast path without lateness, window function or clear(): a window fires and is
+        #: cleaned up at its end, and firing needs only the state. Its end-of-window
+        #: timers are then kept implicitly, as ``{max timestamp: window}`` (one timer per
+        #: key with state in the window), and made real (``_materialize_timers``) before
+        #: anything else reads the timers: snapshots, counts, the general firing path.
+        self._simple = (
+            self._fast
+            and not self.allowed_lateness
+            and self._window_call is None
+            and not self._has_clear
+        )
+        self._implicit: dict[int, TimeWindow] = {}
 
     def state_store(self) -> Any:
         return self.backend
@@ -309,6 +321,8 @@ class WindowOperator(OneInputOperator):
             self.ctx.clock,
             self._schedule,
         )
+        if self._simple:
+            self.timers.event_timers.materialize = self._materialize_timers
         try:
             for fn in (self.reduce_fn, self.aggregate_fn, self.process_fn, self.window_fn):
                 if fn is not None:
@@ -400,6 +414,7 @@ class WindowOperator(OneInputOperator):
         # until the watermark moves (lateness, fired buckets) or a snapshot is taken
         # (copy on write); consecutive elements mostly share windows.
         slots = self._slots
+        simple = self._simple
         for value, ts in zip(values, timestamps):
             if ts is None:
                 assigner.assign_windows(value, ts, self.context)  # raises the clear error
@@ -442,11 +457,12 @@ class WindowOperator(OneInputOperator):
                 if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
                     self.backend.set_current_key(key)
                     self._emit_window_contents(window, window, entries[key])
-                elif fresh:
+                elif fresh and not simple:
                     # timers.add(max_ts, key, window), inlined. Only a key new to the
                     # window can lack its timer: the timer is registered with the
                     # window's first element and fires (with the state) once the
-                    # watermark passes max_ts, after which bucket is None.
+                    # watermark passes max_ts, after which bucket is None. (Simple:
+                    # the slot marked the window's timers implicit.)
                     n = len(bucket)
                     bucket[(key, window)] = None
                     queue.size += len(bucket) - n
@@ -488,7 +504,23 @@ class WindowOperator(OneInputOperator):
         if bucket is None:
             bucket = buckets[max_ts] = {}
             heapq.heappush(heap, max_ts)
+        if self._simple:
+            self._implicit[max_ts] = window
         return (window, max_ts, entries, frozen, bucket)
+
+    def _materialize_timers(self) -> None:
+        """Register the implicit end-of-window timers as real ones: for every implicit
+        window, one per key with state in it (key group order, then insertion order)."""
+        implicit = self._implicit
+        if not implicit:
+            return
+        queue = self.timers.event_timers
+        for max_ts, window in sorted(implicit.items()):
+            for _kg, entries in self._contents.namespace_groups(window):
+                for key in entries:
+                    queue.add(max_ts, key, window)
+        implicit.clear()
+        self._slots.clear()  # cached slots would skip marking their windows again
 
     def _emit_simple(self, key: Any, window: Any, timestamp: int, contents: Any) -> None:
         """Evaluate a window without an evictor and collect what it emits."""
@@ -524,8 +556,10 @@ class WindowOperator(OneInputOperator):
         """Fire every due timer, a whole timestamp's bucket at a time.
 
         In the fast path only this operator registers timers (EventTimeTrigger, cleanup)
-        and firing registers none, so a bucket can be taken out whole; timers of one
-        timestamp fire in registration order, as in the general path.
+        and firing registers none, so a bucket can be taken out whole; real timers of one
+        timestamp fire in registration order, as in the general path. Implicit timers
+        (``_simple``) fire after them, key group by key group (Flink's heap timer queues
+        do not order equal timestamps by registration either).
         """
         timers = self.timers
         timers.current_watermark = watermark
@@ -537,45 +571,70 @@ class WindowOperator(OneInputOperator):
         set_key = self.backend.set_current_key
         # Without lateness every timer is its window's end, where the window fires and is
         # cleaned up at once; without a window function or clear() nothing needs the key.
-        simple = not self.allowed_lateness and self._window_call is None and not self._has_clear
+        simple = self._simple
+        implicit = self._implicit
+        while heap and heap[0] <= watermark:
+            timestamp = heapq.heappop(heap)
+            bucket = buckets.pop(timestamp, None)
+            window = implicit.pop(timestamp, None) if implicit else None
+            if bucket:
+                queue.size -= len(bucket)
+                if simple:
+                    self._fire_bucket_simple(timestamp, bucket)
+                else:
+                    for key, namespace in bucket:
+                        set_key(key)
+                        fire(timestamp, key, namespace)
+            if window is not None:
+                # The implicit timers (after any real ones of this time, restored or
+                # materialized): every key still holding state in the window.
+                self._fire_window_simple(timestamp, window)
+
+    def _fire_bucket_simple(self, timestamp: int, bucket: dict[tuple[Any, Any], None]) -> None:
+        """Fire real end-of-window timers of the simple fast path in registration order:
+        emit each key's result and drop its state."""
+        out_v = self._out_values
+        out_t = self._out_stamps
         contents = self._contents
         key_group_of = self.backend.key_group_of
         str_groups = self.backend._group_cache.setdefault(str, {})
         get_result = self.aggregate_fn.get_result if self.aggregate_fn is not None else None
-        while heap and heap[0] <= watermark:
-            timestamp = heapq.heappop(heap)
-            bucket = buckets.pop(timestamp, None)
-            if not bucket:
-                continue
-            queue.size -= len(bucket)
-            if not simple:
-                for key, window in bucket:
-                    set_key(key)
-                    fire(timestamp, key, window)
-                continue
-            out_v = self._out_values
-            out_t = self._out_stamps
-            # {window: {key group: entries}} touched by this bucket
-            touched: dict[Any, dict[int, Any]] = {}
-            last_window: Any = None
-            by_group: dict[int, Any] = {}
-            for key, window in bucket:
-                kg = str_groups.get(key)
-                if kg is None:
-                    kg = key_group_of(key)
-                if window is not last_window:  # fixed-size windows: one per bucket
-                    last_window = window
-                    by_group = touched.setdefault(window, {})
-                entries = by_group.get(kg)
-                if entries is None:
-                    entries = by_group[kg] = contents.writable_entries(window, kg)[0]
-                acc = entries.pop(key, _MISSING)
-                if acc is not _MISSING:
-                    out_v.append(acc if get_result is None else get_result(acc))
-                    out_t.append(timestamp)
-            for window, by_group in touched.items():
-                for kg in by_group:
-                    contents.discard_if_empty(window, kg)
+        # {window: {key group: entries}} touched by this bucket
+        touched: dict[Any, dict[int, Any]] = {}
+        last_window: Any = None
+        by_group: dict[int, Any] = {}
+        for key, window in bucket:
+            kg = str_groups.get(key)
+            if kg is None:
+                kg = key_group_of(key)
+            if window is not last_window:  # fixed-size windows: one per bucket
+                last_window = window
+                by_group = touched.setdefault(window, {})
+            entries = by_group.get(kg)
+            if entries is None:
+                entries = by_group[kg] = contents.writable_entries(window, kg)[0]
+            acc = entries.pop(key, _MISSING)
+            if acc is not _MISSING:
+                out_v.append(acc if get_result is None else get_result(acc))
+                out_t.append(timestamp)
+        for window, by_group in touched.items():
+            for kg in by_group:
+                contents.discard_if_empty(window, kg)
+
+    def _fire_window_simple(self, timestamp: int, window: TimeWindow) -> None:
+        """Fire the implicit timers of ``window``: emit the result of every key with state
+        in it (key group order, then the order keys arrived) and drop the state."""
+        out_v = self._out_values
+        out_t = self._out_stamps
+        contents = self._contents
+        get_result = self.aggregate_fn.get_result if self.aggregate_fn is not None else None
+        for kg, entries in contents.namespace_groups(window):
+            if get_result is None:
+                out_v.extend(entries.values())
+            else:
+                out_v.extend(map(get_result, entries.values()))
+            out_t.extend([timestamp] * len(entries))
+            contents.drop_namespace(window, kg)
 
     def _on_event_time_fast(self, timestamp: int, key: Any, window: Any) -> None:
         """``_on_timer`` for the fast path: EventTimeTrigger fires at the window's end;

@@ -525,6 +525,26 @@ class KeyedTable(_TableAccess):
             group.data = group.frozen.copy()
         del group.data[namespace]
 
+    def namespace_groups(self, namespace: Any) -> list[tuple[int, dict[Any, Any]]]:
+        """``(key group, {key: value})`` of every key group holding ``namespace``, in key
+        group order. Read only: the dicts may be held by a snapshot."""
+        found = []
+        for kg, group in enumerate(self._groups):
+            if group is not None:
+                entries = group.data.get(namespace)
+                if entries:
+                    found.append((kg, entries))
+        return found
+
+    def drop_namespace(self, namespace: Any, key_group: int) -> None:
+        """Remove every entry of ``namespace`` in ``key_group`` (a snapshot keeps its copy)."""
+        group = self._groups[key_group]
+        if group is None or namespace not in group.data:
+            return
+        if group.frozen is not None and group.data is group.frozen:
+            group.data = group.frozen.copy()
+        del group.data[namespace]
+
     def keys(self, namespace: Any = None) -> list[Any]:
         """All keys (of every key group) with a value in ``namespace``."""
         return [
