@@ -303,6 +303,7 @@ class WindowOperator(OneInputOperator):
             and not self._has_clear
         )
         self._implicit: dict[int, TimeWindow] = {}
+        self._tumbling = type(self.assigner) is TumblingEventTimeWindows
 
     def state_store(self) -> Any:
         return self.backend
@@ -387,6 +388,9 @@ class WindowOperator(OneInputOperator):
         (a late but allowed element) or register its end-of-window timer, register the
         cleanup timer; side-output the element if it joined no window and is late.
         """
+        if self._simple and self.aggregate_fn is not None and self._tumbling:
+            self._process_batch_tumbling(values, timestamps)
+            return
         assigner = self.assigner
         key_of = self.key_selector
         timers = self.timers
@@ -475,6 +479,53 @@ class WindowOperator(OneInputOperator):
                     self._emit_side(self.late_tag, value, ts)
                 else:
                     self.num_late_records_dropped += 1
+
+    def _process_batch_tumbling(self, values: Batch, timestamps: list[Any]) -> None:
+        """``_process_batch_fast`` for tumbling windows with an AggregateFunction and
+        implicit timers: one window per element, no lateness (a late window is a late
+        element), no timer to register per element."""
+        key_of = self.key_selector
+        watermark = self.timers.current_watermark
+        queue = self.timers.event_timers
+        cache = self._window_cache
+        contents = self._contents
+        size = self.assigner.size
+        offset = self.assigner.offset
+        create = self.aggregate_fn.create_accumulator
+        add = self.aggregate_fn.add
+        key_group_of = self.backend.key_group_of
+        str_groups = self.backend._group_cache.setdefault(str, {})
+        slots = self._slots
+        window_slot = self._window_slot
+        for value, ts in zip(values, timestamps):
+            if ts is None:
+                self.assigner.assign_windows(value, ts, self.context)  # raises the clear error
+            key = key_of(value)
+            kg = str_groups.get(key)
+            if kg is None:
+                kg = key_group_of(key)
+            start = ts - (ts - offset) % size
+            by_group = slots.get(start)
+            if by_group is None:
+                by_group = slots[start] = {}
+            slot = by_group.get(kg, _MISSING)
+            if slot is _MISSING:
+                slot = by_group[kg] = window_slot(
+                    start, kg, size, watermark, 0, cache, contents, queue.buckets, queue.heap
+                )
+            if slot is None:  # the window's end has passed: a late element
+                if self.late_tag is not None:
+                    self._emit_side(self.late_tag, value, ts)
+                else:
+                    self.num_late_records_dropped += 1
+                continue
+            entries = slot[2]
+            acc = entries.get(key, _MISSING)
+            if acc is _MISSING:
+                acc = create()
+            elif slot[3] is not None and slot[3].get(key, _MISSING) is acc:
+                acc = private_copy(acc)  # a snapshot holds it: add to a copy
+            entries[key] = add(value, acc)
 
     def _window_slot(
         self,

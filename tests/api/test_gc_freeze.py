@@ -1,0 +1,63 @@
+"""execute() keeps the objects alive at job start out of the cyclic collector's scans
+for the job's duration, and leaves the collector as it found it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+import flowkit as fk
+
+
+def freeze_counts_seen(env: fk.StreamExecutionEnvironment) -> list[int]:
+    """The frozen-object counts the job's map function sees, one per record."""
+    return env.from_sequence(1, 3).map(lambda _: gc.get_freeze_count()).execute_and_collect()
+
+
+@pytest.fixture(autouse=True)
+def _thawed() -> None:
+    gc.unfreeze()
+
+
+def test_execute_freezes_old_objects_for_the_job_and_thaws_them_after() -> None:
+    survivor = [{"input": i} for i in range(1000)]  # long-lived data made before the job
+    seen = freeze_counts_seen(fk.StreamExecutionEnvironment())
+    assert len(seen) == 3 and min(seen) >= len(survivor)
+    assert gc.get_freeze_count() == 0
+
+
+def test_freeze_gc_false_leaves_the_collector_alone() -> None:
+    seen = freeze_counts_seen(fk.StreamExecutionEnvironment(freeze_gc=False))
+    assert seen == [0, 0, 0]
+
+
+def test_a_program_that_froze_objects_itself_keeps_them_frozen() -> None:
+    gc.freeze()
+    before = gc.get_freeze_count()
+    assert before > 0
+    try:
+        seen = freeze_counts_seen(fk.StreamExecutionEnvironment())
+        assert seen == [before] * 3  # nothing more frozen, nothing thawed
+        assert gc.get_freeze_count() == before
+    finally:
+        gc.unfreeze()
+
+
+def test_a_failing_job_still_thaws() -> None:
+    env = fk.StreamExecutionEnvironment()
+    env.from_sequence(1, 3).map(lambda x: 1 // (x - 2)).print()
+    with pytest.raises(fk.JobFailed):
+        env.execute()
+    assert gc.get_freeze_count() == 0
+
+
+def test_execute_async_never_touches_the_collector() -> None:
+    async def main() -> list[int]:
+        env = fk.StreamExecutionEnvironment()
+        return await (
+            env.from_sequence(1, 3).map(lambda _: gc.get_freeze_count()).execute_and_collect_async()
+        )
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == [0, 0, 0]
