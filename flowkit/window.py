@@ -359,7 +359,47 @@ class MergingWindowAssigner(WindowAssigner[W]):
         """
 
 
-class _TimeWindowMerging(MergingWindowAssigner[TimeWindow]):
+class _TimeAssigner(WindowAssigner[TimeWindow]):
+    """An assigner of time windows; ``_time`` is the time an element is placed at."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def _time(self, timestamp: int | None, context: Any) -> int:
+        """The element's timestamp (event time) or the current processing time."""
+
+
+class _EventTime(_TimeAssigner):
+    """Windows by the element's timestamp, fired by watermarks."""
+
+    __slots__ = ()
+
+    def _time(self, timestamp: int | None, context: Any) -> int:
+        return _require_timestamp(timestamp, self)
+
+    def get_default_trigger(self) -> Trigger:
+        return EventTimeTrigger.create()
+
+    def is_event_time(self) -> bool:
+        return True
+
+
+class _ProcessingTime(_TimeAssigner):
+    """Windows by the processing time an element arrives at, fired by the clock."""
+
+    __slots__ = ()
+
+    def _time(self, timestamp: int | None, context: Any) -> int:
+        return _processing_time(context, self)
+
+    def get_default_trigger(self) -> Trigger:
+        return ProcessingTimeTrigger.create()
+
+    def is_event_time(self) -> bool:
+        return False
+
+
+class _TimeWindowMerging(MergingWindowAssigner[TimeWindow], _TimeAssigner):
     __slots__ = ()
 
     def merge_windows(self, windows: Iterable[TimeWindow], callback: Any) -> None:
@@ -369,7 +409,7 @@ class _TimeWindowMerging(MergingWindowAssigner[TimeWindow]):
                 merge(originals, merged)
 
 
-class _Tumbling(WindowAssigner[TimeWindow]):
+class _Tumbling(_TimeAssigner):
     __slots__ = ("offset", "size")
 
     def __init__(self, size: DurationLike, offset: DurationLike = 0) -> None:
@@ -383,8 +423,11 @@ class _Tumbling(WindowAssigner[TimeWindow]):
         self.size = size_ms
         self.offset = offset_ms
 
-    def _window(self, timestamp: int) -> list[TimeWindow]:
-        start = TimeWindow.get_window_start_with_offset(timestamp, self.offset, self.size)
+    def assign_windows(
+        self, element: Any, timestamp: int | None, context: Any = None
+    ) -> list[TimeWindow]:
+        time = self._time(timestamp, context)
+        start = TimeWindow.get_window_start_with_offset(time, self.offset, self.size)
         return [TimeWindow(start, start + self.size)]
 
     def get_size(self) -> int:
@@ -395,7 +438,7 @@ class _Tumbling(WindowAssigner[TimeWindow]):
         return f"{type(self).__name__}({self.size}{extra})"
 
 
-class _Sliding(WindowAssigner[TimeWindow]):
+class _Sliding(_TimeAssigner):
     __slots__ = ("offset", "size", "slide")
 
     def __init__(self, size: DurationLike, slide: DurationLike, offset: DurationLike = 0) -> None:
@@ -416,11 +459,14 @@ class _Sliding(WindowAssigner[TimeWindow]):
         self.slide = slide_ms
         self.offset = offset_ms
 
-    def _windows(self, timestamp: int) -> list[TimeWindow]:
+    def assign_windows(
+        self, element: Any, timestamp: int | None, context: Any = None
+    ) -> list[TimeWindow]:
+        time = self._time(timestamp, context)
         size, slide = self.size, self.slide
-        start = TimeWindow.get_window_start_with_offset(timestamp, self.offset, slide)
+        start = TimeWindow.get_window_start_with_offset(time, self.offset, slide)
         windows = []
-        lowest = timestamp - size
+        lowest = time - size
         while start > lowest:
             windows.append(TimeWindow(start, start + size))
             start -= slide
@@ -437,7 +483,7 @@ class _Sliding(WindowAssigner[TimeWindow]):
         return f"{type(self).__name__}({self.size}, {self.slide}{extra})"
 
 
-class TumblingEventTimeWindows(_Tumbling):
+class TumblingEventTimeWindows(_EventTime, _Tumbling):
     """Fixed-size, non-overlapping windows by event time.
 
     ``of(size, offset=0)``: sizes and offsets are ms or ``datetime.timedelta``; the window
@@ -461,19 +507,8 @@ class TumblingEventTimeWindows(_Tumbling):
     def of(cls, size: DurationLike, offset: DurationLike = 0) -> TumblingEventTimeWindows:
         return cls(size, offset)
 
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        return self._window(_require_timestamp(timestamp, self))
 
-    def get_default_trigger(self) -> Trigger:
-        return EventTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return True
-
-
-class SlidingEventTimeWindows(_Sliding):
+class SlidingEventTimeWindows(_EventTime, _Sliding):
     """Windows of ``size`` that start every ``slide``, by event time; they may overlap.
 
     An element belongs to about ``size / slide`` windows (exactly that many when
@@ -497,19 +532,8 @@ class SlidingEventTimeWindows(_Sliding):
     ) -> SlidingEventTimeWindows:
         return cls(size, slide, offset)
 
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        return self._windows(_require_timestamp(timestamp, self))
 
-    def get_default_trigger(self) -> Trigger:
-        return EventTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return True
-
-
-class TumblingProcessingTimeWindows(_Tumbling):
+class TumblingProcessingTimeWindows(_ProcessingTime, _Tumbling):
     """Fixed-size, non-overlapping windows by the processing time when an element arrives.
 
     Record timestamps are ignored; the context gives the current processing time.
@@ -529,19 +553,8 @@ class TumblingProcessingTimeWindows(_Tumbling):
     def of(cls, size: DurationLike, offset: DurationLike = 0) -> TumblingProcessingTimeWindows:
         return cls(size, offset)
 
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        return self._window(_processing_time(context, self))
 
-    def get_default_trigger(self) -> Trigger:
-        return ProcessingTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return False
-
-
-class SlidingProcessingTimeWindows(_Sliding):
+class SlidingProcessingTimeWindows(_ProcessingTime, _Sliding):
     """Sliding windows by the processing time when an element arrives.
 
     Raises:
@@ -560,17 +573,6 @@ class SlidingProcessingTimeWindows(_Sliding):
         cls, size: DurationLike, slide: DurationLike, offset: DurationLike = 0
     ) -> SlidingProcessingTimeWindows:
         return cls(size, slide, offset)
-
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        return self._windows(_processing_time(context, self))
-
-    def get_default_trigger(self) -> Trigger:
-        return ProcessingTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return False
 
 
 class SessionWindowTimeGapExtractor(ABC):
@@ -611,6 +613,12 @@ class _StaticSessions(_TimeWindowMerging):
             )
         self.gap = gap_ms
 
+    def assign_windows(
+        self, element: Any, timestamp: int | None, context: Any = None
+    ) -> list[TimeWindow]:
+        start = self._time(timestamp, context)
+        return [TimeWindow(start, start + self.gap)]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.gap})"
 
@@ -630,11 +638,17 @@ class _DynamicSessions(_TimeWindowMerging):
             )
         return gap
 
+    def assign_windows(
+        self, element: Any, timestamp: int | None, context: Any = None
+    ) -> list[TimeWindow]:
+        start = self._time(timestamp, context)
+        return [TimeWindow(start, start + self._gap(element))]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extractor!r})"
 
 
-class EventTimeSessionWindows(_StaticSessions):
+class EventTimeSessionWindows(_EventTime, _StaticSessions):
     """Sessions by event time: each element opens ``[ts, ts + gap)``; overlapping or
     touching windows merge.
 
@@ -664,20 +678,8 @@ class EventTimeSessionWindows(_StaticSessions):
         """Sessions whose gap comes from ``extractor(element)`` or ``extractor.extract(element)``."""
         return DynamicEventTimeSessionWindows(extractor)
 
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        ts = _require_timestamp(timestamp, self)
-        return [TimeWindow(ts, ts + self.gap)]
 
-    def get_default_trigger(self) -> Trigger:
-        return EventTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return True
-
-
-class DynamicEventTimeSessionWindows(_DynamicSessions):
+class DynamicEventTimeSessionWindows(_EventTime, _DynamicSessions):
     """Event-time sessions whose gap is computed per element.
 
     Raises:
@@ -696,20 +698,8 @@ class DynamicEventTimeSessionWindows(_DynamicSessions):
     def with_dynamic_gap(cls, extractor: Any) -> DynamicEventTimeSessionWindows:
         return cls(extractor)
 
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        ts = _require_timestamp(timestamp, self)
-        return [TimeWindow(ts, ts + self._gap(element))]
 
-    def get_default_trigger(self) -> Trigger:
-        return EventTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return True
-
-
-class ProcessingTimeSessionWindows(_StaticSessions):
+class ProcessingTimeSessionWindows(_ProcessingTime, _StaticSessions):
     """Sessions by processing time: each element opens ``[now, now + gap)``.
 
     Raises:
@@ -732,20 +722,8 @@ class ProcessingTimeSessionWindows(_StaticSessions):
         """Sessions whose gap comes from ``extractor(element)`` or ``extractor.extract(element)``."""
         return DynamicProcessingTimeSessionWindows(extractor)
 
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        now = _processing_time(context, self)
-        return [TimeWindow(now, now + self.gap)]
 
-    def get_default_trigger(self) -> Trigger:
-        return ProcessingTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return False
-
-
-class DynamicProcessingTimeSessionWindows(_DynamicSessions):
+class DynamicProcessingTimeSessionWindows(_ProcessingTime, _DynamicSessions):
     """Processing-time sessions whose gap is computed per element.
 
     Raises:
@@ -763,18 +741,6 @@ class DynamicProcessingTimeSessionWindows(_DynamicSessions):
     @classmethod
     def with_dynamic_gap(cls, extractor: Any) -> DynamicProcessingTimeSessionWindows:
         return cls(extractor)
-
-    def assign_windows(
-        self, element: Any, timestamp: int | None, context: Any = None
-    ) -> list[TimeWindow]:
-        now = _processing_time(context, self)
-        return [TimeWindow(now, now + self._gap(element))]
-
-    def get_default_trigger(self) -> Trigger:
-        return ProcessingTimeTrigger.create()
-
-    def is_event_time(self) -> bool:
-        return False
 
 
 class GlobalWindows(WindowAssigner[GlobalWindow]):
