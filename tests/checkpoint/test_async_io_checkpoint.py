@@ -17,8 +17,8 @@ from flowkit import CheckpointedFunction
 from flowkit.elements import Watermark
 from flowkit.operators.async_io import AsyncMapOperator
 from flowkit.operators.base import OperatorContext, Output
-from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
 from flowkit.state import ListStateDescriptor
+from flowkit.testing import PacedSource
 
 WAIT = 10
 
@@ -194,54 +194,16 @@ async def test_held_records_and_function_state_move_with_the_parallelism(
 
 
 # --------------------------------------------------------------------------- a job
-class _PacedReader(SourceReader):
-    """One ``(key, value)`` record (timestamp ``value``) per poll, then a short pause,
-    with a watermark every 40 records; replayable from its position."""
-
-    def __init__(self, count: int, pause: float) -> None:
-        self.count = count
-        self.position = 0
-        self.pause = pause
-        self._sleep: asyncio.Future[Any] | None = None
-
-    def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
-        if self._sleep is not None and not self._sleep.done():
-            return InputStatus.NOTHING_AVAILABLE
-        if self.position >= self.count:
-            return InputStatus.END_OF_INPUT
-        value = self.position
-        self.position += 1
-        output.collect((f"k{value % 7}", value), value)
-        if self.position % 40 == 0:
-            output.emit_watermark(value)
-        self._sleep = asyncio.ensure_future(asyncio.sleep(self.pause))
-        return InputStatus.NOTHING_AVAILABLE
-
-    def is_available(self) -> Any:
-        return self._sleep
-
-    def snapshot_position(self) -> Any:
-        return self.position
-
-    def restore_position(self, position: Any) -> None:
-        self.position = position
-
-    async def close(self) -> None:
-        if self._sleep is not None:
-            self._sleep.cancel()
-
-
-class PacedSource(Source):
-    max_parallelism = 1
-    emits_watermarks = True
-    name = "Paced Source"
-
-    def __init__(self, count: int, pause: float = 0.0002) -> None:
-        self.count = count
-        self.pause = pause
-
-    def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return _PacedReader(self.count, self.pause)
+def paced_source(count: int, pause: float = 0.0002) -> PacedSource:
+    """``(key, value)`` records with event time ``value``; a watermark of ``value``
+    after every 40th."""
+    return PacedSource(
+        [(f"k{value % 7}", value) for value in range(count)],
+        pause,
+        timestamp=lambda record: record[1],
+        watermark_every=40,
+        watermark_lag=0,
+    )
 
 
 COUNT = 400
@@ -279,7 +241,7 @@ async def test_a_job_restarted_with_calls_in_flight_counts_every_record_once(
     env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=2, delay_ms=0))
     sink = fk.CollectSink()
     (
-        env.from_source(PacedSource(COUNT))
+        env.from_source(paced_source(COUNT))
         .map_async(slow_lookup, capacity=5, ordered=ordered)
         .key_by(lambda r: r[0])
         .reduce(lambda a, b: (a[0], a[1] + b[1], a[2] + b[2]))

@@ -21,7 +21,6 @@ import flowkit as fk
 import flowkit.state_processor as sp
 from flowkit.checkpoint.storage import CheckpointStorage
 from flowkit.sinks_2pc import TwoPhaseCommitState
-from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
 from flowkit.state import ListStateDescriptor, StateTtlConfig, ValueStateDescriptor
 from flowkit.state.backend import HeapKeyedStateBackend
 from flowkit.state.key_groups import (
@@ -29,6 +28,7 @@ from flowkit.state.key_groups import (
     compute_operator_index_for_key_group,
     key_group_range_for_operator_index,
 )
+from flowkit.testing import PacedSource
 
 MAX_PARALLELISM = 64
 WATERMARK_EVERY = 40
@@ -37,60 +37,15 @@ RECORDS = [(f"k{i % 7}", i, 1_000 + i * 10) for i in range(400)]
 KIND_TEXT = {True: " (value)", False: ""}
 
 
-class _ScriptedReader(SourceReader):
-    """Emits (key, value, timestamp) records with a watermark ``ts - 1`` after every
-    ``WATERMARK_EVERY``-th; with a pause, one record per poll (so a savepoint can be taken
-    while it runs)."""
-
-    def __init__(self, records: list[tuple[str, int, int]], pause: float) -> None:
-        self.records = records
-        self.pause = pause
-        self.position = 0
-        self._sleep: asyncio.Future[Any] | None = None
-
-    def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
-        if self._sleep is not None and not self._sleep.done():
-            return InputStatus.NOTHING_AVAILABLE
-        self._sleep = None
-        count = 1 if self.pause else max_records
-        for _ in range(count):
-            if self.position >= len(self.records):
-                return InputStatus.END_OF_INPUT
-            key, value, ts = self.records[self.position]
-            self.position += 1
-            output.collect((key, value, ts), ts)
-            if self.position % WATERMARK_EVERY == 0:
-                output.emit_watermark(ts - 1)
-        if self.pause:
-            self._sleep = asyncio.ensure_future(asyncio.sleep(self.pause))
-            return InputStatus.NOTHING_AVAILABLE
-        return InputStatus.MORE_AVAILABLE
-
-    def is_available(self) -> Any:
-        return self._sleep
-
-    def snapshot_position(self) -> Any:
-        return self.position
-
-    def restore_position(self, position: Any) -> None:
-        self.position = position
-
-    async def close(self) -> None:
-        if self._sleep is not None:
-            self._sleep.cancel()
-
-
-class ScriptedSource(Source):
-    max_parallelism = 1
-    emits_watermarks = True
-    name = "Scripted Source"
-
-    def __init__(self, records: list[tuple[str, int, int]], pause: float = 0.0) -> None:
-        self.records = records
-        self.pause = pause
-
-    def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return _ScriptedReader(self.records, self.pause)
+def scripted_source(records: list[tuple[str, int, int]], pause: float = 0.0) -> PacedSource:
+    """``(key, value, ts)`` records with a watermark of ``ts - 1`` every WATERMARK_EVERY."""
+    return PacedSource(
+        records,
+        pause,
+        timestamp=lambda record: record[2],
+        watermark_every=WATERMARK_EVERY,
+        name="Scripted Source",
+    )
 
 
 class TotalWithTimers(fk.KeyedProcessFunction):
@@ -110,7 +65,7 @@ class TotalWithTimers(fk.KeyedProcessFunction):
 
 
 def build(
-    env: fk.StreamExecutionEnvironment, source: ScriptedSource, totals_sink: Any, sums_sink: Any
+    env: fk.StreamExecutionEnvironment, source: PacedSource, totals_sink: Any, sums_sink: Any
 ) -> None:
     keyed = env.from_source(source).uid("source").key_by(lambda r: r[0])
     keyed.process(TotalWithTimers()).uid("totals").sink_to(totals_sink)
@@ -159,7 +114,7 @@ async def final_checkpoint(tmp_path: Path) -> tuple[Path, fk.CollectSink]:
     )
     env.enable_checkpointing(10_000, directory=tmp_path)
     totals_sink, sums_sink = fk.CollectSink(), fk.CollectSink()
-    build(env, ScriptedSource(RECORDS), totals_sink, sums_sink)
+    build(env, scripted_source(RECORDS), totals_sink, sums_sink)
     client = await env.execute_async("state processor")
     await asyncio.wait_for(client.wait(), 30)
     return tmp_path, sums_sink
@@ -253,7 +208,7 @@ async def test_a_savepoint_of_a_running_job_lists_pending_timers_and_state_at_th
     env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints")
     sums_sink = fk.CollectSink()
     file_sink = fk.FileSink.for_row_format(str(tmp_path / "out"), encoder="jsonl").build()
-    build(env, ScriptedSource(RECORDS, pause=0.0005), file_sink, sums_sink)
+    build(env, scripted_source(RECORDS, pause=0.0005), file_sink, sums_sink)
     client = await env.execute_async("paced")
     async with asyncio.timeout(20):
         while len(sums_sink.values) < 2 * WATERMARK_EVERY:  # noqa: ASYNC110

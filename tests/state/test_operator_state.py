@@ -16,7 +16,6 @@ from flowkit.functions import CheckpointedFunction
 from flowkit.operators.base import OperatorContext, Output
 from flowkit.operators.process import KeyedProcessOperator, ProcessOperator
 from flowkit.operators.simple import FilterOperator, FlatMapOperator, MapOperator
-from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
 from flowkit.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 from flowkit.state.operator_state import (
     FunctionInitializationContext,
@@ -25,6 +24,7 @@ from flowkit.state.operator_state import (
     is_operator_state_snapshot,
     split_evenly,
 )
+from flowkit.testing import PacedSource
 
 LIST = ListStateDescriptor("buffer")
 UNION = ListStateDescriptor("offsets")
@@ -318,51 +318,6 @@ def test_errors_in_hooks_name_the_hook_and_the_operator() -> None:
 
 
 # ------------------------------------------------------------------ jobs
-
-
-class _PacedReader(SourceReader):
-    """One record per poll with a short pause: checkpoints happen while it runs."""
-
-    def __init__(self, records: list[int], pause: float) -> None:
-        self.records = records
-        self.position = 0
-        self.pause = pause
-        self._sleep: asyncio.Future[Any] | None = None
-
-    def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
-        if self._sleep is not None and not self._sleep.done():
-            return InputStatus.NOTHING_AVAILABLE
-        if self.position >= len(self.records):
-            return InputStatus.END_OF_INPUT
-        output.collect(self.records[self.position])
-        self.position += 1
-        self._sleep = asyncio.ensure_future(asyncio.sleep(self.pause))
-        return InputStatus.NOTHING_AVAILABLE
-
-    def is_available(self) -> Any:
-        return self._sleep
-
-    def snapshot_position(self) -> Any:
-        return self.position
-
-    def restore_position(self, position: Any) -> None:
-        self.position = position
-
-    async def close(self) -> None:
-        if self._sleep is not None:
-            self._sleep.cancel()
-
-
-class PacedSource(Source):
-    max_parallelism = 1
-    name = "Paced Source"
-
-    def __init__(self, records: list[int], pause: float = 0.0005) -> None:
-        self.records = records
-        self.pause = pause
-
-    def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return _PacedReader(self.records, self.pause)
 
 
 RECORDS = list(range(400))
