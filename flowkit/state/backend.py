@@ -1160,6 +1160,12 @@ class _TtlState:
     _ns: Any
     _backend: HeapKeyedStateBackend
     _groups: list[_Group | None]
+    _pop_in: Callable[..., Any]
+
+    def clear(self) -> None:
+        """Remove this key's entry (in the current namespace); runs incremental cleanup."""
+        self._accessed()
+        self._pop_in(self._ns)
 
     def _accessed(self) -> int:
         """Run incremental cleanup (if configured) and return the current time."""
@@ -1228,10 +1234,6 @@ class _TtlValueState(_TtlState, ValueState):
         else:
             self._store_in(self._ns, (value, now))
 
-    def clear(self) -> None:
-        self._accessed()
-        self._pop_in(self._ns)
-
 
 class _TtlReducingState(_TtlState, ReducingState):
     """Reducing state with TTL: an expired value is not reduced into (if invisible)."""
@@ -1247,10 +1249,6 @@ class _TtlReducingState(_TtlState, ReducingState):
         current = self._ttl_current(now)
         new = value if current is _MISSING else self._reduce(current, value)
         self._store_in(self._ns, (new, now))
-
-    def clear(self) -> None:
-        self._accessed()
-        self._pop_in(self._ns)
 
     def merge_namespaces(self, target: Any, sources: Iterable[Any]) -> None:
         _ttl_merge_single(self, target, sources, self._reduce)
@@ -1271,10 +1269,6 @@ class _TtlAggregatingState(_TtlState, AggregatingState):
         if acc is _MISSING:
             acc = self._fn.create_accumulator()
         self._store_in(self._ns, (self._fn.add(value, acc), now))
-
-    def clear(self) -> None:
-        self._accessed()
-        self._pop_in(self._ns)
 
     def merge_namespaces(self, target: Any, sources: Iterable[Any]) -> None:
         _ttl_merge_single(self, target, sources, self._fn.merge)
@@ -1369,10 +1363,6 @@ class _TtlListState(_TtlState, ListState):
             self._store_in(self._ns, items)
         else:
             self._pop_in(self._ns)
-
-    def clear(self) -> None:
-        self._accessed()
-        self._pop_in(self._ns)
 
     def merge_namespaces(self, target: Any, sources: Iterable[Any]) -> None:
         self._accessed()
@@ -1487,10 +1477,6 @@ class _TtlMapState(_TtlState, MapState):
 
     def is_empty(self) -> bool:
         return not self.items()
-
-    def clear(self) -> None:
-        self._accessed()
-        self._pop_in(self._ns)
 
 
 _KINDS: Final[dict[type[StateDescriptor], tuple[type[_KeyedState], type[_KeyedState]]]] = {
