@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flowkit.elements import MIN_WATERMARK
+from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.errors import FlowkitError, UserFunctionError
 from flowkit.eventtime.clocks import Clock, SystemClock, TimerHandle
 from flowkit.functions import RuntimeContext
@@ -298,6 +298,43 @@ class StreamOperator:
         if isinstance(cause, FlowkitError):
             return cause
         return UserFunctionError(self.name, self.subtask, cause, detail)
+
+
+class BufferedOutput:
+    """Mixin for operators that gather a step's main and side output and hand each on as
+    one batch in ``_flush()`` (windows and joins, whose output comes from timers as
+    well as from input). Call ``_init_output_buffers()`` in ``__init__``."""
+
+    output: Output
+    _out_values: list[Any]
+    _out_stamps: list[Any]
+    _sides: dict[str, tuple[list[Any], list[Any]]]
+
+    def _init_output_buffers(self) -> None:
+        self._out_values = []
+        self._out_stamps = []
+        self._sides = {}
+
+    def _emit_side(self, tag: OutputTag, value: Any, timestamp: int | None) -> None:
+        """Buffer ``value`` for the side output ``tag``."""
+        if not isinstance(tag, OutputTag):
+            raise TypeError(f"ctx.output() needs an OutputTag, got {tag!r}")
+        entry = self._sides.get(tag.tag_id)
+        if entry is None:
+            entry = self._sides[tag.tag_id] = ([], [])
+        entry[0].append(value)
+        entry[1].append(timestamp)
+
+    def _flush(self) -> None:
+        """Hand on the buffered main output, then each side output."""
+        if self._out_values:
+            values, stamps = self._out_values, self._out_stamps
+            self._out_values, self._out_stamps = [], []
+            self.output.collect(values, stamps)
+        if self._sides:
+            sides, self._sides = self._sides, {}
+            for tag_id, (side_values, side_stamps) in sides.items():
+                self.output.collect_side(tag_id, side_values, side_stamps)
 
 
 class OneInputOperator(StreamOperator):

@@ -29,6 +29,7 @@ from flowkit.eventtime.timers import InternalTimerService
 from flowkit.functions import Function
 from flowkit.operators.base import (
     Batch,
+    BufferedOutput,
     Timestamps,
     TwoInputOperator,
     call_close,
@@ -115,7 +116,7 @@ class _JoinContext(ProcessJoinFunction.Context):
         return self.timestamp
 
     def output(self, output_tag: OutputTag, value: Any) -> None:
-        self._op._side(output_tag, value, self.timestamp)
+        self._op._emit_side(output_tag, value, self.timestamp)
 
 
 def _missing_timestamp(side: str) -> ValueError:
@@ -127,7 +128,7 @@ def _missing_timestamp(side: str) -> ValueError:
     )
 
 
-class IntervalJoinOperator(TwoInputOperator):
+class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
     """Joins two keyed inputs on ``right.ts in [left.ts + lower, left.ts + upper]``.
 
     Args:
@@ -193,9 +194,7 @@ class IntervalJoinOperator(TwoInputOperator):
         self._left: _Buffer = self.backend.table(LEFT_BUFFER)
         self._right: _Buffer = self.backend.table(RIGHT_BUFFER)
         self._keys = KeyChecker()
-        self._out_values: list[Any] = []
-        self._out_stamps: list[Any] = []
-        self._sides: dict[str, tuple[list[Any], list[Any]]] = {}
+        self._init_output_buffers()
 
     def state_store(self) -> Any:
         return self.backend
@@ -267,7 +266,7 @@ class IntervalJoinOperator(TwoInputOperator):
                 watermark = timers.current_watermark
                 if watermark != MIN_WATERMARK and ts < watermark:
                     if late_tag is not None:
-                        self._side(late_tag, value, ts)
+                        self._emit_side(late_tag, value, ts)
                     else:
                         self.num_late_records_dropped += 1
                     continue
@@ -348,7 +347,7 @@ class IntervalJoinOperator(TwoInputOperator):
         stamps = self._out_stamps
         for item in iterator:
             if type(item) is tuple and len(item) == 2 and isinstance(item[0], OutputTag):
-                self._side(item[0], item[1], timestamp)
+                self._emit_side(item[0], item[1], timestamp)
             else:
                 values.append(item)
                 stamps.append(timestamp)
@@ -380,26 +379,6 @@ class IntervalJoinOperator(TwoInputOperator):
             del per_key[key]
             if not per_key:
                 del buffer[None]
-
-    # ------------------------------------------------------------------ output
-    def _side(self, tag: OutputTag, value: Any, timestamp: int) -> None:
-        if not isinstance(tag, OutputTag):
-            raise TypeError(f"ctx.output() needs an OutputTag, got {tag!r}")
-        entry = self._sides.get(tag.tag_id)
-        if entry is None:
-            entry = self._sides[tag.tag_id] = ([], [])
-        entry[0].append(value)
-        entry[1].append(timestamp)
-
-    def _flush(self) -> None:
-        if self._out_values:
-            values, stamps = self._out_values, self._out_stamps
-            self._out_values, self._out_stamps = [], []
-            self.output.collect(values, stamps)
-        if self._sides:
-            sides, self._sides = self._sides, {}
-            for tag_id, (side_values, side_stamps) in sides.items():
-                self.output.collect_side(tag_id, side_values, side_stamps)
 
     # ------------------------------------------------------------------ inspection
     def buffered(self, left: bool) -> dict[Any, dict[int, list[Any]]]:

@@ -35,6 +35,7 @@ from flowkit.eventtime.timers import InternalTimerService
 from flowkit.functions import AggregateFunction
 from flowkit.operators.base import (
     Batch,
+    BufferedOutput,
     OneInputOperator,
     Timestamps,
     call_close,
@@ -197,7 +198,7 @@ def _resolve_window_call(fn: Any, context: _Context) -> Callable[[Any, Any, Any]
     return lambda key, window, values: fn(key, context, values)
 
 
-class WindowOperator(OneInputOperator):
+class WindowOperator(BufferedOutput, OneInputOperator):
     """Windows on a keyed stream (``window_all`` uses a constant key).
 
     Exactly one of ``reduce`` (a two-argument function or ReduceFunction), ``aggregate``
@@ -270,9 +271,7 @@ class WindowOperator(OneInputOperator):
         self.timers: InternalTimerService = None  # type: ignore[assignment]  # set in open()
         self.context = _Context(self)
         self.num_late_records_dropped = 0
-        self._out_values: list[Any] = []
-        self._out_stamps: list[Any] = []
-        self._sides: dict[str, tuple[list[Any], list[Any]]] = {}
+        self._init_output_buffers()
         self._contents = self.backend.keyed_table(CONTENTS)
         self._merging_sets = self.backend.keyed_table(MERGING_WINDOWS)
         #: Time windows of the default event-time trigger without an evictor (the common
@@ -874,23 +873,6 @@ class WindowOperator(OneInputOperator):
             else:
                 result = fn(key, self.context, values)
         return () if result is None else list(result)
-
-    def _emit_side(self, tag: OutputTag, value: Any, timestamp: int | None) -> None:
-        entry = self._sides.get(tag.tag_id)
-        if entry is None:
-            entry = self._sides[tag.tag_id] = ([], [])
-        entry[0].append(value)
-        entry[1].append(timestamp)
-
-    def _flush(self) -> None:
-        if self._out_values:
-            values, stamps = self._out_values, self._out_stamps
-            self._out_values, self._out_stamps = [], []
-            self.output.collect(values, stamps)
-        if self._sides:
-            sides, self._sides = self._sides, {}
-            for tag_id, (values, stamps) in sides.items():
-                self.output.collect_side(tag_id, values, stamps)
 
     # ------------------------------------------------------------------ timers
     def _on_event_time(self, timestamp: int, key: Any, window: Any) -> None:
