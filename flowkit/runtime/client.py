@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowkit.errors import JobCancelled
+from flowkit.graph.job_graph import JobGraph
 from flowkit.runtime.executor import LocalExecutor
 from flowkit.runtime.task import SubtaskMetrics
 
@@ -153,6 +154,10 @@ class JobClient:
         self._status = JobStatus.CREATED
         self._started = time.perf_counter()
         self._ended: float | None = None
+        #: Wall-clock time of submission, in epoch milliseconds.
+        self.start_time_ms = time.time_ns() // 1_000_000
+        #: Wall-clock time the job ended, in epoch milliseconds (None while it runs).
+        self.end_time_ms: int | None = None
         vertices = executor.job_graph.vertices
         self._chains = tuple((v.name, v.operator_names) for v in vertices)
         self._created = tuple(
@@ -193,6 +198,7 @@ class JobClient:
             self._status = JobStatus.FINISHED
         finally:
             self._ended = time.perf_counter()
+            self.end_time_ms = time.time_ns() // 1_000_000
 
     @property
     def status(self) -> JobStatus:
@@ -209,6 +215,17 @@ class JobClient:
     def get_job_id(self) -> str:
         """The job's id, a random hex string."""
         return self.job_id
+
+    @property
+    def job_graph(self) -> JobGraph:
+        """The plan the job runs: chained vertices and the edges between them."""
+        return self._executor.job_graph
+
+    @property
+    def duration_ms(self) -> float:
+        """Milliseconds since submission, or from submission to the end once it ended."""
+        end = self._ended if self._ended is not None else time.perf_counter()
+        return (end - self._started) * 1000
 
     def metrics(self) -> JobMetrics:
         """Counters of every subtask, read now (the job may still be running).
@@ -228,10 +245,7 @@ class JobClient:
         return JobMetrics(tuple(subtasks), self._chains)
 
     def _result(self) -> JobExecutionResult:
-        end = self._ended if self._ended is not None else time.perf_counter()
-        return JobExecutionResult(
-            self.job_name, self.job_id, (end - self._started) * 1000, self.metrics()
-        )
+        return JobExecutionResult(self.job_name, self.job_id, self.duration_ms, self.metrics())
 
     async def wait(self) -> JobExecutionResult:
         """Wait until the job ends.
