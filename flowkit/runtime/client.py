@@ -158,6 +158,8 @@ class JobClient:
         self.start_time_ms = time.time_ns() // 1_000_000
         #: Wall-clock time the job ended, in epoch milliseconds (None while it runs).
         self.end_time_ms: int | None = None
+        #: The web UI serving this job (``env.enable_web_ui()``), or None.
+        self.web_ui_url: str | None = None
         vertices = executor.job_graph.vertices
         self._chains = tuple((v.name, v.operator_names) for v in vertices)
         self._created = tuple(
