@@ -94,6 +94,10 @@ from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
 from flowkit.runtime.client import JobMetrics as JobMetrics
 from flowkit.runtime.client import JobStatus as JobStatus
 from flowkit.runtime.debloat import BufferDebloatConfig as BufferDebloatConfig
+from flowkit.runtime.metrics import CheckpointMetrics as CheckpointMetrics
+from flowkit.runtime.metrics import CheckpointRecord as CheckpointRecord
+from flowkit.runtime.metrics import OperatorMetrics as OperatorMetrics
+from flowkit.runtime.metrics import VertexMetrics as VertexMetrics
 from flowkit.runtime.task import SubtaskMetrics as SubtaskMetrics
 from flowkit.serialization import DefaultSerializer as DefaultSerializer
 from flowkit.serialization import JsonSerializer as JsonSerializer
@@ -190,6 +194,8 @@ __all__ = [
     "BufferDebloatConfig",
     "CheckpointConfig",
     "CheckpointFailed",
+    "CheckpointMetrics",
+    "CheckpointRecord",
     "CheckpointedFunction",
     "Clock",
     "CoFlatMapFunction",
@@ -257,6 +263,7 @@ __all__ = [
     "NeverTrigger",
     "OnMergeContext",
     "OneInputOperatorHarness",
+    "OperatorMetrics",
     "OutputTag",
     "PacedSource",
     "PickleSerializer",
@@ -309,6 +316,7 @@ __all__ = [
     "UserFunctionError",
     "ValueState",
     "ValueStateDescriptor",
+    "VertexMetrics",
     "Watermark",
     "WatermarkGenerator",
     "WatermarkOutput",

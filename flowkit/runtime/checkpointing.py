@@ -75,10 +75,20 @@ class TaskCheckpointing:
         self.last_sync_ms = 0.0
         self.max_sync_ms = 0.0
         self.last_state_bytes = 0
+        #: When the first barrier of each checkpoint being aligned arrived (perf_counter).
+        self._first_barrier: dict[int, float] = {}
+        self._alignment_ms = 0.0
+        #: Barrier alignment of the last checkpoint this subtask took, in milliseconds.
+        self.last_alignment_ms = 0.0
+        #: The last checkpoint this subtask acknowledged, and the bytes of its state in it.
+        self.last_checkpoint_id: int | None = None
+        self.last_checkpoint_size = 0
 
     # ------------------------------------------------------------------ input side
     def on_barrier(self, barrier: CheckpointBarrier, gate_index: int) -> None:
-        self.barriers.setdefault(barrier.checkpoint_id, barrier)
+        if barrier.checkpoint_id not in self.barriers:
+            self.barriers[barrier.checkpoint_id] = barrier
+            self._first_barrier[barrier.checkpoint_id] = time.perf_counter()
         self.handler.on_barrier(barrier.checkpoint_id, gate_index)
         self._sync_blocked()
 
@@ -95,9 +105,13 @@ class TaskCheckpointing:
     def _act(self, action: tuple[str, int]) -> None:
         kind, checkpoint_id = action
         barrier = self.barriers.pop(checkpoint_id, None)
+        first = self._first_barrier.pop(checkpoint_id, None)
         for older in [c for c in self.barriers if c < checkpoint_id]:
             del self.barriers[older]
+        for older in [c for c in self._first_barrier if c < checkpoint_id]:
+            del self._first_barrier[older]
         if kind == "trigger":
+            self._alignment_ms = 0.0 if first is None else (time.perf_counter() - first) * 1000
             self.perform(barrier or CheckpointBarrier(checkpoint_id, 0))
         else:
             self.coordinator.decline(checkpoint_id, self.task.name, "alignment aborted")
@@ -121,13 +135,18 @@ class TaskCheckpointing:
         pause_ms = (time.perf_counter() - started) * 1000
         self.last_sync_ms = pause_ms
         self.max_sync_ms = max(self.max_sync_ms, pause_ms)
+        alignment_ms, self._alignment_ms = self._alignment_ms, 0.0
         if task.reached_end:
             self.final_sent = True
-        write = asyncio.get_running_loop().create_task(self._write(checkpoint_id, states))
+        write = asyncio.get_running_loop().create_task(
+            self._write(checkpoint_id, states, alignment_ms)
+        )
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
 
-    async def _write(self, checkpoint_id: int, states: dict[str, Any]) -> None:
+    async def _write(
+        self, checkpoint_id: int, states: dict[str, Any], alignment_ms: float = 0.0
+    ) -> None:
         try:
             # The snapshot is frozen (copy-on-write keyed state, copies of the rest), so it
             # is serialized off the subtask's path while records keep flowing.
@@ -149,8 +168,16 @@ class TaskCheckpointing:
         except Exception as exc:
             self.coordinator.decline(checkpoint_id, self.task.name, exc)
             return
+        if self.last_checkpoint_id is None or checkpoint_id >= self.last_checkpoint_id:
+            self.last_checkpoint_id = checkpoint_id
+            self.last_checkpoint_size = handle.size
+            self.last_alignment_ms = alignment_ms
         self.coordinator.acknowledge(
-            checkpoint_id, self.task.name, handle, {**self.info, "operators": list(self.op_ids)}
+            checkpoint_id,
+            self.task.name,
+            handle,
+            {**self.info, "operators": list(self.op_ids)},
+            alignment_ms=alignment_ms,
         )
 
     async def close(self) -> None:

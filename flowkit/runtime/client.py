@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,7 +13,18 @@ from typing import Any
 from flowkit.errors import JobCancelled
 from flowkit.graph.job_graph import JobGraph
 from flowkit.runtime.executor import LocalExecutor
-from flowkit.runtime.task import SubtaskMetrics
+from flowkit.runtime.metrics import (
+    SAMPLE_INTERVAL_S,
+    CheckpointMetrics,
+    CheckpointRecord,
+    JobMetrics,
+    OperatorMetrics,
+    RateSampler,
+    SubtaskMetrics,
+)
+from flowkit.runtime.task import StreamTask
+
+_ENDED = ("FINISHED", "CANCELED", "FAILED")
 
 __all__ = ["JobClient", "JobExecutionResult", "JobMetrics", "JobStatus"]
 
@@ -33,91 +43,6 @@ class JobStatus(enum.Enum):
     def is_terminal(self) -> bool:
         """True for the states a job never leaves (FINISHED, CANCELED, FAILED)."""
         return self in (JobStatus.FINISHED, JobStatus.CANCELED, JobStatus.FAILED)
-
-
-_SUBTASK_NAME = re.compile(r"^(?P<task>.*) \((?P<index>\d+)/(?P<parallelism>\d+)\)$")
-
-
-@dataclass(frozen=True)
-class JobMetrics:
-    """Per-subtask counters of a job at one moment (``JobClient.metrics()``).
-
-    A subtask is named like Flink's: ``"<chain name> (<index + 1>/<parallelism>)"``,
-    e.g. ``"Map -> Collect Sink (1/2)"``. Lookups also accept the name of one operator
-    of a chain (``"Map (1/2)"``, ``task("Map")``).
-
-    Example:
-        >>> m = JobMetrics(())
-        >>> m.total("records_in")
-        0
-        >>> m.to_dict()
-        {}
-    """
-
-    subtasks: tuple[SubtaskMetrics, ...]
-    #: ``(chain name, operator names)`` of every chain of the job.
-    chains: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-    def _operators(self, task: str) -> tuple[str, ...]:
-        for chain, operators in self.chains:
-            if chain == task:
-                return operators
-        return tuple(task.split(" -> "))
-
-    def subtask(self, name: str) -> SubtaskMetrics:
-        """The subtask called ``name``, e.g. ``"Map -> Collect Sink (1/2)"`` or ``"Map (1/2)"``.
-
-        Raises:
-            KeyError: if no subtask (or more than one) matches.
-        """
-        for s in self.subtasks:
-            if s.name == name:
-                return s
-        match = _SUBTASK_NAME.match(name)
-        if match is not None:
-            index = int(match["index"]) - 1
-            parallelism = int(match["parallelism"])
-            found = [
-                s
-                for s in self.task(match["task"])
-                if s.subtask_index == index and s.parallelism == parallelism
-            ]
-            if len(found) == 1:
-                return found[0]
-            if found:
-                raise KeyError(
-                    f"{name!r} is ambiguous: it matches {[s.name for s in found]}; "
-                    f"use the full subtask name"
-                )
-        raise KeyError(f"no subtask {name!r}; subtasks are {[s.name for s in self.subtasks]}")
-
-    def task(self, name: str) -> list[SubtaskMetrics]:
-        """All subtasks of the chain called ``name``, or of every chain holding operator ``name``."""
-        exact = [s for s in self.subtasks if s.task == name]
-        return exact or [s for s in self.subtasks if name in self._operators(s.task)]
-
-    def total(self, field: str, task: str | None = None) -> Any:
-        """The sum of counter ``field`` (e.g. ``"records_in"``) over all subtasks or one task."""
-        chosen = self.subtasks if task is None else self.task(task)
-        return sum(getattr(s, field) for s in chosen)
-
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """``{subtask name: {counter: value}}``, e.g. for logging as JSON."""
-        return {
-            s.name: {
-                "task": s.task,
-                "subtask_index": s.subtask_index,
-                "parallelism": s.parallelism,
-                "records_in": s.records_in,
-                "records_out": s.records_out,
-                "bytes_in": s.bytes_in,
-                "bytes_out": s.bytes_out,
-                "buffers_in_use": s.buffers_in_use,
-                "backpressured_ms": s.backpressured_ms,
-                "status": s.status,
-            }
-            for s in self.subtasks
-        }
 
 
 @dataclass(frozen=True)
@@ -174,15 +99,22 @@ class JobClient:
                 buffers_in_use=0,
                 backpressured_ms=0.0,
                 status="CREATED",
+                operators=tuple(OperatorMetrics(name) for name in v.operator_names),
             )
             for v in vertices
             for i in range(v.parallelism)
         )
+        self._sampler = RateSampler()
+        #: The metrics at the end of the job (read once it ended, then kept).
+        self._final_metrics: JobMetrics | None = None
         self._task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"flowkit job {job_name!r}"
         )
         # Submitted: its subtasks start on the loop's next iteration.
         self._status = JobStatus.RUNNING
+        self._sample_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            SAMPLE_INTERVAL_S, self._sample
+        )
 
     def __repr__(self) -> str:
         return f"<JobClient {self.job_name!r} {self._status.name}>"
@@ -201,6 +133,10 @@ class JobClient:
         finally:
             self._ended = time.perf_counter()
             self.end_time_ms = time.time_ns() // 1_000_000
+            if self._sample_timer is not None:
+                self._sample_timer.cancel()
+                self._sample_timer = None
+            self._final_metrics = self._collect()
 
     @property
     def status(self) -> JobStatus:
@@ -230,21 +166,102 @@ class JobClient:
         return (end - self._started) * 1000
 
     def metrics(self) -> JobMetrics:
-        """Counters of every subtask, read now (the job may still be running).
+        """Metrics of every subtask, operator and checkpoint, read now (the job may still
+        be running); once the job ended, its final metrics.
 
         Before the subtasks have started, every counter is zero and every status
-        ``"CREATED"``.
+        ``"CREATED"``. Rates and time ratios cover about the last second of each
+        subtask's run (the client samples the counters every 250 ms while the job
+        runs); after the job ended they are those of its last second.
+
+        Example:
+            >>> async def watch(client):
+            ...     metrics = client.metrics()
+            ...     print(metrics.vertex("Map").records_out_per_second)
+            ...     text = metrics.to_prometheus(client.job_name, client.job_id)
         """
+        if self._final_metrics is not None:
+            return self._final_metrics
+        return self._collect()
+
+    def _sample(self) -> None:
+        """Every SAMPLE_INTERVAL_S while the job runs: keep the counters for rates."""
+        self._sample_timer = None
+        if self._task.done():
+            return
         tasks = self._executor.tasks
+        if tasks:
+            self._sampler.add(
+                tasks, [t.counters() for t in tasks], [t.status in _ENDED for t in tasks]
+            )
+        self._sample_timer = asyncio.get_running_loop().call_later(SAMPLE_INTERVAL_S, self._sample)
+
+    def _collect(self) -> JobMetrics:
+        executor = self._executor
+        checkpoints = self._checkpoint_metrics()
+        tasks: list[StreamTask] = executor.tasks
         if not tasks:
-            return JobMetrics(self._created, self._chains)
-        subtasks = []
-        for task in tasks:
-            m = task.metrics()
-            if type(m.backpressured_ms) is not float:
-                m = dataclasses.replace(m, backpressured_ms=float(m.backpressured_ms))
-            subtasks.append(m)
-        return JobMetrics(tuple(subtasks), self._chains)
+            return JobMetrics(self._created, self._chains, executor.restarts, checkpoints)
+        now_ms = self.end_time_ms if self.end_time_ms is not None else time.time_ns() // 1_000_000
+        snapshots = [task.metrics(now_ms) for task in tasks]
+        rates = self._sampler.rates(
+            tasks,
+            [
+                (
+                    m.uptime_ms,
+                    m.records_in,
+                    m.records_out,
+                    m.bytes_in,
+                    m.bytes_out,
+                    m.busy_ms,
+                    m.idle_ms,
+                    m.backpressured_ms,
+                )
+                for m in snapshots
+            ],
+            [m.status in _ENDED for m in snapshots],
+        )
+        subtasks = tuple(
+            dataclasses.replace(
+                m,
+                records_in_per_second=r[0],
+                records_out_per_second=r[1],
+                bytes_in_per_second=r[2],
+                bytes_out_per_second=r[3],
+                busy_ratio=r[4],
+                idle_ratio=r[5],
+                backpressured_ratio=r[6],
+            )
+            for m, r in zip(snapshots, rates)
+        )
+        return JobMetrics(subtasks, self._chains, executor.restarts, checkpoints)
+
+    def _checkpoint_metrics(self) -> CheckpointMetrics:
+        executor = self._executor
+        tracker = executor.checkpoint_stats
+        restored = executor.restored_from
+        return CheckpointMetrics(
+            enabled=executor.config.checkpoint is not None,
+            completed=tracker.num_completed,
+            failed=tracker.num_failed,
+            in_progress=tracker.num_in_progress,
+            restored_from=None if restored is None else restored.directory,
+            history=tuple(
+                CheckpointRecord(
+                    checkpoint_id=st.checkpoint_id,
+                    status=st.status,
+                    is_savepoint=st.is_savepoint,
+                    trigger_timestamp_ms=st.trigger_timestamp_ms,
+                    end_timestamp_ms=st.end_timestamp_ms,
+                    duration_ms=st.duration_ms,
+                    state_size=st.state_size,
+                    alignment_ms=st.alignment_ms,
+                    directory=st.directory,
+                    failure=st.failure,
+                )
+                for st in tracker.history
+            ),
+        )
 
     def _result(self) -> JobExecutionResult:
         return JobExecutionResult(self.job_name, self.job_id, self.duration_ms, self.metrics())
@@ -281,34 +298,35 @@ class JobClient:
         return self._executor.restarts
 
     def checkpoint_statistics(self) -> dict[str, Any]:
-        """Completed and failed checkpoint counts, the last one's duration and directory."""
-        coordinator = self._executor.coordinator
-        if coordinator is None:  # not started yet, or checkpointing is off
-            return {
-                "enabled": self._executor.config.checkpoint is not None,
-                "completed": 0,
-                "failed": 0,
-                "last_duration_ms": 0.0,
-                "last_checkpoint": None,
-                "restarts": self._executor.restarts,
-                "max_sync_pause_ms": 0.0,
-                "last_state_bytes": 0,
-            }
-        last = coordinator.completed[-1] if coordinator.completed else None
+        """Checkpoint counts (since submission, across restarts), the newest completed
+        one's duration, the newest checkpoint's directory, and state sizes.
+
+        The same data as ``metrics().checkpoints``, in the shape of earlier versions.
+        """
+        checkpoints = self._checkpoint_metrics()
+        latest = checkpoints.latest
+        last_checkpoint = next(
+            (
+                record.directory
+                for record in reversed(checkpoints.history)
+                if record.status == "COMPLETED" and not record.is_savepoint
+            ),
+            None,
+        )
+        participating = [t.checkpointing for t in self._executor.tasks if t.checkpointing]
         return {
-            "enabled": True,
-            "completed": coordinator.num_completed,
-            "failed": coordinator.num_failed,
-            "last_duration_ms": coordinator.last_duration_ms,
-            "last_checkpoint": last.directory if last is not None else None,
+            "enabled": checkpoints.enabled,
+            "completed": checkpoints.completed,
+            "failed": checkpoints.failed,
+            "in_progress": checkpoints.in_progress,
+            "last_duration_ms": (
+                latest.duration_ms if latest is not None and latest.duration_ms else 0.0
+            ),
+            "last_checkpoint": last_checkpoint,
+            "restored_from": checkpoints.restored_from,
             "restarts": self._executor.restarts,
-            "max_sync_pause_ms": max(
-                (t.checkpointing.max_sync_ms for t in self._executor.tasks if t.checkpointing),
-                default=0.0,
-            ),
-            "last_state_bytes": sum(
-                t.checkpointing.last_state_bytes for t in self._executor.tasks if t.checkpointing
-            ),
+            "max_sync_pause_ms": max((c.max_sync_ms for c in participating), default=0.0),
+            "last_state_bytes": sum(c.last_state_bytes for c in participating),
         }
 
     async def trigger_savepoint(self, directory: str) -> str:

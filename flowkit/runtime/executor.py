@@ -12,20 +12,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator
+from flowkit.checkpoint.coordinator import (
+    CheckpointConfig,
+    CheckpointCoordinator,
+    CheckpointStatsTracker,
+)
 from flowkit.checkpoint.restart import RestartStrategy
 from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
-from flowkit.elements import MAX_WATERMARK, Watermark, WatermarkStatus
+from flowkit.elements import MAX_WATERMARK, WatermarkStatus
 from flowkit.errors import InvalidConfigurationError, JobFailed, UserFunctionError
 from flowkit.eventtime.clocks import Clock, SystemClock
 from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
-from flowkit.operators.source_sink import SourceOperator
+from flowkit.operators.source_sink import SinkOperator, SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
 from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.record_writer import RecordWriter
-from flowkit.runtime.task import YIELD_INTERVAL, StreamTask
+from flowkit.runtime.task import YIELD_INTERVAL, OperatorCounters, StreamTask, WriterWatermark
 from flowkit.sources import SourceReaderContext
 
 __all__ = ["ExecutionConfig", "LocalExecutor", "consumers_of"]
@@ -83,11 +87,64 @@ def _fan(fns: list[Callable[..., None]]) -> Callable[..., None] | None:
     return fan
 
 
-def _watermark_emitter(writer: RecordWriter) -> Callable[[int], None]:
-    def emit(timestamp: int) -> None:
-        writer.emit_event(Watermark(timestamp))
+def _drop_batch(values: Any, timestamps: Any) -> None:
+    return None
 
-    return emit
+
+def _drop_watermark(timestamp: int) -> None:
+    return None
+
+
+# Per-operator counting: wrappers around the calls between operators, one call per batch
+# (``len(values)``) or per watermark, never per record.
+
+
+def _counted_out(counter: OperatorCounters, collect: Callable[..., None]) -> Callable[..., None]:
+    def counted(values: Any, timestamps: Any) -> None:
+        counter.records_out += len(values)
+        collect(values, timestamps)
+
+    return counted
+
+
+def _counted_in(counter: OperatorCounters, process: Callable[..., None]) -> Callable[..., None]:
+    def counted(values: Any, timestamps: Any) -> None:
+        counter.records_in += len(values)
+        process(values, timestamps)
+
+    return counted
+
+
+def _counted_through(
+    out: OperatorCounters, into: OperatorCounters, process: Callable[..., None]
+) -> Callable[..., None]:
+    """One chained successor on the main output: count out and in with one call."""
+
+    def counted(values: Any, timestamps: Any) -> None:
+        n = len(values)
+        out.records_out += n
+        into.records_in += n
+        process(values, timestamps)
+
+    return counted
+
+
+def _watermark_out(counter: OperatorCounters, emit: Callable[[int], None]) -> Callable[[int], None]:
+    def emit_watermark(timestamp: int) -> None:
+        counter.output_watermark = timestamp
+        emit(timestamp)
+
+    return emit_watermark
+
+
+def _watermark_in(
+    counter: OperatorCounters, process: Callable[[int], None]
+) -> Callable[[int], None]:
+    def process_watermark(timestamp: int) -> None:
+        counter.input_watermark = timestamp
+        process(timestamp)
+
+    return process_watermark
 
 
 def _status_emitter(writer: RecordWriter) -> Callable[[bool], None]:
@@ -113,6 +170,8 @@ class LocalExecutor:
                 config.checkpoint.directory, config.checkpoint.retained
             )
         self.restarts = 0
+        #: Checkpoint counts and history of every run of the job (kept across restarts).
+        self.checkpoint_stats = CheckpointStatsTracker()
         #: Stable ids of the operators (uid, or position and name) that state is saved under.
         self._op_ids = operator_ids(job_graph)
         self.restored_from: CompletedCheckpoint | None = None
@@ -186,26 +245,35 @@ class LocalExecutor:
             assert factory is not None
             ops[node.id] = factory()
         op_ids = [self._op_ids[n.id] for n in vertex.nodes]
+        counters = {node.id: OperatorCounters() for node in vertex.nodes}
+        writer_watermarks: list[WriterWatermark] = []
         for node in vertex.nodes:
+            counter = counters[node.id]
             main: list[Callable[..., None]] = []
             watermarks: list[Callable[[int], None]] = []
             statuses: list[Callable[[bool], None]] = []
             markers: list[Callable[[Any], None]] = []
             sides: dict[str, list[Callable[..., None]]] = {}
+            through: Callable[..., None] | None = None
             for edge in node.out_edges:
                 watermark: Callable[[int], None]
                 status: Callable[[bool], None]
                 marker: Callable[[Any], None]
                 if id(edge) in chained:
                     target = ops[edge.target.id]
-                    collect = target.process_batch  # type: ignore[attr-defined]
-                    watermark = target.process_watermark
+                    target_counter = counters[edge.target.id]
+                    process = target.process_batch  # type: ignore[attr-defined]
+                    collect = _counted_in(target_counter, process)
+                    if edge.tag is None:
+                        through = _counted_through(counter, target_counter, process)
+                    watermark = _watermark_in(target_counter, target.process_watermark)
                     status = target.process_watermark_status
                     marker = target.process_latency_marker
                 else:
                     writer = writers[id(edge)]
                     collect = writer.emit
-                    watermark = _watermark_emitter(writer)
+                    watermark = WriterWatermark(writer)
+                    writer_watermarks.append(watermark)
                     status = _status_emitter(writer)
                     marker = writer.emit_marker
 
@@ -220,10 +288,12 @@ class LocalExecutor:
             output = Output(
                 sides={t: Output(_fan(c) or Output().collect) for t, c in sides.items()}
             )
-            if main:
-                output.collect = _fan(main)  # type: ignore[assignment]
+            if len(main) == 1 and through is not None:
+                output.collect = through
+            elif not isinstance(ops[node.id], SinkOperator):
+                output.collect = _counted_out(counter, _fan(main) or _drop_batch)
+            output.emit_watermark = _watermark_out(counter, _fan(watermarks) or _drop_watermark)
             if watermarks:
-                output.emit_watermark = _fan(watermarks)  # type: ignore[assignment]
                 output.emit_status = _fan(statuses)  # type: ignore[assignment]
             if markers:
                 # A marker takes one path on, like Flink's (no copies per output).
@@ -276,6 +346,8 @@ class LocalExecutor:
             debloat=cfg.buffer_debloat,
         )
         task.op_ids = op_ids
+        task.op_counters = [counters[n.id] for n in vertex.nodes]
+        task.watermark_outputs = writer_watermarks
         return task
 
     def quiescent(self) -> bool:
@@ -386,7 +458,12 @@ class LocalExecutor:
         if cfg is None or self.storage is None:
             return
         coordinator = CheckpointCoordinator(
-            cfg, self.storage, list(tasks), self._job_info(), first_id=self._next_checkpoint_id
+            cfg,
+            self.storage,
+            list(tasks),
+            self._job_info(),
+            first_id=self._next_checkpoint_id,
+            stats=self.checkpoint_stats,
         )
         self.coordinator = coordinator
         for task in tasks:

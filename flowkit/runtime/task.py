@@ -14,11 +14,11 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import (
     MAX_WATERMARK,
+    MIN_WATERMARK,
     CheckpointBarrier,
     EndOfPartition,
     LatencyMarker,
@@ -31,13 +31,14 @@ from flowkit.operators.source_sink import SinkOperator, SourceOperator
 from flowkit.runtime.buffers import decode_segments
 from flowkit.runtime.channels import InputGate, Notifier
 from flowkit.runtime.debloat import BufferDebloatConfig, BufferDebloater, ThroughputCalculator
+from flowkit.runtime.metrics import OperatorMetrics, SubtaskMetrics
 from flowkit.runtime.record_writer import RecordWriter
 
 if TYPE_CHECKING:
     from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.sources import InputStatus, SourceReader
 
-__all__ = ["StreamTask", "SubtaskMetrics"]
+__all__ = ["OperatorCounters", "StreamTask", "SubtaskMetrics", "WriterWatermark"]
 
 #: Seconds of uninterrupted work after which a subtask yields to the event loop.
 YIELD_INTERVAL = 0.002
@@ -45,39 +46,37 @@ YIELD_INTERVAL = 0.002
 MAX_SOURCE_BATCH = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class SubtaskMetrics:
-    """Counters of one subtask (``JobClient.metrics()``).
+class OperatorCounters:
+    """Per-operator counts of one subtask, kept by wrappers the executor installs around
+    the calls between chained operators (per batch and per watermark, never per record)."""
 
-    ``records_in``: records taken from input channels (sources: records read);
-    ``records_out``: records written to output channels and sinks;
-    ``buffers_in_use``: output buffers currently filled or queued;
-    ``backpressured_ms``: time spent waiting for free output buffers.
-    """
+    __slots__ = ("input_watermark", "output_watermark", "records_in", "records_out")
 
-    task: str
-    subtask_index: int
-    parallelism: int
-    records_in: int
-    records_out: int
-    bytes_in: int
-    bytes_out: int
-    buffers_in_use: int
-    backpressured_ms: float
-    status: str
-    #: Per operator of the chain: latency from the sources in ms (``count``, ``mean``,
-    #: ``p50``, ``p90``, ``p99``, ``max``), when latency tracking is on.
-    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: Buffer debloating: the buffer size this subtask last announced to its producers.
-    announced_buffer_size: int | None = None
-    #: Buffer debloating: estimated time to consume the data in flight, in ms.
-    debloat_estimated_ms: int | None = None
-    #: Bytes written into this subtask's output buffers and not read yet.
-    bytes_in_flight: int = 0
+    def __init__(self) -> None:
+        self.records_in = 0
+        self.records_out = 0
+        self.input_watermark: int | None = None
+        self.output_watermark: int | None = None
 
-    @property
-    def name(self) -> str:
-        return f"{self.task} ({self.subtask_index + 1}/{self.parallelism})"
+
+class WriterWatermark:
+    """Sends a watermark into a record writer and remembers the last one sent."""
+
+    __slots__ = ("last", "writer")
+
+    def __init__(self, writer: RecordWriter) -> None:
+        self.writer = writer
+        self.last: int | None = None
+
+    def __call__(self, timestamp: int) -> None:
+        self.last = timestamp
+        self.writer.emit_event(Watermark(timestamp))
+
+
+def _known_watermark(timestamp: int | None) -> int | None:
+    if timestamp is None or timestamp <= MIN_WATERMARK:
+        return None
+    return timestamp
 
 
 class StreamTask:
@@ -117,6 +116,15 @@ class StreamTask:
         self.records_in = 0
         self.bytes_in = 0
         self.status = "CREATED"
+        #: Per operator of the chain (set by the executor, which installs the counting).
+        self.op_counters: list[OperatorCounters] = [OperatorCounters() for _ in operators]
+        #: The watermark emitters into this subtask's record writers (set by the executor).
+        self.watermark_outputs: list[WriterWatermark] = []
+        # time accounting (perf_counter seconds)
+        self._started: float | None = None
+        self._ended: float | None = None
+        self._idle = 0.0
+        self._idle_since: float | None = None
         #: Operator ids of the chain (for checkpoints), set by the executor.
         self.op_ids: list[str] = [op.name for op in operators]
         self.max_parallelism = getattr(operators[0].ctx, "max_parallelism", 128)
@@ -171,7 +179,7 @@ class StreamTask:
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._last_yield = time.perf_counter()
+        self._started = self._last_yield = time.perf_counter()
         opened: list[StreamOperator] = []
         self.status = "RUNNING"
         failed = True
@@ -198,6 +206,7 @@ class StreamTask:
             self.status = "FAILED"
             raise
         finally:
+            self._ended = time.perf_counter()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -464,8 +473,14 @@ class StreamTask:
             self._last_yield = time.perf_counter()
 
     async def _idle_wait(self) -> None:
-        await self.notifier.wait()
-        self._last_yield = time.perf_counter()
+        start = self._idle_since = time.perf_counter()
+        try:
+            await self.notifier.wait()
+        finally:
+            now = time.perf_counter()
+            self._idle_since = None
+            self._idle += now - start
+            self._last_yield = now
 
     def _wake(self, _: Any = None) -> None:
         self.notifier.wake()
@@ -515,21 +530,100 @@ class StreamTask:
         self._arm_flush_timer()
 
     # ------------------------------------------------------------------ metrics
-    def metrics(self) -> SubtaskMetrics:
-        records_out = sum(w.records_out for w in self.writers) + sum(s.records for s in self._sinks)
+    def counters(self) -> tuple[float, int, int, int, int, float, float, float]:
+        """``(uptime_ms, records_in, records_out, bytes_in, bytes_out, busy_ms, idle_ms,
+        backpressured_ms)`` now: the cumulative values rates are computed from."""
+        started = self._started
+        if started is None:
+            return (0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
+        now = time.perf_counter()
+        end = self._ended if self._ended is not None else now
+        uptime = end - started
+        idle = self._idle
+        if self._idle_since is not None:
+            idle += now - self._idle_since
+        backpressured = sum((w.backpressured_seconds for w in self.writers), 0.0)
+        busy = max(0.0, uptime - idle - backpressured)
         records_in = self.records_in
-        if isinstance(self.head, SourceOperator):
-            records_in = self.head.records
+        head = self.head
+        if isinstance(head, SourceOperator):
+            records_in = head.records
+        records_out = sum(w.records_out for w in self.writers) + sum(s.records for s in self._sinks)
+        return (
+            uptime * 1000,
+            records_in,
+            records_out,
+            self.bytes_in,
+            sum(w.bytes_out for w in self.writers),
+            busy * 1000,
+            idle * 1000,
+            backpressured * 1000,
+        )
+
+    def input_watermark(self) -> int | None:
+        """The combined watermark out of the input valve(s) (None: none yet, or a source)."""
+        if not self._valves:
+            return None
+        return _known_watermark(min(v.last_output for v in self._valves.values()))
+
+    def output_watermark(self) -> int | None:
+        """The last watermark sent downstream (the lowest over the record writers; a
+        chain without writers: the last watermark its last operator emitted)."""
+        outputs = self.watermark_outputs
+        if outputs:
+            lowest: int | None = None
+            for out in outputs:
+                if out.last is None:
+                    return None
+                if lowest is None or out.last < lowest:
+                    lowest = out.last
+            return _known_watermark(lowest)
+        return _known_watermark(self.op_counters[-1].output_watermark)
+
+    def metrics(self, now_ms: int | None = None) -> SubtaskMetrics:
+        """This subtask's metrics now; rates and ratios are left at zero (the job client
+        computes them from samples). ``now_ms``: wall-clock epoch ms for the watermark
+        lag (default: now)."""
+        uptime, records_in, records_out, bytes_in, bytes_out, busy, idle, bp = self.counters()
+        input_wm = self.input_watermark()
+        output_wm = self.output_watermark()
+        current = output_wm if self.source_reader is not None else input_wm
+        lag: int | None = None
+        if current is not None and current < MAX_WATERMARK:
+            if now_ms is None:
+                now_ms = time.time_ns() // 1_000_000
+            lag = now_ms - current
+        operators = []
+        late_total = 0
+        for position, (op, counter) in enumerate(zip(self.operators, self.op_counters)):
+            late = getattr(op, "num_late_records_dropped", 0)
+            late_total += late
+            if position == 0:
+                op_in, op_in_wm = records_in, input_wm
+            else:
+                op_in, op_in_wm = counter.records_in, _known_watermark(counter.input_watermark)
+            op_out = op.records if isinstance(op, SinkOperator) else counter.records_out
+            operators.append(
+                OperatorMetrics(
+                    op.name,
+                    op_in,
+                    op_out,
+                    op_in_wm,
+                    _known_watermark(counter.output_watermark),
+                    late,
+                )
+            )
+        checkpointing = self.checkpointing
         return SubtaskMetrics(
             task=self.vertex_name,
             subtask_index=self.subtask_index,
             parallelism=self.parallelism,
             records_in=records_in,
             records_out=records_out,
-            bytes_in=self.bytes_in,
-            bytes_out=sum(w.bytes_out for w in self.writers),
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
             buffers_in_use=sum(w.buffers_in_use() for w in self.writers),
-            backpressured_ms=sum((w.backpressured_seconds for w in self.writers), 0.0) * 1000,
+            backpressured_ms=bp,
             status=self.status,
             latency_ms={
                 op.name: hist
@@ -541,4 +635,18 @@ class StreamTask:
                 self._debloater.estimated_time_to_consume_ms if self._debloater else None
             ),
             bytes_in_flight=sum(w.bytes_in_flight() for w in self.writers),
+            uptime_ms=uptime,
+            busy_ms=busy,
+            idle_ms=idle,
+            input_watermark=input_wm,
+            output_watermark=output_wm,
+            watermark_lag_ms=lag,
+            late_records_dropped=late_total,
+            last_checkpoint_id=checkpointing.last_checkpoint_id if checkpointing else None,
+            last_checkpoint_alignment_ms=(
+                checkpointing.last_alignment_ms if checkpointing else 0.0
+            ),
+            last_checkpoint_sync_ms=checkpointing.last_sync_ms if checkpointing else 0.0,
+            last_checkpoint_size=checkpointing.last_checkpoint_size if checkpointing else 0,
+            operators=tuple(operators),
         )

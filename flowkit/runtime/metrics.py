@@ -1,0 +1,859 @@
+"""Job metrics: what ``JobClient.metrics()`` returns, and its Prometheus text rendering.
+
+A :class:`JobMetrics` is a frozen snapshot of a job: one :class:`SubtaskMetrics` per
+subtask (each with one :class:`OperatorMetrics` per operator of its chain), the restart
+count and the checkpoint statistics (:class:`CheckpointMetrics`). :meth:`JobMetrics.vertices`
+aggregates the subtasks of each job vertex (chain) into a :class:`VertexMetrics`.
+
+Counters (records, bytes, busy/idle/backpressured time) are cumulative since the subtask
+started (they restart from zero when the job restarts). Rates and ratios are measured
+over the recent rate window (about one second; see ``docs/metrics.md``).
+
+Example:
+    >>> m = JobMetrics((SubtaskMetrics("Map", 0, 1, 10, 10, 80, 0, 0, 0.0, "FINISHED"),))
+    >>> m.vertices()[0].records_in
+    10
+    >>> print(m.to_prometheus(job_name="demo").splitlines()[2])
+    flowkit_job_restarts_total{job="demo",job_id=""} 0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "CheckpointMetrics",
+    "CheckpointRecord",
+    "JobMetrics",
+    "OperatorMetrics",
+    "RateSampler",
+    "SubtaskMetrics",
+    "VertexMetrics",
+    "backpressure_level",
+    "render_prometheus",
+]
+
+
+def backpressure_level(ratio: float) -> str:
+    """Flink's back-pressure level for a backpressured-time ratio.
+
+    Example:
+        >>> [backpressure_level(r) for r in (0.0, 0.1, 0.3, 0.9)]
+        ['ok', 'ok', 'low', 'high']
+    """
+    if ratio <= 0.10:
+        return "ok"
+    if ratio <= 0.50:
+        return "low"
+    return "high"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorMetrics:
+    """Counters of one operator in one subtask (or, in :class:`VertexMetrics`, summed
+    over the subtasks of its vertex).
+
+    ``records_in``: records the operator received (the chain's head: the subtask's
+    ``records_in``); ``records_out``: records it emitted on its main output (a sink: the
+    records it wrote); ``input_watermark`` / ``output_watermark``: the last watermark it
+    received / emitted, in ms (None: none yet); ``late_records_dropped``: records a
+    window or interval join dropped as late.
+
+    Example:
+        >>> OperatorMetrics("Map", 5, 5).to_dict()["records_out"]
+        5
+    """
+
+    name: str
+    records_in: int = 0
+    records_out: int = 0
+    input_watermark: int | None = None
+    output_watermark: int | None = None
+    late_records_dropped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "input_watermark": self.input_watermark,
+            "output_watermark": self.output_watermark,
+            "late_records_dropped": self.late_records_dropped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SubtaskMetrics:
+    """Metrics of one subtask (``JobClient.metrics()``).
+
+    Counters since the subtask started: ``records_in`` (records taken from input
+    channels; sources: records read), ``records_out`` (records written to output
+    channels and sinks), ``bytes_in`` / ``bytes_out`` (channel bytes), ``busy_ms`` /
+    ``idle_ms`` / ``backpressured_ms`` (time working, waiting for input or mail, and
+    waiting for free output buffers; they add up to ``uptime_ms``).
+
+    Over the recent rate window (about a second): ``records_in_per_second`` and the
+    other rates, and ``busy_ratio`` / ``idle_ratio`` / ``backpressured_ratio`` (in
+    [0, 1], summing to 1 while the subtask runs).
+
+    Watermarks in ms: ``input_watermark`` (combined over the input channels; None for
+    sources and before the first), ``output_watermark`` (the last one sent downstream),
+    ``watermark_lag_ms`` (wall-clock time minus the current watermark, FLIP-33's
+    ``watermarkLag``; None without a watermark or at the end of input).
+
+    Example:
+        >>> s = SubtaskMetrics("Map", 0, 2, 7, 7, 64, 0, 0, 0.0, "RUNNING")
+        >>> s.name, s.backpressure_level, s.operators
+        ('Map (1/2)', 'ok', ())
+    """
+
+    task: str
+    subtask_index: int
+    parallelism: int
+    records_in: int
+    records_out: int
+    bytes_in: int
+    bytes_out: int
+    buffers_in_use: int
+    backpressured_ms: float
+    status: str
+    #: Per operator of the chain: latency from the sources in ms (``count``, ``mean``,
+    #: ``p50``, ``p90``, ``p99``, ``max``), when latency tracking is on.
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Buffer debloating: the buffer size this subtask last announced to its producers.
+    announced_buffer_size: int | None = None
+    #: Buffer debloating: estimated time to consume the data in flight, in ms.
+    debloat_estimated_ms: int | None = None
+    #: Bytes written into this subtask's output buffers and not read yet.
+    bytes_in_flight: int = 0
+    #: Time since the subtask started (until it ended), in ms.
+    uptime_ms: float = 0.0
+    #: Time spent working (neither idle nor backpressured), in ms.
+    busy_ms: float = 0.0
+    #: Time spent waiting for input or mail, in ms.
+    idle_ms: float = 0.0
+    busy_ratio: float = 0.0
+    idle_ratio: float = 0.0
+    backpressured_ratio: float = 0.0
+    records_in_per_second: float = 0.0
+    records_out_per_second: float = 0.0
+    bytes_in_per_second: float = 0.0
+    bytes_out_per_second: float = 0.0
+    input_watermark: int | None = None
+    output_watermark: int | None = None
+    watermark_lag_ms: int | None = None
+    #: Records the chain's windows and interval joins dropped as late.
+    late_records_dropped: int = 0
+    #: The last checkpoint this subtask wrote its state for.
+    last_checkpoint_id: int | None = None
+    #: Barrier alignment of the last checkpoint: first barrier to last, in ms.
+    last_checkpoint_alignment_ms: float = 0.0
+    #: Synchronous part of the last checkpoint (snapshot, barrier out), in ms.
+    last_checkpoint_sync_ms: float = 0.0
+    #: Bytes of this subtask's state in its last checkpoint.
+    last_checkpoint_size: int = 0
+    #: One per operator of the chain, in chain order.
+    operators: tuple[OperatorMetrics, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.task} ({self.subtask_index + 1}/{self.parallelism})"
+
+    @property
+    def backpressure_level(self) -> str:
+        """``"ok"`` (ratio <= 0.10), ``"low"`` (<= 0.50) or ``"high"``, as Flink's."""
+        return backpressure_level(self.backpressured_ratio)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field (operators as a list of dicts), plus ``name`` and
+        ``backpressure_level``; JSON-ready."""
+        data: dict[str, Any] = {"name": self.name}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "operators":
+                value = [op.to_dict() for op in value]
+            elif f.name == "latency_ms":
+                value = {op: dict(hist) for op, hist in value.items()}
+            data[f.name] = value
+        data["backpressure_level"] = self.backpressure_level
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """One checkpoint or savepoint in the history (newest last).
+
+    ``status`` is ``"COMPLETED"``, ``"FAILED"`` or ``"IN_PROGRESS"``; times are epoch
+    ms (``trigger_timestamp_ms``, ``end_timestamp_ms``) or ms (``duration_ms``);
+    ``state_size`` is in bytes, summed over the subtasks; ``alignment_ms`` is the
+    longest barrier alignment of a subtask.
+
+    Example:
+        >>> CheckpointRecord(3, "COMPLETED", False, 1000, 1012, 12.0, 640).to_dict()["state_size"]
+        640
+    """
+
+    checkpoint_id: int
+    status: str
+    is_savepoint: bool
+    trigger_timestamp_ms: int
+    end_timestamp_ms: int | None = None
+    duration_ms: float | None = None
+    state_size: int = 0
+    alignment_ms: float = 0.0
+    directory: str | None = None
+    failure: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointMetrics:
+    """Checkpoint statistics of a job, kept across restarts.
+
+    ``completed`` / ``failed`` count every checkpoint and savepoint since the job was
+    submitted (a checkpoint subsumed by a newer one, or cut by a failure, counts as
+    failed, as in Flink's history); ``in_progress`` are pending now; ``restored_from``
+    is the directory the job last restored from; ``history`` holds the last records,
+    newest last.
+
+    Example:
+        >>> CheckpointMetrics().latest is None
+        True
+    """
+
+    enabled: bool = False
+    completed: int = 0
+    failed: int = 0
+    in_progress: int = 0
+    restored_from: str | None = None
+    history: tuple[CheckpointRecord, ...] = ()
+
+    @property
+    def latest(self) -> CheckpointRecord | None:
+        """The newest completed checkpoint or savepoint (None: none yet)."""
+        for record in reversed(self.history):
+            if record.status == "COMPLETED":
+                return record
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields and ``latest`` as a JSON-ready dict."""
+        latest = self.latest
+        return {
+            "enabled": self.enabled,
+            "completed": self.completed,
+            "failed": self.failed,
+            "in_progress": self.in_progress,
+            "restored_from": self.restored_from,
+            "latest": None if latest is None else latest.to_dict(),
+            "history": [record.to_dict() for record in self.history],
+        }
+
+
+def _min_known(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def _max_known(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def aggregate_status(statuses: list[str]) -> str:
+    """A vertex's status from its subtasks', as Flink aggregates execution states.
+
+    Example:
+        >>> aggregate_status(["FINISHED", "RUNNING"]), aggregate_status(["FINISHED"] * 2)
+        ('RUNNING', 'FINISHED')
+    """
+    if not statuses:
+        return "CREATED"
+    if all(s == "FINISHED" for s in statuses):
+        return "FINISHED"
+    for status in ("FAILED", "CANCELED", "RUNNING"):
+        if status in statuses:
+            return status
+    if "FINISHED" in statuses:
+        return "RUNNING"
+    return statuses[0]
+
+
+@dataclass(frozen=True, slots=True)
+class VertexMetrics:
+    """A job vertex (one chain) aggregated over its subtasks.
+
+    Counts, rates, buffers and late records are summed; ``busy_ratio`` and
+    ``backpressured_ratio`` are the highest of a subtask, ``idle_ratio`` the lowest;
+    watermarks are the lowest of the subtasks that have one, ``watermark_lag_ms`` the
+    highest; ``operators`` sums each operator of the chain over the subtasks.
+
+    Example:
+        >>> m = JobMetrics((SubtaskMetrics("Map", 0, 1, 3, 3, 0, 0, 0, 0.0, "RUNNING"),))
+        >>> m.vertex("Map").status
+        'RUNNING'
+    """
+
+    name: str
+    parallelism: int
+    status: str
+    records_in: int
+    records_out: int
+    bytes_in: int
+    bytes_out: int
+    records_in_per_second: float
+    records_out_per_second: float
+    bytes_in_per_second: float
+    bytes_out_per_second: float
+    busy_ratio: float
+    idle_ratio: float
+    backpressured_ratio: float
+    buffers_in_use: int
+    input_watermark: int | None
+    output_watermark: int | None
+    watermark_lag_ms: int | None
+    late_records_dropped: int
+    operators: tuple[OperatorMetrics, ...]
+    subtasks: tuple[SubtaskMetrics, ...]
+
+    @property
+    def backpressure_level(self) -> str:
+        """The level of the most backpressured subtask (``"ok"``, ``"low"``, ``"high"``)."""
+        return backpressure_level(self.backpressured_ratio)
+
+    @classmethod
+    def of(cls, name: str, subtasks: tuple[SubtaskMetrics, ...]) -> VertexMetrics:
+        """Aggregate ``subtasks`` (all of vertex ``name``)."""
+        operators: list[OperatorMetrics] = []
+        chain_length = max((len(s.operators) for s in subtasks), default=0)
+        for position in range(chain_length):
+            ops = [s.operators[position] for s in subtasks if len(s.operators) > position]
+            operators.append(
+                OperatorMetrics(
+                    ops[0].name,
+                    sum(o.records_in for o in ops),
+                    sum(o.records_out for o in ops),
+                    _min_known(o.input_watermark for o in ops),
+                    _min_known(o.output_watermark for o in ops),
+                    sum(o.late_records_dropped for o in ops),
+                )
+            )
+        return cls(
+            name=name,
+            parallelism=subtasks[0].parallelism if subtasks else 0,
+            status=aggregate_status([s.status for s in subtasks]),
+            records_in=sum(s.records_in for s in subtasks),
+            records_out=sum(s.records_out for s in subtasks),
+            bytes_in=sum(s.bytes_in for s in subtasks),
+            bytes_out=sum(s.bytes_out for s in subtasks),
+            records_in_per_second=sum(s.records_in_per_second for s in subtasks),
+            records_out_per_second=sum(s.records_out_per_second for s in subtasks),
+            bytes_in_per_second=sum(s.bytes_in_per_second for s in subtasks),
+            bytes_out_per_second=sum(s.bytes_out_per_second for s in subtasks),
+            busy_ratio=max((s.busy_ratio for s in subtasks), default=0.0),
+            idle_ratio=min((s.idle_ratio for s in subtasks), default=0.0),
+            backpressured_ratio=max((s.backpressured_ratio for s in subtasks), default=0.0),
+            buffers_in_use=sum(s.buffers_in_use for s in subtasks),
+            input_watermark=_min_known(s.input_watermark for s in subtasks),
+            output_watermark=_min_known(s.output_watermark for s in subtasks),
+            watermark_lag_ms=_max_known(s.watermark_lag_ms for s in subtasks),
+            late_records_dropped=sum(s.late_records_dropped for s in subtasks),
+            operators=tuple(operators),
+            subtasks=subtasks,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field (operators and subtasks as lists of dicts) and
+        ``backpressure_level``; JSON-ready."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("operators", "subtasks"):
+                value = [item.to_dict() for item in value]
+            data[f.name] = value
+        data["backpressure_level"] = self.backpressure_level
+        return data
+
+
+_SUBTASK_NAME = re.compile(r"^(?P<task>.*) \((?P<index>\d+)/(?P<parallelism>\d+)\)$")
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """Metrics of a job at one moment (``JobClient.metrics()``).
+
+    A subtask is named like Flink's: ``"<chain name> (<index + 1>/<parallelism>)"``,
+    e.g. ``"Map -> Collect Sink (1/2)"``. Lookups also accept the name of one operator
+    of a chain (``"Map (1/2)"``, ``task("Map")``).
+
+    Example:
+        >>> m = JobMetrics(())
+        >>> m.total("records_in")
+        0
+        >>> m.to_dict()
+        {}
+        >>> sorted(m.to_json_dict())
+        ['checkpoints', 'restarts', 'subtasks', 'vertices']
+    """
+
+    subtasks: tuple[SubtaskMetrics, ...]
+    #: ``(chain name, operator names)`` of every chain of the job.
+    chains: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: How often the job was restarted after a failure.
+    restarts: int = 0
+    checkpoints: CheckpointMetrics = CheckpointMetrics()
+
+    def _operators(self, task: str) -> tuple[str, ...]:
+        for chain, operators in self.chains:
+            if chain == task:
+                return operators
+        return tuple(task.split(" -> "))
+
+    def subtask(self, name: str) -> SubtaskMetrics:
+        """The subtask called ``name``, e.g. ``"Map -> Collect Sink (1/2)"`` or ``"Map (1/2)"``.
+
+        Raises:
+            KeyError: if no subtask (or more than one) matches.
+        """
+        for s in self.subtasks:
+            if s.name == name:
+                return s
+        match = _SUBTASK_NAME.match(name)
+        if match is not None:
+            index = int(match["index"]) - 1
+            parallelism = int(match["parallelism"])
+            found = [
+                s
+                for s in self.task(match["task"])
+                if s.subtask_index == index and s.parallelism == parallelism
+            ]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise KeyError(
+                    f"{name!r} is ambiguous: it matches {[s.name for s in found]}; "
+                    f"use the full subtask name"
+                )
+        raise KeyError(f"no subtask {name!r}; subtasks are {[s.name for s in self.subtasks]}")
+
+    def task(self, name: str) -> list[SubtaskMetrics]:
+        """All subtasks of the chain called ``name``, or of every chain holding operator ``name``."""
+        exact = [s for s in self.subtasks if s.task == name]
+        return exact or [s for s in self.subtasks if name in self._operators(s.task)]
+
+    def total(self, field: str, task: str | None = None) -> Any:
+        """The sum of counter ``field`` (e.g. ``"records_in"``) over all subtasks or one task."""
+        chosen = self.subtasks if task is None else self.task(task)
+        return sum(getattr(s, field) for s in chosen)
+
+    def vertices(self) -> list[VertexMetrics]:
+        """One :class:`VertexMetrics` per job vertex (chain), in the job's order."""
+        names = [chain for chain, _ in self.chains]
+        for s in self.subtasks:
+            if s.task not in names:
+                names.append(s.task)
+        grouped: dict[str, list[SubtaskMetrics]] = {name: [] for name in names}
+        for s in self.subtasks:
+            grouped[s.task].append(s)
+        return [VertexMetrics.of(name, tuple(subs)) for name, subs in grouped.items() if subs]
+
+    def vertex(self, name: str) -> VertexMetrics:
+        """The vertex called ``name`` (the chain's name, or the name of one of its operators).
+
+        Raises:
+            KeyError: if no vertex (or more than one) matches.
+        """
+        vertices = self.vertices()
+        for v in vertices:
+            if v.name == name:
+                return v
+        found = [v for v in vertices if name in self._operators(v.name)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise KeyError(f"{name!r} is ambiguous: it is in {[v.name for v in found]}")
+        raise KeyError(f"no vertex {name!r}; vertices are {[v.name for v in vertices]}")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{subtask name: {field: value}}`` (see :meth:`SubtaskMetrics.to_dict`)."""
+        return {s.name: s.to_dict() for s in self.subtasks}
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """``{"restarts", "vertices", "subtasks", "checkpoints"}``, JSON-ready."""
+        return {
+            "restarts": self.restarts,
+            "vertices": [v.to_dict() for v in self.vertices()],
+            "subtasks": [s.to_dict() for s in self.subtasks],
+            "checkpoints": self.checkpoints.to_dict(),
+        }
+
+    def to_prometheus(self, job_name: str = "", job_id: str = "") -> str:
+        """The metrics in Prometheus' text exposition format (version 0.0.4).
+
+        Metric names start with ``flowkit_``; see ``docs/metrics.md`` for the list.
+        """
+        return render_prometheus(self, job_name, job_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus text format
+
+#: (name, type, help, attribute) of the per-subtask families.
+_SUBTASK_FAMILIES: list[tuple[str, str, str, str]] = [
+    ("task_records_in_total", "counter", "Records a subtask received.", "records_in"),
+    ("task_records_out_total", "counter", "Records a subtask emitted.", "records_out"),
+    ("task_bytes_in_total", "counter", "Bytes a subtask read from channels.", "bytes_in"),
+    ("task_bytes_out_total", "counter", "Bytes a subtask wrote into channels.", "bytes_out"),
+    (
+        "task_records_in_per_second",
+        "gauge",
+        "Records received per second over the recent window.",
+        "records_in_per_second",
+    ),
+    (
+        "task_records_out_per_second",
+        "gauge",
+        "Records emitted per second over the recent window.",
+        "records_out_per_second",
+    ),
+    (
+        "task_bytes_in_per_second",
+        "gauge",
+        "Channel bytes read per second over the recent window.",
+        "bytes_in_per_second",
+    ),
+    (
+        "task_bytes_out_per_second",
+        "gauge",
+        "Channel bytes written per second over the recent window.",
+        "bytes_out_per_second",
+    ),
+    ("task_uptime_ms", "gauge", "Milliseconds since the subtask started.", "uptime_ms"),
+    ("task_busy_time_ms_total", "counter", "Milliseconds spent working.", "busy_ms"),
+    ("task_idle_time_ms_total", "counter", "Milliseconds spent waiting for input.", "idle_ms"),
+    (
+        "task_backpressured_time_ms_total",
+        "counter",
+        "Milliseconds spent waiting for free output buffers.",
+        "backpressured_ms",
+    ),
+    ("task_busy_ratio", "gauge", "Share of the recent window spent working.", "busy_ratio"),
+    ("task_idle_ratio", "gauge", "Share of the recent window spent idle.", "idle_ratio"),
+    (
+        "task_backpressured_ratio",
+        "gauge",
+        "Share of the recent window spent backpressured.",
+        "backpressured_ratio",
+    ),
+    ("task_buffers_in_use", "gauge", "Output buffers filled or queued.", "buffers_in_use"),
+    (
+        "task_input_watermark_ms",
+        "gauge",
+        "The subtask's combined input watermark.",
+        "input_watermark",
+    ),
+    (
+        "task_output_watermark_ms",
+        "gauge",
+        "The last watermark the subtask sent on.",
+        "output_watermark",
+    ),
+    (
+        "task_watermark_lag_ms",
+        "gauge",
+        "Wall-clock time minus the subtask's current watermark.",
+        "watermark_lag_ms",
+    ),
+    (
+        "task_late_records_dropped_total",
+        "counter",
+        "Records dropped as late by windows and joins.",
+        "late_records_dropped",
+    ),
+    (
+        "task_last_checkpoint_size_bytes",
+        "gauge",
+        "Bytes of the subtask's state in its last checkpoint.",
+        "last_checkpoint_size",
+    ),
+    (
+        "task_last_checkpoint_alignment_ms",
+        "gauge",
+        "Barrier alignment time of the subtask's last checkpoint.",
+        "last_checkpoint_alignment_ms",
+    ),
+    (
+        "task_last_checkpoint_sync_ms",
+        "gauge",
+        "Synchronous part of the subtask's last checkpoint.",
+        "last_checkpoint_sync_ms",
+    ),
+]
+
+#: (name, type, help, attribute) of the per-operator families.
+_OPERATOR_FAMILIES: list[tuple[str, str, str, str]] = [
+    ("operator_records_in_total", "counter", "Records an operator received.", "records_in"),
+    ("operator_records_out_total", "counter", "Records an operator emitted.", "records_out"),
+    (
+        "operator_input_watermark_ms",
+        "gauge",
+        "The last watermark an operator received.",
+        "input_watermark",
+    ),
+    (
+        "operator_output_watermark_ms",
+        "gauge",
+        "The last watermark an operator emitted.",
+        "output_watermark",
+    ),
+    (
+        "operator_late_records_dropped_total",
+        "counter",
+        "Records an operator dropped as late.",
+        "late_records_dropped",
+    ),
+]
+
+
+def escape_label_value(value: str) -> str:
+    r"""Escape a label value for the text format (backslash, double quote, newline).
+
+    Example:
+        >>> escape_label_value('a "b"\\c\nd')
+        'a \\"b\\"\\\\c\\nd'
+    """
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """A sample value: integers exactly, floats by ``repr``, ``+Inf``/``-Inf``/``NaN``."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs) + "}"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, Any]]
+    ) -> None:
+        """One family: HELP and TYPE once, then its samples (None values are left out)."""
+        full = f"flowkit_{name}"
+        self.lines.append(f"# HELP {full} {help_text}")
+        self.lines.append(f"# TYPE {full} {kind}")
+        for labels, value in samples:
+            if value is not None:
+                self.lines.append(f"{full}{labels} {format_value(value)}")
+
+
+def _subtask_labels(base: list[tuple[str, str]], s: SubtaskMetrics) -> list[tuple[str, str]]:
+    return [*base, ("task", s.task), ("subtask", str(s.subtask_index))]
+
+
+def _operator_samples(
+    base: list[tuple[str, str]], subtasks: tuple[SubtaskMetrics, ...], attribute: str
+) -> Iterator[tuple[str, Any]]:
+    for s in subtasks:
+        for op in s.operators:
+            yield (
+                _labels([*_subtask_labels(base, s), ("operator", op.name)]),
+                getattr(op, attribute),
+            )
+
+
+def render_prometheus(metrics: JobMetrics, job_name: str = "", job_id: str = "") -> str:
+    """``metrics`` in Prometheus' text exposition format (0.0.4), ending in a newline."""
+    base = [("job", job_name), ("job_id", job_id)]
+    job = _labels(base)
+    out = _Writer()
+    checkpoints = metrics.checkpoints
+    latest = checkpoints.latest
+    out.family(
+        "job_restarts_total", "counter", "Restarts after a failure.", [(job, metrics.restarts)]
+    )
+    out.family(
+        "job_checkpoints_completed_total",
+        "counter",
+        "Checkpoints and savepoints completed.",
+        [(job, checkpoints.completed)],
+    )
+    out.family(
+        "job_checkpoints_failed_total",
+        "counter",
+        "Checkpoints and savepoints that failed.",
+        [(job, checkpoints.failed)],
+    )
+    out.family(
+        "job_checkpoints_in_progress",
+        "gauge",
+        "Checkpoints and savepoints pending now.",
+        [(job, checkpoints.in_progress)],
+    )
+    out.family(
+        "job_last_checkpoint_id",
+        "gauge",
+        "Id of the newest completed checkpoint or savepoint.",
+        [(job, None if latest is None else latest.checkpoint_id)],
+    )
+    out.family(
+        "job_last_checkpoint_duration_ms",
+        "gauge",
+        "Duration of the newest completed checkpoint or savepoint.",
+        [(job, None if latest is None else latest.duration_ms)],
+    )
+    out.family(
+        "job_last_checkpoint_size_bytes",
+        "gauge",
+        "State size of the newest completed checkpoint or savepoint.",
+        [(job, None if latest is None else latest.state_size)],
+    )
+    out.family(
+        "job_last_checkpoint_alignment_ms",
+        "gauge",
+        "Longest barrier alignment in the newest completed checkpoint or savepoint.",
+        [(job, None if latest is None else latest.alignment_ms)],
+    )
+    subtasks = metrics.subtasks
+    for name, kind, help_text, attribute in _SUBTASK_FAMILIES:
+        out.family(
+            name,
+            kind,
+            help_text,
+            ((_labels(_subtask_labels(base, s)), getattr(s, attribute)) for s in subtasks),
+        )
+    out.family(
+        "task_status",
+        "gauge",
+        "1 for the subtask's current status.",
+        ((_labels([*_subtask_labels(base, s), ("status", s.status)]), 1) for s in subtasks),
+    )
+    for name, kind, help_text, attribute in _OPERATOR_FAMILIES:
+        out.family(name, kind, help_text, _operator_samples(base, subtasks, attribute))
+    return "\n".join(out.lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# rates
+
+#: Rates and ratios are measured over about this many ms of a subtask's run time.
+RATE_WINDOW_MS = 1000.0
+#: The job client samples its subtasks' counters this often while the job runs (seconds).
+SAMPLE_INTERVAL_S = 0.25
+#: Samples kept (enough to reach back past the window even when sampling runs late).
+MAX_SAMPLES = 16
+
+#: ``(uptime_ms, records_in, records_out, bytes_in, bytes_out, busy_ms, idle_ms,
+#: backpressured_ms)`` of one subtask.
+Counters = tuple[float, int, int, int, int, float, float, float]
+#: ``(records_in/s, records_out/s, bytes_in/s, bytes_out/s, busy, idle, backpressured)``.
+Rates = tuple[float, float, float, float, float, float, float]
+
+_ZERO: Counters = (0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
+_NO_RATES: Rates = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def rates_between(current: Counters, reference: Counters) -> Rates:
+    """Per-second rates and time ratios from ``reference`` to ``current``.
+
+    Example:
+        >>> rates_between((2000.0, 300, 300, 0, 0, 500.0, 1500.0, 0.0), (1000.0, 100, 100, 0, 0, 0.0, 1000.0, 0.0))
+        (200.0, 200.0, 0.0, 0.0, 0.5, 0.5, 0.0)
+    """
+    span = current[0] - reference[0]
+    if span <= 0:
+        return _NO_RATES
+    per_second = 1000.0 / span
+
+    def ratio(i: int) -> float:
+        return min(1.0, max(0.0, (current[i] - reference[i]) / span))
+
+    return (
+        (current[1] - reference[1]) * per_second,
+        (current[2] - reference[2]) * per_second,
+        (current[3] - reference[3]) * per_second,
+        (current[4] - reference[4]) * per_second,
+        ratio(5),
+        ratio(6),
+        ratio(7),
+    )
+
+
+class RateSampler:
+    """Rates and ratios of the subtasks of one job, from a small ring of samples.
+
+    The window is measured in each subtask's own run time (``uptime_ms``): the rates
+    compare the current counters with the newest sample taken at least
+    ``window_ms`` earlier, or, when the subtask has not run that long, with its start
+    (all counters zero). While a subtask runs this is the last ~1 s of wall-clock time,
+    whatever the caller's polling; once it ended, its rates stay those of its last
+    window. A new ``generation`` (the job restarted with new subtasks) starts afresh.
+
+    Example:
+        >>> sampler = RateSampler()
+        >>> gen = object()
+        >>> sampler.add(gen, [(500.0, 50, 50, 0, 0, 500.0, 0.0, 0.0)], [False])
+        >>> sampler.rates(gen, [(1600.0, 160, 160, 0, 0, 1100.0, 500.0, 0.0)], [False])
+        [(100.0, 100.0, 0.0, 0.0, 0.5454545454545454, 0.45454545454545453, 0.0)]
+    """
+
+    def __init__(self, window_ms: float = RATE_WINDOW_MS, max_samples: int = MAX_SAMPLES) -> None:
+        self.window_ms = window_ms
+        self._generation: object | None = None
+        self._samples: deque[tuple[Counters, ...]] = deque(maxlen=max_samples)
+        self._frozen: dict[int, Rates] = {}
+
+    def _switch(self, generation: object) -> None:
+        if generation is not self._generation:
+            self._generation = generation
+            self._samples.clear()
+            self._frozen.clear()
+
+    def add(self, generation: object, current: list[Counters], ended: list[bool]) -> None:
+        """Keep a sample (``ended[k]``: subtask ``k`` has stopped)."""
+        self._switch(generation)
+        for k, done in enumerate(ended):
+            if done and k not in self._frozen:
+                self._frozen[k] = self._rates_of(k, current[k])
+        self._samples.append(tuple(current))
+
+    def rates(self, generation: object, current: list[Counters], ended: list[bool]) -> list[Rates]:
+        """The rates of every subtask now."""
+        self._switch(generation)
+        result = []
+        for k, counters in enumerate(current):
+            frozen = self._frozen.get(k)
+            if frozen is None:
+                frozen = self._rates_of(k, counters)
+                if ended[k]:
+                    self._frozen[k] = frozen
+            result.append(frozen)
+        return result
+
+    def _rates_of(self, k: int, current: Counters) -> Rates:
+        reference = _ZERO
+        for sample in reversed(self._samples):
+            if k < len(sample) and current[0] - sample[k][0] >= self.window_ms:
+                reference = sample[k]
+                break
+        return rates_between(current, reference)
