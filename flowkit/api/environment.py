@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import os
 import tempfile
 from collections.abc import AsyncIterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowkit.api.datastream import DataStream
 from flowkit.checkpoint.coordinator import CheckpointConfig
@@ -34,6 +35,9 @@ from flowkit.sources import (
     Source,
 )
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
+
+if TYPE_CHECKING:
+    from flowkit.web.server import WebUI
 
 __all__ = ["StreamExecutionEnvironment"]
 
@@ -142,6 +146,9 @@ class StreamExecutionEnvironment:
         self._transformations: list[Transformation] = []
         self.checkpoint_config: CheckpointConfig | None = None
         self.restart_strategy: RestartStrategy | None = None
+        #: ``(host, port)`` of the web UI when :meth:`enable_web_ui` was called.
+        self.web_ui_address: tuple[str, int] | None = None
+        self._web_ui: WebUI | None = None
 
     @classmethod
     def get_execution_environment(cls, **config: Any) -> StreamExecutionEnvironment:
@@ -232,6 +239,80 @@ class StreamExecutionEnvironment:
             raise TypeError(f"set_restart_strategy() needs a RestartStrategy, got {strategy!r}")
         self.restart_strategy = strategy
         return self
+
+    def enable_web_ui(
+        self, port: int = 8081, host: str = "127.0.0.1", allow_remote: bool = False
+    ) -> StreamExecutionEnvironment:
+        """Serve a REST API and a dashboard while this environment's jobs run.
+
+        The server starts with the first job (``execute()`` or ``execute_async()``), runs
+        in the job's event loop, serves every job of this environment that runs at the
+        same time, and closes when the last of them has ended. Its address is
+        :attr:`web_ui_url` (and ``client.web_ui_url``). Needs the extra ``web``
+        (``pip install 'flowkit-streaming[web]'``).
+
+        Args:
+            port: TCP port; 0 picks a free one.
+            host: the address to bind, the loopback interface by default.
+            allow_remote: must be True to bind anything but a loopback address: the API
+                can cancel jobs and write savepoints, and has no authentication.
+
+        Raises:
+            InvalidConfigurationError: for a bad port, a non-loopback host without
+                ``allow_remote=True``, or when aiohttp is not installed.
+
+        Example:
+            >>> env = StreamExecutionEnvironment().enable_web_ui(port=0)
+            >>> env.web_ui_address
+            ('127.0.0.1', 0)
+        """
+        from flowkit.web import require_aiohttp
+
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidConfigurationError(
+                f"enable_web_ui: port must be an int in 0..65535 (0 picks a free port), "
+                f"got {port!r}"
+            )
+        if not isinstance(host, str) or not host:
+            raise InvalidConfigurationError(f"enable_web_ui: host must be a string, got {host!r}")
+        if not allow_remote and not _is_loopback(host):
+            raise InvalidConfigurationError(
+                f"enable_web_ui: host {host!r} is not a loopback address; the web UI can "
+                f"cancel jobs and write savepoints and has no authentication, so it binds "
+                f"127.0.0.1 by default. Pass allow_remote=True to bind {host!r} anyway"
+            )
+        require_aiohttp()
+        self.web_ui_address = (host, port)
+        return self
+
+    @property
+    def web_ui_url(self) -> str | None:
+        """The web UI's URL (``http://127.0.0.1:<port>``) while it serves, else None."""
+        web_ui = self._web_ui
+        return web_ui.url if web_ui is not None else None
+
+    async def _serve_web_ui(self, client: JobClient) -> None:
+        """Start the web UI (unless it already serves in this loop) and register ``client``."""
+        if self.web_ui_address is None:
+            return
+        from flowkit.web.server import WebUI
+
+        web_ui = self._web_ui
+        if web_ui is None or not web_ui.serving or web_ui.loop is not asyncio.get_running_loop():
+            web_ui = WebUI(*self.web_ui_address)
+            try:
+                await web_ui.start()
+            except BaseException:
+                await client.cancel()
+                raise
+            self._web_ui = web_ui
+        web_ui.register(client)
+
+    async def _web_ui_closed(self) -> None:
+        """Wait until the web UI (if any serves in this loop) has closed."""
+        web_ui = self._web_ui
+        if web_ui is not None and web_ui.loop is asyncio.get_running_loop():
+            await web_ui.wait_closed()
 
     def disable_operator_chaining(self) -> StreamExecutionEnvironment:
         """Run every operator in its own subtask (records cross channels everywhere)."""
@@ -385,7 +466,9 @@ class StreamExecutionEnvironment:
         name = job_name or "flowkit job"
         executor = self._executor(name, snapshot, allow_non_restored_state)
         await executor.prepare_restore()  # a snapshot that does not fit fails here
-        return JobClient(name, executor)
+        client = JobClient(name, executor)
+        await self._serve_web_ui(client)
+        return client
 
     def execute(
         self,
@@ -411,10 +494,23 @@ class StreamExecutionEnvironment:
 
         async def main() -> JobExecutionResult:
             client = await self.execute_async(job_name, restore_from, allow_non_restored_state)
-            return await client.wait()
+            try:
+                return await client.wait()
+            finally:
+                await self._web_ui_closed()
 
         with _frozen_heap(self.freeze_gc):
             return _run(main(), self.use_uvloop)
+
+
+def _is_loopback(host: str) -> bool:
+    """True for ``localhost`` and the addresses in 127.0.0.0/8 and ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager

@@ -45,9 +45,11 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowkit.graph.job_graph import POINTWISE, JobEdge, JobGraph
 
-__all__ = ["FORMATS", "channel_count", "explain"]
+__all__ = ["FORMATS", "channel_count", "explain", "plan_dict"]
 
 #: The formats :func:`explain` renders.
 FORMATS = ("text", "mermaid", "dot")
@@ -189,3 +191,56 @@ def _dot(graph: JobGraph) -> str:
         lines.append(f'    v{source} -> v{target} [label="{_dot_text(label)}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def plan_dict(graph: JobGraph) -> dict[str, Any]:
+    """The job graph as plain data (for JSON): one entry per chain and per job edge.
+
+    Vertices carry their id, chain name, parallelism, max parallelism and the operators of
+    the chain; edges name their source and target vertex ids, the partitioning, the number
+    of channels, the side output they carry (or None), the input of a two-input target they
+    feed (0 for one-input targets) and the label the diagrams show. ``"mermaid"`` holds the
+    same plan as ``explain(graph, "mermaid")``.
+
+    Example:
+        >>> from flowkit import StreamExecutionEnvironment
+        >>> env = StreamExecutionEnvironment(parallelism=2)
+        >>> _ = env.from_collection([1, 2]).key_by(abs).map(abs).print()
+        >>> plan = plan_dict(env.get_job_graph())
+        >>> [(v["name"], v["parallelism"]) for v in plan["vertices"]]
+        [('Collection Source', 1), ('Map -> Print to Std. Out', 2)]
+        >>> edge = plan["edges"][0]
+        >>> edge["partitioning"], edge["channels"], edge["label"]
+        ('hash', 2, 'HASH (2 channels)')
+    """
+    vertices = [
+        {
+            "id": v.id,
+            "name": v.name,
+            "parallelism": v.parallelism,
+            "max_parallelism": v.max_parallelism,
+            "is_source": v.is_source,
+            "operators": [
+                {"id": n.id, "name": n.name, "uid": n.transformation.uid} for n in v.nodes
+            ],
+        }
+        for v in graph.vertices
+    ]
+    edges = [
+        {
+            "source": source,
+            "target": target,
+            "partitioning": e.edge.partitioning,
+            "channels": _job_edge_channels(e),
+            "side_output": e.edge.tag.tag_id if e.edge.tag is not None else None,
+            "input_index": e.edge.input_index,
+            "label": label,
+        }
+        for e, (source, label, target) in zip(graph.edges, _arrows(graph))
+    ]
+    return {
+        "job_name": graph.job_name,
+        "vertices": vertices,
+        "edges": edges,
+        "mermaid": explain(graph, "mermaid"),
+    }

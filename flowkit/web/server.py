@@ -1,0 +1,404 @@
+"""The web UI's HTTP server: JSON endpoints over ``JobClient`` and the dashboard page.
+
+:class:`WebUI` runs an aiohttp application in the caller's event loop (no thread, no
+signal handlers). Handlers read a job's metrics only when a request asks, so the server
+adds nothing to the records' path. The environment starts one server when its first job
+starts and closes it when the last job it serves has ended.
+
+Endpoints (``{job_id}`` may be ``current``: the most recently submitted job):
+
+========  ==========================================  ================================
+GET       ``/api/jobs``                               ``{"jobs": [overview, ...]}``
+GET       ``/api/jobs/{job_id}``                      overview of one job
+GET       ``/api/jobs/{job_id}/plan``                 vertices, edges, Mermaid text
+GET       ``/api/jobs/{job_id}/vertices/{id}``        a vertex's metrics and subtasks
+GET       ``/api/jobs/{job_id}/vertices/{id}/backpressure``  level per subtask
+GET       ``/api/jobs/{job_id}/metrics``              every metric of the job
+GET       ``/api/jobs/{job_id}/checkpoints``          checkpoint counts and history
+POST      ``/api/jobs/{job_id}/savepoints``           ``{"directory": ...}``
+POST      ``/api/jobs/{job_id}/stop``                 ``{"directory": ..., "drain": ...}``
+POST      ``/api/jobs/{job_id}/cancel``               cancel the job
+GET       ``/metrics``                                Prometheus text of every job
+GET       ``/``                                       the dashboard
+========  ==========================================  ================================
+
+Errors are JSON ``{"error": "..."}`` with 404 (unknown job or vertex), 400 (bad request
+body), 409 (the job cannot do that now, e.g. a savepoint without checkpointing) or 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from flowkit.checkpoint.coordinator import CheckpointFailed
+from flowkit.errors import InvalidConfigurationError
+from flowkit.graph.explain import plan_dict
+from flowkit.runtime.client import JobClient
+
+__all__ = ["WebUI"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with non-finite floats as None (JSON has no infinity or NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    text = json.dumps(_clean(data), default=str, allow_nan=False)
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn failures into JSON ``{"error": ...}`` answers."""
+    try:
+        return await handler(request)
+    except _HTTPError as exc:
+        return _error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        return _error(exc.status, exc.reason)
+    except InvalidConfigurationError as exc:
+        return _error(409, str(exc))
+    except CheckpointFailed as exc:
+        return _error(500, _one_line(exc))
+
+
+def _metrics(client: JobClient) -> Any:
+    """``client.metrics()``: per-vertex views, checkpoints, JSON and Prometheus forms."""
+    return client.metrics()
+
+
+def _vertex_summary(vertex_id: int, metrics: Any) -> dict[str, Any]:
+    data = dict(metrics.to_dict())
+    data.pop("subtasks", None)
+    return {"id": vertex_id, **data}
+
+
+class WebUI:
+    """The REST API and dashboard of the jobs of one environment, in the running loop.
+
+    Use through ``env.enable_web_ui()``; directly:
+
+    Example:
+        >>> async def serve(client):
+        ...     ui = WebUI("127.0.0.1", 0)
+        ...     url = await ui.start()
+        ...     ui.register(client)  # serves until the job ends
+        ...     await ui.wait_closed()
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8081) -> None:
+        self.host = host
+        self.port = port
+        self._jobs: dict[str, JobClient] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._closed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    @property
+    def url(self) -> str | None:
+        """``http://host:port`` while serving, else None."""
+        return self._url if self._runner is not None else None
+
+    @property
+    def serving(self) -> bool:
+        """True from :meth:`start` until :meth:`close`."""
+        return self._runner is not None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the server runs in (None before :meth:`start`)."""
+        return self._loop
+
+    async def start(self) -> str:
+        """Bind and serve; returns the URL (with the port chosen when ``port`` was 0)."""
+        if self._runner is not None:
+            assert self._url is not None
+            return self._url
+        self._loop = asyncio.get_running_loop()
+        app = web.Application(middlewares=[_errors])
+        self._routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address = runner.addresses[0]
+        host, port = address[0], address[1]
+        shown = f"[{host}]" if ":" in host else host
+        self._url = f"http://{shown}:{port}"
+        return self._url
+
+    def register(self, client: JobClient) -> None:
+        """Serve ``client``'s job; the server closes once every job it serves has ended."""
+        if self._runner is None:
+            raise RuntimeError("WebUI.register() before start()")
+        self._jobs[client.job_id] = client
+        client.web_ui_url = self._url
+        task = asyncio.get_running_loop().create_task(
+            self._watch(client), name=f"flowkit web UI watching job {client.job_name!r}"
+        )
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, client: JobClient) -> None:
+        try:
+            await client.wait()
+        except asyncio.CancelledError:
+            if not client.done():  # the server (or the loop) is shutting down
+                await self.close()
+                raise
+        except Exception:
+            pass  # failed or cancelled: the job has ended all the same
+        if all(c.done() for c in self._jobs.values()):
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop serving (waits briefly for requests in progress) and stop watching jobs."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        current = asyncio.current_task()
+        others = [t for t in self._watchers if t is not current]
+        for task in others:
+            task.cancel()
+        try:
+            await runner.cleanup()
+        finally:
+            if others:
+                await asyncio.gather(*others, return_exceptions=True)
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the server has closed (after its last job ended, or :meth:`close`)."""
+        await self._closed.wait()
+
+    # ----------------------------------------------------------------- routing
+    def _routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/", self._index)
+        r.add_static("/static/", STATIC_DIR)
+        r.add_get("/metrics", self._prometheus)
+        r.add_get("/api/jobs", self._list_jobs)
+        r.add_get("/api/jobs/{job_id}", self._overview)
+        r.add_get("/api/jobs/{job_id}/plan", self._plan)
+        r.add_get("/api/jobs/{job_id}/metrics", self._metrics)
+        r.add_get("/api/jobs/{job_id}/checkpoints", self._checkpoints)
+        r.add_get("/api/jobs/{job_id}/vertices/{vertex_id}", self._vertex)
+        r.add_get("/api/jobs/{job_id}/vertices/{vertex_id}/backpressure", self._backpressure)
+        r.add_post("/api/jobs/{job_id}/savepoints", self._savepoint)
+        r.add_post("/api/jobs/{job_id}/stop", self._stop)
+        r.add_post("/api/jobs/{job_id}/cancel", self._cancel)
+
+    def _job(self, request: web.Request) -> JobClient:
+        job_id = request.match_info["job_id"]
+        if job_id == "current" and self._jobs:
+            return next(reversed(self._jobs.values()))
+        client = self._jobs.get(job_id)
+        if client is None:
+            raise _HTTPError(404, f"no job {job_id!r}; jobs are {list(self._jobs)}")
+        return client
+
+    def _vertex_metrics(self, client: JobClient, request: web.Request) -> tuple[int, Any]:
+        raw = request.match_info["vertex_id"]
+        ids = [v.id for v in client.job_graph.vertices]
+        try:
+            index = ids.index(int(raw))
+        except ValueError:
+            raise _HTTPError(
+                404, f"job {client.job_id!r} has no vertex {raw!r}; vertex ids are {ids}"
+            ) from None
+        return ids[index], _metrics(client).vertices()[index]
+
+    # ----------------------------------------------------------------- read
+    def _overview_of(self, client: JobClient) -> dict[str, Any]:
+        graph = client.job_graph
+        vertices = _metrics(client).vertices()
+        return {
+            "id": client.job_id,
+            "name": client.job_name,
+            "status": client.status.value,
+            "start_time_ms": client.start_time_ms,
+            "end_time_ms": client.end_time_ms,
+            "duration_ms": client.duration_ms,
+            "restarts": client.restarts,
+            "parallelism": max((v.parallelism for v in graph.vertices), default=0),
+            "vertices": [
+                _vertex_summary(v.id, m) for v, m in zip(graph.vertices, vertices, strict=True)
+            ],
+        }
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def _list_jobs(self, request: web.Request) -> web.StreamResponse:
+        return _json({"jobs": [self._overview_of(c) for c in self._jobs.values()]})
+
+    async def _overview(self, request: web.Request) -> web.StreamResponse:
+        return _json(self._overview_of(self._job(request)))
+
+    async def _plan(self, request: web.Request) -> web.StreamResponse:
+        return _json(plan_dict(self._job(request).job_graph))
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        return _json(_metrics(self._job(request)).to_json_dict())
+
+    async def _checkpoints(self, request: web.Request) -> web.StreamResponse:
+        return _json(_metrics(self._job(request)).checkpoints.to_dict())
+
+    async def _vertex(self, request: web.Request) -> web.StreamResponse:
+        vertex_id, metrics = self._vertex_metrics(self._job(request), request)
+        return _json(
+            {
+                **_vertex_summary(vertex_id, metrics),
+                "subtasks": [s.to_dict() for s in metrics.subtasks],
+            }
+        )
+
+    async def _backpressure(self, request: web.Request) -> web.StreamResponse:
+        vertex_id, metrics = self._vertex_metrics(self._job(request), request)
+        return _json(
+            {
+                "id": vertex_id,
+                "name": metrics.name,
+                "level": metrics.backpressure_level,
+                "subtasks": [
+                    {
+                        "index": s.subtask_index,
+                        "backpressured_ratio": s.backpressured_ratio,
+                        "busy_ratio": s.busy_ratio,
+                        "idle_ratio": s.idle_ratio,
+                        "level": s.backpressure_level,
+                    }
+                    for s in metrics.subtasks
+                ],
+            }
+        )
+
+    async def _prometheus(self, request: web.Request) -> web.StreamResponse:
+        texts = [_metrics(c).to_prometheus(c.job_name, c.job_id) for c in self._jobs.values()]
+        body = _merge_prometheus(texts)
+        return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    # ----------------------------------------------------------------- actions
+    def _running(self, client: JobClient, action: str) -> None:
+        if client.done():
+            raise _HTTPError(
+                409, f"cannot {action}: job {client.job_id!r} has ended ({client.status.value})"
+            )
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        if not request.can_read_body:
+            return {}
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _HTTPError(400, "the request body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise _HTTPError(400, "the request body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _directory(body: dict[str, Any]) -> str:
+        directory = body.get("directory")
+        if not isinstance(directory, str) or not directory.strip():
+            raise _HTTPError(
+                400, 'field "directory" is required: the directory to write the savepoint to'
+            )
+        return directory
+
+    async def _savepoint(self, request: web.Request) -> web.StreamResponse:
+        client = self._job(request)
+        directory = self._directory(await self._body(request))
+        self._running(client, "take a savepoint")
+        written = await client.trigger_savepoint(directory)
+        return _json({"directory": _absolute(written)})
+
+    async def _stop(self, request: web.Request) -> web.StreamResponse:
+        client = self._job(request)
+        body = await self._body(request)
+        directory = self._directory(body)
+        drain = body.get("drain", False)
+        if not isinstance(drain, bool):
+            raise _HTTPError(400, f'field "drain" must be true or false, got {drain!r}')
+        self._running(client, "stop with a savepoint")
+        written = await client.stop_with_savepoint(directory, drain=drain)
+        return _json({"directory": _absolute(written), "status": client.status.value})
+
+    async def _cancel(self, request: web.Request) -> web.StreamResponse:
+        client = self._job(request)
+        self._running(client, "cancel")
+        await client.cancel()
+        return _json({"status": client.status.value})
+
+
+def _merge_prometheus(texts: list[str]) -> str:
+    """One exposition of several jobs' texts: each family's HELP/TYPE once, then its samples."""
+    families: dict[str, list[str]] = {}
+    for text in texts:
+        family = ""
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if line.startswith("# "):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    lines = families.setdefault(family, [])
+                    if not any(x.startswith(f"# {parts[1]} ") for x in lines):
+                        lines.append(line)
+                    continue
+            families.setdefault(family, []).append(line)
+    with contextlib.suppress(KeyError):
+        families[""] = families.pop("")  # samples without a family go last
+    return "".join(line + "\n" for lines in families.values() for line in lines)

@@ -1,0 +1,60 @@
+"""The web UI tests' job: a slow paced source, a keyed map and a sink, with the web UI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flowkit as fk
+from flowkit.testing import PacedSource
+
+SOURCE = "Numbers"
+MAP = "Square"
+SINK = "Sink"
+#: The chains of the job below: the source, then the keyed map, then the sink.
+VERTEX_NAMES = [SOURCE, MAP, SINK]
+
+
+def build_job(
+    env: fk.StreamExecutionEnvironment, records: int = 1_000_000, pause_s: float = 0.001
+) -> fk.CollectSink:
+    """Numbers -(hash)-> Square -(rebalance)-> Sink: a paced source, so the job runs
+    until it is cancelled and every vertex has non-zero rates."""
+    sink = fk.CollectSink()
+    (
+        env.from_source(PacedSource(list(range(1, records + 1)), pause_s), source_name=SOURCE)
+        .uid("numbers")
+        .key_by(lambda x: x % 4)
+        .map(lambda x: x * x)
+        .name(MAP)
+        .uid("square")
+        .rebalance()
+        .sink_to(sink)
+        .name(SINK)
+        .uid("sink")
+    )
+    return sink
+
+
+def make_env(checkpoints: Path | None, **web: Any) -> fk.StreamExecutionEnvironment:
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5, freeze_gc=False)
+    if checkpoints is not None:
+        env.enable_checkpointing(200, directory=checkpoints)
+    return env.enable_web_ui(port=0, **web)
+
+
+async def wait_for(condition: Callable[[], Any], limit_s: float = 10.0, what: str = "") -> Any:
+    """Poll ``condition`` (a function or coroutine function) until it returns a truthy value."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit_s} s waiting for {what or condition}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,388 @@
+"""The web UI's REST API against running jobs on 127.0.0.1: shapes, actions, errors,
+binding rules and the server's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+import flowkit as fk
+from flowkit.state_processor import read_snapshot
+
+from .jobs import MAP, SINK, SOURCE, VERTEX_NAMES, build_job, make_env, wait_for
+
+JobFixture = tuple[fk.StreamExecutionEnvironment, fk.JobClient]
+
+
+async def get(session: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
+    async with session.get(url) as response:
+        assert response.status == status, await response.text()
+        assert response.content_type == "application/json"
+        return await response.json()
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: Any = None, status: int = 200, **kw: Any
+) -> Any:
+    async with session.post(url, json=body, **kw) as response:
+        assert response.status == status, await response.text()
+        assert response.content_type == "application/json"
+        return await response.json()
+
+
+def port_accepts(url: str) -> bool:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+async def running_rates(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """The job overview, once every vertex has a non-zero input or output rate."""
+
+    async def ready() -> dict[str, Any] | None:
+        overview = await get(session, f"{url}/api/jobs/current")
+        rates = [
+            max(v["records_in_per_second"], v["records_out_per_second"])
+            for v in overview["vertices"]
+        ]
+        return overview if all(r > 0 for r in rates) else None
+
+    return await wait_for(ready, 15, "non-zero rates on every vertex")
+
+
+async def test_read_endpoints_have_their_shapes(running_job: JobFixture) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    assert url is not None and url.startswith("http://127.0.0.1:")
+    assert client.web_ui_url == url
+    graph_ids = [v.id for v in client.job_graph.vertices]
+    async with aiohttp.ClientSession() as session:
+        overview = await running_rates(session, url)
+        assert overview["id"] == client.job_id
+        assert overview["name"] == "web job"
+        assert overview["status"] == "RUNNING"
+        assert overview["end_time_ms"] is None
+        assert overview["start_time_ms"] == client.start_time_ms
+        assert overview["duration_ms"] > 0
+        assert overview["restarts"] == 0
+        assert overview["parallelism"] == 2
+        assert [v["id"] for v in overview["vertices"]] == graph_ids
+        assert [v["name"] for v in overview["vertices"]] == VERTEX_NAMES
+        for v in overview["vertices"]:
+            assert v["backpressure_level"] in ("ok", "low", "high")
+            assert 0 <= v["busy_ratio"] <= 1
+            assert "subtasks" not in v
+        assert overview["vertices"][0]["records_out_per_second"] > 0
+
+        assert await get(session, f"{url}/api/jobs/{client.job_id}") | {
+            "duration_ms": 0,
+            "vertices": [],
+        } == overview | {"duration_ms": 0, "vertices": []}
+        jobs = await get(session, f"{url}/api/jobs")
+        assert [j["id"] for j in jobs["jobs"]] == [client.job_id]
+
+        plan = await get(session, f"{url}/api/jobs/current/plan")
+        assert [(v["id"], v["name"], v["parallelism"]) for v in plan["vertices"]] == [
+            (graph_ids[0], SOURCE, 1),
+            (graph_ids[1], MAP, 2),
+            (graph_ids[2], SINK, 2),
+        ]
+        assert plan["vertices"][1]["max_parallelism"] == 128
+        assert [o["uid"] for o in plan["vertices"][1]["operators"]] == ["square"]
+        assert [
+            (e["source"], e["target"], e["partitioning"], e["channels"], e["side_output"])
+            for e in plan["edges"]
+        ] == [
+            (graph_ids[0], graph_ids[1], "hash", 2, None),
+            (graph_ids[1], graph_ids[2], "rebalance", 4, None),
+        ]
+        assert plan["mermaid"].startswith("flowchart LR")
+
+        vertex = await get(session, f"{url}/api/jobs/current/vertices/{graph_ids[1]}")
+        assert vertex["id"] == graph_ids[1]
+        assert vertex["name"] == MAP
+        assert vertex["parallelism"] == 2
+        assert len(vertex["subtasks"]) == 2
+        for key in (
+            "records_in",
+            "records_out",
+            "records_in_per_second",
+            "records_out_per_second",
+            "busy_ratio",
+            "idle_ratio",
+            "backpressured_ratio",
+            "backpressure_level",
+            "input_watermark",
+            "output_watermark",
+        ):
+            assert key in vertex, key
+
+        pressure = await get(
+            session, f"{url}/api/jobs/current/vertices/{graph_ids[0]}/backpressure"
+        )
+        assert pressure["level"] in ("ok", "low", "high")
+        assert [s["index"] for s in pressure["subtasks"]] == [0]
+        for s in pressure["subtasks"]:
+            assert set(s) == {"index", "backpressured_ratio", "busy_ratio", "idle_ratio", "level"}
+            assert s["level"] in ("ok", "low", "high")
+            assert 0 <= s["backpressured_ratio"] <= 1
+
+        metrics = await get(session, f"{url}/api/jobs/current/metrics")
+        assert isinstance(metrics, dict) and metrics
+
+        async def a_checkpoint() -> dict[str, Any] | None:
+            checkpoints = await get(session, f"{url}/api/jobs/current/checkpoints")
+            return checkpoints if checkpoints["completed"] >= 1 else None
+
+        checkpoints = await wait_for(a_checkpoint, 10, "a completed checkpoint")
+        assert checkpoints["enabled"] is True
+        assert checkpoints["history"]
+
+        async with session.get(f"{url}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await response.text()
+        samples = [line for line in text.splitlines() if line.startswith("flowkit_")]
+        assert samples
+        assert any(client.job_id in line for line in samples)
+
+        async with session.get(f"{url}/") as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            assert "flowkit" in await response.text()
+
+
+async def test_savepoint_action_writes_a_savepoint_a_job_restores_from(
+    running_job: JobFixture, tmp_path: Path
+) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    async with aiohttp.ClientSession() as session:
+        await running_rates(session, url)
+        target = tmp_path / "savepoint-1"
+        answer = await post(
+            session, f"{url}/api/jobs/current/savepoints", {"directory": str(target)}
+        )
+    assert answer == {"directory": str(target)}
+    assert client.status is fk.JobStatus.RUNNING  # a savepoint leaves the job running
+    reader = await read_snapshot(target)
+    assert reader.job_name == "web job"
+
+    # a new job resumes from it: the source goes on after its saved position
+    restored = fk.StreamExecutionEnvironment(parallelism=2, freeze_gc=False)
+    sink = build_job(restored, records=5_000, pause_s=0)
+    again = await restored.execute_async("restored", restore_from=answer["directory"])
+    await asyncio.wait_for(again.wait(), 20)
+    assert 0 < len(sink.values) < 5_000
+    assert min(sink.values) > 1
+
+
+async def test_stop_with_savepoint_ends_the_job(running_job: JobFixture, tmp_path: Path) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    target = tmp_path / "stopped"
+    async with aiohttp.ClientSession() as session:
+        await running_rates(session, url)
+        answer = await post(
+            session,
+            f"{url}/api/jobs/{client.job_id}/stop",
+            {"directory": str(target), "drain": False},
+        )
+    assert answer["directory"] == str(target)
+    assert client.done()
+    assert (target / "_metadata").exists()
+    await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    assert not port_accepts(url)
+
+
+async def test_cancel_action_cancels_and_the_server_closes(running_job: JobFixture) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    assert url is not None
+    async with aiohttp.ClientSession() as session:
+        answer = await post(session, f"{url}/api/jobs/current/cancel")
+    assert answer == {"status": "CANCELED"}
+    assert client.status is fk.JobStatus.CANCELED
+    with pytest.raises(fk.JobCancelled):
+        await client.wait()
+    await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    assert not port_accepts(url)
+
+
+async def test_errors_are_json_with_their_status(running_job: JobFixture) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    async with aiohttp.ClientSession() as session:
+        error = await get(session, f"{url}/api/jobs/nope", 404)
+        assert "nope" in error["error"] and client.job_id in error["error"]
+        await get(session, f"{url}/api/jobs/nope/plan", 404)
+        error = await get(session, f"{url}/api/jobs/current/vertices/999999", 404)
+        assert "999999" in error["error"]
+        await get(session, f"{url}/api/jobs/current/vertices/abc/backpressure", 404)
+        await get(session, f"{url}/api/no-such-endpoint", 404)
+
+        savepoints = f"{url}/api/jobs/current/savepoints"
+        error = await post(session, savepoints, status=400)
+        assert "directory" in error["error"]
+        error = await post(session, savepoints, {"dir": "x"}, status=400)
+        assert "directory" in error["error"]
+        error = await post(session, savepoints, [1, 2], status=400)
+        assert "JSON object" in error["error"]
+        error = await post(session, savepoints, data=b"{not json", status=400)
+        assert "JSON object" in error["error"]
+        error = await post(
+            session, f"{url}/api/jobs/current/stop", {"directory": "x", "drain": "yes"}, 400
+        )
+        assert "drain" in error["error"]
+        async with session.get(savepoints) as response:
+            assert response.status == 405
+    assert client.status is fk.JobStatus.RUNNING
+
+
+async def test_conflicts_savepoint_without_checkpointing_and_ended_jobs(tmp_path: Path) -> None:
+    env = make_env(None)  # no checkpointing
+    build_job(env)
+    first = await env.execute_async("first")
+    build_job(env)
+    second = await env.execute_async("second")
+    url = env.web_ui_url
+    try:
+        assert url is not None and first.web_ui_url == second.web_ui_url == url  # one server
+        async with aiohttp.ClientSession() as session:
+            jobs = await get(session, f"{url}/api/jobs")
+            assert [j["name"] for j in jobs["jobs"]] == ["first", "second"]
+            assert (await get(session, f"{url}/api/jobs/current"))["name"] == "second"
+
+            error = await post(
+                session,
+                f"{url}/api/jobs/{first.job_id}/savepoints",
+                {"directory": str(tmp_path / "sp")},
+                409,
+            )
+            assert "checkpointing" in error["error"]
+
+            await first.cancel()
+            error = await post(session, f"{url}/api/jobs/{first.job_id}/cancel", status=409)
+            assert "ended" in error["error"] and "CANCELED" in error["error"]
+            # the second job still runs, so the server still serves
+            overview = await get(session, f"{url}/api/jobs/{first.job_id}")
+            assert overview["status"] == "CANCELED"
+            assert overview["end_time_ms"] >= overview["start_time_ms"]
+            assert port_accepts(url)
+    finally:
+        await first.cancel()
+        await second.cancel()
+    await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    assert not port_accepts(url)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])
+def test_non_local_binds_are_refused(host: str) -> None:
+    env = fk.StreamExecutionEnvironment()
+    with pytest.raises(fk.InvalidConfigurationError, match="allow_remote=True"):
+        env.enable_web_ui(port=0, host=host)
+    assert env.web_ui_address is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_loopback_binds_are_accepted(host: str) -> None:
+    env = fk.StreamExecutionEnvironment().enable_web_ui(port=0, host=host)
+    assert env.web_ui_address == (host, 0)
+
+
+@pytest.mark.parametrize("port", [-1, 70_000, "8081", True])
+def test_bad_ports_are_refused(port: Any) -> None:
+    with pytest.raises(fk.InvalidConfigurationError, match="port"):
+        fk.StreamExecutionEnvironment().enable_web_ui(port=port)
+
+
+async def test_remote_bind_when_asked_for_explicitly() -> None:
+    env = make_env(None, host="0.0.0.0", allow_remote=True)
+    build_job(env)
+    client = await env.execute_async("remote")
+    try:
+        url = env.web_ui_url
+        assert url is not None and url.startswith("http://0.0.0.0:")
+        port = urlsplit(url).port
+        async with aiohttp.ClientSession() as session:
+            overview = await get(session, f"http://127.0.0.1:{port}/api/jobs/current")
+        assert overview["name"] == "remote"
+    finally:
+        await client.cancel()
+    await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+
+
+def test_blocking_execute_serves_and_shuts_down() -> None:
+    env = make_env(None)
+    build_job(env, records=400, pause_s=0.005)  # about two seconds
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            answers.append(env.execute("blocking"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        url = None
+        for _ in range(200):
+            url = env.web_ui_url
+            if url is not None or not thread.is_alive():
+                break
+            threading.Event().wait(0.02)
+        assert url is not None, errors
+        with urllib.request.urlopen(f"{url}/api/jobs/current", timeout=5) as response:
+            overview = json.load(response)
+        assert overview["name"] == "blocking"
+        assert overview["status"] == "RUNNING"
+    finally:
+        thread.join(30)
+    assert not thread.is_alive()
+    assert not errors, errors
+    assert answers[0].job_name == "blocking"
+    assert env.web_ui_url is None
+    assert not port_accepts(url)
+
+
+def test_a_clear_error_without_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "aiohttp" else find_spec(name, *a),
+    )
+    with pytest.raises(fk.InvalidConfigurationError, match=r"flowkit-streaming\[web\]"):
+        fk.StreamExecutionEnvironment().enable_web_ui()
+
+
+def test_import_flowkit_does_not_import_aiohttp() -> None:
+    code = "import sys, flowkit, flowkit.web; print('aiohttp' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": ""},
+    )
+    assert out.stdout.strip() == "False"
