@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from flowkit.checkpoint.coordinator import CheckpointFailed
 from flowkit.errors import InvalidConfigurationError
 from flowkit.graph.explain import plan_dict
 from flowkit.runtime.client import JobClient
+from flowkit.runtime.metrics import JobMetrics, VertexMetrics
 
 __all__ = ["WebUI"]
 
@@ -105,12 +107,21 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(500, _one_line(exc))
 
 
-def _metrics(client: JobClient) -> Any:
-    """``client.metrics()``: per-vertex views, checkpoints, JSON and Prometheus forms."""
-    return client.metrics()
+def _vertices(client: JobClient, metrics: JobMetrics) -> list[VertexMetrics]:
+    """One :class:`VertexMetrics` per vertex of ``client.job_graph``, in its order."""
+    graph = client.job_graph.vertices
+    views = metrics.vertices()
+    if [v.name for v in views] == [v.name for v in graph]:
+        return views
+    # Chains with the same name are one entry of metrics.vertices(); the subtasks come in
+    # the job graph's order, so split them by position instead.
+    subtasks = iter(metrics.subtasks)
+    return [
+        VertexMetrics.of(v.name, tuple(itertools.islice(subtasks, v.parallelism))) for v in graph
+    ]
 
 
-def _vertex_summary(vertex_id: int, metrics: Any) -> dict[str, Any]:
+def _vertex_summary(vertex_id: int, metrics: VertexMetrics) -> dict[str, Any]:
     data = dict(metrics.to_dict())
     data.pop("subtasks", None)
     return {"id": vertex_id, **data}
@@ -142,8 +153,8 @@ class WebUI:
     # ----------------------------------------------------------------- lifecycle
     @property
     def url(self) -> str | None:
-        """``http://host:port`` while serving, else None."""
-        return self._url if self._runner is not None else None
+        """``http://host:port`` from :meth:`start` until the server has fully closed."""
+        return self._url
 
     @property
     def serving(self) -> bool:
@@ -216,6 +227,7 @@ class WebUI:
         finally:
             if others:
                 await asyncio.gather(*others, return_exceptions=True)
+            self._url = None
             self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -248,7 +260,7 @@ class WebUI:
             raise _HTTPError(404, f"no job {job_id!r}; jobs are {list(self._jobs)}")
         return client
 
-    def _vertex_metrics(self, client: JobClient, request: web.Request) -> tuple[int, Any]:
+    def _vertex_metrics(self, client: JobClient, request: web.Request) -> tuple[int, VertexMetrics]:
         raw = request.match_info["vertex_id"]
         ids = [v.id for v in client.job_graph.vertices]
         try:
@@ -257,12 +269,12 @@ class WebUI:
             raise _HTTPError(
                 404, f"job {client.job_id!r} has no vertex {raw!r}; vertex ids are {ids}"
             ) from None
-        return ids[index], _metrics(client).vertices()[index]
+        return ids[index], _vertices(client, client.metrics())[index]
 
     # ----------------------------------------------------------------- read
     def _overview_of(self, client: JobClient) -> dict[str, Any]:
         graph = client.job_graph
-        vertices = _metrics(client).vertices()
+        vertices = _vertices(client, client.metrics())
         return {
             "id": client.job_id,
             "name": client.job_name,
@@ -290,10 +302,17 @@ class WebUI:
         return _json(plan_dict(self._job(request).job_graph))
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        return _json(_metrics(self._job(request)).to_json_dict())
+        client = self._job(request)
+        metrics = client.metrics()
+        data = metrics.to_json_dict()
+        data["vertices"] = [
+            {"id": v.id, **m.to_dict()}
+            for v, m in zip(client.job_graph.vertices, _vertices(client, metrics), strict=True)
+        ]
+        return _json(data)
 
     async def _checkpoints(self, request: web.Request) -> web.StreamResponse:
-        return _json(_metrics(self._job(request)).checkpoints.to_dict())
+        return _json(self._job(request).metrics().checkpoints.to_dict())
 
     async def _vertex(self, request: web.Request) -> web.StreamResponse:
         vertex_id, metrics = self._vertex_metrics(self._job(request), request)
@@ -325,7 +344,7 @@ class WebUI:
         )
 
     async def _prometheus(self, request: web.Request) -> web.StreamResponse:
-        texts = [_metrics(c).to_prometheus(c.job_name, c.job_id) for c in self._jobs.values()]
+        texts = [c.metrics().to_prometheus(c.job_name, c.job_id) for c in self._jobs.values()]
         body = _merge_prometheus(texts)
         return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 

@@ -386,3 +386,38 @@ def test_import_flowkit_does_not_import_aiohttp() -> None:
         env={**os.environ, "PYTHONWARNINGS": ""},
     )
     assert out.stdout.strip() == "False"
+
+
+async def test_vertices_with_the_same_name_keep_their_own_metrics() -> None:
+    env = make_env(None)
+    env.disable_operator_chaining()
+    sink = fk.CollectSink()
+    (
+        env.from_source(fk.PacedSource(list(range(100_000)), 0.001), source_name="Numbers")
+        .map(lambda x: x + 1)
+        .name("Same")
+        .set_parallelism(1)
+        .map(lambda x: x + 1)
+        .name("Same")
+        .sink_to(sink)
+    )
+    client = await env.execute_async("twins")
+    try:
+        url = env.web_ui_url
+        ids = [v.id for v in client.job_graph.vertices]
+        async with aiohttp.ClientSession() as session:
+            overview = await get(session, f"{url}/api/jobs/current")
+            assert [v["id"] for v in overview["vertices"]] == ids
+            assert [(v["name"], v["parallelism"]) for v in overview["vertices"]] == [
+                ("Numbers", 1),
+                ("Same", 1),
+                ("Same", 2),
+                ("Collect Sink", 2),
+            ]
+            second = await get(session, f"{url}/api/jobs/current/vertices/{ids[2]}")
+            assert [s["subtask_index"] for s in second["subtasks"]] == [0, 1]
+            metrics = await get(session, f"{url}/api/jobs/current/metrics")
+            assert [v["id"] for v in metrics["vertices"]] == ids
+    finally:
+        await client.cancel()
+    await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
