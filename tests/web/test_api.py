@@ -285,6 +285,12 @@ async def test_conflicts_savepoint_without_checkpointing_and_ended_jobs(tmp_path
             assert overview["status"] == "CANCELED"
             assert overview["end_time_ms"] >= overview["start_time_ms"]
             assert port_accepts(url)
+
+            async with session.get(f"{url}/metrics") as response:
+                text = await response.text()
+            help_lines = [line for line in text.splitlines() if line.startswith("# HELP ")]
+            assert help_lines and len(help_lines) == len(set(help_lines))  # one per family
+            assert first.job_id in text and second.job_id in text
     finally:
         await first.cancel()
         await second.cancel()
