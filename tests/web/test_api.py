@@ -223,6 +223,7 @@ async def test_cancel_action_cancels_and_the_server_closes(running_job: JobFixtu
         await client.wait()
     await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
     assert not port_accepts(url)
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # the server left no task behind
 
 
 async def test_errors_are_json_with_their_status(running_job: JobFixture) -> None:
@@ -427,3 +428,16 @@ async def test_vertices_with_the_same_name_keep_their_own_metrics() -> None:
     finally:
         await client.cancel()
     await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+
+
+async def test_a_port_in_use_fails_the_submission_and_cancels_the_job() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = fk.StreamExecutionEnvironment(freeze_gc=False).enable_web_ui(port=port)
+        build_job(env)
+        with pytest.raises(OSError):
+            await env.execute_async("no port")
+    assert env.web_ui_url is None
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # the job was cancelled
