@@ -297,8 +297,12 @@ class StreamExecutionEnvironment:
             return
         from flowkit.web.server import WebUI
 
+        loop = asyncio.get_running_loop()
+        closing = self._web_ui
+        if closing is not None and not closing.serving and closing.loop is loop:
+            await closing.wait_closed()  # let the last server free its port
         web_ui = self._web_ui
-        if web_ui is None or not web_ui.serving or web_ui.loop is not asyncio.get_running_loop():
+        if web_ui is None or not web_ui.serving or web_ui.loop is not loop:
             web_ui = WebUI(*self.web_ui_address)
             try:
                 await web_ui.start()

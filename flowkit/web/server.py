@@ -204,10 +204,9 @@ class WebUI:
     async def _watch(self, client: JobClient) -> None:
         try:
             await client.wait()
-        except asyncio.CancelledError:
-            if not client.done():  # the server (or the loop) is shutting down
-                await self.close()
-                raise
+        except asyncio.CancelledError:  # the server (or the loop) is shutting down
+            await self.close()
+            raise
         except Exception:
             pass  # failed or cancelled: the job has ended all the same
         if all(c.done() for c in self._jobs.values()):

@@ -441,3 +441,18 @@ async def test_a_port_in_use_fails_the_submission_and_cancels_the_job() -> None:
             await env.execute_async("no port")
     assert env.web_ui_url is None
     assert asyncio.all_tasks() == {asyncio.current_task()}  # the job was cancelled
+
+
+async def test_the_next_job_after_the_last_ended_gets_a_new_server_on_the_same_port() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = fk.StreamExecutionEnvironment(freeze_gc=False).enable_web_ui(port=port)
+    urls = []
+    for name in ("one", "two"):
+        build_job(env, records=20, pause_s=0)
+        client = await env.execute_async(name)
+        urls.append(client.web_ui_url)
+        await asyncio.wait_for(client.wait(), 10)  # the server starts closing now
+    assert urls == [f"http://127.0.0.1:{port}"] * 2
+    await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
