@@ -58,6 +58,7 @@ DOCTEST_MODULES = [
     "flowkit.runtime.channels",
     "flowkit.eventtime.valve",
     "flowkit.graph.explain",
+    "flowkit.cli.progress",
     "flowkit.state.key_groups",
     "flowkit.runtime.client",
     "flowkit.api.environment",

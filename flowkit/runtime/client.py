@@ -85,6 +85,8 @@ class JobClient:
         self.end_time_ms: int | None = None
         #: The web UI serving this job (``env.enable_web_ui()``), or None.
         self.web_ui_url: str | None = None
+        #: The savepoint directory when the job was ended by :meth:`stop_with_savepoint`.
+        self.stopped_with_savepoint: str | None = None
         vertices = executor.job_graph.vertices
         self._chains = tuple((v.name, v.operator_names) for v in vertices)
         self._created = tuple(
@@ -353,6 +355,7 @@ class JobClient:
         if drain:
             self._executor.emit_max_watermark_at_sources()
         completed = await self._executor.trigger_savepoint(directory, notify=True)
+        self.stopped_with_savepoint = completed.directory
         await self.cancel()
         return completed.directory
 

@@ -119,7 +119,19 @@ def test_run_prints_progress_lines_while_the_job_runs(
     lines = capsys.readouterr().out.strip().splitlines()
     progress = [line for line in lines if line.startswith("[")]
     assert len(progress) >= 2
-    assert all(" RUNNING | Paced Source: in=" in line and "rec/s)" in line for line in progress)
+    for line in progress:
+        assert " RUNNING | Paced Source: in=" in line
+        assert re.search(
+            r"Paced Source: in=\d+ out=\d+ \(\d+ rec/s, busy \d+%, bp (ok|low|high)\)", line
+        )
+        assert "Keyed Reduce -> Filter -> Print to Std. Out: in=" in line
+        assert "checkpoints" not in line  # checkpointing is off: nothing to report
+    # the rate is the source's real pace: 150 records at >= 4 ms each is < 250 rec/s
+    rates = [
+        int(m) for line in progress for m in re.findall(r"Paced Source: [^(]*\((\d+) rec/s", line)
+    ]
+    assert max(rates) < 250
+    assert any(rate > 0 for rate in rates)
     assert lines[-1].startswith("FINISHED in ")
     assert "Paced Source: in=150 out=150" in lines[-1]
     assert "Keyed Reduce -> Filter -> Print to Std. Out: in=150 out=0" in lines[-1]
@@ -341,6 +353,85 @@ def test_ctrl_c_cancels_the_job_and_exits_130(tmp_path: Path) -> None:
     assert "FINISHED" not in out
 
 
+# --------------------------------------------------------------------- live view
+@pytest.mark.skipif(os.name != "posix", reason="pseudo-terminals")
+def test_live_view_on_a_terminal_redraws_a_table(tmp_path: Path) -> None:
+    import pty
+
+    job = paced_job(tmp_path, records=120, pause_s=0.004)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [str(SCRIPT), "run", str(job), "--progress-interval", "0.1"],
+        cwd=tmp_path,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "150"},
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    screen = b"".join(chunks).decode()
+    drawings = screen.count("flowkit · paced · RUNNING")
+    assert drawings >= 2
+    # every drawing after the first moves the cursor back up over the previous one
+    assert screen.count("\x1b[J") == drawings - 1
+    assert re.search(r"\x1b\[\d+F\x1b\[J", screen)
+    assert "OPERATOR" in screen and "WATERMARK" in screen and "BACKPR" in screen
+    # the chain's operators get their own rows, with their own counts
+    table = screen.rsplit("flowkit · paced · RUNNING", 1)[1]
+    assert re.search(r"^  Keyed Reduce\s+\d+\s+\d+", table, re.M)
+    assert re.search(r"^  Filter\s+\d+\s+0", table, re.M)
+    assert "checkpoints: off" in table
+    assert screen.rstrip().splitlines()[-1].startswith("FINISHED in ")
+
+
+def test_live_view_can_be_forced_and_lines_can_be_turned_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = paced_job(tmp_path, records=100, pause_s=0.004)
+    assert cli.main(["run", str(job), "--progress", "live", "--progress-interval", "0.1"]) == 0
+    live = capsys.readouterr().out
+    assert "OPERATOR" in live and "\x1b[J" in live
+    assert cli.main(["run", str(job), "--progress", "off", "--progress-interval", "0.1"]) == 0
+    quiet = capsys.readouterr().out.strip().splitlines()
+    assert len(quiet) == 1 and quiet[0].startswith("FINISHED in ")
+
+
+# --------------------------------------------------------------------- job arguments
+def test_job_arguments_after_double_dash_reach_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(
+        tmp_path,
+        """
+        def build(env, args):
+            count = int(args[0])
+            env.from_sequence(1, count).print()
+        """,
+    )
+    assert cli.main(["run", str(job), "--progress", "off", "--", "7"]) == 0
+    assert "Sequence Source -> Print to Std. Out: in=7 out=7" in capsys.readouterr().out
+    simple = sum_job(tmp_path)
+    assert cli.main(["run", str(simple), "--", "7"]) == 2
+    assert "build(env) takes no job arguments" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------- entry point
 def test_console_script_is_declared() -> None:
     text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
@@ -353,5 +444,5 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("run", "explain", "inspect"):
+    for command in ("run", "explain", "inspect", "savepoint", "stop", "list"):
         assert command in out

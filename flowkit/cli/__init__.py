@@ -1,0 +1,561 @@
+"""The ``flowkit`` command line: run a job file, print its plan, inspect a snapshot, and
+take savepoints of or stop a running job.
+
+Commands::
+
+    flowkit run JOB.py [--parallelism N] [--restore-from DIR] [--checkpoint-dir DIR]
+                       [--checkpoint-interval MS] [--set KEY=VALUE ...]
+                       [--progress auto|live|lines|off] [--savepoint-on-interrupt DIR]
+                       [--web [--web-port PORT]] [--verbose] [-- JOB ARGS ...]
+    flowkit explain JOB.py [--format text|mermaid|dot] [--parallelism N] [--set KEY=VALUE ...]
+    flowkit inspect DIR [state processor options]
+    flowkit savepoint DIR [--url URL] [--job ID]
+    flowkit stop [--savepoint DIR [--drain]] [--url URL] [--job ID]
+    flowkit list [--url URL]
+
+A job file is a Python file that defines::
+
+    def build(env: flowkit.StreamExecutionEnvironment) -> None:
+        env.from_sequence(1, 1000).key_by(lambda x: x % 10).sum().print()
+
+or ``build(env, args)`` to receive the arguments given after ``--``. ``build`` adds
+sources, transformations and sinks to the environment it is given; the command line
+creates that environment (``--parallelism``, ``--set``, checkpointing, web UI) and runs or
+explains the job. The file is imported like a script: its directory is put first on
+``sys.path`` so it can import modules next to it.
+
+``savepoint``, ``stop`` and ``list`` talk to a job started with ``--web`` (or
+``env.enable_web_ui``) through its REST API.
+
+Exit codes: 0 success; 1 the job failed or was cancelled, or a REST call failed; 2 bad
+arguments, a job file that is missing, does not import, lacks ``build`` or whose ``build``
+raises, or an invalid setting; 130 interrupted (Ctrl-C cancels the job first, or stops it
+with a savepoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import inspect
+import os
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from flowkit.api.environment import StreamExecutionEnvironment
+from flowkit.cli import remote
+from flowkit.cli.progress import LinesView, LiveView, ProgressView
+from flowkit.errors import FlowkitError, InvalidConfigurationError, JobCancelled
+from flowkit.runtime.client import JobClient, JobMetrics
+
+__all__ = [
+    "SETTABLE_OPTIONS",
+    "CliError",
+    "TaskCounts",
+    "load_job",
+    "main",
+    "make_environment",
+    "parse_setting",
+    "parse_value",
+    "task_counts",
+]
+
+#: Constructor parameters of :class:`StreamExecutionEnvironment` that ``--set`` accepts
+#: (``parallelism`` has its own option; a clock cannot be given on the command line).
+SETTABLE_OPTIONS: tuple[str, ...] = tuple(
+    name
+    for name in inspect.signature(StreamExecutionEnvironment.__init__).parameters
+    if name not in ("self", "parallelism", "clock")
+)
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A problem the command line reports as one ``error: ...`` line and exit code 2."""
+
+
+def _first_line(text: object) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+# --------------------------------------------------------------------- settings
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: ``none``/``null`` -> None, ``true``/``false`` -> bool, then int,
+    then float, else the string itself.
+
+    Example:
+        >>> [parse_value(v) for v in ("4096", "2.5", "none", "true", "x")]
+        [4096, 2.5, None, True, 'x']
+    """
+    lowered = text.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    for convert in (int, float):
+        try:
+            return convert(lowered)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``"buffer_size=4096"`` -> ``("buffer_size", 4096)``.
+
+    Raises:
+        CliError: without ``=`` or for a key that is not a settable option.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise CliError(f"--set expects KEY=VALUE, got {text!r}")
+    if key not in SETTABLE_OPTIONS:
+        raise CliError(f"unknown setting {key!r}; valid keys: {', '.join(SETTABLE_OPTIONS)}")
+    return key, parse_value(value)
+
+
+def make_environment(
+    parallelism: int = 1,
+    settings: Sequence[str] = (),
+    checkpoint_dir: str | None = None,
+    checkpoint_interval_ms: int = 1000,
+) -> StreamExecutionEnvironment:
+    """A new environment with ``--set`` settings applied and checkpointing enabled when
+    ``checkpoint_dir`` is given.
+
+    Raises:
+        CliError: for an unknown key or an invalid value.
+    """
+    options = dict(parse_setting(s) for s in settings)
+    try:
+        env = StreamExecutionEnvironment(parallelism=parallelism, **options)
+        if checkpoint_dir is not None:
+            env.enable_checkpointing(checkpoint_interval_ms, directory=checkpoint_dir)
+    except InvalidConfigurationError as exc:
+        raise CliError(_first_line(exc)) from None
+    return env
+
+
+# --------------------------------------------------------------------- job files
+def load_job(path: str | os.PathLike[str]) -> Callable[..., Any]:
+    """Import the job file at ``path`` and return its ``build`` function.
+
+    Raises:
+        CliError: when the file is missing, fails to import or has no callable ``build``.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"job file not found: {os.fspath(path)}")
+    module_name = f"_flowkit_job_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise CliError(f"cannot import {file}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    directory = str(file.resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise CliError(f"cannot import {file}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise CliError(f"{file} defines no build(env) function")
+    return build
+
+
+def _takes_arguments(build: Callable[..., Any]) -> bool:
+    """True when ``build`` accepts a second positional parameter (the job's arguments)."""
+    try:
+        params = list(inspect.signature(build).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
+
+
+def _build(args: argparse.Namespace) -> StreamExecutionEnvironment:
+    build = load_job(args.job)
+    env = make_environment(
+        args.parallelism,
+        args.set,
+        getattr(args, "checkpoint_dir", None),
+        getattr(args, "checkpoint_interval", 1000),
+    )
+    if getattr(args, "web", False):
+        try:
+            env.enable_web_ui(args.web_port, host=args.web_host, allow_remote=args.web_allow_remote)
+        except (InvalidConfigurationError, ImportError) as exc:
+            raise CliError(_first_line(exc)) from None
+    job_args: list[str] = args.job_args
+    try:
+        if _takes_arguments(build):
+            build(env, job_args)
+        elif job_args:
+            raise CliError(
+                f"{args.job}: build(env) takes no job arguments, but got {job_args}; "
+                f"define build(env, args) to receive them"
+            )
+        else:
+            build(env)
+    except CliError:
+        raise
+    except SystemExit as exc:  # e.g. argparse inside build() rejecting the job arguments
+        raise CliError(f"build() of {args.job} exited: {exc.code}") from None
+    except Exception as exc:
+        raise CliError(
+            f"build() of {args.job} failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    return env
+
+
+# --------------------------------------------------------------------- progress
+@dataclass(frozen=True)
+class TaskCounts:
+    """Records into and out of all subtasks of one task (a chain of operators)."""
+
+    task: str
+    records_in: int
+    records_out: int
+
+
+def task_counts(metrics: JobMetrics) -> list[TaskCounts]:
+    """Per-task totals of ``metrics``, in the job's order of tasks."""
+    return [TaskCounts(v.name, v.records_in, v.records_out) for v in metrics.vertices()]
+
+
+def _summary_line(status: str, elapsed: float, metrics: JobMetrics) -> str:
+    parts = [f"{t.task}: in={t.records_in} out={t.records_out}" for t in task_counts(metrics)]
+    if metrics.restarts:
+        parts.append(f"restarts: {metrics.restarts}")
+    return f"{status} in {elapsed:.2f}s | " + " | ".join(parts)
+
+
+def _make_view(args: argparse.Namespace, out: TextIO, job_name: str) -> ProgressView | None:
+    mode = args.progress
+    if mode == "auto":
+        mode = "live" if out.isatty() else "lines"
+    if mode == "off":
+        return None
+    if mode == "live":
+        return LiveView(out, job_name)
+    return LinesView(out)
+
+
+async def _run_job(env: StreamExecutionEnvironment, args: argparse.Namespace, out: TextIO) -> None:
+    started = time.perf_counter()
+    job_name = Path(args.job).stem
+    client: JobClient = await env.execute_async(job_name, restore_from=args.restore_from)
+    if client.web_ui_url is not None:
+        print(f"web UI: {client.web_ui_url}", file=out, flush=True)
+    view = _make_view(args, out, job_name)
+    waiter = asyncio.ensure_future(client.wait())
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=args.progress_interval)
+            if done:
+                break
+            if view is not None:
+                view.update(time.perf_counter() - started, client.status.name, client.metrics())
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this coroutine
+        await _stop_on_interrupt(client, args.savepoint_on_interrupt, out)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        raise
+    elapsed = time.perf_counter() - started
+    try:
+        result = waiter.result()
+    except JobCancelled:
+        # Stopped from outside: with a savepoint (`flowkit stop --savepoint`) the job ended
+        # as asked; a plain cancel is reported as an error by the caller.
+        stopped = client.stopped_with_savepoint
+        status = "CANCELED" if stopped is None else f"STOPPED with savepoint {stopped}"
+        print(_summary_line(status, elapsed, client.metrics()), file=out, flush=True)
+        if stopped is None:
+            raise
+        return
+    print(_summary_line("FINISHED", elapsed, result.metrics), file=out, flush=True)
+
+
+async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: TextIO) -> None:
+    """Ctrl-C: stop with a savepoint when one was asked for, else cancel."""
+    if savepoint_dir is not None and not client.done():
+        try:
+            directory = await client.stop_with_savepoint(savepoint_dir)
+        except Exception as exc:
+            print(
+                f"error: savepoint on interrupt failed: {type(exc).__name__}: "
+                f"{_first_line(exc)}; cancelling the job",
+                file=sys.stderr,
+            )
+        else:
+            print(f"savepoint: {directory}", file=out, flush=True)
+    await client.cancel()
+
+
+# --------------------------------------------------------------------- commands
+def _cmd_run(args: argparse.Namespace) -> int:
+    env = _build(args)
+    try:
+        asyncio.run(_run_job(env, args, sys.stdout))
+    except KeyboardInterrupt:
+        what = "stopped with a savepoint" if args.savepoint_on_interrupt else "cancelled"
+        print(f"error: interrupted; the job was {what}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except JobCancelled as exc:
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    except Exception as exc:
+        _report(exc, args.verbose)
+        return EXIT_JOB_FAILED
+    return EXIT_OK
+
+
+def _report(exc: BaseException, verbose: bool) -> None:
+    """One line for the error, one for its root cause; the traceback with ``--verbose``."""
+    print(f"error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+    cause = _root_cause(exc)
+    if cause is not exc:
+        print(f"cause: {type(cause).__name__}: {_first_line(cause)}", file=sys.stderr)
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    elif not isinstance(exc, FlowkitError):
+        print("(run with --verbose for the traceback)", file=sys.stderr)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    env = _build(args)
+    try:
+        text = env.explain(args.format)
+    except (InvalidConfigurationError, ValueError) as exc:
+        raise CliError(_first_line(exc)) from None
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def _remote(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    try:
+        return remote.request(url, path, body)
+    except remote.RestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_savepoint(args: argparse.Namespace) -> int:
+    directory = os.path.abspath(args.directory)
+    reply = _remote(args.url, remote.job_path(args.job) + "/savepoints", {"directory": directory})
+    if reply is None:
+        return EXIT_JOB_FAILED
+    print(reply["directory"])
+    return EXIT_OK
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    path = remote.job_path(args.job)
+    if args.savepoint is None:
+        if args.drain:
+            raise CliError("--drain needs --savepoint DIR (drain, then stop with a savepoint)")
+        reply = _remote(args.url, path + "/cancel", {})
+        if reply is None:
+            return EXIT_JOB_FAILED
+        print(reply.get("status", "CANCELED"))
+        return EXIT_OK
+    body = {"directory": os.path.abspath(args.savepoint), "drain": args.drain}
+    reply = _remote(args.url, path + "/stop", body)
+    if reply is None:
+        return EXIT_JOB_FAILED
+    print(reply["directory"])
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    reply = _remote(args.url, "/api/jobs")
+    if reply is None:
+        return EXIT_JOB_FAILED
+    for job in reply["jobs"]:
+        print(f"{job['id']}  {job['status']:<10} {job['duration_ms'] / 1000:8.1f}s  {job['name']}")
+    return EXIT_OK
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowkit",
+        description="Run, explain, inspect and control flowkit jobs.",
+        epilog="Arguments after `--` go to the job file's build(env, args).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def job_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("job", metavar="JOB.py", help="a Python file defining build(env)")
+        p.add_argument(
+            "--parallelism", type=int, default=1, metavar="N", help="subtasks per operator"
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"an environment option; keys: {', '.join(SETTABLE_OPTIONS)}",
+        )
+
+    def remote_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--url",
+            default=remote.DEFAULT_URL,
+            help=f"the job's web UI address (default {remote.DEFAULT_URL})",
+        )
+        p.add_argument(
+            "--job", default="current", metavar="ID", help="job id (default: the newest job)"
+        )
+
+    run = commands.add_parser(
+        "run", help="run a job file and show its progress (JOB.py [options] [-- job args])"
+    )
+    job_options(run)
+    run.add_argument("--restore-from", metavar="DIR", help="checkpoint or savepoint to resume")
+    run.add_argument("--checkpoint-dir", metavar="DIR", help="enable checkpointing into DIR")
+    run.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        default=1000,
+        metavar="MS",
+        help="checkpoint interval in milliseconds (default 1000)",
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "live", "lines", "off"),
+        default="auto",
+        help="live table on a terminal, log lines otherwise (default auto)",
+    )
+    run.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between progress updates (default 1)",
+    )
+    run.add_argument(
+        "--savepoint-on-interrupt",
+        metavar="DIR",
+        help="on Ctrl-C, stop the job with a savepoint into DIR instead of cancelling it",
+    )
+    run.add_argument("--web", action="store_true", help="serve the REST API and dashboard")
+    run.add_argument(
+        "--web-port", type=_port, default=8081, metavar="PORT", help="default 8081; 0 = any"
+    )
+    run.add_argument("--web-host", default="127.0.0.1", metavar="HOST", help="default 127.0.0.1")
+    run.add_argument(
+        "--web-allow-remote",
+        action="store_true",
+        help="allow a --web-host that is not a loopback address (anyone who reaches it can "
+        "stop the job)",
+    )
+    run.add_argument("--verbose", action="store_true", help="print full tracebacks")
+    run.set_defaults(func=_cmd_run)
+
+    explain = commands.add_parser("explain", help="print a job file's plan")
+    job_options(explain)
+    explain.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    explain.set_defaults(func=_cmd_explain)
+
+    inspect_cmd = commands.add_parser(
+        "inspect", help="describe a checkpoint or savepoint (see `flowkit inspect --help`)"
+    )
+    inspect_cmd.add_argument("args", nargs=argparse.REMAINDER)
+
+    savepoint = commands.add_parser(
+        "savepoint", help="take a savepoint of a running job (through its web UI)"
+    )
+    savepoint.add_argument("directory", metavar="DIR", help="where to write the savepoint")
+    remote_options(savepoint)
+    savepoint.set_defaults(func=_cmd_savepoint)
+
+    stop = commands.add_parser(
+        "stop", help="stop a running job (through its web UI), optionally with a savepoint"
+    )
+    stop.add_argument("--savepoint", metavar="DIR", help="take a savepoint into DIR, then stop")
+    stop.add_argument(
+        "--drain",
+        action="store_true",
+        help="fire all event-time timers and windows before the savepoint (Flink's --drain)",
+    )
+    remote_options(stop)
+    stop.set_defaults(func=_cmd_stop)
+
+    list_cmd = commands.add_parser("list", help="list the jobs a web UI serves")
+    list_cmd.add_argument("--url", default=remote.DEFAULT_URL, help="the web UI's address")
+    list_cmd.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flowkit`` command line and return its exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] == "inspect":
+        from flowkit.state_processor import main as inspect_main
+
+        return inspect_main(arguments[1:])
+    job_args: list[str] = []
+    if "--" in arguments:
+        split = arguments.index("--")
+        arguments, job_args = arguments[:split], arguments[split + 1 :]
+    args = _parser().parse_args(arguments)
+    args.job_args = job_args
+    if job_args and args.command not in ("run", "explain"):
+        print(f"error: `flowkit {args.command}` takes no job arguments after --", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
