@@ -3,9 +3,10 @@
 The file defines ``build(env, args)``, the job-file convention of the ``flowkit`` command
 line: it describes the job on the environment it is given and leaves running it to the
 caller. Page views arrive one at a time (paced, like a live stream), stamped with the
-time they happened; the source sends a watermark after every 10 views; a keyed tumbling
-event-time window counts the views of each page per second. With ``--out DIR`` the
-counts go to an exactly-once ``FileSink`` (committed on checkpoints), else to stdout.
+time they happened (1 ms of event time apart); the source sends a watermark after every
+10 views; a keyed tumbling event-time window counts the views of each page per second.
+With ``--out DIR`` the counts go to an exactly-once ``FileSink`` (committed on
+checkpoints), else to stdout.
 
 Run it with the command line (live progress view on a terminal, log lines elsewhere)::
 
@@ -22,7 +23,7 @@ or as a plain script, which runs 3,000 views without pauses and prints the total
     python examples/page_views.py
 
 Expected output:
-    windows: 30 x 5 pages
+    windows: 3 x 5 pages
     views per page: {'about': 600, 'blog': 600, 'docs': 600, 'home': 600, 'pricing': 600}
 """
 
@@ -37,19 +38,21 @@ import flowkit as fk
 from flowkit.window import TumblingEventTimeWindows
 
 PAGES = ("home", "docs", "blog", "pricing", "about")
-#: Event time between two page views, and the window size, in milliseconds.
-STEP_MS = 10
+#: Event time between two page views (the default pause, so event time keeps up with the
+#: clock), and the window size, in milliseconds.
+STEP_MS = 1
 WINDOW_MS = 1000
 #: 2026-01-01T00:00:00Z: the start the script uses, so that its output never changes.
 SCRIPT_START_MS = 1_767_225_600_000
 
 
 def page_views(count: int, start_ms: int) -> list[dict[str, Any]]:
-    """``count`` views, one every 10 ms of event time from ``start_ms``, cycling the pages.
+    """``count`` views, one every millisecond of event time from ``start_ms``, cycling
+    the pages.
 
     Example:
         >>> page_views(2, 0)
-        [{'page': 'home', 'user': 0, 'ts': 0}, {'page': 'docs', 'user': 7, 'ts': 10}]
+        [{'page': 'home', 'user': 0, 'ts': 0}, {'page': 'docs', 'user': 7, 'ts': 1}]
     """
     return [
         {"page": PAGES[i % len(PAGES)], "user": i * 7 % 100, "ts": start_ms + i * STEP_MS}

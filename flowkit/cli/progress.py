@@ -227,7 +227,11 @@ def progress_table(
                             "",
                             "",
                             "",
-                            format_watermark(op.output_watermark),
+                            format_watermark(
+                                op.input_watermark
+                                if op.input_watermark is not None
+                                else op.output_watermark
+                            ),
                             "",
                         ],
                         name_width,

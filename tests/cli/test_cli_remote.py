@@ -124,7 +124,7 @@ def expected_rows(events: int) -> dict[tuple[str, int], int]:
     pages = ("home", "docs", "blog", "pricing", "about")
     counts: dict[tuple[str, int], int] = {}
     for i in range(events):
-        key = (pages[i % 5], START_MS + i * 10 // 1000 * 1000)
+        key = (pages[i % 5], START_MS + i // 1000 * 1000)
         counts[key] = counts.get(key, 0) + 1
     return counts
 
