@@ -126,11 +126,12 @@ def test_run_prints_progress_lines_while_the_job_runs(
         )
         assert "Keyed Reduce -> Filter -> Print to Std. Out: in=" in line
         assert "checkpoints" not in line  # checkpointing is off: nothing to report
-    # the rate is the source's real pace: 150 records at >= 4 ms each is < 250 rec/s
+    # the rate is the source's real pace: 150 records at >= 4 ms each is at most 250 rec/s
+    # (10% allowed for where the one-second rate window starts and ends)
     rates = [
         int(m) for line in progress for m in re.findall(r"Paced Source: [^(]*\((\d+) rec/s", line)
     ]
-    assert max(rates) < 250
+    assert max(rates) <= 275
     assert any(rate > 0 for rate in rates)
     assert lines[-1].startswith("FINISHED in ")
     assert "Paced Source: in=150 out=150" in lines[-1]
