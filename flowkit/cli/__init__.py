@@ -334,6 +334,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except JobCancelled as exc:
         print(f"error: {_first_line(exc)}", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except BrokenPipeError:
+        # stdout went away (`flowkit run job.py | head`): the job was cancelled with the
+        # loop; keep the interpreter's final flush from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        print("error: standard output was closed; the job was cancelled", file=sys.stderr)
+        return EXIT_JOB_FAILED
     except Exception as exc:
         _report(exc, args.verbose)
         return EXIT_JOB_FAILED

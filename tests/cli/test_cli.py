@@ -433,6 +433,30 @@ def test_job_arguments_after_double_dash_reach_build(
     assert "build(env) takes no job arguments" in capsys.readouterr().err
 
 
+def test_closed_stdout_cancels_the_job_with_one_line(tmp_path: Path) -> None:
+    job = paced_job(tmp_path, records=100_000, pause_s=0.001)
+    proc = subprocess.Popen(
+        [str(SCRIPT), "run", str(job), "--progress-interval", "0.05"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("[")
+        proc.stdout.close()  # like `flowkit run job.py | head -1`
+        err = proc.stderr.read()
+        assert proc.wait(timeout=TIMEOUT) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert err == "error: standard output was closed; the job was cancelled\n"
+
+
 # --------------------------------------------------------------------- entry point
 def test_console_script_is_declared() -> None:
     text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
