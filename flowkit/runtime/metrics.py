@@ -456,15 +456,18 @@ class JobMetrics:
         return sum(getattr(s, field) for s in chosen)
 
     def vertices(self) -> list[VertexMetrics]:
-        """One :class:`VertexMetrics` per job vertex (chain), in the job's order."""
-        names = [chain for chain, _ in self.chains]
+        """One :class:`VertexMetrics` per job vertex (chain), in the job's order.
+
+        Vertices with the same name stay apart: the subtasks come vertex by vertex, each
+        vertex's from index 0 up.
+        """
+        groups: list[list[SubtaskMetrics]] = []
         for s in self.subtasks:
-            if s.task not in names:
-                names.append(s.task)
-        grouped: dict[str, list[SubtaskMetrics]] = {name: [] for name in names}
-        for s in self.subtasks:
-            grouped[s.task].append(s)
-        return [VertexMetrics.of(name, tuple(subs)) for name, subs in grouped.items() if subs]
+            if not groups or s.subtask_index == 0 or s.task != groups[-1][-1].task:
+                groups.append([s])
+            else:
+                groups[-1].append(s)
+        return [VertexMetrics.of(group[0].task, tuple(group)) for group in groups]
 
     def vertex(self, name: str) -> VertexMetrics:
         """The vertex called ``name`` (the chain's name, or the name of one of its operators).
@@ -473,14 +476,13 @@ class JobMetrics:
             KeyError: if no vertex (or more than one) matches.
         """
         vertices = self.vertices()
-        for v in vertices:
-            if v.name == name:
-                return v
-        found = [v for v in vertices if name in self._operators(v.name)]
+        found = [v for v in vertices if v.name == name] or [
+            v for v in vertices if name in self._operators(v.name)
+        ]
         if len(found) == 1:
             return found[0]
         if found:
-            raise KeyError(f"{name!r} is ambiguous: it is in {[v.name for v in found]}")
+            raise KeyError(f"{name!r} is ambiguous: it matches {len(found)} vertices")
         raise KeyError(f"no vertex {name!r}; vertices are {[v.name for v in vertices]}")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
