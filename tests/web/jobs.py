@@ -16,16 +16,25 @@ MAP = "Square"
 SINK = "Sink"
 #: The chains of the job below: the source, then the keyed map, then the sink.
 VERTEX_NAMES = [SOURCE, MAP, SINK]
+#: Event time of record 0 (2023-11-14 22:13:20 UTC).
+EPOCH_MS = 1_700_000_000_000
 
 
 def build_job(
     env: fk.StreamExecutionEnvironment, records: int = 1_000_000, pause_s: float = 0.001
 ) -> fk.CollectSink:
     """Numbers -(hash)-> Square -(rebalance)-> Sink: a paced source, so the job runs
-    until it is cancelled and every vertex has non-zero rates."""
+    until it is cancelled and every vertex has non-zero rates. Record ``n`` has event time
+    ``EPOCH_MS + n``, with a watermark every 20 records."""
     sink = fk.CollectSink()
+    source = PacedSource(
+        list(range(1, records + 1)),
+        pause_s,
+        timestamp=lambda n: EPOCH_MS + n,
+        watermark_every=20,
+    )
     (
-        env.from_source(PacedSource(list(range(1, records + 1)), pause_s), source_name=SOURCE)
+        env.from_source(source, source_name=SOURCE)
         .uid("numbers")
         .key_by(lambda x: x % 4)
         .map(lambda x: x * x)

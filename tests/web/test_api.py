@@ -21,7 +21,7 @@ import pytest
 import flowkit as fk
 from flowkit.state_processor import read_snapshot
 
-from .jobs import MAP, SINK, SOURCE, VERTEX_NAMES, build_job, make_env, wait_for
+from .jobs import EPOCH_MS, MAP, SINK, SOURCE, VERTEX_NAMES, build_job, make_env, wait_for
 
 JobFixture = tuple[fk.StreamExecutionEnvironment, fk.JobClient]
 
@@ -89,6 +89,8 @@ async def test_read_endpoints_have_their_shapes(running_job: JobFixture) -> None
             assert 0 <= v["busy_ratio"] <= 1
             assert "subtasks" not in v
         assert overview["vertices"][0]["records_out_per_second"] > 0
+        source_watermark = overview["vertices"][0]["output_watermark"]
+        assert source_watermark is None or source_watermark > EPOCH_MS
 
         assert await get(session, f"{url}/api/jobs/{client.job_id}") | {
             "duration_ms": 0,

@@ -9,11 +9,12 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 
 import flowkit as fk
 
-from .jobs import VERTEX_NAMES
+from .jobs import EPOCH_MS, VERTEX_NAMES, wait_for
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
@@ -52,13 +53,18 @@ PAGE_STATE = """JSON.stringify({
     rateOut: parseFloat(g.querySelector('.rate-out').getAttribute('data-value')),
     rateInText: g.querySelector('.rate-in').textContent,
     rateOutText: g.querySelector('.rate-out').textContent,
+    watermark: g.querySelector('.watermark').textContent,
   })),
   rows: [...document.querySelectorAll('#vertex-table tbody tr[data-vertex-row]')].map(
     r => r.querySelector('.name').textContent),
   edges: document.querySelectorAll('#job-graph .edge').length,
   status: document.getElementById('job-status').textContent,
-  checkpoints: document.querySelectorAll('#checkpoint-history tbody tr').length,
+  checkpoints: document.querySelectorAll('#checkpoint-history tr[data-checkpoint-id]').length,
 })"""
+
+
+#: A vertex box's watermark: the time of day (UTC) of the job's event-time watermark.
+WATERMARK_SHOWN = re.compile(r"watermark \d\d:\d\d:\d\d\.\d{3}$")
 
 
 def find_browser() -> str | None:
@@ -145,13 +151,9 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-async def test_dashboard_shows_vertices_with_live_rates(
-    running_job: tuple[fk.StreamExecutionEnvironment, fk.JobClient], tmp_path: Path
-) -> None:
-    env, client = running_job
-    url = env.web_ui_url
-    assert url is not None
-    ids = [str(v.id) for v in client.job_graph.vertices]
+@contextlib.asynccontextmanager
+async def dashboard(tmp_path: Path, url: str) -> AsyncIterator[DevTools]:
+    """A Chromium page showing the dashboard at ``url``, 1400x900."""
     async with chromium(tmp_path) as port, aiohttp.ClientSession() as session:
         async with session.put(f"http://127.0.0.1:{port}/json/new?about:blank") as response:
             target = await response.json(content_type=None)
@@ -168,24 +170,46 @@ async def test_dashboard_shows_vertices_with_live_rates(
                 mobile=False,
             )
             await tools.call("Page.navigate", url=f"{url}/")
+            yield tools
 
-            page: dict[str, Any] = {}
-            deadline = time.monotonic() + 15
-            while True:
-                raw = await tools.evaluate(PAGE_STATE)
-                page = json.loads(raw) if isinstance(raw, str) else {}
-                vertices = page.get("vertices", [])
-                if len(vertices) == len(ids) and all(
-                    max(v["rateIn"], v["rateOut"]) > 0 for v in vertices
-                ):
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the dashboard did not show live rates: {page}")
-                await asyncio.sleep(0.2)
 
-            shot = await tools.call("Page.captureScreenshot", format="png")
-            png = base64.b64decode(shot["data"])
-            (tmp_path / "dashboard.png").write_bytes(png)
+async def page_state(
+    tools: DevTools, ready: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """The page's state (PAGE_STATE) once ``ready`` accepts it; fails after 15 s."""
+    deadline = time.monotonic() + 15
+    while True:
+        raw = await tools.evaluate(PAGE_STATE)
+        page: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else {}
+        if page.get("vertices") and ready(page):
+            return page
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the dashboard did not show {what}: {page}")
+        await asyncio.sleep(0.2)
+
+
+async def test_dashboard_shows_vertices_with_live_rates(
+    running_job: tuple[fk.StreamExecutionEnvironment, fk.JobClient], tmp_path: Path
+) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    assert url is not None
+    ids = [str(v.id) for v in client.job_graph.vertices]
+
+    def live(page: dict[str, Any]) -> bool:
+        vertices = page["vertices"]
+        return (
+            len(vertices) == len(ids)
+            and all(max(v["rateIn"], v["rateOut"]) > 0 for v in vertices)
+            and all(WATERMARK_SHOWN.search(v["watermark"]) for v in vertices)
+            and page["checkpoints"] > 0
+        )
+
+    async with dashboard(tmp_path, url) as tools:
+        page = await page_state(tools, live, "live rates, watermarks and checkpoints")
+        shot = await tools.call("Page.captureScreenshot", format="png")
+    png = base64.b64decode(shot["data"])
+    (tmp_path / "dashboard.png").write_bytes(png)
 
     assert [v["id"] for v in page["vertices"]] == ids
     assert [v["name"] for v in page["vertices"]] == VERTEX_NAMES
@@ -197,5 +221,47 @@ async def test_dashboard_shows_vertices_with_live_rates(
     assert source["rateOut"] > 0
     assert source["rateOutText"].startswith("out ") and source["rateOutText"].endswith("/s")
     assert source["rateOutText"] not in ("out 0.0/s", "out —")
+    expected = time.strftime("%H:%M", time.gmtime(EPOCH_MS // 1000))
+    assert source["watermark"].startswith(f"watermark {expected}:")
     assert png_size(png) == (1400, 900)
     assert len(png) > 10_000  # a drawn page, not a blank one
+
+
+async def test_dashboard_colours_a_backpressured_vertex_red(tmp_path: Path) -> None:
+    # A source as fast as it can go into a map that waits 2 ms per record, over small
+    # buffers: the source spends its time waiting for buffers.
+    env = fk.StreamExecutionEnvironment(buffer_size=256, freeze_gc=False).enable_web_ui(port=0)
+
+    async def slow(value: int) -> int:
+        await asyncio.sleep(0.002)
+        return value
+
+    (
+        env.from_source(fk.PacedSource(list(range(1_000_000)), 0), source_name="Fast")
+        .rebalance()
+        .map_async(slow, capacity=1)
+        .name("Slow")
+        .sink_to(fk.CollectSink())
+    )
+    client = await env.execute_async("backpressure")
+    try:
+        url = env.web_ui_url
+        assert url is not None
+        async with dashboard(tmp_path, url) as tools:
+            page = await page_state(
+                tools, lambda p: p["vertices"][0]["backpressure"] == "high", "high backpressure"
+            )
+            stroke = await tools.evaluate(
+                "getComputedStyle(document.querySelector("
+                "'#job-graph [data-vertex-id] rect.box')).stroke"
+            )
+            badge = await tools.evaluate(
+                "document.querySelector('#vertex-table .level').getAttribute('data-level')"
+            )
+    finally:
+        await client.cancel()
+        await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    assert [v["name"] for v in page["vertices"]] == ["Fast", "Slow -> Collect Sink"]
+    assert stroke == "rgb(217, 71, 59)"  # --high
+    assert badge == "high"
+    assert page["vertices"][1]["backpressure"] == "ok"

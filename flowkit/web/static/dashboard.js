@@ -6,7 +6,7 @@
 const POLL_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const NODE_W = 230;
-const NODE_H = 108;
+const NODE_H = 120;
 const GAP_X = 90;
 const GAP_Y = 28;
 const PAD = 16;
@@ -63,20 +63,29 @@ function fmtDuration(ms) {
   if (ms === null || ms === undefined) return "—";
   if (ms < 1000) return Math.round(ms) + " ms";
   let s = Math.floor(ms / 1000);
-  const h = Math.floor(s / 3600);
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
   const m = Math.floor((s % 3600) / 60);
   s = s % 60;
-  if (h) return `${h}h ${m}m ${s}s`;
+  if (d >= 2) return `${d}d ${h}h`;
+  if (d || h) return `${d * 24 + h}h ${m}m ${s}s`;
   if (m) return `${m}m ${s}s`;
   return (ms / 1000).toFixed(1) + " s";
 }
 
-function fmtWatermark(w) {
+function fmtWatermark(w, short) {
   if (w === null || w === undefined || w <= -WATERMARK_LIMIT) return "none";
   if (w >= WATERMARK_LIMIT) return "end";
-  // epoch milliseconds after 1973 read best as a time of day; small values as numbers
-  if (w > 1e11) return new Date(w).toISOString().replace("T", " ").replace("Z", "");
+  // epoch milliseconds after 1973 read best as a UTC date and time; small values as numbers
+  if (w > 1e11) {
+    const text = new Date(w).toISOString().replace("T", " ").replace("Z", "");
+    return short ? text.slice(11) : text;
+  }
   return String(w);
+}
+
+function knownWatermark(w) {
+  return w !== null && w !== undefined && w > -WATERMARK_LIMIT;
 }
 
 function fmtLag(ms) {
@@ -200,11 +209,12 @@ function drawGraph(plan) {
       `×${v.parallelism}`));
     g.appendChild(svg("text", { x: 10, y: 40, class: "rate-in", "data-value": "0" }, "in —"));
     g.appendChild(svg("text", { x: NODE_W / 2 + 5, y: 40, class: "rate-out", "data-value": "0" }, "out —"));
-    g.appendChild(svg("text", { x: 10, y: 60, class: "watermark small" }, "watermark —"));
-    g.appendChild(svg("text", { x: 10, y: 78, class: "backpressure small" }, "backpressure ok"));
-    g.appendChild(svg("rect", { class: "busy-track", x: 10, y: 88, width: NODE_W - 20, height: 8, rx: 2 }));
-    g.appendChild(svg("rect", { class: "busy-bar", x: 10, y: 88, width: 0, height: 8, rx: 2 }));
-    g.appendChild(svg("text", { x: NODE_W - 10, y: 78, "text-anchor": "end", class: "busy small" }, "busy —"));
+    g.appendChild(svg("text", { x: 10, y: 58, class: "watermark small" }, "watermark —"));
+    g.appendChild(svg("text", { x: 10, y: 75, class: "lag small" }, ""));
+    g.appendChild(svg("text", { x: NODE_W - 10, y: 75, "text-anchor": "end", class: "busy small" }, "busy —"));
+    g.appendChild(svg("text", { x: 10, y: 92, class: "backpressure small" }, "backpressure ok"));
+    g.appendChild(svg("rect", { class: "busy-track", x: 10, y: 102, width: NODE_W - 20, height: 8, rx: 2 }));
+    g.appendChild(svg("rect", { class: "busy-bar", x: 10, y: 102, width: 0, height: 8, rx: 2 }));
     root.appendChild(g);
   }
 }
@@ -224,9 +234,13 @@ function updateGraph(vertices) {
     g.setAttribute("data-backpressure", l);
     setText(g, ".rate-in", "in " + fmtRate(v.records_in_per_second), v.records_in_per_second || 0);
     setText(g, ".rate-out", "out " + fmtRate(v.records_out_per_second), v.records_out_per_second || 0);
-    let wm = "watermark " + fmtWatermark(v.output_watermark);
-    if (v.watermark_lag_ms !== null && v.watermark_lag_ms !== undefined) wm += ", lag " + fmtLag(v.watermark_lag_ms);
-    setText(g, ".watermark", wm);
+    // a sink has no output watermark: show what reaches it
+    const wm = knownWatermark(v.output_watermark) || !knownWatermark(v.input_watermark)
+      ? "watermark " + fmtWatermark(v.output_watermark, true)
+      : "input watermark " + fmtWatermark(v.input_watermark, true);
+    setText(g, ".watermark", wm, v.output_watermark ?? v.input_watermark ?? "");
+    const lag = v.watermark_lag_ms;
+    setText(g, ".lag", lag === null || lag === undefined ? "" : "lag " + fmtLag(lag));
     setText(g, ".backpressure", `backpressure ${l} (${fmtPercent(v.backpressured_ratio)})`);
     setText(g, ".busy", "busy " + fmtPercent(v.busy_ratio), v.busy_ratio || 0);
     const bar = g.querySelector(".busy-bar");
