@@ -138,7 +138,10 @@ class JobClient:
             if self._sample_timer is not None:
                 self._sample_timer.cancel()
                 self._sample_timer = None
-            self._final_metrics = self._collect()
+            try:
+                self._final_metrics = self._collect()
+            except Exception:  # never hide how the job ended; metrics() reads live then
+                self._final_metrics = None
 
     @property
     def status(self) -> JobStatus:

@@ -200,3 +200,29 @@ async def test_no_checkpointing() -> None:
     assert result.metrics.restarts == 0
     assert all(s.last_checkpoint_id is None for s in result.metrics.subtasks)
     assert client.checkpoint_statistics()["completed"] == 0
+
+
+async def test_restored_from_names_the_savepoint_a_job_started_from(tmp_path: Path) -> None:
+    def build(records: list[Any]) -> fk.StreamExecutionEnvironment:
+        env = fk.StreamExecutionEnvironment(parallelism=1, buffer_timeout_ms=0)
+        env.enable_checkpointing(10_000, directory=tmp_path / "chk")
+        keyed_job(env, PacedSource(records, 0.002), lambda r: r)
+        return env
+
+    client = await build(RECORDS).execute_async("first")
+    async with asyncio.timeout(TIMEOUT):
+        while client.metrics().total("records_in") < 20:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        savepoint = await client.stop_with_savepoint(str(tmp_path / "sp"))
+    checkpoints = client.metrics().checkpoints
+    assert checkpoints.restored_from is None
+    (record,) = [r for r in checkpoints.history if r.is_savepoint]
+    assert record.directory == savepoint and record.status == "COMPLETED"
+
+    resumed = await build(RECORDS).execute_async("second", restore_from=savepoint)
+    assert resumed.metrics().checkpoints.restored_from == savepoint
+    result = await asyncio.wait_for(resumed.wait(), TIMEOUT)
+    assert result.metrics.checkpoints.restored_from == savepoint
+    # the resumed source went on from its position: it read the rest only
+    source = result.metrics.vertices()[0]
+    assert 0 < source.records_in < len(RECORDS)
