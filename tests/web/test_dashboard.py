@@ -265,3 +265,42 @@ async def test_dashboard_colours_a_backpressured_vertex_red(tmp_path: Path) -> N
     assert stroke == "rgb(217, 71, 59)"  # --high
     assert badge == "high"
     assert page["vertices"][1]["backpressure"] == "ok"
+
+
+async def test_dashboard_buttons_take_a_savepoint_and_cancel(
+    running_job: tuple[fk.StreamExecutionEnvironment, fk.JobClient], tmp_path: Path
+) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    assert url is not None
+    target = tmp_path / "from-the-dashboard"
+
+    async def result_text() -> str:
+        text = await tools.evaluate("document.getElementById('action-result').textContent")
+        return str(text or "")
+
+    async with dashboard(tmp_path, url) as tools:
+        await page_state(tools, lambda p: p["status"] == "RUNNING", "the running job")
+        # the savepoint button asks for a directory: answer the prompt from here
+        await tools.evaluate(f"window.prompt = () => {json.dumps(str(target))}; true")
+        await tools.evaluate("document.getElementById('savepoint-button').click(); true")
+        text = await wait_for(lambda: _written(result_text()), 15, "the savepoint to be reported")
+        assert text == f"Savepoint written to {target}"
+        assert (target / "_metadata").exists()
+        assert client.status is fk.JobStatus.RUNNING
+
+        await tools.evaluate("window.confirm = () => true; true")
+        await tools.evaluate("document.getElementById('cancel-button').click(); true")
+        await wait_for(client.done, 15, "the job to be cancelled")
+        # the server closes with its last job; the page shows the end the answer reported
+        page = await page_state(tools, lambda p: p["status"] == "CANCELED", "the canceled job")
+        assert await result_text() == "Job canceled"
+        disabled = await tools.evaluate("document.getElementById('cancel-button').disabled")
+        assert disabled is True
+        assert page["status"] == "CANCELED"
+    assert client.status is fk.JobStatus.CANCELED
+
+
+async def _written(text: Any) -> str | None:
+    value = str(await text)
+    return value if value.startswith("Savepoint written") else None

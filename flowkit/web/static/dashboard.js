@@ -19,6 +19,7 @@ const state = {
   plan: null,
   overview: null,
   failures: 0,
+  ended: new Map(),   // job id -> status an action reported (answers in flight may lag)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -326,17 +327,29 @@ function updateCheckpoints(cp) {
   }
 }
 
+function showStatus(name, status, ended) {
+  const el = $("job-status");
+  el.textContent = status;
+  el.setAttribute("data-status", status);
+  for (const id of ["savepoint-button", "stop-button", "cancel-button"]) $(id).disabled = ended;
+  document.title = `${name} · ${status} · flowkit`;
+}
+
 function updateHeader(o) {
   $("job-name").textContent = o.name;
-  const status = $("job-status");
-  status.textContent = o.status;
-  status.setAttribute("data-status", o.status);
   $("job-duration").textContent = fmtDuration(o.duration_ms);
   $("job-restarts").textContent = String(o.restarts);
   $("job-parallelism").textContent = String(o.parallelism);
-  const ended = o.end_time_ms !== null;
-  for (const id of ["savepoint-button", "stop-button", "cancel-button"]) $(id).disabled = ended;
-  document.title = `${o.name} · ${o.status} · flowkit`;
+  showStatus(o.name, o.status, o.end_time_ms !== null);
+}
+
+// The server closes once its last job has ended, so the page may get no further update:
+// show the end an action reported at once.
+function showEnded(job, status) {
+  state.ended.set(job.id, status);
+  job.status = status;
+  job.end_time_ms = Date.now();
+  showStatus(job.name, status, true);
 }
 
 function updateJobSelect(jobs, shown) {
@@ -363,6 +376,10 @@ async function refresh() {
   conn.setAttribute("data-state", "live");
   if (!jobs.length) return;
   const overview = jobs.find((j) => j.id === state.jobId) || jobs[jobs.length - 1];
+  if (overview.end_time_ms === null && state.ended.has(overview.id)) {
+    overview.status = state.ended.get(overview.id);
+    overview.end_time_ms = Date.now();
+  }
   state.overview = overview;
   updateJobSelect(jobs, overview.id);
   if (state.planFor !== overview.id) {
@@ -406,7 +423,7 @@ async function act(button, describe, run) {
   } catch (err) {
     report(`${describe} failed: ${err.message}`, true);
   } finally {
-    button.disabled = false;
+    button.disabled = job.end_time_ms !== null;
   }
 }
 
@@ -425,6 +442,7 @@ $("stop-button").addEventListener("click", (ev) => {
   const drain = window.confirm("Drain first (fire every event-time timer and window)?");
   act(ev.currentTarget, "Stop", async (job) => {
     const answer = await postJSON(`api/jobs/${job.id}/stop`, { directory, drain });
+    showEnded(job, answer.status);
     return `Stopped; savepoint in ${answer.directory}`;
   });
 });
@@ -433,6 +451,7 @@ $("cancel-button").addEventListener("click", (ev) => {
   if (!window.confirm("Cancel the job?")) return;
   act(ev.currentTarget, "Cancel", async (job) => {
     const answer = await postJSON(`api/jobs/${job.id}/cancel`);
+    showEnded(job, answer.status);
     return `Job ${answer.status.toLowerCase()}`;
   });
 });
