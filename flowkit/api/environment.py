@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import os
 import tempfile
 from collections.abc import AsyncIterable, Iterator
@@ -266,7 +265,7 @@ class StreamExecutionEnvironment:
             >>> env.web_ui_address
             ('127.0.0.1', 0)
         """
-        from flowkit.web import require_aiohttp
+        from flowkit.web import is_loopback, require_aiohttp
 
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidConfigurationError(
@@ -275,7 +274,7 @@ class StreamExecutionEnvironment:
             )
         if not isinstance(host, str) or not host:
             raise InvalidConfigurationError(f"enable_web_ui: host must be a string, got {host!r}")
-        if not allow_remote and not _is_loopback(host):
+        if not allow_remote and not is_loopback(host):
             raise InvalidConfigurationError(
                 f"enable_web_ui: host {host!r} is not a loopback address; the web UI can "
                 f"cancel jobs and write savepoints and has no authentication, so it binds "
@@ -505,16 +504,6 @@ class StreamExecutionEnvironment:
 
         with _frozen_heap(self.freeze_gc):
             return _run(main(), self.use_uvloop)
-
-
-def _is_loopback(host: str) -> bool:
-    """True for ``localhost`` and the addresses in 127.0.0.0/8 and ::1."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @contextlib.contextmanager

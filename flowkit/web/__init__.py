@@ -14,10 +14,11 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 
 from flowkit.errors import InvalidConfigurationError
 
-__all__ = ["INSTALL_HINT", "require_aiohttp"]
+__all__ = ["INSTALL_HINT", "is_loopback", "require_aiohttp"]
 
 #: What to install for the web UI.
 INSTALL_HINT = "pip install 'flowkit-streaming[web]'"
@@ -30,3 +31,18 @@ def require_aiohttp() -> None:
             f"the web UI needs aiohttp, which is not installed; install the extra 'web': "
             f"{INSTALL_HINT}"
         )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and the addresses in 127.0.0.0/8 and ::1 (brackets allowed).
+
+    Example:
+        >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "[::1]", "0.0.0.0", "a.b")]
+        [True, True, True, False, False]
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

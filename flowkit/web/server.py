@@ -37,14 +37,17 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from flowkit.checkpoint.coordinator import CheckpointFailed
 from flowkit.errors import InvalidConfigurationError
 from flowkit.graph.explain import plan_dict
 from flowkit.runtime.client import JobClient
 from flowkit.runtime.metrics import JobMetrics, VertexMetrics
+from flowkit.web import is_loopback
 
 __all__ = ["WebUI"]
 
@@ -105,6 +108,34 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(409, str(exc))
     except CheckpointFailed as exc:
         return _error(500, _one_line(exc))
+
+
+def _guard(local_only: bool) -> Middleware:
+    """Refuse what a web page elsewhere could make a browser send.
+
+    A POST (an action) with an ``Origin`` other than the server's own is refused, so a
+    page on another site cannot cancel a job through the user's browser; and a server
+    bound to a loopback address answers only requests whose ``Host`` is a loopback name,
+    so a hostile name resolving to 127.0.0.1 cannot read it either (DNS rebinding).
+    """
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if local_only:
+            hostname = urlsplit(f"//{request.host}").hostname or ""
+            if not is_loopback(hostname):
+                return _error(
+                    403,
+                    f"Host {request.host!r} is not a loopback address: this web UI serves "
+                    f"local clients only (enable_web_ui(..., allow_remote=True) serves others)",
+                )
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("Origin")
+            if origin is not None and urlsplit(origin).netloc != request.host:
+                return _error(403, f"cross-origin request from {origin!r} refused")
+        return await handler(request)
+
+    return guard
 
 
 def _vertices(client: JobClient, metrics: JobMetrics) -> list[VertexMetrics]:
@@ -172,7 +203,7 @@ class WebUI:
             assert self._url is not None
             return self._url
         self._loop = asyncio.get_running_loop()
-        app = web.Application(middlewares=[_errors])
+        app = web.Application(middlewares=[_guard(is_loopback(self.host)), _errors])
         self._routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()

@@ -301,6 +301,34 @@ async def test_conflicts_savepoint_without_checkpointing_and_ended_jobs(tmp_path
     assert not port_accepts(url)
 
 
+async def test_requests_a_web_page_elsewhere_could_send_are_refused(
+    running_job: JobFixture,
+) -> None:
+    env, client = running_job
+    url = env.web_ui_url
+    port = urlsplit(url).port
+    async with aiohttp.ClientSession() as session:
+        # a page on another site posting through the user's browser
+        error = await post(
+            session,
+            f"{url}/api/jobs/current/cancel",
+            headers={"Origin": "http://attacker.example"},
+            status=403,
+        )
+        assert "attacker.example" in error["error"]
+        assert client.status is fk.JobStatus.RUNNING
+        # a hostile name that resolves to 127.0.0.1 (DNS rebinding)
+        async with session.get(
+            f"{url}/api/jobs", headers={"Host": f"attacker.example:{port}"}
+        ) as response:
+            assert response.status == 403
+            assert "loopback" in (await response.json())["error"]
+        # the dashboard's own requests (same origin, or localhost) pass
+        await get(session, f"http://localhost:{port}/api/jobs/current")
+        answer = await post(session, f"{url}/api/jobs/current/cancel", headers={"Origin": url})
+    assert answer == {"status": "CANCELED"}
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])
 def test_non_local_binds_are_refused(host: str) -> None:
     env = fk.StreamExecutionEnvironment()
@@ -331,6 +359,11 @@ async def test_remote_bind_when_asked_for_explicitly() -> None:
         port = urlsplit(url).port
         async with aiohttp.ClientSession() as session:
             overview = await get(session, f"http://127.0.0.1:{port}/api/jobs/current")
+            # bound for remote clients: any Host name is served
+            async with session.get(
+                f"http://127.0.0.1:{port}/api/jobs", headers={"Host": f"flowkit.example:{port}"}
+            ) as response:
+                assert response.status == 200
         assert overview["name"] == "remote"
     finally:
         await client.cancel()
