@@ -5,7 +5,7 @@
 
 const POLL_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
-const NODE_W = 230;
+const NODE_W = 250;
 const NODE_H = 120;
 const GAP_X = 90;
 const GAP_Y = 28;
@@ -204,7 +204,7 @@ function drawGraph(plan) {
     g.appendChild(title);
     g.appendChild(svg("rect", { class: "box", width: NODE_W, height: NODE_H }));
     let name = v.name;
-    if (name.length > 30) name = name.slice(0, 29) + "…";
+    if (name.length > 28) name = name.slice(0, 27) + "…";  // leaves room for the ×N badge
     g.appendChild(svg("text", { x: 10, y: 19, class: "vertex-name" }, name));
     g.appendChild(svg("text", { x: NODE_W - 10, y: 19, "text-anchor": "end", class: "parallelism small" },
       `×${v.parallelism}`));
