@@ -287,3 +287,76 @@ async def test_metrics_before_start_list_operators_with_zero_counts() -> None:
     assert [v.status for v in early.vertices()] == ["CREATED", "CREATED"]
     result = await asyncio.wait_for(client.wait(), TIMEOUT)
     assert ops(result.metrics.vertex("Map")) == [("Map", 3, 3), ("Collect Sink", 3, 3)]
+
+
+class Tag(fk.CoMapFunction):
+    def map1(self, value: Any) -> Any:
+        return ("a", value)
+
+    def map2(self, value: Any) -> Any:
+        return ("b", value)
+
+
+async def test_a_two_input_operator_counts_both_inputs_and_takes_the_lower_watermark() -> None:
+    base = time.time_ns() // 1_000_000
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    env = StreamExecutionEnvironment(parallelism=1, buffer_timeout_ms=0)
+    paced = env.from_source(
+        PacedSource(
+            [base + i for i in range(10_000)], 0.002, timestamp=lambda r: r, watermark_every=1
+        )
+    )
+    fed = env.from_async_iterable(queue)  # makes no watermarks
+    sink = CollectSink()
+    paced.connect(fed).map(Tag()).sink_to(sink)
+    client = await env.execute_async()
+    try:
+        for i in range(7):
+            queue.put_nowait(i)
+        await poll_until(
+            lambda: (
+                sum(1 for v in sink.values if v[0] == "b") == 7
+                and client.metrics().subtask("Paced Source (1/1)").output_watermark is not None
+            ),
+            "both inputs to deliver",
+        )
+        metrics = client.metrics()
+        co_map = metrics.vertex("Co-Map")
+        (subtask,) = co_map.subtasks
+        assert subtask.input_watermark is None  # the second input has no watermark yet
+        assert subtask.watermark_lag_ms is None
+        assert co_map.operators[0].records_in == subtask.records_in == len(sink.values)
+        assert co_map.operators[0].records_out == len(sink.values)
+    finally:
+        await asyncio.wait_for(client.cancel(), TIMEOUT)
+
+
+async def test_a_two_input_operator_is_held_back_by_its_slower_input() -> None:
+    env = StreamExecutionEnvironment(parallelism=1, buffer_timeout_ms=0)
+    fast = env.from_source(
+        PacedSource(list(range(1, 5001)), 0.001, timestamp=lambda r: r * 10, watermark_every=1),
+        source_name="Fast",
+    )
+    slow = env.from_source(
+        PacedSource(list(range(1, 5001)), 0.004, timestamp=lambda r: r * 10, watermark_every=1),
+        source_name="Slow",
+    )
+    fast.connect(slow).map(Tag()).sink_to(CollectSink())
+    client = await env.execute_async()
+    try:
+
+        def both_started() -> bool:
+            wm = client.metrics().vertex("Co-Map").input_watermark
+            return wm is not None and wm > 200
+
+        await poll_until(both_started, "watermarks from both inputs")
+        metrics = client.metrics()
+        fast_wm = metrics.vertex("Fast").output_watermark
+        slow_wm = metrics.vertex("Slow").output_watermark
+        co_map = metrics.vertex("Co-Map")
+        assert fast_wm is not None and slow_wm is not None and slow_wm < fast_wm
+        assert co_map.input_watermark is not None
+        assert co_map.input_watermark <= slow_wm < fast_wm
+        assert co_map.operators[0].input_watermark == co_map.input_watermark
+    finally:
+        await asyncio.wait_for(client.cancel(), TIMEOUT)
