@@ -226,3 +226,32 @@ async def test_restored_from_names_the_savepoint_a_job_started_from(tmp_path: Pa
     # the resumed source went on from its position: it read the rest only
     source = result.metrics.vertices()[0]
     assert 0 < source.records_in < len(RECORDS)
+
+
+async def test_alignment_time_shows_when_a_barrier_waits_behind_data(tmp_path: Path) -> None:
+    async def slow(value: Any) -> None:
+        await asyncio.sleep(0.0005)
+
+    env = fk.StreamExecutionEnvironment(parallelism=1, buffer_size=256, buffers_per_channel=2)
+    env.enable_checkpointing(50, directory=tmp_path)
+    busy = env.from_sequence(1, 1_000_000)
+    quiet = env.from_source(PacedSource(list(range(100_000)), 0.01), source_name="Quiet")
+    busy.union(quiet).map(lambda x: x).sink_to(fk.AsyncCallbackSink(slow))
+    client = await env.execute_async("alignment")
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while client.metrics().checkpoints.completed < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        metrics = client.metrics()
+    finally:
+        await asyncio.wait_for(client.cancel(), TIMEOUT)
+    checkpoints = metrics.checkpoints
+    check_history(checkpoints)
+    completed = [r for r in checkpoints.history if r.status == "COMPLETED"]
+    # the barrier from the busy source waits behind full buffers while the quiet
+    # source's barrier holds its channel: the map aligns for a while
+    assert max(r.alignment_ms for r in completed) > 1.0
+    mapper = metrics.subtask("Map (1/1)")
+    assert mapper.last_checkpoint_alignment_ms >= 0
+    assert metrics.subtask("Sequence Source (1/1)").last_checkpoint_alignment_ms == 0.0
+    assert metrics.vertex("Sequence Source").backpressure_level == "high"
