@@ -587,7 +587,12 @@ class StreamTask:
         uptime, records_in, records_out, bytes_in, bytes_out, busy, idle, bp = self.counters()
         input_wm = self.input_watermark()
         output_wm = self.output_watermark()
-        current = output_wm if self.source_reader is not None else input_wm
+        # FLIP-33's watermarkLag: a source's is that of the watermark it emits
+        current = (
+            _known_watermark(self.op_counters[0].output_watermark)
+            if self.source_reader is not None
+            else input_wm
+        )
         lag: int | None = None
         if current is not None and current < MAX_WATERMARK:
             if now_ms is None:

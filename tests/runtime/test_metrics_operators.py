@@ -360,3 +360,28 @@ async def test_a_two_input_operator_is_held_back_by_its_slower_input() -> None:
         assert co_map.operators[0].input_watermark == co_map.input_watermark
     finally:
         await asyncio.wait_for(client.cancel(), TIMEOUT)
+
+
+async def test_a_fully_chained_source_reports_its_watermark_lag() -> None:
+    base = time.time_ns() // 1_000_000
+    env = StreamExecutionEnvironment(parallelism=1)
+    source = PacedSource(
+        [base + i for i in range(5000)], 0.002, timestamp=lambda r: r, watermark_every=5
+    )
+    env.from_source(source, source_name="Clock").map(lambda x: x).sink_to(CollectSink())
+    client = await env.execute_async()
+    try:
+        await poll_until(
+            lambda: client.metrics().subtasks[0].operators[0].output_watermark is not None,
+            "the source's first watermark",
+        )
+        (subtask,) = client.metrics().subtasks
+        assert subtask.task == "Clock -> Map -> Collect Sink"
+        assert subtask.input_watermark is None
+        source_wm = subtask.operators[0].output_watermark
+        assert source_wm is not None and source_wm >= base - 1
+        assert subtask.operators[1].input_watermark == source_wm
+        assert subtask.watermark_lag_ms is not None
+        assert -10_000 < subtask.watermark_lag_ms < 10_000
+    finally:
+        await asyncio.wait_for(client.cancel(), TIMEOUT)
