@@ -12,11 +12,14 @@ Run it with the command line (live progress view on a terminal, log lines elsewh
 
     flowkit run examples/page_views.py --checkpoint-dir /tmp/pv-checkpoints --web \\
         -- --events 20000 --pause-ms 1 --out /tmp/pv-out
-    flowkit savepoint /tmp/pv-savepoint          # from another terminal, while it runs
-    flowkit stop --savepoint /tmp/pv-savepoint   # or Ctrl-C in the first terminal
-    flowkit inspect /tmp/pv-savepoint
-    flowkit run examples/page_views.py --restore-from /tmp/pv-savepoint \\
-        -- --events 20000 --pause-ms 1 --out /tmp/pv-out --start-ms <the same start>
+    flowkit savepoint /tmp/pv-sp-1           # from another terminal, while it runs
+    flowkit stop --savepoint /tmp/pv-sp-2    # savepoint, commit, stop
+    flowkit inspect /tmp/pv-sp-2
+    flowkit run examples/page_views.py --restore-from /tmp/pv-sp-2 \\
+        -- --events 20000 --pause-ms 1 --out /tmp/pv-out --start-ms START
+
+where START is what the first run printed (``page_views: --start-ms START``): the
+resumed run must make the same events.
 
 or as a plain script, which runs 3,000 views without pauses and prints the totals::
 
@@ -30,6 +33,7 @@ Expected output:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -116,6 +120,7 @@ def build(env: fk.StreamExecutionEnvironment, args: Sequence[str] = ()) -> None:
     start = options.start_ms
     if start is None:
         start = time.time_ns() // 1_000_000 // WINDOW_MS * WINDOW_MS
+        print(f"page_views: --start-ms {start} (give it again to resume)", file=sys.stderr)
     counts = views_per_window(env, page_views(options.events, start), options.pause_ms / 1000)
     if options.out:
         counts.sink_to(fk.FileSink.for_row_format(options.out, encoder="jsonl").build())
