@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "MAX_SAMPLES",
+    "RATE_WINDOW_MS",
+    "SAMPLE_INTERVAL_S",
     "CheckpointMetrics",
     "CheckpointRecord",
     "JobMetrics",
@@ -34,7 +37,11 @@ __all__ = [
     "RateSampler",
     "SubtaskMetrics",
     "VertexMetrics",
+    "aggregate_status",
     "backpressure_level",
+    "escape_label_value",
+    "format_value",
+    "rates_between",
     "render_prometheus",
 ]
 
