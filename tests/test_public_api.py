@@ -59,6 +59,8 @@ DOCTEST_MODULES = [
     "flowkit.eventtime.valve",
     "flowkit.graph.explain",
     "flowkit.cli.progress",
+    "flowkit.runtime.metrics",
+    "flowkit.checkpoint.stats",
     "flowkit.state.key_groups",
     "flowkit.runtime.client",
     "flowkit.api.environment",

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flowkit.checkpoint.stats import CheckpointStatsTracker
 from flowkit.checkpoint.storage import (
     CheckpointAbortedError,
     CheckpointStorage,
@@ -31,8 +31,6 @@ __all__ = [
     "CheckpointCoordinator",
     "CheckpointFailed",
     "CheckpointParticipant",
-    "CheckpointStats",
-    "CheckpointStatsTracker",
 ]
 
 
@@ -86,78 +84,6 @@ class CheckpointParticipant(Protocol):
 
 
 @dataclass
-class CheckpointStats:
-    """What is known of one checkpoint or savepoint (updated as it progresses)."""
-
-    checkpoint_id: int
-    is_savepoint: bool
-    trigger_timestamp_ms: int
-    status: str = "IN_PROGRESS"
-    end_timestamp_ms: int | None = None
-    duration_ms: float | None = None
-    state_size: int = 0
-    alignment_ms: float = 0.0
-    directory: str | None = None
-    failure: str | None = None
-
-
-class CheckpointStatsTracker:
-    """Counts and history of a job's checkpoints and savepoints, kept across the
-    coordinators of successive runs (restarts).
-
-    Example:
-        >>> tracker = CheckpointStatsTracker(max_history=2)
-        >>> stats = tracker.report_pending(1, False, 1000)
-        >>> tracker.report_completed(stats, "/tmp/chk-1", 5.0, 120, 0.0)
-        >>> (tracker.num_completed, tracker.num_in_progress, tracker.history[-1].status)
-        (1, 0, 'COMPLETED')
-    """
-
-    def __init__(self, max_history: int = 100) -> None:
-        self.history: deque[CheckpointStats] = deque(maxlen=max_history)
-        self.num_completed = 0
-        self.num_failed = 0
-        self.num_in_progress = 0
-
-    def report_pending(
-        self, checkpoint_id: int, is_savepoint: bool, timestamp_ms: int
-    ) -> CheckpointStats:
-        stats = CheckpointStats(checkpoint_id, is_savepoint, timestamp_ms)
-        self.history.append(stats)
-        self.num_in_progress += 1
-        return stats
-
-    def report_completed(
-        self,
-        stats: CheckpointStats,
-        directory: str,
-        duration_ms: float,
-        state_size: int,
-        alignment_ms: float,
-    ) -> None:
-        if stats.status != "IN_PROGRESS":
-            return
-        stats.status = "COMPLETED"
-        stats.end_timestamp_ms = time.time_ns() // 1_000_000
-        stats.duration_ms = duration_ms
-        stats.state_size = state_size
-        stats.alignment_ms = alignment_ms
-        stats.directory = directory
-        self.num_in_progress -= 1
-        self.num_completed += 1
-
-    def report_failed(self, stats: CheckpointStats, reason: str, duration_ms: float) -> None:
-        if stats.status != "IN_PROGRESS":
-            return
-        stats.status = "FAILED"
-        stats.end_timestamp_ms = time.time_ns() // 1_000_000
-        stats.duration_ms = duration_ms
-        stats.failure = reason
-        self.num_in_progress -= 1
-        self.num_failed += 1
-
-
-@dataclass
 class _Pending:
     checkpoint_id: int
     timestamp_ms: int
@@ -169,7 +95,6 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
     started: float = 0.0
     notify: bool = True
-    stats: CheckpointStats | None = None
     alignment_ms: float = 0.0
 
 
@@ -248,7 +173,7 @@ class CheckpointCoordinator:
             started=self.clock(),
             notify=notify,
         )
-        pending.stats = self.stats.report_pending(checkpoint_id, is_savepoint, pending.timestamp_ms)
+        self.stats.report_pending(checkpoint_id, is_savepoint, pending.timestamp_ms)
         self.pending[checkpoint_id] = pending
         pending.timer = loop.call_later(self.config.timeout_ms / 1000, self._expire, checkpoint_id)
         for source in self._sources():
@@ -380,14 +305,13 @@ class CheckpointCoordinator:
         self.num_completed += 1
         self.failed_in_a_row = 0
         self.last_duration_ms = (self.clock() - pending.started) * 1000
-        if pending.stats is not None:
-            self.stats.report_completed(
-                pending.stats,
-                completed.directory,
-                self.last_duration_ms,
-                sum(int(ack["handle"]["size"]) for ack in pending.acks.values()),
-                pending.alignment_ms,
-            )
+        self.stats.report_completed(
+            pending.checkpoint_id,
+            completed.directory,
+            self.last_duration_ms,
+            sum(int(ack["handle"]["size"]) for ack in pending.acks.values()),
+            pending.alignment_ms,
+        )
         self._last_completed_at = self.clock()
         if not pending.is_savepoint:
             self.completed.append(completed)
@@ -415,8 +339,9 @@ class CheckpointCoordinator:
         if pending.timer is not None:
             pending.timer.cancel()
         error = CheckpointFailed(f"checkpoint {pending.checkpoint_id} {reason}")
-        if pending.stats is not None:
-            self.stats.report_failed(pending.stats, reason, (self.clock() - pending.started) * 1000)
+        self.stats.report_failed(
+            pending.checkpoint_id, reason, (self.clock() - pending.started) * 1000
+        )
         if pending.future is not None and not pending.future.done():
             pending.future.set_exception(error)
             pending.future.exception()  # retrieved: callers may not await it

@@ -16,7 +16,6 @@ from flowkit.runtime.executor import LocalExecutor
 from flowkit.runtime.metrics import (
     SAMPLE_INTERVAL_S,
     CheckpointMetrics,
-    CheckpointRecord,
     JobMetrics,
     OperatorMetrics,
     RateSampler,
@@ -251,21 +250,7 @@ class JobClient:
             failed=tracker.num_failed,
             in_progress=tracker.num_in_progress,
             restored_from=None if restored is None else restored.directory,
-            history=tuple(
-                CheckpointRecord(
-                    checkpoint_id=st.checkpoint_id,
-                    status=st.status,
-                    is_savepoint=st.is_savepoint,
-                    trigger_timestamp_ms=st.trigger_timestamp_ms,
-                    end_timestamp_ms=st.end_timestamp_ms,
-                    duration_ms=st.duration_ms,
-                    state_size=st.state_size,
-                    alignment_ms=st.alignment_ms,
-                    directory=st.directory,
-                    failure=st.failure,
-                )
-                for st in tracker.history
-            ),
+            history=tracker.history,
         )
 
     def _result(self) -> JobExecutionResult:

@@ -12,12 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.checkpoint.coordinator import (
-    CheckpointConfig,
-    CheckpointCoordinator,
-    CheckpointStatsTracker,
-)
+from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator
 from flowkit.checkpoint.restart import RestartStrategy
+from flowkit.checkpoint.stats import CheckpointStatsTracker
 from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
 from flowkit.elements import MAX_WATERMARK, WatermarkStatus
 from flowkit.errors import InvalidConfigurationError, JobFailed, UserFunctionError

@@ -23,8 +23,10 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from flowkit.checkpoint.stats import CheckpointRecord
 
 __all__ = [
     "MAX_SAMPLES",
@@ -190,36 +192,6 @@ class SubtaskMetrics:
             data[f.name] = value
         data["backpressure_level"] = self.backpressure_level
         return data
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointRecord:
-    """One checkpoint or savepoint in the history (newest last).
-
-    ``status`` is ``"COMPLETED"``, ``"FAILED"`` or ``"IN_PROGRESS"``; times are epoch
-    ms (``trigger_timestamp_ms``, ``end_timestamp_ms``) or ms (``duration_ms``);
-    ``state_size`` is in bytes, summed over the subtasks; ``alignment_ms`` is the
-    longest barrier alignment of a subtask.
-
-    Example:
-        >>> CheckpointRecord(3, "COMPLETED", False, 1000, 1012, 12.0, 640).to_dict()["state_size"]
-        640
-    """
-
-    checkpoint_id: int
-    status: str
-    is_savepoint: bool
-    trigger_timestamp_ms: int
-    end_timestamp_ms: int | None = None
-    duration_ms: float | None = None
-    state_size: int = 0
-    alignment_ms: float = 0.0
-    directory: str | None = None
-    failure: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict."""
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

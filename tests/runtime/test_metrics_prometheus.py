@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
-import importlib
-import io
 import json
 import math
 import re
@@ -307,17 +304,3 @@ def test_exports() -> None:
 
     assert FromTask is fk.SubtaskMetrics
     assert fk.JobMetrics is flowkit.runtime.JobMetrics
-
-
-@pytest.mark.parametrize(
-    "module_name", ["flowkit.runtime.metrics", "flowkit.checkpoint.coordinator"]
-)
-def test_docstring_examples_run(module_name: str) -> None:
-    module = importlib.import_module(module_name)
-    runner = doctest.DocTestRunner(verbose=False)
-    report = io.StringIO()
-    for test in doctest.DocTestFinder().find(module):
-        runner.run(test, out=report.write)
-    results = runner.summarize(verbose=False)
-    assert results.failed == 0, report.getvalue()
-    assert results.attempted > 0
