@@ -140,6 +140,7 @@ from flowkit.testing import PacedSource as PacedSource
 from flowkit.testing import ProcessFunctionHarness as ProcessFunctionHarness
 from flowkit.testing import TestStream as TestStream
 from flowkit.testing import WindowOperatorHarness as WindowOperatorHarness
+from flowkit.testing import wait_until as wait_until
 from flowkit.window import ContinuousEventTimeTrigger as ContinuousEventTimeTrigger
 from flowkit.window import ContinuousProcessingTimeTrigger as ContinuousProcessingTimeTrigger
 from flowkit.window import CountEvictor as CountEvictor
@@ -332,4 +333,5 @@ __all__ = [
     "private_copy",
     "sinks",
     "sources",
+    "wait_until",
 ]

@@ -77,6 +77,7 @@ DOCTEST_MODULES = [
     "flowkit.testing.harness",
     "flowkit.testing.sources",
     "flowkit.testing.test_stream",
+    "flowkit.testing.waiting",
     "flowkit.sources",
 ]
 

@@ -23,6 +23,7 @@ from flowkit import (
     UserFunctionError,
 )
 from flowkit.sinks import Sink, SinkWriter
+from flowkit.testing import wait_until
 
 TIMEOUT = 10
 #: Largest pause of the event loop we accept while a job runs inside it.
@@ -100,15 +101,6 @@ class Ticker:
         assert self.max_gap_ms < MAX_WALL_GAP_MS
 
 
-async def poll_until(condition: Callable[[], bool], what: str, limit: float = TIMEOUT) -> None:
-    """Wait (at most ``limit`` seconds) until ``condition()`` holds, letting the loop run."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.001)
-
-
 async def assert_no_tasks_left(before: set[asyncio.Task[Any]]) -> None:
     """Every task created since ``before`` ends promptly (bounded wait)."""
 
@@ -116,7 +108,7 @@ async def assert_no_tasks_left(before: set[asyncio.Task[Any]]) -> None:
         return {t for t in asyncio.all_tasks() if t not in before and not t.done()}
 
     try:
-        await poll_until(lambda: not leftover(), "the job's tasks to end", limit=2)
+        await wait_until(lambda: not leftover(), "the job's tasks to end", within=2)
     except AssertionError:
         raise AssertionError(f"tasks left behind: {leftover()}") from None
 
@@ -342,7 +334,7 @@ async def test_cancel_stops_an_unbounded_job_and_leaves_no_task() -> None:
     client = await env.execute_async("endless")
     for i in range(10):
         queue.put_nowait(i)
-    await poll_until(lambda: len(sink.values) == 10, "the first records to arrive")
+    await wait_until(lambda: len(sink.values) == 10, "the first records to arrive")
     assert client.status is JobStatus.RUNNING
     assert sorted(sink.values) == list(range(1, 11))
     assert len(asyncio.all_tasks() - before) >= 4  # the job task and its subtasks
@@ -382,7 +374,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_job() -> None:
         await asyncio.wait_for(client.wait(), 0.05)
     assert client.status is JobStatus.RUNNING
     queue.put_nowait(41)
-    await poll_until(lambda: sink.values == [42], "a record after the waiter gave up")
+    await wait_until(lambda: sink.values == [42], "a record after the waiter gave up")
 
     await asyncio.wait_for(client.cancel(), TIMEOUT)
     await assert_no_tasks_left(before)

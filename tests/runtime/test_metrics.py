@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,16 +16,9 @@ from flowkit import (
     StreamExecutionEnvironment,
     SubtaskMetrics,
 )
+from flowkit.testing import wait_until
 
 TIMEOUT = 10
-
-
-async def poll_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.001)
 
 
 async def run(env: StreamExecutionEnvironment) -> tuple[JobClient, JobMetrics]:
@@ -172,7 +163,7 @@ async def test_metrics_can_be_read_while_the_job_runs() -> None:
         assert client.metrics().total("records_in", task="Map") == 0
         for i in range(100):
             queue.put_nowait(i)
-        await poll_until(
+        await wait_until(
             lambda: client.metrics().total("records_in", task="Map") == 100,
             "the map subtasks to count 100 records",
         )
@@ -186,7 +177,7 @@ async def test_metrics_can_be_read_while_the_job_runs() -> None:
         assert len(sink.values) == 100
         for i in range(100, 150):
             queue.put_nowait(i)
-        await poll_until(
+        await wait_until(
             lambda: client.metrics().total("records_out", task="Map") == 150,
             "50 more records to reach the sink",
         )
@@ -208,7 +199,7 @@ async def test_backpressure_shows_in_buffers_and_waiting_time() -> None:
     client = await env.execute_async()
     try:
         # The sink is stuck on its first record: the channel fills up and the source waits.
-        await poll_until(
+        await wait_until(
             lambda: client.metrics().subtask("Sequence Source (1/1)").buffers_in_use == 2,
             "the source's channel to fill up",
         )

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import flowkit as fk
@@ -24,17 +23,10 @@ from flowkit import (
     VertexMetrics,
     WatermarkStrategy,
 )
+from flowkit.testing import wait_until
 from flowkit.testing.test_stream import TestStream
 
 TIMEOUT = 10
-
-
-async def poll_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 async def run(env: StreamExecutionEnvironment) -> tuple[JobClient, JobMetrics]:
@@ -221,7 +213,7 @@ async def test_watermarks_and_lag_while_a_paced_job_runs() -> None:
             wm = m.vertex("Map").input_watermark
             return wm is not None and wm > base + 100
 
-        await poll_until(progressed, "watermarks to reach the map")
+        await wait_until(progressed, "watermarks to reach the map")
         m = client.metrics()
         src = m.subtask("Paced Source (1/1)")
         mapper = m.subtask("Map (1/1)")
@@ -313,7 +305,7 @@ async def test_a_two_input_operator_counts_both_inputs_and_takes_the_lower_water
     try:
         for i in range(7):
             queue.put_nowait(i)
-        await poll_until(
+        await wait_until(
             lambda: (
                 sum(1 for v in sink.values if v[0] == "b") == 7
                 and client.metrics().subtask("Paced Source (1/1)").output_watermark is not None
@@ -349,7 +341,7 @@ async def test_a_two_input_operator_is_held_back_by_its_slower_input() -> None:
             wm = client.metrics().vertex("Co-Map").input_watermark
             return wm is not None and wm > 200
 
-        await poll_until(both_started, "watermarks from both inputs")
+        await wait_until(both_started, "watermarks from both inputs")
         metrics = client.metrics()
         fast_wm = metrics.vertex("Fast").output_watermark
         slow_wm = metrics.vertex("Slow").output_watermark
@@ -371,7 +363,7 @@ async def test_a_fully_chained_source_reports_its_watermark_lag() -> None:
     env.from_source(source, source_name="Clock").map(lambda x: x).sink_to(CollectSink())
     client = await env.execute_async()
     try:
-        await poll_until(
+        await wait_until(
             lambda: client.metrics().subtasks[0].operators[0].output_watermark is not None,
             "the source's first watermark",
         )

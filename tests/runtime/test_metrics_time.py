@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,16 +15,9 @@ from flowkit import (
     SubtaskMetrics,
 )
 from flowkit.runtime.metrics import RATE_WINDOW_MS, RateSampler, rates_between
+from flowkit.testing import wait_until
 
 TIMEOUT = 15
-
-
-async def poll_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def assert_time_adds_up(s: SubtaskMetrics) -> None:
@@ -46,11 +37,12 @@ async def test_a_slow_sink_backpressures_its_upstream() -> None:
     env.from_sequence(1, 1_000_000).rebalance().map(lambda x: x).sink_to(AsyncCallbackSink(slow))
     client = await env.execute_async()
     try:
-        await poll_until(
+        await wait_until(
             lambda: (
                 client.metrics().subtask("Sequence Source (1/1)").uptime_ms > RATE_WINDOW_MS * 1.3
             ),
             "the job to run for longer than the rate window",
+            within=TIMEOUT,
         )
         metrics = client.metrics()
         source = metrics.subtask("Sequence Source (1/1)")
@@ -90,7 +82,7 @@ async def test_a_paced_job_is_mostly_idle_and_its_rates_match_the_pace() -> None
             return source.uptime_ms > RATE_WINDOW_MS * 1.6
 
         # read very often: the rate is over the last second whatever the polling
-        await poll_until(long_enough, "the paced job to run for 1.6 s")
+        await wait_until(long_enough, "the paced job to run for 1.6 s", within=TIMEOUT)
         metrics = client.metrics()
         source = metrics.subtask("Paced Source (1/1)")
         mapper = metrics.subtask("Map (1/1)")
