@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -46,7 +45,7 @@ from flowkit.checkpoint.coordinator import CheckpointFailed
 from flowkit.errors import InvalidConfigurationError
 from flowkit.graph.explain import plan_dict
 from flowkit.runtime.client import JobClient
-from flowkit.runtime.metrics import JobMetrics, VertexMetrics
+from flowkit.runtime.metrics import VertexMetrics
 from flowkit.web import is_loopback
 
 __all__ = ["WebUI"]
@@ -136,20 +135,6 @@ def _guard(local_only: bool) -> Middleware:
         return await handler(request)
 
     return guard
-
-
-def _vertices(client: JobClient, metrics: JobMetrics) -> list[VertexMetrics]:
-    """One :class:`VertexMetrics` per vertex of ``client.job_graph``, in its order."""
-    graph = client.job_graph.vertices
-    views = metrics.vertices()
-    if [v.name for v in views] == [v.name for v in graph]:
-        return views
-    # Chains with the same name are one entry of metrics.vertices(); the subtasks come in
-    # the job graph's order, so split them by position instead.
-    subtasks = iter(metrics.subtasks)
-    return [
-        VertexMetrics.of(v.name, tuple(itertools.islice(subtasks, v.parallelism))) for v in graph
-    ]
 
 
 def _vertex_summary(vertex_id: int, metrics: VertexMetrics) -> dict[str, Any]:
@@ -299,12 +284,12 @@ class WebUI:
             raise _HTTPError(
                 404, f"job {client.job_id!r} has no vertex {raw!r}; vertex ids are {ids}"
             ) from None
-        return ids[index], _vertices(client, client.metrics())[index]
+        return ids[index], client.metrics().vertices()[index]
 
     # ----------------------------------------------------------------- read
     def _overview_of(self, client: JobClient) -> dict[str, Any]:
         graph = client.job_graph
-        vertices = _vertices(client, client.metrics())
+        vertices = client.metrics().vertices()
         return {
             "id": client.job_id,
             "name": client.job_name,
@@ -337,7 +322,7 @@ class WebUI:
         data = metrics.to_json_dict()
         data["vertices"] = [
             {"id": v.id, **m.to_dict()}
-            for v, m in zip(client.job_graph.vertices, _vertices(client, metrics), strict=True)
+            for v, m in zip(client.job_graph.vertices, metrics.vertices(), strict=True)
         ]
         return _json(data)
 
