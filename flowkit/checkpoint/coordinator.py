@@ -75,8 +75,11 @@ class CheckpointParticipant(Protocol):
     @property
     def is_finished(self) -> bool: ...
 
-    def trigger_checkpoint(self, checkpoint_id: int, timestamp: int, is_savepoint: bool) -> None:
-        """Sources only: snapshot and send the barrier (runs in the subtask's mailbox)."""
+    def trigger_checkpoint(
+        self, checkpoint_id: int, timestamp: int, is_savepoint: bool, stop: bool = False
+    ) -> None:
+        """Sources only: snapshot and send the barrier (runs in the subtask's mailbox);
+        with ``stop``, emit nothing after the barrier unless the checkpoint is aborted."""
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None: ...
 
@@ -152,13 +155,19 @@ class CheckpointCoordinator:
         return not any(p.is_finished for p in self.participants)
 
     def trigger(
-        self, is_savepoint: bool = False, savepoint_dir: str | None = None, notify: bool = True
+        self,
+        is_savepoint: bool = False,
+        savepoint_dir: str | None = None,
+        notify: bool = True,
+        stop_sources: bool = False,
     ) -> asyncio.Future[CompletedCheckpoint]:
         """Start a checkpoint (or savepoint) now; the future completes with it.
 
         ``notify=False`` for a savepoint: subtasks are not told that it completed, so
         two-phase-commit sinks do not commit on it (Flink >= 1.15, except
-        stop-with-savepoint).
+        stop-with-savepoint). ``stop_sources`` (stop-with-savepoint): the sources emit
+        nothing after their barrier, so the savepoint is the last thing the job did; they
+        resume if the savepoint is aborted.
         """
         loop = asyncio.get_running_loop()
         checkpoint_id = self.next_id
@@ -177,7 +186,9 @@ class CheckpointCoordinator:
         self.pending[checkpoint_id] = pending
         pending.timer = loop.call_later(self.config.timeout_ms / 1000, self._expire, checkpoint_id)
         for source in self._sources():
-            source.trigger_checkpoint(checkpoint_id, pending.timestamp_ms, is_savepoint)
+            source.trigger_checkpoint(
+                checkpoint_id, pending.timestamp_ms, is_savepoint, stop=stop_sources
+            )
         assert pending.future is not None
         return pending.future
 

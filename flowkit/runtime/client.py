@@ -335,6 +335,11 @@ class JobClient:
     async def stop_with_savepoint(self, directory: str, drain: bool = False) -> str:
         """Take a savepoint, commit what it covers, then stop the job.
 
+        The sources emit nothing after the savepoint's barrier, so the savepoint is the
+        last thing the job did: resumed from it, the job sees no record twice, even in
+        sinks that are not transactional. If the savepoint fails, the sources go on, the
+        job keeps running and ``CheckpointFailed`` is raised (as in Flink).
+
         With ``drain=False`` (default) pending timers and windows keep their state in the
         savepoint; with ``drain=True`` the sources first emit ``MAX_WATERMARK``, so every
         event-time timer and window fires before the savepoint is taken (Flink's
@@ -342,7 +347,9 @@ class JobClient:
         """
         if drain:
             self._executor.emit_max_watermark_at_sources()
-        completed = await self._executor.trigger_savepoint(directory, notify=True)
+        completed = await self._executor.trigger_savepoint(
+            directory, notify=True, stop_sources=True
+        )
         self.stopped_with_savepoint = completed.directory
         await self.cancel()
         return completed.directory

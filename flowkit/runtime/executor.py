@@ -560,8 +560,11 @@ class LocalExecutor:
             if task.source_reader is not None:
                 task.post_mail(functools.partial(task.head.process_watermark, MAX_WATERMARK))
 
-    async def trigger_savepoint(self, directory: str, notify: bool = False) -> CompletedCheckpoint:
-        """Take a savepoint into ``directory`` (the job keeps running)."""
+    async def trigger_savepoint(
+        self, directory: str, notify: bool = False, stop_sources: bool = False
+    ) -> CompletedCheckpoint:
+        """Take a savepoint into ``directory``; the job keeps running (with
+        ``stop_sources``, its sources stop emitting at the savepoint's barrier)."""
         coordinator = self.coordinator
         if coordinator is None:
             raise InvalidConfigurationError(
@@ -569,7 +572,9 @@ class LocalExecutor:
             )
         target = _absolute(directory)
         self._savepoint_dirs[coordinator.next_id] = target
-        return await coordinator.trigger(is_savepoint=True, savepoint_dir=target, notify=notify)
+        return await coordinator.trigger(
+            is_savepoint=True, savepoint_dir=target, notify=notify, stop_sources=stop_sources
+        )
 
 
 def _absolute(directory: str) -> str:

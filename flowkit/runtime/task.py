@@ -144,6 +144,8 @@ class StreamTask:
         self.checkpointing: TaskCheckpointing | None = None
         #: True once the input ended (no new periodic checkpoints from here on).
         self.reached_end = False
+        #: Sources: the stop-with-savepoint checkpoint after whose barrier nothing is read.
+        self.suspended_at: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_yield = 0.0
@@ -241,6 +243,12 @@ class StreamTask:
         while True:
             while mail:
                 mail.popleft()()
+            if self.suspended_at is not None:  # stopping with a savepoint: wait for the end
+                await self._after_step()  # hands the barrier on, even under backpressure
+                if self.suspended_at is not None and not self._has_mail():
+                    self._arm_flush_timer()
+                    await self._idle_wait()
+                continue
             status = poll(head, self._source_batch_size())
             if status is InputStatus.END_OF_INPUT:
                 break
@@ -360,12 +368,23 @@ class StreamTask:
     def is_finished(self) -> bool:
         return self.reached_end or self.status in ("FINISHED", "FAILED", "CANCELED")
 
-    def trigger_checkpoint(self, checkpoint_id: int, timestamp: int, is_savepoint: bool) -> None:
-        """Sources: take checkpoint ``checkpoint_id`` between two steps (mailbox)."""
+    def trigger_checkpoint(
+        self, checkpoint_id: int, timestamp: int, is_savepoint: bool, stop: bool = False
+    ) -> None:
+        """Sources: take checkpoint ``checkpoint_id`` between two steps (mailbox); with
+        ``stop`` (stop-with-savepoint) read nothing more after its barrier, unless the
+        checkpoint is aborted."""
         barrier = CheckpointBarrier(checkpoint_id, timestamp, is_savepoint)
         checkpointing = self.checkpointing
-        if checkpointing is not None:
-            self.post_mail(lambda: checkpointing.perform(barrier))
+        if checkpointing is None:
+            return
+
+        def perform() -> None:
+            checkpointing.perform(barrier)
+            if stop:
+                self.suspended_at = checkpoint_id
+
+        self.post_mail(perform)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         def notify() -> None:
@@ -383,6 +402,8 @@ class StreamTask:
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         def notify() -> None:
+            if self.suspended_at == checkpoint_id:
+                self.suspended_at = None  # the stop failed: the job goes on
             for op in self.operators:
                 op.notify_checkpoint_aborted(checkpoint_id)
 
