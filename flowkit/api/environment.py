@@ -281,6 +281,10 @@ class StreamExecutionEnvironment:
                 f"127.0.0.1 by default. Pass allow_remote=True to bind {host!r} anyway"
             )
         require_aiohttp()
+        # Import the server now: importing aiohttp takes about 0.2 s, which would stall
+        # the event loop (and every task in it) when the first job starts.
+        import flowkit.web.server  # noqa: F401
+
         self.web_ui_address = (host, port)
         return self
 
