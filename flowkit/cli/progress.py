@@ -188,7 +188,8 @@ def progress_table(
     job_name: str, elapsed_s: float, status: str, metrics: JobMetrics, width: int = 120
 ) -> list[str]:
     """The live view: a header, one row per vertex (summed over its subtasks) with one
-    indented row per operator of a chain, and a line about checkpoints."""
+    indented row per operator of a chain (its records and rates in and out, and the
+    watermark it received), and a line about checkpoints."""
     fixed = sum(w + 1 for _, w in _COLUMNS)
     name_width = max(16, width - fixed)
     header = f"flowkit · {job_name} · {status} · {elapsed_s:.1f} s"
@@ -223,8 +224,8 @@ def progress_table(
                             "",
                             format_count(op.records_in),
                             format_count(op.records_out),
-                            "",
-                            "",
+                            format_count(round(op.records_in_per_second, 1)),
+                            format_count(round(op.records_out_per_second, 1)),
                             "",
                             "",
                             format_watermark(

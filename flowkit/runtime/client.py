@@ -220,6 +220,7 @@ class JobClient:
                     m.busy_ms,
                     m.idle_ms,
                     m.backpressured_ms,
+                    *(count for op in m.operators for count in (op.records_in, op.records_out)),
                 )
                 for m in snapshots
             ],
@@ -235,6 +236,14 @@ class JobClient:
                 busy_ratio=r[4],
                 idle_ratio=r[5],
                 backpressured_ratio=r[6],
+                operators=tuple(
+                    dataclasses.replace(
+                        op,
+                        records_in_per_second=r[7 + 2 * i] if 8 + 2 * i < len(r) else 0.0,
+                        records_out_per_second=r[8 + 2 * i] if 8 + 2 * i < len(r) else 0.0,
+                    )
+                    for i, op in enumerate(m.operators)
+                ),
             )
             for m, r in zip(snapshots, rates)
         )

@@ -84,6 +84,9 @@ class OperatorMetrics:
     input_watermark: int | None = None
     output_watermark: int | None = None
     late_records_dropped: int = 0
+    #: Records received / emitted per second over the rate window (as the subtask's).
+    records_in_per_second: float = 0.0
+    records_out_per_second: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
@@ -94,6 +97,8 @@ class OperatorMetrics:
             "input_watermark": self.input_watermark,
             "output_watermark": self.output_watermark,
             "late_records_dropped": self.late_records_dropped,
+            "records_in_per_second": self.records_in_per_second,
+            "records_out_per_second": self.records_out_per_second,
         }
 
 
@@ -324,6 +329,8 @@ class VertexMetrics:
                     _min_known(o.input_watermark for o in ops),
                     _min_known(o.output_watermark for o in ops),
                     sum(o.late_records_dropped for o in ops),
+                    sum(o.records_in_per_second for o in ops),
+                    sum(o.records_out_per_second for o in ops),
                 )
             )
         return cls(
@@ -602,6 +609,18 @@ _OPERATOR_FAMILIES: list[tuple[str, str, str, str]] = [
         "Records an operator dropped as late.",
         "late_records_dropped",
     ),
+    (
+        "operator_records_in_per_second",
+        "gauge",
+        "Records an operator received per second over the recent window.",
+        "records_in_per_second",
+    ),
+    (
+        "operator_records_out_per_second",
+        "gauge",
+        "Records an operator emitted per second over the recent window.",
+        "records_out_per_second",
+    ),
 ]
 
 
@@ -745,38 +764,44 @@ SAMPLE_INTERVAL_S = 0.25
 MAX_SAMPLES = 16
 
 #: ``(uptime_ms, records_in, records_out, bytes_in, bytes_out, busy_ms, idle_ms,
-#: backpressured_ms)`` of one subtask.
-Counters = tuple[float, int, int, int, int, float, float, float]
-#: ``(records_in/s, records_out/s, bytes_in/s, bytes_out/s, busy, idle, backpressured)``.
-Rates = tuple[float, float, float, float, float, float, float]
+#: backpressured_ms)`` of one subtask, then records in and out of each of its operators.
+Counters = tuple[float, ...]
+#: ``(records_in/s, records_out/s, bytes_in/s, bytes_out/s, busy, idle, backpressured)``,
+#: then records in/s and out/s of each operator.
+Rates = tuple[float, ...]
 
 _ZERO: Counters = (0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
-_NO_RATES: Rates = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def rates_between(current: Counters, reference: Counters) -> Rates:
-    """Per-second rates and time ratios from ``reference`` to ``current``.
+    """Per-second rates and time ratios from ``reference`` to ``current`` (a counter the
+    reference lacks counts from zero).
 
     Example:
-        >>> rates_between((2000.0, 300, 300, 0, 0, 500.0, 1500.0, 0.0), (1000.0, 100, 100, 0, 0, 0.0, 1000.0, 0.0))
-        (200.0, 200.0, 0.0, 0.0, 0.5, 0.5, 0.0)
+        >>> rates_between((2000.0, 300, 300, 0, 0, 500.0, 1500.0, 0.0, 300, 150),
+        ...               (1000.0, 100, 100, 0, 0, 0.0, 1000.0, 0.0))
+        (200.0, 200.0, 0.0, 0.0, 0.5, 0.5, 0.0, 300.0, 150.0)
     """
     span = current[0] - reference[0]
     if span <= 0:
-        return _NO_RATES
+        return (0.0,) * (len(current) - 1)
     per_second = 1000.0 / span
 
+    def delta(i: int) -> float:
+        return current[i] - (reference[i] if i < len(reference) else 0)
+
     def ratio(i: int) -> float:
-        return min(1.0, max(0.0, (current[i] - reference[i]) / span))
+        return min(1.0, max(0.0, delta(i) / span))
 
     return (
-        (current[1] - reference[1]) * per_second,
-        (current[2] - reference[2]) * per_second,
-        (current[3] - reference[3]) * per_second,
-        (current[4] - reference[4]) * per_second,
+        delta(1) * per_second,
+        delta(2) * per_second,
+        delta(3) * per_second,
+        delta(4) * per_second,
         ratio(5),
         ratio(6),
         ratio(7),
+        *(delta(i) * per_second for i in range(8, len(current))),
     )
 
 

@@ -551,9 +551,27 @@ class StreamTask:
         self._arm_flush_timer()
 
     # ------------------------------------------------------------------ metrics
-    def counters(self) -> tuple[float, int, int, int, int, float, float, float]:
+    def _operator_counts(self, records_in: int) -> list[tuple[int, int]]:
+        """``(records in, records out)`` of each operator of the chain (the head's input is
+        the subtask's; a sink's output is what it wrote)."""
+        return [
+            (
+                records_in if position == 0 else counter.records_in,
+                op.records if isinstance(op, SinkOperator) else counter.records_out,
+            )
+            for position, (op, counter) in enumerate(zip(self.operators, self.op_counters))
+        ]
+
+    def counters(self) -> tuple[float, ...]:
+        """The cumulative values rates are computed from, now: those of
+        :meth:`_task_counters`, then records in and out of each operator."""
+        counts = self._task_counters()
+        operators = self._operator_counts(counts[1])
+        return (*counts, *(count for pair in operators for count in pair))
+
+    def _task_counters(self) -> tuple[float, int, int, int, int, float, float, float]:
         """``(uptime_ms, records_in, records_out, bytes_in, bytes_out, busy_ms, idle_ms,
-        backpressured_ms)`` now: the cumulative values rates are computed from."""
+        backpressured_ms)`` now."""
         started = self._started
         if started is None:
             return (0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
@@ -605,7 +623,7 @@ class StreamTask:
         """This subtask's metrics now; rates and ratios are left at zero (the job client
         computes them from samples). ``now_ms``: wall-clock epoch ms for the watermark
         lag (default: now)."""
-        uptime, records_in, records_out, bytes_in, bytes_out, busy, idle, bp = self.counters()
+        uptime, records_in, records_out, bytes_in, bytes_out, busy, idle, bp = self._task_counters()
         input_wm = self.input_watermark()
         output_wm = self.output_watermark()
         # FLIP-33's watermarkLag: a source's is that of the watermark it emits
@@ -621,19 +639,15 @@ class StreamTask:
             lag = now_ms - current
         operators = []
         late_total = 0
+        counts = self._operator_counts(records_in)
         for position, (op, counter) in enumerate(zip(self.operators, self.op_counters)):
             late = getattr(op, "num_late_records_dropped", 0)
             late_total += late
-            if position == 0:
-                op_in, op_in_wm = records_in, input_wm
-            else:
-                op_in, op_in_wm = counter.records_in, _known_watermark(counter.input_watermark)
-            op_out = op.records if isinstance(op, SinkOperator) else counter.records_out
+            op_in_wm = input_wm if position == 0 else _known_watermark(counter.input_watermark)
             operators.append(
                 OperatorMetrics(
                     op.name,
-                    op_in,
-                    op_out,
+                    *counts[position],
                     op_in_wm,
                     _known_watermark(counter.output_watermark),
                     late,

@@ -195,3 +195,44 @@ def test_a_new_generation_starts_afresh() -> None:
     # after a restart, the counters restart from zero
     (rate,) = sampler.rates(new, [counters(100.0, 10)], [False])
     assert rate[0] == pytest.approx(100.0)
+
+
+async def test_each_chained_operator_has_its_own_rates() -> None:
+    pause = 0.004  # at most 250 records/s
+    env = StreamExecutionEnvironment(parallelism=1, buffer_timeout_ms=0)
+    (
+        env.from_source(PacedSource(list(range(100_000)), pause))
+        .rebalance()
+        .flat_map(lambda x: [x, x])
+        .filter(lambda x: x % 4 == 0)
+        .sink_to(CollectSink())
+    )
+    client = await env.execute_async()
+    try:
+        await wait_until(
+            lambda: client.metrics().subtask("Flat Map (1/1)").uptime_ms > RATE_WINDOW_MS * 1.5,
+            "the paced job to run for 1.5 s",
+            within=TIMEOUT,
+        )
+        metrics = client.metrics()
+        flat_map, filter_, sink = metrics.subtask("Flat Map (1/1)").operators
+        assert 40 < flat_map.records_in_per_second < 1 / pause * 1.05
+        # in and out of one subtask are measured over the same span: exact proportions,
+        # up to the records of one batch in flight between two operators
+        assert flat_map.records_out_per_second == pytest.approx(
+            2 * flat_map.records_in_per_second, abs=4
+        )
+        assert filter_.records_in_per_second == flat_map.records_out_per_second
+        assert filter_.records_out_per_second == pytest.approx(
+            filter_.records_in_per_second / 4, abs=4
+        )
+        assert sink.records_in_per_second == filter_.records_out_per_second
+        # the vertex sums its subtasks' operators (one subtask here)
+        vertex_ops = metrics.vertex("Flat Map").operators
+        assert [o.records_in_per_second for o in vertex_ops] == [
+            flat_map.records_in_per_second,
+            filter_.records_in_per_second,
+            sink.records_in_per_second,
+        ]
+    finally:
+        await asyncio.wait_for(client.cancel(), TIMEOUT)
