@@ -298,11 +298,16 @@ async def _run_job(env: StreamExecutionEnvironment, args: argparse.Namespace, ou
         # Stopped from outside: with a savepoint (`flowkit stop --savepoint`) the job ended
         # as asked; a plain cancel is reported as an error by the caller.
         stopped = client.stopped_with_savepoint
+        final = client.metrics()
+        if isinstance(view, LiveView):
+            view.update(elapsed, client.status.name, final)
         status = "CANCELED" if stopped is None else f"STOPPED with savepoint {stopped}"
-        print(_summary_line(status, elapsed, client.metrics()), file=out, flush=True)
+        print(_summary_line(status, elapsed, final), file=out, flush=True)
         if stopped is None:
             raise
         return
+    if isinstance(view, LiveView):  # the table's last drawing shows the final counts
+        view.update(elapsed, client.status.name, result.metrics)
     print(_summary_line("FINISHED", elapsed, result.metrics), file=out, flush=True)
 
 

@@ -388,16 +388,20 @@ def test_live_view_on_a_terminal_redraws_a_table(tmp_path: Path) -> None:
         assert proc.stderr is not None
         proc.stderr.close()
     screen = b"".join(chunks).decode()
-    drawings = screen.count("flowkit · paced · RUNNING")
-    assert drawings >= 2
+    running = screen.count("flowkit · paced · RUNNING")
+    assert running >= 2
+    # the last drawing shows the finished job
+    assert screen.count("flowkit · paced · FINISHED") == 1
     # every drawing after the first moves the cursor back up over the previous one
-    assert screen.count("\x1b[J") == drawings - 1
+    assert screen.count("\x1b[J") == running
     assert re.search(r"\x1b\[\d+F\x1b\[J", screen)
     assert "OPERATOR" in screen and "WATERMARK" in screen and "BACKPR" in screen
-    # the chain's operators get their own rows, with their own counts
-    table = screen.rsplit("flowkit · paced · RUNNING", 1)[1]
-    assert re.search(r"^  Keyed Reduce\s+\d+\s+\d+", table, re.M)
-    assert re.search(r"^  Filter\s+\d+\s+0", table, re.M)
+    # the chain's operators get their own rows, with their own counts: final and exact
+    table = screen.rsplit("flowkit · paced · FINISHED", 1)[1]
+    assert re.search(r"^Paced Source\s+1\s+120\s+120\s", table, re.M)
+    assert re.search(r"^  Keyed Reduce\s+120\s+120\s", table, re.M)
+    assert re.search(r"^  Filter\s+120\s+0\s", table, re.M)
+    assert re.search(r"^Keyed Reduce -> Filter -> Print to Std\. Out\s.*\sMAX\s", table, re.M)
     assert "checkpoints: off" in table
     assert screen.rstrip().splitlines()[-1].startswith("FINISHED in ")
 
