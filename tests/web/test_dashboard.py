@@ -304,3 +304,71 @@ async def test_dashboard_buttons_take_a_savepoint_and_cancel(
 async def _written(text: Any) -> str | None:
     value = str(await text)
     return value if value.startswith("Savepoint written") else None
+
+
+DETAIL_STATE = """JSON.stringify({
+  shown: !document.getElementById('vertex-detail').hidden,
+  title: document.getElementById('detail-name').textContent,
+  operators: [...document.querySelectorAll('#operator-table tbody tr')].map(r => ({
+    name: r.getAttribute('data-operator'),
+    rateIn: parseFloat(r.querySelector('.rate-in').getAttribute('data-value')),
+    rateOut: parseFloat(r.querySelector('.rate-out').getAttribute('data-value')),
+  })),
+  subtasks: [...document.querySelectorAll('#subtask-table tbody tr')].map(
+    r => [...r.querySelectorAll('td')].map(td => td.textContent)),
+  selected: [...document.querySelectorAll('#job-graph .vertex.selected')].map(
+    g => g.getAttribute('data-vertex-id')),
+})"""
+
+
+async def test_clicking_a_vertex_shows_its_operators_and_subtasks(tmp_path: Path) -> None:
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5, freeze_gc=False)
+    env.enable_web_ui(port=0)
+    (
+        env.from_source(fk.PacedSource(list(range(1_000_000)), 0.001), source_name="Numbers")
+        .rebalance()
+        .map(lambda x: x * 2)
+        .name("Double")
+        .filter(lambda x: x % 4 == 0)
+        .name("Quarter")
+        .sink_to(fk.CollectSink())
+        .name("Sink")
+    )
+    client = await env.execute_async("detail")
+    try:
+        url = env.web_ui_url
+        assert url is not None
+        chain = client.job_graph.vertices[1]
+        assert chain.name == "Double -> Quarter -> Sink"
+        async with dashboard(tmp_path, url) as tools:
+            await page_state(tools, lambda p: len(p["vertices"]) == 2, "the job graph")
+            await tools.evaluate(
+                f"document.querySelector('#job-graph .vertex[data-vertex-id=\"{chain.id}\"]')"
+                ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+            )
+            deadline = time.monotonic() + 15
+            while True:
+                raw = await tools.evaluate(DETAIL_STATE)
+                detail = json.loads(raw)
+                ops = detail["operators"]
+                if detail["shown"] and len(ops) == 3 and all(o["rateIn"] > 0 for o in ops):
+                    break
+                assert time.monotonic() < deadline, f"no operator rates shown: {detail}"
+                await asyncio.sleep(0.2)
+            shot = await tools.call("Page.captureScreenshot", format="png")
+        (tmp_path / "vertex-detail.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        await client.cancel()
+        await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    assert detail["title"] == "Double -> Quarter -> Sink \u00d72"
+    assert detail["selected"] == [str(chain.id)]
+    assert [o["name"] for o in ops] == ["Double", "Quarter", "Sink"]
+    double, quarter, sink = ops
+    # within a subtask an operator's rates keep the proportions of its counts
+    assert double["rateOut"] == pytest.approx(double["rateIn"], rel=0.01)
+    assert quarter["rateIn"] == double["rateOut"]
+    assert quarter["rateOut"] == pytest.approx(quarter["rateIn"] / 2, rel=0.25)
+    assert sink["rateIn"] == quarter["rateOut"]
+    # one row per subtask: "1/2", "2/2", each running
+    assert [row[0] for row in detail["subtasks"]] == ["1/2", "2/2"]
+    assert all(row[1] == "RUNNING" for row in detail["subtasks"])

@@ -20,6 +20,7 @@ const state = {
   overview: null,
   failures: 0,
   ended: new Map(),   // job id -> status an action reported (answers in flight may lag)
+  selected: null,     // vertex id whose operators and subtasks are shown
 };
 
 const $ = (id) => document.getElementById(id);
@@ -216,6 +217,7 @@ function drawGraph(plan) {
     g.appendChild(svg("text", { x: 10, y: 92, class: "backpressure small" }, "backpressure ok"));
     g.appendChild(svg("rect", { class: "busy-track", x: 10, y: 102, width: NODE_W - 20, height: 8, rx: 2 }));
     g.appendChild(svg("rect", { class: "busy-bar", x: 10, y: 102, width: 0, height: 8, rx: 2 }));
+    g.addEventListener("click", () => select(v.id));
     root.appendChild(g);
   }
 }
@@ -264,6 +266,8 @@ function updateVertexTable(vertices) {
   for (const v of vertices) {
     const row = document.createElement("tr");
     row.setAttribute("data-vertex-row", v.id);
+    if (String(v.id) === String(state.selected)) row.classList.add("selected");
+    row.addEventListener("click", () => select(v.id));
     cell(row, v.name, "name");
     cell(row, String(v.parallelism), "num");
     cell(row, v.status || "—");
@@ -284,6 +288,65 @@ function updateVertexTable(vertices) {
     cell(row, fmtLag(v.watermark_lag_ms), "num");
     cell(row, fmtCount(v.late_records_dropped), "num");
     body.appendChild(row);
+  }
+}
+
+// ------------------------------------------------------------------ vertex detail
+function select(vertexId) {
+  state.selected = vertexId;
+  for (const g of $("job-graph").querySelectorAll(".vertex")) {
+    g.classList.toggle("selected", g.getAttribute("data-vertex-id") === String(vertexId));
+  }
+  for (const row of $("vertex-table").querySelectorAll("tbody tr")) {
+    row.classList.toggle("selected", row.getAttribute("data-vertex-row") === String(vertexId));
+  }
+  if (state.overview) refreshDetail(state.overview.id).catch(() => {});
+}
+
+async function refreshDetail(jobId) {
+  if (state.selected === null) return;
+  const v = await getJSON(`api/jobs/${jobId}/vertices/${state.selected}`);
+  $("vertex-detail").hidden = false;
+  $("detail-name").textContent = `${v.name} ×${v.parallelism}`;
+  const ops = $("operator-table").querySelector("tbody");
+  ops.replaceChildren();
+  for (const op of v.operators || []) {
+    const row = document.createElement("tr");
+    row.setAttribute("data-operator", op.name);
+    cell(row, op.name, "name");
+    cell(row, fmtRate(op.records_in_per_second), "num rate-in").setAttribute("data-value", String(op.records_in_per_second || 0));
+    cell(row, fmtRate(op.records_out_per_second), "num rate-out").setAttribute("data-value", String(op.records_out_per_second || 0));
+    cell(row, fmtCount(op.records_in), "num");
+    cell(row, fmtCount(op.records_out), "num");
+    cell(row, fmtWatermark(op.input_watermark));
+    cell(row, fmtWatermark(op.output_watermark));
+    cell(row, fmtCount(op.late_records_dropped), "num");
+    ops.appendChild(row);
+  }
+  const subs = $("subtask-table").querySelector("tbody");
+  subs.replaceChildren();
+  for (const s of v.subtasks || []) {
+    const row = document.createElement("tr");
+    row.setAttribute("data-subtask", s.subtask_index);
+    cell(row, `${s.subtask_index + 1}/${s.parallelism}`, "num");
+    cell(row, s.status || "—");
+    cell(row, fmtRate(s.records_in_per_second), "num");
+    cell(row, fmtRate(s.records_out_per_second), "num");
+    cell(row, fmtCount(s.records_in), "num");
+    cell(row, fmtCount(s.records_out), "num");
+    const bp = cell(row, "");
+    const badge = document.createElement("span");
+    badge.className = "level";
+    badge.setAttribute("data-level", level(s));
+    badge.textContent = `${level(s)} ${fmtPercent(s.backpressured_ratio)}`;
+    bp.appendChild(badge);
+    cell(row, fmtPercent(s.busy_ratio), "num");
+    cell(row, fmtPercent(s.idle_ratio), "num");
+    cell(row, fmtCount(s.buffers_in_use), "num");
+    cell(row, fmtWatermark(s.input_watermark));
+    cell(row, fmtLag(s.watermark_lag_ms), "num");
+    cell(row, s.last_checkpoint_id ? `#${s.last_checkpoint_id} · ${fmtBytes(s.last_checkpoint_size)}` : "—");
+    subs.appendChild(row);
   }
 }
 
@@ -385,12 +448,15 @@ async function refresh() {
   if (state.planFor !== overview.id) {
     state.plan = await getJSON(`api/jobs/${overview.id}/plan`);
     state.planFor = overview.id;
+    state.selected = null;  // vertex ids belong to a job
+    $("vertex-detail").hidden = true;
     drawGraph(state.plan);
   }
   updateHeader(overview);
   updateGraph(overview.vertices);
   updateVertexTable(overview.vertices);
   updateCheckpoints(await getJSON(`api/jobs/${overview.id}/checkpoints`));
+  await refreshDetail(overview.id);
 }
 
 async function poll() {
