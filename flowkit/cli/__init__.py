@@ -292,23 +292,19 @@ async def _run_job(env: StreamExecutionEnvironment, args: argparse.Namespace, ou
         await asyncio.gather(waiter, return_exceptions=True)
         raise
     elapsed = time.perf_counter() - started
+
+    def show_end(status: str, metrics: JobMetrics) -> None:
+        if isinstance(view, LiveView):  # the table's last drawing shows the final counts
+            view.update(elapsed, client.status.name, metrics)
+        print(_summary_line(status, elapsed, metrics), file=out, flush=True)
+
     try:
-        result = waiter.result()
-    except JobCancelled:
-        # Stopped from outside: with a savepoint (`flowkit stop --savepoint`) the job ended
-        # as asked; a plain cancel is reported as an error by the caller.
-        stopped = client.stopped_with_savepoint
-        final = client.metrics()
-        if isinstance(view, LiveView):
-            view.update(elapsed, client.status.name, final)
-        status = "CANCELED" if stopped is None else f"STOPPED with savepoint {stopped}"
-        print(_summary_line(status, elapsed, final), file=out, flush=True)
-        if stopped is None:
-            raise
-        return
-    if isinstance(view, LiveView):  # the table's last drawing shows the final counts
-        view.update(elapsed, client.status.name, result.metrics)
-    print(_summary_line("FINISHED", elapsed, result.metrics), file=out, flush=True)
+        metrics = waiter.result().metrics
+    except JobCancelled:  # cancelled from outside: the caller reports it as an error
+        show_end("CANCELED", client.metrics())
+        raise
+    stopped = client.stopped_with_savepoint  # `flowkit stop --savepoint`
+    show_end("FINISHED" if stopped is None else f"STOPPED with savepoint {stopped}", metrics)
 
 
 async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: TextIO) -> None:

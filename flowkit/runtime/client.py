@@ -124,7 +124,8 @@ class JobClient:
         try:
             await self._executor.run()
         except asyncio.CancelledError:
-            self._status = JobStatus.CANCELED
+            stopped = self.stopped_with_savepoint is not None
+            self._status = JobStatus.FINISHED if stopped else JobStatus.CANCELED
             raise
         except BaseException:
             self._status = JobStatus.FAILED
@@ -145,7 +146,8 @@ class JobClient:
     @property
     def status(self) -> JobStatus:
         """``RUNNING`` from submission (``RESTARTING`` while a failed job restarts), then
-        ``FINISHED``, ``CANCELED`` or ``FAILED``."""
+        ``FINISHED`` (also after :meth:`stop_with_savepoint`, as in Flink), ``CANCELED``
+        or ``FAILED``."""
         if self._status is JobStatus.RUNNING and self._executor.status_restarting:
             return JobStatus.RESTARTING
         return self._status
@@ -276,6 +278,8 @@ class JobClient:
             await asyncio.shield(self._task)
         except asyncio.CancelledError:
             if self._task.done() and self._task.cancelled():
+                if self.stopped_with_savepoint is not None:
+                    return self._result()  # stopped as asked: the job finished
                 self._status = JobStatus.CANCELED
                 raise JobCancelled(f"job {self.job_name!r} was cancelled") from None
             raise  # the caller of wait() was cancelled; the job keeps running
@@ -347,7 +351,9 @@ class JobClient:
         The sources emit nothing after the savepoint's barrier, so the savepoint is the
         last thing the job did: resumed from it, the job sees no record twice, even in
         sinks that are not transactional. If the savepoint fails, the sources go on, the
-        job keeps running and ``CheckpointFailed`` is raised (as in Flink).
+        job keeps running and ``CheckpointFailed`` is raised (as in Flink). Once stopped,
+        :attr:`status` is ``FINISHED`` and :meth:`wait` returns the job's result, as
+        Flink's stop-with-savepoint ends a job as finished.
 
         With ``drain=False`` (default) pending timers and windows keep their state in the
         savepoint; with ``drain=True`` the sources first emit ``MAX_WATERMARK``, so every
@@ -360,7 +366,10 @@ class JobClient:
             directory, notify=True, stop_sources=True
         )
         self.stopped_with_savepoint = completed.directory
-        await self.cancel()
+        for task in self._executor.tasks:
+            task.finish_on_cancel = True
+        await self._stop_task()
+        self._status = JobStatus.FINISHED
         return completed.directory
 
     async def cancel(self) -> None:
@@ -371,13 +380,17 @@ class JobClient:
         """
         if self._task.done():
             return
+        await self._stop_task()
+        self._status = JobStatus.CANCELED
+
+    async def _stop_task(self) -> None:
+        """Cancel the job's task and wait until every subtask has stopped."""
         self._task.cancel()
         await asyncio.wait({self._task})
         if not self._task.cancelled():
-            # An error raised while stopping: the job counts as cancelled all the same,
-            # but retrieve the error so the loop does not report it as never retrieved.
+            # An error raised while stopping: the job ended all the same, but retrieve
+            # the error so the loop does not report it as never retrieved.
             self._task.exception()
-        self._status = JobStatus.CANCELED
 
     def done(self) -> bool:
         """True once the job has ended (finished, failed or cancelled)."""

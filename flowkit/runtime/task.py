@@ -146,6 +146,8 @@ class StreamTask:
         self.reached_end = False
         #: Sources: the stop-with-savepoint checkpoint after whose barrier nothing is read.
         self.suspended_at: int | None = None
+        #: Set by stop-with-savepoint: being cancelled then ends the subtask as FINISHED.
+        self.finish_on_cancel = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_yield = 0.0
@@ -202,7 +204,7 @@ class StreamTask:
             failed = False
             self.status = "FINISHED"
         except asyncio.CancelledError:
-            self.status = "CANCELED"
+            self.status = "FINISHED" if self.finish_on_cancel else "CANCELED"
             raise
         except BaseException:
             self.status = "FAILED"

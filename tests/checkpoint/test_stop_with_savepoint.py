@@ -39,7 +39,10 @@ async def test_nothing_after_the_barrier_so_a_resume_sees_each_record_once(
     client = await env.execute_async("first")
     await fk.wait_until(lambda: len(first.values) >= 300, "records to arrive", within=TIMEOUT)
     savepoint = await asyncio.wait_for(client.stop_with_savepoint(str(tmp_path / "sp")), TIMEOUT)
-    assert client.status is fk.JobStatus.CANCELED
+    # as in Flink, a job stopped with a savepoint has finished
+    assert client.status is fk.JobStatus.FINISHED
+    result = await asyncio.wait_for(client.wait(), TIMEOUT)
+    assert {s.status for s in result.metrics.subtasks} == {"FINISHED"}
     read = client.metrics().vertex("Paced Source").records_in
     assert 300 <= read < len(RECORDS)
     # every record the source read before the stop reached the sink: none after the barrier

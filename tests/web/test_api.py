@@ -207,6 +207,7 @@ async def test_stop_with_savepoint_ends_the_job(running_job: JobFixture, tmp_pat
             {"directory": str(target), "drain": False},
         )
     assert answer["directory"] == str(target)
+    assert answer["status"] == "FINISHED"  # as in Flink, stopping with a savepoint finishes
     assert client.done()
     assert (target / "_metadata").exists()
     await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
