@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib.util
 import inspect
 import os
@@ -342,6 +343,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         print("error: standard output was closed; the job was cancelled", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    except OSError as exc:
+        if args.web and exc.errno == errno.EADDRINUSE:
+            print(
+                f"error: the web UI cannot listen on {args.web_host}:{args.web_port}: the "
+                f"address is in use; choose another --web-port (0 picks a free one)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        _report(exc, args.verbose)
         return EXIT_JOB_FAILED
     except Exception as exc:
         _report(exc, args.verbose)

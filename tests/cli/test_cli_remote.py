@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -232,3 +233,19 @@ def test_ctrl_c_with_savepoint_on_interrupt_then_resume(
     rows = committed_rows(out)
     assert {(r["page"], r["start"]): r["views"] for r in rows} == expected_rows(events)
     assert len(rows) == len(expected_rows(events))
+
+
+def test_web_port_in_use_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = flowkit(
+            "run", str(JOB), "--web", "--web-port", str(port), "--", "--events", "10",
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: the web UI cannot listen on 127.0.0.1:{port}: the address is in use; "
+        "choose another --web-port (0 picks a free one)"
+    )
