@@ -148,6 +148,8 @@ class StreamExecutionEnvironment:
         #: ``(host, port)`` of the web UI when :meth:`enable_web_ui` was called.
         self.web_ui_address: tuple[str, int] | None = None
         self._web_ui: WebUI | None = None
+        #: Seconds the web UI keeps serving after its last job ended.
+        self.web_ui_linger_s = 0.0
 
     @classmethod
     def get_execution_environment(cls, **config: Any) -> StreamExecutionEnvironment:
@@ -240,7 +242,11 @@ class StreamExecutionEnvironment:
         return self
 
     def enable_web_ui(
-        self, port: int = 8081, host: str = "127.0.0.1", allow_remote: bool = False
+        self,
+        port: int = 8081,
+        host: str = "127.0.0.1",
+        allow_remote: bool = False,
+        linger_s: float = 0.0,
     ) -> StreamExecutionEnvironment:
         """Serve a REST API and a dashboard while this environment's jobs run.
 
@@ -255,6 +261,8 @@ class StreamExecutionEnvironment:
             host: the address to bind, the loopback interface by default.
             allow_remote: must be True to bind anything but a loopback address: the API
                 can cancel jobs and write savepoints, and has no authentication.
+            linger_s: keep serving this many seconds after the last job ended, so its
+                final state can still be read (``execute()`` returns after that).
 
         Raises:
             InvalidConfigurationError: for a bad port, a non-loopback host without
@@ -280,12 +288,21 @@ class StreamExecutionEnvironment:
                 f"cancel jobs and write savepoints and has no authentication, so it binds "
                 f"127.0.0.1 by default. Pass allow_remote=True to bind {host!r} anyway"
             )
+        if (
+            isinstance(linger_s, bool)
+            or not isinstance(linger_s, (int, float))
+            or not (0 <= linger_s < float("inf"))
+        ):
+            raise InvalidConfigurationError(
+                f"enable_web_ui: linger_s must be a number of seconds >= 0, got {linger_s!r}"
+            )
         require_aiohttp()
         # Import the server now: importing aiohttp takes about 0.2 s, which would stall
         # the event loop (and every task in it) when the first job starts.
         import flowkit.web.server  # noqa: F401
 
         self.web_ui_address = (host, port)
+        self.web_ui_linger_s = float(linger_s)
         return self
 
     @property
@@ -306,7 +323,7 @@ class StreamExecutionEnvironment:
             await closing.wait_closed()  # let the last server free its port
         web_ui = self._web_ui
         if web_ui is None or not web_ui.serving or web_ui.loop is not loop:
-            web_ui = WebUI(*self.web_ui_address)
+            web_ui = WebUI(*self.web_ui_address, linger_s=self.web_ui_linger_s)
             try:
                 await web_ui.start()
             except BaseException:

@@ -6,7 +6,7 @@ Commands::
     flowkit run JOB.py [--parallelism N] [--restore-from DIR] [--checkpoint-dir DIR]
                        [--checkpoint-interval MS] [--set KEY=VALUE ...]
                        [--progress auto|live|lines|off] [--savepoint-on-interrupt DIR]
-                       [--web [--web-port PORT]] [--verbose] [-- JOB ARGS ...]
+                       [--web [--web-port PORT] [--web-linger S]] [--verbose] [-- JOB ARGS ...]
     flowkit explain JOB.py [--format text|mermaid|dot] [--parallelism N] [--set KEY=VALUE ...]
     flowkit inspect DIR [state processor options]
     flowkit savepoint DIR [--url URL] [--job ID]
@@ -214,7 +214,12 @@ def _build(args: argparse.Namespace) -> StreamExecutionEnvironment:
     )
     if getattr(args, "web", False):
         try:
-            env.enable_web_ui(args.web_port, host=args.web_host, allow_remote=args.web_allow_remote)
+            env.enable_web_ui(
+                args.web_port,
+                host=args.web_host,
+                allow_remote=args.web_allow_remote,
+                linger_s=args.web_linger,
+            )
         except (InvalidConfigurationError, ImportError) as exc:
             raise CliError(_first_line(exc)) from None
     job_args: list[str] = args.job_args
@@ -303,9 +308,32 @@ async def _run_job(env: StreamExecutionEnvironment, args: argparse.Namespace, ou
         metrics = waiter.result().metrics
     except JobCancelled:  # cancelled from outside: the caller reports it as an error
         show_end("CANCELED", client.metrics())
+        await _linger(env, out)
+        raise
+    except Exception:
+        await _linger(env, out)
         raise
     stopped = client.stopped_with_savepoint  # `flowkit stop --savepoint`
     show_end("FINISHED" if stopped is None else f"STOPPED with savepoint {stopped}", metrics)
+    await _linger(env, out)
+
+
+async def _linger(env: StreamExecutionEnvironment, out: TextIO) -> None:
+    """With ``--web-linger``: while the web UI keeps showing the ended job, wait (Ctrl-C
+    ends the wait early; the job has ended already, so that is no interruption)."""
+    url = env.web_ui_url
+    if url is None or env.web_ui_linger_s <= 0:
+        return
+    print(
+        f"web UI: showing the final state at {url} for {env.web_ui_linger_s:g} s (Ctrl-C to quit)",
+        file=out,
+        flush=True,
+    )
+    try:
+        while env.web_ui_url is not None:  # noqa: ASYNC110 (the server closes by itself)
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
 
 
 async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: TextIO) -> None:
@@ -436,6 +464,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -513,6 +551,13 @@ def _parser() -> argparse.ArgumentParser:
         "--web-port", type=_port, default=8081, metavar="PORT", help="default 8081; 0 = any"
     )
     run.add_argument("--web-host", default="127.0.0.1", metavar="HOST", help="default 127.0.0.1")
+    run.add_argument(
+        "--web-linger",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the web UI up this long after the job ended (default 0; Ctrl-C quits)",
+    )
     run.add_argument(
         "--web-allow-remote",
         action="store_true",

@@ -156,9 +156,11 @@ class WebUI:
         ...     await ui.wait_closed()
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8081) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8081, linger_s: float = 0.0) -> None:
         self.host = host
         self.port = port
+        #: Seconds to keep serving after the last job ended (its final state stays readable).
+        self.linger_s = linger_s
         self._jobs: dict[str, JobClient] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -219,14 +221,20 @@ class WebUI:
 
     async def _watch(self, client: JobClient) -> None:
         try:
-            await client.wait()
+            try:
+                await client.wait()
+            except Exception:
+                pass  # failed or cancelled: the job has ended all the same
+            if self.linger_s > 0 and self._all_done():
+                await asyncio.sleep(self.linger_s)
         except asyncio.CancelledError:  # the server (or the loop) is shutting down
             await self.close()
             raise
-        except Exception:
-            pass  # failed or cancelled: the job has ended all the same
-        if all(c.done() for c in self._jobs.values()):
+        if self._all_done():  # else a job submitted meanwhile closes the server later
             await self.close()
+
+    def _all_done(self) -> bool:
+        return all(c.done() for c in self._jobs.values())
 
     async def close(self) -> None:
         """Stop serving (waits briefly for requests in progress) and stop watching jobs."""

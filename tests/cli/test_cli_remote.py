@@ -249,3 +249,32 @@ def test_web_port_in_use_is_a_one_line_usage_error(tmp_path: Path) -> None:
         f"error: the web UI cannot listen on 127.0.0.1:{port}: the address is in use; "
         "choose another --web-port (0 picks a free one)"
     )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_web_linger_serves_the_final_state_until_ctrl_c(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    run = Running(
+        str(JOB), "--web", "--web-port", "0", "--web-linger", "60", "--progress", "off",
+        "--", "--events", "300", "--pause-ms", "0", "--start-ms", str(START_MS),
+        cwd=tmp_path,
+    )  # fmt: skip
+    running.append(run)
+    url = run.wait_for(r"^web UI: (http://127\.0\.0\.1:\d+)$")[1]
+    run.wait_for(r"^FINISHED in [\d.]+s \| Page Views: in=300 out=300 ")
+    run.wait_for(rf"^web UI: showing the final state at {re.escape(url)} for 60 s \(Ctrl-C")
+    reply = remote_get(url, "/api/jobs/current")
+    assert reply["status"] == "FINISHED"
+    assert reply["vertices"][0]["records_out"] == 300
+    run.proc.send_signal(signal.SIGINT)  # quits the wait: the job itself had finished
+    code, _, err = run.finish()
+    assert code == 0, err
+
+
+def remote_get(url: str, path: str) -> dict[str, object]:
+    from flowkit.cli import remote
+
+    reply = remote.request(url, path, timeout=10)
+    assert isinstance(reply, dict)
+    return reply

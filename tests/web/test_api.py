@@ -492,3 +492,27 @@ async def test_the_next_job_after_the_last_ended_gets_a_new_server_on_the_same_p
         await asyncio.wait_for(client.wait(), 10)  # the server starts closing now
     assert urls == [f"http://127.0.0.1:{port}"] * 2
     await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+
+
+async def test_linger_keeps_the_final_state_readable_after_the_job_ended() -> None:
+    env = make_env(None, linger_s=0.8)
+    build_job(env, records=50, pause_s=0)
+    client = await env.execute_async("lingering")
+    url = client.web_ui_url
+    assert url is not None
+    result = await asyncio.wait_for(client.wait(), 30)
+    async with aiohttp.ClientSession() as session:
+        overview = await get(session, f"{url}/api/jobs/current")
+    # the job has ended, the server still answers with its final state
+    assert overview["status"] == "FINISHED"
+    assert overview["end_time_ms"] is not None
+    source = overview["vertices"][0]
+    assert source["records_out"] == 50 == result.metrics.vertices()[0].records_out
+    await wait_for(lambda: env.web_ui_url is None, what="the web UI to close after lingering")
+    assert not port_accepts(url)
+
+
+@pytest.mark.parametrize("linger", [-1, float("inf"), "1", True])
+def test_bad_linger_is_refused(linger: Any) -> None:
+    with pytest.raises(fk.InvalidConfigurationError, match="linger_s must be a number"):
+        fk.StreamExecutionEnvironment().enable_web_ui(port=0, linger_s=linger)
