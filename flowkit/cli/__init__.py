@@ -46,7 +46,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -59,13 +58,11 @@ from flowkit.runtime.client import JobClient, JobMetrics
 __all__ = [
     "SETTABLE_OPTIONS",
     "CliError",
-    "TaskCounts",
     "load_job",
     "main",
     "make_environment",
     "parse_setting",
     "parse_value",
-    "task_counts",
 ]
 
 #: Constructor parameters of :class:`StreamExecutionEnvironment` that ``--set`` accepts
@@ -245,22 +242,8 @@ def _build(args: argparse.Namespace) -> StreamExecutionEnvironment:
 
 
 # --------------------------------------------------------------------- progress
-@dataclass(frozen=True)
-class TaskCounts:
-    """Records into and out of all subtasks of one task (a chain of operators)."""
-
-    task: str
-    records_in: int
-    records_out: int
-
-
-def task_counts(metrics: JobMetrics) -> list[TaskCounts]:
-    """Per-task totals of ``metrics``, in the job's order of tasks."""
-    return [TaskCounts(v.name, v.records_in, v.records_out) for v in metrics.vertices()]
-
-
 def _summary_line(status: str, elapsed: float, metrics: JobMetrics) -> str:
-    parts = [f"{t.task}: in={t.records_in} out={t.records_out}" for t in task_counts(metrics)]
+    parts = [f"{v.name}: in={v.records_in} out={v.records_out}" for v in metrics.vertices()]
     if metrics.restarts:
         parts.append(f"restarts: {metrics.restarts}")
     return f"{status} in {elapsed:.2f}s | " + " | ".join(parts)
