@@ -40,6 +40,7 @@ import asyncio
 import errno
 import importlib.util
 import inspect
+import math
 import os
 import sys
 import time
@@ -437,34 +438,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+def _number(
+    convert: Callable[[str], float], accept: Callable[[float], bool], what: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, and refuse it unless ``accept`` holds."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
-    return value
+_positive_float = _number(float, lambda v: 0 < v < math.inf, "a number > 0")
+_non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number >= 0")
+_port = _number(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -475,3 +475,22 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("run", "explain", "inspect", "savepoint", "stop", "list"):
         assert command in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--web-port", "99999", "must be a port number 0-65535, got '99999'"),
+        ("--web-port", "http", "must be a port number 0-65535, got 'http'"),
+        ("--progress-interval", "0", "must be a number > 0, got '0'"),
+        ("--web-linger", "-1", "must be a number >= 0, got '-1'"),
+        ("--web-linger", "inf", "must be a number >= 0, got 'inf'"),
+    ],
+)
+def test_numeric_options_are_checked(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "job.py", option, value])
+    assert exc.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err
