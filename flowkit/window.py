@@ -1093,7 +1093,82 @@ def _positive_interval(interval: DurationLike, name: str) -> int:
     return ms
 
 
-class ContinuousEventTimeTrigger(Trigger):
+class _ContinuousTrigger(Trigger):
+    """What the continuous triggers share: the pending fire time in a ``ReducingState``
+    (``"fire-time"``, minimum on merge), the next fire ``interval`` later capped at the
+    window's ``max_timestamp()``, and timers in one time domain (event or processing
+    time, chosen by the subclass)."""
+
+    def __init__(self, interval: DurationLike) -> None:
+        self.interval = _positive_interval(interval, type(self).__name__)
+        self.state_descriptor = ReducingStateDescriptor("fire-time", min)
+
+    @classmethod
+    def of(cls, interval: DurationLike) -> Any:
+        return cls(interval)
+
+    def get_interval(self) -> int:
+        return self.interval
+
+    # the time domain
+    def _register_timer(self, ctx: Any, time: int) -> None:
+        raise NotImplementedError
+
+    def _delete_timer(self, ctx: Any, time: int) -> None:
+        raise NotImplementedError
+
+    def _now(self, ctx: TriggerContext) -> int:
+        """The clock whose passed fire times are skipped."""
+        return ctx.get_current_watermark()
+
+    def _register_next(self, time: int, window: Window, ctx: TriggerContext, state: Any) -> None:
+        next_fire = min(time + self.interval, window.max_timestamp())
+        state.add(next_fire)
+        self._register_timer(ctx, next_fire)
+
+    def _start(self, time: int, window: Window, ctx: TriggerContext) -> None:
+        """The window's first element: the first fire is the next multiple of the
+        interval after ``time`` (floor alignment)."""
+        fire_time = ctx.get_partitioned_state(self.state_descriptor)
+        if fire_time.get() is None:
+            self._register_next(time - time % self.interval, window, ctx, fire_time)
+
+    def _on_timer(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
+        fire_time = ctx.get_partitioned_state(self.state_descriptor)
+        if fire_time.get() != time:
+            return TriggerResult.CONTINUE
+        fire_time.clear()
+        # Skip the firings the watermark already passed (one firing covers them): otherwise
+        # the end-of-input watermark of a global window would schedule MAX / interval
+        # timers one after another.
+        now = self._now(ctx)
+        base = time
+        if time + self.interval <= now:
+            base = now - (now - time) % self.interval
+        self._register_next(base, window, ctx, fire_time)
+        return TriggerResult.FIRE
+
+    def can_merge(self) -> bool:
+        return True
+
+    def on_merge(self, window: Window, ctx: OnMergeContext) -> None:
+        ctx.merge_partitioned_state(self.state_descriptor)
+        next_fire = ctx.get_partitioned_state(self.state_descriptor).get()
+        if next_fire is not None:
+            self._register_timer(ctx, next_fire)
+
+    def clear(self, window: Window, ctx: TriggerContext) -> None:
+        fire_time = ctx.get_partitioned_state(self.state_descriptor)
+        pending = fire_time.get()
+        if pending is not None:
+            self._delete_timer(ctx, pending)
+            fire_time.clear()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.interval})"
+
+
+class ContinuousEventTimeTrigger(_ContinuousTrigger):
     """Fires every ``interval`` of event time while a window is open, and at its end.
 
     The first element of a window registers a timer at the next multiple of
@@ -1113,21 +1188,11 @@ class ContinuousEventTimeTrigger(Trigger):
         ContinuousEventTimeTrigger(3000)
     """
 
-    def __init__(self, interval: DurationLike) -> None:
-        self.interval = _positive_interval(interval, "ContinuousEventTimeTrigger")
-        self.state_descriptor = ReducingStateDescriptor("fire-time", min)
+    def _register_timer(self, ctx: Any, time: int) -> None:
+        ctx.register_event_time_timer(time)
 
-    @classmethod
-    def of(cls, interval: DurationLike) -> ContinuousEventTimeTrigger:
-        return cls(interval)
-
-    def get_interval(self) -> int:
-        return self.interval
-
-    def _register_next(self, time: int, window: Window, ctx: TriggerContext, state: Any) -> None:
-        next_fire = min(time + self.interval, window.max_timestamp())
-        state.add(next_fire)
-        ctx.register_event_time_timer(next_fire)
+    def _delete_timer(self, ctx: Any, time: int) -> None:
+        ctx.delete_event_time_timer(time)
 
     def on_element(
         self, element: Any, timestamp: int | None, window: Window, ctx: TriggerContext
@@ -1136,58 +1201,26 @@ class ContinuousEventTimeTrigger(Trigger):
         if end <= ctx.get_current_watermark():
             return TriggerResult.FIRE
         ctx.register_event_time_timer(end)
-        fire_time = ctx.get_partitioned_state(self.state_descriptor)
-        if fire_time.get() is None:
-            if timestamp is None or timestamp == MIN_WATERMARK:
-                raise ValueError(
-                    "ContinuousEventTimeTrigger needs element timestamps; assign timestamps "
-                    "and watermarks before the window"
-                )
-            # Floor alignment: the first fire is the next multiple of the interval after ts.
-            self._register_next(timestamp - timestamp % self.interval, window, ctx, fire_time)
+        if ctx.get_partitioned_state(self.state_descriptor).get() is None and (
+            timestamp is None or timestamp == MIN_WATERMARK
+        ):
+            raise ValueError(
+                "ContinuousEventTimeTrigger needs element timestamps; assign timestamps "
+                "and watermarks before the window"
+            )
+        self._start(timestamp or 0, window, ctx)
         return TriggerResult.CONTINUE
 
     def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         if time == window.max_timestamp():
             return TriggerResult.FIRE
-        fire_time = ctx.get_partitioned_state(self.state_descriptor)
-        if fire_time.get() == time:
-            fire_time.clear()
-            # Skip the firings a large watermark jump already passed (one firing covers
-            # them): otherwise the end-of-input watermark of a global window would
-            # schedule MAX / interval timers one after another.
-            watermark = ctx.get_current_watermark()
-            base = time
-            if time + self.interval <= watermark:
-                base = watermark - (watermark - time) % self.interval
-            self._register_next(base, window, ctx, fire_time)
-            return TriggerResult.FIRE
-        return TriggerResult.CONTINUE
+        return self._on_timer(time, window, ctx)
 
     def on_processing_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.CONTINUE
 
-    def can_merge(self) -> bool:
-        return True
 
-    def on_merge(self, window: Window, ctx: OnMergeContext) -> None:
-        ctx.merge_partitioned_state(self.state_descriptor)
-        next_fire = ctx.get_partitioned_state(self.state_descriptor).get()
-        if next_fire is not None:
-            ctx.register_event_time_timer(next_fire)
-
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
-        fire_time = ctx.get_partitioned_state(self.state_descriptor)
-        pending = fire_time.get()
-        if pending is not None:
-            ctx.delete_event_time_timer(pending)
-            fire_time.clear()
-
-    def __repr__(self) -> str:
-        return f"ContinuousEventTimeTrigger({self.interval})"
-
-
-class ContinuousProcessingTimeTrigger(Trigger):
+class ContinuousProcessingTimeTrigger(_ContinuousTrigger):
     """Fires every ``interval`` of processing time while a window has elements.
 
     The first element registers a processing-time timer at the next multiple of
@@ -1202,67 +1235,23 @@ class ContinuousProcessingTimeTrigger(Trigger):
         ContinuousProcessingTimeTrigger(500)
     """
 
-    def __init__(self, interval: DurationLike) -> None:
-        self.interval = _positive_interval(interval, "ContinuousProcessingTimeTrigger")
-        self.state_descriptor = ReducingStateDescriptor("fire-time", min)
+    def _register_timer(self, ctx: Any, time: int) -> None:
+        ctx.register_processing_time_timer(time)
 
-    @classmethod
-    def of(cls, interval: DurationLike) -> ContinuousProcessingTimeTrigger:
-        return cls(interval)
-
-    def get_interval(self) -> int:
-        return self.interval
-
-    def _register_next(self, time: int, window: Window, ctx: TriggerContext, state: Any) -> None:
-        next_fire = min(time + self.interval, window.max_timestamp())
-        state.add(next_fire)
-        ctx.register_processing_time_timer(next_fire)
+    def _delete_timer(self, ctx: Any, time: int) -> None:
+        ctx.delete_processing_time_timer(time)
 
     def on_element(
         self, element: Any, timestamp: int | None, window: Window, ctx: TriggerContext
     ) -> TriggerResult:
-        fire_time = ctx.get_partitioned_state(self.state_descriptor)
-        if fire_time.get() is None:
-            now = ctx.get_current_processing_time()
-            self._register_next(now - now % self.interval, window, ctx, fire_time)
+        self._start(ctx.get_current_processing_time(), window, ctx)
         return TriggerResult.CONTINUE
 
     def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.CONTINUE
 
     def on_processing_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
-        fire_time = ctx.get_partitioned_state(self.state_descriptor)
-        if fire_time.get() == time:
-            fire_time.clear()
-            # Skip the firings a large watermark jump already passed (one firing covers
-            # them): otherwise the end-of-input watermark of a global window would
-            # schedule MAX / interval timers one after another.
-            watermark = ctx.get_current_watermark()
-            base = time
-            if time + self.interval <= watermark:
-                base = watermark - (watermark - time) % self.interval
-            self._register_next(base, window, ctx, fire_time)
-            return TriggerResult.FIRE
-        return TriggerResult.CONTINUE
-
-    def can_merge(self) -> bool:
-        return True
-
-    def on_merge(self, window: Window, ctx: OnMergeContext) -> None:
-        ctx.merge_partitioned_state(self.state_descriptor)
-        next_fire = ctx.get_partitioned_state(self.state_descriptor).get()
-        if next_fire is not None:
-            ctx.register_processing_time_timer(next_fire)
-
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
-        fire_time = ctx.get_partitioned_state(self.state_descriptor)
-        pending = fire_time.get()
-        if pending is not None:
-            ctx.delete_processing_time_timer(pending)
-            fire_time.clear()
-
-    def __repr__(self) -> str:
-        return f"ContinuousProcessingTimeTrigger({self.interval})"
+        return self._on_timer(time, window, ctx)
 
 
 class NeverTrigger(Trigger):
