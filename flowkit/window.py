@@ -1118,7 +1118,7 @@ class _ContinuousTrigger(Trigger):
         raise NotImplementedError
 
     def _now(self, ctx: TriggerContext) -> int:
-        """The clock whose passed fire times are skipped."""
+        """The time of the trigger's domain now: fire times before it are skipped."""
         return ctx.get_current_watermark()
 
     def _register_next(self, time: int, window: Window, ctx: TriggerContext, state: Any) -> None:
@@ -1138,7 +1138,7 @@ class _ContinuousTrigger(Trigger):
         if fire_time.get() != time:
             return TriggerResult.CONTINUE
         fire_time.clear()
-        # Skip the firings the watermark already passed (one firing covers them): otherwise
+        # Skip the firings the clock already passed (one firing covers them): otherwise
         # the end-of-input watermark of a global window would schedule MAX / interval
         # timers one after another.
         now = self._now(ctx)
@@ -1225,7 +1225,9 @@ class ContinuousProcessingTimeTrigger(_ContinuousTrigger):
 
     The first element registers a processing-time timer at the next multiple of
     ``interval`` after the current processing time (capped at the window's
-    ``max_timestamp()``); each firing registers the next one.
+    ``max_timestamp()``); each firing registers the next one, skipping the fire times
+    processing time has already passed (a late timer fires once, not once per missed
+    interval). Watermarks play no part.
 
     Raises:
         ValueError: from ``of`` unless ``interval > 0``.
@@ -1240,6 +1242,9 @@ class ContinuousProcessingTimeTrigger(_ContinuousTrigger):
 
     def _delete_timer(self, ctx: Any, time: int) -> None:
         ctx.delete_processing_time_timer(time)
+
+    def _now(self, ctx: TriggerContext) -> int:
+        return ctx.get_current_processing_time()
 
     def on_element(
         self, element: Any, timestamp: int | None, window: Window, ctx: TriggerContext

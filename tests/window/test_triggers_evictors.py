@@ -532,6 +532,25 @@ def test_continuous_processing_time_trigger() -> None:
     assert ctx.state == {}
 
 
+def test_continuous_processing_time_trigger_skips_by_processing_time_only() -> None:
+    window = TW(0, 100_000)
+    ctx = FakeTriggerContext(window, watermark=MAX_WATERMARK, now=1234)
+    trigger = ContinuousProcessingTimeTrigger.of(1000)
+    trigger.on_element("a", None, window, ctx)
+    assert ctx.processing_times() == {2000}
+    # the timer fires late, at 5.5 s: one firing, and the next one at 6 s (3, 4 and 5 s
+    # are skipped); the watermark (at its end) plays no part
+    ctx.now = 5500
+    ctx.processing_timers.discard((window, 2000))
+    assert trigger.on_processing_time(2000, window, ctx) is FIRE
+    assert ctx.processing_times() == {6000}
+    # on time: the next one interval later
+    ctx.now = 6000
+    ctx.processing_timers.discard((window, 6000))
+    assert trigger.on_processing_time(6000, window, ctx) is FIRE
+    assert ctx.processing_times() == {7000}
+
+
 # ------------------------------------------------------------------------------- evictors
 
 
