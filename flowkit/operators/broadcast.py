@@ -24,8 +24,6 @@ from flowkit.operators.base import (
     Batch,
     Timestamps,
     TwoInputOperator,
-    call_close,
-    call_open,
     copy_function,
 )
 from flowkit.operators.keyed import KeyChecker
@@ -167,19 +165,7 @@ class BroadcastProcessOperator(FunctionStateOperator, _ContextOperator, TwoInput
         store = self._operator_state_store()
         for descriptor in self.descriptors.values():
             store.get_broadcast_state(descriptor)
-        self.initialize_function_state()
-        self._open_timers()
-        try:
-            call_open(self.function, self.runtime_context)
-        except Exception as exc:
-            raise self.fail(exc, "in open()") from exc
-
-    def close(self) -> None:
-        self._close_timers()
-        call_close(self.function)
-
-    def process_watermark(self, timestamp: int) -> None:
-        self._advance_watermark(timestamp)
+        super().open()
 
     def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
         _run_batch(self, self.fn1, self.key_selector, self._keys, values, timestamps)

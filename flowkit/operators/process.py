@@ -172,9 +172,30 @@ class _ContextOperator:
     ctx: Any
     function: Any
 
-    if TYPE_CHECKING:  # provided by StreamOperator
+    if TYPE_CHECKING:  # provided by StreamOperator and FunctionStateOperator
 
         def fail(self, cause: BaseException, detail: str = "") -> Any: ...
+
+        def initialize_function_state(self) -> None: ...
+
+        runtime_context: Any
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        """The function's operator state, then the timers, then the function's ``open``."""
+        self.initialize_function_state()
+        self._open_timers()
+        try:
+            call_open(self.function, self.runtime_context)
+        except Exception as exc:
+            raise self.fail(exc, "in open()") from exc
+
+    def close(self) -> None:
+        self._close_timers()
+        call_close(self.function)
+
+    def process_watermark(self, timestamp: int) -> None:
+        self._advance_watermark(timestamp)
 
     def _init_context(self, keyed: bool) -> None:
         self._current_watermark = MIN_WATERMARK
@@ -321,21 +342,6 @@ class ProcessOperator(FunctionStateOperator, _ContextOperator, OneInputOperator)
         self._keys = KeyChecker()
         self._init_context(key_selector is not None)
 
-    def open(self) -> None:
-        self.initialize_function_state()
-        self._open_timers()
-        try:
-            call_open(self.function, self.runtime_context)
-        except Exception as exc:
-            raise self.fail(exc, "in open()") from exc
-
-    def close(self) -> None:
-        self._close_timers()
-        call_close(self.function)
-
-    def process_watermark(self, timestamp: int) -> None:
-        self._advance_watermark(timestamp)
-
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         _run_batch(self, self.fn, self.key_selector, self._keys, values, timestamps)
 
@@ -425,21 +431,6 @@ class CoProcessOperator(FunctionStateOperator, _ContextOperator, TwoInputOperato
         self.key_selector2 = key_selector2
         self._keys = KeyChecker()
         self._init_context(key_selector1 is not None and key_selector2 is not None)
-
-    def open(self) -> None:
-        self.initialize_function_state()
-        self._open_timers()
-        try:
-            call_open(self.function, self.runtime_context)
-        except Exception as exc:
-            raise self.fail(exc, "in open()") from exc
-
-    def close(self) -> None:
-        self._close_timers()
-        call_close(self.function)
-
-    def process_watermark(self, timestamp: int) -> None:
-        self._advance_watermark(timestamp)
 
     def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
         _run_batch(self, self.fn1, self.key_selector1, self._keys, values, timestamps)
