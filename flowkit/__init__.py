@@ -94,6 +94,7 @@ from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
 from flowkit.runtime.client import JobMetrics as JobMetrics
 from flowkit.runtime.client import JobStatus as JobStatus
 from flowkit.runtime.debloat import BufferDebloatConfig as BufferDebloatConfig
+from flowkit.runtime.history import ExceptionRecord as ExceptionRecord
 from flowkit.runtime.metrics import CheckpointMetrics as CheckpointMetrics
 from flowkit.runtime.metrics import CheckpointRecord as CheckpointRecord
 from flowkit.runtime.metrics import OperatorMetrics as OperatorMetrics
@@ -223,6 +224,7 @@ __all__ = [
     "EventTimeTrigger",
     "Evictor",
     "EvictorContext",
+    "ExceptionRecord",
     "FileSink",
     "FileSource",
     "FilterFunction",

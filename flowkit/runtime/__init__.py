@@ -4,6 +4,7 @@ The only package that creates tasks. May import ``graph``, ``checkpoint`` and ev
 below them.
 """
 
+from flowkit.runtime.history import ExceptionRecord as ExceptionRecord
 from flowkit.runtime.metrics import CheckpointMetrics as CheckpointMetrics
 from flowkit.runtime.metrics import CheckpointRecord as CheckpointRecord
 from flowkit.runtime.metrics import JobMetrics as JobMetrics
@@ -14,6 +15,7 @@ from flowkit.runtime.metrics import VertexMetrics as VertexMetrics
 __all__ = [
     "CheckpointMetrics",
     "CheckpointRecord",
+    "ExceptionRecord",
     "JobMetrics",
     "OperatorMetrics",
     "SubtaskMetrics",

@@ -13,6 +13,7 @@ from typing import Any
 from flowkit.errors import JobCancelled
 from flowkit.graph.job_graph import JobGraph
 from flowkit.runtime.executor import LocalExecutor
+from flowkit.runtime.history import ExceptionRecord
 from flowkit.runtime.metrics import (
     SAMPLE_INTERVAL_S,
     CheckpointMetrics,
@@ -294,6 +295,19 @@ class JobClient:
     async def get_job_execution_result(self) -> JobExecutionResult:
         """PyFlink's name for :meth:`wait`."""
         return await self.wait()
+
+    def exceptions(self) -> tuple[ExceptionRecord, ...]:
+        """The job's exception history, oldest first (Flink's ``/jobs/:id/exceptions``).
+
+        One :class:`ExceptionRecord` per failure of a run of the job: when, the error's
+        type, message and traceback, the subtask, whether a restart followed and which
+        checkpoint it restored. The newest 16 are kept.
+
+        Example:
+            >>> async def causes(client):
+            ...     return [(e.subtask, e.exception_type, e.restarted) for e in client.exceptions()]
+        """
+        return self._executor.exceptions.entries
 
     @property
     def restarts(self) -> int:

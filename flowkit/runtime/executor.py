@@ -25,6 +25,7 @@ from flowkit.operators.source_sink import SinkOperator, SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
 from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.runtime.debloat import BufferDebloatConfig
+from flowkit.runtime.history import ExceptionHistory
 from flowkit.runtime.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, OperatorCounters, StreamTask, WriterWatermark
 from flowkit.sources import SourceReaderContext
@@ -176,6 +177,8 @@ class LocalExecutor:
         self._restored: dict[str, list[tuple[int, int, Any]]] = {}
         self._savepoint_dirs: dict[int, str | None] = {}
         self._next_checkpoint_id = 1
+        #: Every failure of the job's runs (``client.exceptions()``).
+        self.exceptions = ExceptionHistory()
 
     def build(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
         cfg = self.config
@@ -504,6 +507,7 @@ class LocalExecutor:
                 await self._run_once()
                 return
             except _JobFailure as failure:
+                entry = self.exceptions.record(failure.cause, failure.subtask)
                 backoff.notify_failure(failure.cause)
                 if not backoff.can_restart():
                     raise failure.to_job_failed(
@@ -524,6 +528,11 @@ class LocalExecutor:
                     await self._load(cfg.restore_from)
                 else:
                     self._restored = {}
+                    self.restored_from = None
+                restored = self.restored_from
+                self.exceptions.mark_restarted(
+                    entry, None if restored is None else restored.directory
+                )
                 self.status_restarting = False
 
     status_restarting = False
@@ -584,10 +593,12 @@ def _absolute(directory: str) -> str:
 class _JobFailure(Exception):
     """A run of the job failed (a subtask or the checkpoint coordinator)."""
 
-    def __init__(self, subtask: str, cause: BaseException) -> None:
+    def __init__(self, subtask: str, cause: BaseException, *, is_subtask: bool = True) -> None:
         super().__init__(subtask)
+        #: The failing subtask's name (or "the checkpoint coordinator").
         self.subtask = subtask
         self.cause = cause
+        self.where = f"subtask {subtask!r}" if is_subtask else subtask
 
     def to_job_failed(self, job_name: str, restarts: int) -> JobFailed:
         cause = self.cause
@@ -595,7 +606,7 @@ class _JobFailure(Exception):
         if isinstance(cause, UserFunctionError):
             return JobFailed(f"job {job_name!r} failed{after}: {cause}")
         return JobFailed(
-            f"job {job_name!r} failed{after} in {self.subtask}: {type(cause).__name__}: {cause}"
+            f"job {job_name!r} failed{after} in {self.where}: {type(cause).__name__}: {cause}"
         )
 
 
@@ -603,7 +614,7 @@ async def _run_coordinator(coordinator: CheckpointCoordinator) -> None:
     try:
         await coordinator.run()
     except Exception as exc:
-        raise _JobFailure("the checkpoint coordinator", exc) from exc
+        raise _JobFailure("the checkpoint coordinator", exc, is_subtask=False) from exc
 
 
 def operator_ids(graph: JobGraph) -> dict[int, str]:
@@ -619,7 +630,7 @@ async def _run_subtask(task: StreamTask) -> None:
     try:
         await task.run()
     except Exception as exc:
-        raise _JobFailure(f"subtask {task.name!r}", exc) from exc
+        raise _JobFailure(task.name, exc) from exc
 
 
 def _first_failure(group: BaseExceptionGroup[Any]) -> _JobFailure | None:
