@@ -451,6 +451,7 @@ class StreamExecutionEnvironment:
         job_name: str,
         restore_from: CompletedCheckpoint | None = None,
         allow_non_restored_state: bool = False,
+        fallback_to_older_checkpoint: bool = False,
     ) -> LocalExecutor:
         graph = self.get_job_graph(job_name)
         clock = self.clock
@@ -469,6 +470,7 @@ class StreamExecutionEnvironment:
             restart_strategy=self.restart_strategy,
             restore_from=restore_from,
             allow_non_restored_state=allow_non_restored_state,
+            fallback_to_older_checkpoint=fallback_to_older_checkpoint,
             latency_tracking_interval_ms=self.latency_tracking_interval_ms,
             buffer_debloat=self.buffer_debloat,
         )
@@ -479,16 +481,41 @@ class StreamExecutionEnvironment:
         job_name: str | None = None,
         restore_from: str | os.PathLike[str] | None = None,
         allow_non_restored_state: bool = False,
+        fallback_to_older_checkpoint: bool = False,
     ) -> JobClient:
         """Start the job in the running event loop and return its :class:`JobClient`.
 
-        ``restore_from``: a ``chk-<id>`` directory, a savepoint directory, or a checkpoint
-        root directory (then its newest valid checkpoint); operator state is matched by
-        ``uid`` and may be restored at another parallelism.
+        Args:
+            job_name: shown in logs, metrics and the web UI (default ``"flowkit job"``).
+            restore_from: a ``chk-<id>`` directory, a savepoint directory, or a
+                checkpoint root directory (then its newest complete checkpoint); operator
+                state is matched by ``uid`` and may be restored at another parallelism.
+            allow_non_restored_state: skip state of operators the job no longer has.
+            fallback_to_older_checkpoint: when the newest checkpoint (of a root given as
+                ``restore_from``, or the one a restart after a failure would use) is
+                damaged, restore the newest intact older one instead of failing, and log
+                a WARNING that names the damaged files, the checkpoint used and what may
+                be repeated (output committed after it can be written again).
+
+        Raises:
+            CorruptCheckpointError: ``restore_from`` is damaged (each damaged file is
+                named), unless the fallback applies.
+            InvalidConfigurationError: the snapshot does not fit the job.
+
+        Example:
+            >>> async def resume(env):
+            ...     client = await env.execute_async("job", restore_from="ckpt")
+            ...     return await client.wait()
         """
-        snapshot = await load_checkpoint(restore_from) if restore_from is not None else None
+        snapshot = (
+            await load_checkpoint(restore_from, fallback=fallback_to_older_checkpoint)
+            if restore_from is not None
+            else None
+        )
         name = job_name or "flowkit job"
-        executor = self._executor(name, snapshot, allow_non_restored_state)
+        executor = self._executor(
+            name, snapshot, allow_non_restored_state, fallback_to_older_checkpoint
+        )
         await executor.prepare_restore()  # a snapshot that does not fit fails here
         client = JobClient(name, executor)
         await self._serve_web_ui(client)
@@ -499,12 +526,17 @@ class StreamExecutionEnvironment:
         job_name: str | None = None,
         restore_from: str | os.PathLike[str] | None = None,
         allow_non_restored_state: bool = False,
+        fallback_to_older_checkpoint: bool = False,
     ) -> JobExecutionResult:
         """Run the job to completion on a new event loop (uvloop when available).
+
+        Takes the arguments of :meth:`execute_async`.
 
         Raises:
             RunningLoopError: when called from code running inside an event loop.
             JobFailed: when the job fails.
+            CorruptCheckpointError: when ``restore_from`` (or, on a restart, the newest
+                checkpoint) is damaged and no fallback was asked for.
         """
         try:
             asyncio.get_running_loop()
@@ -517,7 +549,9 @@ class StreamExecutionEnvironment:
             )
 
         async def main() -> JobExecutionResult:
-            client = await self.execute_async(job_name, restore_from, allow_non_restored_state)
+            client = await self.execute_async(
+                job_name, restore_from, allow_non_restored_state, fallback_to_older_checkpoint
+            )
             try:
                 return await client.wait()
             finally:

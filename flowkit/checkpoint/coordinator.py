@@ -5,13 +5,19 @@ The coordinator plays Flink's job-master role for one job run. It triggers check
 until every subtask acknowledged with the handle of its written state, writes
 ``_metadata`` last (through :class:`CheckpointStorage`), and tells every subtask that the
 checkpoint completed. A checkpoint that times out or is declined is aborted; more failures
-in a row than tolerated fail the job. Talks to subtasks through the small
-:class:`CheckpointParticipant` protocol, not through runtime imports.
+in a row than tolerated fail the job. Once every acknowledgement is in and ``_metadata``
+is being written, nothing aborts the checkpoint any more: whatever else fails meanwhile,
+a checkpoint whose metadata reached the disk is complete. Without periodic checkpoints
+(no :class:`CheckpointConfig`) the coordinator still takes savepoints on request. When
+the job ends, :meth:`CheckpointCoordinator.stop` leaves nothing of it scheduled.
+Talks to subtasks through the small :class:`CheckpointParticipant` protocol, not through
+runtime imports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +31,14 @@ from flowkit.checkpoint.storage import (
     StateHandle,
 )
 from flowkit.errors import FlowkitError
+
+_log = logging.getLogger(__name__)
+
+#: Default timeout of savepoints taken when periodic checkpointing is off (Flink's).
+DEFAULT_TIMEOUT_MS = 600_000
+
+#: Period of the event-loop stall probe that runs while a checkpoint is in progress.
+STALL_PROBE_S = 0.005
 
 __all__ = [
     "CheckpointConfig",
@@ -99,13 +113,18 @@ class _Pending:
     started: float = 0.0
     notify: bool = True
     alignment_ms: float = 0.0
+    #: Every subtask acknowledged; ``_metadata`` is being written (no abort any more).
+    completing: bool = False
+    #: The longest the event loop was held up while this checkpoint ran (seconds).
+    longest_stall: float = 0.0
 
 
 class CheckpointCoordinator:
     """Runs the checkpoints of one job run.
 
     Args:
-        config: interval, mode, retention, timeout, pause, concurrency, tolerance.
+        config: interval, mode, retention, timeout, pause, concurrency, tolerance; None
+            when the job takes no periodic checkpoints (savepoints only, on request).
         storage: where state files and ``_metadata`` go.
         participants: every subtask of the job.
         job_info: written into ``_metadata`` (operators, parallelism, max parallelism).
@@ -115,7 +134,7 @@ class CheckpointCoordinator:
 
     def __init__(
         self,
-        config: CheckpointConfig,
+        config: CheckpointConfig | None,
         storage: CheckpointStorage,
         participants: list[CheckpointParticipant],
         job_info: dict[str, Any],
@@ -124,6 +143,7 @@ class CheckpointCoordinator:
         stats: CheckpointStatsTracker | None = None,
     ) -> None:
         self.config = config
+        self.timeout_ms = config.timeout_ms if config is not None else DEFAULT_TIMEOUT_MS
         self.stats = stats if stats is not None else CheckpointStatsTracker()
         self.storage = storage
         self.participants = participants
@@ -131,7 +151,6 @@ class CheckpointCoordinator:
         self.next_id = first_id
         self.clock = clock
         self.pending: dict[int, _Pending] = {}
-        self.completed: list[CompletedCheckpoint] = []
         self.num_completed = 0
         self.num_failed = 0
         self.failed_in_a_row = 0
@@ -144,6 +163,13 @@ class CheckpointCoordinator:
         self._final: asyncio.Future[int] | None = None
         self._final_task: asyncio.Task[None] | None = None
         self._sources_done: set[str] = set()
+        self._probe: asyncio.TimerHandle | None = None
+        self._probe_due = 0.0
+
+    @property
+    def periodic(self) -> bool:
+        """True when the job takes periodic checkpoints (and a final one at its end)."""
+        return self.config is not None
 
     # ------------------------------------------------------------------ triggering
     def _sources(self) -> list[CheckpointParticipant]:
@@ -168,8 +194,15 @@ class CheckpointCoordinator:
         stop-with-savepoint). ``stop_sources`` (stop-with-savepoint): the sources emit
         nothing after their barrier, so the savepoint is the last thing the job did; they
         resume if the savepoint is aborted.
+
+        Raises:
+            CheckpointFailed: (through the future) when the coordinator has stopped.
         """
         loop = asyncio.get_running_loop()
+        if self._stopped:
+            future: asyncio.Future[CompletedCheckpoint] = loop.create_future()
+            future.set_exception(CheckpointFailed("the job has ended: no checkpoint is taken"))
+            return future
         checkpoint_id = self.next_id
         self.next_id += 1
         pending = _Pending(
@@ -184,7 +217,8 @@ class CheckpointCoordinator:
         )
         self.stats.report_pending(checkpoint_id, is_savepoint, pending.timestamp_ms)
         self.pending[checkpoint_id] = pending
-        pending.timer = loop.call_later(self.config.timeout_ms / 1000, self._expire, checkpoint_id)
+        pending.timer = loop.call_later(self.timeout_ms / 1000, self._expire, checkpoint_id)
+        self._arm_probe()
         for source in self._sources():
             source.trigger_checkpoint(
                 checkpoint_id, pending.timestamp_ms, is_savepoint, stop=stop_sources
@@ -193,9 +227,19 @@ class CheckpointCoordinator:
         return pending.future
 
     async def run(self) -> None:
-        """Trigger periodic checkpoints until stopped; raise if checkpoints keep failing."""
-        interval = self.config.interval_ms / 1000
-        min_pause = self.config.min_pause_ms / 1000
+        """Trigger periodic checkpoints until stopped; raise if checkpoints keep failing.
+
+        Without periodic checkpointing, just wait until stopped (savepoints are
+        triggered on request).
+        """
+        config = self.config
+        if config is None:
+            while not self._stopped:
+                self._wake.clear()
+                await self._wake.wait()
+            return
+        interval = config.interval_ms / 1000
+        min_pause = config.min_pause_ms / 1000
         next_at = self.clock() + interval
         while not self._stopped:
             if self._failure is not None:
@@ -210,7 +254,7 @@ class CheckpointCoordinator:
                 continue
             next_at = self.clock() + interval
             regular = [p for p in self.pending.values() if not p.is_savepoint]
-            if len(regular) >= self.config.max_concurrent:
+            if len(regular) >= config.max_concurrent:
                 continue
             if self.clock() - self._last_completed_at < min_pause:
                 next_at = self._last_completed_at + min_pause
@@ -245,10 +289,18 @@ class CheckpointCoordinator:
             return
 
     def stop(self) -> None:
+        """The job run ended (finished, failed or cancelled): abort what is pending and
+        leave nothing scheduled. A checkpoint whose ``_metadata`` is being written is
+        left to complete (:meth:`close` waits for it)."""
         self._stopped = True
         self._wake.set()
         for pending in list(self.pending.values()):
-            self._abort(pending, "the job stopped", count=False)
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
+            if not pending.completing:
+                self._abort(pending, "the job stopped", count=False)
+        self._disarm_probe()
         if self._final_task is not None:
             self._final_task.cancel()
         if self._final is not None and not self._final.done():
@@ -263,6 +315,7 @@ class CheckpointCoordinator:
         for task in pending:
             if not task.done():
                 task.cancel()
+        self._disarm_probe()
 
     # ------------------------------------------------------------------ from subtasks
     def acknowledge(
@@ -276,22 +329,26 @@ class CheckpointCoordinator:
         """A subtask wrote its state for ``checkpoint_id`` (after aligning its barriers
         for ``alignment_ms``)."""
         pending = self.pending.get(checkpoint_id)
-        if pending is None or participant not in pending.expected:
+        if pending is None or participant not in pending.expected or pending.completing:
             return  # aborted or expired meanwhile
         pending.acks[participant] = {"handle": handle.to_dict(), **info}
         pending.alignment_ms = max(pending.alignment_ms, alignment_ms)
         if len(pending.acks) == len(pending.expected):
-            task = asyncio.get_running_loop().create_task(self._complete(pending))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            pending.completing = True
+            self._spawn(self._complete(pending))
 
     def decline(self, checkpoint_id: int, participant: str, reason: BaseException | str) -> None:
         """A subtask could not take part in ``checkpoint_id``."""
         pending = self.pending.get(checkpoint_id)
-        if pending is not None:
+        if pending is not None and not pending.completing:
             self._abort(pending, f"declined by {participant}: {reason}")
 
     # ------------------------------------------------------------------ completion
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _complete(self, pending: _Pending) -> None:
         try:
             metadata = {
@@ -304,36 +361,52 @@ class CheckpointCoordinator:
             )
         except CheckpointAbortedError as exc:
             # A newer checkpoint completed first and subsumed this one: not a failure.
+            pending.completing = False
             self._abort(pending, f"subsumed: {exc}", count=False)
             return
         except Exception as exc:
+            pending.completing = False
             self._abort(pending, f"could not be written: {exc!r}")
             return
         if self.pending.pop(pending.checkpoint_id, None) is None:
             return
         if pending.timer is not None:
             pending.timer.cancel()
+            pending.timer = None
+        if not self.pending:
+            self._disarm_probe()
         self.num_completed += 1
         self.failed_in_a_row = 0
         self.last_duration_ms = (self.clock() - pending.started) * 1000
+        size = sum(int(ack["handle"]["size"]) for ack in pending.acks.values())
         self.stats.report_completed(
             pending.checkpoint_id,
             completed.directory,
             self.last_duration_ms,
-            sum(int(ack["handle"]["size"]) for ack in pending.acks.values()),
+            size,
             pending.alignment_ms,
+        )
+        _log.info(
+            "%s %d completed in %s: %s in %.0f ms (longest event-loop stall %.1f ms)",
+            "savepoint" if pending.is_savepoint else "checkpoint",
+            pending.checkpoint_id,
+            completed.directory,
+            _size(size),
+            self.last_duration_ms,
+            pending.longest_stall * 1000,
         )
         self._last_completed_at = self.clock()
         if not pending.is_savepoint:
-            self.completed.append(completed)
             # Older pending checkpoints are subsumed by this one.
             for older in [
                 p
                 for p in self.pending.values()
-                if p.checkpoint_id < pending.checkpoint_id and not p.is_savepoint
+                if p.checkpoint_id < pending.checkpoint_id
+                and not p.is_savepoint
+                and not p.completing
             ]:
                 self._abort(older, "subsumed by a newer checkpoint", count=False)
-        if pending.notify:
+        if pending.notify and not self._stopped:
             for participant in self.participants:
                 participant.notify_checkpoint_complete(pending.checkpoint_id)
         if pending.future is not None and not pending.future.done():
@@ -341,14 +414,20 @@ class CheckpointCoordinator:
 
     def _expire(self, checkpoint_id: int) -> None:
         pending = self.pending.get(checkpoint_id)
-        if pending is not None:
-            self._abort(pending, f"expired after {self.config.timeout_ms} ms")
+        if pending is None:
+            return
+        pending.timer = None
+        if not pending.completing:  # a checkpoint being committed is not cut short
+            self._abort(pending, f"expired after {self.timeout_ms} ms")
 
     def _abort(self, pending: _Pending, reason: str, count: bool = True) -> None:
         if self.pending.pop(pending.checkpoint_id, None) is None:
             return
         if pending.timer is not None:
             pending.timer.cancel()
+            pending.timer = None
+        if not self.pending:
+            self._disarm_probe()
         error = CheckpointFailed(f"checkpoint {pending.checkpoint_id} {reason}")
         self.stats.report_failed(
             pending.checkpoint_id, reason, (self.clock() - pending.started) * 1000
@@ -358,17 +437,48 @@ class CheckpointCoordinator:
             pending.future.exception()  # retrieved: callers may not await it
         for participant in self.participants:
             participant.notify_checkpoint_aborted(pending.checkpoint_id)
-        task = asyncio.get_running_loop().create_task(
-            self.storage.abort(pending.checkpoint_id, savepoint_dir=pending.savepoint_dir)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self.storage.abort(pending.checkpoint_id, savepoint_dir=pending.savepoint_dir))
         if count and not pending.is_savepoint:
             self.num_failed += 1
             self.failed_in_a_row += 1
-            if self.failed_in_a_row > self.config.tolerable_failed_checkpoints:
+            tolerable = self.config.tolerable_failed_checkpoints if self.config else 0
+            _log.warning("%s", error)
+            if self.failed_in_a_row > tolerable:
                 self._failure = CheckpointFailed(
                     f"{self.failed_in_a_row} checkpoint(s) failed in a row (tolerated: "
-                    f"{self.config.tolerable_failed_checkpoints}); last: {error}"
+                    f"{tolerable}); last: {error}"
                 )
                 self._wake.set()
+
+    # ------------------------------------------------------------------ loop stalls
+    def _arm_probe(self) -> None:
+        """While a checkpoint is in progress, measure how late a short timer fires: the
+        longest event-loop stall of each checkpoint (snapshots, serialization)."""
+        if self._probe is None and not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._probe_due = loop.time() + STALL_PROBE_S
+            self._probe = loop.call_at(self._probe_due, self._on_probe)
+
+    def _on_probe(self) -> None:
+        self._probe = None
+        loop = asyncio.get_running_loop()
+        stall = loop.time() - self._probe_due
+        for pending in self.pending.values():
+            if stall > pending.longest_stall:
+                pending.longest_stall = stall
+        if self.pending:
+            self._arm_probe()
+
+    def _disarm_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
+
+
+def _size(size: int) -> str:
+    """``size`` bytes for people: ``"812 B"``, ``"12.5 KiB"``, ``"3.2 MiB"``."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"

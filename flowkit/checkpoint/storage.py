@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -46,6 +47,8 @@ __all__ = [
     "load_checkpoint",
 ]
 
+_log = logging.getLogger(__name__)
+
 #: Name of the file that makes a directory a checkpoint; written last.
 METADATA_FILE = "_metadata"
 
@@ -67,22 +70,42 @@ class CorruptCheckpointError(FlowkitError):
     """Raised when a checkpoint or savepoint file is missing, truncated or damaged.
 
     Raised by :meth:`CheckpointStorage.read_state` and :func:`load_checkpoint` (and by
-    :meth:`CheckpointStorage.complete` when a state file it should reference is missing);
-    :meth:`CheckpointStorage.latest` catches it and records the message in ``skipped``.
+    :meth:`CheckpointStorage.complete` when a state file it should reference is missing),
+    and by :meth:`CheckpointStorage.latest` when the newest complete checkpoint is
+    damaged (unless asked to fall back to an older one).
 
     Attributes:
         path: The file (or directory) that is wrong.
         problem: What is wrong with it, e.g. ``"truncated: expected 10 bytes, got 4"``.
+        damaged: Every damaged file found, as ``(path, problem)`` pairs (one pair, the
+            file named by ``path``, unless a whole checkpoint was checked).
 
     Example:
         >>> str(CorruptCheckpointError("/ckpt/chk-3/map-0", "missing"))
         '/ckpt/chk-3/map-0: missing'
     """
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        problem: str,
+        damaged: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
         self.path = os.fspath(path)
         self.problem = problem
+        self.damaged = damaged if damaged is not None else ((self.path, problem),)
         super().__init__(f"{self.path}: {problem}")
+
+    @classmethod
+    def of_checkpoint(
+        cls, directory: str, errors: list[CorruptCheckpointError]
+    ) -> CorruptCheckpointError:
+        """One error for a checkpoint with one or more damaged files (each named)."""
+        if len(errors) == 1:
+            return errors[0]
+        damaged = tuple(pair for error in errors for pair in error.damaged)
+        listing = "; ".join(f"{path}: {problem}" for path, problem in damaged)
+        return cls(directory, f"{len(damaged)} damaged files: {listing}", damaged)
 
 
 class CheckpointAbortedError(FlowkitError):
@@ -202,6 +225,8 @@ class _Target:
     writers: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     aborted: bool = False
+    #: ``_metadata`` is being written: from here on the checkpoint cannot be aborted.
+    committing: bool = False
     completed: bool = False
     created_dir: bool = False
     files: set[str] = field(default_factory=set)
@@ -244,10 +269,13 @@ class CheckpointStorage:
         ([2], 2, b'count=2')
     """
 
-    def __init__(self, directory: str | os.PathLike[str], retained: int = 1) -> None:
+    def __init__(self, directory: str | os.PathLike[str] | None, retained: int = 1) -> None:
         if not isinstance(retained, int) or isinstance(retained, bool) or retained < 1:
             raise ValueError(f"retained must be an int >= 1, got {retained!r}")
-        self.directory: str = os.path.abspath(os.fspath(directory))
+        #: None for a job without periodic checkpoints: then only savepoints are written.
+        self.directory: str | None = (
+            None if directory is None else os.path.abspath(os.fspath(directory))
+        )
         self.retained: int = retained
         self.skipped: list[str] = []
         self._targets: dict[tuple[str, int], _Target] = {}
@@ -369,41 +397,62 @@ class CheckpointStorage:
         if _make_dir(directory):
             target.created_dir = True
         text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
-        await _write_file_atomic(directory, METADATA_FILE, text)
-        await asyncio.to_thread(_fsync_dir, directory)
-        target.completed = True
-        if is_savepoint:
-            del self._targets[directory, checkpoint_id]
-        else:
-            await self._apply_retention(checkpoint_id)
+        # From here on the checkpoint is being committed: an abort waits for the end and
+        # then leaves a checkpoint whose metadata made it to disk alone.
+        target.committing = True
+        target.writers += 1
+        target.idle.clear()
+        try:
+            await _write_file_atomic(directory, METADATA_FILE, text)
+            await asyncio.to_thread(_fsync_dir, directory)
+            target.completed = True
+            if is_savepoint:
+                del self._targets[directory, checkpoint_id]
+            else:
+                await self._apply_retention(checkpoint_id)
+        finally:
+            target.committing = False
+            target.writers -= 1
+            if target.writers == 0:
+                target.idle.set()
         return checkpoint
 
     async def abort(
         self, checkpoint_id: int, *, savepoint_dir: str | os.PathLike[str] | None = None
-    ) -> None:
-        """Discard a checkpoint: nothing it wrote is left behind.
+    ) -> bool:
+        """Discard a checkpoint that did not complete: nothing it wrote is left behind.
 
         Writes still in progress stop at their next chunk and are awaited first (they
-        raise :class:`CheckpointAbortedError`); later writes for this id raise :class:`CheckpointAbortedError`. For a checkpoint the
-        whole ``chk-<id>`` directory is removed. For a savepoint only the files this
-        storage wrote are removed (and the directory, if this storage created it and it is
-        empty), never a completed savepoint.
+        raise :class:`CheckpointAbortedError`); later writes for this id raise
+        :class:`CheckpointAbortedError`. A checkpoint whose ``_metadata`` is being written
+        is waited for. A checkpoint (or savepoint) whose ``_metadata`` is on disk is
+        complete and is never deleted here, whoever wrote it: only retention removes
+        checkpoints, and only once a newer one is complete. Otherwise, for a checkpoint,
+        the whole ``chk-<id>`` directory is removed; for a savepoint only the files this
+        storage wrote are removed (and the directory, if this storage created it and it
+        is empty).
 
         Args:
             checkpoint_id: The checkpoint to discard; unknown ids are fine.
             savepoint_dir: Discard a savepoint being written there instead.
+
+        Returns:
+            True if the checkpoint is gone (or never existed), False if it had completed
+            and was kept.
         """
         _check_id(checkpoint_id)
         directory = self._target_dir(checkpoint_id, savepoint_dir)
         target = self._target(directory, checkpoint_id)
-        target.aborted = True
+        if not target.committing:
+            target.aborted = True
         while target.writers:
             await target.idle.wait()
+        if target.completed or await aiofiles.ospath.exists(os.path.join(directory, METADATA_FILE)):
+            return False
+        target.aborted = True
         if savepoint_dir is None:
             await asyncio.to_thread(shutil.rmtree, directory, True)
-            return
-        if await aiofiles.ospath.exists(os.path.join(directory, METADATA_FILE)):
-            return  # a completed savepoint is the user's
+            return True
         for name in target.files:
             _remove_file(os.path.join(directory, name))
         if target.created_dir:
@@ -411,6 +460,7 @@ class CheckpointStorage:
                 os.rmdir(directory)
             except OSError:
                 pass
+        return True
 
     # -- reading -----------------------------------------------------------------------
 
@@ -421,24 +471,39 @@ class CheckpointStorage:
         """
         return [cid for cid, _path, complete in _chk_dirs(self.directory) if complete]
 
-    async def latest(self) -> CompletedCheckpoint | None:
-        """The newest checkpoint that is intact, or None if there is none.
+    def highest_id(self) -> int:
+        """The highest id of any ``chk-<id>`` directory, complete or not (0 if none).
 
-        Intact means: ``_metadata`` parses, its checksum matches, and every state file it
-        references exists with the recorded size and SHA-256. Newer checkpoints failing a
-        check are passed over, and :attr:`skipped` is reset to one message per passed-over
-        checkpoint (newer directories without ``_metadata`` included), each naming the
-        file and the problem. Nothing is logged.
+        A job numbers its checkpoints after it, so that no checkpoint reuses the
+        directory of an earlier one (a killed run may have left one half written).
         """
-        self.skipped = []
-        for _cid, path, _complete in await asyncio.to_thread(_chk_dirs, self.directory):
-            try:
-                return await _load_dir(path, verify=True)
-            except CorruptCheckpointError as exc:
-                if self._in_progress(path):
-                    continue  # being written by this storage, not damaged
-                self.skipped.append(str(exc))
-        return None
+        dirs = _chk_dirs(self.directory)
+        return dirs[0][0] if dirs else 0
+
+    async def latest(self, *, fallback: bool = False) -> CompletedCheckpoint | None:
+        """The newest complete checkpoint, checked to be intact; None if there is none.
+
+        Complete means a ``_metadata`` file is there; directories without one (written
+        by a run that died, or being written by this storage) are not checkpoints and
+        are passed over. Intact means: ``_metadata`` parses, its checksum matches, and
+        every state file it references exists with the recorded size and SHA-256.
+
+        Args:
+            fallback: If the newest complete checkpoint is damaged, pass over it (and any
+                other damaged one) to the newest intact one instead of raising.
+
+        Raises:
+            CorruptCheckpointError: If the newest complete checkpoint is damaged and
+                ``fallback`` is False; ``damaged`` names each damaged file.
+
+        :attr:`skipped` is reset to one message per newer directory passed over (each
+        naming the file and the problem); directories this storage is still writing are
+        not counted. Nothing is logged here.
+        """
+        checkpoint, self.skipped = await _newest(
+            self.directory, verify=True, fallback=fallback, in_progress=self._in_progress
+        )
+        return checkpoint
 
     async def read_state(self, checkpoint: CompletedCheckpoint, handle: StateHandle) -> bytes:
         """Read one state file of a completed checkpoint and check it.
@@ -465,6 +530,10 @@ class CheckpointStorage:
 
     def _target_dir(self, checkpoint_id: int, savepoint_dir: str | os.PathLike[str] | None) -> str:
         if savepoint_dir is None:
+            if self.directory is None:
+                raise ValueError(
+                    "this storage has no checkpoint directory: it writes savepoints only"
+                )
             return os.path.join(self.directory, f"chk-{checkpoint_id}")
         directory = os.path.abspath(os.fspath(savepoint_dir))
         parent, base = os.path.split(directory)
@@ -501,7 +570,9 @@ class CheckpointStorage:
         return directory, target
 
     def _is_chk(self, directory: str, checkpoint_id: int) -> bool:
-        return directory == os.path.join(self.directory, f"chk-{checkpoint_id}")
+        return self.directory is not None and directory == os.path.join(
+            self.directory, f"chk-{checkpoint_id}"
+        )
 
     def _in_progress(self, directory: str) -> bool:
         return any(
@@ -519,8 +590,8 @@ class CheckpointStorage:
             cid for (d, cid), t in self._targets.items() if self._is_chk(d, cid) and not t.completed
         )
         for cid, path, complete in chk_dirs:
-            if complete and cid not in keep:
-                await asyncio.to_thread(shutil.rmtree, path, True)
+            if complete and cid not in keep and cid < completed_id:
+                await asyncio.to_thread(_remove_checkpoint_dir, path)
         for cid in sorted(pending.difference(completed)):
             if cid < completed_id:
                 await self.abort(cid)  # subsumed by the one just completed
@@ -531,18 +602,21 @@ class CheckpointStorage:
 
 
 async def load_checkpoint(
-    path: str | os.PathLike[str], *, verify: bool = True
+    path: str | os.PathLike[str], *, verify: bool = True, fallback: bool = False
 ) -> CompletedCheckpoint:
     """Open a checkpoint or savepoint for restoring.
 
     ``path`` may be a ``chk-<id>`` directory, a savepoint directory, its ``_metadata``
-    file, or a checkpoint root directory, in which case the newest intact ``chk-<id>`` in
-    it is used (passing over damaged ones).
+    file, or a checkpoint root directory, in which case the newest complete ``chk-<id>``
+    in it is used (directories without ``_metadata`` are incomplete and passed over).
 
     Args:
         path: Where to look.
         verify: Also check that every state file exists with its recorded size and
             SHA-256 (``_metadata`` itself is always checked).
+        fallback: For a root directory whose newest complete checkpoint is damaged: use
+            the newest intact older one instead of raising, and log a WARNING naming the
+            damaged files, the checkpoint used and what may be repeated.
 
     Returns:
         The checkpoint.
@@ -550,8 +624,9 @@ async def load_checkpoint(
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         CorruptCheckpointError: If the named checkpoint or savepoint is damaged or
-            incomplete, or a root directory holds no intact checkpoint; the error names the
-            file (for a root, the root and every reason).
+            incomplete, if a root directory's newest complete checkpoint is damaged (and
+            ``fallback`` is False), or if a root holds no intact checkpoint; ``damaged``
+            names each damaged file.
 
     Example:
         >>> import asyncio, tempfile, os
@@ -569,15 +644,57 @@ async def load_checkpoint(
     directory, direct = await asyncio.to_thread(_classify, path)
     if direct:
         return await _load_dir(directory, verify=verify)
-    reasons: list[str] = []
-    for _cid, chk, _complete in await asyncio.to_thread(_chk_dirs, directory):
-        try:
-            return await _load_dir(chk, verify=verify)
-        except CorruptCheckpointError as exc:
-            reasons.append(str(exc))
+    checkpoint, reasons = await _newest(directory, verify=verify, fallback=fallback)
+    if checkpoint is not None:
+        return checkpoint
     if not reasons:
         raise CorruptCheckpointError(directory, "holds no checkpoint (no chk-<id> directory)")
     raise CorruptCheckpointError(directory, "holds no intact checkpoint: " + "; ".join(reasons))
+
+
+async def _newest(
+    root: str | None,
+    *,
+    verify: bool,
+    fallback: bool,
+    in_progress: Callable[[str], bool] = lambda path: False,
+) -> tuple[CompletedCheckpoint | None, list[str]]:
+    """The newest complete checkpoint under ``root`` and what was passed over to find it.
+
+    Incomplete directories (no ``_metadata``) are passed over quietly, except that those
+    ``in_progress`` does not claim are noted. A damaged complete checkpoint raises,
+    unless ``fallback``: then it is passed over, and if an older one is used, a WARNING
+    says which, why, and what may repeat.
+    """
+    passed: list[str] = []
+    damaged: list[CorruptCheckpointError] = []
+    for _cid, path, complete in await asyncio.to_thread(_chk_dirs, root):
+        if not complete:
+            if not in_progress(path):
+                passed.append(
+                    f"{os.path.join(path, METADATA_FILE)}: missing (the checkpoint is incomplete)"
+                )
+            continue
+        try:
+            checkpoint = await _load_dir(path, verify=verify)
+        except CorruptCheckpointError as exc:
+            if not fallback:
+                raise
+            damaged.append(exc)
+            passed.append(str(exc))
+            continue
+        if damaged:
+            files = "; ".join(f"{file} ({problem})" for e in damaged for file, problem in e.damaged)
+            _log.warning(
+                "restoring the older checkpoint %s because newer ones are damaged: %s. Records "
+                "processed after checkpoint %d are processed again, and output that sinks "
+                "committed after it may be written again",
+                path,
+                files,
+                checkpoint.checkpoint_id,
+            )
+        return checkpoint, passed
+    return None, passed
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -602,9 +719,11 @@ def _check_name(name: str) -> None:
         )
 
 
-def _chk_dirs(root: str) -> list[tuple[int, str, bool]]:
+def _chk_dirs(root: str | None) -> list[tuple[int, str, bool]]:
     """``(id, path, has _metadata)`` of every ``chk-<id>`` directory in ``root``, newest first."""
     found: list[tuple[int, str, bool]] = []
+    if root is None:
+        return found
     try:
         with os.scandir(root) as it:
             entries = list(it)
@@ -675,6 +794,18 @@ def _fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_checkpoint_dir(path: str) -> None:
+    """Delete a completed checkpoint, ``_metadata`` first (made durable), so that a crash
+    halfway leaves an incomplete directory, never a damaged checkpoint."""
+    try:
+        os.remove(os.path.join(path, METADATA_FILE))
+    except FileNotFoundError:
+        pass
+    else:
+        _fsync_dir(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 _CLOSING: set[asyncio.Future[Any]] = set()
@@ -879,8 +1010,14 @@ async def _load_dir(directory: str, *, verify: bool) -> CompletedCheckpoint:
             f"records checkpoint_id {document['checkpoint_id']} inside {match.group(0)}",
         )
     checkpoint = _to_checkpoint(directory, document)
+    problems: list[CorruptCheckpointError] = []
     for handle in checkpoint.handles():
-        path = _handle_path(directory, handle)  # also rejects paths leaving the directory
-        if verify:
-            await _read_verified(path, handle, keep=False)
+        try:
+            path = _handle_path(directory, handle)  # also rejects paths leaving the directory
+            if verify:
+                await _read_verified(path, handle, keep=False)
+        except CorruptCheckpointError as exc:
+            problems.append(exc)
+    if problems:
+        raise CorruptCheckpointError.of_checkpoint(directory, problems)
     return checkpoint

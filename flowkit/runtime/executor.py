@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import pickle
 import random
@@ -12,10 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator
+from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator, CheckpointFailed
 from flowkit.checkpoint.restart import RestartStrategy
 from flowkit.checkpoint.stats import CheckpointStatsTracker
-from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
+from flowkit.checkpoint.storage import (
+    CheckpointStorage,
+    CompletedCheckpoint,
+    CorruptCheckpointError,
+    StateHandle,
+)
 from flowkit.elements import MAX_WATERMARK, WatermarkStatus
 from flowkit.errors import InvalidConfigurationError, JobFailed, UserFunctionError
 from flowkit.eventtime.clocks import Clock, SystemClock
@@ -30,7 +36,9 @@ from flowkit.runtime.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, OperatorCounters, StreamTask, WriterWatermark
 from flowkit.sources import SourceReaderContext
 
-__all__ = ["ExecutionConfig", "LocalExecutor", "consumers_of"]
+__all__ = ["ExecutionConfig", "LocalExecutor", "RestoreFailed", "consumers_of"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class ExecutionConfig:
     restore_from: CompletedCheckpoint | None = None
     #: Skip state of operators that are not in the job (instead of failing).
     allow_non_restored_state: bool = False
+    #: A restart whose newest checkpoint is damaged restores an older one (logged at
+    #: WARNING) instead of failing the job.
+    fallback_to_older_checkpoint: bool = False
     #: Sources send a latency marker this often (None: no latency tracking).
     latency_tracking_interval_ms: float | None = None
     #: Buffer debloating (None or not enabled: producers fill whole buffers).
@@ -162,11 +173,12 @@ class LocalExecutor:
         self.clock: Clock = config.clock or SystemClock()
         self.tasks: list[StreamTask] = []
         self.coordinator: CheckpointCoordinator | None = None
-        self.storage: CheckpointStorage | None = None
-        if config.checkpoint is not None:
-            self.storage = CheckpointStorage(
-                config.checkpoint.directory, config.checkpoint.retained
-            )
+        checkpoint = config.checkpoint
+        #: Checkpoints (when enabled) and savepoints (always) are written through it.
+        self.storage = CheckpointStorage(
+            checkpoint.directory if checkpoint is not None else None,
+            checkpoint.retained if checkpoint is not None else 1,
+        )
         self.restarts = 0
         #: Checkpoint counts and history of every run of the job (kept across restarts).
         self.checkpoint_stats = CheckpointStatsTracker()
@@ -405,7 +417,7 @@ class LocalExecutor:
 
     async def _load(self, checkpoint: CompletedCheckpoint) -> None:
         """Read every state file of ``checkpoint`` (verified by checksum)."""
-        storage = self.storage or CheckpointStorage(checkpoint.directory)
+        storage = self.storage
         restored: dict[str, list[tuple[int, int, Any]]] = {}
         max_ps: dict[str, int] = {}
         for ack in checkpoint.metadata.get("subtasks", {}).values():
@@ -454,9 +466,8 @@ class LocalExecutor:
         }
 
     def _attach_checkpointing(self, tasks: list[StreamTask]) -> None:
+        """Every job can take savepoints; with checkpointing enabled, also checkpoints."""
         cfg = self.config.checkpoint
-        if cfg is None or self.storage is None:
-            return
         coordinator = CheckpointCoordinator(
             cfg,
             self.storage,
@@ -466,6 +477,7 @@ class LocalExecutor:
             stats=self.checkpoint_stats,
         )
         self.coordinator = coordinator
+        mode = cfg.mode if cfg is not None else "exactly_once"  # savepoints are aligned
         for task in tasks:
             info = {
                 "vertex": task.vertex_name,
@@ -477,7 +489,7 @@ class LocalExecutor:
                 task,
                 coordinator,
                 self.storage,
-                cfg.mode,
+                mode,
                 task.op_ids,
                 info,
                 self._savepoint_dirs.get,
@@ -489,19 +501,20 @@ class LocalExecutor:
 
         Raises:
             JobFailed: naming the failing subtask, with the original error as cause.
+            RestoreFailed: (a JobFailed and a CorruptCheckpointError) when a restart
+                finds its newest checkpoint damaged and no fallback was asked for.
         """
         cfg = self.config
         if cfg.restore_from is not None and self.restored_from is None:
             await self.prepare_restore()
-        if self.storage is not None:
-            # Checkpoints of earlier jobs may share the directory: this job numbers its
-            # own after them and restarts only from checkpoints it took itself.
-            existing = self.storage.list_checkpoints()
-            if existing:
-                self._next_checkpoint_id = max(self._next_checkpoint_id, existing[0] + 1)
+        # Checkpoints of earlier jobs may share the directory: this job numbers its own
+        # after every chk-<id> there (complete or not) and restarts only from
+        # checkpoints it took itself.
+        self._next_checkpoint_id = max(self._next_checkpoint_id, self.storage.highest_id() + 1)
         first_own_id = self._next_checkpoint_id
         strategy = cfg.restart_strategy or RestartStrategy.default(cfg.checkpoint is not None)
         backoff = strategy.create_backoff()
+        name = self.job_graph.job_name
         while True:
             try:
                 await self._run_once()
@@ -510,28 +523,41 @@ class LocalExecutor:
                 entry = self.exceptions.record(failure.cause, failure.subtask)
                 backoff.notify_failure(failure.cause)
                 if not backoff.can_restart():
-                    raise failure.to_job_failed(
-                        self.job_graph.job_name, self.restarts
-                    ) from failure.cause
+                    raise failure.to_job_failed(name, self.restarts) from failure.cause
                 self.restarts += 1
                 self.status_restarting = True
                 delay = backoff.backoff_ms() / 1000
                 if delay > 0:
                     await asyncio.sleep(delay)
-                latest = await self.storage.latest() if self.storage is not None else None
+                try:
+                    latest = await self.storage.latest(fallback=cfg.fallback_to_older_checkpoint)
+                except CorruptCheckpointError as exc:
+                    raise RestoreFailed(name, self.restarts, exc) from exc
                 if latest is not None and latest.checkpoint_id >= first_own_id:
                     self._next_checkpoint_id = max(
                         self._next_checkpoint_id, latest.checkpoint_id + 1
                     )
                     await self._load(latest)
+                    source = f"checkpoint {latest.directory}"
                 elif cfg.restore_from is not None:
                     await self._load(cfg.restore_from)
+                    source = f"{cfg.restore_from.directory}, which the job started from"
                 else:
                     self._restored = {}
                     self.restored_from = None
+                    source = "the beginning (no checkpoint completed yet)"
                 restored = self.restored_from
                 self.exceptions.mark_restarted(
                     entry, None if restored is None else restored.directory
+                )
+                _log.warning(
+                    "job %r: restart %d after a failure in %s: %s: %s; restoring from %s",
+                    name,
+                    self.restarts,
+                    failure.subtask,
+                    type(failure.cause).__name__,
+                    failure.cause,
+                    source,
                 )
                 self.status_restarting = False
 
@@ -542,24 +568,22 @@ class LocalExecutor:
         tasks = self.build(loop)
         self._attach_checkpointing(tasks)
         coordinator = self.coordinator
+        assert coordinator is not None
         try:
             async with asyncio.TaskGroup() as group:
                 subtasks = [group.create_task(_run_subtask(task), name=task.name) for task in tasks]
-                if coordinator is not None:
-                    group.create_task(_run_coordinator(coordinator), name="checkpoint coordinator")
+                group.create_task(_run_coordinator(coordinator), name="checkpoint coordinator")
                 await asyncio.wait(subtasks)
-                if coordinator is not None:
-                    coordinator.stop()
-        except BaseExceptionGroup as group_error:
-            if coordinator is not None:
                 coordinator.stop()
-                await coordinator.close()
-                self._next_checkpoint_id = coordinator.next_id
+        except BaseExceptionGroup as group_error:
             failure = _first_failure(group_error)
             if failure is None:
                 raise
             raise failure from None
-        if coordinator is not None:
+        finally:
+            # Finished, failed or cancelled: nothing of this run stays scheduled, and the
+            # checkpoint files being completed or removed are done before a restart.
+            coordinator.stop()
             await coordinator.close()
             self._next_checkpoint_id = coordinator.next_id
 
@@ -573,11 +597,19 @@ class LocalExecutor:
         self, directory: str, notify: bool = False, stop_sources: bool = False
     ) -> CompletedCheckpoint:
         """Take a savepoint into ``directory``; the job keeps running (with
-        ``stop_sources``, its sources stop emitting at the savepoint's barrier)."""
+        ``stop_sources``, its sources stop emitting at the savepoint's barrier).
+
+        Works with and without periodic checkpointing, as in Flink.
+
+        Raises:
+            CheckpointFailed: when the job is not running (not started yet, restarting
+                or ended) or the savepoint could not be completed.
+        """
         coordinator = self.coordinator
-        if coordinator is None:
-            raise InvalidConfigurationError(
-                "savepoints need checkpointing: call env.enable_checkpointing(...) first"
+        if coordinator is None or self.status_restarting:
+            raise CheckpointFailed(
+                "the job is not running (it has not started yet or is restarting); "
+                "try the savepoint again in a moment"
             )
         target = _absolute(directory)
         self._savepoint_dirs[coordinator.next_id] = target
@@ -608,6 +640,27 @@ class _JobFailure(Exception):
         return JobFailed(
             f"job {job_name!r} failed{after} in {self.where}: {type(cause).__name__}: {cause}"
         )
+
+
+class RestoreFailed(JobFailed, CorruptCheckpointError):
+    """A failed job could not restart: its newest checkpoint is damaged.
+
+    Both a :class:`~flowkit.errors.JobFailed` (the job ended) and a
+    :class:`~flowkit.checkpoint.storage.CorruptCheckpointError` (``damaged`` names each
+    damaged file). Pass ``fallback_to_older_checkpoint=True`` to ``execute()`` to restore
+    an older checkpoint instead.
+    """
+
+    def __init__(self, job_name: str, restarts: int, cause: CorruptCheckpointError) -> None:
+        CorruptCheckpointError.__init__(self, cause.path, cause.problem, cause.damaged)
+        self.args = (
+            f"job {job_name!r} failed: restart {restarts} cannot restore its newest "
+            f"checkpoint, which is damaged: {cause}. Pass fallback_to_older_checkpoint=True "
+            f"(flowkit run --fallback-to-older-checkpoint) to restore an older one instead",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 async def _run_coordinator(coordinator: CheckpointCoordinator) -> None:

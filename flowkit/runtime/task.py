@@ -140,7 +140,7 @@ class StreamTask:
             self._throughput = ThroughputCalculator()
             self._debloater = BufferDebloater(debloat, gate.channels[0].buffer_size)
             self._debloat_period = debloat.period_seconds
-        #: Checkpoint participation, set by the executor when checkpointing is on.
+        #: Checkpoint participation (checkpoints and savepoints), set by the executor.
         self.checkpointing: TaskCheckpointing | None = None
         #: True once the input ended (no new periodic checkpoints from here on).
         self.reached_end = False
@@ -431,7 +431,7 @@ class StreamTask:
             await self._settle()
         checkpointing = self.checkpointing
         final: asyncio.Future[int] | None = None
-        if checkpointing is not None:
+        if checkpointing is not None and checkpointing.coordinator.periodic:
             # Flink's final checkpoint: once every source is done, one more checkpoint
             # covers everything, and two-phase-commit sinks commit when it completes.
             final = checkpointing.coordinator.final_checkpoint(self)

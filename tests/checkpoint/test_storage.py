@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import doctest
 import hashlib
+import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -348,26 +350,60 @@ CORRUPTIONS = [
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__)
-async def test_corrupt_checkpoint_is_skipped_and_named(tmp_path: Path, corrupt: Any) -> None:
+async def test_a_damaged_newest_checkpoint_is_an_error_unless_fallback_is_asked_for(
+    tmp_path: Path, corrupt: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     storage = CheckpointStorage(tmp_path, retained=2)
     await write_checkpoint(storage, 1, {"map-0": b"first-state", "map-1": b"1"})
     await write_checkpoint(storage, 2, {"map-0": b"later-state", "map-1": b"2"})
     path, problem = corrupt(tmp_path / "chk-2")
+    incomplete = corrupt is delete_metadata  # no _metadata: not a checkpoint at all
 
     for reader in (storage, CheckpointStorage(tmp_path, retained=2)):  # also after a restart
-        latest = await reader.latest()
+        if not incomplete:
+            with pytest.raises(CorruptCheckpointError) as raised:
+                await reader.latest()
+            assert raised.value.damaged == ((path, raised.value.problem),)
+            assert problem in raised.value.problem
+            with pytest.raises(CorruptCheckpointError, match=re.escape(path)):
+                await load_checkpoint(tmp_path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="flowkit.checkpoint.storage"):
+            latest = await reader.latest(fallback=True)
+            assert (await load_checkpoint(tmp_path, fallback=True)).checkpoint_id == 1
         assert latest is not None
         assert latest.checkpoint_id == 1
         assert len(reader.skipped) == 1
         assert reader.skipped[0].startswith(path + ": ")
         assert problem in reader.skipped[0]
         assert await reader.read_state(latest, latest.handles()[0]) == b"first-state"
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        if incomplete:
+            assert warnings == []  # a crash mid-checkpoint is normal: nothing to warn about
+        else:
+            assert len(warnings) == 2  # latest() and load_checkpoint() each said it once
+            assert str(tmp_path / "chk-1") in warnings[0] and path in warnings[0]
+            assert "may be written again" in warnings[0]
 
     with pytest.raises(CorruptCheckpointError) as info:
         await load_checkpoint(tmp_path / "chk-2")
     assert info.value.path == path
     assert problem in info.value.problem
-    assert (await load_checkpoint(tmp_path)).checkpoint_id == 1
+
+
+async def test_every_damaged_file_of_a_checkpoint_is_named(tmp_path: Path) -> None:
+    storage = CheckpointStorage(tmp_path)
+    await write_checkpoint(storage, 1, {"map-0": b"state-zero", "map-1": b"state-one"})
+    flip_byte(tmp_path / "chk-1")  # map-0
+    (tmp_path / "chk-1" / "map-1").write_bytes(b"st")
+    with pytest.raises(CorruptCheckpointError) as info:
+        await storage.latest()
+    damaged = dict(info.value.damaged)
+    assert set(damaged) == {str(tmp_path / "chk-1" / "map-0"), str(tmp_path / "chk-1" / "map-1")}
+    assert "checksum mismatch" in damaged[str(tmp_path / "chk-1" / "map-0")]
+    assert "truncated" in damaged[str(tmp_path / "chk-1" / "map-1")]
+    assert info.value.path == str(tmp_path / "chk-1")
+    assert "2 damaged files" in str(info.value)
 
 
 async def test_read_state_names_the_damaged_file(tmp_path: Path) -> None:
@@ -396,12 +432,14 @@ async def test_nothing_intact_left(tmp_path: Path) -> None:
     flip_byte(tmp_path / "chk-1")
     truncate(tmp_path / "chk-2")
 
-    assert await storage.latest() is None
+    with pytest.raises(CorruptCheckpointError, match="truncated"):
+        await storage.latest()
+    assert await storage.latest(fallback=True) is None
     assert len(storage.skipped) == 2
     assert "chk-2" in storage.skipped[0] and "truncated" in storage.skipped[0]
     assert "chk-1" in storage.skipped[1] and "checksum mismatch" in storage.skipped[1]
     with pytest.raises(CorruptCheckpointError) as info:
-        await load_checkpoint(tmp_path)
+        await load_checkpoint(tmp_path, fallback=True)
     assert info.value.path == str(tmp_path)
     assert str(tmp_path / "chk-2" / "map-0") in info.value.problem
     assert str(tmp_path / "chk-1" / "map-0") in info.value.problem
