@@ -57,6 +57,11 @@ import orjson
 
 from flowkit.sinks import Sink, SinkWriter
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: abandoned files are kept
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "FileSink",
     "FileSinkContext",
@@ -570,6 +575,12 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
     the subtask's files on disk are scanned first), so a finished file is never
     overwritten; committing onto an existing finished file is an error.
 
+    Files of abandoned attempts do not pile up: when a writer starts (fresh or restored),
+    it deletes the hidden files that writers of its subtask (by index) left behind and
+    that can no longer be committed: those of writers that died (``SIGKILL``, before any
+    checkpoint) or were closed. A live writer's files are recognised by the lock file it
+    holds (``.<prefix>-<i>.<session>.lock``), and kept.
+
     Without checkpointing set ``commit_on_finish = True`` (the runtime does this when
     checkpointing is disabled): then everything is committed at the end of input.
 
@@ -615,6 +626,7 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
             self._encode,
             self.rolling_policy,
             self.output_file_config,
+            parallelism,
         )
 
 
@@ -636,10 +648,12 @@ class FileSinkWriter(TwoPhaseCommitSinkWriter[FileTransaction]):
         encode: Callable[[Any], bytes],
         rolling_policy: RollingPolicy,
         output_file_config: OutputFileConfig,
+        parallelism: int = 1,
     ) -> None:
         super().__init__()
         self.directory = directory
         self.subtask_index = subtask_index
+        self.parallelism = parallelism
         self._encode = encode
         self._max_part_size = rolling_policy.max_part_size
         self._config = output_file_config
@@ -652,6 +666,17 @@ class FileSinkWriter(TwoPhaseCommitSinkWriter[FileTransaction]):
         self._name_pattern = re.compile(
             r"\.?" + re.escape(f"{output_file_config.prefix}-{subtask_index}-") + r"(\d+)(?!\d)"
         )
+        #: Hidden files of this sink: ``.<prefix>-<subtask>-<n><suffix>.inprogress.<session>``.
+        self._hidden_pattern = re.compile(
+            re.escape(f".{output_file_config.prefix}-")
+            + r"(\d+)-\d+"
+            + re.escape(f"{output_file_config.suffix}.inprogress.")
+            + r"([0-9a-f]+)"
+        )
+        self._lock_pattern = re.compile(
+            re.escape(f".{output_file_config.prefix}-") + r"(\d+)\.([0-9a-f]+)\.lock"
+        )
+        self._lock: IO[bytes] | None = None
 
     # ------------------------------------------------------------ context
     def snapshot_user_context(self) -> FileSinkContext:
@@ -671,6 +696,80 @@ class FileSinkWriter(TwoPhaseCommitSinkWriter[FileTransaction]):
             if found is not None:
                 next_part = max(next_part, int(found.group(1)) + 1)
         self._next_part = next_part
+
+    def initialize_state(self, states: list[Any]) -> None:
+        """Restore (see the base class), then delete what abandoned attempts left behind.
+
+        Once the restored pending transactions are committed and the restored open one
+        is aborted, a hidden part file of this sink's subtask ``j`` (with
+        ``j % parallelism == subtask_index``: the old subtasks whose state this one
+        restores) whose writer is gone belongs to no transaction that can still commit:
+        it was written by a writer that was killed before its first checkpoint, or after
+        the checkpoint restored. The sources replay those records, so the files are
+        deleted. A writer that may still commit holds a lock file
+        (``.<prefix>-<subtask>.<session>.lock``, locked with ``flock`` while the writer
+        lives; the lock dies with its process), and its files are kept.
+        """
+        super().initialize_state(states)
+        parallelism = max(1, self.parallelism)
+        live: dict[tuple[int, str], bool] = {}
+        for name in sorted(os.listdir(self.directory), key=lambda n: n.endswith(".lock")):
+            found = self._hidden_pattern.fullmatch(name) or self._lock_pattern.fullmatch(name)
+            if found is None or int(found.group(1)) % parallelism != self.subtask_index:
+                continue
+            writer = (int(found.group(1)), found.group(2))
+            if writer not in live:
+                live[writer] = writer[1] == self.session or self._session_alive(*writer)
+            if not live[writer]:
+                _unlink(os.path.join(self.directory, name))
+
+    # ------------------------------------------------------------ writer lock
+    def _lock_path(self, subtask: int, session: str) -> str:
+        return os.path.join(self.directory, f".{self._config.prefix}-{subtask}.{session}.lock")
+
+    def _take_lock(self) -> None:
+        """Hold a lock file while this writer may have hidden files: a later writer then
+        knows they are not abandoned. The lock dies with the process that holds it."""
+        if self._lock is not None or fcntl is None:
+            return
+        path = self._lock_path(self.subtask_index, self.session)
+        lock = open(path, "ab")  # noqa: SIM115 - held until close
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            lock.close()
+            raise
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            _unlink(lock.name)
+            lock.close()
+
+    def _session_alive(self, subtask: int, session: str) -> bool:
+        """True if the writer of ``subtask`` with ``session`` still holds its lock (it may
+        still commit its files)."""
+        if fcntl is None:
+            return True  # cannot tell: keep its files
+        try:
+            lock = open(self._lock_path(subtask, session), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return False  # it never wrote, or it closed (or died) and its lock went too
+        with lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            return False
+
+    def close(self) -> None:
+        """Abort the current transaction and give up the writer's lock."""
+        try:
+            super().close()
+        finally:
+            self._release_lock()
 
     # ------------------------------------------------------------ transactions
     def begin_transaction(self) -> FileTransaction:
@@ -781,6 +880,7 @@ class FileSinkWriter(TwoPhaseCommitSinkWriter[FileTransaction]):
         final_name = f"{config.prefix}-{self.subtask_index}-{index}{config.suffix}"
         hidden_name = f".{final_name}.inprogress.{self.session}"
         path = os.path.join(self.directory, hidden_name)
+        self._take_lock()
         self._file = open(path, "xb", buffering=self.buffer_size)  # noqa: SIM115 - kept open
         self._file_transaction = transaction
         self._size = 0
@@ -799,6 +899,13 @@ class FileSinkWriter(TwoPhaseCommitSinkWriter[FileTransaction]):
                 os.fsync(file.fileno())
         finally:
             file.close()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _fsync_directory(directory: str) -> None:

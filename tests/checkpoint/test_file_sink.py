@@ -35,7 +35,16 @@ def visible(directory: Path) -> list[str]:
 
 
 def hidden(directory: Path) -> list[str]:
-    return sorted(name for name in os.listdir(directory) if name.startswith("."))
+    """Hidden part files (in progress or pending); not a live writer's lock file."""
+    return sorted(
+        name
+        for name in os.listdir(directory)
+        if name.startswith(".") and not name.endswith(".lock")
+    )
+
+
+def locks(directory: Path) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if name.endswith(".lock"))
 
 
 def read(directory: Path, name: str) -> str:
@@ -63,10 +72,14 @@ def writer_for(sink: FileSink, subtask: int = 0, parallelism: int = 1) -> FileSi
 
 
 def crash(writer: FileSinkWriter) -> None:
-    """A hard crash: the OS closes the open file; no abort runs, files stay as they are."""
+    """A hard crash: the OS closes the open files (releasing the writer's lock); no abort
+    runs, files stay as they are."""
     if writer._file is not None:
         writer._file.close()
         writer._file = None
+    if writer._lock is not None:
+        writer._lock.close()
+        writer._lock = None
 
 
 def text_sink(tmp_path: Path) -> FileSink:
@@ -303,16 +316,15 @@ def test_restore_deletes_everything_written_after_the_checkpoint(tmp_path: Path)
         .build()
     )
     writer = writer_for(sink)
+    other = writer_for(sink)  # another live writer's hidden files must survive
     writer.write_batch(["k1"], None)
     state = writer.snapshot_state(1)  # part 0 pending
     writer.write_batch(["x1", "x2"], None)  # parts 1 (rolled) and 2
     writer.snapshot_state(2)  # pending for a checkpoint that never completes
-    writer.write_batch(["x3"], None)  # part 3 in progress
+    other.write_batch(["other"], None)  # its part 3 in progress
+    writer.write_batch(["x3"], None)  # its own part 3 in progress
     crash(writer)
-    assert len(hidden(tmp_path)) == 4
-
-    other = writer_for(sink)  # another live writer's hidden files must survive
-    other.write_batch(["other"], None)
+    assert len(hidden(tmp_path)) == 5
     [other_file] = [name for name in hidden(tmp_path) if name.endswith(other.session)]
 
     restored = writer_for(sink)
@@ -322,10 +334,11 @@ def test_restore_deletes_everything_written_after_the_checkpoint(tmp_path: Path)
     assert committed_lines(tmp_path) == ["k1"]
     restored.write_batch(["x1"], None)
     [new_file] = [name for name in hidden(tmp_path) if name.endswith(restored.session)]
-    assert new_file.startswith(".part-0-5.")  # after 0-3 and the other writer's 0-4
+    assert new_file.startswith(".part-0-4.")  # after both writers' 0-3
     restored.close()
     other.close()
     assert hidden(tmp_path) == []
+    assert locks(tmp_path) == []  # the crashed writer's went with the restore
 
 
 def test_restore_is_idempotent_for_files_committed_before_the_crash(tmp_path: Path) -> None:
@@ -422,3 +435,40 @@ async def test_job_without_checkpoints_commits_everything_at_the_end(
     assert subtasks <= set(range(parallelism))
     written = [orjson.loads(line) for line in committed_lines(out)]
     assert sorted(written, key=lambda r: r["id"]) == records
+
+
+def test_a_new_writer_deletes_what_dead_writers_left_and_keeps_a_live_ones(
+    tmp_path: Path,
+) -> None:
+    sink = text_sink(tmp_path)
+    killed = writer_for(sink)  # killed before its first checkpoint
+    failed = writer_for(sink)  # pre-committed for a checkpoint that never completed
+    live = writer_for(sink)  # still running: its files stay
+    other_subtask = writer_for(sink, subtask=1, parallelism=2)
+    for writer in (killed, failed, live, other_subtask):
+        writer.initialize_state([])  # all started together, before anything was written
+    killed.write_batch(["a"], None)
+    failed.write_batch(["b"], None)
+    failed.snapshot_state(1)
+    live.write_batch(["c"], None)
+    other_subtask.write_batch(["d"], None)
+    crash(killed)
+    failed.close()
+    crash(other_subtask)
+    assert len(hidden(tmp_path)) == 4
+
+    fresh = writer_for(sink, subtask=0, parallelism=2)
+    fresh.initialize_state([])
+    remaining = hidden(tmp_path)
+    assert [name for name in remaining if name.endswith(live.session)]
+    assert [name for name in remaining if name.endswith(other_subtask.session)]  # not its own
+    assert len(remaining) == 2
+    assert locks(tmp_path) == sorted(
+        f".part-{i}.{w.session}.lock" for i, w in ((0, live), (1, other_subtask))
+    )
+    second = writer_for(sink, subtask=1, parallelism=2)
+    second.initialize_state([])
+    assert [name for name in hidden(tmp_path) if name.endswith(live.session)] == hidden(tmp_path)
+    for writer in (live, fresh, second):
+        writer.close()
+    assert hidden(tmp_path) == [] and locks(tmp_path) == [] and visible(tmp_path) == []
