@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -603,3 +604,103 @@ async def test_large_state_does_not_block_the_loop(tmp_path: Path) -> None:
     assert read == data
     assert len(gaps) >= 5
     assert max(gaps) < 0.1, f"event loop blocked for {max(gaps) * 1000:.0f} ms"
+
+
+# ------------------------------------------------------- completed means kept (issue: abort holes)
+async def test_an_abort_never_deletes_a_completed_checkpoint(tmp_path: Path) -> None:
+    storage = CheckpointStorage(tmp_path, retained=1)
+    await write_checkpoint(storage, 1, {"map-0": b"one"})
+    await write_checkpoint(storage, 2, {"map-0": b"two"})
+    assert storage.list_checkpoints() == [2]  # retention removed chk-1
+
+    assert await storage.abort(2) is False  # e.g. a task failed while chk-2 completed
+    assert await CheckpointStorage(tmp_path).abort(2) is False  # or a later job's abort
+    latest = await storage.latest()
+    assert latest is not None and latest.checkpoint_id == 2
+    assert await storage.read_state(latest, latest.handles()[0]) == b"two"
+
+
+async def test_an_abort_while_metadata_is_written_waits_and_keeps_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = CheckpointStorage(tmp_path, retained=1)
+    await write_checkpoint(storage, 1, {"map-0": b"one"})
+    handle = await storage.write_state(2, "map-0", b"two")
+    in_fsync = threading.Event()
+    release = threading.Event()
+    real_fsync_dir = storage_module._fsync_dir
+
+    def slow_fsync_dir(directory: str) -> None:  # the directory fsync after _metadata
+        in_fsync.set()
+        release.wait(10)
+        real_fsync_dir(directory)
+
+    monkeypatch.setattr(storage_module, "_fsync_dir", slow_fsync_dir)
+    completing = asyncio.ensure_future(storage.complete(2, operators_metadata({"map-0": [handle]})))
+    async with asyncio.timeout(10):
+        while not in_fsync.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        aborting = asyncio.ensure_future(storage.abort(2))
+        await asyncio.sleep(0.05)
+        assert not aborting.done()  # the abort waits for the commit to end
+        release.set()
+        await completing
+        assert await aborting is False
+    latest = await storage.latest()
+    assert latest is not None and latest.checkpoint_id == 2
+    assert storage.list_checkpoints() == [2]
+
+
+async def test_an_abort_before_the_metadata_write_stops_the_completion(tmp_path: Path) -> None:
+    storage = CheckpointStorage(tmp_path)
+    handle = await storage.write_state(1, "map-0", b"one")
+    assert await storage.abort(1) is True
+    assert not (tmp_path / "chk-1").exists()
+    with pytest.raises(CheckpointAbortedError):
+        await storage.complete(1, operators_metadata({"map-0": [handle]}))
+    assert not (tmp_path / "chk-1").exists()
+
+
+async def test_retention_removes_metadata_first_so_a_crash_leaves_no_damaged_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = CheckpointStorage(tmp_path, retained=1)
+    await write_checkpoint(storage, 1, {"map-0": b"one", "map-1": b"uno"})
+    seen: list[bool] = []
+
+    def crashing_rmtree(path: str, *args: Any, **kwargs: Any) -> None:
+        # The process dies before anything but _metadata went away.
+        seen.append(os.path.exists(os.path.join(path, "_metadata")))
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(storage_module.shutil, "rmtree", crashing_rmtree)
+    with pytest.raises(SystemExit):
+        await write_checkpoint(storage, 2, {"map-0": b"two", "map-1": b"dos"})
+    monkeypatch.undo()
+    assert seen == [False]
+    # A restart finds chk-2, and chk-1 is incomplete (passed over), not damaged.
+    reader = CheckpointStorage(tmp_path)
+    latest = await reader.latest()
+    assert latest is not None and latest.checkpoint_id == 2
+    assert (tmp_path / "chk-1" / "map-0").exists()
+    assert not (tmp_path / "chk-1" / "_metadata").exists()
+
+
+async def test_retention_never_removes_a_newer_checkpoint(tmp_path: Path) -> None:
+    storage = CheckpointStorage(tmp_path, retained=1)
+    await write_checkpoint(storage, 5, {"map-0": b"five"})
+    # An older id completing late (another storage object: another job) keeps chk-5.
+    other = CheckpointStorage(tmp_path, retained=1)
+    handle = await other.write_state(3, "map-0", b"three")
+    await other.complete(3, operators_metadata({"map-0": [handle]}))
+    assert storage.list_checkpoints() == [5, 3]
+
+
+def test_highest_id_counts_incomplete_directories(tmp_path: Path) -> None:
+    (tmp_path / "chk-4").mkdir()  # a killed run's half-written checkpoint
+    (tmp_path / "chk-2").mkdir()
+    (tmp_path / "chk-2" / "_metadata").write_text("{}")
+    storage = CheckpointStorage(tmp_path)
+    assert storage.list_checkpoints() == [2]
+    assert storage.highest_id() == 4
+    assert CheckpointStorage(tmp_path / "missing").highest_id() == 0
