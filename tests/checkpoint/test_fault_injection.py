@@ -147,3 +147,48 @@ def test_sigkill_at_random_points_resumes_exactly_once(tmp_path: Path) -> None:
     check_output(out, n)
     if os.name == "posix":  # no checkpoint left half-written by a killed run either
         assert all((chk / "_metadata").is_file() for chk in ck.glob("chk-*"))
+
+
+def _sessions(out: Path) -> set[str]:
+    """Sessions of the hidden part files in ``out`` (one per writer that wrote them)."""
+    if not out.is_dir():
+        return set()
+    return {name.rsplit(".", 1)[1] for name in os.listdir(out) if ".inprogress." in name}
+
+
+def test_files_of_a_run_killed_before_its_first_checkpoint_are_gone_after_a_restore(
+    tmp_path: Path,
+) -> None:
+    ck, out = tmp_path / "ck", tmp_path / "out"
+    n = 4000
+
+    def start(interval_ms: int) -> subprocess.Popen[bytes]:
+        command = [str(SCRIPT), "run", str(JOB_FILE), "--parallelism", "2"]
+        command += ["--checkpoint-dir", str(ck), "--checkpoint-interval", str(interval_ms)]
+        if _has_checkpoint(ck):
+            command += ["--restore-from", str(ck)]
+        command += ["--progress", "off", "--", "--out", str(out), "--records", str(n)]
+        command += ["--pause", "0.002"]
+        return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL)
+
+    def kill_when(proc: subprocess.Popen[bytes], condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert proc.poll() is None, f"the run ended before {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    first = start(100)
+    kill_when(first, lambda: _has_checkpoint(ck) and _sessions(out), "a checkpoint")
+    before = _sessions(out)
+    completed = sorted(ck.glob("chk-*/_metadata"))
+    second = start(60_000)  # its first checkpoint would come after a minute
+    kill_when(second, lambda: _sessions(out) - before, "the restored run's part files")
+    assert sorted(ck.glob("chk-*/_metadata")) == completed  # killed before its first
+    assert _sessions(out) - before  # what the killed run left behind
+
+    third = start(100)
+    assert third.wait(120) == 0
+    check_output(out, n)  # exact, and no hidden part file or writer lock left
