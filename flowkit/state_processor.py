@@ -60,6 +60,7 @@ from flowkit.checkpoint.storage import (
     CompletedCheckpoint,
     CorruptCheckpointError,
     StateHandle,
+    damaged_checkpoints,
     load_checkpoint,
 )
 from flowkit.sinks_2pc import TwoPhaseCommitState
@@ -384,12 +385,14 @@ class _Operator:
     subtasks: list[_Subtask] = field(default_factory=list)
 
 
-async def read_snapshot(path: str | os.PathLike[str]) -> SnapshotReader:
+async def read_snapshot(path: str | os.PathLike[str], *, fallback: bool = False) -> SnapshotReader:
     """Open a checkpoint or savepoint and read all of its state.
 
     Args:
         path: A ``chk-<id>`` directory, a savepoint directory, its ``_metadata`` file, or
-            a checkpoint root directory (then the newest intact checkpoint in it).
+            a checkpoint root directory (then the newest complete checkpoint in it).
+        fallback: For a root whose newest complete checkpoint is damaged, read the
+            newest intact one instead of raising.
 
     Returns:
         A reader holding the snapshot's metadata and state in memory.
@@ -398,9 +401,10 @@ async def read_snapshot(path: str | os.PathLike[str]) -> SnapshotReader:
         FileNotFoundError: If ``path`` does not exist.
         CorruptCheckpointError: If ``_metadata`` or a state file is missing, truncated,
             fails its checksum or cannot be unpickled (the error names the file), or a
-            root directory holds no intact checkpoint.
+            root directory's newest checkpoint is damaged (without ``fallback``) or it
+            holds no intact checkpoint.
     """
-    checkpoint = await load_checkpoint(path, verify=True)
+    checkpoint = await load_checkpoint(path, verify=True, fallback=fallback)
     storage = CheckpointStorage(checkpoint.directory)
     placeholders: dict[tuple[str, str], type] = {}
     subtasks: list[_Subtask] = []
@@ -442,7 +446,7 @@ async def read_snapshot(path: str | os.PathLike[str]) -> SnapshotReader:
     return SnapshotReader(checkpoint, subtasks, unresolved)
 
 
-def open_snapshot(path: str | os.PathLike[str]) -> SnapshotReader:
+def open_snapshot(path: str | os.PathLike[str], *, fallback: bool = False) -> SnapshotReader:
     """Synchronous :func:`read_snapshot`, for scripts and the REPL.
 
     Raises:
@@ -453,7 +457,7 @@ def open_snapshot(path: str | os.PathLike[str]) -> SnapshotReader:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(read_snapshot(path))
+        return asyncio.run(read_snapshot(path, fallback=fallback))
     raise RuntimeError(
         "open_snapshot() cannot be called from a running event loop; use "
         "`await flowkit.state_processor.read_snapshot(path)` instead"
@@ -1072,7 +1076,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line: print a snapshot's report (and entries with ``--keys``).
 
     Returns:
-        0 on success, 1 if the snapshot cannot be read, 2 for bad arguments or an
+        0 on success, 1 if the snapshot cannot be read or a checkpoint under the path is
+        damaged (each damaged file is named on stderr), 2 for bad arguments or an
         unknown operator.
     """
     parser = argparse.ArgumentParser(
@@ -1101,9 +1106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        reader = open_snapshot(args.path)
-    except (OSError, CorruptCheckpointError, ValueError) as exc:
+        damaged = asyncio.run(damaged_checkpoints(args.path))
+    except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for error in damaged:  # each damaged checkpoint, and every damaged file in it
+        where = os.path.dirname(error.damaged[0][0]) if len(error.damaged) == 1 else error.path
+        print(f"error: damaged checkpoint {where}:", file=sys.stderr)
+        for file, problem in error.damaged:
+            print(f"  {file}: {problem}", file=sys.stderr)
+    try:
+        reader = open_snapshot(args.path, fallback=True)
+    except (OSError, CorruptCheckpointError, ValueError) as exc:
+        if not damaged:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.operator is not None and args.operator not in reader.operator_ids():
         known = ", ".join(reader.operator_ids()) or "none"
@@ -1124,6 +1140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             + ("no problems\n" if not problems else "\n" + "".join(f"  {p}\n" for p in problems))
         )
     sys.stdout.write("\n".join(out))
+    if damaged:
+        print(
+            f"error: {len(damaged)} damaged checkpoint(s); the report above is of "
+            f"{reader.checkpoint.directory}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "CompletedCheckpoint",
     "CorruptCheckpointError",
     "StateHandle",
+    "damaged_checkpoints",
     "load_checkpoint",
 ]
 
@@ -650,6 +651,35 @@ async def load_checkpoint(
     if not reasons:
         raise CorruptCheckpointError(directory, "holds no checkpoint (no chk-<id> directory)")
     raise CorruptCheckpointError(directory, "holds no intact checkpoint: " + "; ".join(reasons))
+
+
+async def damaged_checkpoints(path: str | os.PathLike[str]) -> list[CorruptCheckpointError]:
+    """Check every complete checkpoint under a root directory (or the one checkpoint or
+    savepoint ``path`` names): one error per damaged checkpoint, newest first, each
+    naming every damaged file (``damaged``). Incomplete directories are not checked.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+
+    Example:
+        >>> import asyncio, tempfile
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     asyncio.run(damaged_checkpoints(root))
+        []
+    """
+    directory, direct = await asyncio.to_thread(_classify, path)
+    if direct:
+        targets = [directory]
+    else:
+        dirs = await asyncio.to_thread(_chk_dirs, directory)
+        targets = [chk for _cid, chk, complete in dirs if complete]
+    found: list[CorruptCheckpointError] = []
+    for target in targets:
+        try:
+            await _load_dir(target, verify=True)
+        except CorruptCheckpointError as exc:
+            found.append(exc)
+    return found
 
 
 async def _newest(

@@ -579,3 +579,32 @@ def test_stateless_operators_are_listed_without_state(
         assert reader.raw(info.id) == [None] * info.subtasks
         assert reader.key_groups(info.id) == {}
     assert os.path.basename(reader.directory).startswith("chk-")
+
+
+async def test_inspect_reports_every_damaged_checkpoint_and_exits_non_zero(
+    tmp_path: Path,
+) -> None:
+    from counting_job import build_job
+
+    env = fk.StreamExecutionEnvironment(parallelism=2)
+    env.enable_checkpointing(30, directory=tmp_path / "ck", retained=10)
+    build_job(env, tmp_path / "out", 300, 0.001)
+    await (await env.execute_async("checkpointed")).wait()
+    chks = sorted((tmp_path / "ck").glob("chk-*"), key=lambda p: int(p.name[4:]))
+    assert len(chks) >= 3
+    newest, older = chks[-1], chks[-3]
+    damaged = [truncate_a_state_file(newest, "keyed"), truncate_a_state_file(older, "paced")]
+
+    result = await asyncio.to_thread(run_cli, str(tmp_path / "ck"))
+    assert result.returncode == 1
+    assert f"error: damaged checkpoint {newest}:" in result.stderr
+    assert f"error: damaged checkpoint {older}:" in result.stderr
+    for path in damaged:
+        assert f"  {path}: truncated" in result.stderr
+    # The report is of the newest intact checkpoint, and says so.
+    assert f"the report above is of {chks[-2]}" in result.stderr
+    assert "Operator 'totals'" in result.stdout
+
+    result = await asyncio.to_thread(run_cli, str(newest))
+    assert result.returncode == 1 and str(damaged[0]) in result.stderr
+    assert result.stdout == ""
