@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from flowkit.runtime.metrics import (
 from flowkit.runtime.task import StreamTask
 
 _ENDED = ("FINISHED", "CANCELED", "FAILED")
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["JobClient", "JobExecutionResult", "JobMetrics", "JobStatus"]
 
@@ -61,6 +64,11 @@ class JobExecutionResult:
     def get_job_id(self) -> str:
         """The job's id (the same as ``JobClient.job_id``)."""
         return self.job_id
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class JobClient:
@@ -109,9 +117,13 @@ class JobClient:
         self._sampler = RateSampler()
         #: The metrics at the end of the job (read once it ended, then kept).
         self._final_metrics: JobMetrics | None = None
+        _log.info("%s submitted", self._describe())
         self._task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"flowkit job {job_name!r}"
         )
+        # The failure is logged when it happens; asyncio need not report it again as
+        # "never retrieved" when nobody awaits the job.
+        self._task.add_done_callback(_retrieve)
         # Submitted: its subtasks start on the loop's next iteration.
         self._status = JobStatus.RUNNING
         self._sample_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
@@ -121,18 +133,43 @@ class JobClient:
     def __repr__(self) -> str:
         return f"<JobClient {self.job_name!r} {self._status.name}>"
 
+    def _describe(self) -> str:
+        return f"job {self.job_name!r} ({self.job_id})"
+
     async def _run(self) -> None:
+        restored = self._executor.restored_from
+        _log.info(
+            "%s running%s",
+            self._describe(),
+            "" if restored is None else f", restored from {restored.directory}",
+        )
         try:
             await self._executor.run()
         except asyncio.CancelledError:
-            stopped = self.stopped_with_savepoint is not None
-            self._status = JobStatus.FINISHED if stopped else JobStatus.CANCELED
+            stopped = self.stopped_with_savepoint
+            self._status = JobStatus.CANCELED if stopped is None else JobStatus.FINISHED
+            _log.info(
+                "%s %s after %.2f s",
+                self._describe(),
+                "cancelled" if stopped is None else f"stopped with savepoint {stopped}",
+                self.duration_ms / 1000,
+            )
             raise
-        except BaseException:
+        except BaseException as exc:
             self._status = JobStatus.FAILED
+            # Logged here, whether or not anybody awaits the job: an embedded job that
+            # fails unwatched is still seen.
+            _log.error(
+                "%s failed after %.2f s: %s",
+                self._describe(),
+                self.duration_ms / 1000,
+                exc,
+                exc_info=exc,
+            )
             raise
         else:
             self._status = JobStatus.FINISHED
+            _log.info("%s finished in %.2f s", self._describe(), self.duration_ms / 1000)
         finally:
             self._ended = time.perf_counter()
             self.end_time_ms = time.time_ns() // 1_000_000
