@@ -155,7 +155,11 @@ async def _start_with_a_pending_checkpoint(env: Any, release: asyncio.Event) -> 
 
 def _flowkit_objects() -> int:
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if type(obj).__module__.startswith("flowkit."))
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if str(getattr(type(obj), "__module__", "")).startswith("flowkit.")
+    )
 
 
 def _rss_mb() -> float:
