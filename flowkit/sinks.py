@@ -37,10 +37,28 @@ __all__ = [
 
 
 class SinkWriter:
-    """Writes the records of one sink subtask."""
+    """Writes the records of one sink subtask.
+
+    An asynchronous writer that awaits once per record should advance
+    :attr:`batch_progress` after each record, so that the job's metrics show the sink's
+    progress through a batch as it goes rather than the whole batch at its end.
+
+    Example:
+        >>> class Store(SinkWriter):
+        ...     is_async = True
+        ...     async def write_batch_async(self, values, timestamps):
+        ...         for value in values:
+        ...             await save(value)
+        ...             self.batch_progress += 1
+    """
 
     #: True: the runtime calls ``write_batch_async`` and awaits it.
     is_async = False
+    #: Asynchronous writers: records of the batch being written that are done. The
+    #: runtime sets it to 0 before each ``write_batch_async`` call and reads it for the
+    #: records in and out of the sink; a writer that leaves it at 0 counts each batch
+    #: when its call returns.
+    batch_progress = 0
 
     def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
         raise NotImplementedError
@@ -149,6 +167,7 @@ class _CallbackWriter(SinkWriter):
         fn = self.fn
         for value in values:
             await fn(value)
+            self.batch_progress += 1
 
 
 class AsyncCallbackSink(Sink):
@@ -184,6 +203,7 @@ class _QueueWriter(SinkWriter):
                 queue.put_nowait(value)
             except asyncio.QueueFull:
                 await queue.put(value)
+            self.batch_progress += 1
 
 
 class QueueSink(Sink):

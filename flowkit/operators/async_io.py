@@ -373,6 +373,14 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
     def has_mail(self) -> bool:
         return self._mail
 
+    @property
+    def records_waiting(self) -> int:
+        """Records taken and not started yet (waiting for capacity), for the metrics."""
+        backlog = self._backlog
+        if not backlog:
+            return 0
+        return sum(1 for item in backlog if type(item) is not int)
+
     def process_mail(self) -> None:
         """Emit every result (and watermark) that may leave now, then admit waiting input."""
         self._mail = False

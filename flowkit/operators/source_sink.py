@@ -120,7 +120,36 @@ class SinkOperator(OneInputOperator):
         self._queue: list[tuple[Batch, Timestamps] | int] = []
         self._finish_requested = False
         self._finished = False
-        self.records = 0
+        #: Records written (synchronous writers: handed to the writer; asynchronous ones:
+        #: whose ``write_batch_async`` call returned).
+        self._written = 0
+        #: Asynchronous writers: records queued and not written yet.
+        self._queued = 0
+
+    @property
+    def records(self) -> int:
+        """Records the sink has written so far; with an asynchronous writer this includes
+        the records of the batch in progress that the writer reports as done
+        (``SinkWriter.batch_progress``)."""
+        if self._queued:
+            return self._written + self._batch_progress()
+        return self._written
+
+    @property
+    def records_waiting(self) -> int:
+        """Records this sink took and has not written yet (asynchronous writers)."""
+        if self._queued:
+            return self._queued - self._batch_progress()
+        return 0
+
+    def _batch_progress(self) -> int:
+        queue = self._queue
+        if not queue or type(queue[0]) is int:
+            return 0
+        done = getattr(self.writer, "batch_progress", 0)
+        if type(done) is not int or done <= 0:
+            return 0
+        return min(done, len(queue[0][0]))  # type: ignore[index]
 
     def open(self) -> None:
         assert self.ctx is not None
@@ -147,10 +176,11 @@ class SinkOperator(OneInputOperator):
                 raise self.fail(exc, "in open()") from exc
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
-        self.records += len(values)
         if self.is_async:
+            self._queued += len(values)
             self._queue.append((values, timestamps))
             return
+        self._written += len(values)
         assert self.writer is not None
         try:
             self.writer.write_batch(values, timestamps)
@@ -201,7 +231,12 @@ class SinkOperator(OneInputOperator):
                     writer.write_watermark(item)
                 else:
                     values, timestamps = item  # type: ignore[misc]
+                    writer.batch_progress = 0
                     await writer.write_batch_async(values, timestamps)
+                    n = len(values)
+                    self._written += n
+                    self._queued -= n
+                    writer.batch_progress = 0
             except Exception as exc:
                 raise self.fail(exc) from exc
             queue.pop(0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -760,8 +760,9 @@ def render_prometheus(metrics: JobMetrics, job_name: str = "", job_id: str = "")
 RATE_WINDOW_MS = 1000.0
 #: The job client samples its subtasks' counters this often while the job runs (seconds).
 SAMPLE_INTERVAL_S = 0.25
-#: Samples kept (enough to reach back past the window even when sampling runs late).
-MAX_SAMPLES = 16
+#: Samples kept per subtask (16 s at the sampling interval): how far back a rate can
+#: reach to span whole steps of a counter that moves in bursts.
+MAX_SAMPLES = 64
 
 #: ``(uptime_ms, records_in, records_out, bytes_in, bytes_out, busy_ms, idle_ms,
 #: backpressured_ms)`` of one subtask, then records in and out of each of its operators.
@@ -770,22 +771,28 @@ Counters = tuple[float, ...]
 #: then records in/s and out/s of each operator.
 Rates = tuple[float, ...]
 
-_ZERO: Counters = (0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
 
-
-def rates_between(current: Counters, reference: Counters) -> Rates:
+def rates_between(current: Counters, reference: Counters, window_ms: float = 0.0) -> Rates:
     """Per-second rates and time ratios from ``reference`` to ``current`` (a counter the
     reference lacks counts from zero).
+
+    Rates divide by the span between the two, but by at least ``window_ms``: a subtask
+    that has run for less than the window shows what it did within the window (its
+    counts over the whole window), never a burst of its first milliseconds scaled up to
+    a second. Ratios divide by the span itself.
 
     Example:
         >>> rates_between((2000.0, 300, 300, 0, 0, 500.0, 1500.0, 0.0, 300, 150),
         ...               (1000.0, 100, 100, 0, 0, 0.0, 1000.0, 0.0))
         (200.0, 200.0, 0.0, 0.0, 0.5, 0.5, 0.0, 300.0, 150.0)
+        >>> start = (0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
+        >>> rates_between((20.0, 5000, 5000, 0, 0, 20.0, 0.0, 0.0), start, window_ms=1000.0)[:2]
+        (5000.0, 5000.0)
     """
     span = current[0] - reference[0]
     if span <= 0:
         return (0.0,) * (len(current) - 1)
-    per_second = 1000.0 / span
+    per_second = 1000.0 / max(span, window_ms)
 
     def delta(i: int) -> float:
         return current[i] - (reference[i] if i < len(reference) else 0)
@@ -805,61 +812,186 @@ def rates_between(current: Counters, reference: Counters) -> Rates:
     )
 
 
-class RateSampler:
-    """Rates and ratios of the subtasks of one job, from a small ring of samples.
+#: Positions in :data:`Counters` that never decrease within one run of a subtask (the
+#: time split into busy / idle / backpressured is left out: it is measured, not counted).
+_MONOTONIC = (0, 1, 2, 3, 4)
 
-    The window is measured in each subtask's own run time (``uptime_ms``): the rates
-    compare the current counters with the newest sample taken at least
-    ``window_ms`` earlier, or, when the subtask has not run that long, with its start
-    (all counters zero). While a subtask runs this is the last ~1 s of wall-clock time,
-    whatever the caller's polling; once it ended, its rates stay those of its last
-    window. A new ``generation`` (the job restarted with new subtasks) starts afresh.
+
+def _went_back(current: Counters, previous: Counters) -> bool:
+    """True when ``current`` cannot follow ``previous`` in one run: a count or the
+    uptime is lower, or the chain has another length."""
+    if len(current) != len(previous):
+        return True
+    if any(current[i] < previous[i] for i in _MONOTONIC):
+        return True
+    return any(current[i] < previous[i] for i in range(8, len(current)))
+
+
+class _History:
+    """The samples of one subtask (one run of it: one task object)."""
+
+    __slots__ = ("added", "frozen", "owner", "samples")
+
+    def __init__(self, owner: object, max_samples: int) -> None:
+        #: The subtask these samples belong to (kept, so that its id is not reused).
+        self.owner = owner
+        self.samples: deque[Counters] = deque(maxlen=max_samples)
+        #: Samples added since the run started (more than ``maxlen``: the oldest are gone).
+        self.added = 0
+        #: The rates kept once the subtask ended.
+        self.frozen: Rates | None = None
+
+    def append(self, counters: Counters) -> None:
+        self.samples.append(counters)
+        self.added += 1
+
+    def reset(self) -> None:
+        self.samples.clear()
+        self.added = 0
+        self.frozen = None
+
+    def points(self, current: Counters) -> tuple[list[Counters], bool]:
+        """The samples and ``current``, oldest first, starting with the run's start (all
+        zero) while no sample has been dropped; and whether they do."""
+        points = list(self.samples)
+        points.append(current)
+        from_start = self.added <= len(self.samples)
+        if from_start:
+            points.insert(0, (0.0,) * len(current))
+        return points, from_start
+
+
+def _field_rate(points: list[Counters], index: int, from_start: bool, window_ms: float) -> float:
+    """Per-second rate of the counter at ``index`` over ``points`` (oldest first, the
+    last one now), over a window that adapts to how the counter moves.
+
+    ``a`` is the point where the current value was first seen (its last step); ``b`` the
+    newest step of the counter at least ``window_ms`` before ``a`` (the start counts as a
+    step; without such a step, the start or the oldest point). The rate is the count from
+    ``b`` to ``a`` over the time between them (from the start: at least ``window_ms``),
+    and over at least the time since ``a`` (so it falls off when the counter stops
+    moving). A counter that moves steadily has a step at every sample: this
+    is the count over the last window. One that moves in bursts (a producer that fills a
+    whole buffer each time a slow consumer frees one) shows its burst spread over the
+    time between two bursts instead of a burst's count in one window and zero in the
+    next.
+    """
+    n = len(points)
+    a = n - 1
+    value = points[a][index]
+    while a > 0 and points[a - 1][index] == value:
+        a -= 1
+    if a == 0:
+        return 0.0  # no step in what is known
+    at = points[a][0]
+    b = -1
+    for j in range(a - 1, -1, -1):
+        if at - points[j][0] >= window_ms and (
+            (j == 0 and from_start) or (j > 0 and points[j][index] != points[j - 1][index])
+        ):
+            b = j
+            break
+    if b < 0:
+        b = 0  # no step a window before: from the start, or the oldest point known
+    span = max(at - points[b][0], points[-1][0] - at)
+    if b == 0 and from_start:
+        span = max(span, window_ms)  # a run shorter than the window: over the window
+    return (value - points[b][index]) * 1000.0 / span
+
+
+class RateSampler:
+    """Rates and ratios of the subtasks of one job, from a ring of samples per subtask.
+
+    Each subtask is named by an object that stands for one run of it (the job client
+    passes its ``StreamTask`` objects; a restarted job has new ones): a rate only ever
+    compares samples of the same object, so the counts of a failed run and those of the
+    run after it are never mixed. A subtask's history is dropped once it is no longer
+    passed in, and also when its counters go back (a new run reusing the object).
+
+    Windows are measured in each subtask's own run time (``uptime_ms``), so how often the
+    caller polls does not matter. Time ratios compare the current counters with the
+    newest sample at least ``window_ms`` older (or the start). A rate counts from the
+    newest step of its counter at least ``window_ms`` before the counter's last step, to
+    that last step, over the time between them (at least ``window_ms``; see
+    :func:`_field_rate`): a steady counter gives its count over the last window, a counter
+    that moves in bursts its average over whole bursts, and a counter that stopped a rate
+    that falls off with the time since it last moved. A subtask that has run for less
+    than the window shows its count over the whole window (rates climb to their level
+    during the first window rather than starting with a burst scaled up to a second).
+    Once a subtask ended its rates stay those of its end.
 
     Example:
         >>> sampler = RateSampler()
-        >>> gen = object()
-        >>> sampler.add(gen, [(500.0, 50, 50, 0, 0, 500.0, 0.0, 0.0)], [False])
-        >>> sampler.rates(gen, [(1600.0, 160, 160, 0, 0, 1100.0, 500.0, 0.0)], [False])
+        >>> subtasks = [object()]
+        >>> sampler.add(subtasks, [(500.0, 50, 50, 0, 0, 500.0, 0.0, 0.0)], [False])
+        >>> sampler.rates(subtasks, [(1600.0, 160, 160, 0, 0, 1100.0, 500.0, 0.0)], [False])
         [(100.0, 100.0, 0.0, 0.0, 0.5454545454545454, 0.45454545454545453, 0.0)]
+        >>> restarted = [object()]  # a new run: counts from zero again, nothing mixed
+        >>> sampler.rates(restarted, [(200.0, 30, 30, 0, 0, 200.0, 0.0, 0.0)], [False])
+        [(30.0, 30.0, 0.0, 0.0, 1.0, 0.0, 0.0)]
     """
 
     def __init__(self, window_ms: float = RATE_WINDOW_MS, max_samples: int = MAX_SAMPLES) -> None:
         self.window_ms = window_ms
-        self._generation: object | None = None
-        self._samples: deque[tuple[Counters, ...]] = deque(maxlen=max_samples)
-        self._frozen: dict[int, Rates] = {}
+        self.max_samples = max_samples
+        self._histories: dict[int, _History] = {}
 
-    def _switch(self, generation: object) -> None:
-        if generation is not self._generation:
-            self._generation = generation
-            self._samples.clear()
-            self._frozen.clear()
-
-    def add(self, generation: object, current: list[Counters], ended: list[bool]) -> None:
-        """Keep a sample (``ended[k]``: subtask ``k`` has stopped)."""
-        self._switch(generation)
-        for k, done in enumerate(ended):
-            if done and k not in self._frozen:
-                self._frozen[k] = self._rates_of(k, current[k])
-        self._samples.append(tuple(current))
-
-    def rates(self, generation: object, current: list[Counters], ended: list[bool]) -> list[Rates]:
-        """The rates of every subtask now."""
-        self._switch(generation)
+    def _histories_for(self, subtasks: Sequence[object]) -> list[_History]:
+        """One history per subtask object, in order; those of other objects are dropped."""
+        known = self._histories
+        histories: dict[int, _History] = {}
         result = []
-        for k, counters in enumerate(current):
-            frozen = self._frozen.get(k)
+        for subtask in subtasks:
+            key = id(subtask)
+            history = known.get(key)
+            if history is None or history.owner is not subtask:
+                history = _History(subtask, self.max_samples)
+            histories[key] = history
+            result.append(history)
+        self._histories = histories
+        return result
+
+    def add(
+        self, subtasks: Sequence[object], current: Sequence[Counters], ended: Sequence[bool]
+    ) -> None:
+        """Keep a sample of every subtask (``ended[k]``: subtask ``k`` has stopped)."""
+        for history, counters, done in zip(self._histories_for(subtasks), current, ended):
+            samples = history.samples
+            if samples and _went_back(counters, samples[-1]):
+                history.reset()
+            if done and history.frozen is None:
+                history.frozen = self._rates_of(history, counters)
+            history.append(counters)
+
+    def rates(
+        self, subtasks: Sequence[object], current: Sequence[Counters], ended: Sequence[bool]
+    ) -> list[Rates]:
+        """The rates of every subtask now."""
+        result = []
+        for history, counters, done in zip(self._histories_for(subtasks), current, ended):
+            samples = history.samples
+            if samples and _went_back(counters, samples[-1]):
+                history.reset()
+            frozen = history.frozen
             if frozen is None:
-                frozen = self._rates_of(k, counters)
-                if ended[k]:
-                    self._frozen[k] = frozen
+                frozen = self._rates_of(history, counters)
+                if done:
+                    history.frozen = frozen
             result.append(frozen)
         return result
 
-    def _rates_of(self, k: int, current: Counters) -> Rates:
-        reference = _ZERO
-        for sample in reversed(self._samples):
-            if k < len(sample) and current[0] - sample[k][0] >= self.window_ms:
-                reference = sample[k]
+    def _rates_of(self, history: _History, current: Counters) -> Rates:
+        window = self.window_ms
+        points, from_start = history.points(current)
+        # time ratios: over the last window (from the newest point a window old)
+        reference = points[0]
+        for point in reversed(points):
+            if current[0] - point[0] >= window:
+                reference = point
                 break
-        return rates_between(current, reference)
+        ratios = rates_between(current, reference, window)[4:7]
+        if current[0] <= 0:
+            return (0.0,) * (len(current) - 1)
+        counts = (1, 2, 3, 4, *range(8, len(current)))
+        rate = [_field_rate(points, i, from_start, window) for i in counts]
+        return (*rate[:4], *ratios, *rate[4:])

@@ -115,6 +115,11 @@ class StreamTask:
         self.async_ops: list[StreamOperator] = []
         self.records_in = 0
         self.bytes_in = 0
+        #: ``bytes_in`` and each operator's records in and out, as last seen while no
+        #: asynchronous operator held records of a step (see :meth:`_counts`).
+        self._settled: tuple[int, ...] | None = None
+        #: The counts :meth:`_counts` last showed during a step (never shown lower).
+        self._shown: tuple[int, ...] | None = None
         self.status = "CREATED"
         #: Per operator of the chain (set by the executor, which installs the counting).
         self.op_counters: list[OperatorCounters] = [OperatorCounters() for _ in operators]
@@ -483,6 +488,7 @@ class StreamTask:
             if op.pending:
                 self._arm_flush_timer()
                 await op.drain()
+                self._counts()  # the step's asynchronous work is done: its counts settle
         for writer in self.writers:
             if writer.blocked:
                 self._arm_flush_timer()
@@ -553,27 +559,76 @@ class StreamTask:
         self._arm_flush_timer()
 
     # ------------------------------------------------------------------ metrics
-    def _operator_counts(self, records_in: int) -> list[tuple[int, int]]:
-        """``(records in, records out)`` of each operator of the chain (the head's input is
-        the subtask's; a sink's output is what it wrote)."""
-        return [
-            (
-                records_in if position == 0 else counter.records_in,
-                op.records if isinstance(op, SinkOperator) else counter.records_out,
-            )
-            for position, (op, counter) in enumerate(zip(self.operators, self.op_counters))
-        ]
+    def _raw_counts(self) -> tuple[int, ...]:
+        """``(bytes_in, records in of operator 0, records out of operator 0, in of 1, ...)``
+        as counted: per batch when it is taken (the head's input is the subtask's; a sink's
+        output is what it wrote)."""
+        head = self.head
+        head_in = head.records if isinstance(head, SourceOperator) else self.records_in
+        counts = [self.bytes_in]
+        for position, (op, counter) in enumerate(zip(self.operators, self.op_counters)):
+            counts.append(head_in if position == 0 else counter.records_in)
+            counts.append(op.records if isinstance(op, SinkOperator) else counter.records_out)
+        return tuple(counts)
+
+    def _counts(self) -> tuple[int, ...]:
+        """:meth:`_raw_counts` as far as the subtask has got through its current step.
+
+        A step (a network buffer, a source batch) runs through the chain synchronously up
+        to its first asynchronous operator (an asynchronous sink, async I/O), which may
+        take seconds to work through it. While that operator still holds records of the
+        step (``records_waiting``), its records in are those it started on, and what the
+        operators before it did in this step counts in proportion to its progress, so the
+        counts grow as the work gets done instead of jumping by a whole buffer up front.
+        Once nothing waits, the counts are exact. ``bytes_in`` stays what was read from
+        the channels.
+        Synchronous chains never show a step half done (nothing can look while it runs),
+        so this costs them nothing per record.
+        """
+        raw = self._raw_counts()
+        position = -1
+        waiting = 0
+        for index, op in enumerate(self.operators):
+            if op.is_async:
+                waiting = getattr(op, "records_waiting", 0)
+                if waiting > 0:
+                    position = index
+                    break
+        if position < 0:
+            self._settled = raw
+            self._shown = None
+            return raw
+        settled = self._settled or (0,) * len(raw)
+        in_at = 1 + 2 * position  # the asynchronous operator's records in
+        taken = raw[in_at] - settled[in_at]
+        done = 0.0 if taken <= 0 else max(0.0, 1.0 - waiting / taken)
+        counts = list(raw)
+        for i in range(1, in_at):  # records in and out of the operators before it
+            counts[i] = settled[i] + int((raw[i] - settled[i]) * done)
+        counts[in_at] = max(settled[in_at], raw[in_at] - waiting)
+        shown = self._shown
+        if shown is not None:
+            counts = [max(count, before) for count, before in zip(counts, shown)]
+        result = tuple(counts)
+        self._shown = result
+        return result
+
+    def _operator_counts(self, counts: tuple[int, ...]) -> list[tuple[int, int]]:
+        """``(records in, records out)`` of each operator of the chain, from :meth:`_counts`."""
+        return [(counts[1 + 2 * i], counts[2 + 2 * i]) for i in range(len(self.operators))]
 
     def counters(self) -> tuple[float, ...]:
         """The cumulative values rates are computed from, now: those of
         :meth:`_task_counters`, then records in and out of each operator."""
-        counts = self._task_counters()
-        operators = self._operator_counts(counts[1])
-        return (*counts, *(count for pair in operators for count in pair))
+        counts = self._counts()
+        return (*self._task_counters(counts), *counts[1:])
 
-    def _task_counters(self) -> tuple[float, int, int, int, int, float, float, float]:
+    def _task_counters(
+        self, counts: tuple[int, ...]
+    ) -> tuple[float, int, int, int, int, float, float, float]:
         """``(uptime_ms, records_in, records_out, bytes_in, bytes_out, busy_ms, idle_ms,
-        backpressured_ms)`` now."""
+        backpressured_ms)`` now, with the records and bytes in of ``counts``
+        (:meth:`_counts`)."""
         started = self._started
         if started is None:
             return (0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
@@ -585,16 +640,12 @@ class StreamTask:
             idle += now - self._idle_since
         backpressured = sum((w.backpressured_seconds for w in self.writers), 0.0)
         busy = max(0.0, uptime - idle - backpressured)
-        records_in = self.records_in
-        head = self.head
-        if isinstance(head, SourceOperator):
-            records_in = head.records
         records_out = sum(w.records_out for w in self.writers) + sum(s.records for s in self._sinks)
         return (
             uptime * 1000,
-            records_in,
+            counts[1],
             records_out,
-            self.bytes_in,
+            counts[0],
             sum(w.bytes_out for w in self.writers),
             busy * 1000,
             idle * 1000,
@@ -625,7 +676,10 @@ class StreamTask:
         """This subtask's metrics now; rates and ratios are left at zero (the job client
         computes them from samples). ``now_ms``: wall-clock epoch ms for the watermark
         lag (default: now)."""
-        uptime, records_in, records_out, bytes_in, bytes_out, busy, idle, bp = self._task_counters()
+        counts = self._counts()
+        uptime, records_in, records_out, bytes_in, bytes_out, busy, idle, bp = self._task_counters(
+            counts
+        )
         input_wm = self.input_watermark()
         output_wm = self.output_watermark()
         # FLIP-33's watermarkLag: a source's is that of the watermark it emits
@@ -641,7 +695,7 @@ class StreamTask:
             lag = now_ms - current
         operators = []
         late_total = 0
-        counts = self._operator_counts(records_in)
+        op_counts = self._operator_counts(counts)
         for position, (op, counter) in enumerate(zip(self.operators, self.op_counters)):
             late = getattr(op, "num_late_records_dropped", 0)
             late_total += late
@@ -649,7 +703,7 @@ class StreamTask:
             operators.append(
                 OperatorMetrics(
                     op.name,
-                    *counts[position],
+                    *op_counts[position],
                     op_in_wm,
                     _known_watermark(counter.output_watermark),
                     late,

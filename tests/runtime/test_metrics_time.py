@@ -134,11 +134,10 @@ async def test_a_cpu_bound_job_is_busy() -> None:
     (subtask,) = result.metrics.subtasks
     assert subtask.busy_ratio > 0.8
     assert subtask.records_in_per_second > 1000
-    # a short job's window is its whole run: the rate is records / run time
+    # a job shorter than the window shows its count over the whole window, never its
+    # count scaled up from a few milliseconds to a second
     if subtask.uptime_ms < RATE_WINDOW_MS:
-        assert subtask.records_in_per_second == pytest.approx(
-            200_000 / (subtask.uptime_ms / 1000), rel=1e-6
-        )
+        assert subtask.records_in_per_second == pytest.approx(200_000, rel=1e-6)
     assert_time_adds_up(subtask)
 
 
@@ -151,7 +150,7 @@ def counters(uptime: float, records: int, idle: float = 0.0) -> Any:
 
 def test_rates_compare_with_the_newest_sample_at_least_a_window_old() -> None:
     sampler = RateSampler(window_ms=1000)
-    gen = object()
+    gen = [object()]
     for t in range(0, 3001, 250):
         sampler.add(gen, [counters(float(t), t)], [False])  # 1 record per ms until 3 s
     # now 3100 ms: the newest sample >= 1000 ms older is the one at 2000 ms
@@ -162,18 +161,19 @@ def test_rates_compare_with_the_newest_sample_at_least_a_window_old() -> None:
     assert rate[4] + rate[5] + rate[6] == pytest.approx(1.0)
 
 
-def test_rates_before_a_window_passed_are_since_the_start() -> None:
+def test_rates_before_a_window_passed_count_over_the_whole_window() -> None:
     sampler = RateSampler(window_ms=1000)
-    gen = object()
+    gen = [object()]
     sampler.add(gen, [counters(200.0, 20)], [False])
-    (rate,) = sampler.rates(gen, [counters(500.0, 100)], [False])
-    assert rate[0] == pytest.approx(200.0)  # 100 records in 0.5 s
+    (rate,) = sampler.rates(gen, [counters(500.0, 100, idle=250.0)], [False])
+    assert rate[0] == pytest.approx(100.0)  # 100 records within the last second
+    assert rate[5] == pytest.approx(0.5)  # ratios: over the 0.5 s run
     assert rates_between(counters(0.0, 0), counters(0.0, 0)) == (0.0,) * 7
 
 
 def test_rates_of_an_ended_subtask_stay_those_of_its_last_window() -> None:
     sampler = RateSampler(window_ms=1000, max_samples=4)
-    gen = object()
+    gen = [object(), object()]
     for t in (0, 250, 500, 750, 1000, 1250):
         sampler.add(gen, [counters(float(t), t), counters(float(t), 2 * t)], [False, False])
     final = counters(1400.0, 1400)  # subtask 0 ended at 1.4 s
@@ -189,12 +189,12 @@ def test_rates_of_an_ended_subtask_stay_those_of_its_last_window() -> None:
 
 def test_a_new_generation_starts_afresh() -> None:
     sampler = RateSampler(window_ms=1000)
-    old, new = object(), object()
+    old, new = [object()], [object()]
     for t in (0, 500, 1000, 1500):
         sampler.add(old, [counters(float(t), 10 * t)], [False])
     # after a restart, the counters restart from zero
     (rate,) = sampler.rates(new, [counters(100.0, 10)], [False])
-    assert rate[0] == pytest.approx(100.0)
+    assert rate[0] == pytest.approx(10.0)  # 10 records within the last second
 
 
 async def test_each_chained_operator_has_its_own_rates() -> None:
