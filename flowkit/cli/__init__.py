@@ -3,10 +3,11 @@ take savepoints of or stop a running job.
 
 Commands::
 
-    flowkit run JOB.py [--parallelism N] [--restore-from DIR] [--checkpoint-dir DIR]
-                       [--checkpoint-interval MS] [--set KEY=VALUE ...]
+    flowkit run JOB.py [--parallelism N] [--restore-from DIR [--allow-non-restored-state]]
+                       [--checkpoint-dir DIR] [--checkpoint-interval MS] [--set KEY=VALUE ...]
                        [--progress auto|live|lines|off] [--savepoint-on-interrupt DIR]
-                       [--web [--web-port PORT] [--web-linger S]] [--verbose] [-- JOB ARGS ...]
+                       [--web [--web-port PORT] [--web-linger S]] [--quiet | --verbose]
+                       [-- JOB ARGS ...]
     flowkit explain JOB.py [--format text|mermaid|dot] [--parallelism N] [--set KEY=VALUE ...]
     flowkit inspect DIR [state processor options]
     flowkit savepoint DIR [--url URL] [--job ID]
@@ -27,6 +28,12 @@ explains the job. The file is imported like a script: its directory is put first
 ``savepoint``, ``stop`` and ``list`` talk to a job started with ``--web`` (or
 ``env.enable_web_ui``) through its REST API.
 
+``flowkit run`` keeps standard output for the job's own output (its print sinks): the
+progress display, the summary line and flowkit's log lines (job status, each restart with
+its cause and the checkpoint it restores) go to standard error. Error messages name the
+command line's flags (``--checkpoint-dir``, ``--web-allow-remote``, ...) where the
+library's messages name API calls.
+
 Exit codes: 0 success; 1 the job failed or was cancelled, or a REST call failed; 2 bad
 arguments, a job file that is missing, does not import, lacks ``build`` or whose ``build``
 raises, or an invalid setting; 130 interrupted (Ctrl-C cancels the job first, or stops it
@@ -40,17 +47,21 @@ import asyncio
 import errno
 import importlib.util
 import inspect
+import logging
 import math
 import os
+import re
 import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from flowkit.api.environment import StreamExecutionEnvironment
+from flowkit.checkpoint.storage import CorruptCheckpointError
 from flowkit.cli import remote
 from flowkit.cli.progress import LinesView, LiveView, ProgressView
 from flowkit.errors import FlowkitError, InvalidConfigurationError, JobCancelled
@@ -59,6 +70,7 @@ from flowkit.runtime.client import JobClient, JobMetrics
 __all__ = [
     "SETTABLE_OPTIONS",
     "CliError",
+    "flag_hints",
     "load_job",
     "main",
     "make_environment",
@@ -84,9 +96,59 @@ class CliError(Exception):
     """A problem the command line reports as one ``error: ...`` line and exit code 2."""
 
 
+class _CannotRestore(Exception):
+    """The checkpoint or savepoint to restore is missing or damaged (exit code 1)."""
+
+
 def _first_line(text: object) -> str:
     lines = str(text).strip().splitlines()
     return lines[0] if lines else ""
+
+
+# --------------------------------------------------------------------- flag hints
+#: The library's hints that name API calls, and what the command line says instead.
+_FLAG_HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^enable_web_ui: host\b", "--web-host"),
+        (r"^enable_web_ui: port\b", "--web-port"),
+        (r"^enable_web_ui: linger_s\b", "--web-linger"),
+        (
+            r"Pass allow_remote=True to bind (.+?) anyway",
+            r"Give --web-allow-remote to bind \1 anyway",
+        ),
+        (
+            r"\(enable_web_ui\(\.\.\., allow_remote=True\) serves others\)",
+            "(`flowkit run --web-host HOST --web-allow-remote` serves others)",
+        ),
+        (r"^enable_checkpointing: interval_ms\b", "--checkpoint-interval"),
+        (r"^enable_checkpointing: ", "checkpointing: "),
+        (
+            r"call env\.enable_checkpointing\(\.\.\.\) first",
+            "run the job with --checkpoint-dir DIR",
+        ),
+        (r"\ballow_non_restored_state=True\b", "--allow-non-restored-state"),
+        (
+            r"raise max_parallelism or lower parallelism",
+            "raise --set max_parallelism=N or lower --parallelism",
+        ),
+    )
+)
+
+
+def flag_hints(message: str) -> str:
+    """``message`` with the hints that name API calls turned into the command line's flags.
+
+    The library's errors tell a program what to call; the command line shows the flag
+    that does the same.
+
+    Example:
+        >>> flag_hints("savepoints need checkpointing: call env.enable_checkpointing(...) first")
+        'savepoints need checkpointing: run the job with --checkpoint-dir DIR'
+    """
+    for pattern, replacement in _FLAG_HINTS:
+        message = pattern.sub(replacement, message)
+    return message
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -154,7 +216,7 @@ def make_environment(
         if checkpoint_dir is not None:
             env.enable_checkpointing(checkpoint_interval_ms, directory=checkpoint_dir)
     except InvalidConfigurationError as exc:
-        raise CliError(_first_line(exc)) from None
+        raise CliError(flag_hints(_first_line(exc))) from None
     return env
 
 
@@ -219,7 +281,7 @@ def _build(args: argparse.Namespace) -> StreamExecutionEnvironment:
                 linger_s=args.web_linger,
             )
         except (InvalidConfigurationError, ImportError) as exc:
-            raise CliError(_first_line(exc)) from None
+            raise CliError(flag_hints(_first_line(exc))) from None
     job_args: list[str] = args.job_args
     try:
         if _takes_arguments(build):
@@ -242,6 +304,65 @@ def _build(args: argparse.Namespace) -> StreamExecutionEnvironment:
     return env
 
 
+# --------------------------------------------------------------------- logging
+#: Loggers whose INFO lines only ``--verbose`` shows: the progress display already reports
+#: every completed checkpoint (counts and the latest one).
+_VERBOSE_ONLY = ("flowkit.checkpoint",)
+
+
+class _LogHandler(logging.Handler):
+    """flowkit's log records as lines on standard error, e.g.
+    ``12:00:03 WARNING job 'paced': restart 1 after a failure in ...``.
+
+    While the live table is drawn (:attr:`view`), a line goes above it.
+    """
+
+    def __init__(self, stream: TextIO, level: int, verbose: bool) -> None:
+        super().__init__(level)
+        self.stream = stream
+        self.verbose = verbose
+        #: The live table being drawn, if any.
+        self.view: LiveView | None = None
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            not self.verbose
+            and record.levelno < logging.WARNING
+            and record.name.startswith(_VERBOSE_ONLY)
+        ):
+            return False
+        return bool(super().filter(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            view = self.view
+            if view is not None:
+                view.write_above(text)
+            else:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def _logging_to_stderr(level: int, verbose: bool) -> Iterator[_LogHandler]:
+    """Show the ``flowkit`` loggers' records at ``level`` and above on standard error, until
+    the block ends (the library itself installs no handler)."""
+    logger = logging.getLogger("flowkit")
+    handler = _LogHandler(sys.stderr, level, verbose)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
 # --------------------------------------------------------------------- progress
 def _summary_line(status: str, elapsed: float, metrics: JobMetrics) -> str:
     parts = [f"{v.name}: in={v.records_in} out={v.records_out}" for v in metrics.vertices()]
@@ -261,13 +382,48 @@ def _make_view(args: argparse.Namespace, out: TextIO, job_name: str) -> Progress
     return LinesView(out)
 
 
-async def _run_job(env: StreamExecutionEnvironment, args: argparse.Namespace, out: TextIO) -> None:
+async def _run_job(
+    env: StreamExecutionEnvironment,
+    args: argparse.Namespace,
+    out: TextIO,
+    log: _LogHandler | None = None,
+) -> None:
+    """Run the job, showing its progress on ``out`` (standard error); with ``log``, the
+    log lines go above the live table while it is drawn."""
     started = time.perf_counter()
     job_name = Path(args.job).stem
-    client: JobClient = await env.execute_async(job_name, restore_from=args.restore_from)
+    try:
+        client: JobClient = await env.execute_async(
+            job_name,
+            restore_from=args.restore_from,
+            allow_non_restored_state=args.allow_non_restored_state,
+        )
+    except (FileNotFoundError, CorruptCheckpointError) as exc:
+        if args.restore_from is None:
+            raise
+        raise _CannotRestore(f"--restore-from: {_first_line(exc)}") from exc
     if client.web_ui_url is not None:
         print(f"web UI: {client.web_ui_url}", file=out, flush=True)
     view = _make_view(args, out, job_name)
+    if log is not None and isinstance(view, LiveView):
+        log.view = view
+    try:
+        await _follow(client, env, args, out, view, started, log)
+    finally:
+        if log is not None:
+            log.view = None
+
+
+async def _follow(
+    client: JobClient,
+    env: StreamExecutionEnvironment,
+    args: argparse.Namespace,
+    out: TextIO,
+    view: ProgressView | None,
+    started: float,
+    log: _LogHandler | None,
+) -> None:
+    """Show the job's progress until it ends, then its summary line."""
     waiter = asyncio.ensure_future(client.wait())
     try:
         while True:
@@ -277,6 +433,8 @@ async def _run_job(env: StreamExecutionEnvironment, args: argparse.Namespace, ou
             if view is not None:
                 view.update(time.perf_counter() - started, client.status.name, client.metrics())
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this coroutine
+        if log is not None:
+            log.view = None
         await _stop_on_interrupt(client, args.savepoint_on_interrupt, out)
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
@@ -286,6 +444,8 @@ async def _run_job(env: StreamExecutionEnvironment, args: argparse.Namespace, ou
     def show_end(status: str, metrics: JobMetrics) -> None:
         if isinstance(view, LiveView):  # the table's last drawing shows the final counts
             view.update(elapsed, client.status.name, metrics)
+        if log is not None:  # from here on, log lines follow the table
+            log.view = None
         print(_summary_line(status, elapsed, metrics), file=out, flush=True)
 
     try:
@@ -328,7 +488,7 @@ async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: 
         except Exception as exc:
             print(
                 f"error: savepoint on interrupt failed: {type(exc).__name__}: "
-                f"{_first_line(exc)}; cancelling the job",
+                f"{flag_hints(_first_line(exc))}; cancelling the job",
                 file=sys.stderr,
             )
         else:
@@ -340,7 +500,7 @@ async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: 
 def _cmd_run(args: argparse.Namespace) -> int:
     env = _build(args)
     try:
-        asyncio.run(_run_job(env, args, sys.stdout))
+        asyncio.run(_run_job(env, args, sys.stderr, args.log_handler))
     except KeyboardInterrupt:
         what = "stopped with a savepoint" if args.savepoint_on_interrupt else "cancelled"
         print(f"error: interrupted; the job was {what}", file=sys.stderr)
@@ -348,13 +508,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except JobCancelled as exc:
         print(f"error: {_first_line(exc)}", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except _CannotRestore as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_JOB_FAILED
     except BrokenPipeError:
-        # stdout went away (`flowkit run job.py | head`): the job was cancelled with the
-        # loop; keep the interpreter's final flush from failing again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        print("error: standard output was closed; the job was cancelled", file=sys.stderr)
+        # standard error went away while progress was shown: the job was cancelled with
+        # the loop; there is nowhere left to say so
         return EXIT_JOB_FAILED
     except OSError as exc:
         if args.web and exc.errno == errno.EADDRINUSE:
@@ -367,17 +526,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _report(exc, args.verbose)
         return EXIT_JOB_FAILED
     except Exception as exc:
+        if isinstance(_root_cause(exc), BrokenPipeError):
+            # the job's print sink found stdout gone (`flowkit run job.py | head`)
+            _discard_closed_output()
+            print("error: standard output was closed; the job stopped", file=sys.stderr)
+            return EXIT_JOB_FAILED
         _report(exc, args.verbose)
         return EXIT_JOB_FAILED
     return EXIT_OK
 
 
+def _discard_closed_output() -> None:
+    """Point a closed stdout at /dev/null so the interpreter's final flush does not fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _report(exc: BaseException, verbose: bool) -> None:
     """One line for the error, one for its root cause; the traceback with ``--verbose``."""
-    print(f"error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+    print(f"error: {type(exc).__name__}: {flag_hints(_first_line(exc))}", file=sys.stderr)
     cause = _root_cause(exc)
     if cause is not exc:
-        print(f"cause: {type(cause).__name__}: {_first_line(cause)}", file=sys.stderr)
+        print(f"cause: {type(cause).__name__}: {flag_hints(_first_line(cause))}", file=sys.stderr)
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
     elif not isinstance(exc, FlowkitError):
@@ -398,7 +569,7 @@ def _remote(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
     try:
         return remote.request(url, path, body)
     except remote.RestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {flag_hints(str(exc))}", file=sys.stderr)
         return None
 
 
@@ -455,6 +626,7 @@ def _number(
     return parse
 
 
+_positive_int = _number(int, lambda v: v >= 1, "an int >= 1")
 _positive_float = _number(float, lambda v: 0 < v < math.inf, "a number > 0")
 _non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number >= 0")
 _port = _number(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
@@ -496,10 +668,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     job_options(run)
     run.add_argument("--restore-from", metavar="DIR", help="checkpoint or savepoint to resume")
+    run.add_argument(
+        "--allow-non-restored-state",
+        action="store_true",
+        help="with --restore-from: skip state of operators (uids) the job no longer has",
+    )
     run.add_argument("--checkpoint-dir", metavar="DIR", help="enable checkpointing into DIR")
     run.add_argument(
         "--checkpoint-interval",
-        type=int,
+        type=_positive_int,
         default=1000,
         metavar="MS",
         help="checkpoint interval in milliseconds (default 1000)",
@@ -540,7 +717,17 @@ def _parser() -> argparse.ArgumentParser:
         help="allow a --web-host that is not a loopback address (anyone who reaches it can "
         "stop the job)",
     )
-    run.add_argument("--verbose", action="store_true", help="print full tracebacks")
+    chatter = run.add_mutually_exclusive_group()
+    chatter.add_argument(
+        "--quiet",
+        action="store_true",
+        help="log only warnings and errors (restarts and their causes), not job status",
+    )
+    chatter.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print full tracebacks, and log every completed checkpoint",
+    )
     run.set_defaults(func=_cmd_run)
 
     explain = commands.add_parser("explain", help="print a job file's plan")
@@ -594,9 +781,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if job_args and args.command not in ("run", "explain"):
         print(f"error: `flowkit {args.command}` takes no job arguments after --", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        code: int = args.func(args)
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    with _logging_to_stderr(level, getattr(args, "verbose", False)) as handler:
+        args.log_handler = handler
+        try:
+            code: int = args.func(args)
+        except CliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return code

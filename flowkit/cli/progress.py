@@ -1,5 +1,5 @@
-"""What ``flowkit run`` shows while a job runs: a live table on a terminal, log lines
-elsewhere.
+"""What ``flowkit run`` shows while a job runs (on standard error): a live table on a
+terminal, log lines elsewhere.
 
 Both views read the same :class:`~flowkit.runtime.client.JobMetrics` (per vertex: records
 in and out, rates, busy and backpressure ratios, watermarks and their lag; per operator of
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import threading
 from typing import Any, Protocol, TextIO
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
@@ -259,13 +260,26 @@ class LinesView:
 
 
 class LiveView:
-    """A table redrawn in place on a terminal (ANSI cursor movement), sized to its width."""
+    """A table redrawn in place on a terminal (ANSI cursor movement), sized to its width.
+
+    Other lines meant for the same terminal (log lines) go through :meth:`write_above`,
+    which puts them above the table and draws the table again below them, so they neither
+    garble the table nor get overwritten by its next drawing.
+
+    Example:
+        >>> import io
+        >>> view = LiveView(io.StringIO(), "job", width=80)
+        >>> view.write_above("a line before any table")
+        >>> view.out.getvalue()
+        'a line before any table\\n'
+    """
 
     def __init__(self, out: TextIO, job_name: str, width: int | None = None) -> None:
         self.out = out
         self.job_name = job_name
         self.width = width
-        self._drawn = 0
+        self._lines: list[str] = []  # the table as last drawn
+        self._lock = threading.Lock()  # log lines may come from other threads
 
     def update(self, elapsed_s: float, status: str, metrics: JobMetrics) -> None:
         width = self.width or shutil.get_terminal_size((120, 24)).columns
@@ -273,8 +287,21 @@ class LiveView:
             line[:width]
             for line in progress_table(self.job_name, elapsed_s, status, metrics, width)
         ]
-        # Back to the first line of the previous drawing, clear to the end, draw again.
-        prefix = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
-        self.out.write(prefix + "\n".join(lines) + "\n")
-        self.out.flush()
-        self._drawn = len(lines)
+        with self._lock:
+            self.out.write(self._erase() + _block(lines))
+            self.out.flush()
+            self._lines = lines
+
+    def write_above(self, text: str) -> None:
+        """Write ``text`` (one or more lines) above the table, then draw the table again."""
+        with self._lock:
+            self.out.write(self._erase() + _block(text.splitlines() or [""]) + _block(self._lines))
+            self.out.flush()
+
+    def _erase(self) -> str:
+        """Back to the first line of the table as drawn, and clear to the end of the screen."""
+        return f"\x1b[{len(self._lines)}F\x1b[J" if self._lines else ""
+
+
+def _block(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)

@@ -52,7 +52,7 @@ def request(url: str, path: str, body: dict[str, Any] | None = None, timeout: fl
         reason = getattr(exc, "reason", exc)
         raise RestError(
             f"no flowkit web UI at {url} ({reason}); start the job with `flowkit run --web` "
-            f"or env.enable_web_ui(port), and pass its address with --url"
+            f"and pass the address it prints with --url"
         ) from None
     try:
         return json.loads(payload)

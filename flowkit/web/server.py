@@ -5,7 +5,8 @@ signal handlers). Handlers read a job's metrics only when a request asks, so the
 adds nothing to the records' path. The environment starts one server when its first job
 starts and closes it when the last job it serves has ended.
 
-Endpoints (``{job_id}`` may be ``current``: the most recently submitted job):
+Endpoints (``{job_id}`` may be ``current``: the most recently submitted job). Every
+``/api/jobs...`` path is also served as ``/jobs...``, the path Flink's REST API uses:
 
 ========  ==========================================  ================================
 GET       ``/api/jobs``                               ``{"jobs": [overview, ...]}``
@@ -15,6 +16,7 @@ GET       ``/api/jobs/{job_id}/vertices/{id}``        a vertex's metrics and sub
 GET       ``/api/jobs/{job_id}/vertices/{id}/backpressure``  level per subtask
 GET       ``/api/jobs/{job_id}/metrics``              every metric of the job
 GET       ``/api/jobs/{job_id}/checkpoints``          checkpoint counts and history
+GET       ``/api/jobs/{job_id}/exceptions``           the job's failures, newest first
 POST      ``/api/jobs/{job_id}/savepoints``           ``{"directory": ...}``
 POST      ``/api/jobs/{job_id}/stop``                 ``{"directory": ..., "drain": ...}``
 POST      ``/api/jobs/{job_id}/cancel``               cancel the job
@@ -23,7 +25,12 @@ GET       ``/``                                       the dashboard
 ========  ==========================================  ================================
 
 Errors are JSON ``{"error": "..."}`` with 404 (unknown job or vertex), 400 (bad request
-body), 409 (the job cannot do that now, e.g. a savepoint without checkpointing) or 500.
+body, or no ``Host`` header on a loopback bind), 408 (the request body did not arrive
+within the request timeout), 409 (the job cannot do that now) or 500.
+
+A client must send its request line and headers, and then its body, within
+``request_timeout_s`` each; a connection that stalls is closed, and so is one left idle
+that long between requests.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from flowkit.checkpoint.coordinator import CheckpointFailed
@@ -52,6 +59,11 @@ __all__ = ["WebUI"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Seconds a client has for its request line and headers, and again for its body; also
+#: how long an idle keep-alive connection stays open.
+REQUEST_TIMEOUT_S = 15.0
+#: The path prefixes the job endpoints are served under: flowkit's, and Flink's.
+JOB_PREFIXES = ("/api/jobs", "/jobs")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,6 +99,11 @@ def _absolute(path: str) -> str:
     return os.path.abspath(path)
 
 
+def _is_api(path: str) -> bool:
+    """True for the JSON endpoints' paths (their errors are JSON too)."""
+    return path.startswith(("/api/", "/jobs/")) or path == "/jobs"
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -98,9 +115,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except _HTTPError as exc:
-        return _error(exc.status, exc.message)
+        response = _error(exc.status, exc.message)
+        if exc.status == 408:  # the rest of the body is not waited for
+            response.force_close()
+        return response
     except web.HTTPException as exc:
-        if exc.status < 400 or not request.path.startswith("/api/"):
+        if exc.status < 400 or not _is_api(request.path):
             raise
         return _error(exc.status, exc.reason)
     except InvalidConfigurationError as exc:
@@ -115,12 +135,20 @@ def _guard(local_only: bool) -> Middleware:
     A POST (an action) with an ``Origin`` other than the server's own is refused, so a
     page on another site cannot cancel a job through the user's browser; and a server
     bound to a loopback address answers only requests whose ``Host`` is a loopback name,
-    so a hostile name resolving to 127.0.0.1 cannot read it either (DNS rebinding).
+    so a hostile name resolving to 127.0.0.1 cannot read it either (DNS rebinding). A
+    request without a ``Host`` header (allowed in HTTP/1.0) is refused there with 400:
+    the check needs the name, and RFC 9112 answers a missing ``Host`` with 400.
     """
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if local_only:
+            if hdrs.HOST not in request.headers:
+                return _error(
+                    400,
+                    "the request has no Host header: this web UI serves only requests that "
+                    "name a loopback host (e.g. Host: 127.0.0.1)",
+                )
             hostname = urlsplit(f"//{request.host}").hostname or ""
             if not is_loopback(hostname):
                 return _error(
@@ -156,11 +184,25 @@ class WebUI:
         ...     await ui.wait_closed()
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8081, linger_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8081,
+        linger_s: float = 0.0,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        if not 0 < request_timeout_s < math.inf:
+            raise ValueError(f"request_timeout_s must be a number > 0, got {request_timeout_s!r}")
         self.host = host
         self.port = port
         #: Seconds to keep serving after the last job ended (its final state stays readable).
         self.linger_s = linger_s
+        #: Seconds a client has for its request line and headers, and again for its body;
+        #: also how long an idle connection stays open.
+        self.request_timeout_s = request_timeout_s
+        #: Open connections on which a request has arrived (its headers complete).
+        self._answered: set[web.RequestHandler] = set()
+        self._reaper: asyncio.Task[None] | None = None
         self._jobs: dict[str, JobClient] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -190,9 +232,20 @@ class WebUI:
             assert self._url is not None
             return self._url
         self._loop = asyncio.get_running_loop()
-        app = web.Application(middlewares=[_guard(is_loopback(self.host)), _errors])
+        app = web.Application(
+            middlewares=[self._note_request, _guard(is_loopback(self.host)), _errors]
+        )
         self._routes(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            # an idle connection (also one that never sends a request, in aiohttp >= 3.14)
+            # is closed after the timeout; an unread request body is not waited for
+            keepalive_timeout=self.request_timeout_s,
+            lingering_time=0,
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)
@@ -201,6 +254,9 @@ class WebUI:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._reaper = self._loop.create_task(
+            self._close_stalled(runner), name="flowkit web UI closing stalled connections"
+        )
         address = runner.addresses[0]
         host, port = address[0], address[1]
         shown = f"[{host}]" if ":" in host else host
@@ -218,6 +274,36 @@ class WebUI:
         )
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
+
+    @web.middleware
+    async def _note_request(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Note that a request's line and headers arrived on its connection."""
+        self._answered.add(request.protocol)
+        return await handler(request)
+
+    async def _close_stalled(self, runner: web.AppRunner) -> None:
+        """Close connections whose first request line and headers have not arrived within
+        the request timeout (a client that stalls, or sends its headers byte by byte).
+
+        After a first request aiohttp's keep-alive timeout, set to the same value, closes
+        a connection that stalls; a body that stalls is timed out where it is read.
+        """
+        timeout = self.request_timeout_s
+        opened: dict[web.RequestHandler, float] = {}  # when a scan first saw a connection
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(timeout / 4)
+            server = runner.server
+            if server is None:
+                return
+            now = loop.time()
+            connections = set(server.connections)
+            self._answered &= connections  # forget closed connections
+            for gone in opened.keys() - connections:
+                del opened[gone]
+            for connection in connections - self._answered:
+                if now - opened.setdefault(connection, now) >= timeout:
+                    connection.force_close()
 
     async def _watch(self, client: JobClient) -> None:
         try:
@@ -243,6 +329,9 @@ class WebUI:
             return
         current = asyncio.current_task()
         others = [t for t in self._watchers if t is not current]
+        if self._reaper is not None:
+            others.append(self._reaper)
+            self._reaper = None
         for task in others:
             task.cancel()
         try:
@@ -263,16 +352,18 @@ class WebUI:
         r.add_get("/", self._index)
         r.add_static("/static/", STATIC_DIR)
         r.add_get("/metrics", self._prometheus)
-        r.add_get("/api/jobs", self._list_jobs)
-        r.add_get("/api/jobs/{job_id}", self._overview)
-        r.add_get("/api/jobs/{job_id}/plan", self._plan)
-        r.add_get("/api/jobs/{job_id}/metrics", self._metrics)
-        r.add_get("/api/jobs/{job_id}/checkpoints", self._checkpoints)
-        r.add_get("/api/jobs/{job_id}/vertices/{vertex_id}", self._vertex)
-        r.add_get("/api/jobs/{job_id}/vertices/{vertex_id}/backpressure", self._backpressure)
-        r.add_post("/api/jobs/{job_id}/savepoints", self._savepoint)
-        r.add_post("/api/jobs/{job_id}/stop", self._stop)
-        r.add_post("/api/jobs/{job_id}/cancel", self._cancel)
+        for jobs in JOB_PREFIXES:
+            r.add_get(jobs, self._list_jobs)
+            r.add_get(jobs + "/{job_id}", self._overview)
+            r.add_get(jobs + "/{job_id}/plan", self._plan)
+            r.add_get(jobs + "/{job_id}/metrics", self._metrics)
+            r.add_get(jobs + "/{job_id}/checkpoints", self._checkpoints)
+            r.add_get(jobs + "/{job_id}/exceptions", self._exceptions)
+            r.add_get(jobs + "/{job_id}/vertices/{vertex_id}", self._vertex)
+            r.add_get(jobs + "/{job_id}/vertices/{vertex_id}/backpressure", self._backpressure)
+            r.add_post(jobs + "/{job_id}/savepoints", self._savepoint)
+            r.add_post(jobs + "/{job_id}/stop", self._stop)
+            r.add_post(jobs + "/{job_id}/cancel", self._cancel)
 
     def _job(self, request: web.Request) -> JobClient:
         job_id = request.match_info["job_id"]
@@ -337,6 +428,18 @@ class WebUI:
     async def _checkpoints(self, request: web.Request) -> web.StreamResponse:
         return _json(self._job(request).metrics().checkpoints.to_dict())
 
+    async def _exceptions(self, request: web.Request) -> web.StreamResponse:
+        client = self._job(request)
+        entries = client.exceptions()
+        total = max(_exception_total(client), len(entries))
+        return _json(
+            {
+                "entries": [entry.to_dict() for entry in reversed(entries)],
+                "truncated": total > len(entries),
+                "total": total,
+            }
+        )
+
     async def _vertex(self, request: web.Request) -> web.StreamResponse:
         vertex_id, metrics = self._vertex_metrics(self._job(request), request)
         return _json(
@@ -378,12 +481,25 @@ class WebUI:
                 409, f"cannot {action}: job {client.job_id!r} has ended ({client.status.value})"
             )
 
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The request's JSON object body ({} without one), read within the timeout."""
         if not request.can_read_body:
             return {}
         try:
-            body = await request.json()
+            async with asyncio.timeout(self.request_timeout_s):
+                raw = await request.read()
+        except TimeoutError:
+            raise _HTTPError(
+                408,
+                f"the request body did not arrive within {self.request_timeout_s:g} s "
+                f"(Content-Length {request.content_length})",
+            ) from None
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise _HTTPError(
+                400, "the request body is nested too deeply: it must be a flat JSON object"
+            ) from None
         except ValueError:
             raise _HTTPError(400, "the request body must be a JSON object") from None
         if not isinstance(body, dict):
@@ -400,15 +516,15 @@ class WebUI:
         return directory
 
     async def _savepoint(self, request: web.Request) -> web.StreamResponse:
-        client = self._job(request)
         directory = self._directory(await self._body(request))
+        client = self._job(request)
         self._running(client, "take a savepoint")
         written = await client.trigger_savepoint(directory)
         return _json({"directory": _absolute(written)})
 
     async def _stop(self, request: web.Request) -> web.StreamResponse:
-        client = self._job(request)
         body = await self._body(request)
+        client = self._job(request)
         directory = self._directory(body)
         drain = body.get("drain", False)
         if not isinstance(drain, bool):
@@ -422,6 +538,11 @@ class WebUI:
         self._running(client, "cancel")
         await client.cancel()
         return _json({"status": client.status.value})
+
+
+def _exception_total(client: JobClient) -> int:
+    """Failures the job has had, also those its history no longer keeps."""
+    return int(client._executor.exceptions.total)
 
 
 def _merge_prometheus(texts: list[str]) -> str:

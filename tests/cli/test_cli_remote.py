@@ -28,6 +28,8 @@ JOB = ROOT / "examples" / "page_views.py"
 SCRIPT = Path(sys.executable).with_name("flowkit")
 TIMEOUT = 60
 START_MS = 1_767_225_600_000  # the same event times in both runs
+#: A line of flowkit's log on standard error: ``12:00:03 WARNING job 'x': ...``.
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
 def flowkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -37,7 +39,8 @@ def flowkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 class Running:
-    """``flowkit run`` in a child process, its stdout read line by line in a thread."""
+    """``flowkit run`` in a child process, its stderr (where flowkit reports) read line by
+    line in a thread."""
 
     def __init__(self, *args: str, cwd: Path) -> None:
         self.proc = subprocess.Popen(
@@ -53,12 +56,12 @@ class Running:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
             self.lines.put(line.rstrip("\n"))
 
     def wait_for(self, pattern: str) -> re.Match[str]:
-        """The first new stdout line matching ``pattern`` (fails after TIMEOUT)."""
+        """The first new stderr line matching ``pattern`` (fails after TIMEOUT)."""
         deadline = time.monotonic() + TIMEOUT
         while True:
             left = deadline - time.monotonic()
@@ -74,16 +77,16 @@ class Running:
                 return match
 
     def finish(self) -> tuple[int, str, str]:
-        """Exit code, the rest of stdout, and stderr."""
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read()
+        """Exit code, the rest of stderr, and stdout (the job's own output)."""
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
         code = self.proc.wait(timeout=TIMEOUT)
         self._close()
         rest = []
         while not self.lines.empty():
             rest.append(self.lines.get())
         self.seen.extend(rest)
-        return code, "\n".join(rest), err
+        return code, "\n".join(rest), out
 
     def _close(self) -> None:
         self._reader.join(TIMEOUT)
@@ -159,10 +162,12 @@ def test_run_savepoint_stop_inspect_and_resume(tmp_path: Path, running: list[Run
     stop = flowkit("stop", "--savepoint", str(tmp_path / "sp-2"), "--url", url, cwd=tmp_path)
     assert stop.returncode == 0, stop.stderr
     assert Path(stop.stdout.strip()) == tmp_path / "sp-2"
-    code, rest, err = first.finish()
-    assert code == 0, err
+    code, rest, job_output = first.finish()
+    assert code == 0, rest
+    assert job_output == ""  # the job writes files only
     assert re.search(r"^STOPPED with savepoint .*sp-2 in [\d.]+s \| Page Views: in=\d+", rest, re.M)
-    stopped_at = int(re.search(r"Page Views: in=(\d+)", rest.splitlines()[-1])[1])  # type: ignore[index]
+    summary = [line for line in rest.splitlines() if line.startswith("STOPPED")][-1]
+    stopped_at = int(re.search(r"Page Views: in=(\d+)", summary)[1])  # type: ignore[index]
     assert 0 < stopped_at < events
 
     report = flowkit("inspect", str(tmp_path / "sp-2"), cwd=tmp_path)
@@ -180,7 +185,7 @@ def test_run_savepoint_stop_inspect_and_resume(tmp_path: Path, running: list[Run
         cwd=tmp_path,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    summary = resumed.stdout.strip().splitlines()[-1]
+    summary = resumed.stderr.strip().splitlines()[-1]
     assert summary.startswith("FINISHED in ")
     assert f"Page Views: in={events - position} " in summary
 
@@ -198,6 +203,7 @@ def test_remote_commands_without_a_server_fail_clearly(tmp_path: Path) -> None:
         assert proc.returncode == 1
         assert proc.stderr.startswith(f"error: no flowkit web UI at {url} ")
         assert "flowkit run --web" in proc.stderr
+        assert "enable_web_ui" not in proc.stderr  # the command line names its flags
         assert "Traceback" not in proc.stderr
 
 
@@ -222,10 +228,13 @@ def test_ctrl_c_with_savepoint_on_interrupt_then_resume(
     running.append(first)
     first.wait_for(r"^\[\s*[\d.]+s\] RUNNING \| Page Views: in=[1-9]")
     first.proc.send_signal(signal.SIGINT)
-    code, rest, err = first.finish()
+    code, rest, job_output = first.finish()
     assert code == 130
-    assert err == "error: interrupted; the job was stopped with a savepoint\n"
-    assert f"savepoint: {savepoint}" in rest
+    assert job_output == ""
+    assert [line for line in rest.splitlines() if not LOG_LINE.match(line)][-2:] == [
+        f"savepoint: {savepoint}",
+        "error: interrupted; the job was stopped with a savepoint",
+    ]
     assert (savepoint / "_metadata").is_file()
 
     resumed = flowkit("run", str(JOB), "--restore-from", str(savepoint), *job_args(events, out, pause_ms=0), cwd=tmp_path)  # fmt: skip
@@ -268,8 +277,8 @@ def test_web_linger_serves_the_final_state_until_ctrl_c(
     assert reply["status"] == "FINISHED"
     assert reply["vertices"][0]["records_out"] == 300
     run.proc.send_signal(signal.SIGINT)  # quits the wait: the job itself had finished
-    code, _, err = run.finish()
-    assert code == 0, err
+    code, rest, _ = run.finish()
+    assert code == 0, rest
 
 
 def remote_get(url: str, path: str) -> dict[str, object]:

@@ -67,3 +67,42 @@ async def wait_for(condition: Callable[[], Any], limit_s: float = 10.0, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {limit_s} s waiting for {what or condition}")
         await asyncio.sleep(0.05)
+
+
+#: The map of :func:`build_flaky_job`, which fails now and then.
+FLAKY = "Flaky"
+
+
+def build_flaky_job(
+    env: fk.StreamExecutionEnvironment,
+    failures: int,
+    records: int = 1_000_000,
+    pause_s: float = 0.001,
+    every: int = 150,
+    when: Callable[[], bool] = lambda: True,
+) -> None:
+    """Numbers -> Flaky -> Sink, where Flaky raises ``ValueError("record N is bad")`` on
+    the first record >= ``every``, then on the first >= N + ``every``, ... ``failures`` times in all
+    (across restarts: the count lives in this process), then passes everything. A failure
+    waits until ``when()`` is true."""
+    left = {"failures": failures, "next": every}
+
+    def flaky(x: int) -> int:
+        if left["failures"] > 0 and x >= left["next"] and when():
+            left["failures"] -= 1
+            left["next"] = x + every
+            raise ValueError(f"record {x} is bad")
+        return x
+
+    (
+        env.from_source(PacedSource(list(range(1, records + 1)), pause_s), source_name=SOURCE)
+        .uid("numbers")
+        .rebalance()
+        .map(flaky)
+        .name(FLAKY)
+        .uid("flaky")
+        .set_parallelism(1)
+        .sink_to(fk.CollectSink())
+        .name(SINK)
+        .uid("sink")
+    )

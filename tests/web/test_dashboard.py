@@ -23,7 +23,7 @@ import pytest
 
 import flowkit as fk
 
-from .jobs import EPOCH_MS, VERTEX_NAMES, wait_for
+from .jobs import EPOCH_MS, FLAKY, VERTEX_NAMES, build_flaky_job, build_job, wait_for
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
@@ -372,3 +372,132 @@ async def test_clicking_a_vertex_shows_its_operators_and_subtasks(tmp_path: Path
     # one row per subtask: "1/2", "2/2", each running
     assert [row[0] for row in detail["subtasks"]] == ["1/2", "2/2"]
     assert all(row[1] == "RUNNING" for row in detail["subtasks"])
+
+
+EXCEPTION_STATE = """JSON.stringify({
+  summary: document.getElementById('exception-summary').textContent,
+  entries: [...document.querySelectorAll('#exception-history .exception')].map(e => ({
+    index: e.getAttribute('data-exception-index'),
+    outcome: e.getAttribute('data-outcome'),
+    time: e.querySelector('.time').textContent,
+    subtask: e.querySelector('.subtask').textContent,
+    what: e.querySelector('.what').textContent,
+    outcomeText: e.querySelector('.outcome').textContent,
+    open: e.querySelector('details').open,
+    tracebackShown: e.querySelector('pre.traceback').checkVisibility({contentVisibilityAuto: true}),
+    traceback: e.querySelector('pre.traceback').textContent,
+  })),
+})"""
+
+
+async def exception_panel(
+    tools: DevTools, ready: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """The Exceptions panel's state once ``ready`` accepts it; fails after 15 s."""
+    deadline = time.monotonic() + 15
+    while True:
+        raw = await tools.evaluate(EXCEPTION_STATE)
+        panel: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else {}
+        if panel and ready(panel):
+            return panel
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the Exceptions panel did not show {what}: {panel}")
+        await asyncio.sleep(0.2)
+
+
+async def test_exceptions_panel_lists_restarts_with_their_checkpoint_and_traceback(
+    tmp_path: Path,
+) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5, freeze_gc=False)
+    env.enable_checkpointing(100, directory=checkpoints).enable_web_ui(port=0)
+    env.set_restart_strategy(fk.RestartStrategy.fixed_delay(5, 0))
+    clients: list[fk.JobClient] = []
+
+    def between_checkpoints() -> bool:  # so that each restart has a checkpoint to restore
+        stats = clients[0].metrics().checkpoints
+        return stats.completed > 0 and stats.in_progress == 0
+
+    build_flaky_job(env, failures=2, when=between_checkpoints)
+    client = await env.execute_async("flaky")
+    clients.append(client)
+    try:
+        url = env.web_ui_url
+        assert url is not None
+        async with dashboard(tmp_path, url) as tools:
+            await page_state(tools, lambda p: p["status"] == "RUNNING", "the running job")
+            panel = await exception_panel(
+                tools,
+                lambda p: (
+                    len(p["entries"]) == 2
+                    and all(e["outcome"] == "restarted" for e in p["entries"])
+                ),
+                "two restarts",
+            )
+            assert not any(e["tracebackShown"] for e in panel["entries"])
+            # expand the newest one's traceback; it stays open across the next polls
+            await tools.evaluate(
+                "document.querySelector('#exception-history .exception summary').click(); true"
+            )
+            await asyncio.sleep(2.5)  # two more polls
+            opened = await exception_panel(tools, lambda p: True, "the expanded traceback")
+            shot = await tools.call(
+                "Page.captureScreenshot", format="png", captureBeyondViewport=True
+            )
+        (tmp_path / "exceptions.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        await client.cancel()
+        await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    records = client.exceptions()
+    assert panel["summary"] == "2 failures"
+    for shown, record in zip(panel["entries"], reversed(records), strict=True):  # newest first
+        assert shown["subtask"] == f"{FLAKY} (1/1)"
+        assert shown["what"] == f"ValueError: {record.message}"
+        assert record.restored_from is not None
+        assert Path(record.restored_from).parent == checkpoints
+        assert shown["outcomeText"] == f"restarted from {record.restored_from}"
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", shown["time"])
+    assert [e["open"] for e in opened["entries"]] == [True, False]
+    assert opened["entries"][0]["tracebackShown"]
+    assert "Traceback (most recent call last)" in opened["entries"][0]["traceback"]
+    assert opened["entries"][0]["traceback"] == records[-1].traceback
+
+
+async def test_exceptions_panel_shows_a_job_that_failed(tmp_path: Path) -> None:
+    # a second, healthy job keeps the server up after the failed one has ended
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5, freeze_gc=False)
+    env.enable_web_ui(port=0)
+    build_job(env)
+    healthy = await env.execute_async("healthy")
+    env.set_restart_strategy(fk.RestartStrategy.no_restart())
+    build_flaky_job(env, failures=1, every=5)
+    failing = await env.execute_async("failing")
+    try:
+        with pytest.raises(fk.JobFailed):
+            await asyncio.wait_for(failing.wait(), 20)
+        url = env.web_ui_url
+        assert url is not None
+        async with dashboard(tmp_path, url) as tools:  # shows the newest job: the failed one
+            await page_state(tools, lambda p: p["status"] == "FAILED", "the failed job")
+            panel = await exception_panel(tools, lambda p: len(p["entries"]) == 1, "the failure")
+    finally:
+        await healthy.cancel()
+        await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    (entry,) = panel["entries"]
+    assert panel["summary"] == "1 failure"
+    assert entry["outcome"] == "failed"
+    assert entry["outcomeText"] == "job failed"
+    assert entry["what"] == f"ValueError: {failing.exceptions()[0].message}"
+    assert entry["what"].endswith("record 5 is bad")
+
+
+async def test_exceptions_panel_of_a_healthy_job_says_no_failures(
+    running_job: tuple[fk.StreamExecutionEnvironment, fk.JobClient], tmp_path: Path
+) -> None:
+    env, _ = running_job
+    assert env.web_ui_url is not None
+    async with dashboard(tmp_path, env.web_ui_url) as tools:
+        panel = await exception_panel(
+            tools, lambda p: p["summary"] == "no failures", "an empty history"
+        )
+    assert panel["entries"] == []

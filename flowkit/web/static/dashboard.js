@@ -1,5 +1,5 @@
 // flowkit dashboard: polls the JSON API about once a second and redraws the job graph,
-// the vertex table and the checkpoint history. No framework; the graph is plain SVG laid
+// the vertex table, the exception history and the checkpoint history. No framework; the graph is plain SVG laid
 // out in layers (a vertex sits one layer right of its deepest input).
 "use strict";
 
@@ -21,6 +21,8 @@ const state = {
   failures: 0,
   ended: new Map(),   // job id -> status an action reported (answers in flight may lag)
   selected: null,     // vertex id whose operators and subtasks are shown
+  exceptionsShown: null,  // what the exception panel was drawn from (redrawn on change)
+  openTracebacks: new Set(),  // keys of the exceptions whose traceback is expanded
 };
 
 const $ = (id) => document.getElementById(id);
@@ -390,6 +392,90 @@ function updateCheckpoints(cp) {
   }
 }
 
+// ------------------------------------------------------------------ exceptions
+// What followed a failure: the checkpoint a restart restored, or the job's end.
+function outcome(entry, jobStatus, newest) {
+  if (entry.restarted) {
+    return entry.restored_from
+      ? { kind: "restarted", text: `restarted from ${entry.restored_from}` }
+      : { kind: "restarted", text: "restarted from the beginning" };
+  }
+  if (newest && jobStatus === "FAILED") return { kind: "failed", text: "job failed" };
+  if (newest && (jobStatus === "RUNNING" || jobStatus === "RESTARTING")) {
+    return { kind: "restarting", text: "restarting…" };
+  }
+  return { kind: "failed", text: "no restart" };
+}
+
+function exceptionKey(entry) {
+  return `${entry.timestamp_ms}|${entry.subtask}|${entry.exception_type}`;
+}
+
+function updateExceptions(history, jobStatus) {
+  const entries = history.entries || [];
+  const signature = JSON.stringify([jobStatus, history.total, entries.map(exceptionKey),
+    entries.map((e) => [e.restarted, e.restored_from])]);
+  if (state.exceptionsShown === signature) return;  // keep expanded tracebacks as they are
+  state.exceptionsShown = signature;
+  const total = history.total || 0;
+  let summary = total === 0 ? "no failures" : `${total} failure${total === 1 ? "" : "s"}`;
+  if (history.truncated) summary += ` · the newest ${entries.length} shown`;
+  $("exception-summary").textContent = summary;
+  const root = $("exception-history");
+  root.replaceChildren();
+  if (!entries.length) {
+    const p = document.createElement("p");
+    p.className = "empty";
+    p.textContent = "no failures";
+    root.appendChild(p);
+    return;
+  }
+  entries.forEach((entry, index) => {
+    const what = outcome(entry, jobStatus, index === 0);
+    const box = document.createElement("div");
+    box.className = "exception";
+    box.setAttribute("data-exception-index", String(index));
+    box.setAttribute("data-outcome", what.kind);
+    const head = document.createElement("div");
+    head.className = "exception-head";
+    const add = (cls, text) => {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      head.appendChild(span);
+      return span;
+    };
+    add("time", new Date(entry.timestamp_ms).toLocaleTimeString("en-GB")).title =
+      new Date(entry.timestamp_ms).toISOString();
+    add("subtask", entry.subtask || "—");
+    const text = add("what", "");
+    const type = document.createElement("b");
+    type.className = "type";
+    type.textContent = entry.exception_type;
+    const message = document.createElement("span");
+    message.className = "message";
+    message.textContent = entry.message;
+    text.append(type, ": ", message);
+    add("outcome", what.text);
+    box.appendChild(head);
+    const details = document.createElement("details");
+    const key = exceptionKey(entry);
+    details.open = state.openTracebacks.has(key);
+    details.addEventListener("toggle", () => {
+      if (details.open) state.openTracebacks.add(key);
+      else state.openTracebacks.delete(key);
+    });
+    const label = document.createElement("summary");
+    label.textContent = "traceback";
+    const pre = document.createElement("pre");
+    pre.className = "traceback";
+    pre.textContent = entry.traceback;
+    details.append(label, pre);
+    box.appendChild(details);
+    root.appendChild(box);
+  });
+}
+
 function showStatus(name, status, ended) {
   const el = $("job-status");
   el.textContent = status;
@@ -449,6 +535,7 @@ async function refresh() {
     state.plan = await getJSON(`api/jobs/${overview.id}/plan`);
     state.planFor = overview.id;
     state.selected = null;  // vertex ids belong to a job
+    state.exceptionsShown = null;
     $("vertex-detail").hidden = true;
     drawGraph(state.plan);
   }
@@ -456,6 +543,7 @@ async function refresh() {
   updateGraph(overview.vertices);
   updateVertexTable(overview.vertices);
   updateCheckpoints(await getJSON(`api/jobs/${overview.id}/checkpoints`));
+  updateExceptions(await getJSON(`api/jobs/${overview.id}/exceptions`), overview.status);
   await refreshDetail(overview.id);
 }
 
