@@ -4,6 +4,7 @@ take savepoints of or stop a running job.
 Commands::
 
     flowkit run JOB.py [--parallelism N] [--restore-from DIR [--allow-non-restored-state]]
+                       [--fallback-to-older-checkpoint]
                        [--checkpoint-dir DIR] [--checkpoint-interval MS] [--set KEY=VALUE ...]
                        [--progress auto|live|lines|off] [--savepoint-on-interrupt DIR]
                        [--web [--web-port PORT] [--web-linger S]] [--quiet | --verbose]
@@ -100,6 +101,21 @@ class _CannotRestore(Exception):
     """The checkpoint or savepoint to restore is missing or damaged (exit code 1)."""
 
 
+def _restore_error(exc: BaseException) -> str:
+    """Why ``--restore-from`` failed: one line, then each damaged file on its own line."""
+    if not isinstance(exc, CorruptCheckpointError) or len(exc.damaged) < 2:
+        text = f"--restore-from: {_first_line(exc)}"
+    else:
+        files = "".join(f"\n  {path}: {problem}" for path, problem in exc.damaged)
+        text = f"--restore-from: {exc.path} has {len(exc.damaged)} damaged files:{files}"
+    if isinstance(exc, CorruptCheckpointError):
+        text += (
+            "\n(--fallback-to-older-checkpoint restores the newest intact older checkpoint "
+            "of a checkpoint directory instead; output committed after it may repeat)"
+        )
+    return text
+
+
 def _first_line(text: object) -> str:
     lines = str(text).strip().splitlines()
     return lines[0] if lines else ""
@@ -128,6 +144,11 @@ _FLAG_HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "run the job with --checkpoint-dir DIR",
         ),
         (r"\ballow_non_restored_state=True\b", "--allow-non-restored-state"),
+        (
+            r"\bPass fallback_to_older_checkpoint=True \(flowkit run "
+            r"--fallback-to-older-checkpoint\)",
+            "Run with --fallback-to-older-checkpoint",
+        ),
         (
             r"raise max_parallelism or lower parallelism",
             "raise --set max_parallelism=N or lower --parallelism",
@@ -397,11 +418,12 @@ async def _run_job(
             job_name,
             restore_from=args.restore_from,
             allow_non_restored_state=args.allow_non_restored_state,
+            fallback_to_older_checkpoint=args.fallback_to_older_checkpoint,
         )
     except (FileNotFoundError, CorruptCheckpointError) as exc:
         if args.restore_from is None:
             raise
-        raise _CannotRestore(f"--restore-from: {_first_line(exc)}") from exc
+        raise _CannotRestore(_restore_error(exc)) from exc
     if client.web_ui_url is not None:
         print(f"web UI: {client.web_ui_url}", file=out, flush=True)
     view = _make_view(args, out, job_name)
@@ -672,6 +694,13 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-non-restored-state",
         action="store_true",
         help="with --restore-from: skip state of operators (uids) the job no longer has",
+    )
+    run.add_argument(
+        "--fallback-to-older-checkpoint",
+        action="store_true",
+        help="when the newest checkpoint (of --restore-from DIR, or the one a restart would "
+        "use) is damaged, restore the newest intact older one instead of failing; logged "
+        "as a warning, since output committed after it may be written again",
     )
     run.add_argument("--checkpoint-dir", metavar="DIR", help="enable checkpointing into DIR")
     run.add_argument(

@@ -347,6 +347,12 @@ class JobClient:
         return self._executor.exceptions.entries
 
     @property
+    def exception_count(self) -> int:
+        """How many failures the job has had, also those :meth:`exceptions` no longer
+        keeps."""
+        return self._executor.exceptions.total
+
+    @property
     def restarts(self) -> int:
         """How often the job was restarted after a failure."""
         return self._executor.restarts

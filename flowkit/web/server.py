@@ -431,7 +431,7 @@ class WebUI:
     async def _exceptions(self, request: web.Request) -> web.StreamResponse:
         client = self._job(request)
         entries = client.exceptions()
-        total = max(_exception_total(client), len(entries))
+        total = client.exception_count
         return _json(
             {
                 "entries": [entry.to_dict() for entry in reversed(entries)],
@@ -538,11 +538,6 @@ class WebUI:
         self._running(client, "cancel")
         await client.cancel()
         return _json({"status": client.status.value})
-
-
-def _exception_total(client: JobClient) -> int:
-    """Failures the job has had, also those its history no longer keeps."""
-    return int(client._executor.exceptions.total)
 
 
 def _merge_prometheus(texts: list[str]) -> str:

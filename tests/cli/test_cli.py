@@ -342,6 +342,55 @@ def test_restore_from_missing_directory_fails(
 
 # --------------------------------------------------------------------- Ctrl-C
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_a_damaged_newest_checkpoint_fails_the_restore_unless_fallback_is_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    job = write_job(
+        tmp_path,
+        f"""
+        import flowkit as fk
+
+        def build(env):
+            env.enable_checkpointing(30, directory={str(checkpoints)!r}, retained=10)
+            (
+                env.from_source(fk.PacedSource(list(range(200)), pause_s=0.002))
+                .uid("events")
+                .key_by(lambda x: x % 3)
+                .reduce(lambda a, b: a + b)
+                .uid("totals")
+                .filter(lambda x: False)
+                .print()
+            )
+        """,
+    )
+    assert cli.main(["run", str(job)]) == 0
+    chks = sorted(checkpoints.glob("chk-*"), key=lambda p: int(p.name[4:]))
+    assert len(chks) >= 2
+    newest = chks[-1]
+    damaged = sorted(p for p in newest.iterdir() if p.name.endswith(".state"))
+    for state in damaged:
+        state.write_bytes(state.read_bytes() + b"!")
+    capsys.readouterr()
+
+    assert cli.main(["run", str(job), "--restore-from", str(checkpoints)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --restore-from: {newest} has {len(damaged)} damaged files:")
+    for state in damaged:
+        assert f"\n  {state}: wrong size" in err
+    assert "--fallback-to-older-checkpoint" in err
+
+    assert cli.main(["inspect", str(checkpoints)]) == 1
+    assert f"error: damaged checkpoint {newest}" in capsys.readouterr().err
+
+    args = ["run", str(job), "--restore-from", str(checkpoints), "--fallback-to-older-checkpoint"]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    [warning] = [line for line in err.splitlines() if " WARNING " in line]
+    assert f"restoring the older checkpoint {chks[-2]}" in warning
+    assert all(str(state) in warning for state in damaged)
+
+
 def test_ctrl_c_cancels_the_job_and_exits_130(tmp_path: Path) -> None:
     job = paced_job(tmp_path, records=100_000, pause_s=0.001)
     proc = subprocess.Popen(

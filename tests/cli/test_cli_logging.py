@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -248,3 +249,10 @@ def test_a_job_that_restarts_twice_finishes_with_its_output_on_stdout(tmp_path: 
     # the command line itself says nothing about the failures: the executor's log does
     for line in proc.stderr.splitlines():
         assert line.startswith(("[", "FINISHED in ")) or LOG_LINE.match(line), line
+    # each restart's cause once, with the checkpoint the restore used, as a WARNING
+    restarts = [line for line in proc.stderr.splitlines() if "restart" in line and "bad" in line]
+    assert len(restarts) == 2, proc.stderr
+    for number, line in enumerate(restarts, start=1):
+        assert " WARNING " in line and f"restart {number} after a failure in " in line
+        assert proc.stderr.count(line.split("ValueError: ", 1)[1].split(";")[0]) == 1
+        assert f"restoring from checkpoint {tmp_path / 'checkpoints'}{os.sep}chk-" in line
