@@ -327,8 +327,13 @@ def _build(args: argparse.Namespace) -> StreamExecutionEnvironment:
 
 # --------------------------------------------------------------------- logging
 #: Loggers whose INFO lines only ``--verbose`` shows: the progress display already reports
-#: every completed checkpoint (counts and the latest one).
-_VERBOSE_ONLY = ("flowkit.checkpoint",)
+#: every completed checkpoint (counts and the latest one) and the job's start and end.
+_VERBOSE_ONLY = ("flowkit.checkpoint", "flowkit.runtime.client")
+
+
+#: The job client's logger: its ERROR record of a failed job is what the command line
+#: reports itself (an error line and its cause; the traceback with --verbose).
+_JOB_LOGGER = "flowkit.runtime.client"
 
 
 class _LogHandler(logging.Handler):
@@ -353,7 +358,17 @@ class _LogHandler(logging.Handler):
             and record.name.startswith(_VERBOSE_ONLY)
         ):
             return False
+        if record.name == _JOB_LOGGER and record.levelno >= logging.ERROR:
+            return False  # the command line reports a failed job itself, once
         return bool(super().filter(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.verbose:
+            return super().format(record)
+        # One line per record; tracebacks only with --verbose.
+        line = record.getMessage().strip().split("\n", 1)[0]
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{stamp} {record.levelname} {line}"
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
