@@ -196,6 +196,37 @@ def test_run_savepoint_stop_inspect_and_resume(tmp_path: Path, running: list[Run
     assert got == expected_rows(events)
 
 
+def test_savepoint_and_stop_work_on_a_job_without_checkpointing(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    events, out = 20_000, tmp_path / "out"
+    first = Running(
+        str(JOB), "--web", "--web-port", "0", "--progress", "off", *job_args(events, out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    running.append(first)
+    url = first.wait_for(r"^web UI: (http://127\.0\.0\.1:\d+)/?$")[1]
+    savepoint = flowkit("savepoint", str(tmp_path / "sp-1"), "--url", url, cwd=tmp_path)
+    assert savepoint.returncode == 0, savepoint.stderr
+    assert (tmp_path / "sp-1" / "_metadata").is_file()
+    stop = flowkit("stop", "--savepoint", str(tmp_path / "sp-2"), "--url", url, cwd=tmp_path)
+    assert stop.returncode == 0, stop.stderr
+    code, rest, _ = first.finish()
+    assert code == 0, rest
+    assert sorted(os.listdir(tmp_path)) == ["out", "sp-1", "sp-2"]  # no checkpoint directory
+
+    resumed = flowkit(
+        "run", str(JOB), "--restore-from", str(tmp_path / "sp-2"), "--progress", "off",
+        *job_args(events, out, pause_ms=0),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    rows = committed_rows(out)
+    got = {(r["page"], r["start"]): r["views"] for r in rows}
+    assert len(rows) == len(got)
+    assert got == expected_rows(events)
+
+
 def test_remote_commands_without_a_server_fail_clearly(tmp_path: Path) -> None:
     url = "http://127.0.0.1:9"  # discard port: nothing answers HTTP there
     for args in (["savepoint", str(tmp_path / "sp")], ["stop"], ["list"]):
