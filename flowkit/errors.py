@@ -14,6 +14,7 @@ __all__ = [
     "RunningLoopError",
     "SerializationError",
     "UserFunctionError",
+    "root_cause",
 ]
 
 
@@ -68,3 +69,23 @@ class RunningLoopError(FlowkitError, RuntimeError):
 
     Use ``client = await env.execute_async()`` and ``await client.wait()`` there instead.
     """
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The last error in ``exc``'s chain of ``__cause__`` (``exc`` itself if none).
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise KeyError("k")
+        ...     except KeyError as inner:
+        ...         raise JobFailed("job failed") from inner
+        ... except JobFailed as outer:
+        ...     root_cause(outer)
+        KeyError('k')
+    """
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc

@@ -65,7 +65,7 @@ from flowkit.api.environment import StreamExecutionEnvironment
 from flowkit.checkpoint.storage import CorruptCheckpointError
 from flowkit.cli import remote
 from flowkit.cli.progress import LinesView, LiveView, ProgressView
-from flowkit.errors import FlowkitError, InvalidConfigurationError, JobCancelled
+from flowkit.errors import FlowkitError, InvalidConfigurationError, JobCancelled, root_cause
 from flowkit.runtime.client import JobClient, JobMetrics
 
 __all__ = [
@@ -170,14 +170,6 @@ def flag_hints(message: str) -> str:
     for pattern, replacement in _FLAG_HINTS:
         message = pattern.sub(replacement, message)
     return message
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    seen = {id(exc)}
-    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
-        exc = exc.__cause__
-        seen.add(id(exc))
-    return exc
 
 
 # --------------------------------------------------------------------- settings
@@ -563,7 +555,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _report(exc, args.verbose)
         return EXIT_JOB_FAILED
     except Exception as exc:
-        if isinstance(_root_cause(exc), BrokenPipeError):
+        if isinstance(root_cause(exc), BrokenPipeError):
             # the job's print sink found stdout gone (`flowkit run job.py | head`)
             _discard_closed_output()
             print("error: standard output was closed; the job stopped", file=sys.stderr)
@@ -583,7 +575,7 @@ def _discard_closed_output() -> None:
 def _report(exc: BaseException, verbose: bool) -> None:
     """One line for the error, one for its root cause; the traceback with ``--verbose``."""
     print(f"error: {type(exc).__name__}: {flag_hints(_first_line(exc))}", file=sys.stderr)
-    cause = _root_cause(exc)
+    cause = root_cause(exc)
     if cause is not exc:
         print(f"cause: {type(cause).__name__}: {flag_hints(_first_line(cause))}", file=sys.stderr)
     if verbose:

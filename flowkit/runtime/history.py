@@ -24,6 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from flowkit.errors import root_cause
+
 __all__ = ["MAX_EXCEPTION_HISTORY", "ExceptionHistory", "ExceptionRecord"]
 
 #: Entries kept per job (Flink's ``web.exception-history-size`` default is 16); older
@@ -62,14 +64,6 @@ class ExceptionRecord:
         return dataclasses.asdict(self)
 
 
-def _root(exc: BaseException) -> BaseException:
-    seen = {id(exc)}
-    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
-        exc = exc.__cause__
-        seen.add(id(exc))
-    return exc
-
-
 def _type_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__
@@ -95,7 +89,7 @@ class ExceptionHistory:
         self, error: BaseException, subtask: str | None, *, timestamp_ms: int | None = None
     ) -> ExceptionRecord:
         """Add a record for ``error`` (raised in ``subtask``) and return it."""
-        root = _root(error)
+        root = root_cause(error)
         entry = ExceptionRecord(
             timestamp_ms=time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms,
             exception_type=_type_name(root),

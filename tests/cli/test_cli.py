@@ -52,14 +52,16 @@ def sum_job(tmp_path: Path) -> Path:
     )
 
 
-def paced_job(tmp_path: Path, records: int, pause_s: float) -> Path:
-    """A slow source (so progress lines and checkpoints happen) -> keyed sum -> discard."""
+def paced_job(tmp_path: Path, records: int, pause_s: float, setup: str = "") -> Path:
+    """A slow source (so progress lines and checkpoints happen) -> keyed sum -> discard;
+    ``setup`` is a line of ``build`` run first (e.g. enabling checkpointing)."""
     return write_job(
         tmp_path,
         f"""
         import flowkit as fk
 
         def build(env):
+            {setup}
             (
                 env.from_source(fk.PacedSource(list(range({records})), pause_s={pause_s}))
                 .uid("events")
@@ -346,23 +348,11 @@ def test_a_damaged_newest_checkpoint_fails_the_restore_unless_fallback_is_asked_
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     checkpoints = tmp_path / "checkpoints"
-    job = write_job(
+    job = paced_job(
         tmp_path,
-        f"""
-        import flowkit as fk
-
-        def build(env):
-            env.enable_checkpointing(30, directory={str(checkpoints)!r}, retained=10)
-            (
-                env.from_source(fk.PacedSource(list(range(200)), pause_s=0.002))
-                .uid("events")
-                .key_by(lambda x: x % 3)
-                .reduce(lambda a, b: a + b)
-                .uid("totals")
-                .filter(lambda x: False)
-                .print()
-            )
-        """,
+        records=200,
+        pause_s=0.002,
+        setup=f"env.enable_checkpointing(30, directory={str(checkpoints)!r}, retained=10)",
     )
     assert cli.main(["run", str(job)]) == 0
     chks = sorted(checkpoints.glob("chk-*"), key=lambda p: int(p.name[4:]))
