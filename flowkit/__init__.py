@@ -94,6 +94,7 @@ from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
 from flowkit.runtime.client import JobMetrics as JobMetrics
 from flowkit.runtime.client import JobStatus as JobStatus
 from flowkit.runtime.debloat import BufferDebloatConfig as BufferDebloatConfig
+from flowkit.runtime.executor import RestoreFailed as RestoreFailed
 from flowkit.runtime.history import ExceptionRecord as ExceptionRecord
 from flowkit.runtime.metrics import CheckpointMetrics as CheckpointMetrics
 from flowkit.runtime.metrics import CheckpointRecord as CheckpointRecord
@@ -283,6 +284,7 @@ __all__ = [
     "ReducingState",
     "ReducingStateDescriptor",
     "RestartStrategy",
+    "RestoreFailed",
     "RunningLoopError",
     "RuntimeContext",
     "SerializationError",

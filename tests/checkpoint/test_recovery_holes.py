@@ -24,7 +24,6 @@ from counting_job import build_job, check_output, expected_lines
 
 import flowkit as fk
 import flowkit.checkpoint.storage as storage_module
-from flowkit.runtime.executor import RestoreFailed
 
 
 def make_env(directory: Path | None, interval_ms: int = 50, **checkpointing: Any) -> Any:
@@ -281,7 +280,7 @@ async def test_a_restart_that_meets_a_damaged_checkpoint_fails_unless_fallback_i
             [entry] = client.exceptions()
             assert entry.restarted and entry.restored_from not in (None, *damaged)
         else:
-            with pytest.raises(RestoreFailed) as info:
+            with pytest.raises(fk.RestoreFailed) as info:
                 await asyncio.wait_for(client.wait(), 60)
             assert isinstance(info.value, fk.JobFailed)
             assert isinstance(info.value, fk.CorruptCheckpointError)
