@@ -309,12 +309,16 @@ class CheckpointCoordinator:
     async def close(self) -> None:
         """Wait for the checkpoint files being completed or removed (they finish quickly;
         cancelling them halfway would leave temporary files open)."""
-        pending = [task for task in self._tasks if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=10)
-        for task in pending:
-            if not task.done():
-                task.cancel()
+        deadline = asyncio.get_running_loop().time() + 10
+        while pending := [task for task in self._tasks if not task.done()]:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
+                break
+            # (a completion that fails meanwhile spawns the removal of its files)
+            await asyncio.wait(pending, timeout=left)
         self._disarm_probe()
 
     # ------------------------------------------------------------------ from subtasks
