@@ -28,6 +28,8 @@ from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
 from flowkit.functions import Function
 from flowkit.operators.base import (
+    KEY_SELECTOR,
+    NO_RECORD,
     Batch,
     BufferedOutput,
     Timestamps,
@@ -35,10 +37,12 @@ from flowkit.operators.base import (
     call_close,
     call_open,
     copy_function,
+    key_selector_fails,
 )
 from flowkit.operators.keyed import KeyChecker
 from flowkit.operators.simple import not_iterable_message
 from flowkit.state.backend import HeapKeyedStateBackend
+from flowkit.state.key_groups import canonical_key
 
 __all__ = [
     "CLEANUP_LEFT",
@@ -255,6 +259,7 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
         set_key = self.backend.set_current_key
         timers = self.timers
         register = timers.register_event_time_timer
+        value: Any = NO_RECORD
         try:
             if timestamps is None:
                 if values:
@@ -271,6 +276,8 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
                         self.num_late_records_dropped += 1
                     continue
                 key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical_key(key)  # every NaN is one key
                 check(key)
                 set_key(key)
                 per_key = ours.get(None)
@@ -298,7 +305,8 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
                         )
                 register(namespace, ts + cleanup_delay)
         except Exception as exc:
-            raise self.fail(exc) from exc
+            detail = KEY_SELECTOR if key_selector_fails(key_of, value) else ""
+            raise self.fail(exc, detail, value) from exc
         finally:
             self._flush()
 

@@ -6,8 +6,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from flowkit.operators.base import Batch, Timestamps
+from flowkit.operators.base import KEY_SELECTOR, Batch, Timestamps, key_selector_fails
 from flowkit.operators.simple import UdfOperator
+from flowkit.state.key_groups import canonical_key
 
 __all__ = [
     "KeyChecker",
@@ -24,7 +25,8 @@ class KeyedReduceOperator(UdfOperator):
     """Emits the running reduction of each key after every record (Flink's reduce).
 
     The first record of a key is emitted as is; each later one is ``reduce(acc, value)``.
-    Output records keep the input record's timestamp.
+    Output records keep the input record's timestamp. Keys other than ``str``/``int`` go
+    through :func:`~flowkit.state.key_groups.canonical_key` (all NaN keys are one key).
     """
 
     method = "reduce"
@@ -50,6 +52,8 @@ class KeyedReduceOperator(UdfOperator):
                 # sum("field") over dict records, inlined: the hottest keyed aggregation.
                 for value in values:
                     key = key_of(value)
+                    if key.__class__ is not str and key.__class__ is not int:
+                        key = canonical_key(key)
                     acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         if type(acc) is dict and type(value) is dict:
@@ -63,18 +67,23 @@ class KeyedReduceOperator(UdfOperator):
             else:
                 for value in values:
                     key = key_of(value)
+                    if key.__class__ is not str and key.__class__ is not int:
+                        key = canonical_key(key)
                     acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         value = reduce(acc, value)
                     accs[key] = value
                     append(value)
         except Exception as exc:
+            record = values[len(out)]  # one output per record before the failing one
             if out:
                 self.output.collect(out, None if timestamps is None else timestamps[: len(out)])
+            if key_selector_fails(key_of, record):
+                raise self.fail(exc, KEY_SELECTOR, record=record) from exc
             if isinstance(exc, TypeError) and not is_hashable(key):
                 error = unhashable_key_error(key)
-                raise self.fail(error) from error
-            raise self.fail(exc) from exc
+                raise self.fail(error, record=record) from error
+            raise self.fail(exc, record=record) from exc
         self.output.collect(out, timestamps)
 
     def snapshot_state(self, checkpoint_id: int) -> Any:

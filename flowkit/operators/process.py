@@ -10,6 +10,8 @@ from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
 from flowkit.functions import KeyedProcessFunction, TimeDomain, TimerService
 from flowkit.operators.base import (
+    KEY_SELECTOR,
+    NO_RECORD,
     Batch,
     OneInputOperator,
     Timestamps,
@@ -17,11 +19,13 @@ from flowkit.operators.base import (
     call_close,
     call_open,
     copy_function,
+    key_selector_fails,
     resolve_function,
 )
 from flowkit.operators.keyed import KeyChecker
 from flowkit.operators.simple import FunctionStateOperator, is_iterable, not_iterable_message
 from flowkit.state.backend import HeapKeyedStateBackend
+from flowkit.state.key_groups import canonical_key
 
 __all__ = [
     "CoFlatMapOperator",
@@ -174,7 +178,7 @@ class _ContextOperator:
 
     if TYPE_CHECKING:  # provided by StreamOperator and FunctionStateOperator
 
-        def fail(self, cause: BaseException, detail: str = "") -> Any: ...
+        def fail(self, cause: BaseException, detail: str = "", record: Any = NO_RECORD) -> Any: ...
 
         def initialize_function_state(self) -> None: ...
 
@@ -306,6 +310,7 @@ def _run_batch(
     """Call ``fn(value, ctx)`` for each record of a batch, then emit what it produced."""
     ctx = op.context
     add = ctx._collector.add_results
+    value: Any = NO_RECORD
     try:
         if key_selector is None:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
@@ -317,12 +322,15 @@ def _run_batch(
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 ctx._ts = ts
                 key = key_selector(value)
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical_key(key)  # every NaN is one key
                 check(key)
                 ctx._key = key
                 set_key(key)
                 add(fn(value, ctx), ts)
     except Exception as exc:
-        raise op.fail(exc) from exc
+        detail = KEY_SELECTOR if key_selector_fails(key_selector, value) else ""
+        raise op.fail(exc, detail, record=value) from exc
     finally:
         op._flush_collected(timestamps is not None)
 
@@ -376,10 +384,11 @@ class CoMapOperator(FunctionStateOperator, TwoInputOperator):
         call_close(self.function)
 
     def _apply(self, fn: Callable[[Any], Any], values: Batch, timestamps: Timestamps) -> None:
+        out: list[Any] = []
         try:
-            out = list(map(fn, values))
+            out.extend(map(fn, values))  # keeps the results before a failing record
         except Exception as exc:
-            raise self.fail(exc) from exc
+            raise self.fail(exc, record=values[len(out)]) from exc
         self.output.collect(out, timestamps)
 
     def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
@@ -396,6 +405,7 @@ class CoFlatMapOperator(CoMapOperator):
         out: list[Any] = []
         out_ts: list[Any] = []
         result: Any = None
+        value: Any = NO_RECORD
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 result = fn(value)
@@ -407,8 +417,8 @@ class CoFlatMapOperator(CoMapOperator):
             if isinstance(exc, TypeError) and not is_iterable(result):
                 method = getattr(fn, "__name__", "flat_map")
                 error = TypeError(not_iterable_message(method, result))
-                raise self.fail(error) from exc
-            raise self.fail(exc) from exc
+                raise self.fail(error, record=value) from exc
+            raise self.fail(exc, record=value) from exc
         if out:
             self.output.collect(out, None if timestamps is None else out_ts)
 

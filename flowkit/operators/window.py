@@ -34,6 +34,8 @@ from flowkit.elements import MAX_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
 from flowkit.functions import AggregateFunction
 from flowkit.operators.base import (
+    KEY_SELECTOR,
+    NO_RECORD,
     Batch,
     BufferedOutput,
     OneInputOperator,
@@ -41,12 +43,14 @@ from flowkit.operators.base import (
     call_close,
     call_open,
     copy_function,
+    key_selector_fails,
 )
 from flowkit.state.backend import (
     HeapKeyedStateBackend,
     private_copy,
 )
 from flowkit.state.descriptors import StateDescriptor
+from flowkit.state.key_groups import canonical_key
 from flowkit.window import (
     EventTimeTrigger,
     Evictor,
@@ -343,9 +347,12 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
         return self.ctx.schedule(time_ms, fire)
 
-    def _raise_failure(self, exc: Exception, detail: str = "") -> NoReturn:
-        """Raise the error naming this operator and subtask, caused by ``exc``."""
-        error = self.fail(exc, detail)
+    def _raise_failure(self, exc: Exception, detail: str = "", record: Any = NO_RECORD) -> NoReturn:
+        """Raise the error naming this operator and subtask (and ``record``, the element
+        being processed, if given), caused by ``exc``."""
+        if record is not NO_RECORD and not detail and key_selector_fails(self.key_selector, record):
+            detail = KEY_SELECTOR
+        error = self.fail(exc, detail, record)
         if error is exc:
             raise exc
         raise error from exc
@@ -370,12 +377,16 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         key_of = self.key_selector
         set_key = self.backend.set_current_key
         element = self._process_element
+        value: Any = NO_RECORD
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
-                set_key(key_of(value))
+                key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical_key(key)  # every NaN is one key
+                set_key(key)
                 element(value, ts)
         except Exception as exc:
-            self._raise_failure(exc)
+            self._raise_failure(exc, record=value)
         finally:
             self._flush()
 
@@ -418,66 +429,72 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         # (copy on write); consecutive elements mostly share windows.
         slots = self._slots
         simple = self._simple
-        for value, ts in zip(values, timestamps):
-            if ts is None:
-                assigner.assign_windows(value, ts, self.context)  # raises the clear error
-            key = key_of(value)
-            kg = str_groups.get(key)
-            if kg is None:
-                kg = key_group_of(key)
-            start = ts - (ts - offset) % slide
-            skipped = True
-            while start > ts - size:
-                by_group = slots.get(start)
-                if by_group is None:
-                    by_group = slots[start] = {}
-                slot = by_group.get(kg, _MISSING)
-                if slot is _MISSING:
-                    slot = by_group[kg] = self._window_slot(
-                        start, kg, size, watermark, lateness, cache, contents, buckets, heap
-                    )
-                start -= slide
-                if slot is None:
-                    continue  # the window is late
-                skipped = False
-                window, max_ts, entries, frozen, bucket = slot
-                acc = entries.get(key, _MISSING)
-                fresh = acc is _MISSING
-                if reduce is not None:
-                    entries[key] = value if acc is _MISSING else reduce(acc, value)
-                elif aggregate is not None:
-                    if acc is _MISSING:
-                        acc = aggregate.create_accumulator()
+        value: Any = NO_RECORD
+        try:
+            for value, ts in zip(values, timestamps):
+                if ts is None:
+                    assigner.assign_windows(value, ts, self.context)  # raises the clear error
+                key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical_key(key)  # every NaN is one key
+                kg = str_groups.get(key)
+                if kg is None:
+                    kg = key_group_of(key)
+                start = ts - (ts - offset) % slide
+                skipped = True
+                while start > ts - size:
+                    by_group = slots.get(start)
+                    if by_group is None:
+                        by_group = slots[start] = {}
+                    slot = by_group.get(kg, _MISSING)
+                    if slot is _MISSING:
+                        slot = by_group[kg] = self._window_slot(
+                            start, kg, size, watermark, lateness, cache, contents, buckets, heap
+                        )
+                    start -= slide
+                    if slot is None:
+                        continue  # the window is late
+                    skipped = False
+                    window, max_ts, entries, frozen, bucket = slot
+                    acc = entries.get(key, _MISSING)
+                    fresh = acc is _MISSING
+                    if reduce is not None:
+                        entries[key] = value if acc is _MISSING else reduce(acc, value)
+                    elif aggregate is not None:
+                        if acc is _MISSING:
+                            acc = aggregate.create_accumulator()
+                        elif frozen is not None and frozen.get(key, _MISSING) is acc:
+                            acc = private_copy(acc)  # a snapshot holds it: add to a copy
+                        entries[key] = aggregate.add(value, acc)
+                    elif acc is _MISSING:
+                        entries[key] = [value]
                     elif frozen is not None and frozen.get(key, _MISSING) is acc:
-                        acc = private_copy(acc)  # a snapshot holds it: add to a copy
-                    entries[key] = aggregate.add(value, acc)
-                elif acc is _MISSING:
-                    entries[key] = [value]
-                elif frozen is not None and frozen.get(key, _MISSING) is acc:
-                    entries[key] = [*acc, value]
-                else:
-                    acc.append(value)
-                if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
-                    self.backend.set_current_key(key)
-                    self._emit_window_contents(window, window, entries[key])
-                elif fresh and not simple:
-                    # timers.add(max_ts, key, window), inlined. Only a key new to the
-                    # window can lack its timer: the timer is registered with the
-                    # window's first element and fires (with the state) once the
-                    # watermark passes max_ts, after which bucket is None. (Simple:
-                    # the slot marked the window's timers implicit.)
-                    n = len(bucket)
-                    bucket[(key, window)] = None
-                    queue.size += len(bucket) - n
-                if lateness:
-                    cleanup = max_ts + lateness
-                    if cleanup < MAX_WATERMARK:
-                        add_timer(cleanup, key, window)
-            if skipped and ts + lateness <= watermark:
-                if self.late_tag is not None:
-                    self._emit_side(self.late_tag, value, ts)
-                else:
-                    self.num_late_records_dropped += 1
+                        entries[key] = [*acc, value]
+                    else:
+                        acc.append(value)
+                    if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
+                        self.backend.set_current_key(key)
+                        self._emit_window_contents(window, window, entries[key])
+                    elif fresh and not simple:
+                        # timers.add(max_ts, key, window), inlined. Only a key new to the
+                        # window can lack its timer: the timer is registered with the
+                        # window's first element and fires (with the state) once the
+                        # watermark passes max_ts, after which bucket is None. (Simple:
+                        # the slot marked the window's timers implicit.)
+                        n = len(bucket)
+                        bucket[(key, window)] = None
+                        queue.size += len(bucket) - n
+                    if lateness:
+                        cleanup = max_ts + lateness
+                        if cleanup < MAX_WATERMARK:
+                            add_timer(cleanup, key, window)
+                if skipped and ts + lateness <= watermark:
+                    if self.late_tag is not None:
+                        self._emit_side(self.late_tag, value, ts)
+                    else:
+                        self.num_late_records_dropped += 1
+        except Exception as exc:
+            self._raise_failure(exc, record=value)
 
     def _process_batch_tumbling(self, values: Batch, timestamps: list[Any]) -> None:
         """``_process_batch_fast`` for tumbling windows with an AggregateFunction and
@@ -496,35 +513,41 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         str_groups = self.backend._group_cache.setdefault(str, {})
         slots = self._slots
         window_slot = self._window_slot
-        for value, ts in zip(values, timestamps):
-            if ts is None:
-                self.assigner.assign_windows(value, ts, self.context)  # raises the clear error
-            key = key_of(value)
-            kg = str_groups.get(key)
-            if kg is None:
-                kg = key_group_of(key)
-            start = ts - (ts - offset) % size
-            by_group = slots.get(start)
-            if by_group is None:
-                by_group = slots[start] = {}
-            slot = by_group.get(kg, _MISSING)
-            if slot is _MISSING:
-                slot = by_group[kg] = window_slot(
-                    start, kg, size, watermark, 0, cache, contents, queue.buckets, queue.heap
-                )
-            if slot is None:  # the window's end has passed: a late element
-                if self.late_tag is not None:
-                    self._emit_side(self.late_tag, value, ts)
-                else:
-                    self.num_late_records_dropped += 1
-                continue
-            entries = slot[2]
-            acc = entries.get(key, _MISSING)
-            if acc is _MISSING:
-                acc = create()
-            elif slot[3] is not None and slot[3].get(key, _MISSING) is acc:
-                acc = private_copy(acc)  # a snapshot holds it: add to a copy
-            entries[key] = add(value, acc)
+        value: Any = NO_RECORD
+        try:
+            for value, ts in zip(values, timestamps):
+                if ts is None:
+                    self.assigner.assign_windows(value, ts, self.context)  # raises the clear error
+                key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical_key(key)  # every NaN is one key
+                kg = str_groups.get(key)
+                if kg is None:
+                    kg = key_group_of(key)
+                start = ts - (ts - offset) % size
+                by_group = slots.get(start)
+                if by_group is None:
+                    by_group = slots[start] = {}
+                slot = by_group.get(kg, _MISSING)
+                if slot is _MISSING:
+                    slot = by_group[kg] = window_slot(
+                        start, kg, size, watermark, 0, cache, contents, queue.buckets, queue.heap
+                    )
+                if slot is None:  # the window's end has passed: a late element
+                    if self.late_tag is not None:
+                        self._emit_side(self.late_tag, value, ts)
+                    else:
+                        self.num_late_records_dropped += 1
+                    continue
+                entries = slot[2]
+                acc = entries.get(key, _MISSING)
+                if acc is _MISSING:
+                    acc = create()
+                elif slot[3] is not None and slot[3].get(key, _MISSING) is acc:
+                    acc = private_copy(acc)  # a snapshot holds it: add to a copy
+                entries[key] = add(value, acc)
+        except Exception as exc:
+            self._raise_failure(exc, record=value)
 
     def _window_slot(
         self,
