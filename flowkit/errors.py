@@ -118,6 +118,9 @@ class InvalidTimestampError(FlowkitError, ValueError):
     operator, the subtask and the record.
     """
 
+    #: Position of the invalid timestamp in the batch that was checked (None: no batch).
+    index: int | None = None
+
 
 class SerializationError(FlowkitError):
     """Raised when a record cannot be serialized for a channel (names operator and record type)."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
+from flowkit.eventtime.timestamps import to_timestamp
 from flowkit.functions import KeyedProcessFunction, TimeDomain, TimerService
 from flowkit.operators.base import (
     KEY_SELECTOR,
@@ -121,17 +122,23 @@ class _KeyedTimerService(TimerService):
     def current_watermark(self) -> int:
         return self._op.current_watermark
 
+    # Timer times are checked like record timestamps: a timer outside the signed 64-bit
+    # range would never fire (InvalidTimestampError, wrapped naming the operator).
     def register_event_time_timer(self, timestamp: int) -> None:
-        self._timers().register_event_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "event-time timer")
+        self._timers().register_event_time_timer(None, time)
 
     def register_processing_time_timer(self, timestamp: int) -> None:
-        self._timers().register_processing_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "processing-time timer")
+        self._timers().register_processing_time_timer(None, time)
 
     def delete_event_time_timer(self, timestamp: int) -> None:
-        self._timers().delete_event_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "event-time timer")
+        self._timers().delete_event_time_timer(None, time)
 
     def delete_processing_time_timer(self, timestamp: int) -> None:
-        self._timers().delete_processing_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "processing-time timer")
+        self._timers().delete_processing_time_timer(None, time)
 
 
 class _Context(KeyedProcessFunction.OnTimerContext):

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any, NoReturn
 
-from flowkit.elements import MAX_WATERMARK, OutputTag
-from flowkit.eventtime.timers import InternalTimerService
+from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, OutputTag
+from flowkit.eventtime.timers import END_OF_TIME, InternalTimerService
+from flowkit.eventtime.timestamps import to_timestamp
 from flowkit.functions import AggregateFunction
 from flowkit.operators.base import (
     KEY_SELECTOR,
@@ -72,6 +73,10 @@ MERGING_WINDOWS = "merging-window-set"
 _MISSING = object()
 
 
+def _no_time() -> None:
+    return None
+
+
 class _Context:
     """Trigger context, merge context, evictor context and window-function context in one.
 
@@ -93,13 +98,28 @@ class _Context:
         """The job's processing time in epoch milliseconds."""
         return self.op.timers.current_processing_time()
 
+    def _timer_time(self, time: Any, what: str) -> int:
+        """``time`` checked like a record timestamp; the window's own max timestamp may lie
+        past MAX_WATERMARK (a window holding the last milliseconds of time), whose timer
+        fires at the end of input."""
+        if time.__class__ is int and MIN_WATERMARK <= time <= MAX_WATERMARK:
+            return time
+        window = self._window
+        if window is not None and time == getattr(window, "max_timestamp", _no_time)():
+            return int(time)
+        return to_timestamp(time, what)
+
     def register_event_time_timer(self, time: int) -> None:
         """Call the trigger's ``on_event_time`` for this key and window at ``time``."""
-        self.op.timers.register_event_time_timer(self._window, time)
+        self.op.timers.register_event_time_timer(
+            self._window, self._timer_time(time, "event-time timer")
+        )
 
     def register_processing_time_timer(self, time: int) -> None:
         """Call the trigger's ``on_processing_time`` for this key and window at ``time``."""
-        self.op.timers.register_processing_time_timer(self._window, time)
+        self.op.timers.register_processing_time_timer(
+            self._window, self._timer_time(time, "processing-time timer")
+        )
 
     def delete_event_time_timer(self, time: int) -> None:
         """Remove the event-time timer at ``time`` of this key and window (if any)."""
@@ -646,7 +666,10 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         # cleaned up at once; without a window function or clear() nothing needs the key.
         simple = self._simple
         implicit = self._implicit
-        while heap and heap[0] <= watermark:
+        # The end of input (MAX_WATERMARK) makes every timer due, also those of windows
+        # ending past it.
+        due = watermark if watermark < MAX_WATERMARK else END_OF_TIME
+        while heap and heap[0] <= due:
             timestamp = heapq.heappop(heap)
             bucket = buckets.pop(timestamp, None)
             window = implicit.pop(timestamp, None) if implicit else None
