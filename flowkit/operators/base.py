@@ -6,7 +6,7 @@ import collections
 import copy
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.errors import FlowkitError, InvalidTimestampError, UserFunctionError
@@ -301,6 +301,20 @@ class StreamOperator:
         return key_group_range_for_operator_index(
             self.ctx.max_parallelism, self.ctx.parallelism, self.ctx.subtask_index
         )
+
+    def raise_failure(
+        self, cause: Exception, detail: str = "", record: Any = NO_RECORD
+    ) -> NoReturn:
+        """Raise :meth:`fail`'s error for ``cause``, with ``cause`` chained as its
+        ``__cause__`` (an error that already names where it happened is raised unchanged).
+
+        Raises:
+            FlowkitError: always.
+        """
+        error = self.fail(cause, detail, record)
+        if error is cause:
+            raise cause
+        raise error from cause
 
     def fail(self, cause: BaseException, detail: str = "", record: Any = NO_RECORD) -> FlowkitError:
         """The error to raise when user code in this operator raised ``cause``.
