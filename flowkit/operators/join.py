@@ -42,7 +42,6 @@ from flowkit.operators.base import (
 from flowkit.operators.keyed import KeyChecker
 from flowkit.operators.simple import not_iterable_message
 from flowkit.state.backend import HeapKeyedStateBackend
-from flowkit.state.key_groups import canonical_key
 
 __all__ = [
     "CLEANUP_LEFT",
@@ -256,6 +255,8 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
         # after which no element of the other side arrives on time anyway).
         cleanup_delay = relative_upper if relative_upper > 0 else 0
         check = self._keys.check
+        plain = self._keys.canonical_keys.plain
+        canonical = self._keys.canonical_keys.canonical
         set_key = self.backend.set_current_key
         timers = self.timers
         register = timers.register_event_time_timer
@@ -276,9 +277,9 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
                         self.num_late_records_dropped += 1
                     continue
                 key = key_of(value)
-                if key.__class__ is not str and key.__class__ is not int:
-                    key = canonical_key(key)  # every NaN is one key
                 check(key)
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
                 set_key(key)
                 per_key = ours.get(None)
                 if per_key is None:

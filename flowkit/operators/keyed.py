@@ -8,7 +8,7 @@ from typing import Any
 
 from flowkit.operators.base import KEY_SELECTOR, Batch, Timestamps, key_selector_fails
 from flowkit.operators.simple import UdfOperator
-from flowkit.state.key_groups import canonical_key
+from flowkit.state.key_groups import CanonicalKeys
 
 __all__ = [
     "KeyChecker",
@@ -25,8 +25,9 @@ class KeyedReduceOperator(UdfOperator):
     """Emits the running reduction of each key after every record (Flink's reduce).
 
     The first record of a key is emitted as is; each later one is ``reduce(acc, value)``.
-    Output records keep the input record's timestamp. Keys other than ``str``/``int`` go
-    through :func:`~flowkit.state.key_groups.canonical_key` (all NaN keys are one key).
+    Output records keep the input record's timestamp. Keys other than ``str``/``int`` are
+    made canonical (:class:`~flowkit.state.key_groups.CanonicalKeys`): all NaN keys are one
+    key.
     """
 
     method = "reduce"
@@ -37,6 +38,7 @@ class KeyedReduceOperator(UdfOperator):
         #: Current reduction per key.
         self.accumulators: dict[Any, Any] = {}
         self._dict_sum_field: str | None = getattr(self.fn, "dict_sum_field", None)
+        self._canonical_keys = CanonicalKeys()
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         key_of = self.key_selector
@@ -47,13 +49,15 @@ class KeyedReduceOperator(UdfOperator):
         append = out.append
         key: Any = _MISSING
         field = self._dict_sum_field
+        plain = self._canonical_keys.plain
+        canonical = self._canonical_keys.canonical
         try:
             if field is not None:
                 # sum("field") over dict records, inlined: the hottest keyed aggregation.
                 for value in values:
                     key = key_of(value)
-                    if key.__class__ is not str and key.__class__ is not int:
-                        key = canonical_key(key)
+                    if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                        key = canonical(key)  # every NaN is one key
                     acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         if type(acc) is dict and type(value) is dict:
@@ -67,8 +71,8 @@ class KeyedReduceOperator(UdfOperator):
             else:
                 for value in values:
                     key = key_of(value)
-                    if key.__class__ is not str and key.__class__ is not int:
-                        key = canonical_key(key)
+                    if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                        key = canonical(key)  # every NaN is one key
                     acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         value = reduce(acc, value)
@@ -120,12 +124,17 @@ def unhashable_key_error(key: Any) -> TypeError:
 
 
 class KeyChecker:
-    """Checks keys for hashability each time the key type changes (cheap per record)."""
+    """Checks keys for hashability each time the key type changes (cheap per record).
 
-    __slots__ = ("_type",)
+    Also holds the operator's :class:`~flowkit.state.key_groups.CanonicalKeys`
+    (``canonical_keys``), through which keys other than ``str``/``int`` pass.
+    """
+
+    __slots__ = ("_type", "canonical_keys")
 
     def __init__(self) -> None:
         self._type: type | None = None
+        self.canonical_keys = CanonicalKeys()
 
     def check(self, key: Any) -> None:
         """Raise :func:`unhashable_key_error` for an unhashable ``key``.

@@ -26,7 +26,6 @@ from flowkit.operators.base import (
 from flowkit.operators.keyed import KeyChecker
 from flowkit.operators.simple import FunctionStateOperator, is_iterable, not_iterable_message
 from flowkit.state.backend import HeapKeyedStateBackend
-from flowkit.state.key_groups import canonical_key
 
 __all__ = [
     "CoFlatMapOperator",
@@ -325,13 +324,15 @@ def _run_batch(
                 add(fn(value, ctx), ts)
         else:
             check = keys.check
+            plain = keys.canonical_keys.plain
+            canonical = keys.canonical_keys.canonical
             set_key = op.backend.set_current_key
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 ctx._ts = ts
                 key = key_selector(value)
-                if key.__class__ is not str and key.__class__ is not int:
-                    key = canonical_key(key)  # every NaN is one key
                 check(key)
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
                 ctx._key = key
                 set_key(key)
                 add(fn(value, ctx), ts)

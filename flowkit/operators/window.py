@@ -51,7 +51,7 @@ from flowkit.state.backend import (
     private_copy,
 )
 from flowkit.state.descriptors import StateDescriptor
-from flowkit.state.key_groups import canonical_key
+from flowkit.state.key_groups import CanonicalKeys
 from flowkit.window import (
     EventTimeTrigger,
     Evictor,
@@ -306,6 +306,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             and self.evictor is None
         )
         self._window_cache: dict[int, TimeWindow] = {}
+        self._canonical_keys = CanonicalKeys()
         self._slots: dict[int, dict[int, Any]] = {}
         #: ``call(key, window, values)`` of the process / window function, resolved once.
         self._window_call = _resolve_window_call(
@@ -395,14 +396,16 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 self._flush()
             return
         key_of = self.key_selector
+        plain = self._canonical_keys.plain
+        canonical = self._canonical_keys.canonical
         set_key = self.backend.set_current_key
         element = self._process_element
         value: Any = NO_RECORD
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 key = key_of(value)
-                if key.__class__ is not str and key.__class__ is not int:
-                    key = canonical_key(key)  # every NaN is one key
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
                 set_key(key)
                 element(value, ts)
         except Exception as exc:
@@ -423,6 +426,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             return
         assigner = self.assigner
         key_of = self.key_selector
+        plain = self._canonical_keys.plain
+        canonical = self._canonical_keys.canonical
         timers = self.timers
         watermark = timers.current_watermark
         queue = timers.event_timers
@@ -455,8 +460,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 if ts is None:
                     assigner.assign_windows(value, ts, self.context)  # raises the clear error
                 key = key_of(value)
-                if key.__class__ is not str and key.__class__ is not int:
-                    key = canonical_key(key)  # every NaN is one key
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
                 kg = str_groups.get(key)
                 if kg is None:
                     kg = key_group_of(key)
@@ -521,6 +526,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         implicit timers: one window per element, no lateness (a late window is a late
         element), no timer to register per element."""
         key_of = self.key_selector
+        plain = self._canonical_keys.plain
+        canonical = self._canonical_keys.canonical
         watermark = self.timers.current_watermark
         queue = self.timers.event_timers
         cache = self._window_cache
@@ -539,8 +546,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 if ts is None:
                     self.assigner.assign_windows(value, ts, self.context)  # raises the clear error
                 key = key_of(value)
-                if key.__class__ is not str and key.__class__ is not int:
-                    key = canonical_key(key)  # every NaN is one key
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
                 kg = str_groups.get(key)
                 if kg is None:
                     kg = key_group_of(key)

@@ -58,7 +58,7 @@ FAILURE_GRACE_SECONDS = 1.0
 _PRODUCER = re.compile(r"(.*? \(\d+/\d+\)) -> ")
 
 #: No record is to blame (``UserFunctionError`` without ``record``).
-NO_RECORD: Any = object()
+_NO_RECORD: Any = object()
 
 
 def _type_name(value: Any) -> str:
@@ -155,7 +155,10 @@ class RecordWriter:
         try:
             groups = self.partitioner.split(values, timestamps)
         except Exception as exc:
-            raise self._partition_failed(values, exc) from exc
+            error = self._partition_failed(values, exc)
+            if error is exc:
+                raise
+            raise error from exc
         for index, vals, tss in groups:
             out = outs[index]
             if out.backlog:
@@ -169,13 +172,13 @@ class RecordWriter:
         if isinstance(exc, FlowkitError):
             return exc
         where = getattr(self.partitioner, "failure_detail", None)
-        record: Any = NO_RECORD
+        record: Any = _NO_RECORD
         detail = f"partitioning its output ({self.partitioner.name})"
         if callable(where):
             found = where(values)
             if found is not None:
                 detail, record = found
-        if record is NO_RECORD:
+        if record is _NO_RECORD:
             return UserFunctionError(self.owner, self.subtask, exc, detail)
         return UserFunctionError(self.owner, self.subtask, exc, detail, record=record)
 

@@ -248,10 +248,11 @@ class StreamTask:
                     if reported is None:
                         return
                     _log.warning(
-                        "subtask %r: %s (it had already failed or been cancelled with %s)",
+                        "subtask %r: %s (not reported: the subtask ends with %s: %s)",
                         self.name,
                         error,
                         type(reported).__name__,
+                        reported,
                         exc_info=error,
                     )
                     if not isinstance(reported, asyncio.CancelledError):

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 __all__ = [
+    "CANONICAL_NAN",
     "DEFAULT_LOWER_BOUND_MAX_PARALLELISM",
     "UPPER_BOUND_MAX_PARALLELISM",
+    "CanonicalKeys",
     "KeyGroupAssigner",
     "KeyGroupRange",
     "assign_key_to_parallel_operator",
@@ -308,6 +310,48 @@ def canonical_key(key: Any) -> Any:
             return key
         return frozenset(items) if cls is frozenset else key
     return key
+
+
+class CanonicalKeys:
+    """:func:`canonical_key` for one keyed operator, remembering the keys that need no
+    change, so that the record hot path pays a set lookup for them instead of a call.
+
+    ``str`` and ``int`` keys never need a change; callers skip them with a type test and
+    use this class for the other keys (tuples, floats, ...)::
+
+        if key.__class__ is not str and key.__class__ is not int and key not in plain:
+            key = canonical(key)  # plain = keys.plain, canonical = keys.canonical
+
+    A key holding a fresh NaN object never equals a remembered key (NaN compares unequal
+    to everything but itself), so it always reaches :meth:`canonical`. The memory is
+    bounded: it is cleared when it reaches ``limit`` keys. ``key not in plain`` raises
+    ``TypeError`` for an unhashable key, as any dict of keyed state would.
+
+    Example:
+        >>> keys = CanonicalKeys()
+        >>> key = ("a", 1)
+        >>> keys.canonical(key) is key, key in keys.plain
+        (True, True)
+        >>> keys.canonical(("a", float("nan")))[1] is CANONICAL_NAN
+        True
+    """
+
+    __slots__ = ("limit", "plain")
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        #: Keys known to be canonical already.
+        self.plain: set[Any] = set()
+        self.limit = limit
+
+    def canonical(self, key: Any) -> Any:
+        """:func:`canonical_key` of ``key``; remembers ``key`` if it needed no change."""
+        new = canonical_key(key)
+        if new is key:
+            plain = self.plain
+            if len(plain) >= self.limit:
+                plain.clear()
+            plain.add(key)
+        return new
 
 
 def _canonical_tuple(key: tuple[Any, ...]) -> Any:
