@@ -8,7 +8,7 @@ from typing import Any
 
 from flowkit.operators.base import KEY_SELECTOR, Batch, Timestamps, key_selector_fails
 from flowkit.operators.simple import UdfOperator
-from flowkit.state.key_groups import CanonicalKeys
+from flowkit.state.key_groups import CanonicalKeys, canonical_key
 
 __all__ = [
     "KeyChecker",
@@ -25,8 +25,8 @@ class KeyedReduceOperator(UdfOperator):
     """Emits the running reduction of each key after every record (Flink's reduce).
 
     The first record of a key is emitted as is; each later one is ``reduce(acc, value)``.
-    Output records keep the input record's timestamp. Keys other than ``str``/``int`` are
-    made canonical (:class:`~flowkit.state.key_groups.CanonicalKeys`): all NaN keys are one
+    Output records keep the input record's timestamp. A key that is not yet stored is
+    made canonical (:func:`~flowkit.state.key_groups.canonical_key`): all NaN keys are one
     key.
     """
 
@@ -38,7 +38,6 @@ class KeyedReduceOperator(UdfOperator):
         #: Current reduction per key.
         self.accumulators: dict[Any, Any] = {}
         self._dict_sum_field: str | None = getattr(self.fn, "dict_sum_field", None)
-        self._canonical_keys = CanonicalKeys()
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         key_of = self.key_selector
@@ -49,16 +48,19 @@ class KeyedReduceOperator(UdfOperator):
         append = out.append
         key: Any = _MISSING
         field = self._dict_sum_field
-        plain = self._canonical_keys.plain
-        canonical = self._canonical_keys.canonical
+        # A key is made canonical only when it misses: a hit means an equal key is stored,
+        # which a key holding a NaN of its own never is (NaN equals only itself), so hits
+        # (almost every record) pay nothing. A NaN key misses, becomes canonical and finds
+        # the entry of every NaN key before it.
         try:
             if field is not None:
                 # sum("field") over dict records, inlined: the hottest keyed aggregation.
                 for value in values:
                     key = key_of(value)
-                    if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                        key = canonical(key)  # every NaN is one key
                     acc = get(key, _MISSING)
+                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
+                        key = canonical_key(key)  # every NaN is one key
+                        acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         if type(acc) is dict and type(value) is dict:
                             new = acc.copy()
@@ -71,9 +73,10 @@ class KeyedReduceOperator(UdfOperator):
             else:
                 for value in values:
                     key = key_of(value)
-                    if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                        key = canonical(key)  # every NaN is one key
                     acc = get(key, _MISSING)
+                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
+                        key = canonical_key(key)  # every NaN is one key
+                        acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         value = reduce(acc, value)
                     accs[key] = value

@@ -300,3 +300,20 @@ def test_user_function_error_stays_backwards_compatible() -> None:
     assert str(plain) == "operator 'op' in subtask 'op (1/2)' failed: Boom: bad"
     with_record = UserFunctionError("op", "op (1/2)", Boom("bad"), record={"k": 1})
     assert str(with_record).endswith("failed (on record {'k': 1} (dict)): Boom: bad")
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_failing_async_call_names_the_record(ordered: bool) -> None:
+    async def lookup(value: int) -> int:
+        if value == 6:
+            raise Boom("lookup failed for 6")
+        return value
+
+    env = StreamExecutionEnvironment(parallelism=1)
+    env.from_collection(list(range(10))).map_async(lookup, capacity=4, ordered=ordered).name(
+        "lookup"
+    ).sink_to(CollectSink())
+    message, error, root = failure(env)
+    assert_names(message, error, "lookup", 1)
+    assert "on record 6 (int)" in message
+    assert isinstance(root, Boom)
