@@ -174,6 +174,27 @@ class KeyGroupPartitioner(StreamPartitioner):
             choices = list(map(assigner.channel_for_key, keys))
         return _group(n, choices, values, timestamps)
 
+    def failure_detail(self, values: list[Any]) -> tuple[str, Any] | None:
+        """After ``split`` raised: what failed and for which record, as ``(detail,
+        record)``: the key selector, or the key group of the key it returned (a key type
+        without a stable hash). None if every record passes now.
+
+        Runs on the error path only, calling the key selector again: key selectors must
+        be deterministic (as in Flink), so the same record fails the same way.
+        """
+        assigner = self.assigner
+        for value in values:
+            try:
+                key = self.key_selector(value)
+            except Exception:
+                return ("in the key selector of key_by", value)
+            if assigner is not None:
+                try:
+                    assigner.channel_for_key(key)
+                except Exception:
+                    return ("computing the key group of the key from key_by", value)
+        return None
+
 
 def _group(n: int, choices: list[int], values: list[Any], timestamps: list[Any] | None) -> Split:
     if n <= 8:

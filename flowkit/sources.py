@@ -59,11 +59,21 @@ class InputStatus(enum.Enum):
 
 
 class ReaderOutput(Protocol):
-    """Where a reader puts records (and, for sources that make them, watermarks)."""
+    """Where a reader puts records (and, for sources that make them, watermarks).
 
-    def collect(self, value: Any, timestamp: int | None = None) -> None: ...
+    A timestamp is an event time in epoch milliseconds: an int in the signed 64-bit range
+    ``[MIN_WATERMARK, MAX_WATERMARK]`` (finite floats are truncated), or None for a record
+    without one. Any other value (``2**63 + 50``, NaN, a str) fails the job with a
+    ``UserFunctionError`` naming the source, the subtask, the record and the value,
+    instead of a record that silently never reaches its window.
+    """
 
-    def collect_batch(self, values: list[Any], timestamps: list[Any] | None = None) -> None: ...
+    def collect(self, value: Any, timestamp: int | None = None) -> None:
+        """Emit one record (see the class docstring for ``timestamp``)."""
+
+    def collect_batch(self, values: list[Any], timestamps: list[Any] | None = None) -> None:
+        """Emit records, with one timestamp each or None (the timestamps are checked per
+        batch)."""
 
     def emit_watermark(self, timestamp: int) -> None: ...
 

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
-from flowkit.elements import MIN_WATERMARK
+from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import Clock, TimerHandle
 
-__all__ = ["InternalTimerService", "Timer"]
+__all__ = ["END_OF_TIME", "InternalTimerService", "Timer"]
+
+#: Later than every timer. A watermark of ``MAX_WATERMARK`` (the end of input) fires every
+#: event-time timer up to here: also those past ``MAX_WATERMARK``, which windows holding
+#: the last milliseconds of time register for their end (``start + size - 1``).
+END_OF_TIME: Final = float("inf")
 
 #: (timestamp, key, namespace)
 Timer = tuple[int, Any, Any]
@@ -91,7 +96,7 @@ class _TimerQueue:
             heapq.heappop(heap)
         return None
 
-    def pop_due(self, time: int) -> Timer | None:
+    def pop_due(self, time: float) -> Timer | None:
         if self.materialize is not None:
             self.materialize()
         heap = self.heap
@@ -220,15 +225,17 @@ class InternalTimerService:
 
     # -- driven by the operator ---------------------------------------------------------
     def advance_watermark(self, watermark: int) -> None:
-        """Set the watermark and fire every event-time timer with timestamp <= it."""
+        """Set the watermark and fire every event-time timer with timestamp <= it (every
+        timer at ``MAX_WATERMARK``, the end of input: see :data:`END_OF_TIME`)."""
         self.current_watermark = watermark
+        due = watermark if watermark < MAX_WATERMARK else END_OF_TIME
         pop = self.event_timers.pop_due
-        timer = pop(watermark)
+        timer = pop(due)
         while timer is not None:
             timestamp, key, namespace = timer
             self._set_key(key)
             self._on_event_time(timestamp, key, namespace)
-            timer = pop(watermark)
+            timer = pop(due)
 
     def fire_processing_timers(self, now: int | None = None) -> None:
         """Fire every processing-time timer with timestamp <= now, then re-arm."""

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from flowkit.operators.base import (
+    NO_RECORD,
     Batch,
     OneInputOperator,
     Timestamps,
@@ -175,6 +176,7 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
         self._mail = False
         self._error: BaseException | None = None
         self._error_detail = ""
+        self._error_record: Any = NO_RECORD
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         #: Restored records (value, timestamp) and watermarks (ints), issued by ``open()``.
@@ -249,7 +251,7 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
         try:
             call = self.fn(value)
         except Exception as exc:
-            raise self.fail(exc) from exc
+            raise self.fail(exc, record=value) from exc
         if self.ordered:
             entry = _Entry(value, timestamp, None)
             self._queue.append(entry)
@@ -323,13 +325,15 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
         if task.cancelled():
             if entry is None or self._closed:
                 return
-            self._record_error(asyncio.CancelledError("the async call was cancelled"), "")
+            self._record_error(
+                asyncio.CancelledError("the async call was cancelled"), "", entry.value
+            )
             return
         exc = task.exception()  # also marks the exception as retrieved
         if entry is None or self._closed:
             return
         if exc is not None:
-            self._record_error(exc, "timeout" if entry.result is _TIMED_OUT else "")
+            self._record_error(exc, "timeout" if entry.result is _TIMED_OUT else "", entry.value)
             return
         self._complete(entry, task.result())
 
@@ -351,10 +355,11 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
         if segments and segments[0] is segment:
             self._notify()
 
-    def _record_error(self, exc: BaseException, detail: str) -> None:
+    def _record_error(self, exc: BaseException, detail: str, record: Any = NO_RECORD) -> None:
         if self._error is None:
             self._error = exc
             self._error_detail = detail
+            self._error_record = record
         self._notify()
 
     def _notify(self) -> None:
@@ -434,7 +439,7 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
     def _raise_failure(self) -> None:
         exc = self._error
         if exc is not None:
-            raise self.fail(exc, self._error_detail) from exc
+            raise self.fail(exc, self._error_detail, self._error_record) from exc
 
     # ------------------------------------------------------------------ checkpoints
     def snapshot_state(self, checkpoint_id: int) -> Any:

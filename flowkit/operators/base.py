@@ -6,14 +6,16 @@ import collections
 import copy
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from flowkit.elements import MIN_WATERMARK, OutputTag
-from flowkit.errors import FlowkitError, UserFunctionError
+from flowkit.errors import FlowkitError, InvalidTimestampError, UserFunctionError
 from flowkit.eventtime.clocks import Clock, SystemClock, TimerHandle
 from flowkit.functions import RuntimeContext
 
 __all__ = [
+    "KEY_SELECTOR",
+    "NO_RECORD",
     "OneInputOperator",
     "OperatorContext",
     "Output",
@@ -22,11 +24,18 @@ __all__ = [
     "call_close",
     "call_open",
     "copy_function",
+    "key_selector_fails",
     "resolve_function",
 ]
 
 Batch = list[Any]
 Timestamps = list[Any] | None
+
+#: ``detail`` of the errors of key selectors (see :meth:`StreamOperator.fail`).
+KEY_SELECTOR = "in the key selector"
+
+#: ``record`` of :meth:`StreamOperator.fail` when no record caused the error.
+NO_RECORD: Any = object()
 
 
 def _drop_batch(values: Batch, timestamps: Timestamps) -> None:
@@ -293,11 +302,34 @@ class StreamOperator:
             self.ctx.max_parallelism, self.ctx.parallelism, self.ctx.subtask_index
         )
 
-    def fail(self, cause: BaseException, detail: str = "") -> FlowkitError:
-        """The error to raise when user code in this operator raised ``cause``."""
-        if isinstance(cause, FlowkitError):
+    def raise_failure(
+        self, cause: Exception, detail: str = "", record: Any = NO_RECORD
+    ) -> NoReturn:
+        """Raise :meth:`fail`'s error for ``cause``, with ``cause`` chained as its
+        ``__cause__`` (an error that already names where it happened is raised unchanged).
+
+        Raises:
+            FlowkitError: always.
+        """
+        error = self.fail(cause, detail, record)
+        if error is cause:
+            raise cause
+        raise error from cause
+
+    def fail(self, cause: BaseException, detail: str = "", record: Any = NO_RECORD) -> FlowkitError:
+        """The error to raise when user code in this operator raised ``cause``.
+
+        A :class:`~flowkit.errors.UserFunctionError` naming this operator and subtask,
+        ``detail`` (where: ``"in open()"``, ...) and, if given, the ``record`` being
+        processed (its type and a short repr). Errors flowkit raised that already say where
+        they happened (any other :class:`~flowkit.errors.FlowkitError`) are returned as they
+        are; an :class:`~flowkit.errors.InvalidTimestampError` is wrapped like the user's.
+        """
+        if isinstance(cause, FlowkitError) and not isinstance(cause, InvalidTimestampError):
             return cause
-        return UserFunctionError(self.name, self.subtask, cause, detail)
+        if record is NO_RECORD:
+            return UserFunctionError(self.name, self.subtask, cause, detail)
+        return UserFunctionError(self.name, self.subtask, cause, detail, record=record)
 
 
 class BufferedOutput:
@@ -402,6 +434,19 @@ def resolve_function(fn: Any, method: str, what: str) -> Callable[..., Any]:
     if callable(fn):
         return fn
     raise TypeError(f"{what} expects a callable or an object with a {method}() method, got {fn!r}")
+
+
+def key_selector_fails(key_selector: Callable[[Any], Any] | None, record: Any) -> bool:
+    """Whether ``key_selector(record)`` raises: after a failure, tells a key selector's error
+    from the user function's (key selectors are deterministic, so calling one again to
+    find out is safe). Runs on the error path only."""
+    if key_selector is None or record is NO_RECORD:
+        return False
+    try:
+        key_selector(record)
+    except Exception:
+        return True
+    return False
 
 
 def copy_function(fn: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 from flowkit.elements import OutputTag
 from flowkit.functions import KeyedBroadcastProcessFunction, TimeDomain, TimerService
 from flowkit.operators.base import (
+    NO_RECORD,
     Batch,
     Timestamps,
     TwoInputOperator,
@@ -174,12 +175,13 @@ class BroadcastProcessOperator(FunctionStateOperator, _ContextOperator, TwoInput
         ctx = self.broadcast_context
         fn = self.fn2
         add = ctx._collector.add_results
+        value: Any = NO_RECORD
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 ctx._ts = ts
                 add(fn(value, ctx), ts)
         except Exception as exc:
-            raise self.fail(exc, "in process_broadcast_element()") from exc
+            raise self.fail(exc, "in process_broadcast_element()", value) from exc
         finally:
             self._flush_collected(timestamps is not None)
 

@@ -28,6 +28,8 @@ from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
 from flowkit.functions import Function
 from flowkit.operators.base import (
+    KEY_SELECTOR,
+    NO_RECORD,
     Batch,
     BufferedOutput,
     Timestamps,
@@ -35,6 +37,7 @@ from flowkit.operators.base import (
     call_close,
     call_open,
     copy_function,
+    key_selector_fails,
 )
 from flowkit.operators.keyed import KeyChecker
 from flowkit.operators.simple import not_iterable_message
@@ -252,9 +255,12 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
         # after which no element of the other side arrives on time anyway).
         cleanup_delay = relative_upper if relative_upper > 0 else 0
         check = self._keys.check
+        plain = self._keys.canonical_keys.plain
+        canonical = self._keys.canonical_keys.canonical
         set_key = self.backend.set_current_key
         timers = self.timers
         register = timers.register_event_time_timer
+        value: Any = NO_RECORD
         try:
             if timestamps is None:
                 if values:
@@ -272,6 +278,8 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
                     continue
                 key = key_of(value)
                 check(key)
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
                 set_key(key)
                 per_key = ours.get(None)
                 if per_key is None:
@@ -298,7 +306,8 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
                         )
                 register(namespace, ts + cleanup_delay)
         except Exception as exc:
-            raise self.fail(exc) from exc
+            detail = KEY_SELECTOR if key_selector_fails(key_of, value) else ""
+            raise self.fail(exc, detail, value) from exc
         finally:
             self._flush()
 

@@ -6,8 +6,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from flowkit.operators.base import Batch, Timestamps
+from flowkit.operators.base import KEY_SELECTOR, Batch, Timestamps, key_selector_fails
 from flowkit.operators.simple import UdfOperator
+from flowkit.state.key_groups import CanonicalKeys, canonical_key
 
 __all__ = [
     "KeyChecker",
@@ -24,7 +25,9 @@ class KeyedReduceOperator(UdfOperator):
     """Emits the running reduction of each key after every record (Flink's reduce).
 
     The first record of a key is emitted as is; each later one is ``reduce(acc, value)``.
-    Output records keep the input record's timestamp.
+    Output records keep the input record's timestamp. A key that is not yet stored is
+    made canonical (:func:`~flowkit.state.key_groups.canonical_key`): all NaN keys are one
+    key.
     """
 
     method = "reduce"
@@ -45,12 +48,19 @@ class KeyedReduceOperator(UdfOperator):
         append = out.append
         key: Any = _MISSING
         field = self._dict_sum_field
+        # A key is made canonical only when it misses: a hit means an equal key is stored,
+        # which a key holding a NaN of its own never is (NaN equals only itself), so hits
+        # (almost every record) pay nothing. A NaN key misses, becomes canonical and finds
+        # the entry of every NaN key before it.
         try:
             if field is not None:
                 # sum("field") over dict records, inlined: the hottest keyed aggregation.
                 for value in values:
                     key = key_of(value)
                     acc = get(key, _MISSING)
+                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
+                        key = canonical_key(key)  # every NaN is one key
+                        acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         if type(acc) is dict and type(value) is dict:
                             new = acc.copy()
@@ -64,17 +74,23 @@ class KeyedReduceOperator(UdfOperator):
                 for value in values:
                     key = key_of(value)
                     acc = get(key, _MISSING)
+                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
+                        key = canonical_key(key)  # every NaN is one key
+                        acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         value = reduce(acc, value)
                     accs[key] = value
                     append(value)
         except Exception as exc:
+            record = values[len(out)]  # one output per record before the failing one
             if out:
                 self.output.collect(out, None if timestamps is None else timestamps[: len(out)])
+            if key_selector_fails(key_of, record):
+                raise self.fail(exc, KEY_SELECTOR, record=record) from exc
             if isinstance(exc, TypeError) and not is_hashable(key):
                 error = unhashable_key_error(key)
-                raise self.fail(error) from error
-            raise self.fail(exc) from exc
+                raise self.fail(error, record=record) from error
+            raise self.fail(exc, record=record) from exc
         self.output.collect(out, timestamps)
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
@@ -111,12 +127,17 @@ def unhashable_key_error(key: Any) -> TypeError:
 
 
 class KeyChecker:
-    """Checks keys for hashability each time the key type changes (cheap per record)."""
+    """Checks keys for hashability each time the key type changes (cheap per record).
 
-    __slots__ = ("_type",)
+    Also holds the operator's :class:`~flowkit.state.key_groups.CanonicalKeys`
+    (``canonical_keys``), through which keys other than ``str``/``int`` pass.
+    """
+
+    __slots__ = ("_type", "canonical_keys")
 
     def __init__(self) -> None:
         self._type: type | None = None
+        self.canonical_keys = CanonicalKeys()
 
     def check(self, key: Any) -> None:
         """Raise :func:`unhashable_key_error` for an unhashable ``key``.

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
+from flowkit.eventtime.timestamps import to_timestamp
 from flowkit.functions import KeyedProcessFunction, TimeDomain, TimerService
 from flowkit.operators.base import (
+    KEY_SELECTOR,
+    NO_RECORD,
     Batch,
     OneInputOperator,
     Timestamps,
@@ -17,6 +20,7 @@ from flowkit.operators.base import (
     call_close,
     call_open,
     copy_function,
+    key_selector_fails,
     resolve_function,
 )
 from flowkit.operators.keyed import KeyChecker
@@ -117,17 +121,23 @@ class _KeyedTimerService(TimerService):
     def current_watermark(self) -> int:
         return self._op.current_watermark
 
+    # Timer times are checked like record timestamps: a timer outside the signed 64-bit
+    # range would never fire (InvalidTimestampError, wrapped naming the operator).
     def register_event_time_timer(self, timestamp: int) -> None:
-        self._timers().register_event_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "event-time timer")
+        self._timers().register_event_time_timer(None, time)
 
     def register_processing_time_timer(self, timestamp: int) -> None:
-        self._timers().register_processing_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "processing-time timer")
+        self._timers().register_processing_time_timer(None, time)
 
     def delete_event_time_timer(self, timestamp: int) -> None:
-        self._timers().delete_event_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "event-time timer")
+        self._timers().delete_event_time_timer(None, time)
 
     def delete_processing_time_timer(self, timestamp: int) -> None:
-        self._timers().delete_processing_time_timer(None, timestamp)
+        time = to_timestamp(timestamp, "processing-time timer")
+        self._timers().delete_processing_time_timer(None, time)
 
 
 class _Context(KeyedProcessFunction.OnTimerContext):
@@ -174,7 +184,7 @@ class _ContextOperator:
 
     if TYPE_CHECKING:  # provided by StreamOperator and FunctionStateOperator
 
-        def fail(self, cause: BaseException, detail: str = "") -> Any: ...
+        def fail(self, cause: BaseException, detail: str = "", record: Any = NO_RECORD) -> Any: ...
 
         def initialize_function_state(self) -> None: ...
 
@@ -306,6 +316,7 @@ def _run_batch(
     """Call ``fn(value, ctx)`` for each record of a batch, then emit what it produced."""
     ctx = op.context
     add = ctx._collector.add_results
+    value: Any = NO_RECORD
     try:
         if key_selector is None:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
@@ -313,16 +324,21 @@ def _run_batch(
                 add(fn(value, ctx), ts)
         else:
             check = keys.check
+            plain = keys.canonical_keys.plain
+            canonical = keys.canonical_keys.canonical
             set_key = op.backend.set_current_key
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 ctx._ts = ts
                 key = key_selector(value)
                 check(key)
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
                 ctx._key = key
                 set_key(key)
                 add(fn(value, ctx), ts)
     except Exception as exc:
-        raise op.fail(exc) from exc
+        detail = KEY_SELECTOR if key_selector_fails(key_selector, value) else ""
+        raise op.fail(exc, detail, record=value) from exc
     finally:
         op._flush_collected(timestamps is not None)
 
@@ -376,10 +392,11 @@ class CoMapOperator(FunctionStateOperator, TwoInputOperator):
         call_close(self.function)
 
     def _apply(self, fn: Callable[[Any], Any], values: Batch, timestamps: Timestamps) -> None:
+        out: list[Any] = []
         try:
-            out = list(map(fn, values))
+            out.extend(map(fn, values))  # keeps the results before a failing record
         except Exception as exc:
-            raise self.fail(exc) from exc
+            raise self.fail(exc, record=values[len(out)]) from exc
         self.output.collect(out, timestamps)
 
     def process_batch1(self, values: Batch, timestamps: Timestamps) -> None:
@@ -396,6 +413,7 @@ class CoFlatMapOperator(CoMapOperator):
         out: list[Any] = []
         out_ts: list[Any] = []
         result: Any = None
+        value: Any = NO_RECORD
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 result = fn(value)
@@ -407,8 +425,8 @@ class CoFlatMapOperator(CoMapOperator):
             if isinstance(exc, TypeError) and not is_iterable(result):
                 method = getattr(fn, "__name__", "flat_map")
                 error = TypeError(not_iterable_message(method, result))
-                raise self.fail(error) from exc
-            raise self.fail(exc) from exc
+                raise self.fail(error, record=value) from exc
+            raise self.fail(exc, record=value) from exc
         if out:
             self.output.collect(out, None if timestamps is None else out_ts)
 

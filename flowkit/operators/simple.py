@@ -11,6 +11,7 @@ from itertools import compress, repeat
 from typing import Any
 
 from flowkit.operators.base import (
+    NO_RECORD,
     Batch,
     OneInputOperator,
     StreamOperator,
@@ -162,10 +163,11 @@ class MapOperator(UdfOperator):
     method = "map"
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
+        out: list[Any] = []
         try:
-            out = list(map(self.fn, values))
+            out.extend(map(self.fn, values))  # keeps the results before a failing record
         except Exception as exc:
-            raise self.fail(exc) from exc
+            raise self.fail(exc, record=values[len(out)]) from exc
         self.output.collect(out, timestamps)
 
 
@@ -173,10 +175,11 @@ class FilterOperator(UdfOperator):
     method = "filter"
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
+        keep: list[Any] = []
         try:
-            keep = list(map(self.fn, values))
+            keep.extend(map(self.fn, values))
         except Exception as exc:
-            raise self.fail(exc) from exc
+            raise self.fail(exc, record=values[len(keep)]) from exc
         out = list(compress(values, keep))
         if out:
             self.output.collect(
@@ -192,6 +195,7 @@ class FlatMapOperator(UdfOperator):
         out: list[Any] = []
         extend = out.extend
         result: Any = None
+        value: Any = NO_RECORD
         try:
             if timestamps is None:
                 for value in values:
@@ -210,7 +214,7 @@ class FlatMapOperator(UdfOperator):
         except Exception as exc:
             if isinstance(exc, TypeError) and not is_iterable(result):
                 error = TypeError(not_iterable_message("flat_map", result))
-                raise self.fail(error) from exc
-            raise self.fail(exc) from exc
+                raise self.fail(error, record=value) from exc
+            raise self.fail(exc, record=value) from exc
         if out:
             self.output.collect(out, out_ts)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flowkit.elements import MIN_WATERMARK
+from flowkit.errors import InvalidTimestampError
+from flowkit.eventtime.timestamps import checked_timestamps
 from flowkit.eventtime.watermarks import WatermarkStrategy
 from flowkit.operators.base import (
     Batch,
@@ -73,6 +75,14 @@ class SourceOperator(StreamOperator):
         if emitter is not None:
             emitter.emit_batch(values, timestamps, self.output.collect)
             return
+        if timestamps is not None:
+            # Timestamps the reader gives must be event times (ints in the signed 64-bit
+            # range, or None); checked per batch.
+            try:
+                timestamps = checked_timestamps(timestamps, allow_none=True)
+            except InvalidTimestampError as exc:
+                index = 0 if exc.index is None else exc.index
+                raise self.fail(exc, "a timestamp the source emitted", values[index]) from exc
         if self._idle:
             self.mark_active()
         self.output.collect(values, timestamps)

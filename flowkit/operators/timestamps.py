@@ -9,15 +9,36 @@ operator (``from_source(source, strategy)``) and
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from itertools import repeat
+from typing import Any, NoReturn
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
+from flowkit.errors import InvalidTimestampError
 from flowkit.eventtime.clocks import TimerHandle
+from flowkit.eventtime.timestamps import checked_timestamps
 from flowkit.eventtime.watermarks import BoundedOutOfOrdernessWatermarks, WatermarkStrategy
-from flowkit.operators.base import Batch, OneInputOperator, OperatorContext, Timestamps
+from flowkit.operators.base import (
+    NO_RECORD,
+    Batch,
+    OneInputOperator,
+    OperatorContext,
+    Timestamps,
+)
 
 __all__ = ["TimestampsAndWatermarksOperator", "WatermarkEmitter"]
+
+_GENERATOR = "in the watermark generator's on_event()"
+_PERIODIC = "in the watermark generator's on_periodic_emit()"
+
+
+def _takes_three_arguments(fn: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(fn).bind(None, "", None)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class WatermarkEmitter:
@@ -30,7 +51,7 @@ class WatermarkEmitter:
         interval_ms: int,
         emit_watermark: Callable[[int], None],
         emit_status: Callable[[bool], None],
-        fail: Callable[[BaseException], BaseException],
+        fail: Callable[..., BaseException],
     ) -> None:
         self.strategy = strategy
         self.ctx = ctx
@@ -38,6 +59,9 @@ class WatermarkEmitter:
         self._emit_watermark = emit_watermark
         self._emit_status = emit_status
         self._fail = fail
+        #: Whether ``fail`` takes ``(cause, detail, record)`` like ``StreamOperator.fail``
+        #: (a plain ``fail(cause)`` works too).
+        self._fail_names_record = _takes_three_arguments(fail)
         self.generator = strategy.create_watermark_generator(ctx.clock)
         self.assign = strategy.create_timestamp_assigner()
         self.has_assigner = strategy.has_timestamp_assigner
@@ -51,6 +75,15 @@ class WatermarkEmitter:
         self._batch: tuple[Batch, list[int], Callable[[Batch, Timestamps], None]] | None = None
         self._flushed = 0
         self._upto = 0
+
+    def _raise(self, exc: Exception, detail: str = "", record: Any = NO_RECORD) -> NoReturn:
+        """Raise the operator's error for ``exc`` (an error that already names where it
+        happened, e.g. from a downstream operator, is raised unchanged)."""
+        full = self._fail_names_record
+        error = self._fail(exc, detail, record) if full else self._fail(exc)
+        if error is exc:
+            raise exc
+        raise error from exc
 
     # WatermarkOutput ---------------------------------------------------------------------
     def emit_watermark(self, timestamp: int) -> None:
@@ -75,29 +108,40 @@ class WatermarkEmitter:
 
     # records -----------------------------------------------------------------------------
     def _assign(self, values: Batch, timestamps: Timestamps) -> list[int]:
-        stamps = list(map(self.assign, values, repeat(None) if timestamps is None else timestamps))
-        if type(stamps[0]) is not int or type(stamps[-1]) is not int:
-            # An assigner returning floats or numpy integers: timestamps are ints.
-            stamps = [int(ts) for ts in stamps]
-        return stamps
+        """The timestamps of a batch, checked: ints in the signed 64-bit range (floats and
+        numpy integers are made ints; anything else fails naming the record)."""
+        stamps: list[Any] = []
+        where = "in the timestamp assigner" if self.has_assigner else "reading record timestamps"
+        try:
+            stamps.extend(
+                map(self.assign, values, repeat(None) if timestamps is None else timestamps)
+            )
+        except Exception as exc:
+            self._raise(exc, where, values[len(stamps)])
+        try:
+            return checked_timestamps(stamps)
+        except InvalidTimestampError as exc:
+            index = 0 if exc.index is None else exc.index
+            self._raise(exc, where, values[index])
 
     def timestamps_for(self, values: Batch, timestamps: Timestamps) -> list[int]:
         """Assign timestamps to a batch and feed the watermark generator."""
         if not values:
             return []
-        try:
-            stamps = self._assign(values, timestamps)
-            if self._max_only:
-                generator: BoundedOutOfOrdernessWatermarks = self.generator  # type: ignore[assignment]
-                top = max(stamps)
-                if top > generator.max_timestamp:
-                    generator.max_timestamp = top
-            else:
-                on_event = self.generator.on_event
+        stamps = self._assign(values, timestamps)
+        if self._max_only:
+            generator: BoundedOutOfOrdernessWatermarks = self.generator  # type: ignore[assignment]
+            top = max(stamps)
+            if top > generator.max_timestamp:
+                generator.max_timestamp = top
+        else:
+            on_event = self.generator.on_event
+            value: Any = NO_RECORD
+            try:
                 for value, ts in zip(values, stamps):
                     on_event(value, ts, self)
-        except Exception as exc:
-            raise self._fail(exc) from exc
+            except Exception as exc:
+                self._raise(exc, _GENERATOR, value)
         if self.idle:
             self.mark_active()
         return stamps
@@ -115,10 +159,7 @@ class WatermarkEmitter:
         if self._max_only:
             collect(values, self.timestamps_for(values, timestamps))
             return
-        try:
-            stamps = self._assign(values, timestamps)
-        except Exception as exc:
-            raise self._fail(exc) from exc
+        stamps = self._assign(values, timestamps)
         if self.idle:
             self.mark_active()
         self._batch = (values, stamps, collect)
@@ -129,7 +170,9 @@ class WatermarkEmitter:
                 self._upto = index + 1
                 on_event(value, ts, self)
         except Exception as exc:
-            raise self._fail(exc) from exc
+            # on_event may also have handed records on (a watermark flushes those before
+            # it): errors from downstream already name their operator and pass unchanged.
+            self._raise(exc, _GENERATOR, values[self._upto - 1])
         finally:
             self._upto = len(values)
             self._flush_batch()
@@ -163,7 +206,7 @@ class WatermarkEmitter:
         try:
             self.generator.on_periodic_emit(self)
         except Exception as exc:
-            raise self._fail(exc) from exc
+            self._raise(exc, _PERIODIC)
         self._schedule()
 
     def finish(self) -> None:
@@ -172,7 +215,7 @@ class WatermarkEmitter:
             try:
                 self.generator.on_periodic_emit(self)
             except Exception as exc:
-                raise self._fail(exc) from exc
+                self._raise(exc, _PERIODIC)
 
     def close(self) -> None:
         self._closed = True

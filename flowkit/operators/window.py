@@ -30,10 +30,13 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any, NoReturn
 
-from flowkit.elements import MAX_WATERMARK, OutputTag
-from flowkit.eventtime.timers import InternalTimerService
+from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, OutputTag
+from flowkit.eventtime.timers import END_OF_TIME, InternalTimerService
+from flowkit.eventtime.timestamps import to_timestamp
 from flowkit.functions import AggregateFunction
 from flowkit.operators.base import (
+    KEY_SELECTOR,
+    NO_RECORD,
     Batch,
     BufferedOutput,
     OneInputOperator,
@@ -41,12 +44,14 @@ from flowkit.operators.base import (
     call_close,
     call_open,
     copy_function,
+    key_selector_fails,
 )
 from flowkit.state.backend import (
     HeapKeyedStateBackend,
     private_copy,
 )
 from flowkit.state.descriptors import StateDescriptor
+from flowkit.state.key_groups import CanonicalKeys
 from flowkit.window import (
     EventTimeTrigger,
     Evictor,
@@ -66,6 +71,10 @@ __all__ = ["WindowOperator"]
 CONTENTS = "window-contents"
 MERGING_WINDOWS = "merging-window-set"
 _MISSING = object()
+
+
+def _no_time() -> None:
+    return None
 
 
 class _Context:
@@ -89,13 +98,28 @@ class _Context:
         """The job's processing time in epoch milliseconds."""
         return self.op.timers.current_processing_time()
 
+    def _timer_time(self, time: Any, what: str) -> int:
+        """``time`` checked like a record timestamp; the window's own max timestamp may lie
+        past MAX_WATERMARK (a window holding the last milliseconds of time), whose timer
+        fires at the end of input."""
+        if time.__class__ is int and MIN_WATERMARK <= time <= MAX_WATERMARK:
+            return time
+        window = self._window
+        if window is not None and time == getattr(window, "max_timestamp", _no_time)():
+            return int(time)
+        return to_timestamp(time, what)
+
     def register_event_time_timer(self, time: int) -> None:
         """Call the trigger's ``on_event_time`` for this key and window at ``time``."""
-        self.op.timers.register_event_time_timer(self._window, time)
+        self.op.timers.register_event_time_timer(
+            self._window, self._timer_time(time, "event-time timer")
+        )
 
     def register_processing_time_timer(self, time: int) -> None:
         """Call the trigger's ``on_processing_time`` for this key and window at ``time``."""
-        self.op.timers.register_processing_time_timer(self._window, time)
+        self.op.timers.register_processing_time_timer(
+            self._window, self._timer_time(time, "processing-time timer")
+        )
 
     def delete_event_time_timer(self, time: int) -> None:
         """Remove the event-time timer at ``time`` of this key and window (if any)."""
@@ -282,6 +306,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             and self.evictor is None
         )
         self._window_cache: dict[int, TimeWindow] = {}
+        self._canonical_keys = CanonicalKeys()
         self._slots: dict[int, dict[int, Any]] = {}
         #: ``call(key, window, values)`` of the process / window function, resolved once.
         self._window_call = _resolve_window_call(
@@ -343,9 +368,12 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
         return self.ctx.schedule(time_ms, fire)
 
-    def _raise_failure(self, exc: Exception, detail: str = "") -> NoReturn:
-        """Raise the error naming this operator and subtask, caused by ``exc``."""
-        error = self.fail(exc, detail)
+    def _raise_failure(self, exc: Exception, detail: str = "", record: Any = NO_RECORD) -> NoReturn:
+        """Raise the error naming this operator and subtask (and ``record``, the element
+        being processed, if given), caused by ``exc``."""
+        if record is not NO_RECORD and not detail and key_selector_fails(self.key_selector, record):
+            detail = KEY_SELECTOR
+        error = self.fail(exc, detail, record)
         if error is exc:
             raise exc
         raise error from exc
@@ -368,14 +396,20 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 self._flush()
             return
         key_of = self.key_selector
+        plain = self._canonical_keys.plain
+        canonical = self._canonical_keys.canonical
         set_key = self.backend.set_current_key
         element = self._process_element
+        value: Any = NO_RECORD
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
-                set_key(key_of(value))
+                key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
+                set_key(key)
                 element(value, ts)
         except Exception as exc:
-            self._raise_failure(exc)
+            self._raise_failure(exc, record=value)
         finally:
             self._flush()
 
@@ -392,6 +426,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             return
         assigner = self.assigner
         key_of = self.key_selector
+        plain = self._canonical_keys.plain
+        canonical = self._canonical_keys.canonical
         timers = self.timers
         watermark = timers.current_watermark
         queue = timers.event_timers
@@ -418,72 +454,80 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         # (copy on write); consecutive elements mostly share windows.
         slots = self._slots
         simple = self._simple
-        for value, ts in zip(values, timestamps):
-            if ts is None:
-                assigner.assign_windows(value, ts, self.context)  # raises the clear error
-            key = key_of(value)
-            kg = str_groups.get(key)
-            if kg is None:
-                kg = key_group_of(key)
-            start = ts - (ts - offset) % slide
-            skipped = True
-            while start > ts - size:
-                by_group = slots.get(start)
-                if by_group is None:
-                    by_group = slots[start] = {}
-                slot = by_group.get(kg, _MISSING)
-                if slot is _MISSING:
-                    slot = by_group[kg] = self._window_slot(
-                        start, kg, size, watermark, lateness, cache, contents, buckets, heap
-                    )
-                start -= slide
-                if slot is None:
-                    continue  # the window is late
-                skipped = False
-                window, max_ts, entries, frozen, bucket = slot
-                acc = entries.get(key, _MISSING)
-                fresh = acc is _MISSING
-                if reduce is not None:
-                    entries[key] = value if acc is _MISSING else reduce(acc, value)
-                elif aggregate is not None:
-                    if acc is _MISSING:
-                        acc = aggregate.create_accumulator()
+        value: Any = NO_RECORD
+        try:
+            for value, ts in zip(values, timestamps):
+                if ts is None:
+                    assigner.assign_windows(value, ts, self.context)  # raises the clear error
+                key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
+                kg = str_groups.get(key)
+                if kg is None:
+                    kg = key_group_of(key)
+                start = ts - (ts - offset) % slide
+                skipped = True
+                while start > ts - size:
+                    by_group = slots.get(start)
+                    if by_group is None:
+                        by_group = slots[start] = {}
+                    slot = by_group.get(kg, _MISSING)
+                    if slot is _MISSING:
+                        slot = by_group[kg] = self._window_slot(
+                            start, kg, size, watermark, lateness, cache, contents, buckets, heap
+                        )
+                    start -= slide
+                    if slot is None:
+                        continue  # the window is late
+                    skipped = False
+                    window, max_ts, entries, frozen, bucket = slot
+                    acc = entries.get(key, _MISSING)
+                    fresh = acc is _MISSING
+                    if reduce is not None:
+                        entries[key] = value if acc is _MISSING else reduce(acc, value)
+                    elif aggregate is not None:
+                        if acc is _MISSING:
+                            acc = aggregate.create_accumulator()
+                        elif frozen is not None and frozen.get(key, _MISSING) is acc:
+                            acc = private_copy(acc)  # a snapshot holds it: add to a copy
+                        entries[key] = aggregate.add(value, acc)
+                    elif acc is _MISSING:
+                        entries[key] = [value]
                     elif frozen is not None and frozen.get(key, _MISSING) is acc:
-                        acc = private_copy(acc)  # a snapshot holds it: add to a copy
-                    entries[key] = aggregate.add(value, acc)
-                elif acc is _MISSING:
-                    entries[key] = [value]
-                elif frozen is not None and frozen.get(key, _MISSING) is acc:
-                    entries[key] = [*acc, value]
-                else:
-                    acc.append(value)
-                if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
-                    self.backend.set_current_key(key)
-                    self._emit_window_contents(window, window, entries[key])
-                elif fresh and not simple:
-                    # timers.add(max_ts, key, window), inlined. Only a key new to the
-                    # window can lack its timer: the timer is registered with the
-                    # window's first element and fires (with the state) once the
-                    # watermark passes max_ts, after which bucket is None. (Simple:
-                    # the slot marked the window's timers implicit.)
-                    n = len(bucket)
-                    bucket[(key, window)] = None
-                    queue.size += len(bucket) - n
-                if lateness:
-                    cleanup = max_ts + lateness
-                    if cleanup < MAX_WATERMARK:
-                        add_timer(cleanup, key, window)
-            if skipped and ts + lateness <= watermark:
-                if self.late_tag is not None:
-                    self._emit_side(self.late_tag, value, ts)
-                else:
-                    self.num_late_records_dropped += 1
+                        entries[key] = [*acc, value]
+                    else:
+                        acc.append(value)
+                    if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
+                        self.backend.set_current_key(key)
+                        self._emit_window_contents(window, window, entries[key])
+                    elif fresh and not simple:
+                        # timers.add(max_ts, key, window), inlined. Only a key new to the
+                        # window can lack its timer: the timer is registered with the
+                        # window's first element and fires (with the state) once the
+                        # watermark passes max_ts, after which bucket is None. (Simple:
+                        # the slot marked the window's timers implicit.)
+                        n = len(bucket)
+                        bucket[(key, window)] = None
+                        queue.size += len(bucket) - n
+                    if lateness:
+                        cleanup = max_ts + lateness
+                        if cleanup < MAX_WATERMARK:
+                            add_timer(cleanup, key, window)
+                if skipped and ts + lateness <= watermark:
+                    if self.late_tag is not None:
+                        self._emit_side(self.late_tag, value, ts)
+                    else:
+                        self.num_late_records_dropped += 1
+        except Exception as exc:
+            self._raise_failure(exc, record=value)
 
     def _process_batch_tumbling(self, values: Batch, timestamps: list[Any]) -> None:
         """``_process_batch_fast`` for tumbling windows with an AggregateFunction and
         implicit timers: one window per element, no lateness (a late window is a late
         element), no timer to register per element."""
         key_of = self.key_selector
+        plain = self._canonical_keys.plain
+        canonical = self._canonical_keys.canonical
         watermark = self.timers.current_watermark
         queue = self.timers.event_timers
         cache = self._window_cache
@@ -496,35 +540,41 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         str_groups = self.backend._group_cache.setdefault(str, {})
         slots = self._slots
         window_slot = self._window_slot
-        for value, ts in zip(values, timestamps):
-            if ts is None:
-                self.assigner.assign_windows(value, ts, self.context)  # raises the clear error
-            key = key_of(value)
-            kg = str_groups.get(key)
-            if kg is None:
-                kg = key_group_of(key)
-            start = ts - (ts - offset) % size
-            by_group = slots.get(start)
-            if by_group is None:
-                by_group = slots[start] = {}
-            slot = by_group.get(kg, _MISSING)
-            if slot is _MISSING:
-                slot = by_group[kg] = window_slot(
-                    start, kg, size, watermark, 0, cache, contents, queue.buckets, queue.heap
-                )
-            if slot is None:  # the window's end has passed: a late element
-                if self.late_tag is not None:
-                    self._emit_side(self.late_tag, value, ts)
-                else:
-                    self.num_late_records_dropped += 1
-                continue
-            entries = slot[2]
-            acc = entries.get(key, _MISSING)
-            if acc is _MISSING:
-                acc = create()
-            elif slot[3] is not None and slot[3].get(key, _MISSING) is acc:
-                acc = private_copy(acc)  # a snapshot holds it: add to a copy
-            entries[key] = add(value, acc)
+        value: Any = NO_RECORD
+        try:
+            for value, ts in zip(values, timestamps):
+                if ts is None:
+                    self.assigner.assign_windows(value, ts, self.context)  # raises the clear error
+                key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                    key = canonical(key)  # every NaN is one key
+                kg = str_groups.get(key)
+                if kg is None:
+                    kg = key_group_of(key)
+                start = ts - (ts - offset) % size
+                by_group = slots.get(start)
+                if by_group is None:
+                    by_group = slots[start] = {}
+                slot = by_group.get(kg, _MISSING)
+                if slot is _MISSING:
+                    slot = by_group[kg] = window_slot(
+                        start, kg, size, watermark, 0, cache, contents, queue.buckets, queue.heap
+                    )
+                if slot is None:  # the window's end has passed: a late element
+                    if self.late_tag is not None:
+                        self._emit_side(self.late_tag, value, ts)
+                    else:
+                        self.num_late_records_dropped += 1
+                    continue
+                entries = slot[2]
+                acc = entries.get(key, _MISSING)
+                if acc is _MISSING:
+                    acc = create()
+                elif slot[3] is not None and slot[3].get(key, _MISSING) is acc:
+                    acc = private_copy(acc)  # a snapshot holds it: add to a copy
+                entries[key] = add(value, acc)
+        except Exception as exc:
+            self._raise_failure(exc, record=value)
 
     def _window_slot(
         self,
@@ -623,7 +673,10 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         # cleaned up at once; without a window function or clear() nothing needs the key.
         simple = self._simple
         implicit = self._implicit
-        while heap and heap[0] <= watermark:
+        # The end of input (MAX_WATERMARK) makes every timer due, also those of windows
+        # ending past it.
+        due = watermark if watermark < MAX_WATERMARK else END_OF_TIME
+        while heap and heap[0] <= due:
             timestamp = heapq.heappop(heap)
             bucket = buckets.pop(timestamp, None)
             window = implicit.pop(timestamp, None) if implicit else None

@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import marshal
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from flowkit.elements import LatencyMarker
-from flowkit.errors import SerializationError
+from flowkit.errors import FlowkitError, SerializationError, UserFunctionError
 from flowkit.partitioners import StreamPartitioner
 from flowkit.runtime.buffers import (
     EVENT,
@@ -52,6 +53,12 @@ _TWO_H = 2 * HEADER_SIZE
 
 #: Longest time a failing writer waits for its consumers to take what it handed over.
 FAILURE_GRACE_SECONDS = 1.0
+
+#: The producing subtask in a channel's name: everything up to the first "(i/n) -> ".
+_PRODUCER = re.compile(r"(.*? \(\d+/\d+\)) -> ")
+
+#: No record is to blame (``UserFunctionError`` without ``record``).
+_NO_RECORD: Any = object()
 
 
 def _type_name(value: Any) -> str:
@@ -145,12 +152,43 @@ class RecordWriter:
             return
         self.records_out += len(values)
         outs = self.outs
-        for index, vals, tss in self.partitioner.split(values, timestamps):
+        try:
+            groups = self.partitioner.split(values, timestamps)
+        except Exception as exc:
+            error = self._partition_failed(values, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        for index, vals, tss in groups:
             out = outs[index]
             if out.backlog:
                 out.backlog.append([vals, tss, 0])
             elif not self._write_records(out, vals, tss, 0):
                 self._blocked.append(out)
+
+    def _partition_failed(self, values: list[Any], exc: Exception) -> Exception:
+        """The error for a partitioner that raised: user code (a key selector) failed for
+        one of ``values``. Names this writer's operator and subtask and that record."""
+        if isinstance(exc, FlowkitError):
+            return exc
+        where = getattr(self.partitioner, "failure_detail", None)
+        record: Any = _NO_RECORD
+        detail = f"partitioning its output ({self.partitioner.name})"
+        if callable(where):
+            found = where(values)
+            if found is not None:
+                detail, record = found
+        if record is _NO_RECORD:
+            return UserFunctionError(self.owner, self.subtask, exc, detail)
+        return UserFunctionError(self.owner, self.subtask, exc, detail, record=record)
+
+    @property
+    def subtask(self) -> str:
+        """The producing subtask, e.g. ``"Source -> Map (1/2)"`` (read from the names the
+        runtime gives the channels, ``"<producer subtask> -> <consumer subtask>"``)."""
+        name = self.channels[0].name if self.channels else ""
+        match = _PRODUCER.match(name)
+        return match.group(1) if match else self.owner
 
     def emit_event(self, event: Event) -> None:
         """Write an event to every channel and hand the buffers over."""

@@ -11,6 +11,7 @@ application it is embedded in.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 from flowkit.sources import InputStatus, SourceReader
 
 __all__ = ["OperatorCounters", "StreamTask", "SubtaskMetrics", "WriterWatermark"]
+
+_log = logging.getLogger("flowkit.runtime.task")
 
 #: Seconds of uninterrupted work after which a subtask yields to the event loop.
 YIELD_INTERVAL = 0.002
@@ -192,11 +195,19 @@ class StreamTask:
         opened: list[StreamOperator] = []
         self.status = "RUNNING"
         failed = True
+        # The error the subtask ends with; close() errors after it are logged, not raised.
+        primary: BaseException | None = None
         try:
             for op in reversed(self.operators):
-                op.open()
+                try:
+                    op.open()
+                except Exception as exc:
+                    op.raise_failure(exc, "in open()")
                 opened.append(op)
-                op._restore_keyed_after_open()
+                try:
+                    op._restore_keyed_after_open()
+                except Exception as exc:
+                    op.raise_failure(exc, "restoring its keyed state")
             self.async_ops = [op for op in self.operators if op.is_async]
             if self.source_reader is not None:
                 await self._run_source(self.source_reader)
@@ -208,11 +219,13 @@ class StreamTask:
             await self._end_of_data()
             failed = False
             self.status = "FINISHED"
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             self.status = "FINISHED" if self.finish_on_cancel else "CANCELED"
+            primary = exc
             raise
-        except BaseException:
+        except BaseException as exc:
             self.status = "FAILED"
+            primary = exc
             raise
         finally:
             self._ended = time.perf_counter()
@@ -225,18 +238,43 @@ class StreamTask:
             self._cancel_debloat()
             if self.checkpointing is not None:
                 await self.checkpointing.close()
+            # Everything is closed even if something fails to close. A close() error names
+            # the operator; the first one fails the subtask, unless the subtask already
+            # failed (or was cancelled): that error stays the reported one, and the close
+            # error is logged and noted on it.
+            close_errors: list[BaseException] = []
+
+            def close_failed(op: StreamOperator, exc: Exception, detail: str) -> None:
+                try:
+                    op.raise_failure(exc, detail)
+                except Exception as error:
+                    reported = primary if primary is not None else next(iter(close_errors), None)
+                    close_errors.append(error)
+                    if reported is None:
+                        return
+                    _log.warning(
+                        "subtask %r: %s (not reported: the subtask ends with %s: %s)",
+                        self.name,
+                        error,
+                        type(reported).__name__,
+                        reported,
+                        exc_info=error,
+                    )
+                    if not isinstance(reported, asyncio.CancelledError):
+                        reported.add_note(f"closing afterwards failed too: {error}")
+
             if self.source_reader is not None:
                 try:
                     await self.source_reader.close()
-                except Exception:
-                    if not failed:
-                        raise
+                except Exception as exc:
+                    close_failed(self.head, exc, "closing the source reader")
             for op in opened:
                 try:
                     op.close()
-                except Exception:
-                    if not failed:
-                        raise
+                except Exception as exc:
+                    close_failed(op, exc, "in close()")
+            if close_errors and not failed:
+                raise close_errors[0]
 
     async def _run_source(self, reader: SourceReader) -> None:
         head = self.head

@@ -54,7 +54,12 @@ from flowkit.state.descriptors import (
     StateDescriptor,
     ValueStateDescriptor,
 )
-from flowkit.state.key_groups import KeyGroupAssigner, KeyGroupRange, validate_max_parallelism
+from flowkit.state.key_groups import (
+    KeyGroupAssigner,
+    KeyGroupRange,
+    canonical_key,
+    validate_max_parallelism,
+)
 from flowkit.state.ttl import StateTtlConfig, is_expired
 
 __all__ = [
@@ -1686,6 +1691,27 @@ class BackendSnapshot:
         )
 
 
+def _canonical_keys(data: NamespaceMap) -> NamespaceMap:
+    """``data`` with its keys made canonical (:func:`canonical_key`), in place.
+
+    A restored key holding NaN is a new NaN object (pickle does not keep identity), which
+    would never equal the canonical NaN that keyed operators look state up with.
+    """
+    for namespace, entries in data.items():
+        renamed = None
+        for key in entries:
+            if key.__class__ is str or key.__class__ is int:
+                continue
+            new = canonical_key(key)
+            if new is not key:
+                if renamed is None:
+                    renamed = {}
+                renamed[key] = new
+        if renamed:
+            data[namespace] = {renamed.get(k, k): v for k, v in entries.items()}
+    return data
+
+
 def _strip_ttl(state: _FrozenState, stored: Any) -> Any:
     if not state.ttl:
         return stored
@@ -2163,7 +2189,8 @@ class HeapKeyedStateBackend:
                         raise ValueError(
                             f"key group {kg} of state {name!r} is in more than one snapshot"
                         )
-                    loaded[(name, kg)] = data if private else _copy_module.deepcopy(data)
+                    data = data if private else _copy_module.deepcopy(data)
+                    loaded[(name, kg)] = _canonical_keys(data)
         for name, (kind, ttl) in meta.items():
             table = self._tables.get(name)
             if table is None:

@@ -26,12 +26,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 __all__ = [
+    "CANONICAL_NAN",
     "DEFAULT_LOWER_BOUND_MAX_PARALLELISM",
     "UPPER_BOUND_MAX_PARALLELISM",
+    "CanonicalKeys",
     "KeyGroupAssigner",
     "KeyGroupRange",
     "assign_key_to_parallel_operator",
     "assign_to_key_group",
+    "canonical_key",
     "compute_operator_index_for_key_group",
     "default_max_parallelism",
     "java_hash_code",
@@ -57,6 +60,9 @@ _FALSE_HASH: Final = 1237
 _UTF16_NATIVE: Final = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
 _DOUBLE_BITS: Final = struct.Struct("<d")
 _LONG_BITS: Final = struct.Struct("<Q")
+
+#: The one NaN object every NaN key is replaced with (see :func:`canonical_key`).
+CANONICAL_NAN: Final = float("nan")
 
 #: Per-class cache size bound of :class:`KeyGroupAssigner`; a full cache is cleared.
 _CACHE_LIMIT: Final = 1 << 20
@@ -252,6 +258,125 @@ def java_hash_code(key: object) -> int:
         "tuple key from the key selector, make the key a dataclass or an enum member, or "
         "define __flowkit_hash__(self) -> int on the key class."
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical keys: every NaN is one key
+# ---------------------------------------------------------------------------------------------
+
+
+def canonical_key(key: Any) -> Any:
+    """Return ``key`` with every NaN replaced by one NaN object (:data:`CANONICAL_NAN`).
+
+    ``float("nan") != float("nan")``, so a dict of keyed state would give every NaN key
+    (and every tuple holding one) an entry of its own. Flink compares keys with Java's
+    ``Double.equals``, under which all NaNs are equal: one key. Replacing each NaN with the
+    same object gives that in Python too (dicts compare by identity before ``==``), for
+    floats (and float subclasses) and, recursively, inside tuples, named tuples and
+    frozensets. Anything else is returned as is (the same object when nothing changed).
+
+    ``-0.0`` is left alone: Python treats it as equal to ``0.0`` (one dict key) and
+    :func:`java_hash_code` gives both the same hash, so they are one key, unlike under
+    Java's ``Double.equals``. NaNs inside other objects (dataclasses, user classes) follow
+    those classes' own ``__eq__``.
+
+    Keyed operators call this once per record on keys that are not ``str`` or ``int``
+    (the check is a type test), so state, timers and key groups all see one key.
+
+    Example:
+        >>> canonical_key(float("nan")) is canonical_key(float("nan"))
+        True
+        >>> k1, k2 = canonical_key(("a", float("nan"))), canonical_key(("a", float("nan")))
+        >>> k1 == k2, len({k1: 1, k2: 2})
+        (True, 1)
+        >>> key = ("a", 1)
+        >>> canonical_key(key) is key
+        True
+    """
+    cls = key.__class__
+    if cls is float:
+        return key if key == key else CANONICAL_NAN
+    if cls is str or cls is int:
+        return key
+    if cls is tuple:
+        return _canonical_tuple(key)
+    if isinstance(key, float):
+        return key if key == key else CANONICAL_NAN
+    if isinstance(key, tuple):
+        return _canonical_tuple(key)
+    if isinstance(key, frozenset):
+        items = [canonical_key(item) for item in key]
+        if all(new is old for new, old in zip(items, key)):
+            return key
+        return frozenset(items) if cls is frozenset else key
+    return key
+
+
+class CanonicalKeys:
+    """:func:`canonical_key` for one keyed operator, remembering the keys that need no
+    change, so that the record hot path pays a set lookup for them instead of a call.
+
+    ``str`` and ``int`` keys never need a change; callers skip them with a type test and
+    use this class for the other keys (tuples, floats, ...)::
+
+        if key.__class__ is not str and key.__class__ is not int and key not in plain:
+            key = canonical(key)  # plain = keys.plain, canonical = keys.canonical
+
+    A key holding a fresh NaN object never equals a remembered key (NaN compares unequal
+    to everything but itself), so it always reaches :meth:`canonical`. The memory is
+    bounded: it is cleared when it reaches ``limit`` keys. ``key not in plain`` raises
+    ``TypeError`` for an unhashable key, as any dict of keyed state would.
+
+    Example:
+        >>> keys = CanonicalKeys()
+        >>> key = ("a", 1)
+        >>> keys.canonical(key) is key, key in keys.plain
+        (True, True)
+        >>> keys.canonical(("a", float("nan")))[1] is CANONICAL_NAN
+        True
+    """
+
+    __slots__ = ("limit", "plain")
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        #: Keys known to be canonical already.
+        self.plain: set[Any] = set()
+        self.limit = limit
+
+    def canonical(self, key: Any) -> Any:
+        """:func:`canonical_key` of ``key``; remembers ``key`` if it needed no change."""
+        new = canonical_key(key)
+        if new is key:
+            plain = self.plain
+            if len(plain) >= self.limit:
+                plain.clear()
+            plain.add(key)
+        return new
+
+
+def _canonical_tuple(key: tuple[Any, ...]) -> Any:
+    items: list[Any] | None = None
+    for index, item in enumerate(key):
+        kind = item.__class__
+        if kind is str or kind is int:
+            continue
+        new = canonical_key(item)
+        if new is not item:
+            if items is None:
+                items = list(key)
+            items[index] = new
+    if items is None:
+        return key
+    cls = key.__class__
+    if cls is tuple:
+        return tuple(items)
+    make = getattr(cls, "_make", None)  # a named tuple
+    if make is not None:
+        return make(items)
+    try:
+        return cls(items)
+    except Exception:  # a tuple subclass built differently: keep the key as it is
+        return key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,7 +720,18 @@ class _KeyCache:
         self.shaped_view = _ShapedCache(self)
 
     def miss(self, key: object) -> int:
-        """Compute ``fn(key)`` for a key that is not cached, and cache it if that is safe."""
+        """Compute ``fn(key)`` for a key that is not cached, and cache it if that is safe.
+
+        Keys holding NaN are looked up and cached as their :func:`canonical_key` (a new
+        NaN object never equals a cached one), so they neither recompute the hash each
+        time nor fill the cache with one entry per NaN object.
+        """
+        canonical = canonical_key(key)
+        if canonical is not key:
+            try:
+                return self.by_class[canonical.__class__][canonical]
+            except (KeyError, TypeError):
+                key = canonical
         cls = key.__class__
         cache = self.by_class.get(cls)
         if cache is None:

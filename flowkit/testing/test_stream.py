@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from flowkit.elements import MAX_WATERMARK, StreamRecord
+from flowkit.eventtime.timestamps import to_timestamp
 from flowkit.sources import InputStatus, ReaderOutput, Source, SourceReader
 
 __all__ = ["TestStream"]
@@ -57,10 +58,17 @@ class TestStream(Source):
         return any(kind == _PROCESSING_TIME for kind, _, _ in self._steps)
 
     def add_element(self, value: Any, timestamp: int | None = None) -> TestStream:
+        """Emit ``value`` with ``timestamp`` (None: no timestamp).
+
+        Raises:
+            InvalidTimestampError: ``timestamp`` is not an event time (an int in the signed
+                64-bit range; finite floats are truncated), e.g. ``2**63 + 50``.
+        """
         if isinstance(value, StreamRecord):
             timestamp = value.timestamp if timestamp is None else timestamp
             value = value.value
-        self._steps.append((_ELEMENT, value, None if timestamp is None else int(timestamp)))
+        stamp = None if timestamp is None else to_timestamp(timestamp)
+        self._steps.append((_ELEMENT, value, stamp))
         return self
 
     def add_elements(self, values: Iterable[Any], timestamp: int | None = None) -> TestStream:
@@ -69,7 +77,12 @@ class TestStream(Source):
         return self
 
     def advance_watermark_to(self, watermark: int) -> TestStream:
-        self._steps.append((_WATERMARK, int(watermark), None))
+        """Emit ``Watermark(watermark)``.
+
+        Raises:
+            InvalidTimestampError: ``watermark`` is outside the signed 64-bit range.
+        """
+        self._steps.append((_WATERMARK, to_timestamp(watermark, "watermark"), None))
         return self
 
     def advance_watermark_to_infinity(self) -> TestStream:
