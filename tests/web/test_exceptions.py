@@ -74,9 +74,12 @@ async def test_exceptions_list_each_restart_newest_first_with_the_checkpoint_use
     assert flink["truncated"] is False
     entries = flink["entries"]
     pattern = (
-        rf"operator {FLAKY!r} in subtask '{FLAKY} \(1/1\)' failed: ValueError: record (\d+) is bad"
+        rf"operator {FLAKY!r} in subtask '{FLAKY} \(1/1\)' failed \(on record (\d+) \(int\)\): "
+        r"ValueError: record (\d+) is bad"
     )
-    records = [int(re.fullmatch(pattern, e["message"])[1]) for e in entries]  # type: ignore[index]
+    matches = [re.fullmatch(pattern, e["message"]) for e in entries]
+    assert all(m is not None and m[1] == m[2] for m in matches), entries
+    records = [int(m[1]) for m in matches if m is not None]
     assert records[0] >= records[1] + 150 and records[1] >= 150  # newest first
     assert entries == [e.to_dict() for e in reversed(client.exceptions())]
     for entry in entries:
