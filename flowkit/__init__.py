@@ -55,6 +55,7 @@ from flowkit.elements import Watermark as Watermark
 from flowkit.elements import WatermarkStatus as WatermarkStatus
 from flowkit.errors import FlowkitError as FlowkitError
 from flowkit.errors import InvalidConfigurationError as InvalidConfigurationError
+from flowkit.errors import InvalidTimestampError as InvalidTimestampError
 from flowkit.errors import JobCancelled as JobCancelled
 from flowkit.errors import JobFailed as JobFailed
 from flowkit.errors import RunningLoopError as RunningLoopError
@@ -241,6 +242,7 @@ __all__ = [
     "IntervalJoin",
     "IntervalJoined",
     "InvalidConfigurationError",
+    "InvalidTimestampError",
     "JobCancelled",
     "JobClient",
     "JobExecutionResult",

@@ -279,7 +279,10 @@ class StreamTask:
     async def _run_source(self, reader: SourceReader) -> None:
         head = self.head
         assert isinstance(head, SourceOperator)
-        await reader.open()
+        try:
+            await reader.open()
+        except Exception as exc:
+            head.raise_failure(exc, "opening the source reader")
         if self.latency_interval:
             self._schedule_marker()
         poll = reader.poll_next
@@ -294,7 +297,10 @@ class StreamTask:
                     self._arm_flush_timer()
                     await self._idle_wait()
                 continue
-            status = poll(head, self._source_batch_size())
+            try:
+                status = poll(head, self._source_batch_size())
+            except Exception as exc:  # the reader's own errors name the source
+                head.raise_failure(exc, "reading the source")
             if status is InputStatus.END_OF_INPUT:
                 break
             if status is InputStatus.NOTHING_AVAILABLE:

@@ -26,6 +26,7 @@ from flowkit import (
     WatermarkStrategy,
 )
 from flowkit.errors import describe_record
+from flowkit.sources import InputStatus, Source, SourceReader
 
 
 class Boom(Exception):
@@ -316,4 +317,34 @@ def test_failing_async_call_names_the_record(ordered: bool) -> None:
     message, error, root = failure(env)
     assert_names(message, error, "lookup", 1)
     assert "on record 6 (int)" in message
+    assert isinstance(root, Boom)
+
+
+class BrokenReader(SourceReader):
+    def __init__(self, fail_in: str) -> None:
+        self.fail_in = fail_in
+
+    async def open(self) -> None:
+        if self.fail_in == "open":
+            raise Boom("cannot connect")
+
+    def poll_next(self, output: Any, max_records: int) -> InputStatus:
+        raise Boom("cannot read")
+
+
+class BrokenSource(Source):
+    def __init__(self, fail_in: str) -> None:
+        self.fail_in = fail_in
+
+    def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
+        return BrokenReader(self.fail_in)
+
+
+@pytest.mark.parametrize(("fail_in", "detail"), [("open", "opening"), ("poll", "reading")])
+def test_a_failing_source_reader_names_the_source(fail_in: str, detail: str) -> None:
+    env = StreamExecutionEnvironment(parallelism=1)
+    env.from_source(BrokenSource(fail_in), source_name="broken").map(abs).sink_to(CollectSink())
+    message, error, root = failure(env)
+    assert_names(message, error, "broken", 1)
+    assert f"({detail} the source" in message
     assert isinstance(root, Boom)
