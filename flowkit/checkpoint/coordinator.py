@@ -37,9 +37,6 @@ _log = logging.getLogger(__name__)
 #: Default timeout of savepoints taken when periodic checkpointing is off (Flink's).
 DEFAULT_TIMEOUT_MS = 600_000
 
-#: Period of the event-loop stall probe that runs while a checkpoint is in progress.
-STALL_PROBE_S = 0.005
-
 __all__ = [
     "CheckpointConfig",
     "CheckpointCoordinator",
@@ -115,8 +112,9 @@ class _Pending:
     alignment_ms: float = 0.0
     #: Every subtask acknowledged; ``_metadata`` is being written (no abort any more).
     completing: bool = False
-    #: The longest the event loop was held up while this checkpoint ran (seconds).
-    longest_stall: float = 0.0
+    #: The longest a subtask held the event loop at this checkpoint's barrier (its
+    #: synchronous snapshot: nothing else in the loop runs meanwhile), in milliseconds.
+    longest_stall_ms: float = 0.0
 
 
 class CheckpointCoordinator:
@@ -163,8 +161,6 @@ class CheckpointCoordinator:
         self._final: asyncio.Future[int] | None = None
         self._final_task: asyncio.Task[None] | None = None
         self._sources_done: set[str] = set()
-        self._probe: asyncio.TimerHandle | None = None
-        self._probe_due = 0.0
 
     @property
     def periodic(self) -> bool:
@@ -218,7 +214,6 @@ class CheckpointCoordinator:
         self.stats.report_pending(checkpoint_id, is_savepoint, pending.timestamp_ms)
         self.pending[checkpoint_id] = pending
         pending.timer = loop.call_later(self.timeout_ms / 1000, self._expire, checkpoint_id)
-        self._arm_probe()
         for source in self._sources():
             source.trigger_checkpoint(
                 checkpoint_id, pending.timestamp_ms, is_savepoint, stop=stop_sources
@@ -300,7 +295,6 @@ class CheckpointCoordinator:
                 pending.timer = None
             if not pending.completing:
                 self._abort(pending, "the job stopped", count=False)
-        self._disarm_probe()
         if self._final_task is not None:
             self._final_task.cancel()
         if self._final is not None and not self._final.done():
@@ -319,7 +313,6 @@ class CheckpointCoordinator:
                 break
             # (a completion that fails meanwhile spawns the removal of its files)
             await asyncio.wait(pending, timeout=left)
-        self._disarm_probe()
 
     # ------------------------------------------------------------------ from subtasks
     def acknowledge(
@@ -329,14 +322,16 @@ class CheckpointCoordinator:
         handle: StateHandle,
         info: dict[str, Any],
         alignment_ms: float = 0.0,
+        sync_ms: float = 0.0,
     ) -> None:
         """A subtask wrote its state for ``checkpoint_id`` (after aligning its barriers
-        for ``alignment_ms``)."""
+        for ``alignment_ms`` and snapshotting synchronously for ``sync_ms``)."""
         pending = self.pending.get(checkpoint_id)
         if pending is None or participant not in pending.expected or pending.completing:
             return  # aborted or expired meanwhile
         pending.acks[participant] = {"handle": handle.to_dict(), **info}
         pending.alignment_ms = max(pending.alignment_ms, alignment_ms)
+        pending.longest_stall_ms = max(pending.longest_stall_ms, sync_ms)
         if len(pending.acks) == len(pending.expected):
             pending.completing = True
             self._spawn(self._complete(pending))
@@ -377,8 +372,6 @@ class CheckpointCoordinator:
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
-        if not self.pending:
-            self._disarm_probe()
         self.num_completed += 1
         self.failed_in_a_row = 0
         self.last_duration_ms = (self.clock() - pending.started) * 1000
@@ -397,7 +390,7 @@ class CheckpointCoordinator:
             completed.directory,
             _size(size),
             self.last_duration_ms,
-            pending.longest_stall * 1000,
+            pending.longest_stall_ms,
         )
         self._last_completed_at = self.clock()
         if not pending.is_savepoint:
@@ -430,8 +423,6 @@ class CheckpointCoordinator:
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
-        if not self.pending:
-            self._disarm_probe()
         error = CheckpointFailed(f"checkpoint {pending.checkpoint_id} {reason}")
         self.stats.report_failed(
             pending.checkpoint_id, reason, (self.clock() - pending.started) * 1000
@@ -453,30 +444,6 @@ class CheckpointCoordinator:
                     f"{tolerable}); last: {error}"
                 )
                 self._wake.set()
-
-    # ------------------------------------------------------------------ loop stalls
-    def _arm_probe(self) -> None:
-        """While a checkpoint is in progress, measure how late a short timer fires: the
-        longest event-loop stall of each checkpoint (snapshots, serialization)."""
-        if self._probe is None and not self._stopped:
-            loop = asyncio.get_running_loop()
-            self._probe_due = loop.time() + STALL_PROBE_S
-            self._probe = loop.call_at(self._probe_due, self._on_probe)
-
-    def _on_probe(self) -> None:
-        self._probe = None
-        loop = asyncio.get_running_loop()
-        stall = loop.time() - self._probe_due
-        for pending in self.pending.values():
-            if stall > pending.longest_stall:
-                pending.longest_stall = stall
-        if self.pending:
-            self._arm_probe()
-
-    def _disarm_probe(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            self._probe = None
 
 
 def _size(size: int) -> str:

@@ -139,13 +139,17 @@ class TaskCheckpointing:
         if task.reached_end:
             self.final_sent = True
         write = asyncio.get_running_loop().create_task(
-            self._write(checkpoint_id, states, alignment_ms)
+            self._write(checkpoint_id, states, alignment_ms, pause_ms)
         )
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
 
     async def _write(
-        self, checkpoint_id: int, states: dict[str, Any], alignment_ms: float = 0.0
+        self,
+        checkpoint_id: int,
+        states: dict[str, Any],
+        alignment_ms: float = 0.0,
+        sync_ms: float = 0.0,
     ) -> None:
         try:
             # The snapshot is frozen (copy-on-write keyed state, copies of the rest), so it
@@ -178,6 +182,7 @@ class TaskCheckpointing:
             handle,
             {**self.info, "operators": list(self.op_ids)},
             alignment_ms=alignment_ms,
+            sync_ms=sync_ms,
         )
 
     async def close(self) -> None:
