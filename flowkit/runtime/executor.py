@@ -250,6 +250,7 @@ class LocalExecutor:
                 owner=je.edge.source.name,
                 notifier=notifier,
                 clock=loop.time,
+                subtask=f"{vertex.name} ({index + 1}/{vertex.parallelism})",
             )
         ops: dict[int, StreamOperator] = {}
         for node in vertex.nodes:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import marshal
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,9 +52,6 @@ _TWO_H = 2 * HEADER_SIZE
 
 #: Longest time a failing writer waits for its consumers to take what it handed over.
 FAILURE_GRACE_SECONDS = 1.0
-
-#: The producing subtask in a channel's name: everything up to the first "(i/n) -> ".
-_PRODUCER = re.compile(r"(.*? \(\d+/\d+\)) -> ")
 
 #: No record is to blame (``UserFunctionError`` without ``record``).
 _NO_RECORD: Any = object()
@@ -94,8 +90,11 @@ class RecordWriter:
         owner: str,
         notifier: Notifier,
         clock: Callable[[], float] = time.monotonic,
+        subtask: str | None = None,
     ) -> None:
         self.channels = channels
+        #: The producing subtask, e.g. ``"Source -> Map (1/2)"`` (errors name it).
+        self.subtask = owner if subtask is None else subtask
         self.outs = [_Out(ch) for ch in channels]
         for ch in channels:
             ch.producer = notifier
@@ -181,14 +180,6 @@ class RecordWriter:
         if record is _NO_RECORD:
             return UserFunctionError(self.owner, self.subtask, exc, detail)
         return UserFunctionError(self.owner, self.subtask, exc, detail, record=record)
-
-    @property
-    def subtask(self) -> str:
-        """The producing subtask, e.g. ``"Source -> Map (1/2)"`` (read from the names the
-        runtime gives the channels, ``"<producer subtask> -> <consumer subtask>"``)."""
-        name = self.channels[0].name if self.channels else ""
-        match = _PRODUCER.match(name)
-        return match.group(1) if match else self.owner
 
     def emit_event(self, event: Event) -> None:
         """Write an event to every channel and hand the buffers over."""
