@@ -106,3 +106,18 @@ def build_flaky_job(
         .name(SINK)
         .uid("sink")
     )
+
+
+async def start_flaky_job_after_a_checkpoint(
+    env: fk.StreamExecutionEnvironment, failures: int
+) -> fk.JobClient:
+    """Start :func:`build_flaky_job` named "flaky" whose failures wait until a checkpoint
+    has completed, so that every restart has a checkpoint of its own to restore."""
+    clients: list[fk.JobClient] = []
+
+    def after_a_checkpoint() -> bool:
+        return clients[0].metrics().checkpoints.completed > 0
+
+    build_flaky_job(env, failures=failures, when=after_a_checkpoint)
+    clients.append(await env.execute_async("flaky"))
+    return clients[0]

@@ -23,7 +23,15 @@ import pytest
 
 import flowkit as fk
 
-from .jobs import EPOCH_MS, FLAKY, VERTEX_NAMES, build_flaky_job, build_job, wait_for
+from .jobs import (
+    EPOCH_MS,
+    FLAKY,
+    VERTEX_NAMES,
+    build_flaky_job,
+    build_job,
+    start_flaky_job_after_a_checkpoint,
+    wait_for,
+)
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
@@ -412,15 +420,7 @@ async def test_exceptions_panel_lists_restarts_with_their_checkpoint_and_traceba
     env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5, freeze_gc=False)
     env.enable_checkpointing(100, directory=checkpoints).enable_web_ui(port=0)
     env.set_restart_strategy(fk.RestartStrategy.fixed_delay(5, 0))
-    clients: list[fk.JobClient] = []
-
-    def between_checkpoints() -> bool:  # so that each restart has a checkpoint to restore
-        stats = clients[0].metrics().checkpoints
-        return stats.completed > 0 and stats.in_progress == 0
-
-    build_flaky_job(env, failures=2, when=between_checkpoints)
-    client = await env.execute_async("flaky")
-    clients.append(client)
+    client = await start_flaky_job_after_a_checkpoint(env, failures=2)
     try:
         url = env.web_ui_url
         assert url is not None

@@ -13,7 +13,14 @@ import aiohttp
 import flowkit as fk
 from flowkit.runtime.history import MAX_EXCEPTION_HISTORY
 
-from .jobs import FLAKY, build_flaky_job, build_job, make_env, wait_for
+from .jobs import (
+    FLAKY,
+    build_flaky_job,
+    build_job,
+    make_env,
+    start_flaky_job_after_a_checkpoint,
+    wait_for,
+)
 
 FIELDS = {
     "timestamp_ms",
@@ -45,17 +52,7 @@ async def test_exceptions_list_each_restart_newest_first_with_the_checkpoint_use
 ) -> None:
     checkpoints = tmp_path / "checkpoints"
     env = flaky_env(checkpoints, restarts=5)
-    # Each failure waits until a checkpoint has completed and none is in progress, so the
-    # restart has a checkpoint to restore.
-    clients: list[fk.JobClient] = []
-
-    def between_checkpoints() -> bool:
-        stats = clients[0].metrics().checkpoints
-        return stats.completed > 0 and stats.in_progress == 0
-
-    build_flaky_job(env, failures=2, when=between_checkpoints)
-    client = await env.execute_async("flaky")
-    clients.append(client)
+    client = await start_flaky_job_after_a_checkpoint(env, failures=2)
     try:
         await wait_for(
             lambda: len(client.exceptions()) == 2 and all(e.restarted for e in client.exceptions()),
