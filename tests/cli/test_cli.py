@@ -18,12 +18,6 @@ from flowkit import cli
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def _restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    # load_job() puts the job file's directory on sys.path.
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-
 def write_job(tmp_path: Path, body: str, name: str = "job.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))

@@ -19,11 +19,6 @@ SCRIPT = Path(sys.executable).with_name("flowkit")
 API_CALL = re.compile(r"\w+\([^)]*\)|\w+=True|env\.")
 
 
-@pytest.fixture(autouse=True)
-def _restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_job() adds the job's directory
-
-
 def write_job(tmp_path: Path, uid: str, name: str) -> Path:
     path = tmp_path / name
     path.write_text(

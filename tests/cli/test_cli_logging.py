@@ -24,11 +24,6 @@ SCRIPT = Path(sys.executable).with_name("flowkit")
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$")
 
 
-@pytest.fixture(autouse=True)
-def _restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_job() adds the job's directory
-
-
 def write_job(tmp_path: Path, body: str, name: str = "job.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
