@@ -116,9 +116,13 @@ from flowkit.sinks import Sink as Sink
 from flowkit.sinks import SinkWriter as SinkWriter
 from flowkit.sinks import TwoPhaseCommitSink as TwoPhaseCommitSink
 from flowkit.sinks import TwoPhaseCommitSinkWriter as TwoPhaseCommitSinkWriter
+from flowkit.sources import DeadLetter as DeadLetter
+from flowkit.sources import DeserializationError as DeserializationError
 from flowkit.sources import FileSource as FileSource
 from flowkit.sources import Source as Source
 from flowkit.sources import SourceReader as SourceReader
+from flowkit.sources import SplitReader as SplitReader
+from flowkit.sources import SplitSource as SplitSource
 from flowkit.state import AggregatingState as AggregatingState
 from flowkit.state import AggregatingStateDescriptor as AggregatingStateDescriptor
 from flowkit.state import BackendSnapshot as BackendSnapshot
@@ -216,8 +220,10 @@ __all__ = [
     "CountTrigger",
     "DataStream",
     "DataStreamSink",
+    "DeadLetter",
     "DefaultSerializer",
     "DeltaEvictor",
+    "DeserializationError",
     "Duration",
     "DynamicEventTimeSessionWindows",
     "DynamicProcessingTimeSessionWindows",
@@ -298,6 +304,8 @@ __all__ = [
     "SlidingProcessingTimeWindows",
     "Source",
     "SourceReader",
+    "SplitReader",
+    "SplitSource",
     "StateDescriptor",
     "StateMigrationError",
     "StateTtlConfig",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import zlib
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
@@ -31,12 +32,15 @@ from typing import Any, Protocol
 
 import orjson
 
+from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
 
 __all__ = [
     "AsyncIterableSource",
     "AsyncIteratorReader",
     "CollectionSource",
+    "DeadLetter",
+    "DeserializationError",
     "FileReader",
     "FileSource",
     "InputStatus",
@@ -47,6 +51,8 @@ __all__ = [
     "Source",
     "SourceReader",
     "SourceReaderContext",
+    "SplitReader",
+    "SplitSource",
 ]
 
 
@@ -78,6 +84,110 @@ class ReaderOutput(Protocol):
     def emit_watermark(self, timestamp: int) -> None: ...
 
     def mark_idle(self) -> None: ...
+
+    def emit_side_output(self, tag: OutputTag, value: Any, timestamp: int | None = None) -> None:
+        """Emit ``value`` to the side output ``tag`` (read with
+        ``stream.get_side_output(tag)``), e.g. a :class:`DeadLetter`."""
+
+    def create_split_output(self, split_id: str) -> ReaderOutput:
+        """An output of its own for the records of one split (Flink's
+        ``ReaderOutput.createOutputForSplit``): with a watermark strategy, each split has
+        its own watermark generator (and idleness), and the source emits the minimum of
+        the watermarks of its active splits. Records of a split go only through its
+        output; the same id returns the same output."""
+        ...
+
+    def release_split_output(self, split_id: str) -> None:
+        """The split has ended: its watermark no longer holds the source back."""
+
+
+class DeserializationError(ValueError):
+    """A record a connector read cannot be deserialized; says where it came from.
+
+    The job fails with it (naming the source operator and subtask around it), unless the
+    connector was given a dead-letter ``OutputTag``: then the record goes there as a
+    :class:`DeadLetter` and the job goes on.
+
+    Example:
+        >>> str(DeserializationError("kafka", "orders", 3, 1207, b"{", "bad JSON"))
+        "kafka: cannot deserialize the record at topic 'orders', partition 3, offset 1207: bad JSON"
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        topic: str,
+        partition: Any,
+        offset: Any,
+        raw: Any,
+        reason: str,
+        *,
+        topic_kind: str = "topic",
+        partition_kind: str = "partition",
+        offset_kind: str = "offset",
+    ) -> None:
+        where = [f"{topic_kind} {topic!r}"]
+        if partition is not None:
+            where.append(f"{partition_kind} {partition}")
+        if offset is not None:
+            where.append(f"{offset_kind} {offset}")
+        super().__init__(
+            f"{connector}: cannot deserialize the record at {', '.join(where)}: {reason}"
+        )
+        self.connector = connector
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.raw = raw
+        self.reason = reason
+
+    def dead_letter(self) -> DeadLetter:
+        """The :class:`DeadLetter` for this record."""
+        return DeadLetter(
+            self.connector, self.topic, self.partition, self.offset, self.raw, self.reason
+        )
+
+
+class DeadLetter:
+    """A record that could not be deserialized, as a dead-letter side output carries it:
+    where it came from, its raw bytes and the error.
+
+    ``topic`` is the topic, stream, subject, table or file; ``partition`` and ``offset``
+    locate the record in it (partition and offset, stream entry id, line number, LSN).
+    """
+
+    __slots__ = ("connector", "error", "offset", "partition", "raw", "topic")
+
+    def __init__(
+        self, connector: str, topic: str, partition: Any, offset: Any, raw: Any, error: str
+    ) -> None:
+        self.connector = connector
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.raw = raw
+        self.error = error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DeadLetter) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.connector, self.topic, self.partition, self.offset))
+
+    def __reduce__(self) -> Any:
+        return (
+            DeadLetter,
+            (self.connector, self.topic, self.partition, self.offset, self.raw, self.error),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"DeadLetter({self.connector}, {self.topic!r}, partition={self.partition!r}, "
+            f"offset={self.offset!r}, raw={self.raw!r:.60}, error={self.error!r})"
+        )
 
 
 class SourceReaderContext:
@@ -125,6 +235,28 @@ class SourceReader(ABC):
     def restore_position(self, position: Any) -> None:  # noqa: B027 - optional hook
         """Continue from a position ``snapshot_position`` returned (before ``open``)."""
 
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """The reader's state at the barrier of checkpoint ``checkpoint_id`` (picklable),
+        taken between two ``poll_next`` calls: it covers exactly the records emitted so far.
+        Restored with ``restore_position``. The default is ``snapshot_position()``."""
+        return self.snapshot_position()
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:  # noqa: B027
+        """Checkpoint ``checkpoint_id`` is complete: every record emitted before its
+        barrier is covered by it. Commit or acknowledge up to there (offsets to a consumer
+        group, XACK, JetStream acks). Must not block: start asynchronous work in a task
+        the reader owns and awaits in ``close()``. Like Flink's, a notification may be
+        missed (a failure right after completion), so a restored reader finishes the
+        commits of the checkpoint it restores from."""
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:  # noqa: B027
+        """Checkpoint ``checkpoint_id`` will never complete (its state is discarded)."""
+
+    def metrics(self) -> dict[str, Any]:
+        """Gauges of this reader for ``client.metrics()`` and Prometheus, e.g.
+        ``{"lag": {"orders-0": 12}}`` (consumer lag per split); empty by default."""
+        return {}
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (also called when the job fails or is cancelled)."""
 
@@ -141,6 +273,56 @@ class Source(ABC):
 
     @abstractmethod
     def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader: ...
+
+
+class SplitSource(Source):
+    """A source whose input is made of splits (Kafka partitions, a stream's consumers,
+    ...), each owned by one subtask and read by its :class:`SplitReader`.
+
+    ``split_owner(split_id, parallelism)`` says which subtask owns a split, the same in
+    every subtask, so readers find their splits without talking to each other (Flink's
+    Kafka enumerator assigns partitions the same way). A checkpoint stores the state of
+    every split; a restore gives each split to the subtask that owns it now, also at
+    another parallelism (the splits are redistributed, as Flink's source operator does).
+
+    Example (a source of ``n`` independent counters, one split each):
+        >>> class Counters(SplitSource):
+        ...     def __init__(self, n):
+        ...         self.n = n
+        ...     def create_reader(self, subtask_index, parallelism):
+        ...         mine = [f"c{i}" for i in range(self.n)
+        ...                 if self.split_owner(f"c{i}", parallelism) == subtask_index]
+        ...         return CounterReader(mine)  # a SplitReader
+    """
+
+    bounded = False
+
+    def split_owner(self, split_id: str, parallelism: int) -> int:
+        """The subtask (``0 <= owner < parallelism``) that owns ``split_id``."""
+        return zlib.crc32(split_id.encode()) % parallelism
+
+
+class SplitReader(SourceReader):
+    """The reader of a :class:`SplitSource`: its state is one entry per split it owns.
+
+    ``snapshot_state(checkpoint_id)`` returns ``{split_id: split_state}`` (picklable);
+    after a restore, ``restore_splits`` hands it (before ``open``) the splits it owns now
+    with the state they had, from whichever subtask read them before. A reader that owns
+    no split reports ``END_OF_INPUT`` for a bounded source, else marks itself idle, so it
+    does not hold the watermark back.
+    """
+
+    @abstractmethod
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        """``{split_id: state}`` of every split this reader owns."""
+
+    @abstractmethod
+    def restore_splits(self, splits: dict[str, Any]) -> None:
+        """The splits this subtask owns after a restore, with their checkpointed state
+        (called before ``open``; splits without checkpointed state are not in it)."""
+
+    def restore_position(self, position: Any) -> None:
+        self.restore_splits(dict(position or {}))
 
 
 class IteratorReader(SourceReader):

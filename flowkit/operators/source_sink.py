@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowkit.elements import MIN_WATERMARK
+from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.errors import InvalidTimestampError
 from flowkit.eventtime.timestamps import checked_timestamps
 from flowkit.eventtime.watermarks import WatermarkStrategy
@@ -19,7 +19,7 @@ from flowkit.operators.base import (
 )
 from flowkit.operators.timestamps import WatermarkEmitter
 from flowkit.sinks import FunctionSink, Sink, SinkWriter
-from flowkit.sources import Source
+from flowkit.sources import Source, SourceReader
 
 __all__ = ["SinkOperator", "SourceOperator"]
 
@@ -47,6 +47,10 @@ class SourceOperator(StreamOperator):
         self.emitter: WatermarkEmitter | None = None
         self._last_watermark = MIN_WATERMARK
         self._idle = False
+        #: The subtask's reader (set by the runtime): hears of completed checkpoints.
+        self.reader: SourceReader | None = None
+        #: Outputs of the splits the reader created (per-split watermarks).
+        self._splits: dict[str, _SplitOutput] = {}
 
     def open(self) -> None:
         strategy = self.watermark_strategy
@@ -66,6 +70,74 @@ class SourceOperator(StreamOperator):
         if self.emitter is not None:
             self.emitter.close()
 
+    # ------------------------------------------------------------------ checkpoints
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        reader = self.reader
+        if reader is not None:
+            try:
+                reader.notify_checkpoint_complete(checkpoint_id)
+            except Exception as exc:
+                raise self.fail(exc, "in the reader's notify_checkpoint_complete()") from exc
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        reader = self.reader
+        if reader is not None:
+            try:
+                reader.notify_checkpoint_aborted(checkpoint_id)
+            except Exception as exc:
+                raise self.fail(exc, "in the reader's notify_checkpoint_aborted()") from exc
+
+    # ------------------------------------------------------------------ ReaderOutput
+    def emit_side_output(self, tag: OutputTag, value: Any, timestamp: int | None = None) -> None:
+        self.records += 1
+        self.output.collect_side(tag.tag_id, [value], None if timestamp is None else [timestamp])
+
+    def create_split_output(self, split_id: str) -> _SplitOutput:
+        split = self._splits.get(split_id)
+        if split is None:
+            emitter = None
+            strategy = self.watermark_strategy
+            if strategy is not None:
+                assert self.ctx is not None
+                main = self.emitter
+                assert main is not None
+                main.periodic = self._periodic_splits
+                emitter = WatermarkEmitter(
+                    strategy,
+                    self.ctx,
+                    0,  # the source's own timer drives every split's generator
+                    lambda ts: split.advance(ts),  # type: ignore[union-attr]
+                    lambda idle: split.set_idle(idle),  # type: ignore[union-attr]
+                    self.fail,
+                )
+            split = self._splits[split_id] = _SplitOutput(self, split_id, emitter)
+        return split
+
+    def release_split_output(self, split_id: str) -> None:
+        if self._splits.pop(split_id, None) is not None:
+            self._combine_splits()
+
+    def _periodic_splits(self) -> None:
+        for split in list(self._splits.values()):
+            if split.emitter is not None:
+                split.emitter.emit_periodic()
+        if not self._splits:
+            self._combine_splits()
+
+    def _combine_splits(self) -> None:
+        """Emit the minimum watermark of the active splits (Flink's watermark
+        multiplexer); the source is idle when every split is."""
+        active = [split.watermark for split in self._splits.values() if not split.idle]
+        if not active:
+            if self._splits:
+                self.mark_idle()
+            return
+        combined = min(active)
+        if self._idle or (self.emitter is not None and self.emitter.idle):
+            self.mark_active()
+        if combined > MIN_WATERMARK:
+            self.process_watermark(combined)
+
     def collect(self, value: Any, timestamp: int | None = None) -> None:
         self.collect_batch([value], None if timestamp is None else [timestamp])
 
@@ -78,6 +150,19 @@ class SourceOperator(StreamOperator):
         if timestamps is not None:
             # Timestamps the reader gives must be event times (ints in the signed 64-bit
             # range, or None); checked per batch.
+            try:
+                timestamps = checked_timestamps(timestamps, allow_none=True)
+            except InvalidTimestampError as exc:
+                index = 0 if exc.index is None else exc.index
+                raise self.fail(exc, "a timestamp the source emitted", values[index]) from exc
+        if self._idle:
+            self.mark_active()
+        self.output.collect(values, timestamps)
+
+    def _collect_split(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        """The records of a split without a watermark strategy (timestamps checked)."""
+        self.records += len(values)
+        if timestamps is not None:
             try:
                 timestamps = checked_timestamps(timestamps, allow_none=True)
             except InvalidTimestampError as exc:
@@ -114,6 +199,73 @@ class SourceOperator(StreamOperator):
         elif self._idle:
             self._idle = False
             self.output.emit_status(False)
+
+
+class _SplitOutput:
+    """The ``ReaderOutput`` of one split: its records go out directly, its watermarks
+    (from its own generator, or emitted by the reader) into the source's minimum."""
+
+    __slots__ = ("emitter", "idle", "op", "split_id", "watermark")
+
+    def __init__(self, op: SourceOperator, split_id: str, emitter: WatermarkEmitter | None) -> None:
+        self.op = op
+        self.split_id = split_id
+        self.emitter = emitter
+        self.watermark = MIN_WATERMARK
+        self.idle = False
+
+    def collect(self, value: Any, timestamp: int | None = None) -> None:
+        self.collect_batch([value], None if timestamp is None else [timestamp])
+
+    def collect_batch(self, values: list[Any], timestamps: list[Any] | None = None) -> None:
+        emitter = self.emitter
+        if emitter is None:
+            if self.idle:
+                self.set_idle(False)
+            self.op._collect_split(values, timestamps)
+            return
+        op = self.op
+        op.records += len(values)
+        emitter.emit_batch(values, timestamps, op.output.collect)
+
+    def emit_watermark(self, timestamp: int) -> None:
+        if self.emitter is not None:
+            self.emitter.emit_watermark(timestamp)
+        else:
+            self.advance(timestamp)
+
+    def mark_idle(self) -> None:
+        if self.emitter is not None:
+            self.emitter.mark_idle()
+        else:
+            self.set_idle(True)
+
+    def mark_active(self) -> None:
+        if self.emitter is not None:
+            self.emitter.mark_active()
+        else:
+            self.set_idle(False)
+
+    def emit_side_output(self, tag: OutputTag, value: Any, timestamp: int | None = None) -> None:
+        self.op.emit_side_output(tag, value, timestamp)
+
+    def create_split_output(self, split_id: str) -> _SplitOutput:
+        return self.op.create_split_output(split_id)
+
+    def release_split_output(self, split_id: str) -> None:
+        self.op.release_split_output(split_id)
+
+    # from the split's generator
+    def advance(self, timestamp: int) -> None:
+        if timestamp > self.watermark:
+            self.watermark = timestamp
+            self.idle = False
+            self.op._combine_splits()
+
+    def set_idle(self, idle: bool) -> None:
+        if idle != self.idle:
+            self.idle = idle
+            self.op._combine_splits()
 
 
 class SinkOperator(OneInputOperator):

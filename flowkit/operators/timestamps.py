@@ -71,6 +71,9 @@ class WatermarkEmitter:
         self.idle = False
         self._timer: TimerHandle | None = None
         self._closed = False
+        #: Replaces the generator's periodic emission when set (a source with split
+        #: outputs runs the generators of its splits instead).
+        self.periodic: Callable[[], None] | None = None
         #: The batch being emitted by ``emit_batch`` (values, timestamps, collect).
         self._batch: tuple[Batch, list[int], Callable[[Batch, Timestamps], None]] | None = None
         self._flushed = 0
@@ -203,19 +206,24 @@ class WatermarkEmitter:
     def on_periodic(self) -> None:
         if self._closed:
             return
+        periodic = self.periodic
+        if periodic is not None:
+            periodic()
+        else:
+            self.emit_periodic()
+        self._schedule()
+
+    def emit_periodic(self) -> None:
+        """One periodic emission of the generator (``on_periodic_emit``)."""
         try:
             self.generator.on_periodic_emit(self)
         except Exception as exc:
             self._raise(exc, _PERIODIC)
-        self._schedule()
 
     def finish(self) -> None:
         """End of input: one last periodic emission (the MAX watermark follows upstream)."""
         if not self._closed:
-            try:
-                self.generator.on_periodic_emit(self)
-            except Exception as exc:
-                self._raise(exc, _PERIODIC)
+            self.emit_periodic()
 
     def close(self) -> None:
         self._closed = True

@@ -20,6 +20,7 @@ from flowkit.checkpoint.alignment import make_barrier_handler
 from flowkit.checkpoint.coordinator import CheckpointCoordinator
 from flowkit.checkpoint.storage import CheckpointAbortedError, CheckpointStorage
 from flowkit.elements import CheckpointBarrier
+from flowkit.sources import Source, SourceReader, SplitReader, SplitSource
 
 if TYPE_CHECKING:
     from flowkit.runtime.task import StreamTask
@@ -35,6 +36,38 @@ def _release(states: dict[str, Any]) -> None:
             release = getattr(snapshot, "release", None)
             if callable(release):
                 release()
+
+
+def reader_state(head: Any, reader: SourceReader, checkpoint_id: int) -> dict[str, Any]:
+    """What a checkpoint stores of a source reader: its splits (``{"splits": {id:
+    state}}``, redistributed on restore) or its position (``{"position": ...}``)."""
+    try:
+        state = reader.snapshot_state(checkpoint_id)
+    except Exception as exc:
+        head.raise_failure(exc, "snapshotting the source reader")
+    if isinstance(reader, SplitReader):
+        return {"splits": dict(state or {})}
+    return {"position": state}
+
+
+def restore_reader(
+    source: Source, reader: SourceReader, states: list[Any], index: int, parallelism: int
+) -> None:
+    """Restore ``reader`` (subtask ``index``) from the snapshots ``states`` of its source.
+
+    A :class:`SplitReader` gets every checkpointed split that subtask ``index`` owns now
+    (by ``source.split_owner``), whichever old subtask read it; others get the position
+    of the old subtask with their index (the parallelism cannot change).
+    """
+    if isinstance(reader, SplitReader) and isinstance(source, SplitSource):
+        mine: dict[str, Any] = {}
+        for state in states:
+            for split_id, split_state in (state.get("splits") or {}).items():
+                if source.split_owner(split_id, parallelism) == index:
+                    mine[split_id] = split_state
+        reader.restore_splits(mine)
+    else:
+        reader.restore_position(states[0]["position"])
 
 
 def state_file_name(vertex_name: str, index: int) -> str:
@@ -129,7 +162,7 @@ class TaskCheckpointing:
                 states[op_id] = state
         reader = task.source_reader
         if reader is not None:
-            states[self.op_ids[0]] = {"position": reader.snapshot_position()}
+            states[self.op_ids[0]] = reader_state(task.head, reader, checkpoint_id)
         for writer in task.writers:
             writer.emit_event(barrier)
         pause_ms = (time.perf_counter() - started) * 1000

@@ -29,12 +29,12 @@ from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SinkOperator, SourceOperator
 from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
-from flowkit.runtime.checkpointing import TaskCheckpointing
+from flowkit.runtime.checkpointing import TaskCheckpointing, restore_reader
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.history import ExceptionHistory
 from flowkit.runtime.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, OperatorCounters, StreamTask, WriterWatermark
-from flowkit.sources import SourceReaderContext
+from flowkit.sources import SourceReaderContext, SplitSource
 
 __all__ = ["ExecutionConfig", "LocalExecutor", "RestoreFailed", "consumers_of"]
 
@@ -340,9 +340,10 @@ class LocalExecutor:
             reader.context = SourceReaderContext(
                 index, vertex.parallelism, self.clock, self.wait_until_quiescent
             )
+            head.reader = reader
             restored_source = self._states_for(op_ids[0], vertex, index)
             if restored_source:
-                reader.restore_position(restored_source[0]["position"])
+                restore_reader(head.source, reader, restored_source, index, vertex.parallelism)
         task = StreamTask(
             vertex.name,
             index,
@@ -395,7 +396,8 @@ class LocalExecutor:
         if not entries:
             return []
         every = any(
-            isinstance(state, dict) and ("key_groups" in state or "operator_state" in state)
+            isinstance(state, dict)
+            and ("key_groups" in state or "operator_state" in state or "splits" in state)
             for _, _, state in entries
         )
         if every:
@@ -446,7 +448,9 @@ class LocalExecutor:
                     )
                 if node.kind == "source" and op_id in restored:
                     old_p = restored[op_id][0][1]
-                    if old_p != node.parallelism:
+                    if old_p != node.parallelism and not isinstance(
+                        node.transformation.source, SplitSource
+                    ):
                         raise InvalidConfigurationError(
                             f"source {node.name!r} ran at parallelism {old_p} in the snapshot and "
                             f"{node.parallelism} now; a source's positions cannot be rescaled"
