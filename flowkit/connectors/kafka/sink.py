@@ -1,0 +1,1084 @@
+"""KafkaSink: records into Kafka topics with PyFlink's builder names (aiokafka).
+
+Build a sink with :meth:`KafkaSink.builder` and hand it to ``DataStream.sink_to``:
+
+    >>> from flowkit.connectors.base import DeliveryGuarantee, SimpleStringSchema
+    >>> sink = (
+    ...     KafkaSink.builder()
+    ...     .set_bootstrap_servers("localhost:9092")
+    ...     .set_record_serializer(
+    ...         KafkaRecordSerializationSchema.builder()
+    ...         .set_topic("out")
+    ...         .set_value_serialization_schema(SimpleStringSchema())
+    ...         .build()
+    ...     )
+    ...     .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    ...     .build()
+    ... )
+    >>> sink.delivery_guarantee
+    <DeliveryGuarantee.AT_LEAST_ONCE: 'at-least-once'>
+    >>> # ds.sink_to(sink)
+
+Delivery guarantees (Flink's ``KafkaSink``):
+
+* ``NONE``: records are sent and not waited for; a failed send fails the job at the
+  sink's next batch or checkpoint. Records may be lost or duplicated on failure.
+* ``AT_LEAST_ONCE``: each batch the sink takes is acknowledged by the broker before the
+  sink takes the next one, so at a checkpoint barrier every record before it is
+  acknowledged (Flink flushes at the barrier). A restart may write records again.
+* ``EXACTLY_ONCE``: Flink's two-phase commit. The records between two checkpoint barriers
+  go into one Kafka transaction, with transactional id ``<prefix>-<subtask>-<n>`` (``n``
+  counts the subtask's transactions; it is checkpointed). At the barrier the transaction is
+  pre-committed (its records are acknowledged) and parked under the checkpoint's id; it
+  is committed when that checkpoint completes. After a restore the transactions parked in
+  the restored checkpoint are committed by their producer id and epoch (Kafka's
+  ``EndTxn``), and the transactions of the failed attempt that came after it are aborted
+  (``InitProducerId`` on their transactional ids fences and aborts them). Readers must use
+  ``isolation.level=read_committed``.
+
+All broker I/O of a sink subtask runs on an event loop in a thread of its own (one per
+writer), so the job's loop never waits for the network: ``write_batch_async`` awaits the
+batch's result from there (backpressure), and the synchronous hooks at the end of the
+job (``finish``/``close``) can wait for the last commits and close the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flowkit.connectors.base import DeliveryGuarantee, SerializationSchema, require
+from flowkit.sinks import Sink, SinkWriter
+
+__all__ = [
+    "FlinkFixedPartitioner",
+    "KafkaPartitioner",
+    "KafkaRecordSerializationSchema",
+    "KafkaRecordSerializationSchemaBuilder",
+    "KafkaSink",
+    "KafkaSinkBuilder",
+    "KafkaSinkError",
+    "KafkaSinkState",
+    "KafkaSinkWriter",
+    "KafkaTransaction",
+]
+
+_log = logging.getLogger("flowkit.connectors.kafka")
+
+T = TypeVar("T")
+
+#: Kafka's default upper bound of ``transaction.timeout.ms`` (``transaction.max.timeout.ms``).
+DEFAULT_TRANSACTION_TIMEOUT_MS = 900_000
+
+#: How long ``finish()``/``close()`` wait for the broker (flush, last commits, shutdown).
+CLOSE_TIMEOUT_S = 60.0
+
+
+class KafkaSinkError(RuntimeError):
+    """A Kafka sink could not write, commit or start a transaction (the message names the
+    sink, its subtask and the topic or transactional id)."""
+
+
+# ======================================================================= serialization
+class KafkaPartitioner(ABC):
+    """Chooses the partition of a record (PyFlink's ``FlinkKafkaPartitioner``).
+
+    ``open`` is called once per sink subtask; ``partition`` for each record, with the
+    serialized key and value and the topic's partitions (sorted ids).
+
+    Example:
+        >>> class ByLength(KafkaPartitioner):
+        ...     def partition(self, record, key, value, target_topic, partitions):
+        ...         return partitions[len(value) % len(partitions)]
+        >>> ByLength().partition("abc", None, b"abc", "t", [0, 1])
+        1
+    """
+
+    def open(self, parallel_instance_id: int, parallel_instances: int) -> None:  # noqa: B027
+        """Called once per sink subtask before its first record."""
+
+    @abstractmethod
+    def partition(
+        self,
+        record: Any,
+        key: bytes | None,
+        value: bytes,
+        target_topic: str,
+        partitions: list[int],
+    ) -> int: ...
+
+
+class FlinkFixedPartitioner(KafkaPartitioner):
+    """Each sink subtask writes to one partition: ``partitions[subtask % len(partitions)]``
+    (Flink's ``FlinkFixedPartitioner``).
+
+    Example:
+        >>> p = FlinkFixedPartitioner()
+        >>> p.open(3, 4)
+        >>> p.partition("x", None, b"x", "t", [0, 1])
+        1
+    """
+
+    def __init__(self) -> None:
+        self.subtask = 0
+
+    def open(self, parallel_instance_id: int, parallel_instances: int) -> None:
+        self.subtask = parallel_instance_id
+
+    def partition(
+        self,
+        record: Any,
+        key: bytes | None,
+        value: bytes,
+        target_topic: str,
+        partitions: list[int],
+    ) -> int:
+        return partitions[self.subtask % len(partitions)]
+
+
+@dataclass(frozen=True)
+class KafkaRecordSerializationSchema:
+    """How a record becomes a Kafka message: topic, key, value, partition.
+
+    Build it with :meth:`builder` (PyFlink's names). Without a partitioner, Kafka's default
+    partitioning applies (by the key's hash; records without a key are spread).
+
+    Example:
+        >>> from flowkit.connectors.base import JsonSchema, SimpleStringSchema
+        >>> schema = (
+        ...     KafkaRecordSerializationSchema.builder()
+        ...     .set_topic_selector(lambda r: f"events-{r['kind']}")
+        ...     .set_key_serialization_schema(lambda r: r["id"].encode())
+        ...     .set_value_serialization_schema(JsonSchema())
+        ...     .build()
+        ... )
+        >>> schema.serialize({"kind": "a", "id": "7"})
+        ('events-a', b'7', b'{"kind":"a","id":"7"}')
+    """
+
+    topic: str | None = None
+    topic_selector: Callable[[Any], str] | None = None
+    key_serialization_schema: Callable[[Any], bytes | None] | SerializationSchema | None = None
+    value_serialization_schema: Callable[[Any], bytes] | SerializationSchema | None = None
+    partitioner: KafkaPartitioner | None = None
+
+    @staticmethod
+    def builder() -> KafkaRecordSerializationSchemaBuilder:
+        """Start building a record serializer."""
+        return KafkaRecordSerializationSchemaBuilder()
+
+    def serialize(self, element: Any) -> tuple[str, bytes | None, bytes]:
+        """``(topic, key, value)`` of one record."""
+        topics, keys, values = self.serialize_batch([element])
+        return topics[0] if isinstance(topics, list) else topics, keys[0], values[0]
+
+    def serialize_batch(
+        self, elements: list[Any]
+    ) -> tuple[str | list[str], list[bytes | None], list[bytes]]:
+        """Topics (one string when fixed), keys and values of a batch of records."""
+        value_fn = _as_function(self.value_serialization_schema)
+        assert value_fn is not None
+        values = [value_fn(element) for element in elements]
+        key_fn = _as_function(self.key_serialization_schema)
+        keys: list[bytes | None] = (
+            [None] * len(elements) if key_fn is None else [key_fn(e) for e in elements]
+        )
+        topics: str | list[str]
+        if self.topic_selector is not None:
+            selector = self.topic_selector
+            topics = [selector(element) for element in elements]
+        else:
+            assert self.topic is not None
+            topics = self.topic
+        return topics, keys, values
+
+
+def _as_function(schema: Any) -> Callable[[Any], Any] | None:
+    if schema is None:
+        return None
+    serialize = getattr(schema, "serialize", None)
+    if callable(serialize):
+        return serialize
+    if callable(schema):
+        return schema
+    raise TypeError(
+        f"a Kafka serialization schema must be a SerializationSchema (with serialize()) or "
+        f"a function of the record, got {schema!r}"
+    )
+
+
+class KafkaRecordSerializationSchemaBuilder:
+    """Builder of :class:`KafkaRecordSerializationSchema` (PyFlink's names)."""
+
+    def __init__(self) -> None:
+        self._topic: str | None = None
+        self._selector: Callable[[Any], str] | None = None
+        self._key: Any = None
+        self._value: Any = None
+        self._partitioner: KafkaPartitioner | None = None
+
+    def set_topic(self, topic: str) -> KafkaRecordSerializationSchemaBuilder:
+        """Every record goes to ``topic``."""
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"set_topic needs a topic name, got {topic!r}")
+        self._topic = topic
+        return self
+
+    def set_topic_selector(
+        self, selector: Callable[[Any], str]
+    ) -> KafkaRecordSerializationSchemaBuilder:
+        """Each record goes to the topic ``selector(record)`` returns."""
+        if not callable(selector):
+            raise TypeError(f"set_topic_selector needs a function, got {selector!r}")
+        self._selector = selector
+        return self
+
+    def set_key_serialization_schema(
+        self, schema: SerializationSchema | Callable[[Any], bytes | None]
+    ) -> KafkaRecordSerializationSchemaBuilder:
+        """The message key: a schema (``serialize(record)``) or a function of the record."""
+        _as_function(schema)
+        self._key = schema
+        return self
+
+    def set_value_serialization_schema(
+        self, schema: SerializationSchema | Callable[[Any], bytes]
+    ) -> KafkaRecordSerializationSchemaBuilder:
+        """The message value: a schema (``serialize(record)``) or a function of the record."""
+        _as_function(schema)
+        self._value = schema
+        return self
+
+    def set_partitioner(
+        self, partitioner: KafkaPartitioner
+    ) -> KafkaRecordSerializationSchemaBuilder:
+        """Choose partitions with ``partitioner`` instead of Kafka's default partitioning."""
+        if not callable(getattr(partitioner, "partition", None)):
+            raise TypeError(
+                f"set_partitioner needs a KafkaPartitioner (with partition()), got {partitioner!r}"
+            )
+        self._partitioner = partitioner
+        return self
+
+    def build(self) -> KafkaRecordSerializationSchema:
+        """The schema.
+
+        Raises:
+            ValueError: no topic (or both a topic and a topic selector), or no value
+                serialization schema.
+        """
+        if (self._topic is None) == (self._selector is None):
+            raise ValueError(
+                "KafkaRecordSerializationSchema needs exactly one of set_topic(...) and "
+                "set_topic_selector(...)"
+            )
+        if self._value is None:
+            raise ValueError(
+                "KafkaRecordSerializationSchema needs set_value_serialization_schema(...), "
+                "e.g. SimpleStringSchema() or JsonSchema()"
+            )
+        return KafkaRecordSerializationSchema(
+            self._topic, self._selector, self._key, self._value, self._partitioner
+        )
+
+
+# ======================================================================= the sink
+#: Kafka client property names (Java) -> aiokafka's AIOKafkaProducer arguments.
+_PROPERTY_NAMES = {
+    "batch.size": "max_batch_size",
+    "buffer.memory": None,  # aiokafka has no separate buffer bound
+}
+
+
+def producer_arguments(properties: dict[str, str]) -> dict[str, Any]:
+    """aiokafka ``AIOKafkaProducer`` keyword arguments for Kafka's property names
+    (``linger.ms`` -> ``linger_ms``; numbers are converted).
+
+    Example:
+        >>> producer_arguments({"linger.ms": "5", "acks": "all", "batch.size": "65536"})
+        {'linger_ms': 5, 'acks': 'all', 'max_batch_size': 65536}
+    """
+    arguments: dict[str, Any] = {}
+    for name, value in properties.items():
+        if name in _PROPERTY_NAMES:
+            target = _PROPERTY_NAMES[name]
+            if target is None:
+                continue
+        else:
+            target = name.replace(".", "_")
+        converted: Any = value
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lstrip("-").isdigit():
+                converted = int(text)
+            elif text.lower() in ("true", "false"):
+                converted = text.lower() == "true"
+        if target == "acks" and converted == -1:
+            converted = "all"
+        arguments[target] = converted
+    return arguments
+
+
+class KafkaSink(Sink):
+    """Writes records to Kafka (Flink's ``KafkaSink``); build it with :meth:`builder`.
+
+    Attributes:
+        bootstrap_servers: ``host:port[,host:port...]`` of the brokers.
+        record_serializer: topic, key and value of each record.
+        delivery_guarantee: ``NONE`` (default, as in Flink), ``AT_LEAST_ONCE`` or
+            ``EXACTLY_ONCE``.
+        transactional_id_prefix: prefix of the transactional ids (``EXACTLY_ONCE``).
+        properties: Kafka producer properties (``set_property``), passed to aiokafka.
+        commit_on_finish: ``EXACTLY_ONCE`` without checkpointing: commit at the end of
+            input (set by the runtime when the job has no checkpointing).
+    """
+
+    name = "Kafka Sink"
+    commit_on_finish: bool = False
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        record_serializer: KafkaRecordSerializationSchema,
+        delivery_guarantee: DeliveryGuarantee = DeliveryGuarantee.NONE,
+        transactional_id_prefix: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.record_serializer = record_serializer
+        self.delivery_guarantee = delivery_guarantee
+        self.transactional_id_prefix = transactional_id_prefix
+        self.properties = dict(properties or {})
+
+    @staticmethod
+    def builder() -> KafkaSinkBuilder:
+        """Start building a Kafka sink."""
+        return KafkaSinkBuilder()
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> KafkaSinkWriter:
+        require("aiokafka", "kafka")
+        return KafkaSinkWriter(self, subtask_index, parallelism)
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaSink({self.bootstrap_servers!r}, {self.delivery_guarantee.name}"
+            + (f", prefix={self.transactional_id_prefix!r}" if self.transactional_id_prefix else "")
+            + ")"
+        )
+
+
+class KafkaSinkBuilder:
+    """Builder of :class:`KafkaSink` (PyFlink's names)."""
+
+    def __init__(self) -> None:
+        self._servers: str | None = None
+        self._serializer: KafkaRecordSerializationSchema | None = None
+        self._guarantee = DeliveryGuarantee.NONE
+        self._prefix: str | None = None
+        self._properties: dict[str, str] = {}
+        self._guarantee_set = False
+
+    def set_bootstrap_servers(self, servers: str) -> KafkaSinkBuilder:
+        """``host:port[,host:port...]`` of the brokers."""
+        if not isinstance(servers, str) or not servers.strip():
+            raise ValueError(f"set_bootstrap_servers needs 'host:port', got {servers!r}")
+        self._servers = servers.strip()
+        return self
+
+    def set_record_serializer(self, serializer: KafkaRecordSerializationSchema) -> KafkaSinkBuilder:
+        """Topic, key, value (and partition) of each record."""
+        if not isinstance(serializer, KafkaRecordSerializationSchema):
+            raise TypeError(
+                "set_record_serializer needs a KafkaRecordSerializationSchema "
+                "(KafkaRecordSerializationSchema.builder()...build()), got "
+                f"{type(serializer).__name__}"
+            )
+        self._serializer = serializer
+        return self
+
+    def set_delivery_guarantee(self, guarantee: DeliveryGuarantee) -> KafkaSinkBuilder:
+        """``DeliveryGuarantee.NONE`` (Flink's default), ``AT_LEAST_ONCE`` or ``EXACTLY_ONCE``."""
+        if not isinstance(guarantee, DeliveryGuarantee):
+            raise TypeError(f"set_delivery_guarantee needs a DeliveryGuarantee, got {guarantee!r}")
+        self._guarantee = guarantee
+        self._guarantee_set = True
+        return self
+
+    def set_transactional_id_prefix(self, prefix: str) -> KafkaSinkBuilder:
+        """Prefix of the transactional ids (required for ``EXACTLY_ONCE``); unique per job
+        and sink among everything writing to the same Kafka cluster."""
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(
+                f"set_transactional_id_prefix needs a non-empty string, got {prefix!r}"
+            )
+        self._prefix = prefix
+        return self
+
+    def set_property(self, key: str, value: str) -> KafkaSinkBuilder:
+        """A Kafka producer property (``linger.ms``, ``acks``, ``compression.type``,
+        ``transaction.timeout.ms``, ...), passed to aiokafka's producer."""
+        self._properties[str(key)] = value
+        return self
+
+    def build(self) -> KafkaSink:
+        """The sink.
+
+        Raises:
+            ValueError: no bootstrap servers or record serializer, or ``EXACTLY_ONCE``
+                without a transactional id prefix.
+        """
+        if self._servers is None:
+            raise ValueError("KafkaSink needs set_bootstrap_servers('host:port')")
+        if self._serializer is None:
+            raise ValueError(
+                "KafkaSink needs set_record_serializer(KafkaRecordSerializationSchema.builder()"
+                "...build())"
+            )
+        if self._guarantee is DeliveryGuarantee.EXACTLY_ONCE and not self._prefix:
+            raise ValueError(
+                "KafkaSink with DeliveryGuarantee.EXACTLY_ONCE needs "
+                "set_transactional_id_prefix(...): transactional ids must be unique per job "
+                "and sink"
+            )
+        for name in ("bootstrap.servers", "transactional.id", "enable.idempotence"):
+            if name in self._properties:
+                raise ValueError(
+                    f"KafkaSink sets {name!r} itself; use the builder "
+                    f"(set_bootstrap_servers / set_transactional_id_prefix / "
+                    f"set_delivery_guarantee)"
+                )
+        return KafkaSink(
+            self._servers, self._serializer, self._guarantee, self._prefix, self._properties
+        )
+
+
+# ======================================================================= state
+@dataclass(frozen=True)
+class KafkaTransaction:
+    """A pre-committed Kafka transaction, as checkpointed: committing it needs only its
+    transactional id, producer id and epoch (Kafka's ``EndTxn``)."""
+
+    transactional_id: str
+    producer_id: int
+    epoch: int
+    checkpoint_id: int
+
+
+@dataclass(frozen=True)
+class KafkaSinkState:
+    """What an ``EXACTLY_ONCE`` Kafka sink subtask checkpoints.
+
+    Attributes:
+        subtask: the subtask's index.
+        prefix: the transactional id prefix.
+        next_transaction: the number of its next transaction (transactions of a failed
+            attempt with this number or higher are aborted on restore).
+        pending: transactions pre-committed and not yet known to be committed.
+    """
+
+    subtask: int
+    prefix: str
+    next_transaction: int
+    pending: tuple[KafkaTransaction, ...] = ()
+
+
+# ======================================================================= I/O thread
+class _IoLoop:
+    """An event loop in a thread of its own, owned by one writer."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
+            thread.start()
+            self.loop, self._thread = loop, thread
+        return self.loop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.start())
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coro`` there and wait for it (blocks the calling thread)."""
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        loop, thread = self.loop, self._thread
+        if loop is None or thread is None:
+            return
+        self.loop = self._thread = None
+
+        async def cancel_rest() -> None:
+            current = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not current]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_rest(), loop).result(10)
+        except Exception:  # pragma: no cover - best effort
+            _log.debug("cancelling the tasks of %s failed", self.name, exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
+
+
+# ======================================================================= protocol
+_PROTOCOL: dict[str, Any] = {}
+
+
+def _protocol() -> dict[str, Any]:
+    """Request classes aiokafka lacks: ``InitProducerId`` v3 (flexible), which carries
+    the producer id and epoch (-1, -1 for a new producer). aiokafka sends only v0; some
+    brokers (Tansu) accept only v3 and later, every Kafka broker since 2.5 accepts v3."""
+    if _PROTOCOL:
+        return _PROTOCOL
+    api = require("aiokafka.protocol.api", "kafka")
+    types = require("aiokafka.protocol.types", "kafka")
+    transaction = require("aiokafka.protocol.transaction", "kafka")
+
+    class InitProducerIdResponseV3(api.Response):  # type: ignore[misc,name-defined]
+        API_KEY = 22
+        API_VERSION = 3
+        SCHEMA = types.Schema(
+            ("throttle_time_ms", types.Int32),
+            ("error_code", types.Int16),
+            ("producer_id", types.Int64),
+            ("producer_epoch", types.Int16),
+            ("tags", types.TaggedFields),
+        )
+
+    class InitProducerIdRequestV3(api.RequestStruct):  # type: ignore[misc,name-defined]
+        FLEXIBLE_VERSION = True
+        API_KEY = 22
+        API_VERSION = 3
+        RESPONSE_TYPE = InitProducerIdResponseV3
+        SCHEMA = types.Schema(
+            ("transactional_id", types.CompactString("utf-8")),
+            ("transaction_timeout_ms", types.Int32),
+            ("producer_id", types.Int64),
+            ("producer_epoch", types.Int16),
+            ("tags", types.TaggedFields),
+        )
+
+    v0 = transaction.InitProducerIdRequest_v0
+
+    class InitProducerIdRequest(api.Request[v0 | InitProducerIdRequestV3]):  # type: ignore[misc,name-defined]
+        API_KEY = 22
+
+        def __init__(self, transactional_id: str, timeout_ms: int) -> None:
+            self.transactional_id = transactional_id
+            self.timeout_ms = timeout_ms
+
+        def build(self, request_struct_class: Any) -> Any:
+            if request_struct_class is InitProducerIdRequestV3:
+                return request_struct_class(self.transactional_id, self.timeout_ms, -1, -1, {})
+            return request_struct_class(self.transactional_id, self.timeout_ms)
+
+    _PROTOCOL["InitProducerIdRequest"] = InitProducerIdRequest
+    _PROTOCOL["EndTxnRequest"] = transaction.EndTxnRequest
+    return _PROTOCOL
+
+
+#: Transaction coordinator answers after which the request is sent again.
+_RETRIABLE = (
+    "CoordinatorNotAvailableError",
+    "NotCoordinatorError",
+    "CoordinatorLoadInProgressError",
+    "ConcurrentTransactions",
+    "NodeNotReadyError",
+    "RequestTimedOutError",
+    "KafkaConnectionError",
+)
+
+
+# ======================================================================= the writer
+@dataclass
+class _Txn:
+    """An open or pre-committed transaction with its producer (lives in the I/O thread)."""
+
+    transactional_id: str
+    number: int
+    producer: Any
+    producer_id: int
+    epoch: int
+    records: int = 0
+    topics: set[str] = field(default_factory=set)
+
+
+class KafkaSinkWriter(SinkWriter):
+    """The writer of one :class:`KafkaSink` subtask (see the module docstring)."""
+
+    is_async = True
+
+    def __init__(self, sink: KafkaSink, subtask_index: int, parallelism: int) -> None:
+        self.sink = sink
+        self.subtask_index = subtask_index
+        self.parallelism = parallelism
+        self.guarantee = sink.delivery_guarantee
+        self.commit_on_finish = sink.commit_on_finish
+        self.label = (
+            f"Kafka sink (subtask {subtask_index + 1}/{parallelism}, "
+            f"{self.guarantee.name}, brokers {sink.bootstrap_servers})"
+        )
+        self._io = _IoLoop(f"flowkit-kafka-sink-{subtask_index}")
+        self._serializer = sink.record_serializer
+        self._partitioner = sink.record_serializer.partitioner
+        if self._partitioner is not None:
+            self._partitioner.open(subtask_index, parallelism)
+        self._arguments = producer_arguments(sink.properties)
+        timeout = self._arguments.pop("transaction_timeout_ms", DEFAULT_TRANSACTION_TIMEOUT_MS)
+        self._txn_timeout_ms = int(timeout)
+        self._error: BaseException | None = None
+        self._initialized = False
+        self._closed = False
+        # NONE / AT_LEAST_ONCE: one producer.
+        self._producer: Any = None
+        # EXACTLY_ONCE
+        self._prefix = sink.transactional_id_prefix or ""
+        self._client: Any = None
+        self._next_transaction = 1
+        self._recovery: concurrent.futures.Future[None] | None = None
+        self._current: _Txn | None = None
+        self._pending: list[tuple[int, _Txn]] = []
+        self._commits: set[concurrent.futures.Future[None]] = set()
+        #: Transactions committed by this writer (for metrics and tests).
+        self.committed_transactions = 0
+
+    # ------------------------------------------------------------ protocol (job's loop)
+    def initialize_state(self, states: list[Any]) -> None:
+        """Restore (``EXACTLY_ONCE``): commit the transactions parked in ``states`` and
+        abort those the failed attempt began after them; on a fresh start abort what an
+        earlier run with the same prefix left open. Runs in the background; the first
+        transaction begins after it."""
+        if self._initialized:
+            raise RuntimeError(f"{self.label}: initialize_state() must be called once")
+        self._initialized = True
+        if self.guarantee is not DeliveryGuarantee.EXACTLY_ONCE:
+            return
+        restored: list[KafkaSinkState] = []
+        for state in states:
+            if state is None:
+                continue
+            if not isinstance(state, KafkaSinkState):
+                raise TypeError(
+                    f"{self.label} cannot restore from {type(state).__name__}; expected a "
+                    f"KafkaSinkState (was the sink's delivery guarantee changed?)"
+                )
+            restored.append(state)
+        for state in restored:
+            if state.subtask == self.subtask_index and state.prefix == self._prefix:
+                self._next_transaction = max(self._next_transaction, state.next_transaction)
+        self._recovery = self._io.submit(self._recover(restored))
+
+    async def write_batch_async(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        self._check()
+        if not self._initialized:
+            self.initialize_state([])
+        records = self._serialize(values, timestamps)
+        if self.guarantee is DeliveryGuarantee.EXACTLY_ONCE:
+            if self._recovery is not None:
+                recovery, self._recovery = self._recovery, None
+                await asyncio.wrap_future(recovery)
+            if self._current is None:
+                number = self._next_transaction
+                self._next_transaction += 1
+                self._current = await asyncio.wrap_future(self._io.submit(self._begin(number)))
+            await asyncio.wrap_future(self._io.submit(self._send(self._current, records, True)))
+        else:
+            wait = self.guarantee is DeliveryGuarantee.AT_LEAST_ONCE
+            await asyncio.wrap_future(self._io.submit(self._send(None, records, wait)))
+
+    def snapshot_state(self, checkpoint_id: int) -> KafkaSinkState | None:
+        """At the barrier every record before it is acknowledged (each batch is, before
+        the sink takes the next; ``NONE`` excepted). ``EXACTLY_ONCE``: park the open
+        transaction (pre-committed) under ``checkpoint_id``; the next records begin a
+        new one."""
+        self._check()
+        if self.guarantee is not DeliveryGuarantee.EXACTLY_ONCE:
+            return None
+        if self._current is not None:
+            self._pending.append((checkpoint_id, self._current))
+            self._current = None
+        pending = tuple(
+            KafkaTransaction(t.transactional_id, t.producer_id, t.epoch, cid)
+            for cid, t in self._pending
+        )
+        return KafkaSinkState(self.subtask_index, self._prefix, self._next_transaction, pending)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Commit (in the background) every transaction parked at a checkpoint up to
+        ``checkpoint_id``; a failed commit fails the job at the sink's next step."""
+        due = [t for cid, t in self._pending if cid <= checkpoint_id]
+        if not due:
+            return
+        self._pending = [(cid, t) for cid, t in self._pending if cid > checkpoint_id]
+        for transaction in due:
+            future = self._io.submit(self._commit(transaction))
+            self._commits.add(future)
+            future.add_done_callback(self._commit_done)
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Nothing: a parked transaction stays parked; the next completed checkpoint (whose
+        state lists it too) commits it."""
+
+    def finish(self) -> None:
+        """End of input: ``NONE`` waits until everything sent is acknowledged;
+        ``EXACTLY_ONCE`` with ``commit_on_finish`` (no checkpointing) commits everything."""
+        self._check()
+        if self.guarantee is DeliveryGuarantee.NONE and self._producer is not None:
+            self._io.run(self._flush(), CLOSE_TIMEOUT_S)
+        elif self.guarantee is DeliveryGuarantee.EXACTLY_ONCE and self.commit_on_finish:
+            if self._recovery is not None:
+                recovery, self._recovery = self._recovery, None
+                recovery.result(CLOSE_TIMEOUT_S)
+            due = [t for _cid, t in self._pending]
+            if self._current is not None:
+                due.append(self._current)
+            self._pending, self._current = [], None
+            for transaction in due:
+                self._io.run(self._commit(transaction), CLOSE_TIMEOUT_S)
+        self._check()
+
+    def close(self) -> None:
+        """Wait for commits in flight, abort the open transaction, close the producers
+        (parked transactions stay open on the broker for a restore to commit)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._io.loop is not None:
+                self._io.run(self._shutdown(), CLOSE_TIMEOUT_S)
+        finally:
+            self._io.stop()
+        self._check()
+
+    # ------------------------------------------------------------ helpers (job's loop)
+    def _check(self) -> None:
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+
+    def _commit_done(self, future: concurrent.futures.Future[None]) -> None:
+        self._commits.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._fail(future.exception())  # type: ignore[arg-type]
+
+    def _serialize(
+        self, values: list[Any], timestamps: list[Any] | None
+    ) -> tuple[str | list[str], list[bytes | None], list[bytes], list[Any], list[Any] | None]:
+        try:
+            topics, keys, payloads = self._serializer.serialize_batch(values)
+        except Exception as exc:
+            bad = _first_failing(self._serializer, values)
+            raise KafkaSinkError(
+                f"{self.label} cannot serialize record {bad!r} ({type(bad).__name__}): {exc}"
+            ) from exc
+        return topics, keys, payloads, values, timestamps
+
+    # ------------------------------------------------------------ I/O thread
+    async def _new_producer(self, **extra: Any) -> Any:
+        aiokafka = require("aiokafka", "kafka")
+        try:
+            return aiokafka.AIOKafkaProducer(
+                bootstrap_servers=self.sink.bootstrap_servers, **self._arguments, **extra
+            )
+        except TypeError as exc:
+            allowed = sorted(inspect.signature(aiokafka.AIOKafkaProducer).parameters)
+            raise KafkaSinkError(
+                f"{self.label}: a property given with set_property is not a Kafka producer "
+                f"setting aiokafka knows ({exc}); known: {', '.join(allowed)}"
+            ) from exc
+
+    async def _plain_producer(self) -> Any:
+        if self._producer is None:
+            producer = await self._new_producer(enable_idempotence=False)
+            try:
+                await producer.start()
+            except Exception as exc:
+                await producer.stop()
+                raise KafkaSinkError(f"{self.label} cannot connect: {exc!r}") from exc
+            self._producer = producer
+        return self._producer
+
+    async def _send(
+        self,
+        transaction: _Txn | None,
+        records: tuple[Any, list[bytes | None], list[bytes], list[Any], list[Any] | None],
+        wait: bool,
+    ) -> None:
+        producer = transaction.producer if transaction is not None else await self._plain_producer()
+        topics, keys, payloads, values, timestamps = records
+        n = len(payloads)
+        fixed = topics if isinstance(topics, str) else None
+        partitioner = self._partitioner
+        partitions: dict[str, list[int]] = {}
+        send = producer.send
+        futures = []
+        try:
+            for i in range(n):
+                topic = fixed if fixed is not None else topics[i]
+                partition = None
+                if partitioner is not None:
+                    ids = partitions.get(topic)
+                    if ids is None:
+                        ids = partitions[topic] = sorted(await producer.partitions_for(topic))
+                    partition = partitioner.partition(values[i], keys[i], payloads[i], topic, ids)
+                timestamp = None if timestamps is None else timestamps[i]
+                futures.append(await send(topic, payloads[i], keys[i], partition, timestamp))
+            if transaction is not None:
+                transaction.records += n
+                if fixed is not None:
+                    transaction.topics.add(fixed)
+                else:
+                    transaction.topics.update(topics)
+        except Exception as exc:
+            raise KafkaSinkError(f"{self.label} cannot send to {_topics(topics)}: {exc!r}") from exc
+        if not wait:
+            for future in futures:
+                future.add_done_callback(self._delivered)
+            return
+        if futures:
+            await producer.flush()
+            for future in futures:
+                if not future.done():
+                    await asyncio.wait([future])
+                error = future.exception()
+                if error is not None:
+                    raise KafkaSinkError(
+                        f"{self.label}: the broker did not acknowledge records sent to "
+                        f"{_topics(topics)}: {error!r}"
+                    ) from error
+
+    def _delivered(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None and self._error is None:
+            error = future.exception()
+            self._error = KafkaSinkError(f"{self.label}: a record was not delivered: {error!r}")
+            self._error.__cause__ = error
+
+    async def _flush(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def _control_client(self) -> Any:
+        if self._client is None:
+            aiokafka_client = require("aiokafka.client", "kafka")
+            client = aiokafka_client.AIOKafkaClient(
+                bootstrap_servers=self.sink.bootstrap_servers,
+                client_id=f"flowkit-kafka-sink-{self._prefix}-{self.subtask_index}",
+            )
+            try:
+                await client.bootstrap()
+            except Exception as exc:
+                await client.close()
+                raise KafkaSinkError(f"{self.label} cannot connect: {exc!r}") from exc
+            self._client = client
+        return self._client
+
+    async def _coordinator_request(self, transactional_id: str, request: Any, what: str) -> Any:
+        """Send ``request`` to the transaction coordinator of ``transactional_id``; retry
+        while the coordinator is moving, loading or finishing an earlier transaction."""
+        client = await self._control_client()
+        errors = require("aiokafka.errors", "kafka")
+        client_module = require("aiokafka.client", "kafka")
+        delay = 0.05
+        last: Any = None
+        for _attempt in range(40):
+            try:
+                node = await client.coordinator_lookup(
+                    client_module.CoordinationType.TRANSACTION, transactional_id
+                )
+                response = await client.send(
+                    node, request, group=client_module.ConnectionGroup.COORDINATION
+                )
+            except errors.KafkaError as exc:
+                if type(exc).__name__ not in _RETRIABLE:
+                    raise self._refused(transactional_id, what, exc) from exc
+                last = exc
+            else:
+                error = errors.for_code(response.error_code)
+                if error is errors.NoError:
+                    return response
+                if error.__name__ not in _RETRIABLE:
+                    raise self._refused(transactional_id, what, error())
+                last = error()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise self._refused(transactional_id, what, last)
+
+    def _refused(self, transactional_id: str, what: str, error: Any) -> KafkaSinkError:
+        return KafkaSinkError(
+            f"{self.label}: the broker refused {what} for transactional id "
+            f"{transactional_id!r}: {error!r}. EXACTLY_ONCE needs a broker with Kafka "
+            f"transactions (Apache Kafka >= 2.5, Redpanda, or another broker that implements "
+            f"InitProducerId v3, AddPartitionsToTxn and EndTxn)"
+        )
+
+    async def _init_producer_id(self, transactional_id: str) -> tuple[int, int]:
+        """``InitProducerId`` for ``transactional_id``: fences earlier producers with the
+        id and aborts their open transaction."""
+        request = _protocol()["InitProducerIdRequest"](transactional_id, self._txn_timeout_ms)
+        response = await self._coordinator_request(
+            transactional_id, request, "to start a transaction (InitProducerId)"
+        )
+        return int(response.producer_id), int(response.producer_epoch)
+
+    async def _end_txn(self, transaction: KafkaTransaction | _Txn, commit: bool) -> None:
+        request = _protocol()["EndTxnRequest"](
+            transaction.transactional_id,
+            transaction.producer_id,
+            transaction.epoch,
+            commit,
+        )
+        await self._coordinator_request(
+            transaction.transactional_id,
+            request,
+            "to commit a transaction (EndTxn)" if commit else "to abort a transaction (EndTxn)",
+        )
+
+    async def _recover(self, states: list[KafkaSinkState]) -> None:
+        errors = require("aiokafka.errors", "kafka")
+        for state in states:
+            for transaction in state.pending:
+                try:
+                    await self._end_txn(transaction, commit=True)
+                except KafkaSinkError as exc:
+                    cause = exc.__cause__ or exc
+                    if isinstance(
+                        cause,
+                        (
+                            errors.InvalidTxnStateError,
+                            errors.ProducerFenced,
+                            errors.InvalidProducerEpoch,
+                        ),
+                    ):
+                        _log.warning(
+                            "%s: restored transaction %r of checkpoint %d was committed or "
+                            "aborted before (%r); if its records are missing, it timed out "
+                            "(transaction.timeout.ms)",
+                            self.label,
+                            transaction.transactional_id,
+                            transaction.checkpoint_id,
+                            cause,
+                        )
+                        continue
+                    raise
+                _log.info(
+                    "%s: committed restored transaction %r of checkpoint %d",
+                    self.label,
+                    transaction.transactional_id,
+                    transaction.checkpoint_id,
+                )
+        # Abort what attempts after the restored checkpoint (or an earlier run with this
+        # prefix) left open: transaction numbers are consecutive from the restored
+        # ``next_transaction``; the first id that was never used (epoch 0) ends the scan.
+        starts = {self.subtask_index: self._next_transaction}
+        for state in states:
+            if state.prefix == self._prefix:
+                starts[state.subtask] = max(starts.get(state.subtask, 0), state.next_transaction)
+        for subtask, start in sorted(starts.items()):
+            number = start
+            while True:
+                transactional_id = f"{self._prefix}-{subtask}-{number}"
+                _pid, epoch = await self._init_producer_id(transactional_id)
+                if epoch == 0:
+                    break
+                _log.info("%s: aborted lingering transaction %r", self.label, transactional_id)
+                number += 1
+
+    async def _begin(self, number: int) -> _Txn:
+        transactional_id = f"{self._prefix}-{self.subtask_index}-{number}"
+        producer_id, epoch = await self._init_producer_id(transactional_id)
+        producer = await self._new_producer(
+            transactional_id=transactional_id, transaction_timeout_ms=self._txn_timeout_ms
+        )
+        # The producer id comes from InitProducerId v3 above (aiokafka would send v0).
+        producer._txn_manager.set_pid_and_epoch(producer_id, epoch)
+        try:
+            await producer.start()
+            await producer.begin_transaction()
+        except Exception as exc:
+            await producer.stop()
+            raise KafkaSinkError(
+                f"{self.label} cannot begin transaction {transactional_id!r}: {exc!r}"
+            ) from exc
+        return _Txn(transactional_id, number, producer, producer_id, epoch)
+
+    async def _commit(self, transaction: _Txn) -> None:
+        producer = transaction.producer
+        try:
+            await producer.commit_transaction()
+        except Exception as exc:
+            raise KafkaSinkError(
+                f"{self.label} cannot commit transaction {transaction.transactional_id!r} "
+                f"({transaction.records} records to {_topics(sorted(transaction.topics))}): "
+                f"{exc!r}"
+            ) from exc
+        finally:
+            await producer.stop()
+        self.committed_transactions += 1
+
+    async def _shutdown(self) -> None:
+        commits = [asyncio.wrap_future(f) for f in list(self._commits)]
+        if commits:
+            await asyncio.gather(*commits, return_exceptions=True)
+        current, self._current = self._current, None
+        if current is not None:
+            try:
+                await current.producer.abort_transaction()
+            except Exception as exc:
+                _log.warning(
+                    "%s: aborting transaction %r failed (the next attempt aborts it): %r",
+                    self.label,
+                    current.transactional_id,
+                    exc,
+                )
+            await current.producer.stop()
+        for _cid, transaction in self._pending:
+            # Parked transactions stay open on the broker: a restore commits them.
+            await transaction.producer.stop()
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+
+def _topics(topics: str | list[str]) -> str:
+    if isinstance(topics, str):
+        return f"topic {topics!r}"
+    names = sorted(set(topics))
+    return f"topic {names[0]!r}" if len(names) == 1 else f"topics {names!r}"
+
+
+def _first_failing(serializer: KafkaRecordSerializationSchema, values: list[Any]) -> Any:
+    for value in values:
+        try:
+            serializer.serialize_batch([value])
+        except Exception:
+            return value
+    return values[0] if values else None
