@@ -82,6 +82,11 @@ def _known_watermark(timestamp: int | None) -> int | None:
     return timestamp
 
 
+#: Events after which a checkpoint snapshot may be taken (a barrier, or the end of a
+#: partition that completes an alignment).
+_SNAPSHOT_EVENTS = (CheckpointBarrier, EndOfPartition)
+
+
 class StreamTask:
     """Runs one subtask: a chain of operators fed by an input gate or a source reader."""
 
@@ -352,6 +357,11 @@ class StreamTask:
                     self.records_in += len(values)
                     batch_fns[channel.input_index](values, item[1])
                 else:
+                    if type(item) in _SNAPSHOT_EVENTS and any(op.pending for op in self._sinks):
+                        # The snapshot at a barrier must cover every record before it: an
+                        # asynchronous sink writes its queued batches first.
+                        for op in self._sinks:
+                            await op.drain()
                     self._on_event(channel, item)
             await self._after_step()
 
