@@ -632,13 +632,25 @@ class FileReader(SourceReader):
     there and continues with exactly the next line. ``open()`` refuses an offset that is
     past the end of the file or not at the start of a line (the file changed since).
 
+    A line that cannot be decoded (not UTF-8, not JSON) fails the job with a
+    :class:`DeserializationError` naming the file and the line number, after the lines
+    before it; with ``dead_letter_tag`` it goes to that side output as a
+    :class:`DeadLetter` (its raw bytes and the error) and reading goes on.
+
     Args:
         path: the file to read.
         fmt: ``"text"`` or ``"jsonl"``.
         chunk_size: bytes per read.
+        dead_letter_tag: where lines that cannot be decoded go (None: the job fails).
     """
 
-    def __init__(self, path: str, fmt: str = "text", chunk_size: int = FILE_CHUNK_SIZE) -> None:
+    def __init__(
+        self,
+        path: str,
+        fmt: str = "text",
+        chunk_size: int = FILE_CHUNK_SIZE,
+        dead_letter_tag: OutputTag | None = None,
+    ) -> None:
         if fmt not in ("text", "jsonl"):
             raise ValueError(f"FileReader format must be 'text' or 'jsonl', got {fmt!r}")
         if chunk_size < 1:
@@ -646,8 +658,12 @@ class FileReader(SourceReader):
         self.path = path
         self.format = fmt
         self.chunk_size = chunk_size
+        self.dead_letter_tag = dead_letter_tag
         #: Byte offset of the first line not emitted (the position).
         self._offset = 0
+        #: Number (1-based) of the first line not emitted; None when restored from a
+        #: position that did not record it.
+        self._line: int | None = 1
         #: Complete lines read and not emitted yet (from ``_index`` on), without newline.
         self._lines: list[bytes] = []
         self._index = 0
@@ -662,13 +678,15 @@ class FileReader(SourceReader):
 
     # ------------------------------------------------------------------ position
     def snapshot_position(self) -> Any:
-        return {"offset": self._offset}
+        return {"offset": self._offset, "line": self._line}
 
     def restore_position(self, position: Any) -> None:
         offset = position["offset"] if isinstance(position, dict) else position
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"cannot restore the reader of {self.path!r} to {position!r}")
         self._offset = offset
+        line = position.get("line") if isinstance(position, dict) else None
+        self._line = line if isinstance(line, int) and line > 0 else (1 if offset == 0 else None)
         self._lines = []
         self._index = 0
         self._rest = b""
@@ -769,13 +787,16 @@ class FileReader(SourceReader):
         batch = self._lines[start : start + max(1, max_records)]
         try:
             values = self._convert(batch)
-        except Exception as exc:
-            values, batch = self._convert_until_error(batch)
-            if not batch:
-                raise
-            self._error = exc  # raised by the next poll, after the lines before it
+        except Exception:
+            values, batch, error = self._convert_one_by_one(batch, output)
+            if error is not None:
+                if not batch:
+                    raise error from error.__cause__
+                self._error = error  # raised by the next poll, after the lines before it
         self._index = start + len(batch)
         self._offset += sum(map(len, batch)) + len(batch) * self._newline
+        if self._line is not None:
+            self._line += len(batch)
         if self._index >= len(self._lines):
             self._lines = []
             self._index = 0
@@ -789,15 +810,39 @@ class FileReader(SourceReader):
             return [loads(line) for line in lines if line.strip()]
         return [line.decode().rstrip("\r") for line in lines]
 
-    def _convert_until_error(self, lines: list[bytes]) -> tuple[list[Any], list[bytes]]:
-        """The values of the lines before the first bad one, and those lines."""
+    def _convert_one_by_one(
+        self, lines: list[bytes], output: ReaderOutput
+    ) -> tuple[list[Any], list[bytes], DeserializationError | None]:
+        """Convert line by line: a bad line goes to the dead letters, or ends the batch
+        (the values and lines before it, and its error)."""
         values: list[Any] = []
         for count, line in enumerate(lines):
             try:
                 values.extend(self._convert([line]))
-            except Exception:
-                return values, lines[:count]
-        return values, lines
+            except Exception as exc:
+                number = None if self._line is None else self._line + count
+                error = DeserializationError(
+                    "file",
+                    self.path,
+                    None,
+                    number if number is not None else self._offset_of(lines, count),
+                    line,
+                    f"{type(exc).__name__}: {exc}",
+                    topic_kind="file",
+                    offset_kind="line" if number is not None else "byte offset",
+                )
+                error.__cause__ = exc
+                if self.dead_letter_tag is None:
+                    return values, lines[:count], error
+                if values:
+                    output.collect_batch(values)
+                    values = []
+                output.emit_side_output(self.dead_letter_tag, error.dead_letter())
+        return values, lines, None
+
+    def _offset_of(self, lines: list[bytes], count: int) -> int:
+        """The byte offset of ``lines[count]`` of the batch being emitted."""
+        return self._offset + sum(map(len, lines[:count])) + count * self._newline
 
     def is_available(self) -> Awaitable[Any] | None:
         read = self._read
@@ -835,11 +880,16 @@ class FileSource(Source):
     max_parallelism = 1
     name = "File Source"
 
-    def __init__(self, path: str, format: str = "text") -> None:
+    def __init__(
+        self, path: str, format: str = "text", dead_letter_tag: OutputTag | None = None
+    ) -> None:
         if format not in ("text", "jsonl"):
             raise ValueError(f"FileSource format must be 'text' or 'jsonl', got {format!r}")
+        if dead_letter_tag is not None and not isinstance(dead_letter_tag, OutputTag):
+            raise TypeError(f"dead_letter_tag must be an OutputTag, got {dead_letter_tag!r}")
         self.path = str(path)
         self.format = format
+        self.dead_letter_tag = dead_letter_tag
 
     def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
-        return FileReader(self.path, self.format)
+        return FileReader(self.path, self.format, dead_letter_tag=self.dead_letter_tag)

@@ -174,6 +174,10 @@ class SubtaskMetrics:
     last_checkpoint_size: int = 0
     #: One per operator of the chain, in chain order.
     operators: tuple[OperatorMetrics, ...] = ()
+    #: Sources: records behind the end of each split this subtask reads (a Kafka
+    #: partition's consumer lag, FLIP-33's ``pendingRecords`` per split), as the reader
+    #: reports it (``SourceReader.metrics()["lag"]``).
+    consumer_lag: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -192,8 +196,8 @@ class SubtaskMetrics:
             value = getattr(self, f.name)
             if f.name == "operators":
                 value = [op.to_dict() for op in value]
-            elif f.name == "latency_ms":
-                value = {op: dict(hist) for op, hist in value.items()}
+            elif f.name in ("latency_ms", "consumer_lag"):
+                value = {name: _copy(entry) for name, entry in value.items()}
             data[f.name] = value
         data["backpressure_level"] = self.backpressure_level
         return data
@@ -647,6 +651,10 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
+def _copy(entry: Any) -> Any:
+    return dict(entry) if isinstance(entry, dict) else entry
+
+
 def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs) + "}"
 
@@ -750,6 +758,16 @@ def render_prometheus(metrics: JobMetrics, job_name: str = "", job_id: str = "")
     )
     for name, kind, help_text, attribute in _OPERATOR_FAMILIES:
         out.family(name, kind, help_text, _operator_samples(base, subtasks, attribute))
+    out.family(
+        "source_consumer_lag_records",
+        "gauge",
+        "Records behind the end of each split a source subtask reads (e.g. per Kafka partition).",
+        (
+            (_labels([*_subtask_labels(base, s), ("split", split)]), lag)
+            for s in subtasks
+            for split, lag in sorted(s.consumer_lag.items())
+        ),
+    )
     return "\n".join(out.lines) + "\n"
 
 

@@ -90,7 +90,7 @@ async def test_text_position_is_the_byte_offset_after_the_emitted_lines(
     position = first.snapshot_position()
     await first.close()
     assert out.values == LINES[:count]
-    assert position == {"offset": boundary(LINES, count, newline)}
+    assert position == {"offset": boundary(LINES, count, newline), "line": count + 1}
 
     second = FileReader(str(path), "text", chunk_size=chunk_size)
     second.restore_position(position)
@@ -109,7 +109,7 @@ async def test_a_last_line_without_newline_is_read_and_restored_past(tmp_path: P
     await reader.open()
     assert await read(reader, out) is InputStatus.END_OF_INPUT
     assert out.values == LINES
-    assert reader.snapshot_position() == {"offset": len(data)}
+    assert reader.snapshot_position() == {"offset": len(data), "line": len(LINES) + 1}
     await reader.close()
 
     again = FileReader(str(path), chunk_size=5)
@@ -152,7 +152,7 @@ async def test_jsonl_positions_skip_blank_lines_and_resume_exactly(
         assert await read(resumed, rest) is InputStatus.END_OF_INPUT
         await resumed.close()
         assert rest.values == docs[count:], count
-    assert position == {"offset": len(data)}
+    assert position["offset"] == len(data)
 
 
 async def test_poll_next_does_not_wait_for_a_chunk(tmp_path: Path) -> None:
@@ -178,10 +178,11 @@ async def test_lines_before_an_undecodable_line_are_emitted_first(tmp_path: Path
     reader = FileReader(str(path))
     out = ListOutput()
     await reader.open()
-    with pytest.raises(UnicodeDecodeError):
+    with pytest.raises(fk.DeserializationError, match="line 3") as raised:
         await read(reader, out)
+    assert isinstance(raised.value.__cause__, UnicodeDecodeError)
     assert out.values == ["a", "b"]
-    assert reader.snapshot_position() == {"offset": 4}
+    assert reader.snapshot_position() == {"offset": 4, "line": 3}
     await reader.close()
 
 

@@ -382,6 +382,78 @@ async def test_clicking_a_vertex_shows_its_operators_and_subtasks(tmp_path: Path
     assert all(row[1] == "RUNNING" for row in detail["subtasks"])
 
 
+class _Backlog(fk.SplitSource):
+    """Two splits that never end, each reporting a backlog that shrinks as it is read."""
+
+    name = "Backlog"
+
+    def create_reader(self, subtask_index: int, parallelism: int) -> _BacklogReader:
+        return _BacklogReader()
+
+
+class _BacklogReader(fk.SplitReader):
+    def __init__(self) -> None:
+        self.read = {"orders-0": 0, "orders-1": 0}
+        self.pause: asyncio.Future[Any] | None = None
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        return dict(self.read)
+
+    def restore_splits(self, splits: dict[str, Any]) -> None:
+        self.read.update(splits)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"lag": {"orders-0": 5000 - self.read["orders-0"], "orders-1": 700}}
+
+    def poll_next(self, output: Any, max_records: int) -> fk.sources.InputStatus:
+        if self.pause is None or self.pause.done():
+            if self.read["orders-0"] < 4000:
+                self.read["orders-0"] += 1
+                output.collect(self.read["orders-0"])
+            self.pause = asyncio.ensure_future(asyncio.sleep(0.01))
+        return fk.sources.InputStatus.NOTHING_AVAILABLE
+
+    def is_available(self) -> Any:
+        return self.pause
+
+
+async def test_the_subtask_table_shows_a_sources_consumer_lag_per_split(tmp_path: Path) -> None:
+    env = fk.StreamExecutionEnvironment(buffer_timeout_ms=5, freeze_gc=False)
+    env.enable_web_ui(port=0)
+    env.from_source(_Backlog(), source_name="Orders").rebalance().sink_to(fk.CollectSink())
+    client = await env.execute_async("lag")
+    try:
+        url = env.web_ui_url
+        assert url is not None
+        source = client.job_graph.vertices[0]
+        async with dashboard(tmp_path, url) as tools:
+            await page_state(tools, lambda p: len(p["vertices"]) == 2, "the job graph")
+            await tools.evaluate(
+                f"document.querySelector('#job-graph .vertex[data-vertex-id=\"{source.id}\"]')"
+                ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+            )
+            cell = "document.querySelector('#subtask-table tbody td.consumer-lag')"
+            deadline = time.monotonic() + 15
+            while True:
+                raw = await tools.evaluate(
+                    f"JSON.stringify({cell} && [{cell}.textContent, {cell}.title])"
+                )
+                shown = json.loads(raw) if isinstance(raw, str) else None
+                if shown:
+                    break
+                assert time.monotonic() < deadline, "no consumer lag shown"
+                await asyncio.sleep(0.2)
+    finally:
+        await client.cancel()
+        await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    total, tooltip = shown
+    lines = tooltip.split("\n")
+    assert lines[1] == "orders-1: 700"
+    behind = int(lines[0].removeprefix("orders-0: ").replace(",", ""))
+    assert 1000 <= behind < 5000
+    assert int(total.replace(",", "")) == behind + 700
+
+
 EXCEPTION_STATE = """JSON.stringify({
   summary: document.getElementById('exception-summary').textContent,
   entries: [...document.querySelectorAll('#exception-history .exception')].map(e => ({

@@ -347,9 +347,21 @@ async function refreshDetail(jobId) {
     cell(row, fmtCount(s.buffers_in_use), "num");
     cell(row, fmtWatermark(s.input_watermark));
     cell(row, fmtLag(s.watermark_lag_ms), "num");
+    consumerLagCell(row, s.consumer_lag);
     cell(row, s.last_checkpoint_id ? `#${s.last_checkpoint_id} · ${fmtBytes(s.last_checkpoint_size)}` : "—");
     subs.appendChild(row);
   }
+}
+
+// Sources: the total records behind over the splits; each split's lag in the tooltip.
+function consumerLagCell(row, lag) {
+  const splits = Object.entries(lag || {}).sort(([a], [b]) => a.localeCompare(b));
+  if (!splits.length) return cell(row, "—", "num");
+  const total = splits.reduce((sum, [, n]) => sum + n, 0);
+  const td = cell(row, fmtCount(total), "num");
+  td.classList.add("consumer-lag");
+  td.title = splits.map(([split, n]) => `${split}: ${fmtCount(n)}`).join("\n");
+  return td;
 }
 
 function pick(entry, ...names) {
