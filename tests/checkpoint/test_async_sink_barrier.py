@@ -78,4 +78,6 @@ def test_async_sink_has_written_every_record_before_the_barrier_at_its_snapshot(
     env.execute("async sink at barriers")
     assert len(EMITTED) >= 5
     behind = {c: (EMITTED[c], sink.seen.get(c)) for c in EMITTED if EMITTED[c] != sink.seen.get(c)}
-    assert behind == {}, f"checkpoint id: (emitted before the barrier, written at the snapshot) {behind}"
+    assert behind == {}, (
+        f"checkpoint id: (emitted before the barrier, written at the snapshot) {behind}"
+    )
