@@ -447,7 +447,10 @@ class KafkaSinkBuilder:
                 "set_transactional_id_prefix(...): transactional ids must be unique per job "
                 "and sink"
             )
-        for name in ("bootstrap.servers", "transactional.id", "enable.idempotence"):
+        reserved = ["bootstrap.servers", "transactional.id"]
+        if self._guarantee is DeliveryGuarantee.EXACTLY_ONCE:
+            reserved.append("enable.idempotence")
+        for name in reserved:
             if name in self._properties:
                 raise ValueError(
                     f"KafkaSink sets {name!r} itself; use the builder "
@@ -598,16 +601,21 @@ def _protocol() -> dict[str, Any]:
     return _PROTOCOL
 
 
-#: Transaction coordinator answers after which the request is sent again.
-_RETRIABLE = (
-    "CoordinatorNotAvailableError",
-    "NotCoordinatorError",
-    "CoordinatorLoadInProgressError",
-    "ConcurrentTransactions",
-    "NodeNotReadyError",
-    "RequestTimedOutError",
-    "KafkaConnectionError",
-)
+#: Kafka error codes after which a transaction coordinator request is sent again: the
+#: coordinator is loading, not available or moved (14, 15, 16), or an earlier transaction
+#: of the id is still completing (51, CONCURRENT_TRANSACTIONS).
+_RETRIABLE_CODES = frozenset({14, 15, 16, 51})
+#: Client errors after which it is sent again.
+_RETRIABLE_ERRORS = ("NodeNotReadyError", "RequestTimedOutError", "KafkaConnectionError")
+#: Answers to committing a restored transaction that mean it was completed before, or its
+#: id was taken over: INVALID_PRODUCER_EPOCH (47), INVALID_TXN_STATE (48),
+#: PRODUCER_FENCED (90).
+_COMPLETED_CODES = frozenset({47, 48, 90})
+
+
+def _error_code(error: Any) -> int | None:
+    code = getattr(error, "errno", None)
+    return code if isinstance(code, int) else None
 
 
 # ======================================================================= the writer
@@ -815,12 +823,24 @@ class KafkaSinkWriter(SinkWriter):
 
     async def _plain_producer(self) -> Any:
         if self._producer is None:
-            producer = await self._new_producer(enable_idempotence=False)
+            arguments = (
+                {} if "enable_idempotence" in self._arguments else {"enable_idempotence": False}
+            )
+            producer = await self._new_producer(**arguments)
             try:
                 await producer.start()
             except Exception as exc:
                 await producer.stop()
-                raise KafkaSinkError(f"{self.label} cannot connect: {exc!r}") from exc
+                idempotent = bool(self._arguments.get("enable_idempotence"))
+                raise KafkaSinkError(
+                    f"{self.label} cannot start its producer: {exc!r}"
+                    + (
+                        " (with enable.idempotence=true the broker must grant a producer id: "
+                        "InitProducerId v0, as aiokafka sends it)"
+                        if idempotent
+                        else ""
+                    )
+                ) from exc
             self._producer = producer
         return self._producer
 
@@ -906,6 +926,7 @@ class KafkaSinkWriter(SinkWriter):
         client_module = require("aiokafka.client", "kafka")
         delay = 0.05
         last: Any = None
+        failures = 0  # client-side failures (connection lost, timeout): a few tries only
         for _attempt in range(40):
             try:
                 node = await client.coordinator_lookup(
@@ -915,19 +936,23 @@ class KafkaSinkWriter(SinkWriter):
                     node, request, group=client_module.ConnectionGroup.COORDINATION
                 )
             except errors.KafkaError as exc:
-                if type(exc).__name__ not in _RETRIABLE:
+                retriable = (
+                    _error_code(exc) in _RETRIABLE_CODES or type(exc).__name__ in _RETRIABLE_ERRORS
+                )
+                failures += 0 if _error_code(exc) in _RETRIABLE_CODES else 1
+                if not retriable or failures >= 5:
                     raise self._refused(transactional_id, what, exc) from exc
                 last = exc
             else:
-                error = errors.for_code(response.error_code)
-                if error is errors.NoError:
+                if response.error_code == 0:
                     return response
-                if error.__name__ not in _RETRIABLE:
-                    raise self._refused(transactional_id, what, error())
-                last = error()
+                error = errors.for_code(response.error_code)()
+                if response.error_code not in _RETRIABLE_CODES:
+                    raise self._refused(transactional_id, what, error) from error
+                last = error
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
-        raise self._refused(transactional_id, what, last)
+        raise self._refused(transactional_id, what, last) from last
 
     def _refused(self, transactional_id: str, what: str, error: Any) -> KafkaSinkError:
         return KafkaSinkError(
@@ -960,21 +985,13 @@ class KafkaSinkWriter(SinkWriter):
         )
 
     async def _recover(self, states: list[KafkaSinkState]) -> None:
-        errors = require("aiokafka.errors", "kafka")
         for state in states:
             for transaction in state.pending:
                 try:
                     await self._end_txn(transaction, commit=True)
                 except KafkaSinkError as exc:
-                    cause = exc.__cause__ or exc
-                    if isinstance(
-                        cause,
-                        (
-                            errors.InvalidTxnStateError,
-                            errors.ProducerFenced,
-                            errors.InvalidProducerEpoch,
-                        ),
-                    ):
+                    cause = exc.__cause__
+                    if _error_code(cause) in _COMPLETED_CODES:
                         _log.warning(
                             "%s: restored transaction %r of checkpoint %d was committed or "
                             "aborted before (%r); if its records are missing, it timed out "
