@@ -668,6 +668,9 @@ class KafkaSinkWriter(SinkWriter):
         self._current: _Txn | None = None
         self._pending: list[tuple[int, _Txn]] = []
         self._commits: set[concurrent.futures.Future[None]] = set()
+        #: Every producer not stopped yet (I/O thread): ``close()`` stops them all, also
+        #: one whose creation was interrupted by a failure of the job.
+        self._producers: set[Any] = set()
         #: Transactions committed by this writer (for metrics and tests).
         self.committed_transactions = 0
 
@@ -811,9 +814,11 @@ class KafkaSinkWriter(SinkWriter):
     async def _new_producer(self, **extra: Any) -> Any:
         aiokafka = require("aiokafka", "kafka")
         try:
-            return aiokafka.AIOKafkaProducer(
+            producer = aiokafka.AIOKafkaProducer(
                 bootstrap_servers=self.sink.bootstrap_servers, **self._arguments, **extra
             )
+            self._producers.add(producer)
+            return producer
         except TypeError as exc:
             allowed = sorted(inspect.signature(aiokafka.AIOKafkaProducer).parameters)
             raise KafkaSinkError(
@@ -830,7 +835,7 @@ class KafkaSinkWriter(SinkWriter):
             try:
                 await producer.start()
             except Exception as exc:
-                await producer.stop()
+                await self._stop(producer)
                 idempotent = bool(self._arguments.get("enable_idempotence"))
                 raise KafkaSinkError(
                     f"{self.label} cannot start its producer: {exc!r}"
@@ -1038,7 +1043,7 @@ class KafkaSinkWriter(SinkWriter):
             await producer.start()
             await producer.begin_transaction()
         except Exception as exc:
-            await producer.stop()
+            await self._stop(producer)
             raise KafkaSinkError(
                 f"{self.label} cannot begin transaction {transactional_id!r}: {exc!r}"
             ) from exc
@@ -1055,8 +1060,12 @@ class KafkaSinkWriter(SinkWriter):
                 f"{exc!r}"
             ) from exc
         finally:
-            await producer.stop()
+            await self._stop(producer)
         self.committed_transactions += 1
+
+    async def _stop(self, producer: Any) -> None:
+        self._producers.discard(producer)
+        await producer.stop()
 
     async def _shutdown(self) -> None:
         commits = [asyncio.wrap_future(f) for f in list(self._commits)]
@@ -1073,13 +1082,12 @@ class KafkaSinkWriter(SinkWriter):
                     current.transactional_id,
                     exc,
                 )
-            await current.producer.stop()
-        for _cid, transaction in self._pending:
-            # Parked transactions stay open on the broker: a restore commits them.
-            await transaction.producer.stop()
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
+            await self._stop(current.producer)
+        # Parked transactions stay open on the broker (a restore commits them): their
+        # producers are stopped without aborting.
+        self._producer = None
+        while self._producers:
+            await self._stop(self._producers.pop())
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
