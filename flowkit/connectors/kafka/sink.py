@@ -50,7 +50,7 @@ import inspect
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -668,6 +668,10 @@ class KafkaSinkWriter(SinkWriter):
         self._current: _Txn | None = None
         self._pending: list[tuple[int, _Txn]] = []
         self._commits: set[concurrent.futures.Future[None]] = set()
+        self._max_request_size = int(self._arguments.get("max_request_size", 1_048_576))
+        self._round_robin = subtask_index
+        partitioner_module = require("aiokafka.partitioner", "kafka")
+        self._default_partitioner = partitioner_module.DefaultPartitioner()
         #: Every producer not stopped yet (I/O thread): ``close()`` stops them all, also
         #: one whose creation was interrupted by a failure of the job.
         self._producers: set[Any] = set()
@@ -859,21 +863,27 @@ class KafkaSinkWriter(SinkWriter):
         topics, keys, payloads, values, timestamps = records
         n = len(payloads)
         fixed = topics if isinstance(topics, str) else None
-        partitioner = self._partitioner
-        partitions: dict[str, list[int]] = {}
-        send = producer.send
-        futures = []
         try:
-            for i in range(n):
-                topic = fixed if fixed is not None else topics[i]
-                partition = None
-                if partitioner is not None:
-                    ids = partitions.get(topic)
-                    if ids is None:
-                        ids = partitions[topic] = sorted(await producer.partitions_for(topic))
-                    partition = partitioner.partition(values[i], keys[i], payloads[i], topic, ids)
-                timestamp = None if timestamps is None else timestamps[i]
-                futures.append(await send(topic, payloads[i], keys[i], partition, timestamp))
+            # Records are grouped by partition and appended to aiokafka batches directly
+            # (create_batch / send_batch): no coroutine per record.
+            groups = await self._partition(producer, topics, keys, payloads, values)
+            futures = []
+            limit = self._max_request_size
+            for (topic, partition), indices in groups.items():
+                batch = producer.create_batch()
+                append = batch.append
+                for i in indices:
+                    key, value = keys[i], payloads[i]
+                    size = len(value) if key is None else len(value) + len(key)
+                    if size > limit:  # aiokafka checks this in send(), not in batches
+                        raise _too_large(size, limit)
+                    timestamp = None if timestamps is None else timestamps[i]
+                    if append(key=key, value=value, timestamp=timestamp) is None:
+                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        append = batch.append
+                        append(key=key, value=value, timestamp=timestamp)
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
             if transaction is not None:
                 transaction.records += n
                 if fixed is not None:
@@ -897,6 +907,50 @@ class KafkaSinkWriter(SinkWriter):
                         f"{self.label}: the broker did not acknowledge records sent to "
                         f"{_topics(topics)}: {error!r}"
                     ) from error
+
+    async def _partition(
+        self,
+        producer: Any,
+        topics: str | list[str],
+        keys: list[bytes | None],
+        payloads: list[bytes],
+        values: list[Any],
+    ) -> Mapping[tuple[str, int], Sequence[int]]:
+        """Record indices by ``(topic, partition)``: the user's partitioner; else Kafka's
+        default: the murmur2 hash of the key, and for records without a key one partition
+        per batch, the next one for the next batch (Kafka's sticky partitioning)."""
+        partitioner = self._partitioner
+        if partitioner is None and isinstance(topics, str) and not any(keys):
+            # One topic, no keys: the whole batch goes to the next partition.
+            ordered = sorted(await producer.partitions_for(topics))
+            self._round_robin += 1
+            return {(topics, ordered[self._round_robin % len(ordered)]): range(len(payloads))}
+        default = self._default_partitioner
+        ids: dict[str, list[int]] = {}
+        sticky: dict[str, int] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
+        fixed = topics if isinstance(topics, str) else None
+        for i in range(len(payloads)):
+            topic = fixed if fixed is not None else topics[i]
+            partitions = ids.get(topic)
+            if partitions is None:
+                partitions = ids[topic] = sorted(await producer.partitions_for(topic))
+            key = keys[i]
+            if partitioner is not None:
+                partition = partitioner.partition(values[i], key, payloads[i], topic, partitions)
+            elif key is not None:
+                partition = default(key, partitions, partitions)
+            else:
+                partition = sticky.get(topic, -1)
+                if partition < 0:
+                    self._round_robin += 1
+                    partition = sticky[topic] = partitions[self._round_robin % len(partitions)]
+            group = groups.get((topic, partition))
+            if group is None:
+                groups[(topic, partition)] = [i]
+            else:
+                group.append(i)
+        return groups
 
     def _delivered(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None and self._error is None:
@@ -1091,6 +1145,13 @@ class KafkaSinkWriter(SinkWriter):
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+
+def _too_large(size: int, limit: int) -> Exception:
+    errors = require("aiokafka.errors", "kafka")
+    return errors.MessageSizeTooLargeError(
+        f"a message of {size} bytes is larger than max.request.size ({limit} bytes)"
+    )
 
 
 def _topics(topics: str | list[str]) -> str:
