@@ -896,7 +896,10 @@ class KafkaSourceReader(SplitReader):
         """The partitions this subtask owns, from the cluster's metadata."""
         consumer = self._consumer
         source = self.source
-        topics = await consumer.topics()  # a metadata request for every topic
+        # A metadata request for every topic (``consumer.topics()`` makes the same
+        # request but keeps only the names; the partitions are in the answer).
+        cluster = await consumer._client.fetch_all_metadata()
+        topics = cluster.topics()
         if source.topic_pattern is not None:
             names = sorted(t for t in topics if source.matches(t))
         else:
@@ -912,7 +915,7 @@ class KafkaSourceReader(SplitReader):
             names = [t for t in source.topics if t in topics]
         owned = []
         for topic in names:
-            for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+            for partition in sorted(cluster.partitions_for_topic(topic) or ()):
                 if kafka_split_owner(topic, partition, self.parallelism) == self.subtask_index:
                     owned.append((topic, partition))
         return owned
