@@ -402,3 +402,17 @@ async def test_no_group_id_commits_nothing_and_lag_is_reported_per_partition(
         }
     finally:
         await reader.close()
+
+
+async def test_read_committed_reads_the_records_of_plain_producers(kafka_broker: str) -> None:
+    # Tansu 0.6 has no transactions (InitProducerId fails): only the plain case is testable
+    topic = await three_partitions(kafka_broker, "read-committed", per_partition=5)
+    source = (
+        builder(kafka_broker, topic)
+        .set_property("isolation.level", "read_committed")
+        .set_property("client.id.prefix", "committed-reader")
+        .set_bounded(KafkaOffsetsInitializer.latest())
+        .build()
+    )
+    records = await run_bounded(source, parallelism=2)
+    assert sorted(r.value for r in records) == all_values(5)

@@ -140,3 +140,51 @@ async def test_partition_discovery_reads_new_topics_of_the_pattern_from_earliest
         ]
     finally:
         await client.cancel()
+
+
+async def test_readers_without_partitions_end_when_bounded_and_are_idle_otherwise(
+    kafka_broker: str,
+) -> None:
+    topic = topic_name("one-partition")
+    await create_topic(kafka_broker, topic, 1)
+    await produce(kafka_broker, topic, [(0, None, f"v{i}".encode(), FAST + i) for i in range(20)])
+
+    # bounded, at parallelism 3: two readers own nothing and end at once
+    bounded = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(kafka_broker)
+        .set_topics(topic)
+        .set_bounded(KafkaOffsetsInitializer.latest())
+        .set_value_only_deserializer(SimpleStringSchema())
+        .build()
+    )
+    env = fk.StreamExecutionEnvironment(parallelism=3, buffer_timeout_ms=5)
+    sink = fk.CollectSink()
+    env.from_source(bounded, None, "kafka").sink_to(sink)
+    client = await env.execute_async("bounded, idle readers")
+    await asyncio.wait_for(client.wait(), TIMEOUT)
+    assert sorted(sink.values) == sorted(f"v{i}" for i in range(20))
+
+    # unbounded, at parallelism 2: the reader without a partition is idle, so the
+    # watermark after the rebalance (the minimum over both source subtasks) advances
+    env = fk.StreamExecutionEnvironment(
+        parallelism=2, buffer_timeout_ms=5, auto_watermark_interval_ms=20
+    )
+    sink = fk.CollectSink()
+    (
+        env.from_source(
+            kafka(kafka_broker, topic), fk.WatermarkStrategy.for_monotonous_timestamps(), "kafka"
+        )
+        .rebalance()
+        .map(lambda v: v)
+        .set_parallelism(1)
+        .sink_to(sink)
+        .set_parallelism(1)
+    )
+    client = await env.execute_async("idle reader")
+    try:
+        await fk.wait_until(
+            lambda: FAST + 19 - 1 in watermarks(sink), "the watermark to advance", within=TIMEOUT
+        )
+    finally:
+        await client.cancel()
