@@ -1019,7 +1019,18 @@ class KafkaSourceReader(SplitReader):
         if missing:
             listed = await consumer.end_offsets(missing)
             if self._opening:
-                listed.update(await self._fetched_ends({tp: listed[tp] for tp in missing}))
+                try:
+                    listed.update(await self._fetched_ends({tp: listed[tp] for tp in missing}))
+                except (asyncio.CancelledError, TimeoutError):
+                    raise
+                except Exception as exc:  # e.g. the last record is gone (retention)
+                    _log.warning(
+                        "kafka source subtask %d: fetching the end of %d partitions failed "
+                        "(%s); using the offsets ListOffsets reported",
+                        self.subtask_index,
+                        len(missing),
+                        exc,
+                    )
             known.update(listed)
         return {tp: known[tp] for tp in tps}
 
@@ -1268,7 +1279,7 @@ class KafkaSourceReader(SplitReader):
             self._emit_one_by_one(split, output, target, records)
             return
         timestamps = [r.timestamp for r in records]
-        if None in values:
+        if any(v is None for v in values):  # dropped, as in Flink (not `in`: no __eq__)
             keep = [i for i, v in enumerate(values) if v is not None]
             values = [values[i] for i in keep]
             timestamps = [timestamps[i] for i in keep]

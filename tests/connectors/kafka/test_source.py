@@ -416,3 +416,38 @@ async def test_read_committed_reads_the_records_of_plain_producers(kafka_broker:
     )
     records = await run_bounded(source, parallelism=2)
     assert sorted(r.value for r in records) == all_values(5)
+
+
+async def test_a_refused_commit_is_logged_and_the_job_goes_on(
+    kafka_broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    topic = await three_partitions(kafka_broker, "refused", per_partition=5)
+    group = topic_name("busy-group")
+    # a member of the group: the broker refuses commits of clients outside it
+    member = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_broker, group_id=group, enable_auto_commit=False
+    )
+    await member.start()
+    try:
+        await asyncio.wait_for(member.getmany(timeout_ms=500), TIMEOUT)
+        env = fk.StreamExecutionEnvironment(parallelism=1, buffer_timeout_ms=5)
+        env.enable_checkpointing(50, directory=tmp_path / "ck")
+        sink = fk.CollectSink()
+        env.from_source(builder(kafka_broker, topic).set_group_id(group).build()).sink_to(sink)
+        client = await env.execute_async("refused commits")
+        try:
+            await fk.wait_until(
+                lambda: "committing offsets" in caplog.text, "a refused commit", within=TIMEOUT
+            )
+            await asyncio.sleep(0.2)
+            assert client.status is fk.JobStatus.RUNNING and client.restarts == 0
+            assert len(sink.values) == 15
+        finally:
+            await client.cancel()
+    finally:
+        await member.stop()
+    refused = [r for r in caplog.records if "committing offsets" in r.getMessage()]
+    assert refused[0].levelname == "WARNING" and refused[0].name == "flowkit.connectors.kafka"
+    assert group in refused[0].getMessage()
