@@ -1,0 +1,20 @@
+"""Kafka: ``KafkaSource`` (and ``KafkaSink``) on aiokafka, with PyFlink's builder names.
+
+Install with ``pip install "flowkit[kafka]"``. See docs/connectors/kafka-source.md.
+
+Example:
+    >>> from flowkit.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+    >>> from flowkit.connectors.base import JsonSchema
+    >>> source = (KafkaSource.builder().set_bootstrap_servers("localhost:9092")
+    ...           .set_topics("orders").set_value_only_deserializer(JsonSchema()).build())
+"""
+
+from flowkit.connectors.kafka.source import KafkaOffsetResetStrategy as KafkaOffsetResetStrategy
+from flowkit.connectors.kafka.source import KafkaOffsetsInitializer as KafkaOffsetsInitializer
+from flowkit.connectors.kafka.source import KafkaRecord as KafkaRecord
+from flowkit.connectors.kafka.source import (
+    KafkaRecordDeserializationSchema as KafkaRecordDeserializationSchema,
+)
+from flowkit.connectors.kafka.source import KafkaSource as KafkaSource
+from flowkit.connectors.kafka.source import KafkaSourceBuilder as KafkaSourceBuilder
+from flowkit.connectors.kafka.source import KafkaTopicPartition as KafkaTopicPartition
