@@ -665,6 +665,10 @@ class KafkaSinkWriter(SinkWriter):
         self._client: Any = None
         self._next_transaction = 1
         self._recovery: concurrent.futures.Future[None] | None = None
+        #: Restored transactions not known to be committed yet: every checkpoint lists
+        #: them until the recovery has committed them (a crash before that must not
+        #: lose them).
+        self._restored_pending: tuple[KafkaTransaction, ...] = ()
         self._current: _Txn | None = None
         self._pending: list[tuple[int, _Txn]] = []
         self._commits: set[concurrent.futures.Future[None]] = set()
@@ -702,7 +706,9 @@ class KafkaSinkWriter(SinkWriter):
         for state in restored:
             if state.subtask == self.subtask_index and state.prefix == self._prefix:
                 self._next_transaction = max(self._next_transaction, state.next_transaction)
-        self._recovery = self._io.submit(self._recover(restored))
+        self._restored_pending = tuple(t for state in restored for t in state.pending)
+        recovery = self._recovery = self._io.submit(self._recover(restored))
+        recovery.add_done_callback(self._recovered)
 
     async def write_batch_async(self, values: list[Any], timestamps: list[Any] | None) -> None:
         self._check()
@@ -733,7 +739,7 @@ class KafkaSinkWriter(SinkWriter):
         if self._current is not None:
             self._pending.append((checkpoint_id, self._current))
             self._current = None
-        pending = tuple(
+        pending = self._restored_pending + tuple(
             KafkaTransaction(t.transactional_id, t.producer_id, t.epoch, cid)
             for cid, t in self._pending
         )
@@ -779,6 +785,8 @@ class KafkaSinkWriter(SinkWriter):
         if self._closed:
             return
         self._closed = True
+        if self._recovery is not None:  # restored transactions stay listed for a restore
+            self._recovery.cancel()
         try:
             if self._io.loop is not None:
                 self._io.run(self._shutdown(), CLOSE_TIMEOUT_S)
@@ -796,6 +804,10 @@ class KafkaSinkWriter(SinkWriter):
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
+
+    def _recovered(self, future: concurrent.futures.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._restored_pending = ()
 
     def _commit_done(self, future: concurrent.futures.Future[None]) -> None:
         self._commits.discard(future)

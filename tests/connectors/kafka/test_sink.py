@@ -269,6 +269,38 @@ async def test_exactly_once_records_are_visible_after_their_checkpoint_completes
     assert (view.commits, view.aborts) == (2, 1)
 
 
+async def test_a_restored_transaction_stays_in_checkpoints_until_it_is_committed(
+    kafka_broker: str,
+) -> None:
+    """A writer restored with a parked transaction fails (closes) at once, before it could
+    commit it; a checkpoint it took meanwhile must still list the transaction, so that
+    the next restore commits it."""
+    topic = unique_topic("eo-restored")
+    sink = string_sink(kafka_broker, topic, DeliveryGuarantee.EXACTLY_ONCE, prefix=topic)
+    first = sink.create_writer(0, 1)
+    first.initialize_state([])
+    await first.write_batch_async(["a"], None)
+    state1 = first.snapshot_state(1)
+    await asyncio.to_thread(first.close)
+
+    second = sink.create_writer(0, 1)
+    second.initialize_state([state1])
+    state2 = second.snapshot_state(2)
+    await asyncio.to_thread(second.close)
+    view = await read_committed_log(kafka_broker, topic)
+    assert isinstance(state2, KafkaSinkState)
+    if view.open:  # the second writer did not get to commit it: its checkpoint lists it
+        assert [t.transactional_id for t in state2.pending] == [f"{topic}-0-1"]
+
+    third = sink.create_writer(0, 1)
+    third.initialize_state([state2])
+    await third.write_batch_async(["b"], None)  # after the recovery
+    await asyncio.to_thread(third.close)
+    view = await read_committed_log(kafka_broker, topic)
+    assert [m.value for m in view.committed] == [b"a"]
+    assert [m.value for m in view.aborted] == [b"b"] and view.open == []
+
+
 async def test_restoring_a_transaction_the_broker_does_not_know_fails_clearly(
     kafka_broker: str,
 ) -> None:
