@@ -106,16 +106,24 @@ def _has_checkpoint(directory: Path) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("guarantee", "seed"),
-    [(DeliveryGuarantee.EXACTLY_ONCE, 11), (DeliveryGuarantee.AT_LEAST_ONCE, 12)],
+    ("guarantee", "seed", "parallelisms"),
+    [
+        (DeliveryGuarantee.EXACTLY_ONCE, 13, (2, 1, 3, 2)),
+        (DeliveryGuarantee.AT_LEAST_ONCE, 12, (2, 2, 2, 2)),
+    ],
 )
 def test_sigkill_of_flowkit_run_resumed_with_restore_from(
-    kafka_broker: str, tmp_path: Path, guarantee: DeliveryGuarantee, seed: int
+    kafka_broker: str,
+    tmp_path: Path,
+    guarantee: DeliveryGuarantee,
+    seed: int,
+    parallelisms: tuple[int, ...],
 ) -> None:
     """Three SIGKILLs of ``flowkit run`` at random times, each run resumed from the
-    checkpoint directory; the last run finishes. Exactly-once: the transactions the killed
-    runs left open are aborted on restore (nothing stays open) and the parked ones of the
-    restored checkpoints are committed."""
+    checkpoint directory (at the parallelism ``parallelisms[run]``: the sink's subtasks
+    get the states of other subtasks); the last run finishes. Exactly-once: the
+    transactions the killed runs left open are aborted on restore (nothing stays open)
+    and the parked ones of the restored checkpoints are committed."""
     rng = random.Random(seed)
     n, pause = 6000, 0.0005
     topic = unique_topic(f"kill-{guarantee.value}")
@@ -125,7 +133,8 @@ def test_sigkill_of_flowkit_run_resumed_with_restore_from(
     while True:
         runs += 1
         assert runs <= 12, f"the job did not finish after {runs} runs: {log}"
-        command = [str(SCRIPT), "run", str(JOB_FILE), "--parallelism", "2"]
+        parallelism = parallelisms[min(runs, len(parallelisms)) - 1]
+        command = [str(SCRIPT), "run", str(JOB_FILE), "--parallelism", str(parallelism)]
         command += [
             "--checkpoint-dir",
             str(ck),
