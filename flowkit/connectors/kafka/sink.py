@@ -1096,6 +1096,10 @@ class KafkaSinkWriter(SinkWriter):
                     break
                 _log.info("%s: aborted lingering transaction %r", self.label, transactional_id)
                 number += 1
+            if subtask == self.subtask_index:
+                # Numbers below were used (by an earlier run with this subtask index too,
+                # e.g. before a change of parallelism): go on after them.
+                self._next_transaction = max(self._next_transaction, number)
 
     async def _begin(self, number: int) -> _Txn:
         transactional_id = f"{self._prefix}-{self.subtask_index}-{number}"
