@@ -159,6 +159,10 @@ def build(env: fk.StreamExecutionEnvironment, args: Sequence[str] = ()) -> None:
         .uid("shop-totals")
         .sink_to(sink)
         .uid("totals-to-kafka")
+        # One sink subtask: one transaction at a time on each partition of the output.
+        # Tansu 0.6.0 (the test broker) can leave the last stable offset stuck when
+        # transactions of two producers on one partition end at the same time.
+        .set_parallelism(1)
     )
 
 

@@ -672,6 +672,7 @@ class KafkaSinkWriter(SinkWriter):
         self._current: _Txn | None = None
         self._pending: list[tuple[int, _Txn]] = []
         self._commits: set[concurrent.futures.Future[None]] = set()
+        self._last_commit: concurrent.futures.Future[None] | None = None
         self._max_request_size = int(self._arguments.get("max_request_size", 1_048_576))
         self._round_robin = subtask_index
         partitioner_module = require("aiokafka.partitioner", "kafka")
@@ -746,16 +747,17 @@ class KafkaSinkWriter(SinkWriter):
         return KafkaSinkState(self.subtask_index, self._prefix, self._next_transaction, pending)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        """Commit (in the background) every transaction parked at a checkpoint up to
-        ``checkpoint_id``; a failed commit fails the job at the sink's next step."""
+        """Commit (in the background, one after the other, oldest first) every transaction
+        parked at a checkpoint up to ``checkpoint_id``; a failed commit fails the job at
+        the sink's next step."""
         due = [t for cid, t in self._pending if cid <= checkpoint_id]
         if not due:
             return
         self._pending = [(cid, t) for cid, t in self._pending if cid > checkpoint_id]
-        for transaction in due:
-            future = self._io.submit(self._commit(transaction))
-            self._commits.add(future)
-            future.add_done_callback(self._commit_done)
+        future = self._io.submit(self._commit_in_order(due, self._last_commit))
+        self._last_commit = future
+        self._commits.add(future)
+        future.add_done_callback(self._commit_done)
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """Nothing: a parked transaction stays parked; the next completed checkpoint (whose
@@ -1118,6 +1120,22 @@ class KafkaSinkWriter(SinkWriter):
                 f"{self.label} cannot begin transaction {transactional_id!r}: {exc!r}"
             ) from exc
         return _Txn(transactional_id, number, producer, producer_id, epoch)
+
+    async def _commit_in_order(
+        self, transactions: list[_Txn], previous: concurrent.futures.Future[None] | None
+    ) -> None:
+        """Commit ``transactions`` after the commits started before (``previous``); all
+        are attempted, the first error is raised."""
+        if previous is not None:
+            await asyncio.wait([asyncio.wrap_future(previous)])
+        first: BaseException | None = None
+        for transaction in transactions:
+            try:
+                await self._commit(transaction)
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     async def _commit(self, transaction: _Txn) -> None:
         producer = transaction.producer
