@@ -159,19 +159,6 @@ class SourceOperator(StreamOperator):
             self.mark_active()
         self.output.collect(values, timestamps)
 
-    def _collect_split(self, values: list[Any], timestamps: list[Any] | None) -> None:
-        """The records of a split without a watermark strategy (timestamps checked)."""
-        self.records += len(values)
-        if timestamps is not None:
-            try:
-                timestamps = checked_timestamps(timestamps, allow_none=True)
-            except InvalidTimestampError as exc:
-                index = 0 if exc.index is None else exc.index
-                raise self.fail(exc, "a timestamp the source emitted", values[index]) from exc
-        if self._idle:
-            self.mark_active()
-        self.output.collect(values, timestamps)
-
     def emit_watermark(self, timestamp: int) -> None:
         self.process_watermark(timestamp)
 
@@ -219,10 +206,10 @@ class _SplitOutput:
 
     def collect_batch(self, values: list[Any], timestamps: list[Any] | None = None) -> None:
         emitter = self.emitter
-        if emitter is None:
+        if emitter is None:  # no watermark strategy: the source has no emitter either
             if self.idle:
                 self.set_idle(False)
-            self.op._collect_split(values, timestamps)
+            self.op.collect_batch(values, timestamps)
             return
         op = self.op
         op.records += len(values)
