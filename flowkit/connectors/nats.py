@@ -564,7 +564,8 @@ class JetStreamReader(SplitReader):
         acker, self._acker = self._acker, None
         if acker is not None and not acker.done():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(acker, _REQUEST_TIMEOUT)
+                async with asyncio.timeout(_REQUEST_TIMEOUT):
+                    await acker
         nc, self._nc = self._nc, None
         if nc is None:
             return
@@ -578,7 +579,8 @@ class JetStreamReader(SplitReader):
                 await self._give_back(nc)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), _REQUEST_TIMEOUT)
+                async with asyncio.timeout(_REQUEST_TIMEOUT):
+                    await nc.close()
 
     async def _give_back(self, nc: Any) -> None:
         """Negatively acknowledge the messages no checkpoint that may still complete
@@ -857,7 +859,11 @@ class JetStreamWriter(SinkWriter):
             headers = None if ids is None else {"Nats-Msg-Id": ids[index]}
             futures.append(await js.publish_async(subject, payload, headers=headers, stream=stream))
         try:
-            acks = await asyncio.wait_for(asyncio.gather(*futures), sink.publish_timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that comes as the acknowledgements do, and the subtask would
+            # go on after its job was cancelled.
+            async with asyncio.timeout(sink.publish_timeout):
+                acks = await asyncio.gather(*futures)
         except TimeoutError:
             raise TimeoutError(
                 f"JetStream sink (subtask {self.subtask_index}): {len(futures)} publishes to "

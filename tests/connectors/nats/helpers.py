@@ -36,9 +36,9 @@ async def stream_messages(js: Any, stream: str) -> list[tuple[int, bytes, dict[s
     return out
 
 
-async def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+async def wait_for(condition: Any, within: float, what: str, interval: float = 0.02) -> None:
     """Await until ``condition()`` (sync or async) is true, else fail naming ``what``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = condition()
         if asyncio.iscoroutine(value):
@@ -46,5 +46,5 @@ async def wait_for(condition: Any, timeout: float, what: str, interval: float = 
         if value:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(interval)

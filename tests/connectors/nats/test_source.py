@@ -46,7 +46,7 @@ class Output:
         self.side.append((tag, value, timestamp))
 
 
-async def read_until(reader: Any, output: Output, count: int, timeout: float = 10) -> None:
+async def read_until(reader: Any, output: Output, count: int, within: float = 10) -> None:
     """Poll ``reader`` until ``output`` holds ``count`` values."""
 
     async def enough() -> bool:
@@ -54,10 +54,10 @@ async def read_until(reader: Any, output: Output, count: int, timeout: float = 1
         if status is InputStatus.NOTHING_AVAILABLE and len(output.values) < count:
             available = reader.is_available()
             if available is not None:
-                await asyncio.wait_for(available, timeout)
+                await asyncio.wait_for(available, within)
         return len(output.values) >= count
 
-    await wait_for(enough, timeout, f"{count} records", interval=0)
+    await wait_for(enough, within, f"{count} records", interval=0)
 
 
 async def test_reads_every_message_with_its_timestamp_and_creates_the_durable(
