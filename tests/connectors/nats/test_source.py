@@ -378,3 +378,29 @@ async def test_raw_bytes_schema(js: Any, nats_server: str, stream_name: str) -> 
         nats_server, stream_name, durable="raw", deserializer=RawBytesSchema(), bounded=True
     )
     assert await run_bounded(source) == [b"\x00\x01", b""]
+
+
+async def test_a_checkpoint_completing_after_ack_wait_is_reported(
+    js: Any, nats_server: str, stream_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The source cannot see the checkpoint interval when the job starts; when messages
+    waited longer than ack_wait for their checkpoint, it says so (once)."""
+    await make_stream(js, stream_name)
+    await publish(js, f"{stream_name}.a", [b"x"] * 5)
+    source = JetStreamSource(nats_server, stream_name, durable="slow", ack_wait=0.5)
+    reader = source.create_reader(0, 1)
+    output = Output()
+    await reader.open()
+    try:
+        await read_until(reader, output, 2)
+        reader.snapshot_state(1)
+        with caplog.at_level("WARNING", logger="flowkit.connectors.nats"):
+            reader.notify_checkpoint_complete(1)  # in time: nothing to say
+            await read_until(reader, output, 5)
+            reader.snapshot_state(2)
+            await asyncio.sleep(0.6)
+            reader.notify_checkpoint_complete(2)  # too late: JetStream sent them again
+        warnings = [r.getMessage() for r in caplog.records if "ack_wait" in r.getMessage()]
+        assert len(warnings) == 1 and "longer than ack_wait (0.5 s)" in warnings[0]
+    finally:
+        await reader.close()
