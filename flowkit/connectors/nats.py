@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -413,7 +414,7 @@ class JetStreamReader(SplitReader):
     async def _ack_loop(self) -> None:
         while self._ack_target > self._base and self._nc is not None:
             count = self._ack_target - self._base
-            replies = [self._pending[i] for i in range(count)]
+            replies = list(itertools.islice(self._pending, count))
             try:
                 await _publish_all(self._nc, replies, b"+ACK")
             except Exception as exc:
@@ -620,7 +621,7 @@ class JetStreamReader(SplitReader):
                 )
         covered = max(self._barriers.values(), default=self._ack_target)
         skip = max(0, covered - self._base)
-        uncovered = [reply for i, reply in enumerate(self._pending) if i >= skip] + leftovers
+        uncovered = list(itertools.islice(self._pending, skip, None)) + leftovers
         if not uncovered:
             return
         try:
