@@ -175,7 +175,9 @@ class JetStreamSource(SplitSource):
     Args:
         servers: NATS URL(s), ``"nats://host:4222"`` or a list.
         stream: the stream.
-        subject: filter subject of a new consumer (None: the whole stream).
+        subject: filter subject of a new consumer (None: the whole stream), or a list of
+            them (several need nats-server 2.10 or later; with an older server the
+            reader fails to open rather than read the whole stream).
         durable: the durable consumer's name (created when missing, else reused as is).
         deserializer: a ``DeserializationSchema`` (``SimpleStringSchema()``,
             ``JsonSchema()``, ``RawBytesSchema()``).
@@ -199,7 +201,7 @@ class JetStreamSource(SplitSource):
         self,
         servers: str | Sequence[str],
         stream: str,
-        subject: str | None = None,
+        subject: str | Sequence[str] | None = None,
         *,
         durable: str,
         deserializer: DeserializationSchema | None = None,
@@ -232,7 +234,13 @@ class JetStreamSource(SplitSource):
             )
         self.servers = _servers(servers)
         self.stream = stream
-        self.subject = subject
+        subjects = [subject] if isinstance(subject, str) else list(subject or ())
+        if not all(isinstance(s, str) and s for s in subjects):
+            raise InvalidConfigurationError(
+                f"JetStreamSource subject must be a subject or a list of them, got {subject!r}"
+            )
+        #: The filter subjects of a new consumer (empty: the whole stream).
+        self.subjects = subjects
         self.durable = durable
         self.deserializer = deserializer if deserializer is not None else SimpleStringSchema()
         self.batch_size = batch_size
@@ -275,8 +283,11 @@ class JetStreamSource(SplitSource):
             ack_wait=self.ack_wait,
             deliver_policy=api.DeliverPolicy(start.policy),
             max_ack_pending=self.max_ack_pending,
-            filter_subject=self.subject,
         )
+        if len(self.subjects) == 1:
+            config.filter_subject = self.subjects[0]
+        elif self.subjects:
+            config.filter_subjects = list(self.subjects)
         if start.policy == "by_start_sequence":
             config.opt_start_seq = start.value
         elif start.policy == "by_start_time":
@@ -441,6 +452,7 @@ class JetStreamReader(SplitReader):
             info = await js.consumer_info(source.stream, source.durable)
         except errors.NotFoundError:
             info = None
+        created = info is None
         if info is None:
             try:
                 info = await js.add_consumer(source.stream, config=source.consumer_config())
@@ -453,6 +465,19 @@ class JetStreamReader(SplitReader):
             except errors.BadRequestError:
                 # Another subtask created it first (with the same configuration).
                 info = await js.consumer_info(source.stream, source.durable)
+        if len(source.subjects) > 1 and sorted(info.config.filter_subjects or ()) != sorted(
+            source.subjects
+        ):
+            if created:  # the server ignored the filters: remove the consumer it made
+                with contextlib.suppress(Exception):
+                    await js.delete_consumer(source.stream, source.durable)
+            raise InvalidConfigurationError(
+                f"JetStream source: durable consumer {source.durable!r} on stream "
+                f"{source.stream!r} does not filter {source.subjects} (it has "
+                f"{info.config.filter_subjects or info.config.filter_subject!r}); several "
+                f"filter subjects need nats-server 2.10 or later: use one subject with "
+                f"wildcards, or one source per subject"
+            )
         configured = getattr(info.config, "ack_wait", None)
         if configured is not None and abs(configured - source.ack_wait) > 1e-3:
             _log.warning(

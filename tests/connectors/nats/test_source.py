@@ -13,6 +13,7 @@ import pytest
 import flowkit as fk
 from flowkit.connectors.base import JsonSchema, RawBytesSchema
 from flowkit.connectors.nats import JetStreamSource, StartPosition
+from flowkit.errors import InvalidConfigurationError
 from flowkit.sources import DeadLetter, DeserializationError, InputStatus
 
 from .helpers import make_stream, publish, publish_json, wait_for
@@ -404,3 +405,34 @@ async def test_a_checkpoint_completing_after_ack_wait_is_reported(
         assert len(warnings) == 1 and "longer than ack_wait (0.5 s)" in warnings[0]
     finally:
         await reader.close()
+
+
+async def test_several_filter_subjects_need_a_newer_server_and_are_refused_clearly(
+    js: Any, nats_server: str, stream_name: str
+) -> None:
+    """nats-server 2.9 has one filter subject per consumer: a source given two does not
+    read the whole stream instead, it fails to open naming the problem."""
+    await make_stream(js, stream_name)
+    await publish(js, f"{stream_name}.x", [b"x"])
+    await publish(js, f"{stream_name}.y", [b"y"])
+    await publish(js, f"{stream_name}.z", [b"z"])
+    one = JetStreamSource(
+        nats_server, stream_name, [f"{stream_name}.y"], durable="one", bounded=True
+    )
+    assert await run_bounded(one) == ["y"]
+    two = JetStreamSource(
+        nats_server,
+        stream_name,
+        [f"{stream_name}.x", f"{stream_name}.z"],
+        durable="two",
+        bounded=True,
+    )
+    reader = two.create_reader(0, 1)
+    try:
+        with pytest.raises(InvalidConfigurationError, match=r"need nats-server 2\.10 or later"):
+            await reader.open()
+    finally:
+        await reader.close()
+    # The consumer the server made without the filters is not left behind.
+    names = [info.name for info in await js.consumers_info(stream_name)]
+    assert "two" not in names
