@@ -462,6 +462,11 @@ class JetStreamReader(SplitReader):
                     source.stream,
                     source.deliver_policy,
                 )
+            except errors.NotFoundError as exc:
+                raise InvalidConfigurationError(
+                    f"JetStream source: there is no stream {source.stream!r} on "
+                    f"{', '.join(source.servers)} ({exc.description or exc})"
+                ) from exc
             except errors.BadRequestError:
                 # Another subtask created it first (with the same configuration).
                 info = await js.consumer_info(source.stream, source.durable)
@@ -533,7 +538,12 @@ class JetStreamReader(SplitReader):
                     now = loop.time()
                     if last_seq is not None or (self.subtask_index == 0 and now >= lag_at):
                         lag_at = now + _LAG_INTERVAL
-                        info = await js.consumer_info(source.stream, source.durable)
+                        try:
+                            info = await js.consumer_info(source.stream, source.durable)
+                        except (TimeoutError, nats_errors.TimeoutError) as exc:
+                            # Only the lag (or the end of a bounded read) waits for it.
+                            _log.debug("JetStream source %s: consumer info: %r", self.split, exc)
+                            continue
                         self._lag = int(info.num_pending)
                         if last_seq is not None and self._read_to(last_seq, info):
                             break

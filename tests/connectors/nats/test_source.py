@@ -436,3 +436,10 @@ async def test_several_filter_subjects_need_a_newer_server_and_are_refused_clear
     # The consumer the server made without the filters is not left behind.
     names = [info.name for info in await js.consumers_info(stream_name)]
     assert "two" not in names
+
+
+async def test_a_missing_stream_is_named(nats_server: str, stream_name: str) -> None:
+    source = JetStreamSource(nats_server, stream_name, durable="none", bounded=True)
+    with pytest.raises(Exception) as failure:
+        await run_bounded(source)
+    assert f"there is no stream {stream_name!r} on {nats_server}" in str(failure.value)
