@@ -255,6 +255,23 @@ class _SplitOutput:
             self.op._combine_splits()
 
 
+class UnwrittenBatches:
+    """A sink's checkpointed state when batches before the barrier were still waiting
+    for its asynchronous writer: the writer's own state and those batches."""
+
+    __slots__ = ("batches", "writer_state")
+
+    def __init__(self, writer_state: Any, batches: list[tuple[Batch, Timestamps]]) -> None:
+        self.writer_state = writer_state
+        self.batches = [
+            (list(values), None if timestamps is None else list(timestamps))
+            for values, timestamps in batches
+        ]
+
+    def __reduce__(self) -> Any:
+        return (UnwrittenBatches, (self.writer_state, self.batches))
+
+
 class SinkOperator(OneInputOperator):
     """Hands batches to the sink's writer; awaits asynchronous writers (backpressure)."""
 
@@ -311,11 +328,21 @@ class SinkOperator(OneInputOperator):
         if not self.ctx.checkpointing and hasattr(writer, "commit_on_finish"):
             # No checkpoint will ever commit: a two-phase-commit sink commits at the end.
             writer.commit_on_finish = True
-        restored = getattr(self, "_restored_states", None)
+        restored = []
+        for state in getattr(self, "_restored_states", None) or []:
+            if isinstance(state, UnwrittenBatches):
+                # Records before the barrier the writer had not written: first thing now.
+                for values, timestamps in state.batches:
+                    self._queue.append((values, timestamps))
+                    self._queued += len(values)
+                if state.writer_state is not None:
+                    restored.append(state.writer_state)
+            else:
+                restored.append(state)
         initialize = getattr(writer, "initialize_state", None)
         if callable(initialize):
             try:
-                initialize(list(restored or []))
+                initialize(restored)
             except Exception as exc:
                 raise self.fail(exc, "restoring the sink's state") from exc
         if isinstance(self.sink, FunctionSink):
@@ -348,12 +375,20 @@ class SinkOperator(OneInputOperator):
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         snapshot = getattr(self.writer, "snapshot_state", None)
-        if not callable(snapshot):
-            return None
-        try:
-            return snapshot(checkpoint_id)
-        except Exception as exc:
-            raise self.fail(exc, "snapshotting the sink") from exc
+        state = None
+        if callable(snapshot):
+            try:
+                state = snapshot(checkpoint_id)
+            except Exception as exc:
+                raise self.fail(exc, "snapshotting the sink") from exc
+        # An asynchronous writer may not have written every batch before the barrier yet
+        # (the subtask awaits them after the step): the checkpoint covers them, so it
+        # keeps them, and a restored sink writes them first (Flink's async sinks keep
+        # their buffered requests in state the same way).
+        unwritten = [item for item in self._queue if type(item) is not int]
+        if unwritten:
+            return UnwrittenBatches(state, unwritten)  # type: ignore[arg-type]
+        return state
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         notify = getattr(self.writer, "notify_checkpoint_complete", None)
