@@ -1,0 +1,196 @@
+"""RedisStreamSource against a real redis-server: reading, consumer groups and their start
+ids, bounded reads, event time from entry IDs, dead letters and the failure message,
+acknowledgements when checkpoints complete, and the group's lag."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import flowkit as fk
+from flowkit.connectors.base import JsonSchema
+from flowkit.connectors.redis import RedisStreamSource
+from flowkit.errors import JobFailed
+from flowkit.sources import DeadLetter, DeserializationError
+
+from .streams import consumers, fill, pending
+
+
+def env_with_checkpoints(tmp_path: Path, parallelism: int = 1) -> fk.StreamExecutionEnvironment:
+    env = fk.StreamExecutionEnvironment(parallelism=parallelism, buffer_timeout_ms=5)
+    env.enable_checkpointing(50, directory=tmp_path / "ck")
+    return env
+
+
+def test_reads_each_entry_once_as_a_str_field_dict_stamped_with_its_id_time(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    ids = fill(rdb, "orders", [{"n": str(i), "who": f"u{i % 3}"} for i in range(300)])
+    env = env_with_checkpoints(tmp_path, parallelism=3)
+    sink = fk.CollectSink()
+    source = RedisStreamSource(redis_url, streams=["orders"], group="g", bounded=True)
+    env.from_source(source).sink_to(sink)
+    env.execute("read")
+    assert sorted(sink.values, key=lambda v: int(v["n"])) == [
+        {"n": str(i), "who": f"u{i % 3}"} for i in range(300)
+    ]
+    by_n = {int(r.value["n"]): r.timestamp for r in sink.records}
+    assert by_n == {i: int(entry_id.split(b"-")[0]) for i, entry_id in enumerate(ids)}
+    # Three consumers shared the work; the final checkpoint acknowledged everything.
+    assert set(consumers(rdb, "orders", "g")) == {"flowkit-0", "flowkit-1", "flowkit-2"}
+    assert pending(rdb, "orders", "g") == 0
+
+
+def test_several_streams_and_a_schema_applied_to_one_field(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    fill(rdb, "a", [{"data": f'{{"s": "a", "i": {i}}}', "other": "x"} for i in range(40)])
+    fill(rdb, "b", [{"data": f'{{"s": "b", "i": {i}}}'} for i in range(25)])
+    env = env_with_checkpoints(tmp_path)
+    sink = fk.CollectSink()
+    source = RedisStreamSource(
+        redis_url, streams=["a", "b"], group="g", deserializer=JsonSchema(), bounded=True
+    )
+    env.from_source(source).sink_to(sink)
+    env.execute("two streams")
+    assert [v for v in sink.values if v["s"] == "a"] == [{"s": "a", "i": i} for i in range(40)]
+    assert [v for v in sink.values if v["s"] == "b"] == [{"s": "b", "i": i} for i in range(25)]
+
+
+def test_a_new_group_starts_at_start_id_and_an_existing_group_keeps_its_position(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    fill(rdb, "s", [{"i": str(i)} for i in range(10)])
+
+    def run(group: str, start_id: str) -> list[int]:
+        env = env_with_checkpoints(tmp_path / group / start_id)
+        sink = fk.CollectSink()
+        source = RedisStreamSource(
+            redis_url, streams=["s"], group=group, start_id=start_id, bounded=True
+        )
+        env.from_source(source).sink_to(sink)
+        env.execute("start ids")
+        return [int(v["i"]) for v in sink.values]
+
+    assert run("from-start", "0") == list(range(10))
+    assert run("from-now", "$") == []  # created at the end: nothing old
+    ids = fill(rdb, "s", [{"i": str(i)} for i in range(10, 15)])
+    assert run("from-start", "0") == list(range(10, 15))  # the group's position, not "0"
+    assert run("from-now", "0") == list(range(10, 15))  # start_id only for a new group
+    assert run("from-id", ids[2].decode()) == [13, 14]  # after the given entry ID
+    # MKSTREAM: a group on a stream that does not exist yet creates it, empty.
+    assert run("fresh", "0") == list(range(15))
+    env = env_with_checkpoints(tmp_path / "missing")
+    sink = fk.CollectSink()
+    env.from_source(
+        RedisStreamSource(redis_url, streams=["nothing-yet"], group="g", bounded=True)
+    ).sink_to(sink)
+    env.execute("empty")
+    assert sink.values == [] and rdb.xlen("nothing-yet") == 0
+
+
+async def test_bounded_reads_stop_at_the_entries_the_stream_had_when_the_reader_opened(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    """Entries added while the bounded job runs are not read: they are left to the next
+    run (the job ends on its own although entries keep coming)."""
+    fill(rdb, "s", [{"i": str(i)} for i in range(200)])
+    opened = asyncio.Event()
+
+    def mark(value: dict[str, str]) -> int:
+        opened.set()
+        return int(value["i"])
+
+    env = env_with_checkpoints(tmp_path)
+    sink = fk.CollectSink()
+    source = RedisStreamSource(redis_url, streams=["s"], group="g", bounded=True, batch_size=20)
+    env.from_source(source).map(mark).sink_to(sink)
+    client = await env.execute_async("bounded")
+    waiter = asyncio.ensure_future(client.wait())
+    async with asyncio.timeout(20):
+        await opened.wait()  # the reader has opened: the end is fixed
+        added = 0
+        while not waiter.done():
+            fill(rdb, "s", [{"i": str(1000 + added)}])
+            added += 1
+            await asyncio.sleep(0.002)
+    await waiter
+    assert sorted(sink.values) == list(range(200))
+    assert added > 0
+
+
+def test_a_bad_entry_fails_the_job_naming_stream_consumer_and_entry(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    ids = fill(rdb, "events", [{"data": "{}"}, {"data": "{oops"}, {"data": "[]"}])
+    env = env_with_checkpoints(tmp_path)
+    source = RedisStreamSource(
+        redis_url, streams=["events"], group="g", deserializer=JsonSchema(), bounded=True
+    )
+    env.set_restart_strategy(fk.RestartStrategy.no_restart())
+    env.from_source(source).sink_to(fk.CollectSink())
+    with pytest.raises(JobFailed) as failed:
+        env.execute("bad entry")
+    error: BaseException | None = failed.value
+    while error is not None and not isinstance(error, DeserializationError):
+        error = error.__cause__
+    assert isinstance(error, DeserializationError), failed.value
+    bad = ids[1].decode()
+    assert str(error).startswith(
+        f"redis: cannot deserialize the record at stream 'events', consumer flowkit-0, "
+        f"entry {bad}: JSONDecodeError"
+    ), str(error)
+    assert (error.connector, error.topic, error.partition, error.offset) == (
+        "redis",
+        "events",
+        "flowkit-0",
+        bad,
+    )
+    assert error.raw == {b"data": b"{oops"}
+    assert "Redis Stream Source" in str(failed.value)
+    # Not acknowledged: a restarted job reads it again (and fails again).
+    assert pending(rdb, "events", "g") == 3
+
+
+def test_bad_entries_go_to_the_dead_letter_tag_and_are_acknowledged(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    records: list[dict[str, Any]] = [{"data": f'{{"i": {i}}}'} for i in range(50)]
+    records[7] = {"data": "{oops"}
+    records[30] = {"data": b"\xff\xfe"}
+    records[31] = {"other": "no data field"}
+    ids = fill(rdb, "events", records)
+    dead = fk.OutputTag("dead")
+    env = env_with_checkpoints(tmp_path)
+    good, bad = fk.CollectSink(), fk.CollectSink()
+    source = RedisStreamSource(
+        redis_url,
+        streams=["events"],
+        group="g",
+        deserializer=JsonSchema(),
+        dead_letter_tag=dead,
+        bounded=True,
+        batch_size=16,
+    )
+    stream = env.from_source(source)
+    stream.sink_to(good)
+    stream.get_side_output(dead).sink_to(bad)
+    env.execute("dead letters")
+    assert good.values == [{"i": i} for i in range(50) if i not in (7, 30, 31)]
+    letters: list[DeadLetter] = bad.values
+    assert [(d.connector, d.topic, d.partition, d.offset) for d in letters] == [
+        ("redis", "events", "flowkit-0", ids[i].decode()) for i in (7, 30, 31)
+    ]
+    assert [d.raw for d in letters] == [
+        {b"data": b"{oops"},
+        {b"data": b"\xff\xfe"},
+        {b"other": b"no data field"},
+    ]
+    assert "JSONDecodeError" in letters[0].error
+    assert "no field 'data'" in letters[2].error
+    assert [r.timestamp for r in bad.records] == [int(ids[i].split(b"-")[0]) for i in (7, 30, 31)]
+    assert pending(rdb, "events", "g") == 0
