@@ -194,3 +194,53 @@ def test_bad_entries_go_to_the_dead_letter_tag_and_are_acknowledged(
     assert "no field 'data'" in letters[2].error
     assert [r.timestamp for r in bad.records] == [int(ids[i].split(b"-")[0]) for i in (7, 30, 31)]
     assert pending(rdb, "events", "g") == 0
+
+
+async def test_entries_are_acknowledged_when_a_checkpoint_covering_them_completes(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    """Without checkpoints nothing is acknowledged (read entries stay pending); with
+    checkpoints, once a checkpoint after the last read completes, XPENDING is empty."""
+    fill(rdb, "s", [{"i": str(i)} for i in range(500)])
+    for checkpoints in (False, True):
+        env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5)
+        if checkpoints:
+            env.enable_checkpointing(100, directory=tmp_path / "ck")
+        sink = fk.CollectSink()
+        group = f"g-{checkpoints}"
+        env.from_source(RedisStreamSource(redis_url, streams=["s"], group=group)).sink_to(sink)
+        client = await env.execute_async("acks")
+        try:
+            await fk.wait_until(lambda: len(sink.values) == 500, "every entry")  # noqa: B023
+            if not checkpoints:
+                await asyncio.sleep(0.3)
+                assert pending(rdb, "s", group) == 500
+                continue
+            done = client.checkpoint_statistics()["completed"]
+            stats = client.checkpoint_statistics
+            await fk.wait_until(lambda: stats()["completed"] >= done + 2, "checkpoints")  # noqa: B023
+            await fk.wait_until(
+                lambda: pending(rdb, "s", group) == 0,  # noqa: B023
+                "the acknowledgements",
+                within=5,
+            )
+        finally:
+            await client.cancel()
+        assert sorted(int(v["i"]) for v in sink.values) == list(range(500))
+
+
+async def test_metrics_report_the_lag_of_the_group(redis_url: str, rdb: redis.Redis) -> None:
+    """XINFO GROUPS "lag" (Redis >= 7): entries the group has not handed out yet, per
+    stream, reported by one subtask per stream."""
+    fill(rdb, "s", [{"i": str(i)} for i in range(100)])
+    source = RedisStreamSource(redis_url, streams=["s"], group="g", batch_size=10, read_ahead=1)
+    reader = source.create_reader(0, 1)
+    await reader.open()
+    try:
+        await fk.wait_until(lambda: reader.metrics().get("lag"), "the lag", within=5)
+        assert reader.metrics() == {"lag": {"s": 90}}  # one batch read ahead, not emitted
+        assert pending(rdb, "s", "g") == 10
+    finally:
+        await reader.close()
+    reporting = [i for i in range(3) if source.create_reader(i, 3)._lag_streams() == ["s"]]
+    assert len(reporting) == 1
