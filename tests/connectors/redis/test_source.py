@@ -244,3 +244,32 @@ async def test_metrics_report_the_lag_of_the_group(redis_url: str, rdb: redis.Re
         await reader.close()
     reporting = [i for i in range(3) if source.create_reader(i, 3)._lag_streams() == ["s"]]
     assert len(reporting) == 1
+
+
+async def test_each_stream_has_its_own_watermark_and_the_source_emits_the_minimum(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    """Entry IDs give the event time; with two streams far apart in time, the source's
+    watermark follows the slower stream (per-stream split outputs), not the newest
+    record it read."""
+    for i in range(50):
+        rdb.xadd("old", {"i": str(i)}, id=f"1000-{i + 1}")
+        rdb.xadd("new", {"i": str(i)}, id=f"9000-{i + 1}")
+    env = fk.StreamExecutionEnvironment(parallelism=1, auto_watermark_interval_ms=20)
+    sink = fk.CollectSink()
+    source = RedisStreamSource(redis_url, streams=["old", "new"], group="g")
+    env.from_source(source, fk.WatermarkStrategy.for_monotonous_timestamps()).sink_to(sink)
+    client = await env.execute_async("watermarks")
+    try:
+        await fk.wait_until(
+            lambda: (
+                len(sink.values) == 100 and any(isinstance(e, fk.Watermark) for e in sink.elements)
+            ),
+            "the records and a watermark",
+        )
+        await asyncio.sleep(0.1)  # a few more periodic watermarks
+    finally:
+        await client.cancel()
+    assert sorted(r.timestamp for r in sink.records) == [1000] * 50 + [9000] * 50
+    watermarks = [e.timestamp for e in sink.elements if isinstance(e, fk.Watermark)]
+    assert max(watermarks) == 999, watermarks  # the old stream's time - 1
