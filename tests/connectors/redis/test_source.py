@@ -273,3 +273,29 @@ async def test_each_stream_has_its_own_watermark_and_the_source_emits_the_minimu
     assert sorted(r.timestamp for r in sink.records) == [1000] * 50 + [9000] * 50
     watermarks = [e.timestamp for e in sink.elements if isinstance(e, fk.Watermark)]
     assert max(watermarks) == 999, watermarks  # the old stream's time - 1
+
+
+async def test_the_job_metrics_show_the_lag_of_the_group(redis_url: str, rdb: redis.Redis) -> None:
+    """``client.metrics()``: one source subtask reports the stream's lag, which falls as
+    the slow job reads."""
+    fill(rdb, "s", [{"i": str(i)} for i in range(3000)])
+
+    async def slow(fields: dict[str, str]) -> int:
+        await asyncio.sleep(0.001)
+        return int(fields["i"])
+
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5)
+    source = RedisStreamSource(redis_url, streams=["s"], group="g", batch_size=50)
+    env.from_source(source).map_async(slow, capacity=1).sink_to(fk.CollectSink())
+    client = await env.execute_async("lag")
+
+    def lags() -> list[dict[str, int]]:
+        return [s.consumer_lag for s in client.metrics().subtasks if s.consumer_lag]
+
+    try:
+        await fk.wait_until(lambda: lags() and 0 < lags()[0]["s"] < 3000, "a lag")
+        first = lags()
+        await fk.wait_until(lambda: lags()[0]["s"] < first[0]["s"], "the lag to fall")
+    finally:
+        await client.cancel()
+    assert len(first) == 1 and set(first[0]) == {"s"}, first
