@@ -77,6 +77,53 @@ async def test_a_restore_at_another_parallelism_reads_each_entry_once(
     assert set(consumers(rdb, "in", "g")) == {f"flowkit-{i}" for i in range(after)}
 
 
+async def test_a_restore_from_a_savepoint_acknowledges_what_it_covers(
+    redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    """A savepoint's completion is never notified: nothing it covers is acknowledged while
+    the job runs. The restored readers acknowledge it (else it would be read twice) and
+    read the rest again."""
+    n = 600
+    fill(redis_url, "in", n)
+    out = tmp_path / "out"
+    seen: list[Any] = []
+
+    def count(record: Any) -> Any:
+        seen.append(record)
+        return record
+
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5)
+    env.enable_checkpointing(60_000, directory=tmp_path / "ck")  # no periodic checkpoint
+    build_job(
+        env,
+        redis_url,
+        "in",
+        "g",
+        out=out,
+        pause=0.002,
+        bounded=False,
+        source_parallelism=2,
+        before_key_by=count,
+    )
+    client = await env.execute_async("savepoint")
+    try:
+        await fk.wait_until(lambda: len(seen) >= 100, "records")
+        savepoint = await client.trigger_savepoint(str(tmp_path / "sp"))
+        covered = len(seen)
+        await fk.wait_until(lambda: len(seen) >= covered + 50, "records after the savepoint")
+    finally:
+        await client.cancel()
+    assert pending(rdb, "in", "g") >= covered + 50  # nothing acknowledged
+    assert file_lines(out) == {}  # nothing committed
+
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5)
+    env.enable_checkpointing(100, directory=tmp_path / "ck2")
+    build_job(env, redis_url, "in", "g", out=out, source_parallelism=2)
+    await asyncio.wait_for((await env.execute_async("after", restore_from=savepoint)).wait(), 30)
+    check_each_record_counted_once(file_lines(out), n)
+    assert pending(rdb, "in", "g") == 0
+
+
 class Faults:
     """Failures armed at chosen times; the next record through an armed site raises."""
 
