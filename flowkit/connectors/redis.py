@@ -77,6 +77,15 @@ def _id_key(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _raise_lost_cancellation() -> None:
+    """redis-py can lose the cancellation of a task awaiting a command (the command
+    returns, no ``CancelledError``): raise it again, so that a cancelled subtask stops
+    instead of going on with its input gone."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -363,6 +372,7 @@ class RedisStreamReader(SplitReader):
         self._room = asyncio.Event()
         self._room.set()
         await self._prepare()
+        _raise_lost_cancellation()
         loop = asyncio.get_running_loop()
         self._fetch = loop.create_task(self._read_loop(), name=f"flowkit redis {self.consumer}")
         if self._lag_streams():
@@ -488,6 +498,7 @@ class RedisStreamReader(SplitReader):
             reply = await client.xreadgroup(
                 source.group, self.consumer, active, count=source.batch_size, block=block
             )
+            _raise_lost_cancellation()
             got = {_text(name): entries for name, entries in reply or ()}
             for stream, cursor in active.items():
                 entries = got.get(stream) or []
@@ -681,7 +692,9 @@ class RedisStreamReader(SplitReader):
                 pipe = self._client.pipeline(transaction=False)
                 for stream in streams:
                     pipe.xinfo_groups(stream)
-                for stream, groups in zip(streams, await pipe.execute()):
+                replies = await pipe.execute()
+                _raise_lost_cancellation()
+                for stream, groups in zip(streams, replies):
                     for info in groups:
                         if info.get("name") == group and info.get("lag") is not None:
                             self._lag[stream] = int(info["lag"])
@@ -837,6 +850,7 @@ class RedisStreamWriter(SinkWriter):
                     )
                 pipe.xadd(stream, entry, maxlen=maxlen, approximate=approximate)
             await pipe.execute()
+            _raise_lost_cancellation()
             self.written += len(chunk)
             self.batch_progress += len(chunk)
 
