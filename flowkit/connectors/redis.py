@@ -283,7 +283,7 @@ class RedisStreamReader(SplitReader):
         self._closing = False
         self._stop = asyncio.Event()
         self._outputs: dict[str, ReaderOutput] = {}
-        #: Entries acknowledged by this reader (checkpoints and restores), for tests.
+        #: Entries this reader acknowledged (after checkpoints and on restore).
         self.acknowledged = 0
         #: Pending entries taken over from other consumers when it opened.
         self.claimed = 0
