@@ -159,19 +159,6 @@ class SourceOperator(StreamOperator):
             self.mark_active()
         self.output.collect(values, timestamps)
 
-    def _collect_split(self, values: list[Any], timestamps: list[Any] | None) -> None:
-        """The records of a split without a watermark strategy (timestamps checked)."""
-        self.records += len(values)
-        if timestamps is not None:
-            try:
-                timestamps = checked_timestamps(timestamps, allow_none=True)
-            except InvalidTimestampError as exc:
-                index = 0 if exc.index is None else exc.index
-                raise self.fail(exc, "a timestamp the source emitted", values[index]) from exc
-        if self._idle:
-            self.mark_active()
-        self.output.collect(values, timestamps)
-
     def emit_watermark(self, timestamp: int) -> None:
         self.process_watermark(timestamp)
 
@@ -219,10 +206,10 @@ class _SplitOutput:
 
     def collect_batch(self, values: list[Any], timestamps: list[Any] | None = None) -> None:
         emitter = self.emitter
-        if emitter is None:
+        if emitter is None:  # no watermark strategy: the source has no emitter either
             if self.idle:
                 self.set_idle(False)
-            self.op._collect_split(values, timestamps)
+            self.op.collect_batch(values, timestamps)
             return
         op = self.op
         op.records += len(values)
@@ -266,6 +253,23 @@ class _SplitOutput:
         if idle != self.idle:
             self.idle = idle
             self.op._combine_splits()
+
+
+class UnwrittenBatches:
+    """A sink's checkpointed state when batches before the barrier were still waiting
+    for its asynchronous writer: the writer's own state and those batches."""
+
+    __slots__ = ("batches", "writer_state")
+
+    def __init__(self, writer_state: Any, batches: list[tuple[Batch, Timestamps]]) -> None:
+        self.writer_state = writer_state
+        self.batches = [
+            (list(values), None if timestamps is None else list(timestamps))
+            for values, timestamps in batches
+        ]
+
+    def __reduce__(self) -> Any:
+        return (UnwrittenBatches, (self.writer_state, self.batches))
 
 
 class SinkOperator(OneInputOperator):
@@ -324,11 +328,21 @@ class SinkOperator(OneInputOperator):
         if not self.ctx.checkpointing and hasattr(writer, "commit_on_finish"):
             # No checkpoint will ever commit: a two-phase-commit sink commits at the end.
             writer.commit_on_finish = True
-        restored = getattr(self, "_restored_states", None)
+        restored = []
+        for state in getattr(self, "_restored_states", None) or []:
+            if isinstance(state, UnwrittenBatches):
+                # Records before the barrier the writer had not written: first thing now.
+                for values, timestamps in state.batches:
+                    self._queue.append((values, timestamps))
+                    self._queued += len(values)
+                if state.writer_state is not None:
+                    restored.append(state.writer_state)
+            else:
+                restored.append(state)
         initialize = getattr(writer, "initialize_state", None)
         if callable(initialize):
             try:
-                initialize(list(restored or []))
+                initialize(restored)
             except Exception as exc:
                 raise self.fail(exc, "restoring the sink's state") from exc
         if isinstance(self.sink, FunctionSink):
@@ -361,12 +375,20 @@ class SinkOperator(OneInputOperator):
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         snapshot = getattr(self.writer, "snapshot_state", None)
-        if not callable(snapshot):
-            return None
-        try:
-            return snapshot(checkpoint_id)
-        except Exception as exc:
-            raise self.fail(exc, "snapshotting the sink") from exc
+        state = None
+        if callable(snapshot):
+            try:
+                state = snapshot(checkpoint_id)
+            except Exception as exc:
+                raise self.fail(exc, "snapshotting the sink") from exc
+        # An asynchronous writer may not have written every batch before the barrier yet
+        # (the subtask awaits them after the step): the checkpoint covers them, so it
+        # keeps them, and a restored sink writes them first (Flink's async sinks keep
+        # their buffered requests in state the same way).
+        unwritten = [item for item in self._queue if type(item) is not int]
+        if unwritten:
+            return UnwrittenBatches(state, unwritten)  # type: ignore[arg-type]
+        return state
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         notify = getattr(self.writer, "notify_checkpoint_complete", None)
