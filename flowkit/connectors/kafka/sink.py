@@ -1170,15 +1170,20 @@ class KafkaSinkWriter(SinkWriter):
                     current.transactional_id,
                     exc,
                 )
-            await self._stop(current.producer)
         # Parked transactions stay open on the broker (a restore commits them): their
-        # producers are stopped without aborting.
+        # producers are stopped without aborting. Every producer and the control client
+        # are closed, whatever fails.
         self._producer = None
-        while self._producers:
-            await self._stop(self._producers.pop())
+        closing = list(self._producers)
+        self._producers.clear()
         if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+            closing.append(self._client)
+            self._client = None
+        for resource in closing:
+            try:
+                await resource.stop() if hasattr(resource, "stop") else await resource.close()
+            except Exception as exc:
+                _log.warning("%s: closing %r failed: %r", self.label, resource, exc)
 
 
 def _too_large(size: int, limit: int) -> Exception:
