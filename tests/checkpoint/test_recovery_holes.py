@@ -82,7 +82,8 @@ async def test_a_failure_while_a_checkpoint_completes_keeps_it_and_the_output_ex
     client = await env.execute_async("fail while completing")
     await asyncio.wait_for(client.wait(), 60)
 
-    assert hit and fail.failures == 1 and client.restarts == 1
+    causes = [(e.exception_type, e.message) for e in client.exceptions()]
+    assert hit and fail.failures == 1 and client.restarts == 1, causes
     [entry] = client.exceptions()
     assert entry.restarted and entry.restored_from == str(tmp_path / "ck" / "chk-3")
     check_output(tmp_path / "out", 1500)
