@@ -54,7 +54,7 @@ from flowkit.sources import (
     SourceReader,
 )
 
-__all__ = ["PostgresCdcSource", "PostgresCdcReader", "format_lsn", "parse_lsn"]
+__all__ = ["PostgresCdcReader", "PostgresCdcSource", "format_lsn", "parse_lsn"]
 
 log = logging.getLogger("flowkit.connectors.postgres")
 
@@ -247,9 +247,7 @@ class _Decoder:
         self.slot = slot
         self.relations: dict[int, _Relation] = {}
 
-    def error(
-        self, topic: str, lsn: int, raw: bytes, reason: str
-    ) -> DeserializationError:
+    def error(self, topic: str, lsn: int, raw: bytes, reason: str) -> DeserializationError:
         return DeserializationError(
             "postgres",
             topic,
@@ -342,9 +340,7 @@ class _Decoder:
                 out.append(self._record("t", relation, None, None, lsn, xid, end, ts))
             return out
         if kind not in (b"I", b"U", b"D"):
-            raise self.error(
-                "(unknown)", lsn, data, f"unknown pgoutput message type {kind!r}"
-            )
+            raise self.error("(unknown)", lsn, data, f"unknown pgoutput message type {kind!r}")
         relation = self._known(message.uint32(), data, lsn)
         before: dict[str, Any] | None = None
         after: dict[str, Any] | None = None

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from connectors.servers import ServerProcess, find_binary, free_port
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -42,8 +43,19 @@ def postgres_dsn() -> Iterator[str]:
             for path in (root, sockets):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         result = subprocess.run(
-            [initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-             "--no-sync", "--locale=C"],
+            [
+                initdb,
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ],
             capture_output=True,
             text=True,
             user=user,
@@ -51,19 +63,34 @@ def postgres_dsn() -> Iterator[str]:
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+            raise RuntimeError(
+                f"initdb failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+            )
         port = free_port()
         server = ServerProcess(
             "postgres",
             [
-                postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-                "-k", str(sockets),
-                "-c", "wal_level=logical",
-                "-c", "max_replication_slots=20",
-                "-c", "max_wal_senders=20",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=on",
-                "-c", "full_page_writes=off",
+                postgres,
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(sockets),
+                "-c",
+                "wal_level=logical",
+                "-c",
+                "max_replication_slots=20",
+                "-c",
+                "max_wal_senders=20",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "full_page_writes=off",
             ],
             port,
             root / "postgres.log",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from typing import Any
 
 import asyncpg
@@ -74,10 +75,10 @@ async def poll_until(
     count: int,
     *,
     max_records: int = 100,
-    timeout: float = 20.0,
+    within: float = 20.0,
 ) -> InputStatus:
     """Poll ``reader`` until ``output`` holds ``count`` records (or the input ended)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             status = reader.poll_next(output, max_records)
             if status is InputStatus.END_OF_INPUT or len(output.values) >= count:
@@ -92,6 +93,17 @@ async def poll_until(
                 await asyncio.sleep(0)
 
 
-async def poll_to_end(reader: SourceReader, output: Collected, timeout: float = 20.0) -> None:
-    status = await poll_until(reader, output, 1 << 62, timeout=timeout)
+async def poll_to_end(reader: SourceReader, output: Collected, within: float = 20.0) -> None:
+    status = await poll_until(reader, output, 1 << 62, within=within)
     assert status is InputStatus.END_OF_INPUT
+
+
+async def wait_confirmed(
+    conn: asyncpg.Connection, slot: str, lsn: int, within: float = 10.0
+) -> None:
+    """Wait until ``slot`` is confirmed up to exactly ``lsn``."""
+    deadline = time.monotonic() + within
+    while (confirmed := await confirmed_flush(conn, slot)) != lsn:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"slot {slot!r} is confirmed up to {confirmed}, not {lsn}")
+        await asyncio.sleep(0.01)

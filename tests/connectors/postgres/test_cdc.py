@@ -5,7 +5,6 @@ confirmation on checkpoint completion, restores, bad data and lag."""
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,7 +15,15 @@ import flowkit as fk
 from flowkit.connectors.postgres import PostgresCdcSource, format_lsn, parse_lsn
 from flowkit.sources import DeadLetter, DeserializationError, InputStatus
 
-from .helpers import Collected, confirmed_flush, connect, poll_to_end, poll_until, unique
+from .helpers import (
+    Collected,
+    confirmed_flush,
+    connect,
+    poll_to_end,
+    poll_until,
+    unique,
+    wait_confirmed,
+)
 
 
 async def read_bounded(source: PostgresCdcSource) -> list[dict[str, Any]]:
@@ -39,7 +46,9 @@ async def test_inserts_updates_and_deletes_with_replica_identity_default_and_ful
         await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, name text, qty int)")
     await conn.execute(f"ALTER TABLE {full} REPLICA IDENTITY FULL")
     slot = unique("slot")
-    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[plain, f"public.{full}"], bounded=True)
+    source = PostgresCdcSource(
+        postgres_dsn, slot=slot, tables=[plain, f"public.{full}"], bounded=True
+    )
     assert await read_bounded(source) == []  # creates publication and slot: nothing yet
 
     for table in (plain, full):
@@ -136,19 +145,304 @@ async def test_transactions_come_whole_in_commit_order_stamped_with_their_commit
     await first.execute(f"INSERT INTO {table} VALUES (3, 'a')")
     await second.execute(f"INSERT INTO {table} VALUES (11, 'b')")
     await b.commit()  # b commits first, so it comes first
-    b_time = await second.fetchval("SELECT now()")  # (a new transaction: after b's commit)
     await asyncio.sleep(0.05)
     await a.commit()
-    await first.execute(f"BEGIN; INSERT INTO {table} VALUES (4, 'c'); ROLLBACK")
+    await first.execute(f"BEGIN; INSERT INTO {table} VALUES (4, 'rolled back'); ROLLBACK")
     env = fk.StreamExecutionEnvironment(parallelism=1)
     sink = fk.CollectSink()
     env.from_source(source).sink_to(sink)
-    await asyncio.wait_for(env.execute_async("cdc"), 30)
-    await (await env.execute_async("noop")).wait() if False else None
+    client = await env.execute_async("cdc")
+    await asyncio.wait_for(client.wait(), 30)
     await first.close()
     await second.close()
 
+    assert [(r.value["after"]["id"], r.value["after"]["tx"]) for r in sink.records] == [
+        (10, "b"),
+        (11, "b"),
+        (1, "a"),
+        (2, "a"),
+        (3, "a"),
+    ]
+    [b_commit, a_commit] = sorted({r.value["commit_lsn"] for r in sink.records})
+    assert [r.value["commit_lsn"] for r in sink.records] == [b_commit] * 2 + [a_commit] * 3
+    b_ts, a_ts = sink.records[0].timestamp, sink.records[2].timestamp
+    # The record timestamp is the commit time in epoch milliseconds, the same for a
+    # transaction's changes, and "ts" holds it too.
+    assert all(r.timestamp == r.value["ts"] for r in sink.records)
+    assert {r.timestamp for r in sink.records[:2]} == {b_ts}
+    assert {r.timestamp for r in sink.records[2:]} == {a_ts}
+    assert a_ts - b_ts >= 50
+    now_ms = datetime.now(UTC).timestamp() * 1000
+    assert now_ms - 30_000 < b_ts <= now_ms
 
-@pytest.mark.parametrize("x", [1])
-def test_placeholder(x: int) -> None:
-    assert x
+
+async def test_a_bounded_source_stops_at_the_wal_position_of_its_start(postgres_dsn: str) -> None:
+    conn = await connect(postgres_dsn)
+    table, slot = unique("events"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], bounded=True)
+    await read_bounded(source)
+    await conn.execute(f"INSERT INTO {table} SELECT generate_series(1, 5)")
+    reader = source.create_reader(0, 1)
+    await reader.open()
+    try:
+        # Committed after the start: not read, though it is in the slot before the end.
+        await conn.execute(f"INSERT INTO {table} SELECT generate_series(6, 9)")
+        output = Collected()
+        await poll_to_end(reader, output)
+    finally:
+        await reader.close()
+    assert [r["after"]["id"] for r in output.values] == [1, 2, 3, 4, 5]
+    # An unbounded source reads on.
+    unbounded = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], batch_size=2)
+    reader = unbounded.create_reader(0, 1)
+    await reader.open()
+    try:
+        output = Collected()
+        await poll_until(reader, output, 9)
+        await conn.execute(f"INSERT INTO {table} VALUES (10)")
+        assert await poll_until(reader, output, 10) is InputStatus.MORE_AVAILABLE
+    finally:
+        await reader.close()
+    await conn.close()
+    assert [r["after"]["id"] for r in output.values] == list(range(1, 11))
+
+
+async def test_the_slot_is_confirmed_when_a_checkpoint_completes_and_not_before(
+    postgres_dsn: str,
+) -> None:
+    conn = await connect(postgres_dsn)
+    table, slot = unique("events"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], poll_interval_ms=10)
+    reader = source.create_reader(0, 1)
+    await reader.open()
+    try:
+        start = await confirmed_flush(conn, slot)
+        for i in range(3):  # three transactions
+            await conn.execute(f"INSERT INTO {table} VALUES ({i})")
+        output = Collected()
+        await poll_until(reader, output, 2, max_records=2)
+        state = reader.snapshot_state(1)  # after the first two transactions
+        assert state["lsn"] == output.values[1]["commit_lsn"] > start
+        await poll_until(reader, output, 3)
+        later = reader.snapshot_state(2)
+        assert later["lsn"] == output.values[2]["commit_lsn"]
+        await asyncio.sleep(0.3)  # reads go on, ten times over: nothing is confirmed
+        assert await confirmed_flush(conn, slot) == start
+
+        reader.notify_checkpoint_aborted(2)
+        reader.notify_checkpoint_complete(1)
+        await wait_confirmed(conn, slot, state["lsn"])
+        reader.notify_checkpoint_complete(2)  # aborted: its position is not confirmed
+        await asyncio.sleep(0.3)
+        assert await confirmed_flush(conn, slot) == state["lsn"]
+        third = reader.snapshot_state(3)
+        reader.notify_checkpoint_complete(3)
+        await wait_confirmed(conn, slot, third["lsn"])
+    finally:
+        await reader.close()
+    await conn.close()
+
+
+async def test_restores_at_every_point_give_each_change_once_and_confirm_the_slot(
+    postgres_dsn: str,
+) -> None:
+    """A chain of readers, each restored from the previous one's snapshot after one more
+    record (inside transactions too), whose checkpoint completion was never heard: the
+    changes come out once each, in order, and each restored reader confirms the slot up to
+    the last whole transaction of the checkpoint it restores from."""
+    conn = await connect(postgres_dsn)
+    table, slot = unique("events"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], poll_interval_ms=10)
+    reader = source.create_reader(0, 1)
+    await reader.open()
+    await reader.close()
+    sizes = [3, 1, 5, 2, 4]
+    ids = iter(range(sum(sizes)))
+    for size in sizes:
+        async with conn.transaction():
+            for _ in range(size):
+                await conn.execute(f"INSERT INTO {table} VALUES ({next(ids)})")
+    got: list[dict[str, Any]] = []
+    state: Any = None
+    while len(got) < sum(sizes):
+        reader = source.create_reader(0, 1)
+        if state is not None:
+            reader.restore_position(state)
+        await reader.open()
+        try:
+            if state is not None:
+                assert await confirmed_flush(conn, slot) == state["lsn"]
+            output = Collected()
+            await poll_until(reader, output, 1, max_records=1)
+            got += output.values
+            state = reader.snapshot_state(len(got))
+        finally:
+            await reader.close()
+    await conn.close()
+    assert [r["after"]["id"] for r in got] == list(range(sum(sizes)))
+    commits = [r["commit_lsn"] for r in got]
+    assert len(set(commits)) == len(sizes) and commits == sorted(commits)
+
+
+async def test_a_restore_behind_the_confirmed_slot_fails_naming_both_positions(
+    postgres_dsn: str,
+) -> None:
+    conn = await connect(postgres_dsn)
+    table, slot = unique("events"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table])
+    reader = source.create_reader(0, 1)
+    await reader.open()
+    old = reader.snapshot_state(1)
+    await conn.execute(f"INSERT INTO {table} VALUES (1)")
+    await poll_until(reader, Collected(), 1)
+    newer = reader.snapshot_state(2)
+    reader.notify_checkpoint_complete(2)
+    await wait_confirmed(conn, slot, newer["lsn"])
+    await reader.close()
+    await conn.close()
+
+    stale = source.create_reader(0, 1)
+    stale.restore_position(old)
+    with pytest.raises(ValueError, match="cannot be read again") as info:
+        await stale.open()
+    assert format_lsn(old["lsn"]) in str(info.value)
+    assert format_lsn(newer["lsn"]) in str(info.value)
+    assert parse_lsn(format_lsn(newer["lsn"])) == newer["lsn"]
+
+
+async def _bad_row_table(postgres_dsn: str) -> tuple[str, str]:
+    """A table with a row before and after one whose timestamp Python cannot hold."""
+    conn = await connect(postgres_dsn)
+    table, slot = unique("bad"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, at timestamp)")
+    reader = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table]).create_reader(0, 1)
+    await reader.open()  # creates the publication and the slot
+    await reader.close()
+    await conn.execute(f"INSERT INTO {table} VALUES (1, '2026-01-01')")
+    await conn.execute(f"INSERT INTO {table} VALUES (2, '12026-01-01'), (3, '2026-01-03')")
+    await conn.close()
+    return table, slot
+
+
+async def test_a_value_that_cannot_be_converted_fails_the_job_naming_table_and_lsn(
+    postgres_dsn: str,
+) -> None:
+    table, slot = await _bad_row_table(postgres_dsn)
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = fk.CollectSink()
+    env.from_source(
+        PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], bounded=True)
+    ).sink_to(sink)
+    with pytest.raises(fk.JobFailed) as info:
+        await asyncio.wait_for(_run(env), 30)
+    message = str(info.value)
+    assert (
+        f"postgres: cannot deserialize the record at table 'public.{table}', slot {slot}, LSN "
+        in message
+    )
+    assert "column 'at'" in message and "12026-01-01" in message
+    assert [v["after"]["id"] for v in sink.values] == [1]
+    cause = info.value.__cause__
+    while cause is not None and not isinstance(cause, DeserializationError):
+        cause = cause.__cause__
+    assert isinstance(cause, DeserializationError)
+    assert cause.connector == "postgres" and cause.topic == f"public.{table}"
+    assert parse_lsn(cause.offset) > 0 and cause.raw[:1] == b"I"
+
+
+async def _run(env: fk.StreamExecutionEnvironment) -> None:
+    client = await env.execute_async("job")
+    await client.wait()
+
+
+async def test_a_value_that_cannot_be_converted_goes_to_the_dead_letter_tag(
+    postgres_dsn: str,
+) -> None:
+    table, slot = await _bad_row_table(postgres_dsn)
+    tag = fk.OutputTag("dead letters")
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    good, bad = fk.CollectSink(), fk.CollectSink()
+    stream = env.from_source(
+        PostgresCdcSource(
+            postgres_dsn, slot=slot, tables=[table], bounded=True, dead_letter_tag=tag
+        )
+    )
+    stream.sink_to(good)
+    stream.get_side_output(tag).sink_to(bad)
+    await asyncio.wait_for(_run(env), 30)
+    assert [v["after"]["id"] for v in good.values] == [1, 3]
+    [letter] = bad.values
+    assert isinstance(letter, DeadLetter)
+    assert (letter.connector, letter.topic, letter.partition) == (
+        "postgres",
+        f"public.{table}",
+        slot,
+    )
+    assert parse_lsn(letter.offset) < good.values[1]["commit_lsn"]
+    assert letter.raw[:1] == b"I" and b"12026-01-01" in letter.raw
+    assert "column 'at'" in letter.error
+    assert bad.records[0].timestamp == good.records[1].timestamp  # the commit time
+
+
+async def test_metrics_give_the_wal_bytes_behind_the_emitted_position(postgres_dsn: str) -> None:
+    conn = await connect(postgres_dsn)
+    table, other, slot = unique("events"), unique("unpublished"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    await conn.execute(f"CREATE TABLE {other} (id int, pad text)")
+    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], poll_interval_ms=10)
+    reader = source.create_reader(0, 1)
+    await reader.open()
+    try:
+        output = Collected()
+        await conn.execute(f"INSERT INTO {table} VALUES (1)")
+        await poll_until(reader, output, 1)
+
+        async def lag_after(wal: int) -> int:
+            async with asyncio.timeout(10):
+                while True:
+                    reader.poll_next(output, 100)
+                    lag = reader.metrics()["lag"][slot]
+                    if lag >= wal - output.values[-1]["commit_lsn"]:
+                        return int(lag)
+                    await asyncio.sleep(0.01)
+
+        wal = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+        assert 0 <= await lag_after(wal) < 100_000
+        await conn.execute(
+            f"INSERT INTO {other} SELECT i, repeat('x', 100) FROM generate_series(1, 5000) i"
+        )
+        wal = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+        assert await lag_after(wal) > 500_000  # changes of other tables: behind by them
+    finally:
+        await reader.close()
+    await conn.close()
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"publication=\.\.\. .* or tables"):
+        PostgresCdcSource("postgresql://x", slot="s")
+    with pytest.raises(ValueError, match="pgoutput"):
+        PostgresCdcSource("postgresql://x", slot="s", tables=["t"], plugin="wal2json")
+    with pytest.raises(ValueError, match="batch_size"):
+        PostgresCdcSource("postgresql://x", slot="s", tables=["t"], batch_size=0)
+
+
+async def test_a_missing_publication_or_slot_is_named(postgres_dsn: str) -> None:
+    reader = PostgresCdcSource(postgres_dsn, slot=unique("slot"), publication="nope").create_reader(
+        0, 1
+    )
+    with pytest.raises(ValueError, match="publication 'nope' does not exist"):
+        await reader.open()
+    table = unique("events")
+    conn = await connect(postgres_dsn)
+    await conn.execute(f"CREATE TABLE {table} (id int)")
+    await conn.close()
+    reader = PostgresCdcSource(
+        postgres_dsn, slot=unique("slot"), tables=[table], create_slot=False
+    ).create_reader(0, 1)
+    with pytest.raises(ValueError, match=r"does not exist .*create_slot=True"):
+        await reader.open()
