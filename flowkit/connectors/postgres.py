@@ -707,10 +707,12 @@ class PostgresCdcReader(SourceReader):
         if skip is not None:
             self._skip = None
             if txns[0].end == skip[0]:
+                # Emitted before the checkpoint restored from.
                 self._index = min(skip[1], len(txns[0].items))
+                self._buffered -= self._index
         values: list[Any] = []
         stamps: list[Any] = []
-        room = max(1, max_records)
+        room = max(1, min(max_records, self.source.batch_size))
         dead_letters = self.source.dead_letter_tag
         taken = 0
         while txns and room > 0:
@@ -779,7 +781,8 @@ class PostgresCdcSource(Source):
         tables: tables to publish (``"schema.table"`` or ``"table"``).
         plugin: the output plugin; ``"pgoutput"`` (built in) is the one supported.
         create_slot: create the slot if it does not exist.
-        batch_size: changes asked of the slot per read (more when a transaction is larger).
+        batch_size: changes asked of the slot per read (more when a transaction is
+            larger), and the most records one ``poll_next`` emits.
         poll_interval_ms: pause between reads when there was nothing new.
         dead_letter_tag: an ``OutputTag`` for changes that cannot be converted (a
             :class:`~flowkit.sources.DeadLetter` with the raw pgoutput message); without
