@@ -69,7 +69,7 @@ def format_lsn(lsn: int) -> str:
 
     Example:
         >>> format_lsn(23991472)
-        '0/16E15B0'
+        '0/16E14B0'
     """
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
@@ -78,7 +78,7 @@ def parse_lsn(text: str) -> int:
     """An LSN in PostgreSQL's notation as an int.
 
     Example:
-        >>> parse_lsn("0/16E15B0")
+        >>> parse_lsn("0/16E14B0")
         23991472
     """
     high, _, low = text.partition("/")
