@@ -446,3 +446,29 @@ async def test_a_missing_publication_or_slot_is_named(postgres_dsn: str) -> None
     ).create_reader(0, 1)
     with pytest.raises(ValueError, match=r"does not exist .*create_slot=True"):
         await reader.open()
+
+
+async def test_truncates_schema_changes_and_unchanged_toasted_values(postgres_dsn: str) -> None:
+    conn = await connect(postgres_dsn)
+    table, slot = unique("docs"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, body text, n int)")
+    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], bounded=True)
+    await read_bounded(source)
+    # A value large and random enough to be stored out of line (TOASTed).
+    big = await conn.fetchval(
+        "SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i"
+    )
+    await conn.execute(f"INSERT INTO {table} VALUES (1, $1, 0)", big)
+    await conn.execute(f"UPDATE {table} SET n = 1 WHERE id = 1")  # body unchanged
+    await conn.execute(f"ALTER TABLE {table} ADD COLUMN extra jsonb")
+    await conn.execute(f"INSERT INTO {table} VALUES (2, 'small', 2, '[1]')")
+    await conn.execute(f"TRUNCATE {table}")
+    records = await read_bounded(source)
+    await conn.close()
+    assert [(r["op"], r["before"], r["after"]) for r in records] == [
+        ("c", None, {"id": 1, "body": big, "n": 0}),
+        ("u", None, {"id": 1, "n": 1}),  # the unchanged TOASTed body is not sent
+        ("c", None, {"id": 2, "body": "small", "n": 2, "extra": [1]}),
+        ("t", None, None),
+    ]
+    assert records[-1]["table"] == table
