@@ -455,9 +455,7 @@ async def test_truncates_schema_changes_and_unchanged_toasted_values(postgres_ds
     source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], bounded=True)
     await read_bounded(source)
     # A value large and random enough to be stored out of line (TOASTed).
-    big = await conn.fetchval(
-        "SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i"
-    )
+    big = await conn.fetchval("SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i")
     await conn.execute(f"INSERT INTO {table} VALUES (1, $1, 0)", big)
     await conn.execute(f"UPDATE {table} SET n = 1 WHERE id = 1")  # body unchanged
     await conn.execute(f"ALTER TABLE {table} ADD COLUMN extra jsonb")
