@@ -246,6 +246,8 @@ class _Decoder:
     def __init__(self, slot: str) -> None:
         self.slot = slot
         self.relations: dict[int, _Relation] = {}
+        #: (commit LSN, rows) of every transaction in the rows decoded last.
+        self.spans: list[tuple[int, int]] = []
 
     def error(self, topic: str, lsn: int, raw: bytes, reason: str) -> DeserializationError:
         return DeserializationError(
@@ -265,8 +267,10 @@ class _Decoder:
         ``stop``, not after ``stop``)."""
         txns: list[_Txn] = []
         pending: list[tuple[int, int, bytes]] = []  # (lsn, xid, message) of a transaction
+        spans: list[tuple[int, int]] = []
         ts = xid = 0
-        for lsn, row_xid, data in rows:
+        first = 0  # index of the row of the transaction's Begin
+        for row, (lsn, row_xid, data) in enumerate(rows):
             data = bytes(data)
             kind = data[:1]
             if kind == b"B":
@@ -275,6 +279,7 @@ class _Decoder:
                 ts = message.int64() // 1000 + _PG_EPOCH_MS
                 xid = message.uint32()
                 pending = []
+                first = row
             elif kind == b"C":
                 message = _Message(data)
                 message.byte()  # flags
@@ -282,6 +287,7 @@ class _Decoder:
                 end = message.int64()
                 if end > after and (stop is None or end <= stop):
                     txns.append(_Txn(end, ts, self._changes(pending, xid, end, ts)))
+                spans.append((end, row + 1 - first))
                 pending = []
             elif kind == b"R":
                 self._relation(data)
@@ -291,6 +297,7 @@ class _Decoder:
                 pass  # type and origin descriptions: nothing to emit
             else:
                 pending.append((lsn, row_xid, data))  # reported with its transaction
+        self.spans = spans
         return txns
 
     def _relation(self, data: bytes) -> None:
@@ -591,7 +598,8 @@ class PostgresCdcReader(SourceReader):
         source = self.source
         wake = self._wake
         assert wake is not None
-        limit = source.batch_size
+        extra = source.batch_size
+        decoder = self._decoder
         try:
             while True:
                 wake.clear()
@@ -600,6 +608,11 @@ class PostgresCdcReader(SourceReader):
                 if self._read_done or self._buffered >= 4 * source.batch_size:
                     await wake.wait()
                     continue
+                # A peek starts at the slot's confirmed position: ask for the rows read
+                # before that are not confirmed yet, and ``extra`` new ones.
+                confirmed = self._confirmed
+                again = sum(rows for end, rows in decoder.spans if end > confirmed)
+                limit = again + extra
                 rows, wal = await self._peek(limit)
                 self._wal_lsn = wal
                 txns = self._decoder.decode(rows, self._read_lsn, self._stop)
@@ -609,10 +622,9 @@ class PostgresCdcReader(SourceReader):
                     self._txns.extend(txns)
                     self._buffered += sum(len(txn.items) for txn in txns)
                     self._signal()
-                    # Next time the rows read now come first again (until confirmed).
-                    limit = len(rows) + source.batch_size
+                    extra = source.batch_size
                 elif not complete:
-                    limit *= 2  # only changes already read: look further
+                    extra *= 2  # only changes already read: look further
                     continue
                 if complete and self._stop is not None:
                     self._read_done = True
