@@ -613,7 +613,7 @@ class PostgresCdcReader(SourceReader):
                 confirmed = self._confirmed
                 again = sum(rows for end, rows in decoder.spans if end > confirmed)
                 limit = again + extra
-                rows, wal = await self._peek(limit)
+                rows, wal, upto = await self._peek(limit)
                 self._wal_lsn = wal
                 txns = self._decoder.decode(rows, self._read_lsn, self._stop)
                 complete = len(rows) < limit
@@ -630,6 +630,19 @@ class PostgresCdcReader(SourceReader):
                     self._read_done = True
                     self._signal()
                     continue
+                if complete and upto > self._read_lsn:
+                    # Every transaction whose commit record starts before ``upto`` has
+                    # been read (a complete peek decodes every record starting before
+                    # its upto_lsn), and none ends after it: once the records before it
+                    # are emitted, the position may move there, past the WAL of other
+                    # tables, and the slot be confirmed there.
+                    self._read_lsn = upto
+                    last = self._txns[-1] if self._txns else None
+                    if last is not None and not last.items:
+                        last.end = upto
+                    else:
+                        self._txns.append(_Txn(upto, 0, []))
+                    self._signal()
                 if not txns:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), source.poll_interval_ms / 1000)
@@ -639,24 +652,28 @@ class PostgresCdcReader(SourceReader):
             self._error = exc
             self._signal()
 
-    async def _peek(self, limit: int) -> tuple[list[Any], int]:
+    async def _peek(self, limit: int) -> tuple[list[Any], int, int]:
+        """Up to about ``limit`` rows of the slot (whole transactions), the current WAL
+        position, and the position the peek read up to: the stop position of a bounded
+        source, else the WAL flushed before the peek."""
         source = self.source
-        stop = self._stop
         for attempt in range(source.slot_busy_retries + 1):
             try:
-                wal = await self._conn.fetchval(
-                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8"
+                wal, flushed = await self._conn.fetchrow(
+                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8, "
+                    "(pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8"
                 )
+                upto = self._stop if self._stop is not None else int(flushed)
                 rows = await self._conn.fetch(
                     "SELECT (lsn - '0/0'::pg_lsn)::int8, xid::text::int8, data FROM "
                     "pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
                     "'proto_version', '1', 'publication_names', $4)",
                     self.slot,
-                    stop,
+                    upto,
                     limit,
                     source.publication,
                 )
-                return rows, int(wal)
+                return rows, int(wal), upto
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) != _OBJECT_IN_USE or attempt == (
                     source.slot_busy_retries
@@ -708,13 +725,7 @@ class PostgresCdcReader(SourceReader):
     def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
         txns = self._txns
         if not txns:
-            error = self._error
-            if error is not None:
-                self._error = None
-                raise error
-            if self._read_done:
-                return InputStatus.END_OF_INPUT
-            return InputStatus.NOTHING_AVAILABLE
+            return self._status_when_empty()
         skip = self._skip
         if skip is not None:
             self._skip = None
@@ -756,7 +767,18 @@ class PostgresCdcReader(SourceReader):
         self._buffered -= taken
         if self._wake is not None and self._buffered < 4 * self.source.batch_size:
             self._wake.set()
+        if not taken and not txns:
+            return self._status_when_empty()  # only positions without changes
         return InputStatus.MORE_AVAILABLE
+
+    def _status_when_empty(self) -> InputStatus:
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+        if self._read_done:
+            return InputStatus.END_OF_INPUT
+        return InputStatus.NOTHING_AVAILABLE
 
     def is_available(self) -> Awaitable[Any] | None:
         if self._txns or self._error is not None or self._read_done:
