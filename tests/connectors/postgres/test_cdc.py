@@ -5,6 +5,8 @@ confirmation on checkpoint completion, restores, bad data and lag."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import subprocess
 import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -488,3 +490,61 @@ async def test_truncates_schema_changes_and_unchanged_toasted_values(postgres_ds
         ("t", None, None),
     ]
     assert records[-1]["table"] == table
+
+
+async def test_a_slot_held_by_another_connection_is_waited_for(
+    postgres_dsn: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed process's connection can hold the slot for a while: the reader retries
+    until it is free instead of failing."""
+    conn = await connect(postgres_dsn)
+    table, slot = unique("events"), unique("slot")
+    await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    source = PostgresCdcSource(postgres_dsn, slot=slot, tables=[table], poll_interval_ms=10)
+    reader = source.create_reader(0, 1)
+    await reader.open()  # publication and slot
+    await reader.close()
+    holder = await asyncio.create_subprocess_exec(
+        "/usr/lib/postgresql/15/bin/pg_recvlogical",
+        "-d",
+        postgres_dsn,
+        "--slot",
+        slot,
+        "--start",
+        "-o",
+        "proto_version=1",
+        "-o",
+        f"publication_names={source.publication}",
+        "-f",
+        str(tmp_path / "recv.out"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not await conn.fetchval(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot
+        ):
+            assert holder.returncode is None and time.monotonic() < deadline, "pg_recvlogical"
+            await asyncio.sleep(0.02)
+        reader = source.create_reader(0, 1)
+        await reader.open()
+        output = Collected()
+        try:
+            with caplog.at_level(logging.INFO, "flowkit.connectors.postgres"):
+                await asyncio.sleep(0.5)
+            # Busy: the reader retries (no error) ...
+            assert reader.poll_next(output, 10) is InputStatus.NOTHING_AVAILABLE
+            assert f"replication slot '{slot}' is busy, retrying" in caplog.text
+            holder.kill()  # ... until the slot is released.
+            await asyncio.wait_for(holder.wait(), 10)
+            await conn.execute(f"INSERT INTO {table} VALUES (1)")
+            await poll_until(reader, output, 1)
+        finally:
+            await reader.close()
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await asyncio.wait_for(holder.wait(), 10)
+        await conn.close()
+    assert [r["after"]["id"] for r in output.values] == [1]
