@@ -2,9 +2,9 @@
 
 :class:`PostgresCdcSource` reads the inserts, updates and deletes of a publication's
 tables from a logical replication slot with the built-in ``pgoutput`` plugin (the one
-PostgreSQL's own subscriptions and Debezium use), through SQL
-(``pg_logical_slot_peek_binary_changes``) on an asyncpg connection. Each change is one
-record::
+PostgreSQL's own subscriptions and Debezium use), through SQL on an asyncpg connection
+(``pg_logical_slot_get_binary_changes`` on a temporary copy of the slot, so the slot
+itself moves only when checkpoints complete). Each change is one record::
 
     {"op": "c" | "u" | "d" | "t",          # Debezium's letters (t: TRUNCATE)
      "schema": "public", "table": "orders",
@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -239,15 +240,13 @@ class _Txn:
 
 
 class _Decoder:
-    """Turns the rows of ``pg_logical_slot_peek_binary_changes`` (pgoutput, protocol 1)
-    into transactions; the relation cache outlives one peek (a relation is described
-    once per decoding session, i.e. per peek, before its first change)."""
+    """Turns the rows of ``pg_logical_slot_get_binary_changes`` (pgoutput, protocol 1)
+    into transactions; the relation cache outlives one read (a relation is described
+    once per decoding session, i.e. per call, before its first change)."""
 
     def __init__(self, slot: str) -> None:
         self.slot = slot
         self.relations: dict[int, _Relation] = {}
-        #: (commit LSN, rows) of every transaction in the rows decoded last.
-        self.spans: list[tuple[int, int]] = []
 
     def error(self, topic: str, lsn: int, raw: bytes, reason: str) -> DeserializationError:
         return DeserializationError(
@@ -267,10 +266,8 @@ class _Decoder:
         ``stop``, not after ``stop``)."""
         txns: list[_Txn] = []
         pending: list[tuple[int, int, bytes]] = []  # (lsn, xid, message) of a transaction
-        spans: list[tuple[int, int]] = []
         ts = xid = 0
-        first = 0  # index of the row of the transaction's Begin
-        for row, (lsn, row_xid, data) in enumerate(rows):
+        for lsn, row_xid, data in rows:
             data = bytes(data)
             kind = data[:1]
             if kind == b"B":
@@ -279,7 +276,6 @@ class _Decoder:
                 ts = message.int64() // 1000 + _PG_EPOCH_MS
                 xid = message.uint32()
                 pending = []
-                first = row
             elif kind == b"C":
                 message = _Message(data)
                 message.byte()  # flags
@@ -287,7 +283,6 @@ class _Decoder:
                 end = message.int64()
                 if end > after and (stop is None or end <= stop):
                     txns.append(_Txn(end, ts, self._changes(pending, xid, end, ts)))
-                spans.append((end, row + 1 - first))
                 pending = []
             elif kind == b"R":
                 self._relation(data)
@@ -297,7 +292,6 @@ class _Decoder:
                 pass  # type and origin descriptions: nothing to emit
             else:
                 pending.append((lsn, row_xid, data))  # reported with its transaction
-        self.spans = spans
         return txns
 
     def _relation(self, data: bytes) -> None:
@@ -406,10 +400,12 @@ class _Decoder:
 class PostgresCdcReader(SourceReader):
     """Reads one replication slot (see :class:`PostgresCdcSource`).
 
-    A task of its own peeks at the slot (``pg_logical_slot_peek_binary_changes``; the
-    changes stay in the slot until confirmed), keeps the transactions that committed after
-    what was read, and confirms the slot (``pg_replication_slot_advance``) up to a
-    checkpoint's position when that checkpoint completes; ``poll_next`` never waits.
+    At ``open()`` the slot is copied (``pg_copy_logical_replication_slot``, a temporary
+    slot of the reader's connection, starting at the reader's position). A task of its
+    own consumes changes from the copy (``pg_logical_slot_get_binary_changes``), keeps the
+    transactions that committed after what was read, and confirms the slot itself
+    (``pg_replication_slot_advance``) up to a checkpoint's position when that checkpoint
+    completes; ``poll_next`` never waits.
     """
 
     def __init__(self, source: PostgresCdcSource) -> None:
@@ -435,10 +431,17 @@ class PostgresCdcReader(SourceReader):
         self._task: asyncio.Task[None] | None = None
         self._available: asyncio.Future[None] | None = None
         self._wake: asyncio.Event | None = None
+        #: Confirms the slot, on a connection of its own: an error in a session drops
+        #: its temporary slots, and the copy must survive a failed confirmation.
+        self._control: Any = None
+        self._confirmer: asyncio.Task[None] | None = None
+        self._confirm_event: asyncio.Event | None = None
         #: Position of each checkpoint taken and not completed yet.
         self._pending: dict[int, int] = {}
         self._confirm_to = 0
         self._confirmed = 0
+        #: The temporary copy of the slot the changes are consumed from.
+        self._work_slot = ""
         self._wal_lsn: int | None = None
 
     # ------------------------------------------------------------------ checkpoints
@@ -475,8 +478,8 @@ class PostgresCdcReader(SourceReader):
             del self._pending[older]
         if lsn is not None and lsn > self._confirm_to:
             self._confirm_to = lsn
-            if self._wake is not None:
-                self._wake.set()
+            if self._confirm_event is not None:
+                self._confirm_event.set()
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         self._pending.pop(checkpoint_id, None)
@@ -490,24 +493,39 @@ class PostgresCdcReader(SourceReader):
     async def open(self) -> None:
         asyncpg = require("asyncpg", "postgres")
         source = self.source
-        self._conn = await asyncpg.connect(
-            source.dsn,
-            server_settings={"DateStyle": "ISO, YMD", "TimeZone": "UTC", "extra_float_digits": "3"},
-            timeout=source.connect_timeout_s,
-        )
+        settings = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "extra_float_digits": "3"}
         try:
+            self._control = await asyncpg.connect(
+                source.dsn, server_settings=settings, timeout=source.connect_timeout_s
+            )
             await self._prepare()
+            self._conn = await asyncpg.connect(
+                source.dsn, server_settings=settings, timeout=source.connect_timeout_s
+            )
+            # Changes are consumed from a temporary copy of the slot (starting where the
+            # slot is confirmed, i.e. at the position), so each read decodes only new
+            # WAL; the slot itself moves only when checkpoints complete. PostgreSQL drops
+            # the copy when this connection ends.
+            self._work_slot = f"{self.slot[:40]}_fk{os.urandom(5).hex()}"
+            await self._conn.execute(
+                "SELECT pg_copy_logical_replication_slot($1, $2, true)",
+                self.slot,
+                self._work_slot,
+            )
         except BaseException:
-            await self._close_connection()
+            await self._close_connections()
             raise
         self._read_lsn = self._position or 0
         self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"flowkit postgres cdc {self.slot}"
+        self._confirm_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"flowkit postgres cdc {self.slot}")
+        self._confirmer = loop.create_task(
+            self._confirm_loop(), name=f"flowkit postgres cdc confirm {self.slot}"
         )
 
     async def _prepare(self) -> None:
-        source, conn = self.source, self._conn
+        source, conn = self.source, self._control
         if source.tables:
             exists = await conn.fetchval(
                 "SELECT 1 FROM pg_publication WHERE pubname = $1", source.publication
@@ -576,22 +594,26 @@ class PostgresCdcReader(SourceReader):
         self._confirm_to = self._confirmed
 
     async def close(self) -> None:
-        task, self._task = self._task, None
+        tasks = {task for task in (self._task, self._confirmer) if task is not None}
+        self._task = self._confirmer = None
         try:
-            if task is not None:
-                if not task.done():
-                    task.cancel()
-                await asyncio.wait({task})
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
         finally:
-            await self._close_connection()
+            await self._close_connections()
 
-    async def _close_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await asyncio.wait_for(conn.close(), 5)
-            except Exception:
-                conn.terminate()
+    async def _close_connections(self) -> None:
+        conns = [self._conn, self._control]
+        self._conn = self._control = None
+        for conn in conns:
+            if conn is not None:
+                try:
+                    async with asyncio.timeout(5):
+                        await conn.close()
+                except Exception:
+                    conn.terminate()
 
     # ------------------------------------------------------------------ reading task
     async def _run(self) -> None:
@@ -599,21 +621,14 @@ class PostgresCdcReader(SourceReader):
         wake = self._wake
         assert wake is not None
         extra = source.batch_size
-        decoder = self._decoder
         try:
             while True:
                 wake.clear()
-                if self._confirm_to > self._confirmed:
-                    await self._confirm()
                 if self._read_done or self._buffered >= 4 * source.batch_size:
                     await wake.wait()
                     continue
-                # A peek starts at the slot's confirmed position: ask for the rows read
-                # before that are not confirmed yet, and ``extra`` new ones.
-                confirmed = self._confirmed
-                again = sum(rows for end, rows in decoder.spans if end > confirmed)
-                limit = again + extra
-                rows, wal, upto = await self._peek(limit)
+                limit = extra
+                rows, wal, upto = await self._read(limit)
                 self._wal_lsn = wal
                 txns = self._decoder.decode(rows, self._read_lsn, self._stop)
                 complete = len(rows) < limit
@@ -624,7 +639,7 @@ class PostgresCdcReader(SourceReader):
                     self._signal()
                     extra = source.batch_size
                 elif not complete:
-                    extra *= 2  # only changes already read: look further
+                    extra *= 2  # only changes emitted before: look further
                     continue
                 if complete and self._stop is not None:
                     self._read_done = True
@@ -632,7 +647,7 @@ class PostgresCdcReader(SourceReader):
                     continue
                 if complete and upto > self._read_lsn:
                     # Every transaction whose commit record starts before ``upto`` has
-                    # been read (a complete peek decodes every record starting before
+                    # been read (a complete read decodes every record starting before
                     # its upto_lsn), and none ends after it: once the records before it
                     # are emitted, the position may move there, past the WAL of other
                     # tables, and the slot be confirmed there.
@@ -644,45 +659,45 @@ class PostgresCdcReader(SourceReader):
                         self._txns.append(_Txn(upto, 0, []))
                     self._signal()
                 if not txns:
+                    # (asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+                    # the cancellation of close() when the event is set at the same time.)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), source.poll_interval_ms / 1000)
+                        async with asyncio.timeout(source.poll_interval_ms / 1000):
+                            await wake.wait()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._error = exc
             self._signal()
 
-    async def _peek(self, limit: int) -> tuple[list[Any], int, int]:
-        """Up to about ``limit`` rows of the slot (whole transactions), the current WAL
-        position, and the position the peek read up to: the stop position of a bounded
-        source, else the WAL flushed before the peek."""
-        source = self.source
-        for attempt in range(source.slot_busy_retries + 1):
-            try:
-                wal, flushed = await self._conn.fetchrow(
-                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8, "
-                    "(pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8"
-                )
-                upto = self._stop if self._stop is not None else int(flushed)
-                rows = await self._conn.fetch(
-                    "SELECT (lsn - '0/0'::pg_lsn)::int8, xid::text::int8, data FROM "
-                    "pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
-                    "'proto_version', '1', 'publication_names', $4)",
-                    self.slot,
-                    upto,
-                    limit,
-                    source.publication,
-                )
-                return rows, int(wal), upto
-            except Exception as exc:
-                if getattr(exc, "sqlstate", None) != _OBJECT_IN_USE or attempt == (
-                    source.slot_busy_retries
-                ):
-                    raise
-                # A previous reader's connection (a killed process) still holds the slot.
-                log.info("replication slot %r is busy, retrying: %s", self.slot, exc)
-                await asyncio.sleep(0.2)
-        raise AssertionError("unreachable")
+    async def _read(self, limit: int) -> tuple[list[Any], int, int]:
+        """Up to about ``limit`` rows (whole transactions) consumed from the working copy
+        of the slot, the current WAL position, and the position the read went up to: the
+        stop position of a bounded source, else the WAL flushed before the read."""
+        wal, flushed = await self._conn.fetchrow(
+            "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8, "
+            "(pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8"
+        )
+        upto = self._stop if self._stop is not None else int(flushed)
+        rows = await self._conn.fetch(
+            "SELECT (lsn - '0/0'::pg_lsn)::int8, xid::text::int8, data FROM "
+            "pg_logical_slot_get_binary_changes($1, $2::pg_lsn, $3, "
+            "'proto_version', '1', 'publication_names', $4)",
+            self._work_slot,
+            upto,
+            limit,
+            self.source.publication,
+        )
+        return rows, int(wal), upto
+
+    async def _confirm_loop(self) -> None:
+        event = self._confirm_event
+        assert event is not None
+        while True:
+            await event.wait()
+            event.clear()
+            if self._confirm_to > self._confirmed:
+                await self._confirm()
 
     async def _confirm(self) -> None:
         target = self._confirm_to
@@ -703,7 +718,7 @@ class PostgresCdcReader(SourceReader):
     async def _advance(self, lsn: int) -> None:
         for attempt in range(self.source.slot_busy_retries + 1):
             try:
-                await self._conn.execute(
+                await self._control.execute(
                     "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", self.slot, lsn
                 )
                 break
@@ -712,6 +727,8 @@ class PostgresCdcReader(SourceReader):
                     self.source.slot_busy_retries
                 ):
                     raise
+                # A previous reader's connection (a killed process) still holds the slot.
+                log.info("replication slot %r is busy, retrying: %s", self.slot, exc)
                 await asyncio.sleep(0.2)
         self._confirmed = max(self._confirmed, lsn)
         log.debug("confirmed replication slot %r up to %s", self.slot, format_lsn(lsn))
@@ -823,6 +840,9 @@ class PostgresCdcSource(Source):
             it the job fails with a ``DeserializationError`` naming the table and LSN.
         bounded: stop at the WAL position that was flushed when the job started (the
             transactions committed before it).
+        connect_timeout_s: timeout of each connection attempt.
+        slot_busy_retries: retries (0.2 s apart) of a confirmation of the slot while
+            another connection holds it (e.g. that of a killed process).
 
     Example:
         >>> source = PostgresCdcSource(

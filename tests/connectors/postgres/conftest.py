@@ -82,7 +82,7 @@ def postgres_dsn() -> Iterator[str]:
                 "-c",
                 "wal_level=logical",
                 "-c",
-                "max_replication_slots=20",
+                "max_replication_slots=100",
                 "-c",
                 "max_wal_senders=20",
                 "-c",
