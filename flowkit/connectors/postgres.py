@@ -446,18 +446,21 @@ class PostgresCdcReader(SourceReader):
 
     # ------------------------------------------------------------------ checkpoints
     def snapshot_state(self, checkpoint_id: int) -> Any:
-        position = self._position
-        state: dict[str, Any] = {"slot": self.slot, "lsn": position, "stop": self._stop}
+        """``{"slot", "lsn", "stop"}`` and, inside a transaction, ``"txn": (its commit
+        LSN, changes of it emitted)``; the slot is confirmed up to ``lsn`` when the
+        checkpoint completes."""
+        state = self.snapshot_position()
+        if self._position is not None:
+            self._pending[checkpoint_id] = self._position
+        return state
+
+    def snapshot_position(self) -> Any:
+        state: dict[str, Any] = {"slot": self.slot, "lsn": self._position, "stop": self._stop}
         if self._txns and self._index:
             state["txn"] = (self._txns[0].end, self._index)
         elif self._skip is not None:
             state["txn"] = self._skip
-        if position is not None:
-            self._pending[checkpoint_id] = position
         return state
-
-    def snapshot_position(self) -> Any:
-        return self.snapshot_state(0)
 
     def restore_position(self, position: Any) -> None:
         if not isinstance(position, dict) or position.get("lsn") is None:
@@ -467,7 +470,8 @@ class PostgresCdcReader(SourceReader):
                 "restoring slot %r from the position of slot %r", self.slot, position["slot"]
             )
         self._position = int(position["lsn"])
-        self._stop = position.get("stop")
+        # A bounded job stops where it first started; an unbounded one does not stop.
+        self._stop = position.get("stop") if self.source.bounded else None
         txn = position.get("txn")
         self._skip = (int(txn[0]), int(txn[1])) if txn else None
         self._restored = True
