@@ -79,6 +79,12 @@ DOCTEST_MODULES = [
     "flowkit.testing.test_stream",
     "flowkit.testing.waiting",
     "flowkit.sources",
+    "flowkit.connectors.base",
+    "flowkit.connectors.kafka.source",
+    "flowkit.connectors.kafka.sink",
+    "flowkit.connectors.redis",
+    "flowkit.connectors.nats",
+    "flowkit.connectors.postgres",
 ]
 
 

@@ -139,6 +139,7 @@ class RedisStreamSource(SplitSource):
         client_options: more keyword arguments of ``redis.asyncio.Redis``.
 
     Example:
+        >>> from flowkit.connectors.base import JsonSchema
         >>> source = RedisStreamSource(
         ...     host="127.0.0.1", port=6379, streams=["clicks"], group="sessions",
         ...     deserializer=JsonSchema(), field="data",
@@ -733,6 +734,7 @@ class RedisStreamSink(Sink):
         client_options: more keyword arguments of ``redis.asyncio.Redis``.
 
     Example:
+        >>> from flowkit.connectors.base import JsonSchema
         >>> sink = RedisStreamSink("redis://127.0.0.1:6379", stream="alerts",
         ...                        serializer=JsonSchema(), maxlen=100_000)
         >>> # stream.sink_to(sink)
