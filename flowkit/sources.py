@@ -253,8 +253,10 @@ class SourceReader(ABC):
         """Checkpoint ``checkpoint_id`` will never complete (its state is discarded)."""
 
     def metrics(self) -> dict[str, Any]:
-        """Gauges of this reader for ``client.metrics()`` and Prometheus, e.g.
-        ``{"lag": {"orders-0": 12}}`` (consumer lag per split); empty by default."""
+        """Gauges of this reader for ``client.metrics()`` and Prometheus:
+        ``{"lag": {"orders-0": 12}}`` (records behind, per split) and/or
+        ``{"lag_bytes": {"slot": 4096}}`` (bytes behind, per split, where records cannot
+        be counted, e.g. a replication slot's WAL); empty by default."""
         return {}
 
     async def close(self) -> None:  # noqa: B027 - optional hook

@@ -491,7 +491,7 @@ class PostgresCdcReader(SourceReader):
     def metrics(self) -> dict[str, Any]:
         if self._wal_lsn is None or self._position is None:
             return {}
-        return {"lag": {self.slot: max(0, self._wal_lsn - self._position)}}
+        return {"lag_bytes": {self.slot: max(0, self._wal_lsn - self._position)}}
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:

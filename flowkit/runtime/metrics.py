@@ -178,6 +178,9 @@ class SubtaskMetrics:
     #: partition's consumer lag, FLIP-33's ``pendingRecords`` per split), as the reader
     #: reports it (``SourceReader.metrics()["lag"]``).
     consumer_lag: dict[str, int] = field(default_factory=dict)
+    #: Sources that count their backlog in bytes instead (a PostgreSQL replication
+    #: slot's WAL): bytes behind per split (``SourceReader.metrics()["lag_bytes"]``).
+    consumer_lag_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -196,7 +199,7 @@ class SubtaskMetrics:
             value = getattr(self, f.name)
             if f.name == "operators":
                 value = [op.to_dict() for op in value]
-            elif f.name in ("latency_ms", "consumer_lag"):
+            elif f.name in ("latency_ms", "consumer_lag", "consumer_lag_bytes"):
                 value = {name: _copy(entry) for name, entry in value.items()}
             data[f.name] = value
         data["backpressure_level"] = self.backpressure_level
@@ -758,16 +761,21 @@ def render_prometheus(metrics: JobMetrics, job_name: str = "", job_id: str = "")
     )
     for name, kind, help_text, attribute in _OPERATOR_FAMILIES:
         out.family(name, kind, help_text, _operator_samples(base, subtasks, attribute))
-    out.family(
-        "source_consumer_lag_records",
-        "gauge",
-        "Records behind the end of each split a source subtask reads (e.g. per Kafka partition).",
-        (
-            (_labels([*_subtask_labels(base, s), ("split", split)]), lag)
-            for s in subtasks
-            for split, lag in sorted(s.consumer_lag.items())
-        ),
-    )
+    for unit, attribute, what in (
+        ("records", "consumer_lag", "Records"),
+        ("bytes", "consumer_lag_bytes", "Bytes"),
+    ):
+        out.family(
+            f"source_consumer_lag_{unit}",
+            "gauge",
+            f"{what} behind the end of each split a source subtask reads (e.g. per Kafka "
+            f"partition, per replication slot).",
+            (
+                (_labels([*_subtask_labels(base, s), ("split", split)]), lag)
+                for s in subtasks
+                for split, lag in sorted(getattr(s, attribute).items())
+            ),
+        )
     return "\n".join(out.lines) + "\n"
 
 

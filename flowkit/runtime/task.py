@@ -625,13 +625,14 @@ class StreamTask:
             counts.append(op.records if isinstance(op, SinkOperator) else counter.records_out)
         return tuple(counts)
 
-    def _consumer_lag(self) -> dict[str, int]:
-        """The lag per split the source reader reports (nothing when it cannot say)."""
+    def _consumer_lag(self, key: str) -> dict[str, int]:
+        """The lag per split the source reader reports under ``key`` (``"lag"`` in
+        records, ``"lag_bytes"``); nothing when it cannot say."""
         reader = self.source_reader
         if reader is None:
             return {}
         try:
-            lag = reader.metrics().get("lag") or {}
+            lag = reader.metrics().get(key) or {}
             return {str(split): int(value) for split, value in lag.items() if value is not None}
         except Exception as exc:  # metrics must not fail the job or the metrics call
             _log.debug("%s: the source reader's metrics() failed: %r", self.name, exc)
@@ -804,7 +805,8 @@ class StreamTask:
             output_watermark=output_wm,
             watermark_lag_ms=lag,
             late_records_dropped=late_total,
-            consumer_lag=self._consumer_lag(),
+            consumer_lag=self._consumer_lag("lag"),
+            consumer_lag_bytes=self._consumer_lag("lag_bytes"),
             last_checkpoint_id=checkpointing.last_checkpoint_id if checkpointing else None,
             last_checkpoint_alignment_ms=(
                 checkpointing.last_alignment_ms if checkpointing else 0.0

@@ -72,7 +72,8 @@ class LogReader(SplitReader):
         EVENTS.append(("aborted", self.subtask, checkpoint_id))
 
     def metrics(self) -> dict[str, Any]:
-        return {"lag": {s: len(self.source.splits[s]) - p for s, p in self.positions.items()}}
+        lag = {s: len(self.source.splits[s]) - p for s, p in self.positions.items()}
+        return {"lag": lag, "lag_bytes": {s: 10 * n for s, n in lag.items()}}
 
     def poll_next(self, output: ReaderOutput, max_records: int) -> InputStatus:
         if self.wait is not None and not self.wait.done():
@@ -334,6 +335,9 @@ async def test_the_consumer_lag_a_reader_reports_is_in_the_metrics_and_prometheu
         text = metrics.to_prometheus(job_name="lag")
         assert 'flowkit_source_consumer_lag_records{job="lag"' in text
         assert 'split="s4"' in text
+        assert 'flowkit_source_consumer_lag_bytes{job="lag"' in text
+        for s in metrics.subtasks:  # both come from the same metrics() call
+            assert s.consumer_lag_bytes == {k: 10 * n for k, n in s.consumer_lag.items()}
         assert all(s.to_dict()["consumer_lag"] == s.consumer_lag for s in metrics.subtasks)
     finally:
         await client.cancel()

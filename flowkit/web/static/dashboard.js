@@ -347,20 +347,27 @@ async function refreshDetail(jobId) {
     cell(row, fmtCount(s.buffers_in_use), "num");
     cell(row, fmtWatermark(s.input_watermark));
     cell(row, fmtLag(s.watermark_lag_ms), "num");
-    consumerLagCell(row, s.consumer_lag);
+    consumerLagCell(row, s.consumer_lag, s.consumer_lag_bytes);
     cell(row, s.last_checkpoint_id ? `#${s.last_checkpoint_id} · ${fmtBytes(s.last_checkpoint_size)}` : "—");
     subs.appendChild(row);
   }
 }
 
-// Sources: the total records behind over the splits; each split's lag in the tooltip.
-function consumerLagCell(row, lag) {
-  const splits = Object.entries(lag || {}).sort(([a], [b]) => a.localeCompare(b));
+// Sources: the total behind over the splits (records, or bytes for sources that count
+// their backlog in bytes); each split's lag in the tooltip.
+function consumerLagCell(row, lag, lagBytes) {
+  let splits = Object.entries(lag || {});
+  let fmt = fmtCount;
+  if (!splits.length && lagBytes && Object.keys(lagBytes).length) {
+    splits = Object.entries(lagBytes);
+    fmt = fmtBytes;
+  }
+  splits.sort(([a], [b]) => a.localeCompare(b));
   if (!splits.length) return cell(row, "—", "num");
   const total = splits.reduce((sum, [, n]) => sum + n, 0);
-  const td = cell(row, fmtCount(total), "num");
+  const td = cell(row, fmt(total), "num");
   td.classList.add("consumer-lag");
-  td.title = splits.map(([split, n]) => `${split}: ${fmtCount(n)}`).join("\n");
+  td.title = splits.map(([split, n]) => `${split}: ${fmt(n)}`).join("\n");
   return td;
 }
 

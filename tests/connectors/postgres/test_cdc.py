@@ -413,7 +413,7 @@ async def test_lag_counts_wal_behind_and_idle_positions_move_past_other_tables(
         while True:
             if poll:
                 reader.poll_next(output, 100)
-            lag = reader.metrics().get("lag", {}).get(slot)
+            lag = reader.metrics().get("lag_bytes", {}).get(slot)
             if lag is not None and condition(lag):
                 return int(lag)
             assert time.monotonic() < deadline, f"lag {lag}, waiting for {what}"
