@@ -75,6 +75,11 @@ class SinkWriter:
     def close(self) -> None:
         """Release resources (always called)."""
 
+    # An asynchronous writer may define ``async def finish_async(self)`` and/or
+    # ``async def close_async(self)``: the subtask awaits them instead of calling
+    # ``finish()`` / ``close()``, so flushing and closing connections never block the
+    # event loop (``close_async`` is always awaited, also after a failure or cancel).
+
 
 class Sink:
     """Describes a sink; ``create_writer`` builds the writer of one subtask."""

@@ -402,7 +402,7 @@ class SinkOperator(OneInputOperator):
 
     @property
     def pending(self) -> bool:
-        return bool(self._queue)
+        return bool(self._queue) or (self._finish_requested and not self._finished)
 
     async def drain(self) -> None:
         writer = self.writer
@@ -425,12 +425,22 @@ class SinkOperator(OneInputOperator):
                 raise self.fail(exc) from exc
             queue.pop(0)
         if self._finish_requested and not self._finished:
-            self._finish_writer()
+            finish_async = getattr(writer, "finish_async", None)
+            if finish_async is None:
+                self._finish_writer()
+                return
+            self._finished = True
+            try:
+                await finish_async()
+            except Exception as exc:
+                raise self.fail(exc, "in finish_async()") from exc
 
     def finish(self) -> None:
         self._finish_requested = True
-        if not self._queue:
+        if not self._queue and getattr(self.writer, "finish_async", None) is None:
             self._finish_writer()
+        # else: drain() writes what is queued and finishes the writer (the subtask
+        # awaits it before the end of input goes on)
 
     def _finish_writer(self) -> None:
         self._finished = True
@@ -439,6 +449,19 @@ class SinkOperator(OneInputOperator):
             self.writer.finish()
         except Exception as exc:
             raise self.fail(exc, "in finish()") from exc
+
+    @property
+    def closes_async(self) -> bool:
+        """The writer closes asynchronously (``close_async``): await :meth:`close_async`."""
+        return getattr(self.writer, "close_async", None) is not None
+
+    async def close_async(self) -> None:
+        """Close the writer with its ``close_async`` (and the sink function, if any)."""
+        try:
+            await self.writer.close_async()  # type: ignore[union-attr]
+        finally:
+            if isinstance(self.sink, FunctionSink):
+                call_close(self.sink.function)
 
     def close(self) -> None:
         try:

@@ -275,7 +275,10 @@ class StreamTask:
                     close_failed(self.head, exc, "closing the source reader")
             for op in opened:
                 try:
-                    op.close()
+                    if isinstance(op, SinkOperator) and op.closes_async:
+                        await op.close_async()
+                    else:
+                        op.close()
                 except Exception as exc:
                     close_failed(op, exc, "in close()")
             if close_errors and not failed:
