@@ -7,6 +7,7 @@ run as the ``postgres`` OS user, who owns the temporary directory.
 
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import shutil
@@ -19,7 +20,8 @@ import pytest
 
 from connectors.servers import ServerProcess, find_binary, free_port
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+#: Debian's server binaries (not on PATH), the newest installed version first.
+PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))[::-1]
 
 
 def _run_as() -> str | None:
@@ -29,8 +31,8 @@ def _run_as() -> str | None:
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """The DSN of a fresh PostgreSQL 15 (superuser ``postgres``, database ``postgres``)."""
-    initdb = find_binary("initdb", f"{PG_BIN}/initdb")
-    postgres = find_binary("postgres", f"{PG_BIN}/postgres")
+    initdb = find_binary("initdb", *(f"{d}/initdb" for d in PG_BINS))
+    postgres = find_binary("postgres", *(f"{d}/postgres" for d in PG_BINS))
     user = _run_as()
     # Not under pytest's tmp_path: its parents are private to root, and the server may
     # run as another user.
