@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 import flowkit as fk
+from connectors.servers import find_binary
 from flowkit.connectors.postgres import PostgresCdcSource, format_lsn, parse_lsn
 from flowkit.sources import DeadLetter, DeserializationError, InputStatus
 
+from .conftest import PG_BINS
 from .helpers import (
     Collected,
     confirmed_flush,
@@ -508,7 +510,7 @@ async def test_a_slot_held_by_another_connection_is_read_and_confirmed_once_free
     await reader.open()  # publication and slot
     await reader.close()
     holder = await asyncio.create_subprocess_exec(
-        "/usr/lib/postgresql/15/bin/pg_recvlogical",
+        find_binary("pg_recvlogical", *(f"{d}/pg_recvlogical" for d in PG_BINS)),
         "-d",
         postgres_dsn,
         "--slot",
