@@ -38,8 +38,9 @@ Delivery guarantees (Flink's ``KafkaSink``):
 
 All broker I/O of a sink subtask runs on an event loop in a thread of its own (one per
 writer), so the job's loop never waits for the network: ``write_batch_async`` awaits the
-batch's result from there (backpressure), and the synchronous hooks at the end of the
-job (``finish``/``close``) can wait for the last commits and close the connections.
+batch's result from there (backpressure), and at the end of the job ``finish_async`` and
+``close_async`` await the last flush and commits and the closing of the connections, and
+stop the thread, without blocking the job's loop.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ T = TypeVar("T")
 #: Kafka's default upper bound of ``transaction.timeout.ms`` (``transaction.max.timeout.ms``).
 DEFAULT_TRANSACTION_TIMEOUT_MS = 900_000
 
-#: How long ``finish()``/``close()`` wait for the broker (flush, last commits, shutdown).
+#: How long each step of ``finish_async()``/``close_async()`` waits for the broker (flush,
+#: last commits, shutdown).
 CLOSE_TIMEOUT_S = 60.0
 
 
@@ -512,15 +514,6 @@ class _IoLoop:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.start())
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        """Run ``coro`` there and wait for it (blocks the calling thread)."""
-        future = self.submit(coro)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
-
     def stop(self) -> None:
         loop, thread = self.loop, self._thread
         if loop is None or thread is None:
@@ -677,7 +670,7 @@ class KafkaSinkWriter(SinkWriter):
         self._round_robin = subtask_index
         partitioner_module = require("aiokafka.partitioner", "kafka")
         self._default_partitioner = partitioner_module.DefaultPartitioner()
-        #: Every producer not stopped yet (I/O thread): ``close()`` stops them all, also
+        #: Every producer not stopped yet (I/O thread): ``close_async()`` stops them all, also
         #: one whose creation was interrupted by a failure of the job.
         self._producers: set[Any] = set()
         #: Transactions committed by this writer (for metrics and tests).
@@ -763,27 +756,35 @@ class KafkaSinkWriter(SinkWriter):
         """Nothing: a parked transaction stays parked; the next completed checkpoint (whose
         state lists it too) commits it."""
 
-    def finish(self) -> None:
+    async def finish_async(self) -> None:
         """End of input: ``NONE`` waits until everything sent is acknowledged;
-        ``EXACTLY_ONCE`` with ``commit_on_finish`` (no checkpointing) commits everything."""
+        ``EXACTLY_ONCE`` with ``commit_on_finish`` (no checkpointing) commits everything.
+
+        The broker I/O runs on the writer's I/O thread; this awaits it (at most
+        :data:`CLOSE_TIMEOUT_S` per step) without blocking the job's event loop."""
         self._check()
         if self.guarantee is DeliveryGuarantee.NONE and self._producer is not None:
-            self._io.run(self._flush(), CLOSE_TIMEOUT_S)
+            await self._on_io(self._flush(), "flushing the records sent")
         elif self.guarantee is DeliveryGuarantee.EXACTLY_ONCE and self.commit_on_finish:
             if self._recovery is not None:
                 recovery, self._recovery = self._recovery, None
-                recovery.result(CLOSE_TIMEOUT_S)
+                await self._await_io(recovery, "recovering the restored transactions")
             due = [t for _cid, t in self._pending]
             if self._current is not None:
                 due.append(self._current)
             self._pending, self._current = [], None
             for transaction in due:
-                self._io.run(self._commit(transaction), CLOSE_TIMEOUT_S)
+                await self._on_io(
+                    self._commit(transaction),
+                    f"committing transaction {transaction.transactional_id!r}",
+                )
         self._check()
 
-    def close(self) -> None:
+    async def close_async(self) -> None:
         """Wait for commits in flight, abort the open transaction, close the producers
-        (parked transactions stay open on the broker for a restore to commit)."""
+        (parked transactions stay open on the broker for a restore to commit), then stop
+        the I/O thread. Awaited by the subtask, also after a failure or cancel; nothing
+        here blocks the job's event loop."""
         if self._closed:
             return
         self._closed = True
@@ -791,12 +792,43 @@ class KafkaSinkWriter(SinkWriter):
             self._recovery.cancel()
         try:
             if self._io.loop is not None:
-                self._io.run(self._shutdown(), CLOSE_TIMEOUT_S)
+                await self._on_io(self._shutdown(), "closing the producers")
         finally:
-            self._io.stop()
+            # Cancelling what is left on the I/O loop and joining its thread (bounded,
+            # see _IoLoop.stop) happen in a worker thread, not on the job's loop.
+            await asyncio.to_thread(self._io.stop)
         self._check()
 
+    def finish(self) -> None:
+        """:meth:`finish_async` for callers outside an event loop (blocks the calling
+        thread); the runtime awaits :meth:`finish_async`."""
+        _run_blocking(self.finish_async(), f"{self.label}: finish()")
+
+    def close(self) -> None:
+        """:meth:`close_async` for callers outside an event loop (blocks the calling
+        thread, e.g. ``await asyncio.to_thread(writer.close)``); the runtime awaits
+        :meth:`close_async`."""
+        _run_blocking(self.close_async(), f"{self.label}: close()")
+
     # ------------------------------------------------------------ helpers (job's loop)
+    async def _on_io(self, coro: Coroutine[Any, Any, T], what: str) -> T:
+        """Run ``coro`` on the I/O thread and await it from the job's loop."""
+        return await self._await_io(self._io.submit(coro), what)
+
+    async def _await_io(self, future: concurrent.futures.Future[T], what: str) -> T:
+        """Await a future of the I/O thread, at most :data:`CLOSE_TIMEOUT_S` (then it is
+        cancelled)."""
+        timeout = asyncio.timeout(CLOSE_TIMEOUT_S)
+        try:
+            async with timeout:
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise KafkaSinkError(
+                f"{self.label}: {what} did not finish within {CLOSE_TIMEOUT_S} s"
+            ) from None
+
     def _check(self) -> None:
         error = self._error
         if error is not None:
@@ -1184,6 +1216,21 @@ class KafkaSinkWriter(SinkWriter):
                 await resource.stop() if hasattr(resource, "stop") else await resource.close()
             except Exception as exc:
                 _log.warning("%s: closing %r failed: %r", self.label, resource, exc)
+
+
+def _run_blocking(coro: Coroutine[Any, Any, None], what: str) -> None:
+    """Run ``coro`` to its end on an event loop of its own (the calling thread must not
+    be running one: it would be blocked)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    coro.close()
+    raise RuntimeError(
+        f"{what} blocks and cannot be called on a running event loop; await the "
+        f"asynchronous method instead (finish_async() / close_async())"
+    )
 
 
 def _too_large(size: int, limit: int) -> Exception:

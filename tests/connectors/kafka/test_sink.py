@@ -127,6 +127,53 @@ async def test_job_writes_keys_values_and_event_times_to_the_selected_topics(
             assert m.timestamp == 1_700_000_000_000 + record_id
 
 
+async def ticks_while(job: asyncio.Future[Any]) -> list[float]:
+    """The gaps between ticks of a 10 ms ticker running on the job's loop beside ``job``."""
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    last = loop.time()
+    while not job.done():
+        await asyncio.sleep(0.01)
+        now = loop.time()
+        gaps.append(now - last)
+        last = now
+    return gaps
+
+
+async def test_finishing_with_lingering_records_does_not_block_the_jobs_loop(
+    kafka_broker: str,
+) -> None:
+    """At the end of input the sink's producer still holds records (``linger.ms`` 600):
+    the sink waits for their delivery and then closes its producer and I/O thread, and
+    all the while a ticker on the job's loop keeps ticking."""
+    topic = unique_topic("finish-loop")
+    sink = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(kafka_broker)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(SimpleStringSchema())
+            .build()
+        )
+        .set_delivery_guarantee(DeliveryGuarantee.NONE)
+        .set_property("linger.ms", "600")
+        .build()
+    )
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    env.from_collection([f"r{i}" for i in range(2000)]).sink_to(sink)
+    client = await env.execute_async("kafka sink finish")
+    job = asyncio.ensure_future(asyncio.wait_for(client.wait(), 30))
+    gaps = await ticks_while(job)
+    await job
+    # the records lingered in the producer for most of the job's run ...
+    assert sum(gaps) >= 0.4
+    # ... and the job's loop never stalled while the sink waited for them
+    assert max(gaps) < 0.1, f"the job's loop stalled for {max(gaps):.3f} s"
+    got = [m.value for m in await read_topic(kafka_broker, topic)]
+    assert sorted(got) == sorted(f"r{i}".encode() for i in range(2000))
+
+
 async def test_fixed_partitioner_puts_each_subtask_on_one_partition(
     kafka_broker: str, tmp_path: Path
 ) -> None:
@@ -252,7 +299,7 @@ async def test_exactly_once_records_are_visible_after_their_checkpoint_completes
     # The job fails before checkpoint 2's notification: the writer closes, "c" stays
     # pre-committed on the broker, and a restored writer commits it (EndTxn by producer
     # id and epoch, with no producer of the old writer left).
-    await asyncio.to_thread(writer.close)
+    await writer.close_async()
     assert [m.value for m in (await read_committed_log(kafka_broker, topic)).open] == [b"c"]
 
     restored = sink.create_writer(0, 1)
@@ -261,7 +308,7 @@ async def test_exactly_once_records_are_visible_after_their_checkpoint_completes
     view = await read_committed_log(kafka_broker, topic)
     assert [m.value for m in view.committed] == [b"a", b"b", b"c"]
     assert [m.value for m in view.open] == [b"d"]
-    await asyncio.to_thread(restored.close)  # aborts "d"
+    await restored.close_async()  # aborts "d"
     view = await read_committed_log(kafka_broker, topic)
     assert [m.value for m in view.committed] == [b"a", b"b", b"c"]
     assert [m.value for m in view.aborted] == [b"d"]
@@ -281,12 +328,12 @@ async def test_a_restored_transaction_stays_in_checkpoints_until_it_is_committed
     first.initialize_state([])
     await first.write_batch_async(["a"], None)
     state1 = first.snapshot_state(1)
-    await asyncio.to_thread(first.close)
+    await first.close_async()
 
     second = sink.create_writer(0, 1)
     second.initialize_state([state1])
     state2 = second.snapshot_state(2)
-    await asyncio.to_thread(second.close)
+    await second.close_async()
     view = await read_committed_log(kafka_broker, topic)
     assert isinstance(state2, KafkaSinkState)
     if view.open:  # the second writer did not get to commit it: its checkpoint lists it
@@ -344,7 +391,9 @@ async def test_an_idempotent_producer_the_broker_refuses_fails_clearly(kafka_bro
     writer.initialize_state([])
     with pytest.raises(KafkaSinkError) as info:
         await writer.write_batch_async(["x"], None)
-    await asyncio.to_thread(writer.close)
+    with pytest.raises(RuntimeError, match=r"close\(\) blocks .* await the asynchronous"):
+        writer.close()  # on the running loop: refused (it would block the loop)
+    await writer.close_async()
     message = str(info.value)
     assert "Kafka sink (subtask 1/1, AT_LEAST_ONCE" in message
     assert "cannot start its producer" in message and "enable.idempotence=true" in message
