@@ -837,10 +837,6 @@ class JetStreamSink(Sink):
         return JetStreamWriter(self, subtask_index, parallelism)
 
 
-#: Connections of closed writers still closing (``close()`` cannot wait for them).
-_closing: set[asyncio.Task[Any]] = set()
-
-
 class JetStreamWriter(SinkWriter):
     """The writer of one :class:`JetStreamSink` subtask."""
 
@@ -929,15 +925,10 @@ class JetStreamWriter(SinkWriter):
             for i, payload in enumerate(payloads)
         ]
 
-    def close(self) -> None:
+    async def close_async(self) -> None:
+        """Close the connection (the subtask awaits this at its end, also after a failure
+        or cancel)."""
         nc, self._nc = self._nc, None
         self._js = None
-        if nc is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(nc.close(), name="flowkit close JetStream sink connection")
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+        if nc is not None:
+            await nc.close()

@@ -706,10 +706,6 @@ class RedisStreamReader(SplitReader):
 
 
 # ---------------------------------------------------------------------- sink
-#: Close tasks of sink clients (closed from the synchronous ``SinkWriter.close``).
-_closing: set[asyncio.Task[Any]] = set()
-
-
 class RedisStreamSink(Sink):
     """Appends each record to a Redis stream with XADD, one pipeline per batch.
 
@@ -856,17 +852,12 @@ class RedisStreamWriter(SinkWriter):
             self.written += len(chunk)
             self.batch_progress += len(chunk)
 
-    def close(self) -> None:
+    async def close_async(self) -> None:
+        """Close the client's connections (the subtask awaits this at its end, also after
+        a failure or cancel)."""
         client, self._client = self._client, None
-        if client is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(client.aclose(), name="flowkit redis sink close")
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+        if client is not None:
+            await client.aclose()
 
 
 _FIELD_TYPES = (str, bytes, int, float)

@@ -55,6 +55,40 @@ async def test_subject_selector_and_own_msg_ids(
     assert info.state.subjects == {f"{stream_name}.even": 5, f"{stream_name}.odd": 5}
 
 
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_sinks_connection_is_closed_when_the_job_ends(
+    js: Any, nats_server: str, stream_name: str, fails: bool
+) -> None:
+    """The subtask awaits the writers' close, however long it takes: when the job's
+    ``wait()`` returns (or raises), every connection of the sink has been closed
+    (nats-py awaits ``closed_cb`` at the end of ``close()``; here it takes 0.2 s)."""
+    await make_stream(js, stream_name)
+    closed: list[int] = []
+
+    async def on_closed() -> None:
+        await asyncio.sleep(0.2)
+        closed.append(1)
+
+    sink = JetStreamSink(
+        nats_server,
+        subject_selector=lambda v: f"{stream_name}.out" if v >= 0 else "nowhere.at.all",
+        publish_timeout=5,
+        connect_options={"closed_cb": on_closed},
+    )
+    env = fk.StreamExecutionEnvironment(parallelism=2)
+    env.set_restart_strategy(fk.RestartStrategy.no_restart())
+    records = list(range(100)) + ([-1] if fails else [])
+    env.from_collection(records).rebalance().sink_to(sink)
+    client = await env.execute_async("publish and close")
+    if fails:
+        with pytest.raises(Exception, match="publishing to the selected subjects failed"):
+            await asyncio.wait_for(client.wait(), 30)
+    else:
+        await asyncio.wait_for(client.wait(), 30)
+        assert len(await stream_messages(js, stream_name)) == 100
+    assert closed == [1, 1]  # both subtasks' connections
+
+
 def test_options_are_checked() -> None:
     with pytest.raises(InvalidConfigurationError, match="subject= or subject_selector="):
         JetStreamSink("nats://127.0.0.1:1")
@@ -75,7 +109,7 @@ async def test_a_replay_after_a_restore_gets_the_same_ids_and_is_dropped(
     await first.write_batch_async([f"r{i}" for i in range(5)], None)
     state = first.snapshot_state(1)
     await first.write_batch_async([f"r{i}" for i in range(5, 10)], None)
-    first.close()
+    await first.close_async()
 
     restored = sink.create_writer(0, 1)
     restored.initialize_state([state])
@@ -83,7 +117,7 @@ async def test_a_replay_after_a_restore_gets_the_same_ids_and_is_dropped(
     assert restored.duplicates == 5
     await restored.write_batch_async([f"r{i}" for i in range(10, 15)], None)
     assert restored.duplicates == 5
-    restored.close()
+    await restored.close_async()
     messages = await stream_messages(js, stream_name)
     assert [data.decode() for _, data, _ in messages] == [f"r{i}" for i in range(15)]
 
@@ -98,11 +132,11 @@ async def test_a_replay_in_another_order_is_published_again_and_nothing_is_dropp
     first = sink.create_writer(0, 1)
     state = first.snapshot_state(1)
     await first.write_batch_async(["a", "b"], None)  # then the job fails
-    first.close()
+    await first.close_async()
     restored = sink.create_writer(0, 1)
     restored.initialize_state([state])
     await restored.write_batch_async(["c", "b", "a"], None)
-    restored.close()
+    await restored.close_async()
     messages = await stream_messages(js, stream_name)
     published = [data.decode() for _, data, _ in messages]
     # "c" took the position of "a" and "a" a new one: both published; "b" came at its old
@@ -151,7 +185,7 @@ async def test_batches_waiting_for_the_async_writer_at_a_barrier_are_in_the_chec
     first.process_batch(["c", "d"], None)  # not written yet when the barrier comes
     state = pickle.loads(pickle.dumps(first.snapshot_state(1)))
     await first.drain()  # written after the barrier
-    first.close()
+    await first.close_async()
 
     restored = operator([state])
     assert restored.pending
@@ -159,6 +193,6 @@ async def test_batches_waiting_for_the_async_writer_at_a_barrier_are_in_the_chec
     restored.process_batch(["e"], None)
     await restored.drain()
     assert restored.writer is not None and restored.writer.duplicates == 2  # type: ignore[attr-defined]
-    restored.close()
+    await restored.close_async()
     messages = await stream_messages(js, stream_name)
     assert [data.decode() for _, data, _ in messages] == ["a", "b", "c", "d", "e"]

@@ -3,11 +3,14 @@ trimming, bad records, and a round trip through RedisStreamSource."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 import flowkit as fk
 from flowkit.connectors.base import DeliveryGuarantee, JsonSchema, SimpleStringSchema
@@ -67,6 +70,48 @@ def test_a_record_that_is_not_a_field_dict_fails_the_job_naming_it(redis_url: st
     with pytest.raises(JobFailed) as failed:
         run([{"nested": {"a": 1}}], RedisStreamSink(redis_url, stream="out"))
     assert "the field 'nested' of the record is a dict" in str(failed.value)
+
+
+def tracked_connections() -> tuple[type[redis.asyncio.Connection], list[Any]]:
+    """A connection class for ``client_options`` that keeps each connection it makes and
+    takes 0.2 s to disconnect (as over a slow network)."""
+    made: list[Any] = []
+
+    class Tracked(redis.asyncio.Connection):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            made.append(self)
+
+        async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+            await asyncio.sleep(0.2)
+            await super().disconnect(*args, **kwargs)
+
+    return Tracked, made
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_sinks_connections_are_closed_when_the_job_ends(
+    redis_url: str, rdb: redis.Redis, fails: bool
+) -> None:
+    """The subtask awaits the writers' close, however long it takes: when the job's
+    ``wait()`` returns (or raises), no connection of the sink is open any more."""
+    tracked, made = tracked_connections()
+    sink = RedisStreamSink(redis_url, stream="out", client_options={"connection_class": tracked})
+    env = fk.StreamExecutionEnvironment(parallelism=2)
+    env.set_restart_strategy(fk.RestartStrategy.no_restart())
+    records: list[object] = [{"i": i} for i in range(500)]
+    if fails:
+        records.append("not a field dict")
+    env.from_collection(records).rebalance().sink_to(sink)
+    client = await env.execute_async("redis sink close")
+    if fails:
+        with pytest.raises(JobFailed, match="must be a dict of fields"):
+            await asyncio.wait_for(client.wait(), 30)
+    else:
+        await asyncio.wait_for(client.wait(), 30)
+        assert rdb.xlen("out") == 500
+    assert len(made) >= 2  # one client per subtask
+    assert [c for c in made if c.is_connected] == []
 
 
 def test_exactly_once_is_refused() -> None:
