@@ -670,9 +670,12 @@ class KafkaSinkWriter(SinkWriter):
         self._round_robin = subtask_index
         partitioner_module = require("aiokafka.partitioner", "kafka")
         self._default_partitioner = partitioner_module.DefaultPartitioner()
-        #: Every producer not stopped yet (I/O thread): ``close_async()`` stops them all, also
-        #: one whose creation was interrupted by a failure of the job.
-        self._producers: set[Any] = set()
+        #: Every producer and client not closed yet (I/O thread): ``close_async()`` closes
+        #: them all, also one whose creation was interrupted by a failure of the job.
+        self._open: set[Any] = set()
+        #: Starts and stops of producers and clients running to their end although their
+        #: caller was cancelled (I/O thread; see ``_uninterrupted``).
+        self._lifecycle: set[asyncio.Task[Any]] = set()
         #: Transactions committed by this writer (for metrics and tests).
         self.committed_transactions = 0
 
@@ -867,7 +870,7 @@ class KafkaSinkWriter(SinkWriter):
             producer = aiokafka.AIOKafkaProducer(
                 bootstrap_servers=self.sink.bootstrap_servers, **self._arguments, **extra
             )
-            self._producers.add(producer)
+            self._open.add(producer)
             return producer
         except TypeError as exc:
             allowed = sorted(inspect.signature(aiokafka.AIOKafkaProducer).parameters)
@@ -883,7 +886,7 @@ class KafkaSinkWriter(SinkWriter):
             )
             producer = await self._new_producer(**arguments)
             try:
-                await producer.start()
+                await self._uninterrupted(producer.start())
             except Exception as exc:
                 await self._stop(producer)
                 idempotent = bool(self._arguments.get("enable_idempotence"))
@@ -1015,9 +1018,11 @@ class KafkaSinkWriter(SinkWriter):
                 bootstrap_servers=self.sink.bootstrap_servers,
                 client_id=f"flowkit-kafka-sink-{self._prefix}-{self.subtask_index}",
             )
+            self._open.add(client)
             try:
-                await client.bootstrap()
+                await self._uninterrupted(client.bootstrap())
             except Exception as exc:
+                self._open.discard(client)
                 await client.close()
                 raise KafkaSinkError(f"{self.label} cannot connect: {exc!r}") from exc
             self._client = client
@@ -1144,7 +1149,7 @@ class KafkaSinkWriter(SinkWriter):
         # The producer id comes from InitProducerId v3 above (aiokafka would send v0).
         producer._txn_manager.set_pid_and_epoch(producer_id, epoch)
         try:
-            await producer.start()
+            await self._uninterrupted(producer.start())
             await producer.begin_transaction()
         except Exception as exc:
             await self._stop(producer)
@@ -1184,8 +1189,20 @@ class KafkaSinkWriter(SinkWriter):
         self.committed_transactions += 1
 
     async def _stop(self, producer: Any) -> None:
-        self._producers.discard(producer)
-        await producer.stop()
+        self._open.discard(producer)
+        await self._uninterrupted(producer.stop())
+
+    async def _uninterrupted(self, step: Coroutine[Any, Any, Any]) -> None:
+        """Run ``step`` (a producer's start or stop, a client's bootstrap) to its end in a
+        task of its own that a cancellation of the caller does not interrupt (the caller
+        is cancelled all the same). aiokafka closes the connection a bootstrap opens when
+        the bootstrap fails, not when it is cancelled: a start cancelled by a failing or
+        cancelled job would leave that connection open. ``_shutdown`` waits for these
+        steps before it closes what is open."""
+        task = asyncio.ensure_future(step)
+        self._lifecycle.add(task)
+        task.add_done_callback(self._lifecycle.discard)
+        await asyncio.shield(task)
 
     async def _shutdown(self) -> None:
         commits = [asyncio.wrap_future(f) for f in list(self._commits)]
@@ -1202,15 +1219,16 @@ class KafkaSinkWriter(SinkWriter):
                     current.transactional_id,
                     exc,
                 )
+        # Starts and stops whose callers were cancelled end first (bounded by the client's
+        # request timeout), so that what they opened is closed below.
+        if self._lifecycle:
+            await asyncio.gather(*self._lifecycle, return_exceptions=True)
         # Parked transactions stay open on the broker (a restore commits them): their
-        # producers are stopped without aborting. Every producer and the control client
-        # are closed, whatever fails.
-        self._producer = None
-        closing = list(self._producers)
-        self._producers.clear()
-        if self._client is not None:
-            closing.append(self._client)
-            self._client = None
+        # producers are stopped without aborting. Every producer and client (the control
+        # client, one whose bootstrap was interrupted) is closed, whatever fails.
+        self._producer = self._client = None
+        closing = list(self._open)
+        self._open.clear()
         for resource in closing:
             try:
                 await resource.stop() if hasattr(resource, "stop") else await resource.close()

@@ -166,3 +166,79 @@ async def _read_partition(client: Any, topic: str, partition: int, view: LogView
             break
     for pending in open_txns.values():
         view.open += pending
+
+
+class SlowBrokerProxy:
+    """A TCP proxy in front of a broker that delays each answer by ``delay`` seconds, so
+    that a test can act while a client waits for one (e.g. the metadata of a
+    bootstrap). Brokers advertise their own address, so only bootstrap connections go
+    through it. ``open``: client connections not closed by their client yet.
+
+    Use it as ``async with SlowBrokerProxy(broker, 0.5) as proxy: ... proxy.address``.
+    """
+
+    def __init__(self, broker: str, delay: float) -> None:
+        self.broker = broker
+        self.delay = delay
+        self.open = 0
+        self.address = ""
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+
+    async def __aenter__(self) -> SlowBrokerProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def wait_all_closed(self, limit_s: float = 5.0) -> None:
+        """Until every client connection is closed (at most ``limit_s``)."""
+        async with asyncio.timeout(limit_s):
+            await self._all_closed.wait()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.broker.rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        self.open += 1
+        self._all_closed.clear()
+
+        async def requests() -> None:
+            try:
+                while data := await reader.read(65536):
+                    upstream_writer.write(data)
+                    await upstream_writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                self.open -= 1
+                if not self.open:
+                    self._all_closed.set()
+                upstream_writer.close()
+
+        async def answers() -> None:
+            try:
+                while data := await upstream_reader.read(65536):
+                    await asyncio.sleep(self.delay)
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(requests(), answers())

@@ -4,14 +4,21 @@ under each delivery guarantee, when exactly-once records become visible, and its
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import flowkit as fk
-from connectors.kafka.sink_fixtures import read_committed_log, read_topic, unique_topic
+from connectors.kafka.sink_fixtures import (
+    SlowBrokerProxy,
+    read_committed_log,
+    read_topic,
+    unique_topic,
+)
 from flowkit.connectors.base import (
     DeliveryGuarantee,
     JsonSchema,
@@ -397,3 +404,36 @@ async def test_an_idempotent_producer_the_broker_refuses_fails_clearly(kafka_bro
     message = str(info.value)
     assert "Kafka sink (subtask 1/1, AT_LEAST_ONCE" in message
     assert "cannot start its producer" in message and "enable.idempotence=true" in message
+
+
+@pytest.mark.parametrize(
+    "guarantee", [DeliveryGuarantee.AT_LEAST_ONCE, DeliveryGuarantee.EXACTLY_ONCE]
+)
+async def test_a_job_failing_while_the_sink_connects_leaves_no_connection_open(
+    kafka_broker: str, guarantee: DeliveryGuarantee
+) -> None:
+    """The job fails (the write is cancelled, then the writer closed) while a bootstrap
+    of the sink waits for the broker's metadata: AT_LEAST_ONCE, its producer's start in
+    the first write; EXACTLY_ONCE, the control client of the recovery that
+    initialize_state begins. Every connection the sink opened is closed, none is left
+    to the garbage collector (aiokafka's "Unclosed AIOKafkaConnection")."""
+    topic = unique_topic("cancel-start")
+    delay = 0.5  # each answer of the broker: ApiVersions at 0.5 s, metadata at 1.0 s
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with SlowBrokerProxy(kafka_broker, delay) as proxy:
+            sink = string_sink(proxy.address, topic, guarantee, prefix=topic)
+            writer = sink.create_writer(0, 1)
+            writer.initialize_state([])
+            write = asyncio.ensure_future(writer.write_batch_async(["a"], None))
+            await asyncio.sleep(1.5 * delay)  # the bootstrap awaits the metadata
+            assert proxy.open == 1 and not write.done()
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+            await asyncio.wait_for(writer.close_async(), 30)
+            await proxy.wait_all_closed()
+        del writer, write
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert unclosed == []
