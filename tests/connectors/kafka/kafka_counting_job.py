@@ -2,8 +2,9 @@
 
 Record ``i`` (``0 <= i < n``) is the text ``"k{i % 6},{i}"`` in partition ``(i % 6) % 3``,
 so each key lives in one partition (two keys, 1/3 of the records, per partition) and is read in order: the keyed reduce's output
-``(key, count, sum)`` after every record is one exact multiset (:func:`expected_lines`)
-whatever failures and restores happen in between.
+``(key, count, sum)`` after every record is one exact multiset
+(``connectors.keyed_counts.expected_lines(n, KEYS)``) whatever failures and restores
+happen in between.
 
 Also a job file for ``flowkit run`` (``build(env, args)``; arguments ``--bootstrap
 HOST:PORT --topic T --out DIR --pause SECONDS``).
@@ -13,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import flowkit as fk
+from connectors.keyed_counts import add
 from flowkit.connectors.base import SimpleStringSchema
 from flowkit.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
 
@@ -34,44 +33,9 @@ def record(i: int) -> tuple[int, bytes]:
     return key % PARTITIONS, f"k{key},{i}".encode()
 
 
-def expected_lines(n: int) -> Counter[tuple[str, int, int]]:
-    counts: dict[str, int] = {}
-    sums: dict[str, int] = {}
-    out: Counter[tuple[str, int, int]] = Counter()
-    for i in range(n):
-        key = f"k{i % KEYS}"
-        counts[key] = counts.get(key, 0) + 1
-        sums[key] = sums.get(key, 0) + i
-        out[(key, counts[key], sums[key])] += 1
-    return out
-
-
-def check_output(out: Path, n: int) -> None:
-    """The committed part files hold exactly the expected lines (each record counted
-    once), and no file of an abandoned attempt is left."""
-    got: Counter[tuple[str, int, int]] = Counter()
-    for name in os.listdir(out):
-        if not name.startswith("."):
-            for line in (out / name).read_text().splitlines():
-                key, count, total = json.loads(line)
-                got[(key, count, total)] += 1
-    want = expected_lines(n)
-    assert got == want, (
-        f"{sum((got - want).values())} duplicated or unexpected lines "
-        f"(e.g. {sorted(got - want)[:3]}), {sum((want - got).values())} missing "
-        f"(e.g. {sorted(want - got)[:3]})"
-    )
-    leftovers = sorted(name for name in os.listdir(out) if name.startswith("."))
-    assert leftovers == [], f"files of abandoned attempts left: {leftovers}"
-
-
 def _parse(text: str) -> tuple[str, int, int]:
     key, i = text.split(",")
     return (key, 1, int(i))
-
-
-def _add(a: tuple[str, int, int], b: tuple[str, int, int]) -> tuple[str, int, int]:
-    return (a[0], a[1] + b[1], a[2] + b[2])
 
 
 def build_job(
@@ -114,7 +78,7 @@ def build_job(
         .map(parse)
         .uid("parse")
         .key_by(lambda r: r[0])
-        .reduce(_add)
+        .reduce(add)
         .uid("totals")
         .sink_to(fk.FileSink.for_row_format(out, encoder="jsonl").build())
         .uid("sink")

@@ -3,7 +3,8 @@
 Records ``(key, i)`` for ``i`` in ``0..n-1`` come from one paced, replayable source; a
 keyed reduce emits ``[key, count, sum]`` after every record, and the Kafka sink writes
 each as a JSON message. The source runs at parallelism 1, so every key sees its records
-in source order and the expected output is one exact multiset (:func:`expected`).
+in source order and the expected output is one exact multiset
+(``connectors.keyed_counts.expected_lines``).
 
 Also a job file for ``flowkit run`` (``build(env, args)``; arguments ``--bootstrap
 HOST:PORT --topic T --records N --pause S --guarantee exactly-once|at-least-once
@@ -13,41 +14,13 @@ HOST:PORT --topic T --records N --pause S --guarantee exactly-once|at-least-once
 from __future__ import annotations
 
 import argparse
-import json
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import flowkit as fk
+from connectors.keyed_counts import add, identity, records
 from flowkit.connectors.base import DeliveryGuarantee, JsonSchema
 from flowkit.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-
-KEYS = 7
-
-
-def records(n: int) -> list[tuple[str, int]]:
-    return [(f"k{i % KEYS}", i) for i in range(n)]
-
-
-def expected(n: int) -> Counter[tuple[str, int, int]]:
-    """What the uninterrupted job writes: every key's running count and sum."""
-    counts: dict[str, int] = {}
-    sums: dict[str, int] = {}
-    out: Counter[tuple[str, int, int]] = Counter()
-    for key, value in records(n):
-        counts[key] = counts.get(key, 0) + 1
-        sums[key] = sums.get(key, 0) + value
-        out[(key, counts[key], sums[key])] += 1
-    return out
-
-
-def lines(values: Iterable[bytes | None]) -> Counter[tuple[str, int, int]]:
-    got: Counter[tuple[str, int, int]] = Counter()
-    for value in values:
-        assert value is not None
-        key, count, total = json.loads(value)
-        got[(key, count, total)] += 1
-    return got
 
 
 def kafka_sink(bootstrap: str, topic: str, guarantee: DeliveryGuarantee, prefix: str) -> KafkaSink:
@@ -67,21 +40,13 @@ def kafka_sink(bootstrap: str, topic: str, guarantee: DeliveryGuarantee, prefix:
     )
 
 
-def _identity(record: Any) -> Any:
-    return record
-
-
-def _add(a: tuple[str, int, int], b: tuple[str, int, int]) -> tuple[str, int, int]:
-    return (a[0], a[1] + b[1], a[2] + b[2])
-
-
 def build_job(
     env: fk.StreamExecutionEnvironment,
     sink: KafkaSink,
     n: int,
     pause_s: float,
     *,
-    before_key_by: Callable[[Any], Any] = _identity,
+    before_key_by: Callable[[Any], Any] = identity,
 ) -> None:
     (
         env.from_source(fk.PacedSource(records(n), pause_s))
@@ -93,7 +58,7 @@ def build_job(
         .uid("ones")
         .set_parallelism(1)
         .key_by(lambda r: r[0])
-        .reduce(_add)
+        .reduce(add)
         .uid("totals")
         .sink_to(sink)
         .uid("kafka-sink")

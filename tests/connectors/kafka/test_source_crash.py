@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import flowkit as fk
-from connectors.kafka.kafka_counting_job import build_job, check_output, record
+from connectors.crash import run_until_finished_with_sigkills
+from connectors.kafka.kafka_counting_job import KEYS, build_job, record
 from connectors.kafka.source_helpers import committed_offsets, create_topic, produce, topic_name
+from connectors.keyed_counts import check_file_output
 
 N = 3000
-SCRIPT = Path(sys.executable).with_name("flowkit")
 JOB_FILE = Path(__file__).with_name("kafka_counting_job.py")
 
 
@@ -62,58 +59,32 @@ async def test_exceptions_restart_the_job_and_each_record_counts_once(
     assert fail.raised == 2 and client.restarts == 2, client.exceptions()
     # both restarts restored a checkpoint (not the start of the topic)
     assert all(e.restored_from is not None for e in client.exceptions()), client.exceptions()
-    check_output(tmp_path / "out", N)
+    check_file_output(tmp_path / "out", N, KEYS)
     # the final checkpoint's offsets were committed to the group: every record
     per_partition = {p: sum(1 for i in range(N) if record(i)[0] == p) for p in range(3)}
     committed = await committed_offsets(kafka_broker, f"{topic}-counting", topic, 3)
     assert committed == per_partition
 
 
-def _has_checkpoint(directory: Path) -> bool:
-    return directory.is_dir() and any(
-        (chk / "_metadata").is_file() for chk in directory.glob("chk-*")
-    )
-
-
 def test_sigkilled_runs_resume_from_the_latest_checkpoint_exactly_once(
     kafka_broker: str, tmp_path: Path
 ) -> None:
     topic = asyncio.run(counting_topic(kafka_broker))
-    rng = random.Random(20261206)
-    ck, out = tmp_path / "ck", tmp_path / "out"
-    kills, runs, log = 0, 0, []
-    while True:
-        runs += 1
-        assert runs <= 10, f"the job did not finish: {log}"
-        parallelism = [2, 3, 1, 3][min(runs - 1, 3)]  # restores rescale the job too
-        command = [str(SCRIPT), "run", str(JOB_FILE), "--parallelism", str(parallelism)]
-        command += ["--checkpoint-dir", str(ck), "--checkpoint-interval", "150"]
-        command += ["--progress", "off"]
-        restored = _has_checkpoint(ck)
-        if restored:
-            command += ["--restore-from", str(ck)]
-        command += ["--", "--bootstrap", kafka_broker, "--topic", topic, "--out", str(out)]
-        command += ["--pause", "0.0015"]
-        err = tmp_path / f"run-{runs}.err"
-        with err.open("w") as stderr:
-            proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
-            if kills < 3:
-                # kill after the run's first checkpoint (or a new one), at a random moment
-                before = set(ck.glob("chk-*/_metadata")) if ck.is_dir() else set()
-                deadline = time.monotonic() + 30
-                while not (set(ck.glob("chk-*/_metadata")) - before if ck.is_dir() else set()):
-                    assert proc.poll() is None, f"run {runs} ended early:\n{err.read_text()}"
-                    assert time.monotonic() < deadline, f"run {runs}: no checkpoint in 30 s"
-                    time.sleep(0.01)
-                time.sleep(rng.uniform(0.0, 0.3))
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(30)
-                    kills += 1
-                    log.append(f"run {runs} (p={parallelism}, restored: {restored}) killed")
-                    continue
-            proc.wait(60)
-        assert proc.returncode == 0, f"run {runs} failed ({log}):\n{err.read_text()}"
-        break
-    assert kills == 3, log
-    check_output(out, N)
+    out = tmp_path / "out"
+    log = run_until_finished_with_sigkills(
+        JOB_FILE,
+        tmp_path / "ck",
+        ["--bootstrap", kafka_broker, "--topic", topic, "--out", str(out), "--pause", "0.0015"],
+        kills=3,
+        rng=random.Random(20261206),
+        # killed after the run's first checkpoint (or a new one), at a random moment
+        after_new_checkpoint=True,
+        delay_s=(0.0, 0.3),
+        parallelisms=(2, 3, 1, 3),  # restores rescale the job too
+        interval_ms=150,
+        max_runs=10,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert log.kills == 3, log
+    check_file_output(out, N, KEYS)

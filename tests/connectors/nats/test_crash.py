@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,12 +17,12 @@ from typing import Any
 import pytest
 
 import flowkit as fk
+from connectors.crash import Faults, restartable_env, run_until_finished_with_sigkills
 from flowkit.connectors.nats import JetStreamSink
 
-from .helpers import make_stream, publish, stream_messages, wait_for
+from .helpers import make_stream, publish, stream_messages
 from .nats_job import KEYS, Tag, build_job, expected, file_lines
 
-SCRIPT = Path(sys.executable).with_name("flowkit")
 JOB_FILE = Path(__file__).with_name("nats_job.py")
 
 
@@ -54,21 +50,13 @@ async def test_exceptions_in_the_process_restart_the_job_and_every_record_is_wri
     await make_stream(js, stream_name)
     await make_stream(js, f"{stream_name}OUT")
     await publish(js, f"{stream_name}.in", [str(i).encode() for i in range(n)])
-    armed = threading.Event()
-    raised = 0
+    faults = Faults("before key_by")
 
     def before_key_by(value: Any) -> Any:
-        nonlocal raised
         time.sleep(0.0004)
-        if armed.is_set():
-            armed.clear()
-            raised += 1
-            raise RuntimeError(f"injected failure at {value}")
-        return value
+        return faults.before_key_by(value)
 
-    env = fk.StreamExecutionEnvironment(parallelism=rng.choice([1, 2, 3]), buffer_timeout_ms=5)
-    env.enable_checkpointing(rng.randint(100, 200), directory=tmp_path / "ck")
-    env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=10, delay_ms=0))
+    env = restartable_env(rng, tmp_path / "ck")
     sink = build_job(
         env,
         nats_server,
@@ -78,11 +66,11 @@ async def test_exceptions_in_the_process_restart_the_job_and_every_record_is_wri
         before_key_by=before_key_by,
     )
     client = await env.execute_async(f"nats crash {seed}")
-    for at in sorted(rng.uniform(0.1, 0.5) for _ in range(2)):
-        await asyncio.sleep(at / 2)
-        armed.set()
-        await wait_for(lambda: not armed.is_set() or client.done(), 10, "the failure")
+    await faults.fail_one_at_a_time(
+        client, [at / 2 for at in sorted(rng.uniform(0.1, 0.5) for _ in range(2))]
+    )
     await asyncio.wait_for(client.wait(), 45)
+    raised = faults.raised
     assert raised >= 1 and client.restarts == raised
     await check_output(js, stream_name, n)
     lines = file_lines(tmp_path / "files")
@@ -111,58 +99,22 @@ def test_sigkill_of_flowkit_run_and_restore_from_writes_every_record_once(
         await nc.close()
 
     asyncio.run(setup())
-    ck, files = tmp_path / "ck", tmp_path / "files"
-    kills = runs = 0
-    log: list[str] = []
-    while True:
-        runs += 1
-        assert runs <= 12, f"the job did not finish after {runs} runs: {log}"
-        command = [
-            str(SCRIPT),
-            "run",
-            str(JOB_FILE),
-            "--parallelism",
-            "2",
-            "--checkpoint-dir",
-            str(ck),
-            "--checkpoint-interval",
-            str(rng.randint(100, 200)),
-            "--progress",
-            "off",
-        ]
-        if ck.is_dir() and any((c / "_metadata").is_file() for c in ck.glob("chk-*")):
-            command += ["--restore-from", str(ck)]
-        command += [
-            "--",
-            "--servers",
-            nats_server,
-            "--stream",
-            stream_name,
-            "--out-subject",
-            f"{stream_name}OUT.out",
-            "--file-out",
-            str(files),
-            "--pause",
-            "0.0008",
-        ]
-        err = tmp_path / f"run-{runs}.err"
-        with err.open("w") as stderr:
-            proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
-            if kills < 3:
-                delay = rng.uniform(1.0, 1.8)
-                try:
-                    proc.wait(delay)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(30)
-                    kills += 1
-                    log.append(f"killed after {delay:.2f} s")
-                    continue
-            proc.wait(40)
-        assert proc.returncode == 0, f"run {runs} failed ({log}):\n{err.read_text()}"
-        assert "--restore-from" in command, "no checkpoint before the last run"
-        break
-    assert kills == 3, log
+    files = tmp_path / "files"
+    job_args = ["--servers", nats_server, "--stream", stream_name]
+    job_args += ["--out-subject", f"{stream_name}OUT.out", "--file-out", str(files)]
+    log = run_until_finished_with_sigkills(
+        JOB_FILE,
+        tmp_path / "ck",
+        [*job_args, "--pause", "0.0008"],
+        kills=3,
+        rng=rng,
+        delay_s=(1.0, 1.8),
+        max_runs=12,
+        cwd=tmp_path,
+        timeout=40,
+    )
+    assert log.last_run_restored, "no checkpoint before the last run"
+    assert log.kills == 3, log
 
     async def check() -> None:
         import nats
@@ -176,7 +128,7 @@ def test_sigkill_of_flowkit_run_and_restore_from_writes_every_record_once(
     asyncio.run(check())
     lines = file_lines(files)
     assert set(lines) == set(expected(n))
-    print(f"{runs} runs, {kills} kills, {sum(lines.values()) - n} duplicates in the files")
+    print(f"{log.runs} runs, {log.kills} kills, {sum(lines.values()) - n} duplicates in the files")
 
 
 async def test_generated_ids_drop_a_deterministic_replay_after_failures(
@@ -187,16 +139,7 @@ async def test_generated_ids_drop_a_deterministic_replay_after_failures(
     before, get the same generated ids and are dropped; each record is written once."""
     await make_stream(js, stream_name)
     n = 1200
-    armed = threading.Event()
-    raised = 0
-
-    def fail_sometimes(value: int) -> int:
-        nonlocal raised
-        if armed.is_set():
-            armed.clear()
-            raised += 1
-            raise RuntimeError(f"injected failure at {value}")
-        return value
+    faults = Faults("after tag")
 
     env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=5)
     env.enable_checkpointing(150, directory=tmp_path / "ck")
@@ -207,18 +150,15 @@ async def test_generated_ids_drop_a_deterministic_replay_after_failures(
         .key_by(lambda i: i % KEYS)
         .process(Tag())
         .uid("tag")
-        .map(fail_sometimes)
+        .map(faults.at("after tag"))
         .uid("fail")
         .sink_to(JetStreamSink(nats_server, f"{stream_name}.out", msg_id_prefix="det"))
         .uid("out")
     )
     client = await env.execute_async("deterministic replay")
-    for pause in (0.25, 0.2):
-        await asyncio.sleep(pause)
-        armed.set()
-        await wait_for(lambda: not armed.is_set() or client.done(), 10, "the failure")
+    await faults.fail_one_at_a_time(client, (0.25, 0.2), site="after tag")
     await asyncio.wait_for(client.wait(), 45)
-    assert raised == 2 and client.restarts == 2
+    assert faults.raised == 2 and client.restarts == 2
     messages = await stream_messages(js, stream_name)
     published = sorted(data.decode() for _, data, _ in messages)
     assert published == expected(n)

@@ -7,7 +7,7 @@ rows) becomes the record ``("k<i % 7>", i)``; a keyed reduce emits ``(key, count
 after every record, and the FileSink writes one JSON line per result. The source reads
 the changes committed before the job first started (``bounded=True``, the stop position
 is kept in checkpoints), so every run of the job, however often it is failed and
-restored, must commit exactly :func:`expected_lines`.
+restored, must commit exactly ``connectors.keyed_counts.expected_lines(n)``.
 
 Also a job file for ``flowkit run`` (``build(env, args)``; arguments ``--dsn DSN --slot
 SLOT --table TABLE --out DIR --pause SECONDS``).
@@ -17,62 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import flowkit as fk
+from connectors.keyed_counts import KEYS, add, identity
 from flowkit.connectors.postgres import PostgresCdcSource
-
-KEYS = 7
-
-
-def expected_lines(n: int) -> Counter[tuple[str, int, int]]:
-    """What the uninterrupted job commits for rows ``0..n-1``."""
-    counts: dict[str, int] = {}
-    sums: dict[str, int] = {}
-    out: Counter[tuple[str, int, int]] = Counter()
-    for i in range(n):
-        key = f"k{i % KEYS}"
-        counts[key] = counts.get(key, 0) + 1
-        sums[key] = sums.get(key, 0) + i
-        out[(key, counts[key], sums[key])] += 1
-    return out
-
-
-def committed_lines(out: Path) -> Counter[tuple[str, int, int]]:
-    lines: Counter[tuple[str, int, int]] = Counter()
-    if out.is_dir():
-        for name in os.listdir(out):
-            if not name.startswith("."):
-                for line in (out / name).read_text().splitlines():
-                    key, count, total = json.loads(line)
-                    lines[(key, count, total)] += 1
-    return lines
-
-
-def check_output(out: Path, n: int) -> None:
-    """Each change exactly once: the committed lines are exactly the expected multiset,
-    and no file of an abandoned attempt is left."""
-    got, want = committed_lines(out), expected_lines(n)
-    duplicated, missing = sum((got - want).values()), sum((want - got).values())
-    assert duplicated == 0 and missing == 0, (
-        f"{duplicated} duplicated or unexpected lines (e.g. {sorted(got - want)[:3]}), "
-        f"{missing} missing (e.g. {sorted(want - got)[:3]})"
-    )
-    leftovers = sorted(name for name in os.listdir(out) if name.startswith("."))
-    assert leftovers == [], f"files of abandoned attempts left: {leftovers}"
-
-
-def _identity(record: Any) -> Any:
-    return record
-
-
-def _add(a: tuple[str, int, int], b: tuple[str, int, int]) -> tuple[str, int, int]:
-    return (a[0], a[1] + b[1], a[2] + b[2])
 
 
 def build_job(
@@ -83,8 +34,8 @@ def build_job(
     out: str | os.PathLike[str],
     pause_s: float,
     *,
-    before_key_by: Callable[[Any], Any] = _identity,
-    reduce: Callable[[Any, Any], Any] = _add,
+    before_key_by: Callable[[Any], Any] = identity,
+    reduce: Callable[[Any, Any], Any] = add,
 ) -> None:
     """Add the job to ``env``; ``before_key_by`` and ``reduce`` may inject failures."""
 

@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import flowkit as fk
+from connectors.crash import (
+    Faults,
+    restartable_env,
+    run_until_finished_with_sigkills,
+    run_with_faults,
+)
+from connectors.keyed_counts import check_file_output, file_lines
 from flowkit.connectors.postgres import PostgresCdcSource
 
-from .cdc_job import build_job, check_output, committed_lines
+from .cdc_job import build_job
 from .helpers import confirmed_flush, connect, unique
 
-SCRIPT = Path(sys.executable).with_name("flowkit")
 JOB_FILE = Path(__file__).with_name("cdc_job.py")
 
 
@@ -46,24 +45,6 @@ async def committed_rows(dsn: str, n: int, rng: random.Random) -> tuple[str, str
     return table, slot, int(last)
 
 
-class Faults:
-    """Failures armed at chosen times; the next record through an armed site raises."""
-
-    def __init__(self) -> None:
-        self.armed = {"before key_by": threading.Event(), "keyed reduce": threading.Event()}
-        self.raised = 0
-
-    def __deepcopy__(self, memo: Any) -> Faults:
-        return self
-
-    def check(self, site: str, record: Any) -> None:
-        event = self.armed[site]
-        if event.is_set():
-            event.clear()
-            self.raised += 1
-            raise RuntimeError(f"injected failure {site} at {record!r}")
-
-
 @pytest.mark.parametrize("seed", range(3))
 async def test_exceptions_inside_the_process_restart_the_job_exactly_once(
     seed: int, postgres_dsn: str, tmp_path: Path
@@ -72,18 +53,7 @@ async def test_exceptions_inside_the_process_restart_the_job_exactly_once(
     n = rng.randint(1000, 1500)
     table, slot, _last = await committed_rows(postgres_dsn, n, rng)
     faults = Faults()
-
-    def before_key_by(record: Any) -> Any:
-        faults.check("before key_by", record)
-        return record
-
-    def reduce(a: Any, b: Any) -> Any:
-        faults.check("keyed reduce", b)
-        return (a[0], a[1] + b[1], a[2] + b[2])
-
-    env = fk.StreamExecutionEnvironment(parallelism=rng.choice([1, 2, 3]), buffer_timeout_ms=5)
-    env.enable_checkpointing(rng.randint(100, 200), directory=tmp_path / "ck")
-    env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=10, delay_ms=0))
+    env = restartable_env(rng, tmp_path / "ck")
     build_job(
         env,
         postgres_dsn,
@@ -91,31 +61,13 @@ async def test_exceptions_inside_the_process_restart_the_job_exactly_once(
         table,
         tmp_path / "out",
         0.0005,
-        before_key_by=before_key_by,
-        reduce=reduce,
+        before_key_by=faults.before_key_by,
+        reduce=faults.reduce,
     )
-    schedule = sorted(
-        (rng.uniform(0.1, 0.9), rng.choice(sorted(faults.armed))) for _ in range(rng.randint(2, 3))
-    )
-
-    async def inject() -> None:
-        started = time.monotonic()
-        for at, site in schedule:
-            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-            faults.armed[site].set()
-
-    client = await env.execute_async(f"cdc fault injection {seed}")
-    injector = asyncio.create_task(inject())
-    await asyncio.wait_for(client.wait(), 60)
-    await injector
+    schedule = faults.random_schedule(rng, within_s=(0.1, 0.9), count=(2, 3))
+    client = await run_with_faults(env, f"cdc fault injection {seed}", faults, schedule, 60)
     assert faults.raised >= 1 and client.restarts == faults.raised, (seed, schedule)
-    check_output(tmp_path / "out", n)
-
-
-def _has_checkpoint(directory: Path) -> bool:
-    return directory.is_dir() and any(
-        (chk / "_metadata").is_file() for chk in directory.glob("chk-*")
-    )
+    check_file_output(tmp_path / "out", n)
 
 
 async def _confirmed(dsn: str, slot: str) -> int:
@@ -134,59 +86,22 @@ def test_sigkill_of_flowkit_run_resumed_with_restore_from_exactly_once(
     n = 1500
     table, slot, last = asyncio.run(committed_rows(postgres_dsn, n, rng))
     start = asyncio.run(_confirmed(postgres_dsn, slot))
-    ck, out = tmp_path / "ck", tmp_path / "out"
-    kills, runs, log = 0, 0, []
-    while True:
-        runs += 1
-        assert runs <= 30, f"the job did not finish after {runs} runs: {log}"
-        command = [
-            str(SCRIPT),
-            "run",
-            str(JOB_FILE),
-            "--parallelism",
-            "2",
-            "--checkpoint-dir",
-            str(ck),
-            "--checkpoint-interval",
-            str(rng.randint(100, 200)),
-            "--progress",
-            "off",
-        ]
-        if _has_checkpoint(ck):
-            command += ["--restore-from", str(ck)]
-        command += [
-            "--",
-            "--dsn",
-            postgres_dsn,
-            "--slot",
-            slot,
-            "--table",
-            table,
-            "--out",
-            str(out),
-            "--pause",
-            "0.002",
-        ]
-        err = tmp_path / f"run-{runs}.err"
-        with err.open("w") as stderr:
-            proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
-            if kills < 6:
-                delay = rng.uniform(0.6, 1.6)
-                try:
-                    proc.wait(delay)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(30)
-                    kills += 1
-                    log.append(
-                        f"killed after {delay:.2f} s, {sum(committed_lines(out).values())} lines"
-                    )
-                    continue
-            proc.wait(60)
-        assert proc.returncode == 0, f"run {runs} failed ({log}):\n{err.read_text()}"
-        break
-    assert kills >= 6, log
-    check_output(out, n)
+    out = tmp_path / "out"
+    job_args = ["--dsn", postgres_dsn, "--slot", slot, "--table", table, "--out", str(out)]
+    log = run_until_finished_with_sigkills(
+        JOB_FILE,
+        tmp_path / "ck",
+        [*job_args, "--pause", "0.002"],
+        kills=6,
+        rng=rng,
+        delay_s=(0.6, 1.6),
+        max_runs=30,
+        cwd=tmp_path,
+        timeout=60,
+        describe=lambda: f"{sum(file_lines(out).values())} lines",
+    )
+    assert log.kills >= 6, log
+    check_file_output(out, n)
     # The slot was confirmed as checkpoints completed, never past the changes read.
     confirmed = asyncio.run(_confirmed(postgres_dsn, slot))
     assert start < confirmed <= last, log

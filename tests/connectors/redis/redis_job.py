@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import redis
 
 import flowkit as fk
+from connectors.keyed_counts import KEYS, Line, add, identity, json_lines
 from flowkit.connectors.base import JsonSchema
 from flowkit.connectors.redis import RedisStreamSink, RedisStreamSource
-
-KEYS = 7
-Line = tuple[str, int, int]
 
 
 def records(n: int) -> list[dict[str, str]]:
@@ -42,49 +38,10 @@ def fill(url: str, stream: str, n: int) -> None:
             pipe.execute()
 
 
-def expected_lines(n: int) -> Counter[Line]:
-    """What the uninterrupted job (source at parallelism 1) outputs."""
-    counts: dict[str, int] = {}
-    sums: dict[str, int] = {}
-    out: Counter[Line] = Counter()
-    for i in range(n):
-        key = f"k{i % KEYS}"
-        counts[key] = counts.get(key, 0) + 1
-        sums[key] = sums.get(key, 0) + i
-        out[(key, counts[key], sums[key])] += 1
-    return out
-
-
-def file_lines(out: Path) -> Counter[Line]:
-    """The lines of every committed part file."""
-    lines: Counter[Line] = Counter()
-    if out.is_dir():
-        for name in os.listdir(out):
-            if not name.startswith("."):
-                for line in (out / name).read_text().splitlines():
-                    key, count, total = json.loads(line)
-                    lines[(key, count, total)] += 1
-    return lines
-
-
 def stream_lines(url: str, stream: str) -> Counter[Line]:
     """The ``(key, count, sum)`` entries of an output stream."""
-    lines: Counter[Line] = Counter()
     with redis.Redis.from_url(url) as client:
-        for _id, fields in client.xrange(stream):
-            key, count, total = json.loads(fields[b"data"])
-            lines[(key, count, total)] += 1
-    return lines
-
-
-def check_exactly_once(got: Counter[Line], n: int) -> None:
-    want = expected_lines(n)
-    duplicated = sum((got - want).values())
-    missing = sum((want - got).values())
-    assert duplicated == 0 and missing == 0, (
-        f"{duplicated} duplicated or unexpected lines (e.g. {sorted(got - want)[:3]}), "
-        f"{missing} missing (e.g. {sorted(want - got)[:3]})"
-    )
+        return json_lines(fields[b"data"] for _id, fields in client.xrange(stream))
 
 
 def check_each_record_counted_once(got: Counter[Line], n: int) -> None:
@@ -106,15 +63,6 @@ def check_each_record_counted_once(got: Counter[Line], n: int) -> None:
         assert last == [want_sums[key]], (key, last, want_sums[key])
 
 
-def check_at_least_once(got: Counter[Line], n: int) -> int:
-    """Every expected line is there, nothing else; returns how many are duplicates."""
-    want = expected_lines(n)
-    assert set(got) == set(want), (
-        f"missing {sorted(set(want) - set(got))[:3]}, unexpected {sorted(set(got) - set(want))[:3]}"
-    )
-    return sum((got - want).values())
-
-
 def paced(pause: float) -> Callable[[dict[str, str]], Awaitable[Line]]:
     """``(key, 1, i)`` from an entry, ``pause`` seconds later (one at a time, without
     blocking the event loop: checkpoints and failures happen while the job runs)."""
@@ -125,14 +73,6 @@ def paced(pause: float) -> Callable[[dict[str, str]], Awaitable[Line]]:
         return (fields["k"], 1, int(fields["i"]))
 
     return pace
-
-
-def _identity(record: Any) -> Any:
-    return record
-
-
-def _add(a: Line, b: Line) -> Line:
-    return (a[0], a[1] + b[1], a[2] + b[2])
 
 
 def build_job(
@@ -146,8 +86,8 @@ def build_job(
     pause: float = 0.0,
     bounded: bool = True,
     source_parallelism: int = 1,
-    before_key_by: Callable[[Any], Any] = _identity,
-    reduce: Callable[[Any, Any], Any] = _add,
+    before_key_by: Callable[[Any], Any] = identity,
+    reduce: Callable[[Any, Any], Any] = add,
 ) -> None:
     """Add the job to ``env``: into the FileSink at ``out`` or the stream ``out_stream``."""
     source = RedisStreamSource(url, streams=[stream], group=group, bounded=bounded, batch_size=20)

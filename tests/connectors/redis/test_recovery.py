@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +20,17 @@ import pytest
 import redis
 
 import flowkit as fk
-
-from .redis_job import (
-    build_job,
-    check_at_least_once,
-    check_each_record_counted_once,
-    check_exactly_once,
-    file_lines,
-    fill,
-    stream_lines,
+from connectors.crash import (
+    Faults,
+    restartable_env,
+    run_until_finished_with_sigkills,
+    run_with_faults,
 )
+from connectors.keyed_counts import check_at_least_once, check_exactly_once, file_lines
+
+from .redis_job import build_job, check_each_record_counted_once, fill, stream_lines
 from .streams import consumers, pending
 
-SCRIPT = Path(sys.executable).with_name("flowkit")
 JOB_FILE = Path(__file__).with_name("redis_job.py")
 
 
@@ -124,25 +117,7 @@ async def test_a_restore_from_a_savepoint_acknowledges_what_it_covers(
     assert pending(rdb, "in", "g") == 0
 
 
-class Faults:
-    """Failures armed at chosen times; the next record through an armed site raises."""
-
-    def __init__(self) -> None:
-        self.armed = {"before key_by": threading.Event(), "keyed reduce": threading.Event()}
-        self.raised = 0
-
-    def __deepcopy__(self, memo: Any) -> Faults:
-        return self
-
-    def check(self, site: str, record: Any) -> None:
-        event = self.armed[site]
-        if event.is_set():
-            event.clear()
-            self.raised += 1
-            raise RuntimeError(f"injected failure {site} at {record!r}")
-
-
-async def run_with_faults(
+async def run_redis_job_with_faults(
     seed: int, redis_url: str, tmp_path: Path, **sink: Any
 ) -> tuple[int, int]:
     """Run the job with failures at random times; (records, restarts)."""
@@ -150,37 +125,19 @@ async def run_with_faults(
     faults = Faults()
     n = rng.randint(800, 1200)
     fill(redis_url, "in", n)
-
-    def before_key_by(record: Any) -> Any:
-        faults.check("before key_by", record)
-        return record
-
-    def reduce(a: Any, b: Any) -> Any:
-        faults.check("keyed reduce", b)
-        return (a[0], a[1] + b[1], a[2] + b[2])
-
-    env = fk.StreamExecutionEnvironment(parallelism=rng.choice([1, 2, 3]), buffer_timeout_ms=5)
-    env.enable_checkpointing(rng.randint(100, 200), directory=tmp_path / "ck")
-    env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=10, delay_ms=0))
+    env = restartable_env(rng, tmp_path / "ck")
     build_job(
-        env, redis_url, "in", "g", pause=0.001, before_key_by=before_key_by, reduce=reduce, **sink
+        env,
+        redis_url,
+        "in",
+        "g",
+        pause=0.001,
+        before_key_by=faults.before_key_by,
+        reduce=faults.reduce,
+        **sink,
     )
-    schedule = sorted(
-        (rng.uniform(0.1, 0.9), rng.choice(sorted(faults.armed))) for _ in range(rng.randint(2, 3))
-    )
-
-    async def inject() -> None:
-        started = time.monotonic()
-        for at, site in schedule:
-            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-            faults.armed[site].set()
-
-    client = await env.execute_async(f"redis faults {seed}")
-    injector = asyncio.create_task(inject())
-    try:
-        await asyncio.wait_for(client.wait(), 60)
-    finally:
-        injector.cancel()
+    schedule = faults.random_schedule(rng, within_s=(0.1, 0.9), count=(2, 3))
+    client = await run_with_faults(env, f"redis faults {seed}", faults, schedule, within_s=60)
     assert client.restarts == faults.raised, (seed, schedule, client.exceptions())
     assert faults.raised >= 1, (seed, schedule)
     return n, client.restarts
@@ -190,7 +147,7 @@ async def run_with_faults(
 async def test_exceptions_restart_the_job_and_the_file_sink_holds_each_record_once(
     seed: int, redis_url: str, rdb: redis.Redis, tmp_path: Path
 ) -> None:
-    n, _restarts = await run_with_faults(seed, redis_url, tmp_path, out=tmp_path / "out")
+    n, _restarts = await run_redis_job_with_faults(seed, redis_url, tmp_path, out=tmp_path / "out")
     check_exactly_once(file_lines(tmp_path / "out"), n)
     assert pending(rdb, "in", "g") == 0
 
@@ -198,16 +155,10 @@ async def test_exceptions_restart_the_job_and_the_file_sink_holds_each_record_on
 async def test_exceptions_restart_the_job_and_the_redis_sink_holds_each_record_at_least_once(
     redis_url: str, rdb: redis.Redis, tmp_path: Path
 ) -> None:
-    n, restarts = await run_with_faults(7, redis_url, tmp_path, out_stream="totals")
+    n, restarts = await run_redis_job_with_faults(7, redis_url, tmp_path, out_stream="totals")
     duplicates = check_at_least_once(stream_lines(redis_url, "totals"), n)
     print(f"{restarts} restarts, {duplicates} duplicated entries in the output stream")
     assert pending(rdb, "in", "g") == 0
-
-
-def _has_checkpoint(directory: Path) -> bool:
-    return directory.is_dir() and any(
-        (chk / "_metadata").is_file() for chk in directory.glob("chk-*")
-    )
 
 
 @pytest.mark.timeout(120)
@@ -218,49 +169,26 @@ def test_sigkill_of_flowkit_run_resumes_from_the_checkpoint(
     """``flowkit run`` killed with SIGKILL at random times, each run resumed with
     ``--restore-from``; the last run finishes. The FileSink holds each line exactly once;
     the output stream of the RedisStreamSink each line at least once."""
-    rng = random.Random(20261206)
     n = 3000
     fill(redis_url, "in", n)
-    ck, out = tmp_path / "ck", tmp_path / "out"
+    out = tmp_path / "out"
     target = ["--out", str(out)] if sink == "file" else ["--out-stream", "totals"]
-    kills = runs = restores = 0
-    log: list[str] = []
-    while True:
-        runs += 1
-        assert runs <= 30, f"the job did not finish after {runs} runs: {log}"
-        command = [str(SCRIPT), "run", str(JOB_FILE), "--parallelism", "2"]
-        command += [
-            "--checkpoint-dir",
-            str(ck),
-            "--checkpoint-interval",
-            str(rng.randint(100, 200)),
-        ]
-        command += ["--progress", "off"]
-        if _has_checkpoint(ck):
-            command += ["--restore-from", str(ck)]
-            restores += 1
-        command += ["--", "--url", redis_url, "--stream", "in", "--group", "g", *target]
-        command += ["--pause", "0.001"]
-        err = tmp_path / f"run-{runs}.err"
-        with err.open("w") as stderr:
-            proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
-            if kills < kills_wanted:
-                delay = rng.uniform(0.8, 1.6)
-                try:
-                    proc.wait(delay)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(30)
-                    kills += 1
-                    log.append(f"killed after {delay:.2f} s, {pending(rdb, 'in', 'g')} pending")
-                    continue
-            proc.wait(60)
-        assert proc.returncode == 0, f"run {runs} failed ({log}):\n{err.read_text()}"
-        break
-    assert kills == kills_wanted and restores >= kills_wanted - 1, log
+    log = run_until_finished_with_sigkills(
+        JOB_FILE,
+        tmp_path / "ck",
+        ["--url", redis_url, "--stream", "in", "--group", "g", *target, "--pause", "0.001"],
+        kills=kills_wanted,
+        rng=random.Random(20261206),
+        delay_s=(0.8, 1.6),
+        max_runs=30,
+        cwd=tmp_path,
+        timeout=60,
+        describe=lambda: f"{pending(rdb, 'in', 'g')} pending",
+    )
+    assert log.kills == kills_wanted and log.restores >= kills_wanted - 1, log
     if sink == "file":
         check_exactly_once(file_lines(out), n)
     else:
         duplicates = check_at_least_once(stream_lines(redis_url, "totals"), n)
-        print(f"{kills} kills, {duplicates} duplicated entries in the output stream; {log}")
+        print(f"{log.kills} kills, {duplicates} duplicated entries in the output stream; {log}")
     assert pending(rdb, "in", "g") == 0
