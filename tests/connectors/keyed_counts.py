@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import flowkit as fk
 
 KEYS = 7
 Line = tuple[str, int, int]
@@ -45,6 +47,18 @@ def identity(record: Any) -> Any:
 def add(a: Line, b: Line) -> Line:
     """The keyed reduce: ``(key, count, sum)``."""
     return (a[0], a[1] + b[1], a[2] + b[2])
+
+
+def keyed_totals(records: fk.DataStream, reduce: Callable[[Any, Any], Any] = add) -> fk.DataStream:
+    """``(key, count, sum)`` after every ``(key, 1, i)`` record: the keyed reduce (uid
+    ``totals``)."""
+    return records.key_by(lambda r: r[0]).reduce(reduce).uid("totals")
+
+
+def write_lines(totals: fk.DataStream, out: str | os.PathLike[str]) -> None:
+    """Write ``totals`` as JSON lines into the exactly-once FileSink at ``out`` (uid
+    ``sink``)."""
+    totals.sink_to(fk.FileSink.for_row_format(out, encoder="jsonl").build()).uid("sink")
 
 
 def json_lines(values: Iterable[str | bytes | None]) -> Counter[Line]:

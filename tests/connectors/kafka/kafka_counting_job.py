@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flowkit as fk
-from connectors.keyed_counts import add
+from connectors.keyed_counts import keyed_totals, write_lines
 from flowkit.connectors.base import SimpleStringSchema
 from flowkit.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
 
@@ -70,19 +70,15 @@ def build_job(
             check(value)
         return value
 
-    (
+    records = (
         env.from_source(source, None, "kafka")
         .uid("kafka")
         .map_async(pace, capacity=1)
         .uid("pace")
         .map(parse)
         .uid("parse")
-        .key_by(lambda r: r[0])
-        .reduce(add)
-        .uid("totals")
-        .sink_to(fk.FileSink.for_row_format(out, encoder="jsonl").build())
-        .uid("sink")
     )
+    write_lines(keyed_totals(records), out)
 
 
 def build(env: fk.StreamExecutionEnvironment, args: list[str]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flowkit as fk
-from connectors.keyed_counts import add, identity, records
+from connectors.keyed_counts import identity, keyed_totals, records
 from flowkit.connectors.base import DeliveryGuarantee, JsonSchema
 from flowkit.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
@@ -48,7 +48,7 @@ def build_job(
     *,
     before_key_by: Callable[[Any], Any] = identity,
 ) -> None:
-    (
+    ones = (
         env.from_source(fk.PacedSource(records(n), pause_s))
         .uid("source")
         .map(before_key_by)
@@ -57,12 +57,8 @@ def build_job(
         .map(lambda r: (r[0], 1, r[1]))
         .uid("ones")
         .set_parallelism(1)
-        .key_by(lambda r: r[0])
-        .reduce(add)
-        .uid("totals")
-        .sink_to(sink)
-        .uid("kafka-sink")
     )
+    keyed_totals(ones).sink_to(sink).uid("kafka-sink")
 
 
 def build(env: fk.StreamExecutionEnvironment, args: list[str]) -> None:

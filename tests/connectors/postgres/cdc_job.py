@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flowkit as fk
-from connectors.keyed_counts import KEYS, add, identity
+from connectors.keyed_counts import KEYS, add, identity, keyed_totals, write_lines
 from flowkit.connectors.postgres import PostgresCdcSource
 
 
@@ -48,7 +48,7 @@ def build_job(
         return (f"k{i % KEYS}", 1, i)
 
     source = PostgresCdcSource(dsn, slot=slot, tables=[table], batch_size=10, bounded=True)
-    (
+    records = (
         env.from_source(source)
         .uid("changes")
         .map_async(paced, capacity=1)
@@ -60,12 +60,8 @@ def build_job(
         .map(to_record)
         .uid("records")
         .set_parallelism(1)
-        .key_by(lambda r: r[0])
-        .reduce(reduce)
-        .uid("totals")
-        .sink_to(fk.FileSink.for_row_format(out, encoder="jsonl").build())
-        .uid("sink")
     )
+    write_lines(keyed_totals(records, reduce), out)
 
 
 def build(env: fk.StreamExecutionEnvironment, args: list[str]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 import flowkit as fk
-from connectors.keyed_counts import KEYS, Line, add, identity, json_lines
+from connectors.keyed_counts import KEYS, Line, add, identity, json_lines, keyed_totals, write_lines
 from flowkit.connectors.base import JsonSchema
 from flowkit.connectors.redis import RedisStreamSink, RedisStreamSource
 
@@ -91,7 +91,7 @@ def build_job(
 ) -> None:
     """Add the job to ``env``: into the FileSink at ``out`` or the stream ``out_stream``."""
     source = RedisStreamSource(url, streams=[stream], group=group, bounded=bounded, batch_size=20)
-    totals = (
+    records = (
         env.from_source(source)
         .uid("source")
         .set_parallelism(source_parallelism)
@@ -101,12 +101,10 @@ def build_job(
         .map(before_key_by)
         .uid("before-key-by")
         .set_parallelism(source_parallelism)
-        .key_by(lambda r: r[0])
-        .reduce(reduce)
-        .uid("totals")
     )
+    totals = keyed_totals(records, reduce)
     if out is not None:
-        totals.sink_to(fk.FileSink.for_row_format(out, encoder="jsonl").build()).uid("sink")
+        write_lines(totals, out)
     else:
         assert out_stream is not None
         totals.sink_to(RedisStreamSink(url, stream=out_stream, serializer=JsonSchema())).uid("sink")
