@@ -9,7 +9,7 @@ of the subtask. The entries a consumer has read stay in the group's pending entr
 After a failure the job restores its latest checkpoint: the entries that checkpoint
 covers are acknowledged, and every entry still pending in a consumer of the job is read
 again before any new entry. With a transactional sink (``FileSink``) each entry then
-counts exactly once in the job's output (see docs/connectors/redis.md for the argument
+counts exactly once in the job's output (see docs/connectors.md, Redis Streams, for the argument
 and its limits).
 
 Example:

@@ -1,7 +1,7 @@
 """Kafka: ``KafkaSource`` and ``KafkaSink`` on aiokafka, with PyFlink's builder names.
 
-Install with ``pip install "flowkit[kafka]"``. See docs/connectors/kafka-source.md and
-docs/connectors/kafka-sink.md.
+Install with ``pip install "flowkit[kafka]"``. See docs/connectors.md (Kafka source and
+KafkaSink).
 
 Example:
     >>> from flowkit.connectors.kafka import KafkaOffsetsInitializer, KafkaSource

@@ -400,7 +400,7 @@ class KafkaSource(SplitSource):
     """A Kafka source (build it with :meth:`KafkaSource.builder`).
 
     Read with ``env.from_source(source, watermark_strategy, name)``; see the module
-    docstring for an example and docs/connectors/kafka-source.md for every option.
+    docstring for an example and docs/connectors.md (Kafka source) for every option.
     """
 
     name = "Kafka Source"

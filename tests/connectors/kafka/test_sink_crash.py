@@ -39,7 +39,7 @@ async def check_topic(broker: str, topic: str, guarantee: DeliveryGuarantee, n: 
         # aiokafka's read_committed consumer gets only records of the job. (Not all of
         # them on Tansu: after a restore its last stable offset can stay behind although
         # every transaction in the log has its marker, and its fetches never list aborted
-        # transactions; see docs/connectors/kafka-sink.md.)
+        # transactions; see docs/connectors.md (KafkaSink).)
         consumed = json_lines(
             m.value for m in await read_topic(broker, topic, isolation="read_committed")
         )
