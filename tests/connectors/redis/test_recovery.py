@@ -176,7 +176,7 @@ def test_sigkill_of_flowkit_run_resumes_from_the_checkpoint(
     log = run_until_finished_with_sigkills(
         JOB_FILE,
         tmp_path / "ck",
-        ["--url", redis_url, "--stream", "in", "--group", "g", *target, "--pause", "0.001"],
+        ["--url", redis_url, "--stream", "in", "--group", "g", *target, "--pause", "0.002"],
         kills=kills_wanted,
         rng=random.Random(20261206),
         delay_s=(0.8, 1.6),
