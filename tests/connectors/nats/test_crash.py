@@ -105,7 +105,7 @@ def test_sigkill_of_flowkit_run_and_restore_from_writes_every_record_once(
     log = run_until_finished_with_sigkills(
         JOB_FILE,
         tmp_path / "ck",
-        [*job_args, "--pause", "0.0008"],
+        [*job_args, "--pause", "0.0015"],
         kills=3,
         rng=rng,
         delay_s=(1.0, 1.8),
@@ -145,7 +145,7 @@ async def test_generated_ids_drop_a_deterministic_replay_after_failures(
     env.enable_checkpointing(150, directory=tmp_path / "ck")
     env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=10, delay_ms=0))
     (
-        env.from_source(fk.PacedSource(list(range(n)), 0.0005))
+        env.from_source(fk.PacedSource(list(range(n)), 0.001))
         .uid("paced")
         .key_by(lambda i: i % KEYS)
         .process(Tag())
