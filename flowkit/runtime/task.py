@@ -628,15 +628,19 @@ class StreamTask:
             counts.append(op.records if isinstance(op, SinkOperator) else counter.records_out)
         return tuple(counts)
 
-    def _consumer_lag(self, key: str) -> dict[str, int]:
-        """The lag per split the source reader reports under ``key`` (``"lag"`` in
-        records, ``"lag_bytes"``); nothing when it cannot say."""
+    def _consumer_lags(self) -> dict[str, dict[str, int]]:
+        """The lag per split the source reader reports: ``"lag"`` (records) and
+        ``"lag_bytes"``; nothing when it cannot say."""
         reader = self.source_reader
         if reader is None:
             return {}
         try:
-            lag = reader.metrics().get(key) or {}
-            return {str(split): int(value) for split, value in lag.items() if value is not None}
+            gauges = reader.metrics()
+            return {
+                key: {str(split): int(value) for split, value in lag.items() if value is not None}
+                for key in ("lag", "lag_bytes")
+                if (lag := gauges.get(key))
+            }
         except Exception as exc:  # metrics must not fail the job or the metrics call
             _log.debug("%s: the source reader's metrics() failed: %r", self.name, exc)
             return {}
@@ -780,6 +784,7 @@ class StreamTask:
                 )
             )
         checkpointing = self.checkpointing
+        lags = self._consumer_lags()
         return SubtaskMetrics(
             task=self.vertex_name,
             subtask_index=self.subtask_index,
@@ -808,8 +813,8 @@ class StreamTask:
             output_watermark=output_wm,
             watermark_lag_ms=lag,
             late_records_dropped=late_total,
-            consumer_lag=self._consumer_lag("lag"),
-            consumer_lag_bytes=self._consumer_lag("lag_bytes"),
+            consumer_lag=lags.get("lag", {}),
+            consumer_lag_bytes=lags.get("lag_bytes", {}),
             last_checkpoint_id=checkpointing.last_checkpoint_id if checkpointing else None,
             last_checkpoint_alignment_ms=(
                 checkpointing.last_alignment_ms if checkpointing else 0.0
