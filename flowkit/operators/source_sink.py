@@ -381,10 +381,12 @@ class SinkOperator(OneInputOperator):
                 state = snapshot(checkpoint_id)
             except Exception as exc:
                 raise self.fail(exc, "snapshotting the sink") from exc
-        # An asynchronous writer may not have written every batch before the barrier yet
-        # (the subtask awaits them after the step): the checkpoint covers them, so it
-        # keeps them, and a restored sink writes them first (Flink's async sinks keep
-        # their buffered requests in state the same way).
+        # An asynchronous writer may not have written every batch before the barrier yet:
+        # a barrier from an input channel waits for them (StreamTask), but a source's
+        # checkpoint is taken between two of its steps, with the batches of the last step
+        # still queued. The checkpoint covers them, so it keeps them, and a restored sink
+        # writes them first (Flink's async sinks keep their buffered requests in state
+        # the same way).
         unwritten = [item for item in self._queue if type(item) is not int]
         if unwritten:
             return UnwrittenBatches(state, unwritten)  # type: ignore[arg-type]
