@@ -147,6 +147,7 @@ from flowkit.testing import PacedSource as PacedSource
 from flowkit.testing import ProcessFunctionHarness as ProcessFunctionHarness
 from flowkit.testing import TestStream as TestStream
 from flowkit.testing import WindowOperatorHarness as WindowOperatorHarness
+from flowkit.testing import loop_gaps_while as loop_gaps_while
 from flowkit.testing import wait_until as wait_until
 from flowkit.window import ContinuousEventTimeTrigger as ContinuousEventTimeTrigger
 from flowkit.window import ContinuousProcessingTimeTrigger as ContinuousProcessingTimeTrigger
@@ -344,6 +345,7 @@ __all__ = [
     "WindowedStream",
     "functions",
     "load_checkpoint",
+    "loop_gaps_while",
     "private_copy",
     "sinks",
     "sources",

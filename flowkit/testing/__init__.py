@@ -16,6 +16,7 @@ from flowkit.testing.harness import ProcessFunctionHarness as ProcessFunctionHar
 from flowkit.testing.harness import WindowOperatorHarness as WindowOperatorHarness
 from flowkit.testing.sources import PacedSource as PacedSource
 from flowkit.testing.test_stream import TestStream as TestStream
+from flowkit.testing.waiting import loop_gaps_while as loop_gaps_while
 from flowkit.testing.waiting import wait_until as wait_until
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "TestStream",
     "Watermark",
     "WindowOperatorHarness",
+    "loop_gaps_while",
     "wait_until",
 ]

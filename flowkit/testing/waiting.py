@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-__all__ = ["wait_until"]
+__all__ = ["loop_gaps_while", "wait_until"]
 
 
 async def wait_until(
@@ -37,3 +38,31 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def loop_gaps_while(awaitable: Awaitable[Any], tick: float = 0.01) -> list[float]:
+    """Run a ``tick``-second ticker on the event loop until ``awaitable`` is done and
+    return the gaps between its ticks: a gap much longer than ``tick`` means something
+    blocked the loop that long (a job embedded in a service must not).
+
+    ``awaitable`` is awaited at the end, so its exception (if any) is raised.
+
+    Example:
+        >>> import asyncio
+        >>> async def main():
+        ...     gaps = await loop_gaps_while(asyncio.sleep(0.1))
+        ...     return max(gaps) < 0.1 and sum(gaps) >= 0.09
+        >>> asyncio.run(main())
+        True
+    """
+    job = asyncio.ensure_future(awaitable)
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    last = loop.time()
+    while not job.done():
+        await asyncio.sleep(tick)
+        now = loop.time()
+        gaps.append(now - last)
+        last = now
+    await job
+    return gaps

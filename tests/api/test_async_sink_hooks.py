@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import flowkit as fk
+from flowkit.testing import loop_gaps_while
 
 TIMEOUT = 30
 
@@ -55,27 +56,12 @@ class SlowSink(fk.Sink):
         return SlowWriter(self.log, self.fail_on)
 
 
-async def ticks_while(job: asyncio.Future[Any]) -> list[float]:
-    """The gaps between ticks of a 10 ms ticker running beside ``job``."""
-    loop = asyncio.get_running_loop()
-    gaps: list[float] = []
-    last = loop.time()
-    while not job.done():
-        await asyncio.sleep(0.01)
-        now = loop.time()
-        gaps.append(now - last)
-        last = now
-    return gaps
-
-
 async def test_finish_and_close_are_awaited_without_blocking_the_loop() -> None:
     log: list[str] = []
     env = fk.StreamExecutionEnvironment()
     env.from_collection(range(100)).sink_to(SlowSink(log))
     client = await env.execute_async("slow close")
-    job = asyncio.ensure_future(asyncio.wait_for(client.wait(), TIMEOUT))
-    gaps = await ticks_while(job)
-    await job
+    gaps = await loop_gaps_while(asyncio.wait_for(client.wait(), TIMEOUT))
     # every record was written before finishing; close came after finish
     assert log == ["finish started after 100 records", "finished", "close started", "closed"]
     # 0.4 s of finishing and closing, and the loop kept ticking every ~10 ms

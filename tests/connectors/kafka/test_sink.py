@@ -33,6 +33,7 @@ from flowkit.connectors.kafka import (
     KafkaSinkState,
     KafkaTransaction,
 )
+from flowkit.testing import loop_gaps_while
 
 
 def string_sink(
@@ -134,19 +135,6 @@ async def test_job_writes_keys_values_and_event_times_to_the_selected_topics(
             assert m.timestamp == 1_700_000_000_000 + record_id
 
 
-async def ticks_while(job: asyncio.Future[Any]) -> list[float]:
-    """The gaps between ticks of a 10 ms ticker running on the job's loop beside ``job``."""
-    loop = asyncio.get_running_loop()
-    gaps: list[float] = []
-    last = loop.time()
-    while not job.done():
-        await asyncio.sleep(0.01)
-        now = loop.time()
-        gaps.append(now - last)
-        last = now
-    return gaps
-
-
 async def test_finishing_with_lingering_records_does_not_block_the_jobs_loop(
     kafka_broker: str,
 ) -> None:
@@ -170,9 +158,7 @@ async def test_finishing_with_lingering_records_does_not_block_the_jobs_loop(
     env = fk.StreamExecutionEnvironment(parallelism=1)
     env.from_collection([f"r{i}" for i in range(2000)]).sink_to(sink)
     client = await env.execute_async("kafka sink finish")
-    job = asyncio.ensure_future(asyncio.wait_for(client.wait(), 30))
-    gaps = await ticks_while(job)
-    await job
+    gaps = await loop_gaps_while(asyncio.wait_for(client.wait(), 30))
     # the records lingered in the producer for most of the job's run ...
     assert sum(gaps) >= 0.4
     # ... and the job's loop never stalled while the sink waited for them
