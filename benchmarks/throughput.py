@@ -1,251 +1,196 @@
-"""Throughput of flowkit against the same logic as a plain Python loop, in one process.
+"""Throughput of flowkit as a ratio to the plain Python loops of the shared yardstick.
 
-Workloads over N generated events ``{"user": "u<k>", "ts": ms, "value": small int}``
-(10,000 keys):
+The workloads, the events, the user functions and the reference loops come from
+``../shared/bench`` (``common.py``, ``plain_loops.py``); this script only writes the
+flowkit side, the way the README teaches it:
 
-- W1: map -> filter -> sink, chained into one subtask (no serialization);
-- W2: key_by(user) -> running sum of "value" -> sink, through a serializing keyed
-  channel, at parallelism 1 and 2;
-- W3: timestamps from "ts" with watermarks 500 ms out of order, key_by(user),
-  tumbling 1 s event-time windows counting events per user, against a brute-force count.
+- W1: ``map(double) -> filter(keep) -> CollectSink``, counted from the sink's values;
+- W2: ``key_by(user_key).process(KeyedProcessFunction)`` keeping the running sum in a
+  ``ValueState`` (``rolling``), latest value per key from a ``CollectSink``, at
+  parallelism 1 and 2; ``W2-sum`` / ``W2-reduce`` the same with ``key_by().sum()`` and
+  ``key_by().reduce()``;
+- W3: timestamps from ``get_ts``, watermarks 500 ms out of order, ``key_by(user_key)``,
+  tumbling 1 s event-time windows, ``aggregate(CountAggregate, ProcessWindowFunction)``
+  emitting ``(user, window_end, count)``.
 
-Each workload checks its result against the plain loop's before it reports. Prints one
-JSON line per workload: records/s of flowkit and of the loop, and their ratio.
+Each timed flowkit run is paired with a timed run of the plain loop in this process
+(``common.bench``): the reported ``inproc_ratio`` is the median of loop time / flowkit time
+over the pairs. Every run is checked against the reference checksums; a wrong result exits
+with status 1. ``--events 4000000`` gives the per-record cost at 4M events, ``--keys``
+changes the number of distinct users (1M distinct keys: ``--keys 1000000``).
 
-Run: ``python benchmarks/throughput.py [--events N] [--repeat R]``
+Run: ``python benchmarks/throughput.py [--events N] [--runs R] [--only W1 W2 ...]``
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import os
 import sys
-import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import flowkit as fk
-from flowkit.sinks import Sink, SinkWriter
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
+sys.path.insert(0, os.environ.get("FLOWKIT_SHARED_BENCH", SHARED))
 
-KEYS = 10_000
+import common  # noqa: E402
+import plain_loops  # noqa: E402
+from common import double, get_ts, keep, rolling, user_key  # noqa: E402
 
+import flowkit as fk  # noqa: E402
+from flowkit.window import TumblingEventTimeWindows  # noqa: E402
 
-def make_events(n: int) -> list[dict[str, Any]]:
-    return [
-        {"user": f"u{i % KEYS}", "ts": 1_700_000_000_000 + i, "value": i % 10} for i in range(n)
-    ]
-
-
-def w1_map(e: dict[str, Any]) -> tuple[str, int]:
-    return (e["user"], e["value"] * 2)
+Events = list[dict[str, Any]]
 
 
-def w1_filter(t: tuple[str, int]) -> bool:
-    return t[1] % 3 != 0
+def _collect_latest(sink: fk.CollectSink) -> tuple[int, dict[str, int]]:
+    latest: dict[str, int] = {}
+    values = sink.values
+    for user, total in values:
+        latest[user] = total
+    return len(values), latest
 
 
-class _Tally:
-    """Counts records and sums a field: the same work in flowkit and in the loop."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total = 0
-        self.last: dict[str, int] = {}
-
-
-class _TupleTallyWriter(SinkWriter):
-    def __init__(self, tally: _Tally) -> None:
-        self.tally = tally
-
-    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
-        tally = self.tally
-        for _user, v in values:
-            tally.count += 1
-            tally.total += v
+# ------------------------------------------------------------------ W1
+def flowkit_w1(events: Events) -> int:
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = fk.CollectSink()
+    env.from_collection(events).map(double).filter(keep).sink_to(sink)
+    env.execute("W1")
+    return len(sink.values)
 
 
-class _DictTallyWriter(SinkWriter):
-    def __init__(self, tally: _Tally) -> None:
-        self.tally = tally
+# ------------------------------------------------------------------ W2
+class RollingSum(fk.KeyedProcessFunction):
+    """The running sum per user in a ValueState; emits ``(user, sum)``."""
 
-    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
-        tally = self.tally
-        last = tally.last
-        for e in values:
-            tally.count += 1
-            last[e["user"]] = e["value"]
+    def open(self, runtime_context: Any) -> None:
+        self.total = runtime_context.get_state(fk.ValueStateDescriptor("total"))
 
-
-class TallySink(Sink):
-    def __init__(self, writer: type[SinkWriter]) -> None:
-        self.tally = _Tally()
-        self.writer = writer
-
-    def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
-        return self.writer(self.tally)  # type: ignore[call-arg]
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        state, out = rolling(self.total.value(), value)
+        self.total.update(state)
+        yield ctx.get_current_key(), out
 
 
-def loop_w1(events: list[dict[str, Any]]) -> _Tally:
-    tally = _Tally()
-    for e in events:
-        t = w1_map(e)
-        if w1_filter(t):
-            tally.count += 1
-            tally.total += t[1]
-    return tally
+def flowkit_w2(events: Events, parallelism: int = 1) -> tuple[int, dict[str, int]]:
+    env = fk.StreamExecutionEnvironment(parallelism=parallelism)
+    sink = fk.CollectSink()
+    env.from_collection(events).key_by(user_key).process(RollingSum()).sink_to(sink)
+    env.execute("W2")
+    return _collect_latest(sink)
 
 
-def loop_w2(events: list[dict[str, Any]]) -> _Tally:
-    tally = _Tally()
-    sums: dict[str, dict[str, Any]] = {}
-    last = tally.last
-    for e in events:
-        user = e["user"]
-        acc = sums.get(user)
-        if acc is not None:
-            acc = dict(acc)
-            acc["value"] = acc["value"] + e["value"]
-        else:
-            acc = e
-        sums[user] = acc
-        tally.count += 1
-        last[acc["user"]] = acc["value"]
-    return tally
+def _user_value(e: dict[str, Any]) -> tuple[str, int]:
+    return e["user"], e["value"]
 
 
-def loop_w3(events: list[dict[str, Any]]) -> _Tally:
-    """Brute force: count per (user, window start), then emit every window."""
-    tally = _Tally()
-    counts: dict[tuple[str, int], int] = {}
-    for e in events:
-        ts = e["ts"]
-        window = (e["user"], ts - ts % 1000)
-        counts[window] = counts.get(window, 0) + 1
-    for (user, start), n in counts.items():
-        tally.count += 1
-        tally.total += n
-        tally.last[f"{user}@{start}"] = n
-    return tally
+def flowkit_w2_sum(events: Events) -> tuple[int, dict[str, int]]:
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = fk.CollectSink()
+    env.from_collection(events).map(_user_value).key_by(lambda t: t[0]).sum(1).sink_to(sink)
+    env.execute("W2-sum")
+    return _collect_latest(sink)
 
 
-class CountPerUser:
-    """AggregateFunction counting a user's events; the result names the user."""
+def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {"user": a["user"], "ts": b["ts"], "value": a["value"] + b["value"]}
 
-    def create_accumulator(self) -> tuple[str, int] | None:
-        return None
 
-    def add(self, value: dict[str, Any], accumulator: tuple[str, int] | None) -> tuple[str, int]:
-        return (value["user"], 1) if accumulator is None else (accumulator[0], accumulator[1] + 1)
+def flowkit_w2_reduce(events: Events) -> tuple[int, dict[str, int]]:
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = fk.CollectSink()
+    env.from_collection(events).key_by(user_key).reduce(_add).sink_to(sink)
+    env.execute("W2-reduce")
+    latest: dict[str, int] = {}
+    for e in sink.values:
+        latest[e["user"]] = e["value"]
+    return len(sink.values), latest
 
-    def get_result(self, accumulator: tuple[str, int]) -> tuple[str, int]:
+
+# ------------------------------------------------------------------ W3
+class CountAggregate(fk.AggregateFunction):
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add(self, value: Any, accumulator: int) -> int:
+        return accumulator + 1
+
+    def get_result(self, accumulator: int) -> int:
         return accumulator
 
-    def merge(self, a: tuple[str, int], b: tuple[str, int]) -> tuple[str, int]:
-        return (a[0], a[1] + b[1])
+    def merge(self, a: int, b: int) -> int:
+        return a + b
 
 
-class _WindowTallyWriter(SinkWriter):
-    """Window results carry the window's max timestamp: end - 1 = start + 999."""
+class WindowRow(fk.ProcessWindowFunction):
+    """``(user, window_end, count)`` for the window's one pre-aggregated count."""
 
-    def __init__(self, tally: _Tally) -> None:
-        self.tally = tally
-
-    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
-        assert timestamps is not None
-        tally = self.tally
-        last = tally.last
-        for (user, n), ts in zip(values, timestamps):
-            tally.count += 1
-            tally.total += n
-            last[f"{user}@{ts - 999}"] = n
+    def process(self, key: Any, context: Any, elements: Iterable[int]) -> Iterator[Any]:
+        for count in elements:
+            yield key, context.window().end, count
 
 
-def flowkit_w3(events: list[dict[str, Any]]) -> _Tally:
-    from flowkit.window import TumblingEventTimeWindows
-
+def flowkit_w3(events: Events) -> tuple[list[tuple[str, int, int]], int]:
     env = fk.StreamExecutionEnvironment(parallelism=1)
-    sink = TallySink(_WindowTallyWriter)
-    strategy = fk.WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_assigner(
-        lambda e, ts: e["ts"]
-    )
+    sink = fk.CollectSink()
+    strategy = fk.WatermarkStrategy.for_bounded_out_of_orderness(
+        common.WM_DELAY_MS
+    ).with_timestamp_assigner(lambda e, ts: get_ts(e))
     (
         env.from_collection(events)
         .assign_timestamps_and_watermarks(strategy)
-        .key_by(lambda e: e["user"])
-        .window(TumblingEventTimeWindows.of(1000))
-        .aggregate(CountPerUser())
+        .key_by(user_key)
+        .window(TumblingEventTimeWindows.of(common.WINDOW_MS))
+        .aggregate(CountAggregate(), WindowRow())
         .sink_to(sink)
     )
     env.execute("W3")
-    return sink.tally
+    return sink.values, 0
 
 
-def flowkit_w1(events: list[dict[str, Any]]) -> _Tally:
-    env = fk.StreamExecutionEnvironment(parallelism=1)
-    sink = TallySink(_TupleTallyWriter)
-    env.from_collection(events).map(w1_map).filter(w1_filter).sink_to(sink)
-    env.execute("W1")
-    return sink.tally
-
-
-def flowkit_w2(events: list[dict[str, Any]], parallelism: int) -> _Tally:
-    env = fk.StreamExecutionEnvironment(parallelism=parallelism)
-    sink = TallySink(_DictTallyWriter)
-    env.from_collection(events).key_by(lambda e: e["user"]).sum("value").sink_to(sink)
-    env.execute("W2")
-    return sink.tally
-
-
-def best_of(repeat: int, fn: Any, *args: Any) -> tuple[float, Any]:
-    best = float("inf")
-    result = None
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        result = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+WORKLOADS: dict[str, tuple[str, Callable[[Events], Any]]] = {
+    "W1": ("w1", flowkit_w1),
+    "W2": ("w2", flowkit_w2),
+    "W2-p2": ("w2", lambda events: flowkit_w2(events, 2)),
+    "W2-sum": ("w2", flowkit_w2_sum),
+    "W2-reduce": ("w2", flowkit_w2_reduce),
+    "W3": ("w3", flowkit_w3),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["W1", "W2-p1", "W2-p2", "W3"], default=None)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keys", type=int, default=common.N_USERS)
+    parser.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=None)
     args = parser.parse_args(argv)
-    events = make_events(args.events)
-    n = len(events)
-    runs = [
-        ("W1", loop_w1, flowkit_w1, ()),
-        ("W2-p1", loop_w2, flowkit_w2, (1,)),
-        ("W2-p2", loop_w2, flowkit_w2, (2,)),
-        ("W3", loop_w3, flowkit_w3, ()),
-    ]
+    if args.keys != common.N_USERS:
+        common.N_USERS = args.keys
+        os.environ.setdefault(
+            "FLOWKIT_BENCH_REF_DIR",
+            os.path.join(__import__("tempfile").gettempdir(), f"flowkit-bench-ref-{args.keys}"),
+        )
+    events = common.prepare(args.events)
+    load = os.getloadavg()
     ok = True
-    for name, loop_fn, flowkit_fn, extra in runs:
-        if args.only and name != args.only:
-            continue
-        loop_s, expected = best_of(args.repeat, loop_fn, events)
-        flowkit_s, got = best_of(args.repeat, flowkit_fn, events, *extra)
-        correct = (got.count, got.total, got.last) == (
-            expected.count,
-            expected.total,
-            expected.last,
+    for name in args.only or list(WORKLOADS):
+        workload, fn = WORKLOADS[name]
+        anchor, _notes, _extra = plain_loops.make(workload, "plain")
+        out = common.bench(
+            f"flowkit {name}",
+            workload,
+            fn,
+            events,
+            runs=args.runs,
+            anchor_fn=anchor,
+            extra={"load_avg_1m": round(os.getloadavg()[0], 2), "keys": args.keys},
         )
-        ok = ok and correct
-        print(
-            json.dumps(
-                {
-                    "workload": name,
-                    "events": n,
-                    "flowkit_records_per_s": round(n / flowkit_s),
-                    "loop_records_per_s": round(n / loop_s),
-                    "ratio_to_loop": round(loop_s / flowkit_s, 3),
-                    "correct": correct,
-                }
-            ),
-            flush=True,
-        )
+        ok = ok and bool(out["verified"])
+    print(json.dumps({"load_avg_before": [round(x, 2) for x in load], "all_verified": ok}))
     return 0 if ok else 1
 
 
