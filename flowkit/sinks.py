@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from itertools import repeat
 from typing import Any, TextIO
 
 from flowkit.elements import StreamRecord, Watermark
@@ -96,16 +97,20 @@ class _CollectWriter(SinkWriter):
 
     def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
         sink = self.sink
-        sink.values.extend(values)
+        stamps = sink._timestamps
         if timestamps is None:
-            records = [StreamRecord(v) for v in values]
+            if stamps is not None:
+                stamps.extend(repeat(None, len(values)))
+        elif stamps is None:
+            sink._timestamps = [None] * len(sink.values)
+            sink._timestamps.extend(timestamps)
         else:
-            records = [StreamRecord(v, t) for v, t in zip(values, timestamps)]
-        sink.records.extend(records)
-        sink.elements.extend(records)
+            stamps.extend(timestamps)
+        sink.values.extend(values)
 
     def write_watermark(self, timestamp: int) -> None:
-        self.sink.elements.append(Watermark(timestamp))
+        sink = self.sink
+        sink._watermarks.append((len(sink.values), timestamp))
 
 
 class CollectSink(Sink):
@@ -113,23 +118,61 @@ class CollectSink(Sink):
 
     After the job: ``values`` (in arrival order), ``records`` (``StreamRecord(value,
     timestamp)``) and ``elements`` (records with ``Watermark``s interleaved as they arrived).
-    All parallel sink subtasks append to the same lists.
+    All parallel sink subtasks append to the same lists. The sink stores the values, their
+    timestamps and where each watermark arrived; ``records`` and ``elements`` are built
+    when they are read, so a job that only needs the values pays for nothing else.
+
+    Example:
+        >>> sink = CollectSink()
+        >>> env.from_collection([1, 2]).map(lambda x: x * 10).sink_to(sink)  # doctest: +SKIP
+        >>> env.execute()  # doctest: +SKIP
+        >>> sink.values  # doctest: +SKIP
+        [10, 20]
     """
 
     name = "Collect Sink"
 
     def __init__(self) -> None:
         self.values: list[Any] = []
-        self.records: list[StreamRecord] = []
-        self.elements: list[StreamRecord | Watermark] = []
+        # None while no record carried a timestamp (then every timestamp is None)
+        self._timestamps: list[Any] | None = None
+        # (number of values before it, watermark timestamp)
+        self._watermarks: list[tuple[int, int]] = []
+
+    @property
+    def timestamps(self) -> list[Any]:
+        """The timestamp of each value (None for records without one)."""
+        stamps = self._timestamps
+        return [None] * len(self.values) if stamps is None else list(stamps)
+
+    @property
+    def records(self) -> list[StreamRecord]:
+        """``StreamRecord(value, timestamp)`` for each value, in arrival order."""
+        stamps = self._timestamps
+        if stamps is None:
+            return [StreamRecord(v) for v in self.values]
+        return [StreamRecord(v, t) for v, t in zip(self.values, stamps)]
+
+    @property
+    def elements(self) -> list[StreamRecord | Watermark]:
+        """The records with each ``Watermark`` where it arrived."""
+        records = self.records
+        out: list[StreamRecord | Watermark] = []
+        start = 0
+        for position, timestamp in self._watermarks:
+            out.extend(records[start:position])
+            out.append(Watermark(timestamp))
+            start = position
+        out.extend(records[start:])
+        return out
 
     def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
         return _CollectWriter(self)
 
     def clear(self) -> None:
         self.values.clear()
-        self.records.clear()
-        self.elements.clear()
+        self._timestamps = None
+        self._watermarks.clear()
 
 
 class _PrintWriter(SinkWriter):

@@ -561,17 +561,27 @@ class StreamExecutionEnvironment:
             return _run(main(), self.use_uvloop)
 
 
+#: Collector thresholds while ``execute()`` runs a job (see ``freeze_gc``).
+JOB_GC_THRESHOLDS = (20_000, 20, 100)
+
+
 @contextlib.contextmanager
 def _frozen_heap(enabled: bool) -> Iterator[None]:
-    """Freeze the objects alive now for the duration (unless the program froze some)."""
-    if not enabled or not gc.isenabled() or gc.get_freeze_count():
+    """Tune the cyclic collector for the job's duration and restore it afterwards."""
+    if not enabled or not gc.isenabled():
         yield
         return
-    gc.freeze()
+    thresholds = gc.get_threshold()
+    freeze = not gc.get_freeze_count()
+    if freeze:
+        gc.freeze()
+    gc.set_threshold(*JOB_GC_THRESHOLDS)
     try:
         yield
     finally:
-        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        if freeze:
+            gc.unfreeze()
 
 
 def _run(coro: Any, use_uvloop: bool) -> Any:

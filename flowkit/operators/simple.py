@@ -7,6 +7,8 @@ Their functions keep no keyed state, but may keep operator state through
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterator
 from itertools import compress, repeat
 from typing import Any
 
@@ -159,15 +161,21 @@ class UdfOperator(FunctionStateOperator, OneInputOperator):
         call_close(self.function)
 
 
+def _failed_record(values: Batch, records: Iterator[Any]) -> Any:
+    """The record a function failed on: the last one ``records`` (over ``values``) gave."""
+    remaining = operator.length_hint(records)
+    return values[len(values) - remaining - 1]
+
+
 class MapOperator(UdfOperator):
     method = "map"
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
-        out: list[Any] = []
+        records = iter(values)
         try:
-            out.extend(map(self.fn, values))  # keeps the results before a failing record
+            out = list(map(self.fn, records))
         except Exception as exc:
-            raise self.fail(exc, record=values[len(out)]) from exc
+            raise self.fail(exc, record=_failed_record(values, records)) from exc
         self.output.collect(out, timestamps)
 
 
@@ -175,16 +183,19 @@ class FilterOperator(UdfOperator):
     method = "filter"
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
-        keep: list[Any] = []
+        records = iter(values)
         try:
-            keep.extend(map(self.fn, values))
+            if timestamps is None:
+                out = list(filter(self.fn, records))
+                if out:
+                    self.output.collect(out, None)
+                return
+            keep = list(map(self.fn, records))
         except Exception as exc:
-            raise self.fail(exc, record=values[len(keep)]) from exc
+            raise self.fail(exc, record=_failed_record(values, records)) from exc
         out = list(compress(values, keep))
         if out:
-            self.output.collect(
-                out, None if timestamps is None else list(compress(timestamps, keep))
-            )
+            self.output.collect(out, list(compress(timestamps, keep)))
 
 
 class FlatMapOperator(UdfOperator):
