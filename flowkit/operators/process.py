@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import repeat
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import MIN_WATERMARK, OutputTag
@@ -34,6 +35,9 @@ __all__ = [
     "KeyedProcessOperator",
     "ProcessOperator",
 ]
+
+
+_GENERATOR = GeneratorType
 
 
 class _Collector:
@@ -143,10 +147,12 @@ class _KeyedTimerService(TimerService):
 class _Context(KeyedProcessFunction.OnTimerContext):
     """The ``ctx`` handed to process functions; one instance per operator, reused."""
 
-    __slots__ = ("_collector", "_domain", "_key", "_op", "_ts")
+    __slots__ = ("_collector", "_domain", "_key", "_op", "_record", "_ts")
 
     def __init__(self, operator: _ContextOperator) -> None:
         self._op = operator
+        #: The record a failing batch was processing (set on the way out of the loop).
+        self._record: Any = NO_RECORD
         self._ts: int | None = None
         self._key: Any = None
         self._collector = _Collector()
@@ -315,32 +321,133 @@ def _run_batch(
 ) -> None:
     """Call ``fn(value, ctx)`` for each record of a batch, then emit what it produced."""
     ctx = op.context
-    add = ctx._collector.add_results
     value: Any = NO_RECORD
     try:
         if key_selector is None:
+            add = ctx._collector.add_results
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 ctx._ts = ts
                 add(fn(value, ctx), ts)
+        elif op.backend._record_cleanups:
+            _run_keyed_with_cleanups(op, fn, key_selector, keys, values, timestamps)
         else:
-            check = keys.check
-            plain = keys.canonical_keys.plain
-            canonical = keys.canonical_keys.canonical
-            set_key = op.backend.set_current_key
-            for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
-                ctx._ts = ts
-                key = key_selector(value)
-                check(key)
-                if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                    key = canonical(key)  # every NaN is one key
-                ctx._key = key
-                set_key(key)
-                add(fn(value, ctx), ts)
+            _run_keyed(op, fn, key_selector, keys, values, timestamps)
     except Exception as exc:
+        if key_selector is not None:
+            value = ctx._record
+            ctx._record = NO_RECORD
         detail = KEY_SELECTOR if key_selector_fails(key_selector, value) else ""
         raise op.fail(exc, detail, record=value) from exc
     finally:
         op._flush_collected(timestamps is not None)
+
+
+def _run_keyed(
+    op: Any,
+    fn: Callable[[Any, Any], Any],
+    key_selector: Callable[[Any], Any],
+    keys: KeyChecker,
+    values: Batch,
+    timestamps: Timestamps,
+) -> None:
+    """The keyed loop: key, key group and context per record; outputs gathered inline.
+
+    A function's result is walked here when it is a generator or a list (the common
+    cases); anything else goes through the collector's general path, which also reports a
+    result that is not iterable.
+    """
+    ctx = op.context
+    collector = ctx._collector
+    out = collector.values
+    append = out.append
+    stamps = collector.timestamps
+    stamp = stamps.append
+    add = collector.add_results
+    side = collector.side
+    backend = op.backend
+    str_groups = backend.key_group_cache(str)
+    group_of = backend.key_group_of
+    normalize = _key_normalizer(keys)
+    has_ts = timestamps is not None
+    value: Any = NO_RECORD
+    try:
+        for value, ts in zip(values, timestamps if has_ts else repeat(None)):  # type: ignore[arg-type]
+            key = key_selector(value)
+            if key.__class__ is str:
+                group = str_groups.get(key)
+                if group is None:
+                    group = group_of(key)
+            else:
+                key = normalize(key)
+                group = group_of(key)
+            backend.current_key = key
+            backend.current_key_group = group
+            ctx._key = key
+            ctx._ts = ts
+            result = fn(value, ctx)
+            if result is None:
+                continue
+            cls = result.__class__
+            if cls is _GENERATOR or cls is list:
+                for item in result:
+                    if (
+                        item.__class__ is tuple
+                        and len(item) == 2
+                        and isinstance(item[0], OutputTag)
+                    ):
+                        side(item[0], item[1], ts)
+                    else:
+                        append(item)
+                        if has_ts:
+                            stamp(ts)
+            else:
+                add(result, ts)
+    except BaseException:
+        ctx._record = value
+        raise
+
+
+def _key_normalizer(keys: KeyChecker) -> Callable[[Any], Any]:
+    """Check a key that is not a ``str`` and make equal keys one (every NaN is one key)."""
+    check = keys.check
+    plain = keys.canonical_keys.plain
+    canonical = keys.canonical_keys.canonical
+
+    def normalize(key: Any) -> Any:
+        check(key)
+        if key.__class__ is not int and key not in plain:
+            key = canonical(key)
+        return key
+
+    return normalize
+
+
+def _run_keyed_with_cleanups(
+    op: Any,
+    fn: Callable[[Any, Any], Any],
+    key_selector: Callable[[Any], Any],
+    keys: KeyChecker,
+    values: Batch,
+    timestamps: Timestamps,
+) -> None:
+    """The keyed loop through ``set_current_key`` (TTL cleanup runs with each record)."""
+    ctx = op.context
+    add = ctx._collector.add_results
+    normalize = _key_normalizer(keys)
+    set_key = op.backend.set_current_key
+    value: Any = NO_RECORD
+    try:
+        for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
+            ctx._ts = ts
+            key = key_selector(value)
+            if key.__class__ is not str:
+                key = normalize(key)
+            ctx._key = key
+            set_key(key)
+            add(fn(value, ctx), ts)
+    except BaseException:
+        ctx._record = value
+        raise
 
 
 class ProcessOperator(FunctionStateOperator, _ContextOperator, OneInputOperator):
