@@ -5,6 +5,7 @@ The workloads, the events, the user functions and the reference loops come from
 flowkit side, the way the README teaches it:
 
 - W1: ``map(double) -> filter(keep) -> CollectSink``, counted from the sink's values;
+  ``W1-count`` the same into a sink that only counts (keeps nothing, like the loop);
 - W2: ``key_by(user_key).process(KeyedProcessFunction)`` keeping the running sum in a
   ``ValueState`` (``rolling``), latest value per key from a ``CollectSink``, at
   parallelism 1 and 2; ``W2-sum`` / ``W2-reduce`` the same with ``key_by().sum()`` and
@@ -60,6 +61,32 @@ def flowkit_w1(events: Events) -> int:
     env.from_collection(events).map(double).filter(keep).sink_to(sink)
     env.execute("W1")
     return len(sink.values)
+
+
+class _CountingWriter(fk.SinkWriter):
+    def __init__(self, sink: CountingSink) -> None:
+        self.sink = sink
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        self.sink.count += len(values)
+
+
+class CountingSink(fk.Sink):
+    """Counts what reaches it, as the loop's ``n += 1`` does (nothing is kept)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> fk.SinkWriter:
+        return _CountingWriter(self)
+
+
+def flowkit_w1_count(events: Events) -> int:
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = CountingSink()
+    env.from_collection(events).map(double).filter(keep).sink_to(sink)
+    env.execute("W1-count")
+    return sink.count
 
 
 # ------------------------------------------------------------------ W2
@@ -153,6 +180,7 @@ def flowkit_w3(events: Events) -> tuple[list[tuple[str, int, int]], int]:
 
 WORKLOADS: dict[str, tuple[str, Callable[[Events], Any]]] = {
     "W1": ("w1", flowkit_w1),
+    "W1-count": ("w1", flowkit_w1_count),
     "W2": ("w2", flowkit_w2),
     "W2-p2": ("w2", lambda events: flowkit_w2(events, 2)),
     "W2-sum": ("w2", flowkit_w2_sum),

@@ -61,3 +61,24 @@ def test_execute_async_never_touches_the_collector() -> None:
         )
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == [0, 0, 0]
+
+
+def thresholds_seen(env: fk.StreamExecutionEnvironment) -> list[tuple[int, int, int]]:
+    return env.from_sequence(1, 2).map(lambda _: gc.get_threshold()).execute_and_collect()
+
+
+def test_execute_raises_the_collector_thresholds_for_the_job_and_restores_them() -> None:
+    from flowkit.api.environment import JOB_GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    assert before != JOB_GC_THRESHOLDS
+    assert thresholds_seen(fk.StreamExecutionEnvironment()) == [JOB_GC_THRESHOLDS] * 2
+    assert gc.get_threshold() == before
+    # also when the program froze objects itself (the job then freezes nothing)
+    gc.freeze()
+    try:
+        assert thresholds_seen(fk.StreamExecutionEnvironment()) == [JOB_GC_THRESHOLDS] * 2
+    finally:
+        gc.unfreeze()
+    assert gc.get_threshold() == before
+    assert thresholds_seen(fk.StreamExecutionEnvironment(freeze_gc=False)) == [before] * 2
