@@ -84,7 +84,8 @@ def decode_segments(
 ) -> None:
     """Decode the segments in ``data[:length]`` and append them to ``items``.
 
-    Records arrive as ``(values, timestamps_or_None)`` tuples, events as event objects.
+    Records arrive as ``(values, timestamps_or_None)`` tuples, events as event objects;
+    consecutive record segments (with timestamps or without, alike) arrive as one tuple.
     ``span`` is the channel's reassembly area for ``SPAN`` pieces.
     """
     mv = memoryview(data)
@@ -97,7 +98,19 @@ def decode_segments(
             pos += HEADER_SIZE
             end = pos + size
             if kind == RECORDS:
-                items.append((serializer.decode(fmt, mv[pos:end]), timestamps))
+                values = serializer.decode(fmt, mv[pos:end])
+                last = items[-1] if items else None
+                if (
+                    type(last) is tuple
+                    and type(last[0]) is list
+                    and (last[1] is None) == (timestamps is None)
+                ):
+                    # Consecutive record segments become one batch for the operators.
+                    last[0].extend(values)
+                    if timestamps is not None:
+                        last[1].extend(timestamps)
+                else:
+                    items.append((values, timestamps))
                 timestamps = None
             elif kind == TIMESTAMPS:
                 timestamps = marshal.loads(mv[pos:end])

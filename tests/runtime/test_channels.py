@@ -468,3 +468,31 @@ def test_decode_rejects_an_unknown_segment_kind() -> None:
     HEADER.pack_into(buf, 0, 99, 0, 0)
     with pytest.raises(ValueError, match="unknown segment kind 99"):
         decode_segments(buf, HEADER.size, DefaultSerializer(), bytearray(), [])
+
+
+def _segment(kind: int, fmt: int, payload: bytes) -> bytes:
+    return HEADER.pack(kind, fmt, len(payload)) + payload
+
+
+def test_consecutive_record_segments_of_a_buffer_decode_as_one_batch() -> None:
+    import marshal
+
+    from flowkit.runtime.buffers import RECORDS, TIMESTAMPS, encode_event
+    from flowkit.serialization import FORMAT_MARSHAL
+
+    def records(values: list[Any], stamps: list[int] | None = None) -> bytes:
+        head = b"" if stamps is None else _segment(TIMESTAMPS, 0, marshal.dumps(stamps))
+        return head + _segment(RECORDS, FORMAT_MARSHAL, marshal.dumps(values))
+
+    data = (
+        records([1, 2])
+        + records([3])
+        + records([4], [40])  # with timestamps: a batch of its own
+        + records([5, 6], [50, 60])
+        + encode_event(EndOfPartition())
+        + records([7])
+    )
+    items: list[Any] = []
+    decode_segments(bytearray(data), len(data), DefaultSerializer(), bytearray(), items)
+    assert items[:3] == [([1, 2, 3], None), ([4, 5, 6], [40, 50, 60]), EndOfPartition()]
+    assert items[3:] == [([7], None)]
