@@ -369,6 +369,8 @@ def _run_keyed(
     group_of = backend.key_group_of
     normalize = _key_normalizer(keys)
     has_ts = timestamps is not None
+    generator = _GENERATOR
+    tag_class = OutputTag
     value: Any = NO_RECORD
     try:
         for value, ts in zip(values, timestamps if has_ts else repeat(None)):  # type: ignore[arg-type]
@@ -388,12 +390,12 @@ def _run_keyed(
             if result is None:
                 continue
             cls = result.__class__
-            if cls is _GENERATOR or cls is list:
+            if cls is generator or cls is list:
                 for item in result:
                     if (
                         item.__class__ is tuple
                         and len(item) == 2
-                        and isinstance(item[0], OutputTag)
+                        and isinstance(item[0], tag_class)
                     ):
                         side(item[0], item[1], ts)
                     else:
