@@ -365,7 +365,7 @@ def _run_keyed(
     add = collector.add_results
     side = collector.side
     backend = op.backend
-    str_groups = backend.key_group_cache(str)
+    str_groups = backend.str_key_groups()
     group_of = backend.key_group_of
     normalize = _key_normalizer(keys)
     has_ts = timestamps is not None
