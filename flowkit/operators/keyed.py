@@ -38,6 +38,8 @@ class KeyedReduceOperator(UdfOperator):
         #: Current reduction per key.
         self.accumulators: dict[Any, Any] = {}
         self._dict_sum_field: str | None = getattr(self.fn, "dict_sum_field", None)
+        position = getattr(self.fn, "pair_sum_position", None)
+        self._pair_sum_second = position == 1
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         key_of = self.key_selector
@@ -66,6 +68,21 @@ class KeyedReduceOperator(UdfOperator):
                             new = acc.copy()
                             new[field] = acc[field] + value[field]
                             value = new
+                        else:
+                            value = reduce(acc, value)
+                    accs[key] = value
+                    append(value)
+            elif self._pair_sum_second:
+                # sum(1) over (key, number) pairs, inlined: the tuple form of the above.
+                for value in values:
+                    key = key_of(value)
+                    acc = get(key, _MISSING)
+                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
+                        key = canonical_key(key)  # every NaN is one key
+                        acc = get(key, _MISSING)
+                    if acc is not _MISSING:
+                        if type(acc) is tuple and type(value) is tuple and len(acc) == 2:
+                            value = (acc[0], acc[1] + value[1])
                         else:
                             value = reduce(acc, value)
                     accs[key] = value
@@ -236,11 +253,17 @@ def aggregation(kind: str, field: int | str | None) -> Callable[[Any, Any], Any]
         # Fast path for the common record shape; everything else goes through generic.
         def sum_position(acc: Any, value: Any) -> Any:
             if type(acc) is tuple and type(value) is tuple:
+                if len(acc) == 2:
+                    if position == 1:
+                        return (acc[0], acc[1] + value[1])
+                    if position == 0:
+                        return (acc[0] + value[0], acc[1])
                 items = list(acc)
                 items[position] = acc[position] + value[position]
                 return tuple(items)
             return generic(acc, value)
 
+        sum_position.pair_sum_position = position  # type: ignore[attr-defined]  # inlined
         return sum_position
     if kind == "sum" and isinstance(field, str):
         key = field
