@@ -110,7 +110,8 @@ async def test_the_sinks_connections_are_closed_when_the_job_ends(
     else:
         await asyncio.wait_for(client.wait(), 30)
         assert rdb.xlen("out") == 500
-    assert len(made) >= 2  # one client per subtask
+    # one client per subtask that wrote (a failing job may end before the other writes)
+    assert len(made) >= (1 if fails else 2)
     assert [c for c in made if c.is_connected] == []
 
 
