@@ -317,12 +317,19 @@ def main(argv: list[str] | None = None) -> int:
         workload, flowkit_name = WORKLOADS[name]
         anchor, _notes, _extra = plain_loops.make(workload, "plain")
         last: list[Any] = []
+        lates: list[int] = []
 
         def bytewax_fn(
-            ev: Events, fn: Callable[[Events], Any] = bytewax_fns[name], last: list[Any] = last
+            ev: Events,
+            fn: Callable[[Events], Any] = bytewax_fns[name],
+            last: list[Any] = last,
+            lates: list[int] = lates,
+            windowed: bool = workload == "w3",
         ) -> Any:
             result = fn(ev)
             last[:] = [result]  # the result of the last run, for W3's window diff
+            if windowed:
+                lates.append(result[1])  # W3: the events Bytewax called late
             return result
 
         load = os.getloadavg()[0]
@@ -354,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             rows, late = last[0]
             line["clock"] = "replay" if args.replay_clock else "default"
             line["late_events"] = late
+            line["late_events_runs"] = lates[1:]  # the first call is the warm-up
             line.update(window_diff(rows, events))
         last.clear()
         if not args.no_flowkit:
