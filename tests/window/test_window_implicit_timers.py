@@ -50,7 +50,7 @@ def harness(
         trigger=PlainEventTimeTrigger() if general else None,
         restore_from=restore_from,
     )
-    assert h.operator._simple is not general  # type: ignore[attr-defined]
+    assert h.operator._fast is not general  # type: ignore[attr-defined]
     return h
 
 
