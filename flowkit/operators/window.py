@@ -567,6 +567,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         ts: Any = None
         try:
             if slide == size:  # one window per element: the loop below without the while
+                low = high = 0
+                row: list[Any] | None = None
                 for value, ts in zip(values, timestamps):
                     key = key_of(value)
                     if key.__class__ is not str and key.__class__ is not int and key not in plain:
@@ -574,13 +576,15 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                     kg = known_groups.get(key)
                     if kg is None:
                         kg = key_group_of(key)
-                    start = ts - (ts - offset) % size
-                    row = slots.get(start)
-                    if row is None:
-                        row = slots[start] = row_for(start)
-                    entries = row[kg]
+                    if not low <= ts < high:  # not in the window of the element before
+                        start = low = ts - (ts - offset) % size
+                        high = low + size
+                        row = slots.get(start)
+                        if row is None:
+                            row = slots[start] = row_for(start)
+                    entries = row[kg]  # type: ignore[index]  # set with low and high
                     if entries is None:
-                        entries = row[kg] = slot_for(start, kg)
+                        entries = row[kg] = slot_for(low, kg)  # type: ignore[index]
                     if entries.__class__ is dict:
                         acc = entries.get(key, _MISSING)
                         if kind == 0:
