@@ -24,6 +24,7 @@ import pytest
 from flowkit.elements import MAX_WATERMARK, OutputTag, StreamRecord, Watermark
 from flowkit.functions import AggregateFunction, ProcessWindowFunction
 from flowkit.state.descriptors import ValueStateDescriptor
+from flowkit.state.ttl import StateTtlConfig
 from flowkit.testing.harness import HarnessSnapshot, WindowOperatorHarness
 from flowkit.window import (
     EventTimeTrigger,
@@ -73,12 +74,15 @@ class Describe(ProcessWindowFunction):
     elements per key (global state); side outputs from ``output()``, from a yielded
     ``(tag, value)`` and from ``clear()``."""
 
+    def seen(self) -> ValueStateDescriptor:
+        return ValueStateDescriptor("seen", default=0)
+
     def process(self, key: Any, context: Any, elements: Any) -> Iterator[Any]:
         fired = context.window_state().get_state(ValueStateDescriptor("fired", default=0))
-        seen = context.global_state().get_state(ValueStateDescriptor("seen", default=0))
+        seen = context.global_state().get_state(self.seen())
         values = list(elements)
         fired.update(fired.value() + 1)
-        seen.update(seen.value() + len(values))
+        seen.update((seen.value() or 0) + len(values))
         window = context.window()
         assert context.get_current_key() == key
         yield (key, window.start, window.end, repr(values), fired.value(), seen.value())
@@ -92,6 +96,17 @@ class Describe(ProcessWindowFunction):
         window = context.window()
         context.output(CLEARED, (context.get_current_key(), window.start, fired.value()))
         fired.clear()
+
+
+class DescribeWithTtl(Describe):
+    """Describe with a time-to-live on its global state, cleaned up on every record: the
+    backend then has more to do on a key change than setting the key."""
+
+    def seen(self) -> ValueStateDescriptor:
+        descriptor = ValueStateDescriptor("seen", default=0)
+        config = StateTtlConfig.new_builder(10**9).cleanup_incrementally(2, True).build()
+        descriptor.enable_time_to_live(config)
+        return descriptor
 
 
 class Apply:
@@ -109,6 +124,10 @@ FUNCTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     },
     "reduce": lambda: {"reduce": add_up},
     "reduce+window-function": lambda: {"reduce": add_up, "window_function": Describe()},
+    "aggregate+window-function-ttl": lambda: {
+        "aggregate": MutableCount(),
+        "window_function": DescribeWithTtl(),
+    },
     "process": lambda: {"process": Describe()},
     "apply": lambda: {"process": Apply()},
 }
