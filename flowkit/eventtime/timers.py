@@ -13,13 +13,13 @@ redistributed by key group.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, Protocol
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import Clock, TimerHandle
 
-__all__ = ["END_OF_TIME", "InternalTimerService", "Timer"]
+__all__ = ["END_OF_TIME", "ImplicitTimers", "InternalTimerService", "Timer"]
 
 #: Later than every timer. A watermark of ``MAX_WATERMARK`` (the end of input) fires every
 #: event-time timer up to here: also those past ``MAX_WATERMARK``, which windows holding
@@ -28,6 +28,32 @@ END_OF_TIME: Final = float("inf")
 
 #: (timestamp, key, namespace)
 Timer = tuple[int, Any, Any]
+
+
+class ImplicitTimers(Protocol):
+    """Event-time timers an operator keeps in its own form and fires itself.
+
+    The window operator's fast path derives its end-of-window and cleanup timers from the
+    window contents (one per key with contents, per window) instead of queueing one entry
+    per key. Counts, iteration and snapshots of the queue include them; ``pop_due`` and
+    ``peek_time`` see only the queued timers, since the owner fires its own.
+    """
+
+    def count(self) -> int:
+        """How many timers are kept implicitly."""
+        ...
+
+    def timers(self) -> Iterable[Timer]:
+        """Every implicit timer, in ascending timestamp order."""
+        ...
+
+    def absorb(self, timestamp: int, key: Any, namespace: Any) -> bool:
+        """Take a restored timer into the implicit form; False: queue it as usual."""
+        ...
+
+
+def _timestamp(timer: Timer) -> int:
+    return timer[0]
 
 
 class _TimerQueue:
@@ -40,13 +66,11 @@ class _TimerQueue:
     registered for the bucket being fired join it, and deleting a timer that has not
     fired yet takes effect immediately.
 
-    An operator that keeps some timers implicitly (the window operator's fast path: one
-    per key with state in a window, all at the window's end) sets ``materialize`` to a
-    function that adds them as real timers; every reader but the operator's own firing
-    calls it first, so snapshots, counts and ``pop_due`` see every timer.
+    An operator that keeps some timers implicitly sets ``implicit`` (see
+    :class:`ImplicitTimers`): ``len()``, iteration and ``live`` include those timers.
     """
 
-    __slots__ = ("_bucket", "_keys", "_pos", "_ts", "buckets", "heap", "materialize", "size")
+    __slots__ = ("_bucket", "_keys", "_pos", "_ts", "buckets", "heap", "implicit", "size")
 
     def __init__(self) -> None:
         self.buckets: dict[int, dict[tuple[Any, Any], None]] = {}
@@ -56,7 +80,7 @@ class _TimerQueue:
         self._bucket: dict[tuple[Any, Any], None] | None = None
         self._keys: list[tuple[Any, Any]] | None = None
         self._pos = 0
-        self.materialize: Callable[[], None] | None = None
+        self.implicit: ImplicitTimers | None = None
 
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
         bucket = self.buckets.get(timestamp)
@@ -83,8 +107,6 @@ class _TimerQueue:
                     self.heap = sorted(self.buckets)
 
     def peek_time(self) -> int | None:
-        if self.materialize is not None:
-            self.materialize()
         if self._bucket:
             return self._ts
         heap = self.heap
@@ -97,8 +119,6 @@ class _TimerQueue:
         return None
 
     def pop_due(self, time: float) -> Timer | None:
-        if self.materialize is not None:
-            self.materialize()
         heap = self.heap
         buckets = self.buckets
         while True:
@@ -137,21 +157,23 @@ class _TimerQueue:
     @property
     def live(self) -> set[Timer]:
         """Every pending timer as ``(timestamp, key, namespace)``."""
-        if self.materialize is not None:
-            self.materialize()
-        return {(ts, k, ns) for ts, bucket in self.buckets.items() for (k, ns) in bucket}
+        return set(self)
 
-    def __iter__(self) -> Iterator[Timer]:
-        if self.materialize is not None:
-            self.materialize()
+    def _queued(self) -> Iterator[Timer]:
         for ts in sorted(self.buckets):
             for key, namespace in list(self.buckets[ts]):
                 yield (ts, key, namespace)
 
+    def __iter__(self) -> Iterator[Timer]:
+        """Every pending timer in ascending timestamp order (queued ones first on ties)."""
+        if self.implicit is None:
+            return self._queued()
+        return heapq.merge(self._queued(), self.implicit.timers(), key=_timestamp)
+
     def __len__(self) -> int:
-        if self.materialize is not None:
-            self.materialize()
-        return self.size
+        if self.implicit is None:
+            return self.size
+        return self.size + self.implicit.count()
 
 
 class InternalTimerService:
@@ -292,8 +314,10 @@ class InternalTimerService:
         """Add the timers of a snapshot; processing-time timers whose time has passed fire
         at the next wake-up (at once, for a past time), as in Flink."""
         self.current_watermark = max(self.current_watermark, snapshot["watermark"])
+        implicit = self.event_timers.implicit
         for timestamp, key, namespace in snapshot["event"]:
-            self.event_timers.add(timestamp, key, namespace)
+            if implicit is None or not implicit.absorb(timestamp, key, namespace):
+                self.event_timers.add(timestamp, key, namespace)
         for timestamp, key, namespace in snapshot["processing"]:
             self.processing_timers.add(timestamp, key, namespace)
         earliest = self.processing_timers.peek_time()

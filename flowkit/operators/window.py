@@ -11,6 +11,15 @@ window its state is stored under.
 Window contents live in the keyed state backend, table ``"window-contents"``, with the
 window as namespace, so they are snapshotted with all other keyed state.
 
+Time windows of the built-in event-time assigners (tumbling, sliding) with the default
+``EventTimeTrigger`` and no evictor take one fast path with the same semantics: windows
+computed by arithmetic a batch at a time, contents added straight to the dicts of the
+state table, and the end-of-window and cleanup timers kept per window (every key with
+contents in it has them) instead of one queue entry per key, so firing a window walks its
+keys. Timer counts and snapshots see those timers as one per key and window; restored
+timers go back into the per-window form. Everything else takes the general path, which
+calls the assigner and the trigger for each element.
+
 Window functions see one context object: ``context.window()``,
 ``current_watermark()``, ``current_processing_time()``, ``window_state()`` (not for
 merging windows), ``global_state()`` and ``output(tag, value)`` (timestamp
@@ -26,14 +35,14 @@ from __future__ import annotations
 
 import heapq
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import END_OF_TIME, InternalTimerService
 from flowkit.eventtime.timestamps import to_timestamp
-from flowkit.functions import AggregateFunction
+from flowkit.functions import AggregateFunction, ProcessWindowFunction
 from flowkit.operators.base import (
     KEY_SELECTOR,
     NO_RECORD,
@@ -70,7 +79,7 @@ __all__ = ["WindowOperator"]
 
 CONTENTS = "window-contents"
 MERGING_WINDOWS = "merging-window-set"
-_MISSING = object()
+_MISSING: Any = object()
 
 
 def _no_time() -> None:
@@ -208,18 +217,97 @@ class _StateStore:
     get_aggregating_state = _get
 
 
-def _resolve_window_call(fn: Any, context: _Context) -> Callable[[Any, Any, Any], Any] | None:
-    """Turn a ProcessWindowFunction, a WindowFunction (``apply``) or a plain callable into
-    ``call(key, window, values)``."""
+def _window_caller(fn: Any) -> tuple[Callable[[Any, Any, Any], Any] | None, bool]:
+    """A ProcessWindowFunction, a WindowFunction (``apply``) or a plain callable as
+    ``(call, takes_window)``: ``call(key, window if takes_window else context, elements)``."""
     if fn is None:
-        return None
+        return None, False
     process = getattr(fn, "process", None)
     if callable(process):
-        return lambda key, window, values: process(key, context, values)
+        return process, False
     apply = getattr(fn, "apply", None)
     if callable(apply):
-        return lambda key, window, values: apply(key, window, values)
-    return lambda key, window, values: fn(key, context, values)
+        return apply, True
+    return fn, False
+
+
+#: A fast-path timer that every key with contents in the window has.
+_EVERY_KEY: Final = None
+#: The slot of a late window (elements skip it).
+_LATE: Final = object()
+
+
+class _LiveWindow:
+    """A window of the fast path that has pending timers, and those timers.
+
+    ``timers`` maps each pending timer timestamp (the end of the window, registered by
+    EventTimeTrigger; the cleanup time) to the keys that have a timer then:
+    ``_EVERY_KEY`` when every key with contents in the window has it (what registering
+    with each element gives, so nothing is done per element), else a dict of the keys
+    (after a restore: the timers the snapshot held).
+    """
+
+    __slots__ = ("cleanup", "timers", "window")
+
+    def __init__(self, window: TimeWindow, cleanup: int) -> None:
+        self.window = window
+        #: The cleanup time (``MAX_WATERMARK``: none is registered).
+        self.cleanup = cleanup
+        self.timers: dict[int, dict[Any, None] | None] = {}
+
+    def covers_new_keys(self, watermark: int) -> bool:
+        """Whether a key that comes now gets exactly the timers it would register."""
+        timers = self.timers
+        for keys in timers.values():
+            if keys is not _EVERY_KEY:
+                return False
+        max_ts = self.window.end - 1
+        if max_ts > watermark and max_ts not in timers:
+            return False
+        return self.cleanup == MAX_WATERMARK or self.cleanup in timers
+
+
+class _Slot:
+    """Window contents of one key group to add to with more than a dict update."""
+
+    __slots__ = ("entries", "fire_now", "frozen", "kg", "live", "register")
+
+    def __init__(
+        self,
+        live: _LiveWindow,
+        kg: int,
+        entries: dict[Any, Any],
+        frozen: dict[Any, Any] | None,
+        fire_now: bool,
+        register: bool,
+    ) -> None:
+        self.live = live
+        self.kg = kg
+        self.entries = entries
+        #: What a live snapshot holds of the same dict (copy values before changing them).
+        self.frozen = frozen
+        #: The window's end has passed: each element fires it (allowed lateness).
+        self.fire_now = fire_now
+        #: Timers are kept per key in this window: register each key's.
+        self.register = register
+
+
+class _WindowTimers:
+    """The fast path's per-window timers as seen by the timer queue."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: WindowOperator) -> None:
+        self.op = op
+
+    def count(self) -> int:
+        return self.op._implicit_count()
+
+    def timers(self) -> Iterator[tuple[int, Any, Any]]:
+        return self.op._implicit_timers()
+
+    def absorb(self, timestamp: int, key: Any, namespace: Any) -> bool:
+        return self.op._absorb_timer(timestamp, key, namespace)
 
 
 class WindowOperator(BufferedOutput, OneInputOperator):
@@ -298,36 +386,49 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         self._init_output_buffers()
         self._contents = self.backend.keyed_table(CONTENTS)
         self._merging_sets = self.backend.keyed_table(MERGING_WINDOWS)
-        #: Time windows of the default event-time trigger without an evictor (the common
-        #: case) take an inlined path: same semantics, far fewer calls per element.
+        #: Time windows of the built-in event-time assigners with the default trigger and
+        #: no evictor (the common case) take one inlined path with the same semantics:
+        #: window assignment by arithmetic, contents per (window, key group), and timers
+        #: kept per window (see ``_LiveWindow``) instead of one queue entry per key.
         self._fast = (
             type(self.assigner) in (TumblingEventTimeWindows, SlidingEventTimeWindows)
             and type(self.trigger) is EventTimeTrigger
             and self.evictor is None
         )
-        self._window_cache: dict[int, TimeWindow] = {}
+        #: 0: aggregate, 1: reduce, 2: a list of the elements (process)
+        self._kind = 0 if self.aggregate_fn is not None else 1 if self.reduce_fn is not None else 2
+        #: The process / window function as ``call(key, context or window, elements)``.
+        self._call, self._call_takes_window = _window_caller(
+            self.process_fn if self.process_fn is not None else self.window_fn
+        )
+        #: The functions' ``clear(context)`` methods (not ProcessWindowFunction's no-op).
+        self._clears = [
+            fn.clear
+            for fn in (self.process_fn, self.window_fn)
+            if callable(getattr(fn, "clear", None))
+            and getattr(type(fn), "clear", None) is not ProcessWindowFunction.clear
+        ]
+        size = getattr(self.assigner, "size", 1)
+        self._size: int = size
+        self._slide: int = getattr(self.assigner, "slide", size)
+        self._offset: int = getattr(self.assigner, "offset", 0)
         self._canonical_keys = CanonicalKeys()
-        self._slots: dict[int, dict[int, Any]] = {}
-        #: ``call(key, window, values)`` of the process / window function, resolved once.
-        self._window_call = _resolve_window_call(
-            self.process_fn if self.process_fn is not None else self.window_fn, self.context
-        )
-        self._has_clear = any(
-            callable(getattr(fn, "clear", None)) for fn in (self.process_fn, self.window_fn)
-        )
-        #: Fast path without lateness, window function or clear(): a window fires and is
-        #: cleaned up at its end, and firing needs only the state. Its end-of-window
-        #: timers are then kept implicitly, as ``{max timestamp: window}`` (one timer per
-        #: key with state in the window), and made real (``_materialize_timers``) before
-        #: anything else reads the timers: snapshots, counts, the general firing path.
-        self._simple = (
-            self._fast
-            and not self.allowed_lateness
-            and self._window_call is None
-            and not self._has_clear
-        )
-        self._implicit: dict[int, TimeWindow] = {}
-        self._tumbling = type(self.assigner) is TumblingEventTimeWindows
+        #: Fast path: window start -> the window while it has timers.
+        self._live: dict[int, _LiveWindow] = {}
+        #: Fast path: heap of ``(timer timestamp, window start)``, one per pending timestamp
+        #: of a live window.
+        self._due: list[tuple[int, int]] = []
+        #: Fast path: window start -> per key group, the contents dict to add to (plain
+        #: case), a ``_Slot`` (anything else), ``_LATE`` or None (not looked up yet);
+        #: valid until the watermark moves or a snapshot is taken.
+        self._slots: dict[int, list[Any]] = {}
+        #: Fast path: window start -> (live window, fires at once, timers implicit) for
+        #: the windows in ``_slots``.
+        self._rows: dict[int, tuple[_LiveWindow, bool, bool]] = {}
+        #: Fast path: contents or timers were restored and are not yet reconciled.
+        self._restored = False
+        #: Starts of windows restored with contents but without timers.
+        self._orphans: set[int] = set()
 
     def state_store(self) -> Any:
         return self.backend
@@ -341,19 +442,24 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         self.timers = InternalTimerService(
             lambda: self.backend.current_key,
             self.backend.set_current_key,
-            self._on_event_time_fast if self._fast else self._on_event_time,
+            self._on_event_time,
             self._on_processing_time,
             self.ctx.clock,
             self._schedule,
         )
-        if self._simple:
-            self.timers.event_timers.materialize = self._materialize_timers
+        if self._fast:
+            self.timers.event_timers.implicit = _WindowTimers(self)
+            self._restored = True  # contents may have been restored before open()
         try:
             for fn in (self.reduce_fn, self.aggregate_fn, self.process_fn, self.window_fn):
                 if fn is not None:
                     call_open(fn, self.runtime_context)
         except Exception as exc:
             self._raise_failure(exc, "in open()")
+
+    def _restore_keyed_after_open(self) -> None:
+        super()._restore_keyed_after_open()
+        self._restored = True
 
     def _schedule(self, time_ms: int, action: Callable[[], None]) -> Any:
         assert self.ctx is not None
@@ -385,13 +491,15 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             if fn is not None:
                 call_close(fn)
 
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        self._clear_slots()  # the snapshot freezes the cached contents dicts
+        return super().snapshot_state(checkpoint_id)
+
     # ------------------------------------------------------------------ input
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
         if self._fast and timestamps is not None:
             try:
                 self._process_batch_fast(values, timestamps)
-            except Exception as exc:
-                self._raise_failure(exc)
             finally:
                 self._flush()
             return
@@ -413,349 +521,388 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         finally:
             self._flush()
 
-    def _process_batch_fast(self, values: Batch, timestamps: list[Any]) -> None:
-        """``_process_element`` for time windows with the default event-time trigger.
+    def _late(self, value: Any, timestamp: int | None) -> None:
+        """An element that joined no window and is late: to the late side output, or
+        dropped and counted (both paths)."""
+        if self.late_tag is not None:
+            self._emit_side(self.late_tag, value, timestamp)
+        else:
+            self.num_late_records_dropped += 1
 
-        Same steps as the general path (SEMANTICS 4.4): skip late windows, add the
-        element, let EventTimeTrigger fire at once if the window's end already passed
-        (a late but allowed element) or register its end-of-window timer, register the
-        cleanup timer; side-output the element if it joined no window and is late.
+    # ------------------------------------------------------------------ fast path: input
+    def _process_batch_fast(self, values: Batch, timestamps: list[Any]) -> None:
+        """``_process_element`` for the fast path, a batch at a time.
+
+        The same steps as the general path (SEMANTICS 4.4) for each window the assigner
+        gives an element (computed here, ``start`` down by ``slide``): skip it if late, add
+        the element to the contents; EventTimeTrigger registers the end-of-window timer
+        and the cleanup timer is registered, which for a plain window's slot is implicit
+        (every key with contents has them); a window whose end has passed (lateness)
+        fires at once. An element that joined no window and is late goes to ``_late``.
         """
-        if self._simple and self.aggregate_fn is not None and self._tumbling:
-            self._process_batch_tumbling(values, timestamps)
-            return
-        assigner = self.assigner
+        if self._restored:
+            self._reconcile()
         key_of = self.key_selector
         plain = self._canonical_keys.plain
         canonical = self._canonical_keys.canonical
-        timers = self.timers
-        watermark = timers.current_watermark
-        queue = timers.event_timers
-        buckets = queue.buckets
-        add_timer = queue.add
-        contents = self._contents
-        cache = self._window_cache
-        lateness = self.allowed_lateness
-        size = assigner.size
-        offset = assigner.offset
-        slide = getattr(assigner, "slide", size)
-        reduce = self._reduce if self.reduce_fn is not None else None
-        aggregate = self.aggregate_fn
-        heap = queue.heap
-        # Per window start, for this batch: (window, max_ts, entries, end-of-window timer
-        # bucket), or None for a late window. Consecutive elements mostly share windows.
-        key_group_of = self.backend.key_group_of
-        # str keys already seen: their key groups in one dict lookup (keys of other
-        # types never equal a str, so they miss and take key_group_of).
-        str_groups = self.backend._group_cache.setdefault(str, {})
-        # Per window start and key group: (window, max_ts, entries, the entries a live
-        # snapshot holds, end-of-window timer bucket), or None for a late window. Kept
-        # until the watermark moves (lateness, fired buckets) or a snapshot is taken
-        # (copy on write); consecutive elements mostly share windows.
+        backend = self.backend
+        known_groups = backend.known_key_groups(str)
+        key_group_of = backend.key_group_of
         slots = self._slots
-        simple = self._simple
+        row_for = self._row
+        slot_for = self._slot
+        add_other = self._add_to_slot
+        late = self._late
+        size = self._size
+        slide = self._slide
+        offset = self._offset
+        lateness = self.allowed_lateness
+        watermark = self.timers.current_watermark
+        kind = self._kind
+        reduce = self._reduce
+        aggregate = self.aggregate_fn
+        add: Any = aggregate.add if aggregate is not None else None
+        create: Any = aggregate.create_accumulator if aggregate is not None else None
         value: Any = NO_RECORD
+        ts: Any = None
         try:
+            if slide == size:  # one window per element: the loop below without the while
+                low = high = 0
+                row: list[Any] | None = None
+                for value, ts in zip(values, timestamps):
+                    key = key_of(value)
+                    if key.__class__ is not str and key.__class__ is not int and key not in plain:
+                        key = canonical(key)  # every NaN is one key
+                    kg = known_groups.get(key)
+                    if kg is None:
+                        kg = key_group_of(key)
+                    if not low <= ts < high:  # not in the window of the element before
+                        start = low = ts - (ts - offset) % size
+                        high = low + size
+                        row = slots.get(start)
+                        if row is None:
+                            row = slots[start] = row_for(start)
+                    entries = row[kg]  # type: ignore[index]  # set with low and high
+                    if entries is None:
+                        entries = row[kg] = slot_for(low, kg)  # type: ignore[index]
+                    if entries.__class__ is dict:
+                        acc = entries.get(key, _MISSING)
+                        if kind == 0:
+                            entries[key] = add(value, create() if acc is _MISSING else acc)
+                        elif kind == 1:
+                            entries[key] = value if acc is _MISSING else reduce(acc, value)
+                        elif acc is _MISSING:
+                            entries[key] = [value]
+                        else:
+                            acc.append(value)
+                    elif entries is not _LATE:
+                        add_other(entries, key, value)
+                    elif ts + lateness <= watermark:
+                        late(value, ts)
+                return
             for value, ts in zip(values, timestamps):
-                if ts is None:
-                    assigner.assign_windows(value, ts, self.context)  # raises the clear error
                 key = key_of(value)
                 if key.__class__ is not str and key.__class__ is not int and key not in plain:
                     key = canonical(key)  # every NaN is one key
-                kg = str_groups.get(key)
+                kg = known_groups.get(key)
                 if kg is None:
                     kg = key_group_of(key)
                 start = ts - (ts - offset) % slide
+                low = ts - size
                 skipped = True
-                while start > ts - size:
-                    by_group = slots.get(start)
-                    if by_group is None:
-                        by_group = slots[start] = {}
-                    slot = by_group.get(kg, _MISSING)
-                    if slot is _MISSING:
-                        slot = by_group[kg] = self._window_slot(
-                            start, kg, size, watermark, lateness, cache, contents, buckets, heap
-                        )
+                while start > low:
+                    row = slots.get(start)
+                    if row is None:
+                        row = slots[start] = row_for(start)
+                    entries = row[kg]
+                    if entries is None:
+                        entries = row[kg] = slot_for(start, kg)
                     start -= slide
-                    if slot is None:
-                        continue  # the window is late
-                    skipped = False
-                    window, max_ts, entries, frozen, bucket = slot
-                    acc = entries.get(key, _MISSING)
-                    fresh = acc is _MISSING
-                    if reduce is not None:
-                        entries[key] = value if acc is _MISSING else reduce(acc, value)
-                    elif aggregate is not None:
-                        if acc is _MISSING:
-                            acc = aggregate.create_accumulator()
-                        elif frozen is not None and frozen.get(key, _MISSING) is acc:
-                            acc = private_copy(acc)  # a snapshot holds it: add to a copy
-                        entries[key] = aggregate.add(value, acc)
-                    elif acc is _MISSING:
-                        entries[key] = [value]
-                    elif frozen is not None and frozen.get(key, _MISSING) is acc:
-                        entries[key] = [*acc, value]
-                    else:
-                        acc.append(value)
-                    if bucket is None:  # EventTimeTrigger: FIRE for a late but allowed element
-                        self.backend.set_current_key(key)
-                        self._emit_window_contents(window, window, entries[key])
-                    elif fresh and not simple:
-                        # timers.add(max_ts, key, window), inlined. Only a key new to the
-                        # window can lack its timer: the timer is registered with the
-                        # window's first element and fires (with the state) once the
-                        # watermark passes max_ts, after which bucket is None. (Simple:
-                        # the slot marked the window's timers implicit.)
-                        n = len(bucket)
-                        bucket[(key, window)] = None
-                        queue.size += len(bucket) - n
-                    if lateness:
-                        cleanup = max_ts + lateness
-                        if cleanup < MAX_WATERMARK:
-                            add_timer(cleanup, key, window)
+                    if entries.__class__ is dict:
+                        skipped = False
+                        acc = entries.get(key, _MISSING)
+                        if kind == 0:
+                            entries[key] = add(value, create() if acc is _MISSING else acc)
+                        elif kind == 1:
+                            entries[key] = value if acc is _MISSING else reduce(acc, value)
+                        elif acc is _MISSING:
+                            entries[key] = [value]
+                        else:
+                            acc.append(value)
+                    elif entries is not _LATE:
+                        skipped = False
+                        add_other(entries, key, value)
                 if skipped and ts + lateness <= watermark:
-                    if self.late_tag is not None:
-                        self._emit_side(self.late_tag, value, ts)
-                    else:
-                        self.num_late_records_dropped += 1
+                    late(value, ts)
         except Exception as exc:
-            self._raise_failure(exc, record=value)
+            error = exc if ts is not None else self._no_timestamp_error(value, exc)
+            self._raise_failure(error, record=value)
 
-    def _process_batch_tumbling(self, values: Batch, timestamps: list[Any]) -> None:
-        """``_process_batch_fast`` for tumbling windows with an AggregateFunction and
-        implicit timers: one window per element, no lateness (a late window is a late
-        element), no timer to register per element."""
-        key_of = self.key_selector
-        plain = self._canonical_keys.plain
-        canonical = self._canonical_keys.canonical
-        watermark = self.timers.current_watermark
-        queue = self.timers.event_timers
-        cache = self._window_cache
-        contents = self._contents
-        size = self.assigner.size
-        offset = self.assigner.offset
-        create = self.aggregate_fn.create_accumulator
-        add = self.aggregate_fn.add
-        key_group_of = self.backend.key_group_of
-        str_groups = self.backend._group_cache.setdefault(str, {})
-        slots = self._slots
-        window_slot = self._window_slot
-        value: Any = NO_RECORD
+    def _no_timestamp_error(self, value: Any, default: Exception) -> Exception:
+        """The assigner's own error for an element without a timestamp."""
         try:
-            for value, ts in zip(values, timestamps):
-                if ts is None:
-                    self.assigner.assign_windows(value, ts, self.context)  # raises the clear error
-                key = key_of(value)
-                if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                    key = canonical(key)  # every NaN is one key
-                kg = str_groups.get(key)
-                if kg is None:
-                    kg = key_group_of(key)
-                start = ts - (ts - offset) % size
-                by_group = slots.get(start)
-                if by_group is None:
-                    by_group = slots[start] = {}
-                slot = by_group.get(kg, _MISSING)
-                if slot is _MISSING:
-                    slot = by_group[kg] = window_slot(
-                        start, kg, size, watermark, 0, cache, contents, queue.buckets, queue.heap
-                    )
-                if slot is None:  # the window's end has passed: a late element
-                    if self.late_tag is not None:
-                        self._emit_side(self.late_tag, value, ts)
-                    else:
-                        self.num_late_records_dropped += 1
-                    continue
-                entries = slot[2]
-                acc = entries.get(key, _MISSING)
-                if acc is _MISSING:
-                    acc = create()
-                elif slot[3] is not None and slot[3].get(key, _MISSING) is acc:
-                    acc = private_copy(acc)  # a snapshot holds it: add to a copy
-                entries[key] = add(value, acc)
+            self.assigner.assign_windows(value, None, self.context)
         except Exception as exc:
-            self._raise_failure(exc, record=value)
+            return exc
+        return default
 
-    def _window_slot(
-        self,
-        start: int,
-        kg: int,
-        size: int,
-        watermark: int,
-        lateness: int,
-        cache: dict[int, TimeWindow],
-        contents: Any,
-        buckets: dict[int, dict[Any, None]],
-        heap: list[int],
-    ) -> tuple[Any, int, dict[Any, Any], Any, Any] | None:
-        """Window, state and timer bucket of the window starting at ``start`` (None: late)."""
-        max_ts = start + size - 1
-        if max_ts + lateness <= watermark:
-            return None
-        window = cache.get(start)
-        if window is None:
-            if len(cache) > 4096:
-                cache.clear()
-            window = cache[start] = TimeWindow(start, start + size)
-        entries, frozen = contents.writable_entries(window, kg)
-        if max_ts <= watermark:
-            return (window, max_ts, entries, frozen, None)
-        bucket = buckets.get(max_ts)
-        if bucket is None:
-            bucket = buckets[max_ts] = {}
-            heapq.heappush(heap, max_ts)
-        if self._simple:
-            self._implicit[max_ts] = window
-        return (window, max_ts, entries, frozen, bucket)
+    def _clear_slots(self) -> None:
+        self._slots.clear()
+        self._rows.clear()
 
-    def _materialize_timers(self) -> None:
-        """Register the implicit end-of-window timers as real ones: for every implicit
-        window, one per key with state in it (key group order, then insertion order)."""
-        implicit = self._implicit
-        if not implicit:
-            return
-        queue = self.timers.event_timers
-        for max_ts, window in sorted(implicit.items()):
-            for _kg, entries in self._contents.namespace_groups(window):
-                for key in entries:
-                    queue.add(max_ts, key, window)
-        implicit.clear()
-        self._slots.clear()  # cached slots would skip marking their windows again
+    def _cleanup_of(self, max_ts: int) -> int:
+        cleanup = max_ts + self.allowed_lateness
+        return cleanup if cleanup <= MAX_WATERMARK else MAX_WATERMARK
 
-    def _emit_simple(self, key: Any, window: Any, timestamp: int, contents: Any) -> None:
-        """Evaluate a window without an evictor and collect what it emits."""
-        if self.aggregate_fn is not None:
-            value = self.aggregate_fn.get_result(contents)
-        elif self.process_fn is not None:
-            value = contents
+    def _row(self, start: int) -> list[Any]:
+        """The slots of window ``start``, one per key group (all ``_LATE`` if the window
+        is late)."""
+        max_ts = start + self._size - 1
+        cleanup = self._cleanup_of(max_ts)
+        watermark = self.timers.current_watermark
+        size = self.backend.max_parallelism
+        if cleanup <= watermark:
+            return [_LATE] * size
+        live = self._live.get(start)
+        if live is None:
+            live = self._open_window(start, max_ts, cleanup)
+        self._rows[start] = (live, max_ts <= watermark, live.covers_new_keys(watermark))
+        return [None] * size
+
+    def _slot(self, start: int, kg: int) -> Any:
+        """What ``_process_batch_fast`` adds to for window ``start`` and key group ``kg``:
+        the contents dict itself when nothing else is to be done per element (timers
+        implicit, not firing at once, no snapshot holding the dict), else a ``_Slot``."""
+        live, fire_now, implicit = self._rows[start]
+        entries, frozen = self._contents.writable_entries(live.window, kg)
+        if frozen is None and not fire_now and implicit:
+            return entries
+        return _Slot(live, kg, entries, frozen, fire_now, not implicit)
+
+    def _open_window(self, start: int, max_ts: int, cleanup: int) -> _LiveWindow:
+        """Start keeping the timers of window ``start`` (its first element, or the first
+        since a restore)."""
+        live = self._live[start] = _LiveWindow(TimeWindow(start, start + self._size), cleanup)
+        if start in self._orphans:
+            # Restored contents without timers: the keys already there have none; each
+            # key that comes registers its own (_Slot.register).
+            self._orphans.discard(start)
+            return live
+        if max_ts > self.timers.current_watermark:
+            self._add_timer(live, max_ts, _EVERY_KEY)  # EventTimeTrigger's
+        if cleanup != MAX_WATERMARK:
+            self._add_timer(live, cleanup, _EVERY_KEY)  # the cleanup timer
+        return live
+
+    def _add_timer(self, live: _LiveWindow, timestamp: int, keys: dict[Any, None] | None) -> None:
+        if timestamp not in live.timers:
+            heapq.heappush(self._due, (timestamp, live.window.start))
+        live.timers[timestamp] = keys
+
+    def _add_to_slot(self, slot: _Slot, key: Any, value: Any) -> None:
+        """Add an element through a ``_Slot``: copy what a snapshot holds before changing
+        it, register the key's timers if the window keeps them per key, fire at once if
+        the window's end has passed (EventTimeTrigger: FIRE for a late but allowed
+        element)."""
+        entries = slot.entries
+        frozen = slot.frozen
+        acc = entries.get(key, _MISSING)
+        kind = self._kind
+        if kind == 0:
+            aggregate = self.aggregate_fn
+            if acc is _MISSING:
+                acc = aggregate.create_accumulator()
+            elif frozen is not None and frozen.get(key, _MISSING) is acc:
+                acc = private_copy(acc)  # a snapshot holds it: add to a copy
+            entries[key] = aggregate.add(value, acc)
+        elif kind == 1:
+            entries[key] = value if acc is _MISSING else self._reduce(acc, value)
+        elif acc is _MISSING:
+            entries[key] = [value]
+        elif frozen is not None and frozen.get(key, _MISSING) is acc:
+            entries[key] = [*acc, value]
         else:
-            value = contents
-        call = self._window_call
-        if call is None:
-            self._out_values.append(value)
-            self._out_stamps.append(timestamp)
-            return
-        self.context._window = window
-        results = call(key, window, value if self.process_fn is not None else [value])
-        if results is None:
-            return
-        out_v = self._out_values
-        out_t = self._out_stamps
-        for item in results:
-            if type(item) is tuple and len(item) == 2 and isinstance(item[0], OutputTag):
-                self._emit_side(item[0], item[1], timestamp)
-            else:
-                out_v.append(item)
-                out_t.append(timestamp)
+            acc.append(value)
+        live = slot.live
+        if slot.register:
+            if not slot.fire_now:
+                self._cover(live, live.window.end - 1, key)
+            if live.cleanup != MAX_WATERMARK:
+                self._cover(live, live.cleanup, key)
+        if slot.fire_now:
+            self._set_key(key, slot.kg)
+            self._emit_key(live.window, key, entries[key])
 
-    def snapshot_state(self, checkpoint_id: int) -> Any:
-        self._slots.clear()  # cached state dicts are frozen by the snapshot
-        return super().snapshot_state(checkpoint_id)
+    def _cover(self, live: _LiveWindow, timestamp: int, key: Any) -> None:
+        """Register the timer of ``key`` in ``live`` at ``timestamp``."""
+        keys = live.timers.get(timestamp, _MISSING)
+        if keys is _MISSING:
+            self._add_timer(live, timestamp, {key: None})
+        elif keys is not _EVERY_KEY:
+            keys[key] = None
 
+    def _set_key(self, key: Any, kg: int) -> None:
+        backend = self.backend
+        if backend.key_switch_is_plain:
+            backend.current_key = key
+            backend.current_key_group = kg
+        else:
+            backend.set_current_key(key)
+
+    # ------------------------------------------------------------------ fast path: timers
     def _advance_watermark_fast(self, watermark: int) -> None:
-        """Fire every due timer, a whole timestamp's bucket at a time.
-
-        In the fast path only this operator registers timers (EventTimeTrigger, cleanup)
-        and firing registers none, so a bucket can be taken out whole; real timers of one
-        timestamp fire in registration order, as in the general path. Implicit timers
-        (``_simple``) fire after them, key group by key group (Flink's heap timer queues
-        do not order equal timestamps by registration either).
+        """Set the watermark and fire every due timer in ascending timestamp order: those
+        kept per window (a window at a time) and any in the timer queue (restored timers
+        this path does not keep, fired one by one like the general path; first on ties).
         """
+        if self._restored:
+            self._reconcile()
         timers = self.timers
         timers.current_watermark = watermark
-        self._slots.clear()  # lateness and timer buckets change with the watermark
-        queue = timers.event_timers
-        heap = queue.heap
-        buckets = queue.buckets
-        fire = self._on_event_time_fast
-        set_key = self.backend.set_current_key
-        # Without lateness every timer is its window's end, where the window fires and is
-        # cleaned up at once; without a window function or clear() nothing needs the key.
-        simple = self._simple
-        implicit = self._implicit
+        # A window's slots change (late, firing at once, contents dropped) when the
+        # watermark reaches its end; slots of later windows stay valid.
+        slots = self._slots
+        if slots:
+            last = watermark - self._size + 1  # windows starting up to here have ended
+            for start in [start for start in slots if start <= last]:
+                del slots[start]
+                self._rows.pop(start, None)
         # The end of input (MAX_WATERMARK) makes every timer due, also those of windows
         # ending past it.
         due = watermark if watermark < MAX_WATERMARK else END_OF_TIME
-        while heap and heap[0] <= due:
-            timestamp = heapq.heappop(heap)
-            bucket = buckets.pop(timestamp, None)
-            window = implicit.pop(timestamp, None) if implicit else None
-            if bucket:
-                queue.size -= len(bucket)
-                if simple:
-                    self._fire_bucket_simple(timestamp, bucket)
-                else:
-                    for key, namespace in bucket:
-                        set_key(key)
-                        fire(timestamp, key, namespace)
-            if window is not None:
-                # The implicit timers (after any real ones of this time, restored or
-                # materialized): every key still holding state in the window.
-                self._fire_window_simple(timestamp, window)
+        heap = self._due
+        queue = timers.event_timers
+        live_windows = self._live
+        while True:
+            upto = heap[0][0] if heap and heap[0][0] < due else due
+            if queue.size:
+                self._fire_queued(upto)
+            if not heap or heap[0][0] > due:
+                return
+            timestamp, start = heapq.heappop(heap)
+            live = live_windows[start]
+            keys = live.timers.pop(timestamp)
+            if not live.timers:
+                del live_windows[start]
+            self._fire(live, timestamp, keys)
 
-    def _fire_bucket_simple(self, timestamp: int, bucket: dict[tuple[Any, Any], None]) -> None:
-        """Fire real end-of-window timers of the simple fast path in registration order:
-        emit each key's result and drop its state."""
-        out_v = self._out_values
-        out_t = self._out_stamps
-        contents = self._contents
-        key_group_of = self.backend.key_group_of
-        str_groups = self.backend._group_cache.setdefault(str, {})
-        get_result = self.aggregate_fn.get_result if self.aggregate_fn is not None else None
-        # {window: {key group: entries}} touched by this bucket
-        touched: dict[Any, dict[int, Any]] = {}
-        last_window: Any = None
-        by_group: dict[int, Any] = {}
-        for key, window in bucket:
-            kg = str_groups.get(key)
-            if kg is None:
-                kg = key_group_of(key)
-            if window is not last_window:  # fixed-size windows: one per bucket
-                last_window = window
-                by_group = touched.setdefault(window, {})
-            entries = by_group.get(kg)
-            if entries is None:
-                entries = by_group[kg] = contents.writable_entries(window, kg)[0]
-            acc = entries.pop(key, _MISSING)
-            if acc is not _MISSING:
-                out_v.append(acc if get_result is None else get_result(acc))
-                out_t.append(timestamp)
-        for window, by_group in touched.items():
-            for kg in by_group:
-                contents.discard_if_empty(window, kg)
+    def _fire_queued(self, upto: float) -> None:
+        pop = self.timers.event_timers.pop_due
+        set_key = self.backend.set_current_key
+        timer = pop(upto)
+        while timer is not None:
+            timestamp, key, window = timer
+            set_key(key)
+            self._on_timer(timestamp, window, event_time=True)
+            timer = pop(upto)
 
-    def _fire_window_simple(self, timestamp: int, window: TimeWindow) -> None:
-        """Fire the implicit timers of ``window``: emit the result of every key with state
-        in it (key group order, then the order keys arrived) and drop the state."""
-        out_v = self._out_values
-        out_t = self._out_stamps
-        contents = self._contents
-        get_result = self.aggregate_fn.get_result if self.aggregate_fn is not None else None
-        for kg, entries in contents.namespace_groups(window):
-            if get_result is None:
-                out_v.extend(entries.values())
-            else:
-                out_v.extend(map(get_result, entries.values()))
-            out_t.extend([timestamp] * len(entries))
-            contents.drop_namespace(window, kg)
-
-    def _on_event_time_fast(self, timestamp: int, key: Any, window: Any) -> None:
-        """``_on_timer`` for the fast path: EventTimeTrigger fires at the window's end;
-        the cleanup timer clears the window's state."""
+    def _fire(self, live: _LiveWindow, timestamp: int, keys: dict[Any, None] | None) -> None:
+        """The timers of window ``live`` at ``timestamp`` fire (for ``keys``, or every key
+        with contents): EventTimeTrigger fires at the window's end (max timestamp), the
+        cleanup timer clears the contents and calls the functions' ``clear``."""
+        window = live.window
         max_ts = window.end - 1
-        if timestamp == max_ts:
-            acc = self._contents.get(window, _MISSING)  # the current key's
-            if acc is not _MISSING:
-                self._emit_simple(key, window, max_ts, acc)
-        cleanup = max_ts + self.allowed_lateness
-        if timestamp == (cleanup if cleanup <= MAX_WATERMARK else MAX_WATERMARK):
-            self._contents.remove(window)
-            if self._has_clear:
-                self.context._window = window
-                for fn in (self.process_fn, self.window_fn):
-                    clear = getattr(fn, "clear", None) if fn is not None else None
-                    if callable(clear):
-                        clear(self.context)
+        fire = timestamp == max_ts
+        clean = timestamp == live.cleanup
+        contents = self._contents
+        if keys is not _EVERY_KEY:
+            for key in keys:
+                self._set_key(key, self.backend.key_group_of(key))
+                acc = contents.get(window, _MISSING)
+                if fire and acc is not _MISSING:
+                    self._emit_key(window, key, acc)
+                if clean:
+                    contents.remove(window)
+                    self._clear_key(window)
+            return
+        groups = contents.namespace_groups(window)
+        if fire:
+            if self._call is None and not (clean and self._clears):
+                out_v = self._out_values
+                count = len(out_v)
+                get_result = self.aggregate_fn.get_result if self._kind == 0 else None
+                for _kg, entries in groups:
+                    if get_result is None:
+                        out_v.extend(entries.values())
+                    else:
+                        out_v.extend(map(get_result, entries.values()))
+                self._out_stamps.extend(repeat(max_ts, len(out_v) - count))
+            else:
+                self._fire_groups(window, groups, clean)
+        elif clean and self._clears:
+            for kg, entries in groups:
+                for key in list(entries):
+                    self._set_key(key, kg)
+                    self._clear_key(window)
+        if clean:
+            for kg, _entries in groups:
+                contents.drop_namespace(window, kg)
+
+    def _fire_groups(
+        self, window: TimeWindow, groups: list[tuple[int, dict[Any, Any]]], clean: bool
+    ) -> None:
+        """Evaluate ``window`` for every key with contents (key group by key group), and
+        with ``clean`` call the functions' ``clear`` for each key right after."""
+        backend = self.backend
+        plain_switch = backend.key_switch_is_plain
+        set_key = backend.set_current_key
+        max_ts = window.end - 1
+        ctx = self.context
+        ctx._window = window
+        call = self._call
+        second = window if self._call_takes_window else ctx
+        kind = self._kind
+        get_result = self.aggregate_fn.get_result if kind == 0 else None
+        clear = self._clear_key if clean and self._clears else None
+        out_v = self._out_values
+        out_t = self._out_stamps
+        append = out_v.append
+        side = self._emit_side
+        count = len(out_v)
+        for kg, entries in groups:
+            if plain_switch:
+                backend.current_key_group = kg
+            for key, acc in entries.items():
+                if plain_switch:
+                    backend.current_key = key
+                else:
+                    set_key(key)
+                if call is None:
+                    append(acc if get_result is None else get_result(acc))
+                else:
+                    if kind == 0:
+                        results = call(key, second, [get_result(acc)])  # type: ignore[misc]
+                    elif kind == 1:
+                        results = call(key, second, [acc])
+                    else:
+                        results = call(key, second, list(acc))
+                    if results is not None:
+                        for item in results:
+                            if (
+                                item.__class__ is tuple
+                                and len(item) == 2
+                                and isinstance(item[0], OutputTag)
+                            ):
+                                side(item[0], item[1], max_ts)
+                            else:
+                                append(item)
+                if clear is not None:
+                    out_t.extend(repeat(max_ts, len(out_v) - count))
+                    count = len(out_v)
+                    clear(window)
+                    ctx._window = window
+        out_t.extend(repeat(max_ts, len(out_v) - count))
+
+    def _emit_key(self, window: TimeWindow, key: Any, acc: Any) -> None:
+        """Evaluate ``window`` for the current key ``key`` with contents ``acc``."""
+        self._fire_groups(window, [(self.backend.current_key_group, {key: acc})], False)
+
+    def _clear_key(self, window: TimeWindow) -> None:
+        """The functions' ``clear(context)`` for the current key and ``window``."""
+        ctx = self.context
+        for clear in self._clears:
+            ctx._window = window
+            clear(ctx)
 
     def process_watermark(self, timestamp: int) -> None:
         try:
@@ -768,6 +915,83 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         finally:
             self._flush()
         self.output.emit_watermark(timestamp)
+
+    # ------------------------------------------------------------------ fast path: restore
+    def _absorb_timer(self, timestamp: int, key: Any, window: Any) -> bool:
+        """Keep a restored event-time timer per window if it is one this path registers
+        (end of window or cleanup of a window of this assigner)."""
+        if (
+            window.__class__ is not TimeWindow
+            or window.end - window.start != self._size
+            or (window.start - self._offset) % self._slide
+        ):
+            return False
+        max_ts = window.end - 1
+        cleanup = self._cleanup_of(max_ts)
+        if timestamp != max_ts and (timestamp != cleanup or cleanup == MAX_WATERMARK):
+            return False
+        live = self._live.get(window.start)
+        if live is None:
+            live = self._live[window.start] = _LiveWindow(window, cleanup)
+        keys = live.timers.get(timestamp, _MISSING)
+        if keys is _EVERY_KEY:  # spell out who has it, then add the key
+            keys = live.timers[timestamp] = dict.fromkeys(self._contents_keys(window))
+        if keys is _MISSING:
+            self._add_timer(live, timestamp, {key: None})
+        else:
+            keys[key] = None
+        self._restored = True
+        self._clear_slots()
+        return True
+
+    def _contents_keys(self, window: TimeWindow) -> list[Any]:
+        return [key for _kg, entries in self._contents.namespace_groups(window) for key in entries]
+
+    def _reconcile(self) -> None:
+        """After a restore: a window's timers that every key with contents has (and only
+        those) become implicit again; windows with contents but no timers are noted."""
+        self._restored = False
+        self._clear_slots()
+        for live in self._live.values():
+            held: set[Any] | None = None
+            for timestamp, keys in live.timers.items():
+                if keys is _EVERY_KEY:
+                    continue
+                if held is None:
+                    held = set(self._contents_keys(live.window))
+                if len(keys) == len(held) and held.issuperset(keys):
+                    live.timers[timestamp] = _EVERY_KEY
+        self._orphans = {
+            window.start
+            for window in self._contents.namespaces()
+            if window.__class__ is TimeWindow and window.start not in self._live
+        }
+
+    def _implicit_count(self) -> int:
+        if self._restored:
+            self._reconcile()
+        total = 0
+        for live in self._live.values():
+            with_contents = -1
+            for keys in live.timers.values():
+                if keys is not _EVERY_KEY:
+                    total += len(keys)
+                    continue
+                if with_contents < 0:
+                    groups = self._contents.namespace_groups(live.window)
+                    with_contents = sum(len(entries) for _kg, entries in groups)
+                total += with_contents
+        return total
+
+    def _implicit_timers(self) -> Iterator[tuple[int, Any, Any]]:
+        if self._restored:
+            self._reconcile()
+        for timestamp, start in sorted(self._due):
+            live = self._live[start]
+            keys = live.timers[timestamp]
+            window = live.window
+            for key in self._contents_keys(window) if keys is _EVERY_KEY else list(keys):
+                yield (timestamp, key, window)
 
     # ------------------------------------------------------------------ element path
     def _process_element(self, value: Any, timestamp: int | None) -> None:
@@ -801,10 +1025,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 self._react(result, window, window)
                 self._register_cleanup_timer(window)
         if skipped and self._is_element_late(timestamp):
-            if self.late_tag is not None:
-                self._emit_side(self.late_tag, value, timestamp)
-            else:
-                self.num_late_records_dropped += 1
+            self._late(value, timestamp)
 
     def _react(self, result: TriggerResult, window: Any, state_window: Any) -> None:
         if result is TriggerResult.CONTINUE:
@@ -929,10 +1150,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
     # ------------------------------------------------------------------ timers
     def _on_event_time(self, timestamp: int, key: Any, window: Any) -> None:
-        if self._fast:
-            self._on_event_time_fast(timestamp, key, window)
-        else:
-            self._on_timer(timestamp, window, event_time=True)
+        self._on_timer(timestamp, window, event_time=True)
 
     def _on_processing_time(self, timestamp: int, key: Any, window: Any) -> None:
         self._on_timer(timestamp, window, event_time=False)

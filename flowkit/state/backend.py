@@ -2232,6 +2232,33 @@ class HeapKeyedStateBackend:
             else:
                 table.groups[kg] = _Group(data)
 
+    # ------------------------------------------------------------------ batch access
+    def known_key_groups(self, key_class: type) -> dict[Any, int]:
+        """``{key: key group}`` of the keys of exactly ``key_class`` seen so far: the cache
+        behind :meth:`key_group_of`, for batch code that looks up many keys. Read only; a
+        key may be missing (the cache is bounded): then call :meth:`key_group_of`. Only
+        ``str`` and ``int`` keys are cached by value; other classes get an empty dict.
+
+        Example:
+            >>> backend = HeapKeyedStateBackend()
+            >>> groups = backend.known_key_groups(str)
+            >>> backend.key_group_of("a") == groups.get("a")
+            True
+        """
+        cache = self._group_cache.get(key_class)
+        if cache is None:
+            if key_class is not str and key_class is not int:
+                return {}
+            cache = self._group_cache[key_class] = {}
+        return cache
+
+    @property
+    def key_switch_is_plain(self) -> bool:
+        """Whether :meth:`set_current_key` only sets ``current_key`` and
+        ``current_key_group`` (no per-record TTL cleanup is configured): batch code that
+        knows a key's group may then assign both attributes itself."""
+        return not self._record_cleanups
+
     def __repr__(self) -> str:
         return (
             f"HeapKeyedStateBackend(max_parallelism={self.max_parallelism}, "

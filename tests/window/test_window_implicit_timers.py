@@ -1,6 +1,6 @@
-"""The window operator's simple fast path (tumbling/sliding event-time windows, default
-trigger, no lateness, no window function) keeps its end-of-window timers implicitly and
-fires a window from its state. Timer counts, snapshots and restores must see those
+"""The window operator's fast path (tumbling/sliding event-time windows, default trigger,
+no evictor) keeps its end-of-window timers per window instead of one per key and fires a
+window from its state. Timer counts, snapshots and restores must see those
 timers as real ones, and the output must equal the general path's, firing by firing.
 """
 
@@ -50,7 +50,7 @@ def harness(
         trigger=PlainEventTimeTrigger() if general else None,
         restore_from=restore_from,
     )
-    assert h.operator._simple is not general  # type: ignore[attr-defined]
+    assert h.operator._fast is not general  # type: ignore[attr-defined]
     return h
 
 
