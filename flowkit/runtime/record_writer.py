@@ -398,10 +398,13 @@ class RecordWriter:
                 if need <= room or n == 1:
                     break
                 n = max(1, min(n - 1, int(n * (room - overhead) / need * 0.95)))
+            # The estimate counts every byte a record takes, its timestamp included, so that
+            # the next chunk is sized to fit the room at the first attempt.
+            size = (len(payload) + len(tpayload)) / n
             if self._measured:
-                self._avg += (len(payload) / n - self._avg) * 0.25
+                self._avg += (size - self._avg) * 0.25
             else:
-                self._avg = max(1.0, len(payload) / n)
+                self._avg = max(1.0, size)
                 self._measured = True
             if need > room:
                 if out.pos:
