@@ -1679,8 +1679,9 @@ class BackendSnapshot:
             >>> while slicer.next_slice(0.001):
             ...     pass  # e.g. ``await asyncio.sleep(0)``
             >>> restored = pickle.loads(pickle.dumps(slicer.result()))
-            >>> sorted(restored.entries())[999][3:]
-            (999, 999)
+            >>> values = {key: value for _name, _kg, _ns, key, value in restored.entries()}
+            >>> len(values), values[999]
+            (1000, 999)
         """
         self._check()
         return SnapshotSlicer(self, release=release)
