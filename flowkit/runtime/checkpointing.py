@@ -144,10 +144,18 @@ async def serialize_states(states: dict[str, Any]) -> list[bytes | bytearray | m
     prepared: dict[str, Any] = {}
     for op_id, state in states.items():
         if isinstance(state, dict) and isinstance(state.get("backend"), BackendSnapshot):
-            state = {**state, "backend": await serialize_sliced(state["backend"])}
+            try:
+                state = {**state, "backend": await serialize_sliced(state["backend"])}
+            except Exception as exc:
+                raise ValueError(f"operator {op_id}: {exc}") from exc
         prepared[op_id] = state
     out = _Parts()
-    pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(prepared)
+    try:
+        pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(prepared)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot pickle the state of operator(s) {', '.join(prepared)}: {exc!r}"
+        ) from exc
     return out.parts
 
 

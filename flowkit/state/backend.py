@@ -1918,6 +1918,10 @@ class SnapshotSlicer:
 
         Returns:
             False once everything is serialized (nothing was done), else True.
+
+        Raises:
+            ValueError: An entry cannot be pickled (the message names the states and key
+                groups of the slice).
         """
         if self.done:
             return False
@@ -1956,7 +1960,10 @@ class SnapshotSlicer:
             if chunk:
                 runs.append((index, kg, namespace, chunk))
         if runs:
-            data = pickle.dumps(runs, protocol=5)
+            try:
+                data = pickle.dumps(runs, protocol=5)
+            except Exception as exc:
+                raise ValueError(self._unpicklable(runs, exc)) from exc
             self._pending.append(data)
             self._pending_size += len(data)
             runs.clear()
@@ -1975,6 +1982,23 @@ class SnapshotSlicer:
             self._per_entry = max(elapsed / used, 1e-8)
         self._entries += used
         return bool(runs) or not self.done
+
+    def _unpicklable(self, runs: list[tuple[int, int, Any, dict[Any, Any]]], exc: Exception) -> str:
+        """Which states and key groups the slice that failed to pickle held (the entries
+        are not pickled again: a value may fail only sometimes)."""
+        names = self._header["states"]
+        where: dict[str, list[int]] = {}
+        for index, kg, _ns, _entries in runs:
+            groups = where.setdefault(names[index][0], [])
+            if kg not in groups:
+                groups.append(kg)
+        parts = []
+        for name, groups in where.items():
+            listed = ", ".join(str(kg) for kg in groups[:8])
+            more = f" and {len(groups) - 8} more" if len(groups) > 8 else ""
+            plural = "s" if len(groups) > 1 else ""
+            parts.append(f"{name!r} (key group{plural} {listed}{more})")
+        return f"cannot pickle keyed state {'; '.join(parts)}: {exc!r}"
 
     def _unexpired(self, state: _FrozenState, chunk: dict[Any, Any]) -> dict[Any, Any]:
         """``chunk`` without the entries expired at snapshot time (full-snapshot TTL)."""

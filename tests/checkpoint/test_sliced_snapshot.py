@@ -419,3 +419,28 @@ async def test_a_state_file_given_as_buffers_is_written_as_their_concatenation(
     latest = await storage.latest()
     assert latest is not None
     assert await storage.read_state(latest, latest.handles()[0]) == whole
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class Unpicklable:
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise RuntimeError("not picklable today")
+
+
+async def test_a_value_that_cannot_be_pickled_is_named_with_its_state_and_key_groups() -> None:
+    backend = HeapKeyedStateBackend()
+    state = backend.get_partitioned_state(ValueStateDescriptor("things"))
+    for key in (3, 17):
+        backend.set_current_key(key)
+        state.update(Unpicklable() if key == 17 else key)
+    groups = sorted(backend.key_group_of(key) for key in (3, 17))
+    snapshot = backend.snapshot()
+    with pytest.raises(ValueError) as info:
+        await serialize_states({"op-7": {"key_groups": {}, "backend": snapshot}})
+    snapshot.release()
+    assert str(info.value) == (
+        f"operator op-7: cannot pickle keyed state 'things' (key groups {groups[0]}, "
+        f"{groups[1]}): RuntimeError('not picklable today')"
+    )
