@@ -17,9 +17,11 @@ Snapshots (Flink's copy-on-write heap state tables):
   user function, a value read by user code) is copied first if it is still the object
   the snapshot holds. Whether an object is shared is decided by identity against the
   frozen dicts, so there is no per-entry version to store.
-* :meth:`BackendSnapshot.to_bytes` pickles the frozen dicts later (it may run in another
-  thread) and sees exactly the state at snapshot time. :meth:`BackendSnapshot.release`
-  ends the copy-on-write period once no snapshot is alive any more.
+* :meth:`BackendSnapshot.slices` pickles the frozen dicts later, slice by slice, so that
+  a checkpoint can let records flow between slices (:meth:`BackendSnapshot.to_bytes`
+  does it in one piece), and sees exactly the state at snapshot time.
+  :meth:`BackendSnapshot.release` ends the copy-on-write period once no snapshot is
+  alive any more; a slicer may release each key group as soon as it is written.
 
   Elements of list state are not copied: do not change them in place once added.
 
