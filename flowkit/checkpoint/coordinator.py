@@ -112,8 +112,9 @@ class _Pending:
     alignment_ms: float = 0.0
     #: Every subtask acknowledged; ``_metadata`` is being written (no abort any more).
     completing: bool = False
-    #: The longest a subtask held the event loop at this checkpoint's barrier (its
-    #: synchronous snapshot: nothing else in the loop runs meanwhile), in milliseconds.
+    #: The longest a subtask's part in this checkpoint held the event loop at once (its
+    #: snapshot at the barrier or a step of serializing and writing its state: nothing
+    #: else in the loop runs meanwhile), in milliseconds.
     longest_stall_ms: float = 0.0
 
 
@@ -325,7 +326,8 @@ class CheckpointCoordinator:
         sync_ms: float = 0.0,
     ) -> None:
         """A subtask wrote its state for ``checkpoint_id`` (after aligning its barriers
-        for ``alignment_ms`` and snapshotting synchronously for ``sync_ms``)."""
+        for ``alignment_ms``; ``sync_ms`` is the longest its checkpoint held the event
+        loop at once: the snapshot at the barrier or a step of serializing and writing)."""
         pending = self.pending.get(checkpoint_id)
         if pending is None or participant not in pending.expected or pending.completing:
             return  # aborted or expired meanwhile

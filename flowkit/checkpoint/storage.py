@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,11 @@ FORMAT_VERSION = 1
 
 #: Bytes written, read or hashed between two awaits.
 _CHUNK = 1 << 20
+#: The most bytes of a state file handed to a worker thread at once: each hand-over
+#: waits for the event loop's next round, which takes long while subtasks are busy.
+_WRITE_CHUNK = 8 << 20
+
+Buffer = bytes | bytearray | memoryview
 
 _CHK_DIR = re.compile(r"chk-(\d+)")
 
@@ -292,21 +297,24 @@ class CheckpointStorage:
         self,
         checkpoint_id: int,
         name: str,
-        data: bytes | bytearray | memoryview,
+        data: Buffer | Sequence[Buffer],
         *,
         savepoint_dir: str | os.PathLike[str] | None = None,
     ) -> StateHandle:
         """Write one state file of a checkpoint (or savepoint) durably.
 
-        The data goes to a temporary name in 1 MiB chunks through aiofiles, hashed chunk
-        by chunk, then is flushed, fsynced and renamed to ``name``. Many writes (for
-        different names) may run concurrently. ``data`` must not change until this returns.
+        The data goes to a temporary name in chunks of up to 8 MiB through aiofiles,
+        hashed chunk by chunk in a worker thread (the event loop only hands chunks over),
+        then is flushed, fsynced and renamed to ``name``. Many writes (for different
+        names) may run concurrently. ``data`` must not change until this returns.
 
         Args:
             checkpoint_id: The checkpoint the state belongs to.
             name: File name inside the checkpoint directory: no path separators, not
                 starting with ``.`` or ``_`` (those are reserved).
-            data: The serialized state.
+            data: The serialized state: one buffer, or a sequence of buffers that make
+                up the file one after the other (joined 8 MiB at a time, in a worker
+                thread).
             savepoint_dir: Write into this savepoint directory (created if missing)
                 instead of ``chk-<checkpoint_id>``.
 
@@ -863,27 +871,50 @@ async def _open_for_writing(path: str) -> tuple[Any, Any]:
         raise
 
 
+def _batches(parts: Iterable[Buffer]) -> Iterator[list[memoryview]]:
+    """``parts`` one after the other, cut into batches of at most ``_WRITE_CHUNK`` bytes
+    (a part larger than that is split)."""
+    batch: list[memoryview] = []
+    size = 0
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            take = view[: _WRITE_CHUNK - size]
+            batch.append(take)
+            size += len(take)
+            view = view[len(take) :]
+            if size >= _WRITE_CHUNK:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
 async def _write_file_atomic(
     directory: str,
     name: str,
-    data: bytes | bytearray | memoryview,
+    data: Buffer | Sequence[Buffer],
     *,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> StateHandle:
-    """Write ``data`` to ``directory/name`` via a temporary name; flush, fsync, rename."""
+    """Write ``data`` (one buffer or several, one after the other) to ``directory/name``
+    via a temporary name; flush, fsync, rename."""
     final = os.path.join(directory, name)
     tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     digest = hashlib.sha256()
-    view = memoryview(data).cast("B")
+    parts: Sequence[Buffer] = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+    size = 0
     try:
         manager, f = await _open_for_writing(tmp)
         try:
-            for start in range(0, len(view), _CHUNK):
+            for batch in _batches(parts):
                 if should_stop():
                     raise CheckpointAbortedError(f"writing {final} stopped: checkpoint aborted")
-                chunk = view[start : start + _CHUNK]
-                await f.write(chunk)
-                digest.update(chunk)
+                # Joining, writing and hashing release the GIL: they run in worker
+                # threads while the event loop goes on.
+                chunk = batch[0] if len(batch) == 1 else await asyncio.to_thread(b"".join, batch)
+                await asyncio.gather(f.write(chunk), asyncio.to_thread(digest.update, chunk))
+                size += len(chunk)
             await f.flush()
             await asyncio.to_thread(os.fsync, f.fileno())
         finally:
@@ -895,7 +926,7 @@ async def _write_file_atomic(
     except BaseException:
         _remove_file(tmp)
         raise
-    return StateHandle(name, len(view), digest.hexdigest())
+    return StateHandle(name, size, digest.hexdigest())
 
 
 async def _read_verified(path: str, handle: StateHandle, *, keep: bool) -> bytes | None:

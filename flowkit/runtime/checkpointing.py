@@ -1,31 +1,51 @@
 """A subtask's part in checkpoints: barriers in, snapshot, barriers out, background write.
 
 At barrier ``n`` (sources: when the coordinator triggers; other subtasks: once aligned)
-the subtask snapshots every operator of its chain synchronously, serializes the snapshot
-(so processing may go on and change state), sends barrier ``n`` to every output channel,
-and writes the bytes in the background; when written, it acknowledges to the
-coordinator with the file's handle.
+the subtask snapshots every operator of its chain synchronously (keyed state: a
+copy-on-write snapshot, O(key groups)), sends barrier ``n`` to every output channel and
+goes on processing records. In the background, on the same event loop, it serializes the
+snapshot in slices and yields to the loop after each one (keyed state: 0.2 to 2 ms of
+pickling per slice, at most about a tenth of the loop's time while the subtasks are
+busy; each key group leaves copy-on-write as soon as it is written), then writes the
+file (I/O, joining and hashing in worker threads) and acknowledges to the coordinator
+with the file's handle.
+
+Every step of that background work is timed: the longest one, or the synchronous part at
+the barrier if it is longer, is the checkpoint's *synchronous pause* (``last_sync_ms``):
+the longest time the checkpoint kept the event loop from running anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 import re
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flowkit.checkpoint.alignment import make_barrier_handler
 from flowkit.checkpoint.coordinator import CheckpointCoordinator
 from flowkit.checkpoint.storage import CheckpointAbortedError, CheckpointStorage
 from flowkit.elements import CheckpointBarrier
 from flowkit.sources import Source, SourceReader, SplitReader, SplitSource
+from flowkit.state.backend import BackendSnapshot, SerializedSnapshot
 
 if TYPE_CHECKING:
     from flowkit.runtime.task import StreamTask
 
 __all__ = ["TaskCheckpointing", "state_file_name"]
+
+_T = TypeVar("_T")
+
+#: Time given to one slice of keyed state serialization, in seconds: at least the
+#: minimum, at most the maximum, in between the share below of what the rest of the
+#: loop used between two slices.
+SLICE_MIN_S = 0.0002
+SLICE_MAX_S = 0.002
+#: The share of the event loop's time the serialization takes while the loop is busy.
+SERIALIZER_SHARE = 0.1
 
 
 def _release(states: dict[str, Any]) -> None:
@@ -36,6 +56,107 @@ def _release(states: dict[str, Any]) -> None:
             release = getattr(snapshot, "release", None)
             if callable(release):
                 release()
+
+
+class _Steps:
+    """The longest step (time between two suspensions) of a coroutine driven by
+    :class:`_Timed`, in milliseconds."""
+
+    __slots__ = ("longest_ms",)
+
+    def __init__(self) -> None:
+        self.longest_ms = 0.0
+
+
+class _Timed(Generic[_T]):
+    """Awaits a coroutine, timing each of its steps: the stretches it runs on the event
+    loop without suspending, i.e. how long it keeps everything else waiting at once."""
+
+    __slots__ = ("_coro", "_steps")
+
+    def __init__(self, coro: Coroutine[Any, Any, _T], steps: _Steps) -> None:
+        self._coro = coro
+        self._steps = steps
+
+    def __await__(self) -> Generator[Any, Any, _T]:
+        coro, steps = self._coro, self._steps
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            started = time.perf_counter()
+            try:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                step_ms = (time.perf_counter() - started) * 1000
+                if step_ms > steps.longest_ms:
+                    steps.longest_ms = step_ms
+            try:
+                value, error = (yield yielded), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                value, error = None, exc
+
+
+async def _timed(start: Callable[[], Coroutine[Any, Any, _T]], steps: _Steps) -> _T:
+    # The coroutine is created here, once this one runs: a task cancelled before its
+    # first step leaves no coroutine behind that was never awaited.
+    return await _Timed(start(), steps)
+
+
+async def serialize_sliced(snapshot: BackendSnapshot) -> SerializedSnapshot:
+    """Serialize a keyed state snapshot slice by slice, yielding to the event loop after
+    each slice (see :data:`SERIALIZER_SHARE`); each key group is let go as soon as it is
+    serialized, so the values replaced since the snapshot are freed a group at a time."""
+    slicer = snapshot.slices(release=True)
+    budget = SLICE_MAX_S
+    clock = time.perf_counter
+    while slicer.next_slice(budget):
+        suspended = clock()
+        await asyncio.sleep(0)
+        others = clock() - suspended
+        budget = min(
+            SLICE_MAX_S, max(SLICE_MIN_S, others * SERIALIZER_SHARE / (1 - SERIALIZER_SHARE))
+        )
+    return slicer.result()
+
+
+class _Parts:
+    """A file for :class:`pickle.Pickler` that keeps what it is given: large bytes
+    objects (the slices of keyed state) arrive as they are, without a copy."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | bytearray | memoryview] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.parts.append(data)
+        return len(data)
+
+
+async def serialize_states(states: dict[str, Any]) -> list[bytes | bytearray | memoryview]:
+    """The pickle of ``{operator id: state}`` as a list of buffers to write one after the
+    other; keyed state backend snapshots in it are serialized in slices first."""
+    prepared: dict[str, Any] = {}
+    for op_id, state in states.items():
+        if isinstance(state, dict) and isinstance(state.get("backend"), BackendSnapshot):
+            try:
+                state = {**state, "backend": await serialize_sliced(state["backend"])}
+            except Exception as exc:
+                raise ValueError(f"operator {op_id}: {exc}") from exc
+        prepared[op_id] = state
+    out = _Parts()
+    try:
+        pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(prepared)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot pickle the state of operator(s) {', '.join(prepared)}: {exc!r}"
+        ) from exc
+    return out.parts
 
 
 def reader_state(head: Any, reader: SourceReader, checkpoint_id: int) -> dict[str, Any]:
@@ -104,9 +225,17 @@ class TaskCheckpointing:
         self.last_completed = 0
         #: Sources: the final checkpoint's barrier went out.
         self.final_sent = False
-        #: The synchronous part of checkpoints (snapshot + serialize), in milliseconds.
+        #: The synchronous pause of the last and of the longest checkpoint, in ms: the
+        #: longest time the checkpoint kept the event loop busy at once (the snapshot at
+        #: the barrier, or the longest step of serializing and writing, if longer).
         self.last_sync_ms = 0.0
         self.max_sync_ms = 0.0
+        #: The part at the barrier alone (snapshot, barrier out), in ms.
+        self.last_barrier_ms = 0.0
+        #: The longest step of the background part (serialize, write), in ms.
+        self.last_async_step_ms = 0.0
+        #: The background part from the barrier to the acknowledgement, in ms.
+        self.last_async_ms = 0.0
         self.last_state_bytes = 0
         #: When the first barrier of each checkpoint being aligned arrived (perf_counter).
         self._first_barrier: dict[int, float] = {}
@@ -166,28 +295,40 @@ class TaskCheckpointing:
         for writer in task.writers:
             writer.emit_event(barrier)
         pause_ms = (time.perf_counter() - started) * 1000
-        self.last_sync_ms = pause_ms
-        self.max_sync_ms = max(self.max_sync_ms, pause_ms)
+        self.last_barrier_ms = pause_ms
+        self._record_pause(pause_ms)
         alignment_ms, self._alignment_ms = self._alignment_ms, 0.0
         if task.reached_end:
             self.final_sent = True
+        steps = _Steps()
         write = asyncio.get_running_loop().create_task(
-            self._write(checkpoint_id, states, alignment_ms, pause_ms)
+            _timed(
+                functools.partial(
+                    self._write, checkpoint_id, states, alignment_ms, pause_ms, steps
+                ),
+                steps,
+            )
         )
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
+
+    def _record_pause(self, pause_ms: float) -> None:
+        self.last_sync_ms = pause_ms
+        self.max_sync_ms = max(self.max_sync_ms, pause_ms)
 
     async def _write(
         self,
         checkpoint_id: int,
         states: dict[str, Any],
-        alignment_ms: float = 0.0,
-        sync_ms: float = 0.0,
+        alignment_ms: float,
+        barrier_ms: float,
+        steps: _Steps,
     ) -> None:
+        started = time.perf_counter()
         try:
             # The snapshot is frozen (copy-on-write keyed state, copies of the rest), so it
-            # is serialized off the subtask's path while records keep flowing.
-            data = await asyncio.to_thread(pickle.dumps, states, pickle.HIGHEST_PROTOCOL)
+            # is serialized while records keep flowing, in slices between their steps.
+            data = await serialize_states(states)
         except Exception as exc:
             self.coordinator.decline(
                 checkpoint_id, self.task.name, f"cannot serialize state: {exc!r}"
@@ -195,7 +336,7 @@ class TaskCheckpointing:
             return
         finally:
             _release(states)
-        self.last_state_bytes = len(data)
+        self.last_state_bytes = sum(len(part) for part in data)
         try:
             handle = await self.storage.write_state(
                 checkpoint_id, self.file_name, data, savepoint_dir=self.savepoint_dir(checkpoint_id)
@@ -205,6 +346,10 @@ class TaskCheckpointing:
         except Exception as exc:
             self.coordinator.decline(checkpoint_id, self.task.name, exc)
             return
+        self.last_async_ms = (time.perf_counter() - started) * 1000
+        self.last_async_step_ms = steps.longest_ms
+        pause_ms = max(barrier_ms, steps.longest_ms)
+        self._record_pause(pause_ms)
         if self.last_checkpoint_id is None or checkpoint_id >= self.last_checkpoint_id:
             self.last_checkpoint_id = checkpoint_id
             self.last_checkpoint_size = handle.size
@@ -215,7 +360,7 @@ class TaskCheckpointing:
             handle,
             {**self.info, "operators": list(self.op_ids)},
             alignment_ms=alignment_ms,
-            sync_ms=sync_ms,
+            sync_ms=pause_ms,
         )
 
     async def close(self) -> None:

@@ -168,8 +168,19 @@ class SubtaskMetrics:
     last_checkpoint_id: int | None = None
     #: Barrier alignment of the last checkpoint: first barrier to last, in ms.
     last_checkpoint_alignment_ms: float = 0.0
-    #: Synchronous part of the last checkpoint (snapshot, barrier out), in ms.
+    #: Synchronous pause of the last checkpoint, in ms: the longest time it kept the
+    #: event loop busy at once, so that no other subtask (nor anything else on the loop)
+    #: ran: the part at the barrier or the longest step of the background part,
+    #: whichever is longer.
     last_checkpoint_sync_ms: float = 0.0
+    #: The part of the last checkpoint at the barrier alone (snapshot, barrier out), ms.
+    last_checkpoint_barrier_ms: float = 0.0
+    #: The background part of the last checkpoint (serializing the snapshot in slices
+    #: between other work, writing the file), from the barrier to the acknowledgement,
+    #: in ms of wall-clock time; records flow meanwhile.
+    last_checkpoint_async_ms: float = 0.0
+    #: The longest step (time without yielding to the loop) of that background part, ms.
+    last_checkpoint_async_step_ms: float = 0.0
     #: Bytes of this subtask's state in its last checkpoint.
     last_checkpoint_size: int = 0
     #: One per operator of the chain, in chain order.
@@ -589,8 +600,26 @@ _SUBTASK_FAMILIES: list[tuple[str, str, str, str]] = [
     (
         "task_last_checkpoint_sync_ms",
         "gauge",
-        "Synchronous part of the subtask's last checkpoint.",
+        "Longest time the subtask's last checkpoint held the event loop at once.",
         "last_checkpoint_sync_ms",
+    ),
+    (
+        "task_last_checkpoint_barrier_ms",
+        "gauge",
+        "Part of the subtask's last checkpoint at the barrier (snapshot, barrier out).",
+        "last_checkpoint_barrier_ms",
+    ),
+    (
+        "task_last_checkpoint_async_ms",
+        "gauge",
+        "Background part of the subtask's last checkpoint (serialize, write), wall clock.",
+        "last_checkpoint_async_ms",
+    ),
+    (
+        "task_last_checkpoint_async_step_ms",
+        "gauge",
+        "Longest step of the background part of the subtask's last checkpoint.",
+        "last_checkpoint_async_step_ms",
     ),
 ]
 

@@ -820,6 +820,11 @@ class StreamTask:
                 checkpointing.last_alignment_ms if checkpointing else 0.0
             ),
             last_checkpoint_sync_ms=checkpointing.last_sync_ms if checkpointing else 0.0,
+            last_checkpoint_barrier_ms=checkpointing.last_barrier_ms if checkpointing else 0.0,
+            last_checkpoint_async_ms=checkpointing.last_async_ms if checkpointing else 0.0,
+            last_checkpoint_async_step_ms=(
+                checkpointing.last_async_step_ms if checkpointing else 0.0
+            ),
             last_checkpoint_size=checkpointing.last_checkpoint_size if checkpointing else 0,
             operators=tuple(operators),
         )

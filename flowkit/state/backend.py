@@ -17,9 +17,11 @@ Snapshots (Flink's copy-on-write heap state tables):
   user function, a value read by user code) is copied first if it is still the object
   the snapshot holds. Whether an object is shared is decided by identity against the
   frozen dicts, so there is no per-entry version to store.
-* :meth:`BackendSnapshot.to_bytes` pickles the frozen dicts later (it may run in another
-  thread) and sees exactly the state at snapshot time. :meth:`BackendSnapshot.release`
-  ends the copy-on-write period once no snapshot is alive any more.
+* :meth:`BackendSnapshot.slices` pickles the frozen dicts later, slice by slice, so that
+  a checkpoint can let records flow between slices (:meth:`BackendSnapshot.to_bytes`
+  does it in one piece), and sees exactly the state at snapshot time.
+  :meth:`BackendSnapshot.release` ends the copy-on-write period once no snapshot is
+  alive any more; a slicer may release each key group as soon as it is written.
 
   Elements of list state are not copied: do not change them in place once added.
 
@@ -40,6 +42,8 @@ import copy as _copy_module
 import datetime
 import decimal
 import fractions
+import io
+import itertools
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -70,6 +74,8 @@ __all__ = [
     "ListState",
     "MapState",
     "ReducingState",
+    "SerializedSnapshot",
+    "SnapshotSlicer",
     "StateMigrationError",
     "ValueState",
     "private_copy",
@@ -103,6 +109,8 @@ _IMMUTABLE: Final = frozenset(
 
 _SNAPSHOT_FORMAT: Final = "flowkit.keyed-state"
 _SNAPSHOT_VERSION: Final = 1
+#: Version of the sliced format (:class:`SerializedSnapshot`).
+_SLICED_VERSION: Final = 2
 
 Clock = Callable[[], int]
 NamespaceMap = dict[Any, dict[Any, Any]]
@@ -1499,9 +1507,10 @@ _KINDS: Final[dict[type[StateDescriptor], tuple[type[_KeyedState], type[_KeyedSt
 
 
 class _FrozenState:
-    """One state's part of a snapshot: the frozen outer dict of each key group."""
+    """One state's part of a snapshot: the frozen outer dict of each key group (and, for
+    a snapshot of a backend, the live group it was frozen in)."""
 
-    __slots__ = ("full_snapshot_ttl", "groups", "kind", "ttl")
+    __slots__ = ("full_snapshot_ttl", "groups", "kind", "live", "ttl")
 
     def __init__(
         self,
@@ -1509,11 +1518,13 @@ class _FrozenState:
         ttl: bool | None,
         groups: dict[int, NamespaceMap],
         full_snapshot_ttl: int | None = None,
+        live: dict[int, _Group] | None = None,
     ) -> None:
         self.kind = kind
         self.ttl = ttl
         self.groups = groups
         self.full_snapshot_ttl = full_snapshot_ttl
+        self.live = live
 
 
 class BackendSnapshot:
@@ -1639,9 +1650,70 @@ class BackendSnapshot:
         return (BackendSnapshot.from_bytes, (self.to_bytes(),))
 
     def to_bytes(self) -> bytes:
-        """Serialize (pickle protocol 5); may run in a background thread."""
+        """Serialize (pickle protocol 5) in one piece; may run in a background thread.
+
+        This holds the interpreter (and its event loop) for the whole state; a running
+        job uses :meth:`slices` instead.
+        """
         self._check()
         return pickle.dumps(self._payload(), protocol=5)
+
+    def slices(self, *, release: bool = False) -> SnapshotSlicer:
+        """A serializer that writes the snapshot in slices of bounded time.
+
+        Each :meth:`SnapshotSlicer.next_slice` call pickles the next entries (whole
+        namespaces of key groups, or parts of large ones), so the caller can let other
+        work run between slices (the checkpoint of a running job yields to the event loop
+        after each one). The snapshot must stay alive until the last slice is taken.
+
+        With ``release``, each key group is let go as soon as it is serialized: the
+        backend stops copying it on write (if no other snapshot holds it) and the values
+        replaced since the snapshot are freed then, a key group at a time, instead of all
+        at once in :meth:`release`. The snapshot is consumed: read nothing else from it,
+        and call :meth:`release` at the end as usual.
+
+        Example:
+            >>> backend = HeapKeyedStateBackend()
+            >>> for key in range(1000):
+            ...     backend.set_current_key(key)
+            ...     backend.put("count", None, key)
+            >>> slicer = backend.snapshot().slices()
+            >>> while slicer.next_slice(0.001):
+            ...     pass  # e.g. ``await asyncio.sleep(0)``
+            >>> restored = pickle.loads(pickle.dumps(slicer.result()))
+            >>> values = {key: value for _name, _kg, _ns, key, value in restored.entries()}
+            >>> len(values), values[999]
+            (1000, 999)
+        """
+        self._check()
+        return SnapshotSlicer(self, release=release)
+
+    @staticmethod
+    def from_slices(header: dict[str, Any], slices: Iterable[bytes]) -> BackendSnapshot:
+        """Read what :class:`SnapshotSlicer` wrote (unpickling a
+        :class:`SerializedSnapshot` calls this).
+
+        Raises:
+            ValueError: ``header`` is not the header of a sliced keyed state snapshot, or
+                a slice refers to a state the header does not list.
+        """
+        if (
+            not isinstance(header, dict)
+            or header.get("format") != _SNAPSHOT_FORMAT
+            or header.get("version") != _SLICED_VERSION
+        ):
+            raise ValueError("not a sliced keyed state snapshot (unknown format or version)")
+        frozen = [_FrozenState(kind, ttl, {}) for _name, kind, ttl in header["states"]]
+        for number, block in enumerate(slices):
+            for runs in _pickles(block, number):
+                _merge_runs(frozen, runs, number)
+        start, end = header["key_group_range"]
+        return BackendSnapshot(
+            header["max_parallelism"],
+            KeyGroupRange.of(start, end),
+            header["timestamp"],
+            {name: state for (name, _k, _t), state in zip(header["states"], frozen)},
+        )
 
     @staticmethod
     def from_bytes(data: bytes | bytearray | memoryview) -> BackendSnapshot:
@@ -1672,6 +1744,19 @@ class BackendSnapshot:
             states,
         )
 
+    def _release_group(self, state: _FrozenState, key_group: int) -> None:
+        """Let go of one key group of one state (see :meth:`slices`)."""
+        data = state.groups.pop(key_group, None)
+        live = state.live.pop(key_group, None) if state.live is not None else None
+        backend = self._backend
+        if (
+            live is not None
+            and live.frozen is data
+            and backend is not None
+            and backend._live_snapshots == 1
+        ):
+            live.frozen = None
+
     def release(self) -> None:
         """Done with the snapshot: the backend stops copying on write once no snapshot
         is alive. Call it from the thread that processes records. Idempotent."""
@@ -1689,6 +1774,251 @@ class BackendSnapshot:
             f"BackendSnapshot(max_parallelism={self.max_parallelism}, "
             f"key_group_range={self.key_group_range}, states={list(self._states)})"
         )
+
+
+def _pickles(block: bytes, number: int) -> Iterator[Any]:
+    """The pickles one after the other in ``block`` (block ``number`` of a snapshot)."""
+    stream = io.BytesIO(block)
+    end = len(block)
+    try:
+        while stream.tell() < end:
+            yield pickle.load(stream)
+    except Exception as exc:
+        raise ValueError(f"block {number} of a keyed state snapshot: {exc!r}") from exc
+
+
+def _merge_runs(frozen: list[_FrozenState], runs: Any, number: int) -> None:
+    """Put the ``(state index, key group, namespace, entries)`` runs of one slice into
+    the states being read."""
+    for index, kg, namespace, entries in runs:
+        if not 0 <= index < len(frozen):
+            raise ValueError(
+                f"block {number} of a keyed state snapshot refers to state {index}; "
+                f"the header lists {len(frozen)}"
+            )
+        groups = frozen[index].groups
+        group = groups.get(kg)
+        if group is None:
+            groups[kg] = {namespace: entries}
+            continue
+        present = group.get(namespace)
+        if present is None:
+            group[namespace] = entries
+        else:
+            present.update(entries)
+
+
+class SerializedSnapshot:
+    """A :class:`BackendSnapshot` serialized in slices (see :meth:`BackendSnapshot.slices`).
+
+    It pickles as its header and its slices (bytes objects that a pickler writing to a
+    file passes through without copying them) and unpickles as a
+    :class:`BackendSnapshot` (:meth:`BackendSnapshot.from_slices`).
+
+    Attributes:
+        header: Format, version, max parallelism, key group range, timestamp and the
+            ``(name, kind, ttl)`` of each state.
+        slices: Blocks of about 1 MiB (the last one may be smaller), each holding one
+            or more pickles one after the other, one per slice: a list of ``(state
+            index, key group, namespace, {key: stored value})``. A namespace of a key
+            group may be spread over several slices.
+    """
+
+    __slots__ = ("header", "slices")
+
+    def __init__(self, header: dict[str, Any], slices: list[bytes]) -> None:
+        self.header = header
+        self.slices = slices
+
+    @property
+    def size(self) -> int:
+        """Bytes of the slices."""
+        return sum(len(s) for s in self.slices)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BackendSnapshot.from_slices, (self.header, self.slices))
+
+    def __repr__(self) -> str:
+        return f"SerializedSnapshot(states={len(self.header['states'])}, slices={len(self.slices)})"
+
+
+class SnapshotSlicer:
+    """Serializes a :class:`BackendSnapshot` slice by slice (:meth:`BackendSnapshot.slices`).
+
+    A slice pickles as many entries as fit the time given to :meth:`next_slice`, by an
+    estimate of the time per entry measured on the slices before (a single entry is
+    never split, so one huge value makes a long slice). Small slices are joined into
+    blocks of about 1 MiB as they come. The frozen dicts it reads are never changed
+    (copy on write), so other code may run and change the live state between slices.
+    """
+
+    __slots__ = (
+        "_current",
+        "_cursor",
+        "_entries",
+        "_finished",
+        "_header",
+        "_now",
+        "_pending",
+        "_pending_size",
+        "_per_entry",
+        "_release",
+        "_slices",
+        "_snapshot",
+        "_work",
+        "longest_s",
+    )
+
+    #: Bounds of the entries per slice.
+    MIN_ENTRIES: Final = 16
+    MAX_ENTRIES: Final = 200_000
+    #: Slices are joined into blocks of at least this size (bytes).
+    BLOCK_BYTES: Final = 1 << 20
+
+    def __init__(self, snapshot: BackendSnapshot, *, release: bool = False) -> None:
+        self._snapshot = snapshot
+        self._release = release
+        states = snapshot._states
+        self._header: dict[str, Any] = {
+            "format": _SNAPSHOT_FORMAT,
+            "version": _SLICED_VERSION,
+            "max_parallelism": snapshot.max_parallelism,
+            "key_group_range": (snapshot.key_group_range.start, snapshot.key_group_range.end),
+            "timestamp": snapshot.timestamp,
+            "states": [(name, state.kind, state.ttl) for name, state in states.items()],
+        }
+        # Work items (state index, key group, namespace, entries), in state and key
+        # group order; built lazily per key group.
+        self._work: Iterator[tuple[int, _FrozenState, int, Any, dict[Any, Any]]] = (
+            (index, state, kg, namespace, entries)
+            for index, state in enumerate(states.values())
+            for kg in sorted(state.groups)
+            for namespace, entries in state.groups[kg].items()
+        )
+        #: The namespace being sliced: (index, state, kg, namespace, item iterator).
+        self._cursor: tuple[int, _FrozenState, int, Any, Iterator[tuple[Any, Any]]] | None = None
+        #: The (state, key group) being serialized.
+        self._current: tuple[_FrozenState, int] | None = None
+        self._slices: list[bytes] = []
+        #: Slices not yet in a block, and their bytes.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._finished = False
+        self._per_entry = 1e-6  # seconds per entry, re-estimated after every slice
+        self._entries = 0
+        self._now = snapshot.timestamp
+        #: The longest slice so far, in seconds.
+        self.longest_s = 0.0
+
+    @property
+    def done(self) -> bool:
+        """Whether every entry is in a slice."""
+        return self._finished
+
+    def next_slice(self, budget_s: float) -> bool:
+        """Pickle the next slice, aiming at ``budget_s`` seconds of work.
+
+        Returns:
+            False once everything is serialized (nothing was done), else True.
+
+        Raises:
+            ValueError: An entry cannot be pickled (the message names the states and key
+                groups of the slice).
+        """
+        if self.done:
+            return False
+        self._snapshot._check()
+        started = time.perf_counter()
+        room = min(self.MAX_ENTRIES, max(self.MIN_ENTRIES, int(budget_s / self._per_entry)))
+        planned = room
+        runs: list[tuple[int, int, Any, dict[Any, Any]]] = []
+        finished: list[tuple[_FrozenState, int]] = []  # key groups done in this slice
+        while room > 0:
+            cursor = self._cursor
+            if cursor is None:
+                item = next(self._work, None)
+                current = self._current
+                if current is not None and (item is None or item[1:3] != current):
+                    finished.append(current)
+                if item is None:
+                    self._current = None
+                    self._finished = True
+                    break
+                self._current = (item[1], item[2])
+                index, state, kg, namespace, entries = item
+                if state.full_snapshot_ttl is None and len(entries) <= room:
+                    # The whole namespace: the frozen dict itself, no copy.
+                    runs.append((index, kg, namespace, entries))
+                    room -= len(entries) + 1
+                    continue
+                cursor = self._cursor = (index, state, kg, namespace, iter(entries.items()))
+            index, state, kg, namespace, items = cursor
+            chunk = dict(itertools.islice(items, room))
+            if len(chunk) < room:
+                self._cursor = None
+            room -= len(chunk) + 1
+            if state.full_snapshot_ttl is not None:
+                chunk = self._unexpired(state, chunk)
+            if chunk:
+                runs.append((index, kg, namespace, chunk))
+        if runs:
+            try:
+                data = pickle.dumps(runs, protocol=5)
+            except Exception as exc:
+                raise ValueError(self._unpicklable(runs, exc)) from exc
+            self._pending.append(data)
+            self._pending_size += len(data)
+            runs.clear()
+        if self._release:
+            for state, kg in finished:
+                self._snapshot._release_group(state, kg)
+        if self._pending_size >= self.BLOCK_BYTES or (self._finished and self._pending):
+            pending = self._pending
+            self._slices.append(pending[0] if len(pending) == 1 else b"".join(pending))
+            self._pending = []
+            self._pending_size = 0
+        elapsed = time.perf_counter() - started
+        self.longest_s = max(self.longest_s, elapsed)
+        used = planned - room
+        if used >= self.MIN_ENTRIES:
+            self._per_entry = max(elapsed / used, 1e-8)
+        self._entries += used
+        return bool(runs) or not self.done
+
+    def _unpicklable(self, runs: list[tuple[int, int, Any, dict[Any, Any]]], exc: Exception) -> str:
+        """Which states and key groups the slice that failed to pickle held (the entries
+        are not pickled again: a value may fail only sometimes)."""
+        names = self._header["states"]
+        where: dict[str, list[int]] = {}
+        for index, kg, _ns, _entries in runs:
+            groups = where.setdefault(names[index][0], [])
+            if kg not in groups:
+                groups.append(kg)
+        parts = []
+        for name, groups in where.items():
+            listed = ", ".join(str(kg) for kg in groups[:8])
+            more = f" and {len(groups) - 8} more" if len(groups) > 8 else ""
+            plural = "s" if len(groups) > 1 else ""
+            parts.append(f"{name!r} (key group{plural} {listed}{more})")
+        return f"cannot pickle keyed state {'; '.join(parts)}: {exc!r}"
+
+    def _unexpired(self, state: _FrozenState, chunk: dict[Any, Any]) -> dict[Any, Any]:
+        """``chunk`` without the entries expired at snapshot time (full-snapshot TTL)."""
+        expire = _EXPIRE[state.kind]
+        ttl = state.full_snapshot_ttl
+        assert ttl is not None
+        kept = {}
+        for key, stored in chunk.items():
+            value = expire(stored, ttl, self._now)
+            if value is not _MISSING:
+                kept[key] = value
+        return kept
+
+    def result(self) -> SerializedSnapshot:
+        """The serialized snapshot (serializes what is left in one go, if anything)."""
+        while self.next_slice(1.0):
+            pass
+        return SerializedSnapshot(self._header, self._slices)
 
 
 def _canonical_keys(data: NamespaceMap) -> NamespaceMap:
@@ -2113,6 +2443,7 @@ class HeapKeyedStateBackend:
         states: dict[str, _FrozenState] = {}
         for name, table in self._tables.items():
             frozen: dict[int, NamespaceMap] = {}
+            live: dict[int, _Group] = {}
             if table.legacy is not None:
                 frozen = self._copy_legacy(table.legacy, kg_range)
             elif not kg_range.is_empty:
@@ -2120,7 +2451,10 @@ class HeapKeyedStateBackend:
                     if group is not None and group.data:
                         group.frozen = group.data
                         frozen[kg] = group.data
-            states[name] = _FrozenState(table.kind, table.ttl, frozen, table.full_snapshot_ttl)
+                        live[kg] = group
+            states[name] = _FrozenState(
+                table.kind, table.ttl, frozen, table.full_snapshot_ttl, live
+            )
         self._live_snapshots += 1
         return BackendSnapshot(self.max_parallelism, kg_range, int(self._now()), states, self)
 
