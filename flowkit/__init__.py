@@ -96,6 +96,7 @@ from flowkit.runtime.client import JobMetrics as JobMetrics
 from flowkit.runtime.client import JobStatus as JobStatus
 from flowkit.runtime.debloat import BufferDebloatConfig as BufferDebloatConfig
 from flowkit.runtime.executor import RestoreFailed as RestoreFailed
+from flowkit.runtime.gc_policy import tuned_gc as tuned_gc
 from flowkit.runtime.history import ExceptionRecord as ExceptionRecord
 from flowkit.runtime.metrics import CheckpointMetrics as CheckpointMetrics
 from flowkit.runtime.metrics import CheckpointRecord as CheckpointRecord
@@ -349,5 +350,6 @@ __all__ = [
     "private_copy",
     "sinks",
     "sources",
+    "tuned_gc",
     "wait_until",
 ]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import tempfile
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any
 
 from flowkit.api.datastream import DataStream
@@ -24,6 +23,7 @@ from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.client import JobClient, JobExecutionResult
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
+from flowkit.runtime.gc_policy import tuned_gc
 from flowkit.serialization import resolve_serializer
 from flowkit.sources import (
     AsyncIterableSource,
@@ -66,15 +66,16 @@ class StreamExecutionEnvironment:
         buffer_debloat: ``True`` or a ``BufferDebloatConfig`` (target time, period,
             samples, threshold): each consumer measures its throughput and announces the
             buffer size that drains the data in flight in about the target time.
-        freeze_gc: ``execute()`` tunes the cyclic garbage collector for the job's
-            duration and restores it afterwards: the objects alive when the job starts
-            are moved out of its sight (:func:`gc.freeze`, skipped when the program froze
-            objects itself), and its thresholds become :data:`JOB_GC_THRESHOLDS`, so that
-            the batches of young records a job keeps alive for a moment are not scanned
-            over and over and a full collection comes once per tens of millions of
-            allocations instead of rescanning the job's state and results every few
-            hundred thousand. ``execute_async()`` never touches the collector: it
-            belongs to the host program.
+        freeze_gc: ``execute()`` runs the job inside :func:`flowkit.tuned_gc`: the
+            objects alive when the job starts and, as the job runs, those that survive
+            the collector's middle generation are moved out of its sight
+            (:func:`gc.freeze`), and its thresholds are raised, so that neither the
+            batches of young records nor the job's state and results are scanned again
+            and again, and a full collection does not stall the loop walking large
+            keyed state. Everything is thawed when the job ends (cyclic garbage that
+            grew old during the job is freed then). ``execute_async()`` never touches
+            the collector: it belongs to the host program, which may use
+            ``tuned_gc()`` itself.
 
     Raises:
         InvalidConfigurationError: for invalid values (before anything runs).
@@ -559,33 +560,8 @@ class StreamExecutionEnvironment:
             finally:
                 await self._web_ui_closed()
 
-        with _frozen_heap(self.freeze_gc):
+        with tuned_gc() if self.freeze_gc else contextlib.nullcontext():
             return _run(main(), self.use_uvloop)
-
-
-#: Collector thresholds while ``execute()`` runs a job (see ``freeze_gc``): a young
-#: collection every 20,000 net allocations (Python's default: 700), the middle generation
-#: every 20 of those, a full collection at most every 100 middle ones.
-JOB_GC_THRESHOLDS = (20_000, 20, 100)
-
-
-@contextlib.contextmanager
-def _frozen_heap(enabled: bool) -> Iterator[None]:
-    """Tune the cyclic collector for the job's duration and restore it afterwards."""
-    if not enabled or not gc.isenabled():
-        yield
-        return
-    thresholds = gc.get_threshold()
-    freeze = not gc.get_freeze_count()
-    if freeze:
-        gc.freeze()
-    gc.set_threshold(*JOB_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        if freeze:
-            gc.unfreeze()
 
 
 def _run(coro: Any, use_uvloop: bool) -> Any:

@@ -47,6 +47,9 @@ _log = logging.getLogger("flowkit.runtime.task")
 YIELD_INTERVAL = 0.002
 #: Most records a source reader is asked for at once.
 MAX_SOURCE_BATCH = 1024
+#: Most records of an input buffer handed to the operators in one step: a buffer of small
+#: records holds thousands, and the subtask must still yield every few milliseconds.
+MAX_STEP_RECORDS = 1024
 
 
 class OperatorCounters:
@@ -357,8 +360,11 @@ class StreamTask:
             for item in items:
                 if type(item) is tuple:
                     values = item[0]
-                    self.records_in += len(values)
-                    batch_fns[channel.input_index](values, item[1])
+                    if len(values) <= MAX_STEP_RECORDS:
+                        self.records_in += len(values)
+                        batch_fns[channel.input_index](values, item[1])
+                    else:
+                        await self._process_in_steps(batch_fns[channel.input_index], item)
                 else:
                     if type(item) in _SNAPSHOT_EVENTS and any(op.pending for op in self._sinks):
                         # The snapshot at a barrier must cover every record before it: an
@@ -367,6 +373,20 @@ class StreamTask:
                             await op.drain()
                     self._on_event(channel, item)
             await self._after_step()
+
+    async def _process_in_steps(self, process: Any, item: tuple[list[Any], Any]) -> None:
+        """Hand a large batch over in steps of :data:`MAX_STEP_RECORDS`, with what comes
+        after a step (mail, full outputs, a turn of the loop when due) between them."""
+        values, stamps = item
+        step = MAX_STEP_RECORDS
+        last = len(values) - step
+        for start in range(0, len(values), step):
+            end = start + step
+            chunk = values[start:end]
+            self.records_in += len(chunk)
+            process(chunk, None if stamps is None else stamps[start:end])
+            if start < last:
+                await self._after_step()
 
     def _on_event(self, channel: Any, event: Any) -> None:
         kind = type(event)
@@ -555,6 +575,11 @@ class StreamTask:
                 writer.flush()
         now = time.perf_counter()
         if now - self._last_yield > self.yield_interval:
+            # Let a thread that waits for the GIL have it first: a loop that stays busy
+            # and only drops the GIL for a moment each turn (a poll without timeout)
+            # otherwise keeps worker threads (state file writes, connector I/O threads,
+            # asyncio.to_thread) waiting for seconds. time.sleep(0) hands it over.
+            time.sleep(0)  # noqa: ASYNC251  (a zero sleep: no blocking, only the GIL)
             await asyncio.sleep(0)
             self._last_yield = time.perf_counter()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
+from typing import Any
 
 import pytest
 
@@ -68,7 +70,7 @@ def thresholds_seen(env: fk.StreamExecutionEnvironment) -> list[tuple[int, int, 
 
 
 def test_execute_raises_the_collector_thresholds_for_the_job_and_restores_them() -> None:
-    from flowkit.api.environment import JOB_GC_THRESHOLDS
+    from flowkit.runtime.gc_policy import JOB_GC_THRESHOLDS
 
     before = gc.get_threshold()
     assert before != JOB_GC_THRESHOLDS
@@ -82,3 +84,41 @@ def test_execute_raises_the_collector_thresholds_for_the_job_and_restores_them()
         gc.unfreeze()
     assert gc.get_threshold() == before
     assert thresholds_seen(fk.StreamExecutionEnvironment(freeze_gc=False)) == [before] * 2
+
+
+def test_survivors_of_middle_collections_are_frozen_during_the_job_and_thawed_after() -> None:
+    kept: list[Any] = []
+
+    def keep(x: int) -> int:
+        kept.append([x])  # a long-lived container made during the job
+        before = gc.get_freeze_count()
+        gc.collect(1)  # a collection of the middle generation: its survivors are frozen
+        return gc.get_freeze_count() - before
+
+    grown = fk.StreamExecutionEnvironment().from_sequence(1, 3).map(keep).execute_and_collect()
+    assert len(grown) == 3 and all(g > 0 for g in grown)
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_cycle_that_grew_old_during_the_job_is_freed_when_the_job_ends() -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector can free it
+
+    holder: list[Any] = []
+    refs: list[Any] = []
+
+    def age_then_drop(x: int) -> bool:
+        node = Node()
+        refs.append(weakref.ref(node))
+        holder.append(node)
+        del node
+        gc.collect(1)  # the node survives a middle collection: frozen from now on
+        holder.clear()  # garbage now, but out of the collector's sight until the end
+        gc.collect()
+        return refs[0]() is not None
+
+    env = fk.StreamExecutionEnvironment()
+    assert env.from_sequence(1, 1).map(age_then_drop).execute_and_collect() == [True]
+    gc.collect()
+    assert refs[0]() is None
