@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +48,9 @@ _log = logging.getLogger("flowkit.runtime.task")
 YIELD_INTERVAL = 0.002
 #: Most records a source reader is asked for at once.
 MAX_SOURCE_BATCH = 1024
+#: Seconds between two hand-overs of the GIL to waiting threads (see ``_after_step``).
+GIL_HANDOVER_INTERVAL = 0.02
+_last_handover = [0.0]
 #: Most records of an input buffer handed to the operators in one step: a buffer of small
 #: records holds thousands, and the subtask must still yield every few milliseconds.
 MAX_STEP_RECORDS = 1024
@@ -575,11 +579,14 @@ class StreamTask:
                 writer.flush()
         now = time.perf_counter()
         if now - self._last_yield > self.yield_interval:
-            # Let a thread that waits for the GIL have it first: a loop that stays busy
-            # and only drops the GIL for a moment each turn (a poll without timeout)
-            # otherwise keeps worker threads (state file writes, connector I/O threads,
-            # asyncio.to_thread) waiting for seconds. time.sleep(0) hands it over.
-            time.sleep(0)  # noqa: ASYNC251  (a zero sleep: no blocking, only the GIL)
+            if now - _last_handover[0] > GIL_HANDOVER_INTERVAL and threading.active_count() > 1:
+                # Let a thread that waits for the GIL have it: a loop that stays busy and
+                # only drops the GIL for a moment each turn (a poll without timeout) keeps
+                # worker threads (state file writes, connector I/O threads,
+                # asyncio.to_thread) waiting for seconds otherwise. time.sleep(0) hands it
+                # over; it costs a system call, so once per interval for the whole loop.
+                time.sleep(0)  # noqa: ASYNC251  (a zero sleep: no blocking, only the GIL)
+                _last_handover[0] = now
             await asyncio.sleep(0)
             self._last_yield = time.perf_counter()
 
