@@ -90,13 +90,13 @@ from flowkit.functions import RuntimeContext as RuntimeContext
 from flowkit.functions import SinkFunction as SinkFunction
 from flowkit.functions import TimeDomain as TimeDomain
 from flowkit.functions import TimerService as TimerService
+from flowkit.gc_policy import tuned_gc as tuned_gc
 from flowkit.runtime.client import JobClient as JobClient
 from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
 from flowkit.runtime.client import JobMetrics as JobMetrics
 from flowkit.runtime.client import JobStatus as JobStatus
 from flowkit.runtime.debloat import BufferDebloatConfig as BufferDebloatConfig
 from flowkit.runtime.executor import RestoreFailed as RestoreFailed
-from flowkit.runtime.gc_policy import tuned_gc as tuned_gc
 from flowkit.runtime.history import ExceptionRecord as ExceptionRecord
 from flowkit.runtime.metrics import CheckpointMetrics as CheckpointMetrics
 from flowkit.runtime.metrics import CheckpointRecord as CheckpointRecord

@@ -16,6 +16,7 @@ from flowkit.checkpoint.storage import CompletedCheckpoint, load_checkpoint
 from flowkit.errors import InvalidConfigurationError, RunningLoopError
 from flowkit.eventtime.clocks import Clock, ManualClock
 from flowkit.eventtime.watermarks import WatermarkStrategy
+from flowkit.gc_policy import tuned_gc
 from flowkit.graph.explain import explain
 from flowkit.graph.job_graph import JobGraph, build_job_graph
 from flowkit.graph.transformations import Transformation
@@ -23,7 +24,6 @@ from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.client import JobClient, JobExecutionResult
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
-from flowkit.runtime.gc_policy import tuned_gc
 from flowkit.serialization import resolve_serializer
 from flowkit.sources import (
     AsyncIterableSource,

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Final
 
 from flowkit.errors import FlowkitError
+from flowkit.gc_policy import settle
 from flowkit.state.descriptors import (
     AggregatingStateDescriptor,
     ListStateDescriptor,
@@ -225,8 +226,24 @@ def _writable(group: _Group, namespace: Any) -> dict[Any, Any]:
     if entries is None:
         entries = data[namespace] = {}
     elif entries is frozen.get(namespace):
-        entries = data[namespace] = entries.copy()
+        entries = data[namespace] = _copy_entries(entries)
     return entries
+
+
+def _copy_entries(entries: dict[Any, Any]) -> dict[Any, Any]:
+    """A writable copy of a key group's entries (copy on write after a snapshot). A large
+    copy lives as long as the state: it is settled out of the collector's sight at once
+    when the job's collector policy does that for survivors anyway
+    (:func:`flowkit.gc_policy.settle`), instead of being walked entry by entry
+    by the next young collections."""
+    copy = entries.copy()
+    if len(copy) >= _SETTLE_ENTRIES:
+        settle()
+    return copy
+
+
+#: Copies of at least this many entries are settled at once (see ``_copy_entries``).
+_SETTLE_ENTRIES = 512
 
 
 def _is_shared(group: _Group, namespace: Any, key: Any, value: Any) -> bool:
@@ -330,7 +347,7 @@ class _TableAccess:
         if entries is None:
             entries = data[namespace] = {}
         elif entries is frozen_entries:
-            entries = data[namespace] = entries.copy()
+            entries = data[namespace] = _copy_entries(entries)
         value = entries.get(key, _MISSING)
         if (
             value is not _MISSING

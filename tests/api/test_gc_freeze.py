@@ -70,7 +70,7 @@ def thresholds_seen(env: fk.StreamExecutionEnvironment) -> list[tuple[int, int, 
 
 
 def test_execute_raises_the_collector_thresholds_for_the_job_and_restores_them() -> None:
-    from flowkit.runtime.gc_policy import JOB_GC_THRESHOLDS
+    from flowkit.gc_policy import JOB_GC_THRESHOLDS
 
     before = gc.get_threshold()
     assert before != JOB_GC_THRESHOLDS
@@ -122,3 +122,32 @@ def test_a_cycle_that_grew_old_during_the_job_is_freed_when_the_job_ends() -> No
     assert env.from_sequence(1, 1).map(age_then_drop).execute_and_collect() == [True]
     gc.collect()
     assert refs[0]() is None
+
+
+def _large_state_after_a_snapshot() -> Any:
+    from flowkit.state.backend import HeapKeyedStateBackend
+
+    backend = HeapKeyedStateBackend()
+    state = backend.get_state(fk.ValueStateDescriptor("v"))
+    for key in range(100_000):  # about 780 entries per key group
+        backend.set_current_key(key)
+        state.update((key, "x"))
+    snapshot = backend.snapshot()
+    backend.set_current_key(7)
+    return backend, state, snapshot
+
+
+def test_a_large_copy_on_write_copy_is_settled_out_of_sight_inside_tuned_gc() -> None:
+    _backend, state, snapshot = _large_state_after_a_snapshot()
+    with fk.tuned_gc():
+        before = gc.get_freeze_count()
+        state.update((7, "y"))  # copies key 7's group: ~780 entries
+        assert gc.get_freeze_count() > before
+    assert gc.get_freeze_count() == 0
+    assert state.value() == (7, "y") and snapshot is not None
+
+
+def test_outside_tuned_gc_a_copy_freezes_nothing() -> None:
+    _backend, state, _snapshot = _large_state_after_a_snapshot()
+    state.update((7, "y"))
+    assert gc.get_freeze_count() == 0

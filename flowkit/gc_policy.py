@@ -1,4 +1,4 @@
-"""How the cyclic garbage collector is run while a job runs.
+"""How the cyclic garbage collector is run while a job runs. Imports nothing from flowkit.
 
 A job keeps batches of young records alive for a moment and, in keyed state, holds large
 dicts for its whole life. With Python's default collector settings both cost: the young
@@ -33,7 +33,7 @@ import gc
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["JOB_GC_THRESHOLDS", "tuned_gc"]
+__all__ = ["JOB_GC_THRESHOLDS", "settle", "tuned_gc"]
 
 #: Collector thresholds while a job runs: a young collection every 20,000 net allocations
 #: (Python's default: 700), the middle generation every 20 of those, and a full
@@ -41,8 +41,24 @@ __all__ = ["JOB_GC_THRESHOLDS", "tuned_gc"]
 JOB_GC_THRESHOLDS = (20_000, 20, 100)
 
 
+#: Whether a :func:`tuned_gc` block freezes survivors right now.
+_freezing = [False]
+
+
 def _freeze_after_middle_collections(phase: str, info: dict[str, Any]) -> None:
     if phase == "stop" and info["generation"] >= 1:
+        gc.freeze()
+
+
+def settle() -> None:
+    """Freeze what exists now, inside a :func:`tuned_gc` block that freezes survivors.
+
+    For code that has just made a large object that will live long (a copy of a key
+    group's state after a snapshot): frozen at once, it is not walked by the young
+    collections that would otherwise pass over all its entries before freezing it.
+    Does nothing outside such a block.
+    """
+    if _freezing[0]:
         gc.freeze()
 
 
@@ -68,12 +84,14 @@ def tuned_gc(freeze_survivors: bool = True) -> Iterator[None]:
         gc.freeze()
         if freeze_survivors:
             gc.callbacks.append(_freeze_after_middle_collections)
+            _freezing[0] = True
     gc.set_threshold(*JOB_GC_THRESHOLDS)
     try:
         yield
     finally:
         gc.set_threshold(*thresholds)
         if freeze:
+            _freezing[0] = False
             with contextlib.suppress(ValueError):
                 gc.callbacks.remove(_freeze_after_middle_collections)
             gc.unfreeze()
