@@ -328,7 +328,7 @@ def _run_batch(
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 ctx._ts = ts
                 add(fn(value, ctx), ts)
-        elif op.backend._record_cleanups:
+        elif not op.backend.key_switch_is_plain:
             _run_keyed_with_cleanups(op, fn, key_selector, keys, values, timestamps)
         else:
             _run_keyed(op, fn, key_selector, keys, values, timestamps)
@@ -365,7 +365,7 @@ def _run_keyed(
     add = collector.add_results
     side = collector.side
     backend = op.backend
-    str_groups = backend.str_key_groups()
+    str_groups = backend.known_key_groups(str)
     group_of = backend.key_group_of
     normalize = _key_normalizer(keys)
     has_ts = timestamps is not None

@@ -2193,16 +2193,6 @@ class HeapKeyedStateBackend:
     def get_current_key(self) -> Any:
         return self.current_key
 
-    def str_key_groups(self) -> dict[str, int]:
-        """The cache of key groups computed for ``str`` keys.
-
-        A hot loop may look a ``str`` key up here first (a miss returns None: then ask
-        :meth:`key_group_of`, which fills the cache). Setting ``current_key`` and
-        ``current_key_group`` directly is what :meth:`set_current_key` does when no state
-        has TTL cleanup per record (``_record_cleanups`` empty).
-        """
-        return self._group_cache.setdefault(str, {})
-
     def key_group_of(self, key: Any) -> int:
         """The key group of ``key`` (cached; what :meth:`set_current_key` computes)."""
         try:
