@@ -34,6 +34,12 @@ taken (O(entries) at the barrier), so it is only a stopgap.
 State with a TTL (``descriptor.enable_time_to_live``) stores ``(value, timestamp)`` pairs
 (per list element and per map entry) and applies SEMANTICS.md 7.2; state without a TTL
 pays nothing for it.
+
+Modules: :mod:`flowkit.state.table` (key-group tables, copy on write, :class:`KeyedTable`
+and the ``KeyContext`` protocol the state classes use), :mod:`flowkit.state.primitives`
+(the state classes), :mod:`flowkit.state.ttl_states` (their TTL variants),
+:mod:`flowkit.state.snapshot` (snapshots and their serialization) and this module (the
+backend, which re-exports the names of the others).
 """
 
 from __future__ import annotations
