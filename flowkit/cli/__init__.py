@@ -57,7 +57,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -66,6 +66,7 @@ from flowkit.checkpoint.storage import CorruptCheckpointError
 from flowkit.cli import remote
 from flowkit.cli.progress import LinesView, LiveView, ProgressView
 from flowkit.errors import FlowkitError, InvalidConfigurationError, JobCancelled, root_cause
+from flowkit.gc_policy import tuned_gc
 from flowkit.runtime.client import JobClient, JobMetrics
 
 __all__ = [
@@ -529,7 +530,9 @@ async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: 
 def _cmd_run(args: argparse.Namespace) -> int:
     env = _build(args)
     try:
-        asyncio.run(_run_job(env, args, sys.stderr, args.log_handler))
+        # The command owns the process, as env.execute() does: the same collector policy.
+        with tuned_gc() if env.freeze_gc else nullcontext():
+            asyncio.run(_run_job(env, args, sys.stderr, args.log_handler))
     except KeyboardInterrupt:
         what = "stopped with a savepoint" if args.savepoint_on_interrupt else "cancelled"
         print(f"error: interrupted; the job was {what}", file=sys.stderr)

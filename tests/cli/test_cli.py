@@ -557,3 +557,19 @@ def test_numeric_options_are_checked(
         cli.main(["run", "job.py", option, value])
     assert exc.value.code == 2
     assert f"argument {option}: {message}" in capsys.readouterr().err
+
+
+def test_flowkit_run_runs_the_job_with_the_collector_tuned_as_execute_does(
+    tmp_path: Path,
+) -> None:
+    from flowkit.gc_policy import JOB_GC_THRESHOLDS
+
+    job = tmp_path / "gc_job.py"
+    job.write_text(
+        "import gc\n"
+        "def build(env):\n"
+        "    env.from_sequence(1, 1).map(lambda _: list(gc.get_threshold())).print()\n"
+    )
+    proc = flowkit("run", str(job), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not_logged(proc.stdout) == [str(list(JOB_GC_THRESHOLDS))]
