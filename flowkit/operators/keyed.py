@@ -169,6 +169,19 @@ class KeyChecker:
             raise unhashable_key_error(key)
         self._type = cls
 
+    def normalize(self, key: Any) -> Any:
+        """Check ``key`` and return the one object that stands for it: every NaN key is one
+        key (:class:`~flowkit.state.key_groups.CanonicalKeys`). ``str`` keys need neither:
+        hot loops pass them by.
+
+        Raises:
+            TypeError: ``key`` cannot be hashed.
+        """
+        self.check(key)
+        if key.__class__ is not int and key not in self.canonical_keys.plain:
+            key = self.canonical_keys.canonical(key)
+        return key
+
 
 def _getter(field: int | str | None) -> Callable[[Any], Any]:
     def get(value: Any) -> Any:

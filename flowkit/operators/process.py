@@ -367,7 +367,7 @@ def _run_keyed(
     backend = op.backend
     str_groups = backend.known_key_groups(str)
     group_of = backend.key_group_of
-    normalize = _key_normalizer(keys)
+    normalize = keys.normalize
     has_ts = timestamps is not None
     generator = _GENERATOR
     tag_class = OutputTag
@@ -409,21 +409,6 @@ def _run_keyed(
         raise
 
 
-def _key_normalizer(keys: KeyChecker) -> Callable[[Any], Any]:
-    """Check a key that is not a ``str`` and make equal keys one (every NaN is one key)."""
-    check = keys.check
-    plain = keys.canonical_keys.plain
-    canonical = keys.canonical_keys.canonical
-
-    def normalize(key: Any) -> Any:
-        check(key)
-        if key.__class__ is not int and key not in plain:
-            key = canonical(key)
-        return key
-
-    return normalize
-
-
 def _run_keyed_with_cleanups(
     op: Any,
     fn: Callable[[Any, Any], Any],
@@ -435,7 +420,7 @@ def _run_keyed_with_cleanups(
     """The keyed loop through ``set_current_key`` (TTL cleanup runs with each record)."""
     ctx = op.context
     add = ctx._collector.add_results
-    normalize = _key_normalizer(keys)
+    normalize = keys.normalize
     set_key = op.backend.set_current_key
     value: Any = NO_RECORD
     try:
