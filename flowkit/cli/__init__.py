@@ -528,6 +528,10 @@ async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: 
 
 # --------------------------------------------------------------------- commands
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from flowkit.cluster.cli import run_on_cluster
+
+        return run_on_cluster(args)
     env = _build(args)
     try:
         # The command owns the process, as env.execute() does: the same collector policy.
@@ -688,8 +692,9 @@ def _parser() -> argparse.ArgumentParser:
     def remote_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--url",
+            "--cluster",
             default=remote.DEFAULT_URL,
-            help=f"the job's web UI address (default {remote.DEFAULT_URL})",
+            help=f"the job's web UI or the cluster's address (default {remote.DEFAULT_URL})",
         )
         p.add_argument(
             "--job", default="current", metavar="ID", help="job id (default: the newest job)"
@@ -767,6 +772,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print full tracebacks, and log every completed checkpoint",
     )
+    run.add_argument(
+        "--cluster",
+        metavar="URL",
+        help="submit the job file to a flowkit cluster (`flowkit cluster start`) at URL",
+    )
+    run.add_argument(
+        "--detach", action="store_true", help="with --cluster: return once the job is submitted"
+    )
     run.set_defaults(func=_cmd_run)
 
     explain = commands.add_parser("explain", help="print a job file's plan")
@@ -799,9 +812,65 @@ def _parser() -> argparse.ArgumentParser:
     stop.set_defaults(func=_cmd_stop)
 
     list_cmd = commands.add_parser("list", help="list the jobs a web UI serves")
-    list_cmd.add_argument("--url", default=remote.DEFAULT_URL, help="the web UI's address")
+    list_cmd.add_argument(
+        "--url", "--cluster", default=remote.DEFAULT_URL, help="the web UI's or cluster's address"
+    )
     list_cmd.set_defaults(func=_cmd_list)
+
+    cancel = commands.add_parser("cancel", help="cancel a running job (web UI or cluster)")
+    remote_options(cancel)
+    cancel.set_defaults(func=_cmd_cancel)
+
+    cluster = commands.add_parser(
+        "cluster", help="run Flink's processes on this machine (`flowkit cluster start`)"
+    )
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    start = cluster_commands.add_parser(
+        "start",
+        help="start a Dispatcher with a ResourceManager and TaskManager processes",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    start.add_argument("--taskmanagers", type=_positive_int, default=2, metavar="N")
+    start.add_argument(
+        "--slots", type=_positive_int, default=1, metavar="S", help="per TaskManager"
+    )
+    start.add_argument("--port", type=_port, default=8081)
+    start.add_argument("--host", default="127.0.0.1")
+    start.add_argument(
+        "--dir", default="flowkit-cluster", help="job store, job history and TaskManager logs"
+    )
+    start.add_argument(
+        "--heartbeat-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a TaskManager silent this long is lost and replaced",
+    )
+    start.set_defaults(func=_cmd_cluster_start)
+    stop_cluster = cluster_commands.add_parser("stop", help="stop a running cluster")
+    stop_cluster.add_argument("--cluster", default=remote.DEFAULT_URL, metavar="URL")
+    stop_cluster.set_defaults(func=_cmd_cluster_stop)
     return parser
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    reply = _remote(args.url, remote.job_path(args.job) + "/cancel", {})
+    if reply is None:
+        return EXIT_JOB_FAILED
+    print(reply.get("status", "CANCELED"))
+    return EXIT_OK
+
+
+def _cmd_cluster_start(args: argparse.Namespace) -> int:
+    from flowkit.cluster.cli import cmd_cluster_start
+
+    return cmd_cluster_start(args)
+
+
+def _cmd_cluster_stop(args: argparse.Namespace) -> int:
+    from flowkit.cluster.cli import cmd_cluster_stop
+
+    return cmd_cluster_stop(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,475 @@
+"""The JobManager of one job in a cluster: slots, deployment, checkpoints, failover.
+
+The Dispatcher starts one :class:`JobMaster` per submitted job. It imports the job file
+to get the job graph and configuration, asks the ResourceManager for slots (waiting, and
+saying so, while there are not enough), places subtask ``k`` of every operator into slot
+``k`` (Flink's slot sharing), deploys one slice per TaskManager and coordinates the
+attempt's checkpoints with flowkit's own :class:`CheckpointCoordinator`, whose
+participants here are gateways to subtasks in other processes.
+
+A failure — a subtask failing, a TaskManager missing its heartbeats or exiting — ends
+the attempt: every slice is cancelled, the slots go back, and the job restarts under its
+restart strategy from its latest completed checkpoint, in a new attempt (whose channels
+and messages cannot mix with the old one's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flowkit.checkpoint.coordinator import CheckpointCoordinator, CheckpointFailed
+from flowkit.checkpoint.restart import RestartStrategy
+from flowkit.checkpoint.stats import CheckpointStatsTracker
+from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
+from flowkit.cluster.jobfile import JobSpec, build_environment
+from flowkit.errors import FlowkitError
+from flowkit.runtime.executor import operator_ids
+
+if TYPE_CHECKING:
+    from flowkit.cluster.resourcemanager import ResourceManager, TaskManagerInfo
+
+__all__ = ["JobMaster"]
+
+_log = logging.getLogger(__name__)
+
+TERMINAL = ("FINISHED", "FAILED", "CANCELED")
+
+
+class AttemptFailed(FlowkitError):
+    """An attempt of a job ended by a failure (the message names where)."""
+
+
+class _SubtaskGateway:
+    """A subtask in a TaskManager, as the checkpoint coordinator sees it."""
+
+    def __init__(self, master: JobMaster, name: str, tm: TaskManagerInfo, is_source: bool):
+        self.master = master
+        self.name = name
+        self.tm = tm
+        self._is_source = is_source
+        self.finished = False
+
+    @property
+    def is_source(self) -> bool:
+        return self._is_source
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished
+
+    def trigger_checkpoint(
+        self, checkpoint_id: int, timestamp: int, is_savepoint: bool, stop: bool = False
+    ) -> None:
+        self.tm.notify(
+            "trigger",
+            attempt=self.master.attempt,
+            task=self.name,
+            checkpoint_id=checkpoint_id,
+            timestamp=timestamp,
+            is_savepoint=is_savepoint,
+            stop=stop,
+        )
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        self.tm.notify(
+            "checkpoint_complete",
+            attempt=self.master.attempt,
+            task=self.name,
+            checkpoint_id=checkpoint_id,
+        )
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        self.tm.notify(
+            "checkpoint_aborted",
+            attempt=self.master.attempt,
+            task=self.name,
+            checkpoint_id=checkpoint_id,
+        )
+
+
+class JobMaster:
+    """Runs one job on the cluster's TaskManagers, restarting it after failures.
+
+    Args:
+        spec: the submitted job.
+        resources: the cluster's ResourceManager.
+        on_change: called whenever the job's status changes (the job store saves it).
+        recover: True when the Dispatcher restarted and picks the job up again: it
+            restores from the job's latest checkpoint.
+    """
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        resources: ResourceManager,
+        on_change: Callable[[JobMaster], None] = lambda job: None,
+        recover: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.job_id = spec.job_id
+        self.name = spec.name
+        self.resources = resources
+        self.on_change = on_change
+        self.recover = recover
+        self.status = "CREATED"
+        #: Why the job waits, when it does (e.g. for slots).
+        self.waiting_for: str | None = None
+        self.attempt = ""
+        self.attempt_number = 0
+        self.restarts = 0
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.failure: str | None = None
+        self.exceptions: list[dict[str, Any]] = []
+        self.placement: dict[str, str] = {}
+        self.checkpoint_stats = CheckpointStatsTracker()
+        self.coordinator: CheckpointCoordinator | None = None
+        self.restored_from: str | None = None
+        self._slices: dict[str, TaskManagerInfo] = {}
+        self._finished_slices: set[str] = set()
+        self._gateways: dict[str, _SubtaskGateway] = {}
+        self._ended: asyncio.Future[None] | None = None
+        self._cancel_requested = False
+        self._stop_status = "CANCELED"
+        self.task: asyncio.Task[None] | None = None
+        self._checkpoint_dir: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run(), name=f"job {self.job_id}")
+
+    def _set_status(self, status: str) -> None:
+        if status != self.status:
+            self.status = status
+            _log.info("job %s (%s) is %s", self.name, self.job_id, status)
+            self.on_change(self)
+
+    async def run(self) -> None:
+        """Run the job until it finishes, fails for good or is cancelled."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            self._set_status("CANCELED")
+            raise
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            _log.error("job %s (%s) failed: %s", self.name, self.job_id, self.failure)
+            self._set_status("FAILED")
+        finally:
+            self.ended_at = time.time()
+            self.resources.release(self.job_id)
+
+    async def _run(self) -> None:
+        env = build_environment(self.spec)
+        executor = env._executor(self.name)
+        graph = executor.job_graph
+        config = executor.config
+        checkpoint = config.checkpoint
+        self._checkpoint_dir = checkpoint.directory if checkpoint is not None else None
+        storage = CheckpointStorage(
+            self._checkpoint_dir, checkpoint.retained if checkpoint is not None else 1
+        )
+        strategy = config.restart_strategy or RestartStrategy.default(checkpoint is not None)
+        backoff = strategy.create_backoff()
+        op_ids = operator_ids(graph)
+        job_info = {
+            "name": graph.job_name,
+            "operators": {
+                op_ids[node.id]: {
+                    "parallelism": node.parallelism,
+                    "max_parallelism": node.max_parallelism,
+                }
+                for node in graph.stream_graph.nodes
+            },
+        }
+        restore = self.spec.restore_from
+        first_own_id = storage.highest_id() + 1
+        if self.recover:
+            latest = await storage.latest()
+            if latest is not None:
+                restore = latest.directory
+        slots_needed = max(v.parallelism for v in graph.vertices)
+        while True:
+            self.attempt_number += 1
+            self.attempt = f"{self.job_id}.{self.attempt_number}"
+            self.restored_from = restore
+            try:
+                await self._run_attempt(graph, storage, config, job_info, slots_needed, restore)
+                if self._cancel_requested:
+                    self._set_status(self._stop_status)
+                else:
+                    self._set_status("FINISHED")
+                return
+            except AttemptFailed as failure:
+                if self._cancel_requested:
+                    self._set_status(self._stop_status)
+                    return
+                cause = failure.__cause__ or failure
+                self.exceptions.append(
+                    {
+                        "timestamp": int(time.time() * 1000),
+                        "attempt": self.attempt,
+                        "exception": str(failure),
+                    }
+                )
+                backoff.notify_failure(cause)
+                if not backoff.can_restart():
+                    raise
+                self.restarts += 1
+                self._set_status("RESTARTING")
+                delay = backoff.backoff_ms() / 1000
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                latest = await storage.latest()
+                if latest is not None and latest.checkpoint_id >= first_own_id:
+                    restore = latest.directory
+                else:
+                    restore = self.spec.restore_from
+                _log.warning(
+                    "job %s (%s): restart %d after %s; restoring from %s",
+                    self.name,
+                    self.job_id,
+                    self.restarts,
+                    failure,
+                    restore or "the beginning (no checkpoint completed yet)",
+                )
+
+    async def _run_attempt(
+        self,
+        graph: Any,
+        storage: CheckpointStorage,
+        config: Any,
+        job_info: dict[str, Any],
+        slots_needed: int,
+        restore: str | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._ended = loop.create_future()
+        self._finished_slices = set()
+        self.waiting_for = f"{slots_needed} slot(s)"
+        self.on_change(self)
+        slots = await self.resources.allocate(self.job_id, slots_needed)
+        self.waiting_for = None
+        placement: dict[tuple[int, int], str] = {}
+        gateways: dict[str, _SubtaskGateway] = {}
+        for vertex in graph.vertices:
+            for index in range(vertex.parallelism):
+                tm = slots[index]
+                placement[(vertex.id, index)] = tm.tm_id
+                name = f"{vertex.name} ({index + 1}/{vertex.parallelism})"
+                gateways[name] = _SubtaskGateway(self, name, tm, vertex.head.kind == "source")
+        self._gateways = gateways
+        self.placement = {name: gw.tm.tm_id for name, gw in gateways.items()}
+        self._slices = {tm.tm_id: tm for tm in slots}
+        addresses = {tm.tm_id: tm.address for tm in slots}
+        coordinator = CheckpointCoordinator(
+            config.checkpoint,
+            storage,
+            list(gateways.values()),
+            job_info,
+            first_id=storage.highest_id() + 1,
+            stats=self.checkpoint_stats,
+        )
+        self.coordinator = coordinator
+        checkpoints = loop.create_task(coordinator.run(), name=f"checkpoints of {self.attempt}")
+        try:
+            for tm in self._slices.values():
+                await tm.call(
+                    "deploy",
+                    spec=self.spec.to_dict(),
+                    attempt=self.attempt,
+                    placement=placement,
+                    addresses=addresses,
+                    restore=restore,
+                )
+            self._set_status("RUNNING")
+            done, _ = await asyncio.wait(
+                [self._ended, checkpoints], return_when=asyncio.FIRST_COMPLETED
+            )
+            if checkpoints in done:
+                exc = checkpoints.exception()
+                if exc is not None:
+                    raise AttemptFailed(f"checkpoints failed: {exc}") from exc
+            self._ended.result()
+        except (ConnectionError, TimeoutError) as exc:
+            raise AttemptFailed(f"deployment failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            coordinator.stop()
+            checkpoints.cancel()
+            await asyncio.gather(checkpoints, return_exceptions=True)
+            await coordinator.close()
+            self.coordinator = None
+            await self._cancel_slices()
+            self.resources.release(self.job_id)
+
+    async def _cancel_slices(self) -> None:
+        async def cancel(tm: TaskManagerInfo) -> None:
+            try:
+                await tm.call("cancel", reply_timeout=10, attempt=self.attempt)
+            except Exception as exc:  # a TaskManager that is gone has nothing to cancel
+                _log.debug("cancelling %s on %s: %r", self.attempt, tm.tm_id, exc)
+
+        await asyncio.gather(*(cancel(tm) for tm in self._slices.values()))
+
+    def _end(self, error: AttemptFailed | None) -> None:
+        ended = self._ended
+        if ended is None or ended.done():
+            return
+        if error is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(error)
+
+    # ------------------------------------------------------------------ from TaskManagers
+    def slice_finished(self, attempt: str, tm_id: str) -> None:
+        if attempt != self.attempt:
+            return
+        self._finished_slices.add(tm_id)
+        if self._finished_slices >= set(self._slices):
+            self._end(None)
+
+    def slice_failed(self, attempt: str, tm_id: str, subtask: str, error: dict[str, str]) -> None:
+        if attempt != self.attempt:
+            return
+        self._end(
+            AttemptFailed(
+                f"subtask {subtask!r} on {tm_id} failed: {error['type']}: {error['message']}"
+            )
+        )
+
+    def taskmanager_lost(self, tm_id: str, why: str) -> None:
+        if tm_id in self._slices and not (self._ended is None or self._ended.done()):
+            self._end(AttemptFailed(f"taskmanager {tm_id} was lost: {why}"))
+
+    def task_finished(self, attempt: str, task: str) -> None:
+        gateway = self._gateways.get(task)
+        if attempt == self.attempt and gateway is not None:
+            gateway.finished = True
+
+    def acknowledge(
+        self,
+        attempt: str,
+        checkpoint_id: int,
+        participant: str,
+        handle: dict[str, Any],
+        info: dict[str, Any],
+        alignment_ms: float,
+        sync_ms: float,
+    ) -> None:
+        if attempt == self.attempt and self.coordinator is not None:
+            self.coordinator.acknowledge(
+                checkpoint_id,
+                participant,
+                StateHandle.from_dict(handle),
+                info,
+                alignment_ms,
+                sync_ms,
+            )
+
+    def decline(self, attempt: str, checkpoint_id: int, participant: str, reason: str) -> None:
+        if attempt == self.attempt and self.coordinator is not None:
+            self.coordinator.decline(checkpoint_id, participant, reason)
+
+    def final_checkpoint(self, attempt: str, participant: str) -> None:
+        coordinator = self.coordinator
+        gateway = self._gateways.get(participant)
+        if attempt != self.attempt or coordinator is None or gateway is None:
+            return
+        future = coordinator.final_checkpoint(gateway)
+        tm = gateway.tm
+
+        def done(fut: asyncio.Future[int]) -> None:
+            if fut.cancelled():
+                tm.notify("final_done", attempt=attempt, checkpoint_id=None, error="cancelled")
+            elif fut.exception() is not None:
+                tm.notify(
+                    "final_done", attempt=attempt, checkpoint_id=None, error=str(fut.exception())
+                )
+            else:
+                tm.notify("final_done", attempt=attempt, checkpoint_id=fut.result(), error=None)
+
+        future.add_done_callback(done)
+
+    # ------------------------------------------------------------------ requests
+    async def trigger_savepoint(self, directory: str, stop: bool = False) -> CompletedCheckpoint:
+        """Take a savepoint into ``directory``; with ``stop``, then end the job (Flink's
+        stop-with-savepoint: the job is FINISHED).
+
+        Raises:
+            CheckpointFailed: the job is not running or the savepoint failed.
+        """
+        coordinator = self.coordinator
+        if coordinator is None or self.status != "RUNNING":
+            raise CheckpointFailed(
+                f"job {self.job_id} is {self.status.lower()}, not running; try again in a moment"
+            )
+        target = _absolute(directory)
+        checkpoint_id = coordinator.next_id
+        await asyncio.gather(
+            *(
+                tm.call(
+                    "savepoint_dir",
+                    attempt=self.attempt,
+                    checkpoint_id=checkpoint_id,
+                    directory=target,
+                )
+                for tm in self._slices.values()
+            )
+        )
+        completed = await coordinator.trigger(
+            is_savepoint=True, savepoint_dir=target, notify=stop, stop_sources=stop
+        )
+        if stop:
+            self._stop_status = "FINISHED"
+            await self.cancel()
+        return completed
+
+    async def cancel(self) -> None:
+        """Cancel the job (its slices stop; the status becomes CANCELED)."""
+        if self.status in TERMINAL:
+            return
+        self._cancel_requested = True
+        if self._ended is not None and not self._ended.done():
+            self._end(AttemptFailed("cancelled"))
+        elif self.task is not None and self.status != "RUNNING":
+            self.task.cancel()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def overview(self) -> dict[str, Any]:
+        """The job as the REST API shows it."""
+        stats = self.checkpoint_stats
+        return {
+            "id": self.job_id,
+            "jid": self.job_id,
+            "name": self.name,
+            "state": self.status,
+            "waiting_for": self.waiting_for,
+            "attempt": self.attempt_number,
+            "restarts": self.restarts,
+            "start_time": int(self.started_at * 1000),
+            "end_time": None if self.ended_at is None else int(self.ended_at * 1000),
+            "failure": self.failure,
+            "restored_from": self.restored_from,
+            "checkpoint_dir": self._checkpoint_dir,
+            "checkpoints": {
+                "completed": stats.num_completed,
+                "failed": stats.num_failed,
+                "in_progress": stats.num_in_progress,
+                "latest": next(
+                    (r.directory for r in reversed(stats.history) if r.status == "COMPLETED"),
+                    None,
+                ),
+            },
+            "subtasks": dict(self.placement),
+            "parallelism": self.spec.parallelism,
+        }
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
