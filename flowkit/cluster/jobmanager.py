@@ -257,10 +257,10 @@ class JobMaster:
         self.waiting_for = None
         placement: dict[tuple[int, int], str] = {}
         gateways: dict[str, _SubtaskGateway] = {}
-        for vertex in graph.vertices:
+        for position, vertex in enumerate(graph.vertices):
             for index in range(vertex.parallelism):
                 tm = slots[index]
-                placement[(vertex.id, index)] = tm.tm_id
+                placement[(position, index)] = tm.tm_id
                 name = f"{vertex.name} ({index + 1}/{vertex.parallelism})"
                 gateways[name] = _SubtaskGateway(self, name, tm, vertex.head.kind == "source")
         self._gateways = gateways

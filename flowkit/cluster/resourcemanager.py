@@ -207,9 +207,13 @@ class ResourceManager:
         if tm is not None:
             tm.last_heartbeat = time.monotonic()
 
-    async def wait_registered(self, count: int) -> None:
-        """Wait until ``count`` TaskManagers have registered."""
-        async with self._changed:
+    async def wait_registered_for(self, count: int, seconds: float) -> None:
+        """Wait until ``count`` TaskManagers have registered.
+
+        Raises:
+            TimeoutError: they did not within ``seconds`` (their logs say why).
+        """
+        async with asyncio.timeout(seconds), self._changed:
             await self._changed.wait_for(lambda: len(self.taskmanagers) >= count)
 
     # ------------------------------------------------------------------ slots

@@ -50,7 +50,8 @@ _log = logging.getLogger(__name__)
 #: Seconds between heartbeats (the JobManager's timeout is a few of them).
 HEARTBEAT_INTERVAL_S = 0.5
 
-#: Where subtask ``(vertex id, subtask index)`` runs: a TaskManager id.
+#: Where subtask ``(vertex position in the job graph, subtask index)`` runs: a
+#: TaskManager id.
 Placement = dict[tuple[int, int], str]
 
 
@@ -156,9 +157,15 @@ class JobSlice(LocalExecutor):
         #: Per producing subtask (vertex id, index): its remote output channels.
         self._outputs_of: dict[tuple[int, int], list[RemoteOutputChannel]] = {}
         self._task_ids: dict[str, tuple[int, int]] = {}
+        self._position = {vertex.id: n for n, vertex in enumerate(graph.vertices)}
 
     def _here(self, vertex_id: int, index: int) -> bool:
-        return self.placement[(vertex_id, index)] == self.tm_id
+        return self._owner(vertex_id, index) == self.tm_id
+
+    def _owner(self, vertex_id: int, index: int) -> str:
+        # Vertex ids differ between processes (and between builds in one process): the
+        # placement names a vertex by its position in the graph, the same everywhere.
+        return self.placement[(self._position[vertex_id], index)]
 
     def build(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
         cfg = self.config
@@ -198,7 +205,7 @@ class JobSlice(LocalExecutor):
                         self._outputs_of.setdefault((je.source.id, i), []).append(ch)
                         self.data_server.register(ch)
                     else:
-                        producer_tm = self.placement[(je.source.id, i)]
+                        producer_tm = self._owner(je.source.id, i)
                         ch = RemoteInputChannel(
                             key,
                             self.addresses[producer_tm],

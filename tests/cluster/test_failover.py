@@ -1,0 +1,61 @@
+"""A job on a cluster survives SIGKILL of a TaskManager with exactly-once output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+from conftest import counting_job_file
+from counting_job import check_output
+
+from flowkit.cluster import Dispatcher
+
+pytestmark = pytest.mark.timeout(150)
+
+
+async def _until(condition, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_job_runs_across_two_taskmanagers(cluster: Dispatcher, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    job = cluster.submit(counting_job_file(out, tmp_path / "ckpt", 2000, 0.0), "count.py")
+    await _until(lambda: job.status in ("FINISHED", "FAILED"), 60, "the job's end")
+    assert job.status == "FINISHED", job.failure
+    # the keyed subtasks ran in different TaskManagers: records crossed processes
+    where = {name: tm for name, tm in job.placement.items() if "Reduce" in name}
+    assert len(set(where.values())) == 2, where
+    check_output(out, 2000)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_sigkill_of_a_taskmanager_keeps_output_exact(
+    cluster: Dispatcher, tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    out.mkdir()
+    records = 6000
+    job = cluster.submit(counting_job_file(out, tmp_path / "ckpt", records, 0.001), "count.py")
+    await _until(
+        lambda: job.checkpoint_stats.num_completed >= 1 + rng.randrange(4), 60, "a checkpoint"
+    )
+    assert job.status == "RUNNING"
+    victim = rng.choice(sorted(cluster.resources.taskmanagers.values(), key=lambda tm: tm.tm_id))
+    os.kill(victim.pid, signal.SIGKILL)
+    await _until(lambda: job.status in ("FINISHED", "FAILED"), 90, "the job's end")
+    assert job.status == "FINISHED", job.failure
+    assert job.restarts >= 1
+    assert any(victim.tm_id in e["exception"] for e in job.exceptions), job.exceptions
+    assert cluster.resources.lost == 1
+    # a replacement was started, and the job ran again on two TaskManagers
+    assert len(cluster.resources.taskmanagers) == 2
+    assert victim.tm_id not in cluster.resources.taskmanagers
+    check_output(out, records)
