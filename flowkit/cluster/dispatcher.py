@@ -159,6 +159,7 @@ class Dispatcher:
         """Start the control socket, the TaskManagers, the REST API, and resume the jobs
         the job store has as not finished; returns the REST API's URL."""
         (self.directory / "jobs").mkdir(parents=True, exist_ok=True)
+        self._remove_stale_sockets()
         self._rpc = await serve_rpc(
             self.control_socket, lambda peer: _TaskManagerEndpoint(self, peer)
         )
@@ -175,8 +176,29 @@ class Dispatcher:
         )
         return self.url or ""
 
+    def _remove_stale_sockets(self) -> None:
+        """A Dispatcher that was killed left its socket directory behind: remove it."""
+        try:
+            old = json.loads((self.directory / "cluster.json").read_text())
+        except (OSError, ValueError):
+            return
+        pid = old.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            raise RuntimeError(
+                f"another flowkit cluster (pid {pid}, {old.get('url')}) runs on "
+                f"{self.directory}; stop it first (flowkit cluster stop --cluster URL)"
+            )
+        stale = old.get("socket_dir")
+        if isinstance(stale, str) and os.path.basename(stale).startswith("flowkit-"):
+            shutil.rmtree(stale, ignore_errors=True)
+
     def _write_cluster_file(self) -> None:
-        info = {"url": self.url, "pid": os.getpid(), "started": time.time()}
+        info = {
+            "url": self.url,
+            "pid": os.getpid(),
+            "started": time.time(),
+            "socket_dir": self.socket_dir,
+        }
         _atomic_write(self.directory / "cluster.json", info)
 
     async def stop(self) -> None:
@@ -417,6 +439,16 @@ class Dispatcher:
     async def _stop_cluster(self, request: Any) -> Any:
         asyncio.get_running_loop().call_soon(self.stopped.set)
         return self._json({"status": "stopping"})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _atomic_write(path: Path, data: dict[str, Any]) -> None:

@@ -375,6 +375,10 @@ class DataServer:
         except (asyncio.IncompleteReadError, ConnectionError, OSError, TimeoutError) as exc:
             _log.debug("data connection ended: %r", exc)
             writer.close()
+        except asyncio.CancelledError:
+            # closing the server: the top of the connection's own task, nothing above it
+            # to tell (asyncio would log a cancelled connection task as an error)
+            writer.close()
         finally:
             self._connections.discard(task)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import signal
@@ -13,21 +12,18 @@ from conftest import counting_job_file
 from counting_job import check_output
 
 from flowkit.cluster import Dispatcher
+from flowkit.testing.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(150)
-
-
-async def _until(condition, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_job_runs_across_two_taskmanagers(cluster: Dispatcher, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     job = cluster.submit(counting_job_file(out, tmp_path / "ckpt", 2000, 0.0), "count.py")
-    await _until(lambda: job.status in ("FINISHED", "FAILED"), 60, "the job's end")
+    await wait_until(
+        lambda: job.status in ("FINISHED", "FAILED"), "the job's end", within=60, interval=0.02
+    )
     assert job.status == "FINISHED", job.failure
     # the keyed subtasks ran in different TaskManagers: records crossed processes
     where = {name: tm for name, tm in job.placement.items() if "Reduce" in name}
@@ -50,7 +46,9 @@ async def test_sigkill_of_a_taskmanager_keeps_output_exact(
     assert job.status == "RUNNING"
     victim = rng.choice(sorted(cluster.resources.taskmanagers.values(), key=lambda tm: tm.tm_id))
     os.kill(victim.pid, signal.SIGKILL)
-    await _until(lambda: job.status in ("FINISHED", "FAILED"), 90, "the job's end")
+    await wait_until(
+        lambda: job.status in ("FINISHED", "FAILED"), "the job's end", within=90, interval=0.02
+    )
     assert job.status == "FINISHED", job.failure
     assert job.restarts >= 1
     assert any(victim.tm_id in e["exception"] for e in job.exceptions), job.exceptions
