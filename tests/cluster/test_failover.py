@@ -40,8 +40,9 @@ async def test_sigkill_of_a_taskmanager_keeps_output_exact(
     out.mkdir()
     records = 6000
     job = cluster.submit(counting_job_file(out, tmp_path / "ckpt", records, 0.001), "count.py")
-    await _until(
-        lambda: job.checkpoint_stats.num_completed >= 1 + rng.randrange(4), 60, "a checkpoint"
+    checkpoints = 1 + rng.randrange(4)  # fail after a random number of checkpoints
+    await wait_until(
+        lambda: job.checkpoint_stats.num_completed >= checkpoints, "checkpoints", within=60
     )
     assert job.status == "RUNNING"
     victim = rng.choice(sorted(cluster.resources.taskmanagers.values(), key=lambda tm: tm.tm_id))
