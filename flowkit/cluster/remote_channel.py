@@ -219,10 +219,13 @@ class RemoteInputChannel:
         serializer: TypeSerializer | None = None,
         name: str = "channel",
         input_index: int = 0,
+        producer: str = "the producer's TaskManager",
     ) -> None:
         self.key = key
         #: The producer TaskManager's data socket.
         self.address = address
+        #: Who produces (named in errors), e.g. ``"taskmanager tm-1"``.
+        self.producer_name = producer
         self.buffer_size = buffer_size
         self.announced_size = buffer_size
         self.num_buffers = num_buffers
@@ -294,7 +297,7 @@ class RemoteInputChannel:
                         return
                     data = await reader.readexactly(value)
                 except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-                    raise self._lost(f"the producer's TaskManager went away: {exc!r}") from exc
+                    raise self._lost(f"{self.producer_name} went away: {exc!r}") from exc
                 self.in_use += 1
                 self.buffers_sent += 1
                 self.bytes_sent += value

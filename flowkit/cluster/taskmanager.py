@@ -214,6 +214,7 @@ class JobSlice(LocalExecutor):
                             je.edge.serializer,
                             name=name,
                             input_index=je.edge.input_index,
+                            producer=f"taskmanager {producer_tm}",
                         )
                         self.remote_inputs.append(ch)
                     chans.append(ch)

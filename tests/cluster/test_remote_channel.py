@@ -23,7 +23,9 @@ async def _pair(tmp_path: Path, buffer_size: int, buffers: int):  # type: ignore
     serializer = DefaultSerializer()
     out = RemoteOutputChannel(key, buffer_size, buffers, serializer, name="a -> b")
     server.register(out)
-    into = RemoteInputChannel(key, address, buffer_size, buffers, serializer, name="a -> b")
+    into = RemoteInputChannel(
+        key, address, buffer_size, buffers, serializer, name="a -> b", producer="taskmanager tm-9"
+    )
     consumer = Notifier()
     InputGate([into], consumer)  # type: ignore[list-item]
     producer = Notifier()
@@ -111,5 +113,5 @@ async def test_a_producer_that_goes_away_fails_the_consumer_with_its_name(tmp_pa
         await server.close()  # the producer's TaskManager is gone (no CLOSE was sent)
         results = await asyncio.gather(receive, return_exceptions=True)
     assert isinstance(results[0], ConnectionError)
-    assert "a -> b" in str(results[0]) and "went away" in str(results[0])
+    assert "a -> b" in str(results[0]) and "taskmanager tm-9 went away" in str(results[0])
     assert errors and errors[0] is results[0]
