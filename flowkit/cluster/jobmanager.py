@@ -434,10 +434,10 @@ class JobMaster:
         if self.status in TERMINAL:
             return
         self._cancel_requested = True
-        if self._ended is not None and not self._ended.done():
-            self._end(AttemptFailed("cancelled"))
-        elif self.task is not None and self.status != "RUNNING":
-            self.task.cancel()
+        if self.status == "RUNNING" and self._ended is not None and not self._ended.done():
+            self._end(AttemptFailed("cancelled"))  # the attempt cancels its slices
+        elif self.task is not None:
+            self.task.cancel()  # waiting for slots, deploying or between attempts
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
 
