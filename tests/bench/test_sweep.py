@@ -40,6 +40,7 @@ from flowkit.bench.sweep import (
     plain_number,
     plot,
     read_json,
+    read_json_meta,
     run_sweep,
     run_sweep_async,
     summarize,
@@ -697,3 +698,25 @@ def test_plain_numbers() -> None:
         "1.5",
         "0",
     ]
+
+
+def test_the_readme_figure_comes_from_a_repeated_run_and_states_its_machine_and_load() -> None:
+    root = Path(__file__).parents[2]
+    points = read_json(root / "docs" / "buffer-sweep.json")
+    meta = read_json_meta(root / "docs" / "buffer-sweep.json")
+    assert meta["repeat"] == 3 and "--repeat" in meta["arguments"]
+    assert all(p.repeats == 3 and p.correct for p in points)
+    loads = [x for p in points for x in (p.load_1m_start, p.load_1m_end) if x is not None]
+    assert len(loads) == 2 * len(points)
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Benchmarks: buffer sizes") :]
+    section = section[: section.index("\n## ")]
+    assert "](docs/buffer-sweep.png)" in section
+    assert (root / "docs" / "buffer-sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"1-minute load average went from {min(loads):.2f} to {max(loads):.2f}" in section
+    assert f"{meta['cpu_count']} CPUs" in section
+    # the table's rows are the JSON's medians and ranges
+    for p in points:
+        if p.buffers_per_channel == 2 and p.buffer_timeout_ms in (0, None):
+            low, high = p.spread("records_per_s")
+            assert f"| {p.records_per_s:,.0f} ({low:,.0f}-{high:,.0f}) |" in section
