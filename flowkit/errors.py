@@ -65,6 +65,9 @@ class InvalidConfigurationError(FlowkitError, ValueError):
     """Raised when a job is built (before anything runs) if its configuration is invalid.
 
     The message says what is wrong and what to change, e.g. ``buffer_size must be > 0``.
+    Window definitions and lateness raise it too (``TumblingEventTimeWindows: size must be
+    > 0, got 0``), and so does a session gap computed per record, when that record is
+    assigned. A ``ValueError``, so ``except ValueError`` catches it.
     """
 
 

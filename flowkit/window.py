@@ -4,8 +4,13 @@ Everything here is a pure description or pure logic: nothing touches the event l
 state lives behind the trigger context, and time is passed in. The window operator
 (``flowkit.operators``) drives these objects; tests drive them with small fakes.
 
-May import only ``flowkit.elements``, ``flowkit.eventtime``, ``flowkit.state.descriptors``
-and the standard library.
+May import only ``flowkit.elements``, ``flowkit.errors``, ``flowkit.eventtime``,
+``flowkit.state.descriptors`` and the standard library.
+
+Durations (sizes, slides, offsets, gaps, intervals, lateness) are whole milliseconds: an
+int, or a ``datetime.timedelta`` converted exactly. Anything else (``1.5``, a timedelta of
+1.5 ms, ``"5s"``) and out-of-range values raise :class:`InvalidConfigurationError` (a
+``ValueError``), naming the assigner, trigger or evictor and the value.
 
 Example:
     >>> assigner = TumblingEventTimeWindows.of(5000)
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import datetime
 import enum
+import math
+import numbers
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -26,7 +33,7 @@ from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, StreamRecord
-from flowkit.eventtime.watermarks import to_millis
+from flowkit.errors import InvalidConfigurationError
 from flowkit.state.descriptors import ReducingStateDescriptor, StateDescriptor
 
 __all__ = [
@@ -64,6 +71,8 @@ __all__ = [
     "Window",
     "WindowAssigner",
     "WindowAssignerContext",
+    "allowed_lateness_millis",
+    "whole_millis",
 ]
 
 DurationLike = int | float | datetime.timedelta
@@ -311,8 +320,74 @@ def _require_timestamp(timestamp: int | None, assigner: WindowAssigner[Any]) -> 
     return timestamp
 
 
-def _millis(value: DurationLike, what: str) -> int:
-    return to_millis(value, what)
+_ONE_MS = datetime.timedelta(milliseconds=1)
+
+
+def whole_millis(value: DurationLike, what: str, owner: str) -> int:
+    """``value`` as a whole number of milliseconds, exactly.
+
+    An int is taken as is, a float only without a fraction (``2.0``), a
+    ``datetime.timedelta`` only when it is a whole number of milliseconds (converted
+    without rounding). ``what`` names the parameter and ``owner`` its assigner, trigger or
+    evictor in the error.
+
+    Example:
+        >>> whole_millis(datetime.timedelta(seconds=1.5), "size", "TumblingEventTimeWindows")
+        1500
+        >>> whole_millis(1.5, "size", "TumblingEventTimeWindows")
+        Traceback (most recent call last):
+        ...
+        flowkit.errors.InvalidConfigurationError: TumblingEventTimeWindows: size must be a whole number of milliseconds (an int or a datetime.timedelta), got 1.5
+
+    Raises:
+        InvalidConfigurationError: for a fraction of a millisecond, NaN, infinity, a bool
+            or anything that is not a number or a timedelta.
+    """
+    problem = f"{owner}: {what} must be a whole number of milliseconds"
+    if isinstance(value, datetime.timedelta):
+        ms, rest = divmod(value, _ONE_MS)
+        if rest:
+            raise InvalidConfigurationError(f"{problem}, got {value!r} ({value / _ONE_MS:g} ms)")
+        return int(ms)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and float(value).is_integer()
+    ):
+        return int(value)
+    raise InvalidConfigurationError(f"{problem} (an int or a datetime.timedelta), got {value!r}")
+
+
+def _shown(value: DurationLike, ms: int) -> str:
+    """A duration as the user gave it, with its milliseconds when it was a timedelta."""
+    return f"{value!r} ({ms} ms)" if isinstance(value, datetime.timedelta) else repr(value)
+
+
+def allowed_lateness_millis(lateness: DurationLike, owner: str) -> int:
+    """A window's allowed lateness in whole milliseconds (``owner`` names the window in
+    the error).
+
+    Example:
+        >>> allowed_lateness_millis(datetime.timedelta(seconds=2), "TumblingEventTimeWindows(1000)")
+        2000
+        >>> allowed_lateness_millis(-1, "TumblingEventTimeWindows(1000)")
+        Traceback (most recent call last):
+        ...
+        flowkit.errors.InvalidConfigurationError: TumblingEventTimeWindows(1000): allowed_lateness must be >= 0, got -1
+
+    Raises:
+        InvalidConfigurationError: unless ``lateness`` is whole ms (see
+            :func:`whole_millis`) and >= 0.
+    """
+    ms = whole_millis(lateness, "allowed_lateness", owner)
+    if ms < 0:
+        raise InvalidConfigurationError(
+            f"{owner}: allowed_lateness must be >= 0, got {_shown(lateness, ms)}"
+        )
+    return ms
 
 
 class WindowAssigner(ABC, Generic[W]):
@@ -413,12 +488,17 @@ class _Tumbling(_TimeAssigner):
     __slots__ = ("offset", "size")
 
     def __init__(self, size: DurationLike, offset: DurationLike = 0) -> None:
-        size_ms = _millis(size, "size")
-        offset_ms = _millis(offset, "offset")
+        name = type(self).__name__
+        size_ms = whole_millis(size, "size", name)
+        offset_ms = whole_millis(offset, "offset", name)
+        if size_ms <= 0:
+            raise InvalidConfigurationError(
+                f"{name}: size must be > 0, got {_shown(size, size_ms)}"
+            )
         if abs(offset_ms) >= size_ms:
-            raise ValueError(
-                f"{type(self).__name__} parameters must satisfy abs(offset) < size "
-                f"(got size={size_ms}, offset={offset_ms})"
+            raise InvalidConfigurationError(
+                f"{name}: the offset must satisfy abs(offset) < size, got "
+                f"offset={_shown(offset, offset_ms)} with size={_shown(size, size_ms)}"
             )
         self.size = size_ms
         self.offset = offset_ms
@@ -442,18 +522,27 @@ class _Sliding(_TimeAssigner):
     __slots__ = ("offset", "size", "slide")
 
     def __init__(self, size: DurationLike, slide: DurationLike, offset: DurationLike = 0) -> None:
-        size_ms = _millis(size, "size")
-        slide_ms = _millis(slide, "slide")
-        offset_ms = _millis(offset, "offset")
         name = type(self).__name__
-        if abs(offset_ms) >= slide_ms or size_ms <= 0:
-            raise ValueError(
-                f"{name} parameters must satisfy abs(offset) < slide and size > 0 "
-                f"(got size={size_ms}, slide={slide_ms}, offset={offset_ms})"
+        size_ms = whole_millis(size, "size", name)
+        slide_ms = whole_millis(slide, "slide", name)
+        offset_ms = whole_millis(offset, "offset", name)
+        if size_ms <= 0:
+            raise InvalidConfigurationError(
+                f"{name}: size must be > 0, got {_shown(size, size_ms)}"
+            )
+        if slide_ms <= 0:
+            raise InvalidConfigurationError(
+                f"{name}: slide must be > 0, got {_shown(slide, slide_ms)}"
+            )
+        if abs(offset_ms) >= slide_ms:
+            raise InvalidConfigurationError(
+                f"{name}: the offset must satisfy abs(offset) < slide, got "
+                f"offset={_shown(offset, offset_ms)} with slide={_shown(slide, slide_ms)}"
             )
         if size_ms // slide_ms > MAX_WINDOWS_PER_ELEMENT:
-            raise ValueError(
-                f"{name} parameters must satisfy size / slide <= {MAX_WINDOWS_PER_ELEMENT}"
+            raise InvalidConfigurationError(
+                f"{name}: size / slide must be <= {MAX_WINDOWS_PER_ELEMENT} (windows per "
+                f"element), got size={size_ms} ms and slide={slide_ms} ms"
             )
         self.size = size_ms
         self.slide = slide_ms
@@ -490,8 +579,9 @@ class TumblingEventTimeWindows(_EventTime, _Tumbling):
     of timestamp ``ts`` starts at ``get_window_start_with_offset(ts, offset, size)``.
 
     Raises:
-        ValueError: from ``of`` unless ``abs(offset) < size``; from ``assign_windows`` if
-            the element has no timestamp.
+        InvalidConfigurationError: from ``of`` unless size and offset are whole ms,
+            ``size > 0`` and ``abs(offset) < size``.
+        ValueError: from ``assign_windows`` if the element has no timestamp.
 
     Example:
         >>> TumblingEventTimeWindows.of(3000).assign_windows("x", -9001)
@@ -515,9 +605,10 @@ class SlidingEventTimeWindows(_EventTime, _Sliding):
     ``slide`` divides ``size``); they are returned latest start first.
 
     Raises:
-        ValueError: from ``of`` unless ``abs(offset) < slide and size > 0`` (and
-            ``size / slide <= 10_000_000``); from ``assign_windows`` if the element has no
-            timestamp.
+        InvalidConfigurationError: from ``of`` unless size, slide and offset are whole ms,
+            ``size > 0``, ``slide > 0``, ``abs(offset) < slide`` and
+            ``size / slide <= 10_000_000``.
+        ValueError: from ``assign_windows`` if the element has no timestamp.
 
     Example:
         >>> SlidingEventTimeWindows.of(3000, 1000).assign_windows("x", 2500)
@@ -539,7 +630,8 @@ class TumblingProcessingTimeWindows(_ProcessingTime, _Tumbling):
     Record timestamps are ignored; the context gives the current processing time.
 
     Raises:
-        ValueError: from ``of`` unless ``abs(offset) < size``.
+        InvalidConfigurationError: from ``of`` unless size and offset are whole ms,
+            ``size > 0`` and ``abs(offset) < size``.
 
     Example:
         >>> from flowkit.eventtime.clocks import ManualClock
@@ -558,7 +650,8 @@ class SlidingProcessingTimeWindows(_ProcessingTime, _Sliding):
     """Sliding windows by the processing time when an element arrives.
 
     Raises:
-        ValueError: from ``of`` unless ``abs(offset) < slide and size > 0``.
+        InvalidConfigurationError: from ``of`` unless size, slide and offset are whole ms,
+            ``size > 0``, ``slide > 0`` and ``abs(offset) < slide``.
 
     Example:
         >>> from flowkit.eventtime.clocks import ManualClock
@@ -594,7 +687,7 @@ class SessionWindowTimeGapExtractor(ABC):
 def _gap_function(extractor: Any) -> Callable[[Any], Any]:
     extract = getattr(extractor, "extract", extractor)
     if not callable(extract):
-        raise TypeError(
+        raise InvalidConfigurationError(
             "a dynamic session gap needs a callable or a SessionWindowTimeGapExtractor "
             f"with extract(element), got {extractor!r}"
         )
@@ -605,12 +698,10 @@ class _StaticSessions(_TimeWindowMerging):
     __slots__ = ("gap",)
 
     def __init__(self, gap: DurationLike) -> None:
-        gap_ms = _millis(gap, "gap")
+        name = type(self).__name__
+        gap_ms = whole_millis(gap, "gap", name)
         if gap_ms <= 0:
-            raise ValueError(
-                f"{type(self).__name__} parameters must satisfy 0 < size "
-                f"(the session gap must be > 0, got {gap_ms})"
-            )
+            raise InvalidConfigurationError(f"{name}: gap must be > 0, got {_shown(gap, gap_ms)}")
         self.gap = gap_ms
 
     def assign_windows(
@@ -631,10 +722,13 @@ class _DynamicSessions(_TimeWindowMerging):
         self.extractor = extractor
 
     def _gap(self, element: Any) -> int:
-        gap = _millis(self._extract(element), "session gap")
+        name = type(self).__name__
+        given = self._extract(element)
+        gap = whole_millis(given, f"the session gap for element {element!r}", name)
         if gap <= 0:
-            raise ValueError(
-                f"Dynamic session time gap must satisfy 0 < gap (got {gap} for {element!r})"
+            raise InvalidConfigurationError(
+                f"{name}: the session gap must be > 0, got {_shown(given, gap)} for element "
+                f"{element!r}"
             )
         return gap
 
@@ -653,8 +747,8 @@ class EventTimeSessionWindows(_EventTime, _StaticSessions):
     touching windows merge.
 
     Raises:
-        ValueError: from ``with_gap`` unless the gap is > 0; from ``assign_windows`` if the
-            element has no timestamp.
+        InvalidConfigurationError: from ``with_gap`` unless the gap is whole ms and > 0.
+        ValueError: from ``assign_windows`` if the element has no timestamp.
 
     Example:
         >>> sessions = EventTimeSessionWindows.with_gap(1000)
@@ -683,8 +777,9 @@ class DynamicEventTimeSessionWindows(_EventTime, _DynamicSessions):
     """Event-time sessions whose gap is computed per element.
 
     Raises:
-        ValueError: from ``assign_windows`` if the gap is not > 0 or the element has no
-            timestamp.
+        InvalidConfigurationError: from ``assign_windows`` if the element's gap is not whole
+            ms or not > 0.
+        ValueError: from ``assign_windows`` if the element has no timestamp.
 
     Example:
         >>> sessions = EventTimeSessionWindows.with_dynamic_gap(lambda e: e["gap"])
@@ -703,7 +798,7 @@ class ProcessingTimeSessionWindows(_ProcessingTime, _StaticSessions):
     """Sessions by processing time: each element opens ``[now, now + gap)``.
 
     Raises:
-        ValueError: from ``with_gap`` unless the gap is > 0.
+        InvalidConfigurationError: from ``with_gap`` unless the gap is whole ms and > 0.
 
     Example:
         >>> from flowkit.eventtime.clocks import ManualClock
@@ -727,7 +822,8 @@ class DynamicProcessingTimeSessionWindows(_ProcessingTime, _DynamicSessions):
     """Processing-time sessions whose gap is computed per element.
 
     Raises:
-        ValueError: from ``assign_windows`` if the gap is not > 0.
+        InvalidConfigurationError: from ``assign_windows`` if the element's gap is not whole
+            ms or not > 0.
 
     Example:
         >>> from flowkit.eventtime.clocks import ManualClock
@@ -994,7 +1090,7 @@ class CountTrigger(Trigger):
     tumbling count windows.
 
     Raises:
-        ValueError: from ``of`` if ``max_count`` is not a positive int.
+        InvalidConfigurationError: from ``of`` if ``max_count`` is not a positive int.
 
     Example:
         >>> CountTrigger.of(3)
@@ -1003,7 +1099,9 @@ class CountTrigger(Trigger):
 
     def __init__(self, max_count: int) -> None:
         if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count <= 0:
-            raise ValueError(f"CountTrigger needs a count > 0, got {max_count!r}")
+            raise InvalidConfigurationError(
+                f"CountTrigger: the count must be an int > 0, got {max_count!r}"
+            )
         self.max_count = max_count
         self.state_descriptor = ReducingStateDescriptor("count", operator.add)
 
@@ -1087,9 +1185,9 @@ class PurgingTrigger(Trigger):
 
 
 def _positive_interval(interval: DurationLike, name: str) -> int:
-    ms = _millis(interval, "interval")
+    ms = whole_millis(interval, "interval", name)
     if ms <= 0:
-        raise ValueError(f"{name} needs an interval > 0, got {ms}")
+        raise InvalidConfigurationError(f"{name}: interval must be > 0, got {_shown(interval, ms)}")
     return ms
 
 
@@ -1180,8 +1278,8 @@ class ContinuousEventTimeTrigger(_ContinuousTrigger):
     after the watermark passed the window's end. It never purges.
 
     Raises:
-        ValueError: from ``of`` unless ``interval > 0``; from ``on_element`` if the
-            element has no timestamp.
+        InvalidConfigurationError: from ``of`` unless the interval is whole ms and > 0.
+        ValueError: from ``on_element`` if the element has no timestamp.
 
     Example:
         >>> ContinuousEventTimeTrigger.of(datetime.timedelta(seconds=3))
@@ -1230,7 +1328,7 @@ class ContinuousProcessingTimeTrigger(_ContinuousTrigger):
     interval). Watermarks play no part.
 
     Raises:
-        ValueError: from ``of`` unless ``interval > 0``.
+        InvalidConfigurationError: from ``of`` unless the interval is whole ms and > 0.
 
     Example:
         >>> ContinuousProcessingTimeTrigger.of(500)
@@ -1424,7 +1522,7 @@ class CountEvictor(_BeforeOrAfterEvictor):
     after it.
 
     Raises:
-        ValueError: from ``of`` if ``max_count`` is negative.
+        InvalidConfigurationError: from ``of`` unless ``max_count`` is an int >= 0.
 
     Example:
         >>> pane = [TimestampedValue(v, v) for v in range(5)]
@@ -1435,7 +1533,9 @@ class CountEvictor(_BeforeOrAfterEvictor):
 
     def __init__(self, max_count: int, do_evict_after: bool = False) -> None:
         if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 0:
-            raise ValueError(f"CountEvictor needs a count >= 0, got {max_count!r}")
+            raise InvalidConfigurationError(
+                f"CountEvictor: the count must be an int >= 0, got {max_count!r}"
+            )
         super().__init__(do_evict_after)
         self.max_count = max_count
 
@@ -1459,7 +1559,7 @@ class TimeEvictor(_BeforeOrAfterEvictor):
     evicted, and nothing is evicted when no element has a timestamp.
 
     Raises:
-        ValueError: from ``of`` if ``window_size`` is negative.
+        InvalidConfigurationError: from ``of`` unless ``window_size`` is whole ms and >= 0.
 
     Example:
         >>> pane = [TimestampedValue(v, ts) for v, ts in [("a", 1000), ("b", 2500), ("c", 4000)]]
@@ -1469,9 +1569,11 @@ class TimeEvictor(_BeforeOrAfterEvictor):
     """
 
     def __init__(self, window_size: DurationLike, do_evict_after: bool = False) -> None:
-        size_ms = _millis(window_size, "window_size")
+        size_ms = whole_millis(window_size, "window_size", "TimeEvictor")
         if size_ms < 0:
-            raise ValueError(f"TimeEvictor needs a window size >= 0, got {size_ms}")
+            raise InvalidConfigurationError(
+                f"TimeEvictor: window_size must be >= 0, got {_shown(window_size, size_ms)}"
+            )
         super().__init__(do_evict_after)
         self.window_size = size_ms
 

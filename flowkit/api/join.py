@@ -20,11 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
-from flowkit.eventtime.watermarks import to_millis
 from flowkit.functions import Function
 from flowkit.operators.base import call_close, call_open
 from flowkit.operators.join import IntervalJoinOperator, ProcessJoinFunction
-from flowkit.window import Evictor, Trigger, WindowAssigner
+from flowkit.window import (
+    Evictor,
+    Trigger,
+    WindowAssigner,
+    allowed_lateness_millis,
+    whole_millis,
+)
 
 if TYPE_CHECKING:
     from flowkit.api.datastream import DataStream, KeyedStream, OutputType
@@ -192,10 +197,7 @@ class _TwoInputWindowSpec:
         self._evictor = evictor
 
     def _set_allowed_lateness(self, lateness: int | datetime.timedelta) -> None:
-        ms = to_millis(lateness, "allowed_lateness")
-        if ms < 0:
-            raise InvalidConfigurationError(f"allowed_lateness must be >= 0, got {ms}")
-        self._allowed_lateness = ms
+        self._allowed_lateness = allowed_lateness_millis(lateness, repr(self._assigner))
 
     def _build(
         self, window_function: _CoGroupWindowFunction, output_type: OutputType
@@ -420,10 +422,11 @@ class IntervalJoin:
         """Join a left element at ``t`` with right elements in ``[t + lower, t + upper]``.
 
         Raises:
-            InvalidConfigurationError: ``lower_bound > upper_bound``.
+            InvalidConfigurationError: ``lower_bound > upper_bound``, or a bound is not
+                whole milliseconds (an int, or a ``timedelta`` of whole ms).
         """
-        lower = to_millis(lower_bound, "lower_bound")
-        upper = to_millis(upper_bound, "upper_bound")
+        lower = whole_millis(lower_bound, "lower_bound", "interval_join(...).between()")
+        upper = whole_millis(upper_bound, "upper_bound", "interval_join(...).between()")
         if lower > upper:
             raise InvalidConfigurationError(
                 f"interval_join(...).between({lower}, {upper}): the lower bound must be <= the "

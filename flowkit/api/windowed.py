@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
-from flowkit.eventtime.watermarks import to_millis
 from flowkit.operators.window import WindowOperator
-from flowkit.window import Evictor, Trigger, WindowAssigner
+from flowkit.window import Evictor, Trigger, WindowAssigner, allowed_lateness_millis
 
 if TYPE_CHECKING:
     from flowkit.api.datastream import DataStream, OutputType
@@ -169,15 +168,10 @@ class WindowedStream:
         Ignored for processing-time and global windows, as in Flink.
 
         Raises:
-            InvalidConfigurationError: ``lateness`` is negative or not ms / timedelta.
+            InvalidConfigurationError: ``lateness`` is negative or not whole milliseconds
+                (an int, or a ``timedelta`` of whole ms); the message names the window.
         """
-        try:
-            ms = to_millis(lateness, "allowed_lateness")
-        except TypeError as exc:
-            raise InvalidConfigurationError(str(exc)) from None
-        if ms < 0:
-            raise InvalidConfigurationError(f"allowed_lateness must be >= 0, got {ms}")
-        self._allowed_lateness = ms
+        self._allowed_lateness = allowed_lateness_millis(lateness, repr(self._assigner))
         return self
 
     def side_output_late_data(self, output_tag: OutputTag) -> WindowedStream:

@@ -2,7 +2,10 @@
 
 Example:
     python -m flowkit.bench sweep --buffer-sizes 1k,32k --buffers-per-channel 2 \\
-        --timeouts 0,100,none --records 50000 --out results --plot
+        --timeouts 0,100,none --records 50000 --repeat 3 --out results --plot
+
+Results go to ``sweep-results/`` unless ``--out`` names another folder; ``--help`` shows
+every default.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flowkit.bench.sweep import (
     SweepPoint,
     plot,
     read_json,
+    read_json_meta,
     run_sweep,
     write_csv,
     write_json,
@@ -32,6 +36,9 @@ _SIZE = re.compile(r"^(?P<number>\d+)\s*(?P<unit>|b|k|kb|kib|m|mb|mib)$", re.IGN
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10}
 _UNITS.update({"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20})
 _NO_TIMEOUT = ("none", "off", "disabled", "-1")
+
+#: Where the sweep writes its files unless ``--out`` says otherwise.
+DEFAULT_OUT = Path("sweep-results")
 
 
 def parse_size(text: str) -> int:
@@ -101,11 +108,23 @@ def _format_timeouts(values: Sequence[float | None]) -> str:
     return ",".join("none" if v is None else f"{v:g}" for v in values)
 
 
+def _format_sizes(values: Sequence[int]) -> str:
+    def one(size: int) -> str:
+        if size >= 1 << 20 and size % (1 << 20) == 0:
+            return f"{size >> 20}M"
+        if size >= 1 << 10 and size % (1 << 10) == 0:
+            return f"{size >> 10}k"
+        return str(size)
+
+    return ",".join(one(v) for v in values)
+
+
 #: ``--debloat`` choices: the debloating settings each grid point is run with.
 _DEBLOAT: dict[str, tuple[bool, ...]] = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; every option's help ends in ``(default: ...)``."""
     parser = argparse.ArgumentParser(
         prog="python -m flowkit.bench", description="flowkit's benchmarks."
     )
@@ -118,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
             "timeout (source -> key_by -> map -> rebalance -> sink, every stage at the given "
             "parallelism) and measure throughput, end-to-end latency, peak memory in flight "
             "and the time producers waited for buffers. Writes sweep.csv and sweep.json "
-            "(and sweep.png with --plot) into --out."
+            "(and sweep.png with --plot) into the --out folder, created if missing."
         ),
     )
     sweep.add_argument(
@@ -126,14 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_list_of(parse_size),
         default=list(DEFAULT_BUFFER_SIZES),
         metavar="LIST",
-        help="bytes per buffer, comma separated; k and M suffixes (default: 256,1k,...,1M)",
+        help=(
+            "bytes per buffer, comma separated; k and M suffixes "
+            f"(default: {_format_sizes(DEFAULT_BUFFER_SIZES)})"
+        ),
     )
     sweep.add_argument(
         "--buffers-per-channel",
         type=_list_of(_positive_int),
         default=list(DEFAULT_BUFFERS_PER_CHANNEL),
         metavar="LIST",
-        help="buffers per channel, comma separated (default: %(default)s)",
+        help=(
+            "buffers per channel, comma separated "
+            f"(default: {','.join(map(str, DEFAULT_BUFFERS_PER_CHANNEL))})"
+        ),
     )
     sweep.add_argument(
         "--timeouts",
@@ -145,18 +170,51 @@ def build_parser() -> argparse.ArgumentParser:
             f"(default: {_format_timeouts(DEFAULT_TIMEOUTS)})"
         ),
     )
-    sweep.add_argument("--records", type=_positive_int, default=100_000, help="records per point")
     sweep.add_argument(
-        "--record-size", type=_positive_int, default=100, help="bytes per record (about)"
+        "--records",
+        type=_positive_int,
+        default=100_000,
+        metavar="N",
+        help="records per run (default: %(default)s)",
     )
-    sweep.add_argument("--keys", type=_positive_int, default=1000, help="distinct keys")
-    sweep.add_argument("--parallelism", type=_positive_int, default=2, help="subtasks per stage")
+    sweep.add_argument(
+        "--record-size",
+        type=_positive_int,
+        default=100,
+        metavar="B",
+        help="bytes per record, about (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--keys",
+        type=_positive_int,
+        default=1000,
+        metavar="K",
+        help="distinct keys (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--parallelism",
+        type=_positive_int,
+        default=2,
+        metavar="P",
+        help="subtasks per stage (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help=(
+            "runs per configuration; each point reports the median and the min-max spread "
+            "of its runs (default: %(default)s)"
+        ),
+    )
     sweep.add_argument(
         "--slow-sink-us",
         type=_positive_float,
         default=None,
         metavar="U",
-        help="the sink spends U microseconds per record (creates backpressure)",
+        help="the sink spends U microseconds per record, creating backpressure "
+        "(default: a fast sink)",
     )
     sweep.add_argument(
         "--rate",
@@ -169,20 +227,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--debloat",
         choices=sorted(_DEBLOAT),
         default="off",
-        help="buffer debloating: off, on, or both (an extra series of points with it on)",
+        help="buffer debloating: off, on, or both (an extra series of points with it on) "
+        "(default: %(default)s)",
     )
     sweep.add_argument(
         "--debloat-target-ms",
         type=_positive_int,
         default=50,
         metavar="MS",
-        help="with debloating: keep about MS milliseconds of data queued per consumer",
+        help="with debloating: keep about MS milliseconds of data queued per consumer "
+        "(default: %(default)s)",
     )
     sweep.add_argument(
-        "--out", type=Path, default=Path("."), metavar="DIR", help="output directory"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help="output folder, created if missing (default: %(default)s)",
     )
-    sweep.add_argument("--plot", action="store_true", help="also draw sweep.png (needs matplotlib)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument(
+        "--plot",
+        action="store_true",
+        help="also draw sweep.png; needs matplotlib (default: no plot)",
+    )
+    sweep.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a progress bar when stderr is a terminal)",
+    )
     redraw = commands.add_parser(
         "plot",
         help="draw the plot of a sweep.json (e.g. one made on another machine)",
@@ -190,45 +262,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redraw.add_argument("json", type=Path, help="a sweep.json written by the sweep command")
     redraw.add_argument(
-        "--out", type=Path, default=None, help="PNG to write (default: next to the JSON)"
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="PNG to write (default: next to the JSON, with the suffix .png)",
     )
     return parser
 
 
+def _format_load(point: SweepPoint) -> str:
+    """``0.52>0.61``: the 1-minute load before and after the point's runs."""
+    if point.load_1m_start is None or point.load_1m_end is None:
+        return "-"
+    return f"{point.load_1m_start:.2f}>{point.load_1m_end:.2f}"
+
+
 def format_table(points: Sequence[SweepPoint]) -> str:
-    """The main columns of ``points`` as an aligned text table."""
+    """The main columns of ``points`` as an aligned text table: medians, with the min-max
+    range of records/s and p99 latency when a point ran more than once, and the machine's
+    1-minute load before and after each point."""
     header = (
         "buffer_size",
         "buffers",
         "timeout_ms",
         "records/s",
+        "rec/s_range",
         "MB/s",
         "p50_ms",
         "p99_ms",
+        "p99_range",
         "max_ms",
         "peak_buf",
         "peak_KiB",
         "avg_queued_KiB",
         "src_wait",
+        "runs",
+        "load",
         "debloat",
         "ok",
     )
     rows = [header]
     for p in points:
+        repeated = p.repeats > 1
+        rate_low, rate_high = p.spread("records_per_s")
+        p99_low, p99_high = p.spread("latency_p99_ms")
         rows.append(
             (
                 str(p.buffer_size),
                 str(p.buffers_per_channel),
                 "none" if p.buffer_timeout_ms is None else f"{p.buffer_timeout_ms:g}",
                 f"{p.records_per_s:,.0f}",
+                f"{rate_low:,.0f}-{rate_high:,.0f}" if repeated else "-",
                 f"{p.mb_per_s:.2f}",
                 f"{p.latency_p50_ms:.2f}",
                 f"{p.latency_p99_ms:.2f}",
+                f"{p99_low:.2f}-{p99_high:.2f}" if repeated else "-",
                 f"{p.latency_max_ms:.2f}",
                 f"{p.peak_buffers}/{p.capacity_buffers}",
                 f"{p.peak_in_flight_bytes / 1024:.1f}",
                 f"{p.mean_queued_bytes / 1024:.1f}",
                 f"{p.source_wait_share:.0%}",
+                str(p.repeats),
+                _format_load(p),
                 "on" if p.debloat else "off",
                 "yes" if p.correct else "NO",
             )
@@ -237,7 +333,7 @@ def format_table(points: Sequence[SweepPoint]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
 
 
-def sweep_command(args: argparse.Namespace) -> int:
+def sweep_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     points = run_sweep(
@@ -253,8 +349,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         debloat=_DEBLOAT[args.debloat],
         debloat_target_ms=args.debloat_target_ms,
         progress=not args.no_progress,
+        repeat=args.repeat,
     )
-    written = [write_csv(points, out / "sweep.csv"), write_json(points, out / "sweep.json")]
+    meta = {"repeat": args.repeat, "arguments": sys.argv[1:] if argv is None else list(argv)}
+    written = [write_csv(points, out / "sweep.csv"), write_json(points, out / "sweep.json", meta)]
     if args.plot:
         try:
             written.append(plot(points, out / "sweep.png"))
@@ -278,7 +376,7 @@ def plot_command(args: argparse.Namespace) -> int:
     target: Path = args.out if args.out is not None else source.with_suffix(".png")
     try:
         points = read_json(source)
-        plot(points, target)
+        plot(points, target, read_json_meta(source))
     except (OSError, ValueError, ImportError) as exc:
         print(f"cannot plot {source}: {exc}", file=sys.stderr)
         return 1
@@ -290,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "sweep":
-        return sweep_command(args)
+        return sweep_command(args, argv)
     if args.command == "plot":
         return plot_command(args)
     raise AssertionError(f"unknown command {args.command!r}")  # pragma: no cover

@@ -22,6 +22,11 @@ buffers in use (sampled from ``JobClient.metrics()`` every millisecond or so) an
 bytes they hold, and the share of time producers waited for a free buffer. Each point
 checks its output: every sequence number arrives exactly once and every key is present.
 
+With ``repeat=N`` every point runs N times and reports the median of each measurement
+with the spread (min and max) of the main ones (:data:`SPREAD_FIELDS`), and the machine's
+1-minute load average before and after the point's runs, with its CPU count: a busy
+machine shows there rather than as a mysteriously slow point.
+
 Example:
     >>> points = run_sweep([1024, 4096], [2], [0, None], records=2000, progress=False)
     >>> [(p.buffer_size, p.buffer_timeout_ms, p.correct) for p in points]
@@ -42,6 +47,7 @@ import math
 import operator
 import os
 import platform
+import statistics
 import sys
 import time
 from array import array
@@ -63,18 +69,24 @@ __all__ = [
     "DEFAULT_BUFFERS_PER_CHANNEL",
     "DEFAULT_BUFFER_SIZES",
     "DEFAULT_TIMEOUTS",
+    "SPREAD_FIELDS",
     "GeneratorSource",
     "ProgressBar",
     "SweepConfig",
     "SweepPoint",
+    "build_figure",
     "channel_count",
+    "load_1m",
     "pareto_front",
+    "plain_number",
     "plot",
     "read_json",
+    "read_json_meta",
     "run_point",
     "run_point_async",
     "run_sweep",
     "run_sweep_async",
+    "summarize",
     "write_csv",
     "write_json",
 ]
@@ -91,6 +103,28 @@ SINK_NAME = "Sweep Sink"
 
 #: Seconds between two samples of the buffers in use.
 SAMPLE_INTERVAL = 0.001
+
+#: Measurements reported with their spread over repeated runs: ``<name>_min`` and
+#: ``<name>_max`` next to the median ``<name>``.
+SPREAD_FIELDS: tuple[str, ...] = (
+    "records_per_s",
+    "mb_per_s",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "peak_in_flight_bytes",
+    "mean_queued_bytes",
+    "source_wait_share",
+)
+
+
+def load_1m() -> float | None:
+    """The machine's 1-minute load average (None where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 # ---------------------------------------------------------------------------------- config
@@ -180,9 +214,17 @@ class SweepPoint:
         source_wait_share: share of ``elapsed_s`` the source subtasks spent waiting for a
             free buffer (averaged over the source subtasks).
         producer_wait_share: the same over every producing subtask (source and map).
-        received: records that reached the sink.
-        distinct_keys: distinct keys that reached the sink.
-        correct: every sequence number arrived exactly once and every key is present.
+        received: records that reached the sink (over repeated runs: the fewest).
+        distinct_keys: distinct keys that reached the sink (repeated: the fewest).
+        correct: every sequence number arrived exactly once and every key is present
+            (repeated: in every run).
+        repeats: how many runs the point summarizes. With more than one, every
+            measurement above is the median over the runs (counts: the lower median).
+        <name>_min, <name>_max: for each name of :data:`SPREAD_FIELDS`, the lowest and
+            highest value over the runs (a single run: the value itself).
+        load_1m_start, load_1m_end: the machine's 1-minute load average just before the
+            point's first run and just after its last (None where there is none).
+        cpu_count: CPUs of the machine (``os.cpu_count()``).
     """
 
     buffer_size: int
@@ -218,6 +260,43 @@ class SweepPoint:
     received: int
     distinct_keys: int
     correct: bool
+    repeats: int = 1
+    records_per_s_min: float | None = None
+    records_per_s_max: float | None = None
+    mb_per_s_min: float | None = None
+    mb_per_s_max: float | None = None
+    latency_p50_ms_min: float | None = None
+    latency_p50_ms_max: float | None = None
+    latency_p90_ms_min: float | None = None
+    latency_p90_ms_max: float | None = None
+    latency_p99_ms_min: float | None = None
+    latency_p99_ms_max: float | None = None
+    latency_max_ms_min: float | None = None
+    latency_max_ms_max: float | None = None
+    peak_in_flight_bytes_min: int | None = None
+    peak_in_flight_bytes_max: int | None = None
+    mean_queued_bytes_min: float | None = None
+    mean_queued_bytes_max: float | None = None
+    source_wait_share_min: float | None = None
+    source_wait_share_max: float | None = None
+    load_1m_start: float | None = None
+    load_1m_end: float | None = None
+    cpu_count: int | None = None
+
+    def __post_init__(self) -> None:
+        # A spread left out (one run, or a file written before repeats existed) is the
+        # value itself.
+        for name in SPREAD_FIELDS:
+            value = getattr(self, name)
+            for bound in (f"{name}_min", f"{name}_max"):
+                if getattr(self, bound) is None:
+                    object.__setattr__(self, bound, value)
+
+    def spread(self, name: str) -> tuple[Any, Any]:
+        """``(min, max)`` of the measurement ``name`` (one of :data:`SPREAD_FIELDS`)."""
+        if name not in SPREAD_FIELDS:
+            raise ValueError(f"no spread is kept for {name!r}; it is one of {SPREAD_FIELDS}")
+        return getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
 
     @property
     def capacity_bytes(self) -> int:
@@ -511,6 +590,7 @@ async def run_point_async(
     Raises:
         JobFailed: when the job fails.
     """
+    load_start = load_1m()
     collector = _Collector(config.records, config.keys)
     env, _source = build_job(config, collector)
     channels = channel_count(env.get_job_graph("buffer sweep"))
@@ -583,7 +663,83 @@ async def run_point_async(
         received=collector.received,
         distinct_keys=collector.distinct_keys,
         correct=collector.correct,
+        load_1m_start=load_start,
+        load_1m_end=load_1m(),
+        cpu_count=os.cpu_count(),
     )
+
+
+def _median(values: Sequence[float]) -> float:
+    """The median, NaN (no latency measured) left out; NaN when every value is."""
+    known = [v for v in values if not math.isnan(v)]
+    return statistics.median(known) if known else float("nan")
+
+
+#: Parameters of a point, the same in every run of it (in column order).
+_PARAMETERS: tuple[str, ...] = (
+    *(f.name for f in dataclasses.fields(SweepConfig)),
+    "channels",
+    "capacity_buffers",
+    "cpu_count",
+)
+
+
+def summarize(runs: Sequence[SweepPoint]) -> SweepPoint:
+    """One point from repeated runs of the same configuration: the median of every
+    measurement (counts: the lower median, so they stay whole), the min and max of each
+    of :data:`SPREAD_FIELDS`, the fewest records and keys received, ``correct`` only if
+    every run was, and the load before the first run and after the last.
+
+    Example:
+        >>> runs = [run_point(SweepConfig(1024, 2, 0, records=1000, keys=10)) for _ in range(3)]
+        >>> point = summarize(runs)
+        >>> point.repeats, point.records_per_s == statistics.median(r.records_per_s for r in runs)
+        (3, True)
+        >>> point.spread("records_per_s") == (min(r.records_per_s for r in runs),
+        ...                                   max(r.records_per_s for r in runs))
+        True
+
+    Raises:
+        ValueError: when ``runs`` is empty or its runs are of different configurations.
+    """
+    if not runs:
+        raise ValueError("summarize() needs at least one run")
+    first = runs[0]
+    for run in runs[1:]:
+        for name in _PARAMETERS:
+            if getattr(run, name) != getattr(first, name):
+                raise ValueError(
+                    f"runs of different configurations: {name} is {getattr(first, name)!r} "
+                    f"in the first run and {getattr(run, name)!r} in another"
+                )
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(SweepPoint):
+        name = f.name
+        column = [getattr(run, name) for run in runs]
+        if name in _PARAMETERS:
+            values[name] = column[0]
+        elif name == "repeats":
+            values[name] = sum(column)
+        elif name in ("received", "distinct_keys"):
+            values[name] = min(column)
+        elif name == "correct":
+            values[name] = all(column)
+        elif name == "load_1m_start":
+            values[name] = column[0]
+        elif name == "load_1m_end":
+            values[name] = column[-1]
+        elif name.endswith("_min") and name[:-4] in SPREAD_FIELDS:
+            values[name] = min(column)
+        elif name.endswith("_max") and name[:-4] in SPREAD_FIELDS:
+            values[name] = max(column)
+        elif name == "announced_buffer_size":
+            known = [v for v in column if v is not None]
+            values[name] = statistics.median_low(known) if known else None
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in column):
+            values[name] = statistics.median_low(column)
+        else:
+            values[name] = _median(column)
+    return SweepPoint(**values)
 
 
 def _runner(use_uvloop: bool) -> asyncio.Runner:
@@ -684,8 +840,11 @@ async def run_sweep_async(
     debloat: bool | Iterable[bool] = False,
     debloat_target_ms: int = 50,
     progress: bool | ProgressBar = True,
+    repeat: int = 1,
 ) -> list[SweepPoint]:
     """:func:`run_sweep` in the running event loop."""
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
     configs = grid(
         buffer_sizes,
         buffers_per_channel,
@@ -699,17 +858,22 @@ async def run_sweep_async(
         debloat=(debloat,) if isinstance(debloat, bool) else tuple(debloat),
         debloat_target_ms=debloat_target_ms,
     )
-    bar = (
-        progress if isinstance(progress, ProgressBar) else ProgressBar(len(configs), None, progress)
-    )
+    total = len(configs) * repeat
+    bar = progress if isinstance(progress, ProgressBar) else ProgressBar(total, None, progress)
     points: list[SweepPoint] = []
+    done = 0
     try:
-        for done, config in enumerate(configs):
-            bar.update(done, config.label())
-            gc.collect()
-            point = await run_point_async(config)
-            points.append(point)
-            bar.update(done + 1, f"{config.label()}: {_summary(point)}")
+        for config in configs:
+            runs = []
+            for index in range(repeat):
+                label = config.label() + (f" run {index + 1}/{repeat}" if repeat > 1 else "")
+                bar.update(done, label)
+                gc.collect()
+                run = await run_point_async(config)
+                runs.append(run)
+                done += 1
+                bar.update(done, f"{label}: {_summary(run)}")
+            points.append(summarize(runs))
     finally:
         bar.close()
     return points
@@ -729,6 +893,7 @@ def run_sweep(
     debloat_target_ms: int = 50,
     progress: bool | ProgressBar = True,
     use_uvloop: bool = True,
+    repeat: int = 1,
 ) -> list[SweepPoint]:
     """Run one job per combination of buffer size, buffers per channel and timeout.
 
@@ -749,6 +914,8 @@ def run_sweep(
         progress: show a progress bar on stderr (only when it is a terminal), or a
             :class:`ProgressBar` to draw on.
         use_uvloop: run on uvloop when it is installed.
+        repeat: runs per combination; each point then reports the median of its runs and
+            the spread (min and max) of :data:`SPREAD_FIELDS` (see :func:`summarize`).
 
     Returns:
         One :class:`SweepPoint` per combination, buffer size outermost, then buffers per
@@ -772,6 +939,7 @@ def run_sweep(
         debloat=debloat,
         debloat_target_ms=debloat_target_ms,
         progress=progress,
+        repeat=repeat,
     )
     with _runner(use_uvloop) as runner:
         return runner.run(coro)
@@ -848,23 +1016,40 @@ def write_json(
     return target
 
 
+def _document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or not isinstance(document.get("points"), list):
+        raise ValueError(f"{os.fspath(path)!r} is not a sweep result (no 'points' list)")
+    return document
+
+
 def read_json(path: str | os.PathLike[str]) -> list[SweepPoint]:
     """The points of a file :func:`write_json` wrote (e.g. to plot them elsewhere).
+
+    Files written before repeats existed read as single runs without load figures.
 
     Raises:
         ValueError: when the file is not such a document.
     """
-    document = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(document, dict) or not isinstance(document.get("points"), list):
-        raise ValueError(f"{os.fspath(path)!r} is not a sweep result (no 'points' list)")
     points = []
-    for row in document["points"]:
-        values = {name: row.get(name) for name in COLUMNS}
+    for row in _document(path)["points"]:
+        values = {name: row.get(name) for name in COLUMNS if name in row}
         for name in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"):
-            if values[name] is None:
-                values[name] = float("nan")
+            for column in (name, f"{name}_min", f"{name}_max"):
+                if column in values and values[column] is None:
+                    values[column] = float("nan")
         points.append(SweepPoint(**values))
     return points
+
+
+def read_json_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``meta`` of a file :func:`write_json` wrote: where and how the sweep ran.
+
+    Raises:
+        ValueError: when the file is not such a document.
+    """
+    meta = _document(path).get("meta")
+    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def _size_label(size: int) -> str:
@@ -876,7 +1061,7 @@ def _size_label(size: int) -> str:
 
 
 def _timeout_label(timeout: float | None) -> str:
-    return "timeout off" if timeout is None else f"timeout {timeout:g} ms"
+    return "off (only when full)" if timeout is None else f"{timeout:g} ms"
 
 
 def pareto_front(points: Iterable[SweepPoint]) -> list[SweepPoint]:
@@ -893,24 +1078,93 @@ def pareto_front(points: Iterable[SweepPoint]) -> list[SweepPoint]:
     return front[::-1]
 
 
-def plot(points: Sequence[SweepPoint], path: str | os.PathLike[str]) -> Path:
-    """Draw throughput against p99 latency (left) and against peak memory in flight
-    (right), one colour per buffer size, into a PNG.
+def plain_number(value: float) -> str:
+    """An axis label without scientific notation: ``20``, ``1,000``, ``250,000``, ``0.5``,
+    ``0.02``.
 
-    The marker shows the buffer timeout, its size the buffers per channel. On the left,
-    the line of each buffer size joins its best trade-offs (:func:`pareto_front`).
+    Example:
+        >>> [plain_number(v) for v in (20, 1000, 250_000, 1e6, 0.5, 0.02, 2.5)]
+        ['20', '1,000', '250,000', '1,000,000', '0.5', '0.02', '2.5']
+    """
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    magnitude = abs(value)
+    if magnitude >= 1 and float(value).is_integer():
+        return f"{value:,.0f}"
+    # enough decimals for two significant digits
+    decimals = max(0, 1 - math.floor(math.log10(magnitude)))
+    return f"{value:,.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def _plain_log_axis(axis: Any, ticker: Any) -> None:
+    """Plain numbers on a log axis: every decade (major ticks) and, on an axis that spans
+    less than two decades, 2 and 5 times it (and 3 times it below one decade)."""
+
+    def major(value: float, _pos: int) -> str:
+        return plain_number(value)
+
+    def minor(value: float, _pos: int) -> str:
+        low, high = sorted(axis.get_view_interval())
+        if low <= 0 or value <= 0:
+            return ""
+        decades = math.log10(high / low)
+        labelled = (2.0, 3.0, 5.0) if decades < 1 else (2.0, 5.0) if decades < 2 else ()
+        mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9), 6)
+        return plain_number(value) if mantissa in labelled else ""
+
+    axis.set_major_formatter(ticker.FuncFormatter(major))
+    axis.set_minor_formatter(ticker.FuncFormatter(minor))
+
+
+def _marker_area(buffers_per_channel: int) -> float:
+    """Marker area (points^2) of a point with that many buffers per channel: 12 for one,
+    about 62 for 4, 134 for 16."""
+    return 12 * (1 + math.log2(buffers_per_channel)) ** 1.5
+
+
+def _describe_machine(points: Sequence[SweepPoint], meta: dict[str, Any]) -> str:
+    cpus = next((p.cpu_count for p in points if p.cpu_count), None) or meta.get("cpu_count")
+    parts = [str(meta.get("platform") or platform.platform())]
+    if meta.get("python"):
+        parts.append(f"Python {meta['python']}")
+    if cpus:
+        parts.append(f"{cpus} CPUs")
+    loads = [
+        load
+        for p in points
+        for load in (p.load_1m_start, p.load_1m_end)
+        if load is not None and math.isfinite(load)
+    ]
+    if loads:
+        parts.append(f"1-min load {min(loads):.2f}-{max(loads):.2f} during the sweep")
+    return ", ".join(parts)
+
+
+def build_figure(points: Sequence[SweepPoint], meta: dict[str, Any] | None = None) -> Any:
+    """The figure :func:`plot` saves (a ``matplotlib.figure.Figure`` on an Agg canvas).
+
+    Left: throughput against p99 latency; right: throughput against peak memory in
+    flight. Colour: buffer size; marker shape: buffer timeout; marker size: buffers per
+    channel; hollow: debloating on; bars: min-max over the repeated runs (when there were
+    several). Every encoding has its own legend, right of both panels, and both axes show
+    plain numbers. The title names the workload, the machine (``meta`` as in
+    :func:`write_json`, default: this one) and its load while the sweep ran.
 
     Raises:
         ImportError: when matplotlib is not installed.
     """
     try:
-        matplotlib = importlib.import_module("matplotlib")
+        figure_module = importlib.import_module("matplotlib.figure")
+        agg = importlib.import_module("matplotlib.backends.backend_agg")
+        ticker = importlib.import_module("matplotlib.ticker")
+        lines = importlib.import_module("matplotlib.lines")
+        colormaps = importlib.import_module("matplotlib").colormaps
     except ImportError as exc:
         raise ImportError(
             "plotting needs matplotlib: pip install matplotlib (CSV and JSON need nothing)"
         ) from exc
-    matplotlib.use("Agg")
-    plt = importlib.import_module("matplotlib.pyplot")
+    meta = machine_info() if meta is None else meta
+    line2d = lines.Line2D
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     timeouts: list[float | None] = []
     for p in points:
@@ -918,10 +1172,34 @@ def plot(points: Sequence[SweepPoint], path: str | os.PathLike[str]) -> Path:
             timeouts.append(p.buffer_timeout_ms)
     marker_of = {t: markers[i % len(markers)] for i, t in enumerate(timeouts)}
     sizes = sorted({p.buffer_size for p in points})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
-    colors = plt.get_cmap("viridis")
-    for index, size in enumerate(sizes):
-        color = colors(index / max(1, len(sizes) - 1))
+    per_channel = sorted({p.buffers_per_channel for p in points})
+    repeats = max((p.repeats for p in points), default=1)
+    viridis = colormaps["viridis"]
+    color_of = {size: viridis(i / max(1, len(sizes) - 1)) for i, size in enumerate(sizes)}
+
+    fig = figure_module.Figure(figsize=(16, 6.2))
+    agg.FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.05, right=0.80, top=0.86, bottom=0.10, wspace=0.22)
+
+    def spread_bars(ax: Any, p: SweepPoint, y: float, y_spread: tuple[float, float]) -> None:
+        x = p.records_per_s
+        x_low, x_high = p.spread("records_per_s")
+        ax.errorbar(
+            [x],
+            [y],
+            xerr=[[max(0.0, x - x_low)], [max(0.0, x_high - x)]],
+            yerr=[[max(0.0, y - y_spread[0])], [max(0.0, y_spread[1] - y)]],
+            fmt="none",
+            ecolor=color_of[p.buffer_size],
+            elinewidth=0.9,
+            capsize=2,
+            alpha=0.6,
+            zorder=2,
+        )
+
+    for size in sizes:
+        color = color_of[size]
         mine = [p for p in points if p.buffer_size == size]
         front = pareto_front(mine)
         left.plot(
@@ -930,24 +1208,24 @@ def plot(points: Sequence[SweepPoint], path: str | os.PathLike[str]) -> Path:
             "-",
             color=color,
             alpha=0.7,
-            label=_size_label(size),
         )
         for p in mine:
             style = {
                 "color": "none" if p.debloat else color,
                 "edgecolors": color,
                 "marker": marker_of[p.buffer_timeout_ms],
-                "s": 14 + 10 * math.log2(p.buffers_per_channel + 1),
+                "s": _marker_area(p.buffers_per_channel),
                 "zorder": 3,
                 "alpha": 0.85,
             }
+            kib = max(p.peak_in_flight_bytes, 1) / 1024
             left.scatter([p.records_per_s], [p.latency_p99_ms], **style)
-            right.scatter([p.records_per_s], [max(p.peak_in_flight_bytes, 1) / 1024], **style)
-        right.scatter([], [], color=color, marker="o", label=_size_label(size))
-    for t in timeouts:
-        left.scatter([], [], color="grey", marker=marker_of[t], label=_timeout_label(t))
-    if any(p.debloat for p in points):
-        left.scatter([], [], color="none", edgecolors="grey", marker="o", label="debloating on")
+            right.scatter([p.records_per_s], [kib], **style)
+            if p.repeats > 1:
+                spread_bars(left, p, p.latency_p99_ms, p.spread("latency_p99_ms"))
+                low, high = p.spread("peak_in_flight_bytes")
+                spread_bars(right, p, kib, (max(low, 1) / 1024, max(high, 1) / 1024))
+
     first = points[0] if points else None
     setup = (
         ""
@@ -957,25 +1235,96 @@ def plot(points: Sequence[SweepPoint], path: str | os.PathLike[str]) -> Path:
             f"parallelism {first.parallelism}"
             + (f", slow sink {first.slow_sink_us:g} us/record" if first.slow_sink_us else "")
             + (f", rate {first.rate:g}/s" if first.rate else "")
+            + (f"; median of {repeats} runs, bars: min-max" if repeats > 1 else "; one run each")
         )
     )
-    left.set_title("throughput vs p99 end-to-end latency (lines: best trade-offs)")
-    left.set_xlabel("records/s (log)")
-    left.set_xscale("log")
-    left.set_ylabel("p99 latency (ms, log)")
-    left.set_yscale("log")
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8, ncol=2)
-    right.set_title("throughput vs peak memory in flight")
-    right.set_xlabel("records/s (log)")
-    right.set_xscale("log")
-    right.set_ylabel("peak buffers in use x buffer size (KiB, log)")
-    right.set_yscale("log")
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=8)
-    fig.suptitle(f"flowkit buffer sweep: {setup}", fontsize=10)
-    fig.tight_layout()
+    left.set_title("throughput vs p99 end-to-end latency (lines: best trade-offs)", fontsize=10)
+    left.set_xlabel("records/s (log scale)")
+    left.set_ylabel("p99 latency, ms (log scale)")
+    right.set_title("throughput vs peak memory in flight", fontsize=10)
+    right.set_xlabel("records/s (log scale)")
+    right.set_ylabel("peak buffers in use x buffer size, KiB (log scale)")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        _plain_log_axis(ax.xaxis, ticker)
+        _plain_log_axis(ax.yaxis, ticker)
+
+    grey = "0.35"
+    legends: list[tuple[str, list[Any], list[str]]] = [
+        (
+            "buffer size (colour)",
+            [line2d([], [], color=color_of[s], marker="o", linestyle="-") for s in sizes],
+            [_size_label(s) for s in sizes],
+        ),
+        (
+            "buffer timeout (marker)",
+            [line2d([], [], color=grey, marker=marker_of[t], linestyle="none") for t in timeouts],
+            [_timeout_label(t) for t in timeouts],
+        ),
+        (
+            "buffers per channel (marker size)",
+            [
+                line2d(
+                    [],
+                    [],
+                    color=grey,
+                    marker="o",
+                    linestyle="none",
+                    markersize=math.sqrt(_marker_area(n)),
+                )
+                for n in per_channel
+            ],
+            [str(n) for n in per_channel],
+        ),
+    ]
+    other_handles: list[Any] = [line2d([], [], color=grey, linestyle="-")]
+    other_labels = ["best trade-offs of a buffer size (left)"]
+    if any(p.debloat for p in points):
+        other_handles.append(
+            line2d([], [], color=grey, marker="o", markerfacecolor="none", linestyle="none")
+        )
+        other_labels.append("buffer debloating on (hollow)")
+    if repeats > 1:
+        other_handles.append(
+            line2d([], [], color=grey, marker="|", markersize=10, linestyle="-", linewidth=0.9)
+        )
+        other_labels.append(f"min-max over {repeats} runs (bars)")
+    legends.append(("other", other_handles, other_labels))
+
+    renderer = fig.canvas.get_renderer()
+    top = 0.90
+    for title, handles, labels in legends:
+        legend = fig.legend(
+            handles,
+            labels,
+            title=title,
+            loc="upper left",
+            bbox_to_anchor=(0.815, top),
+            fontsize=8,
+            title_fontsize=8,
+            ncols=2 if len(labels) > 4 else 1,
+            frameon=False,
+            alignment="left",
+        )
+        box = legend.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        top = box.y0 - 0.01
+    fig.suptitle(f"flowkit buffer sweep: {setup}\n{_describe_machine(points, meta)}", fontsize=10)
+    return fig
+
+
+def plot(
+    points: Sequence[SweepPoint],
+    path: str | os.PathLike[str],
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Draw :func:`build_figure` into a PNG at ``path``.
+
+    Raises:
+        ImportError: when matplotlib is not installed.
+    """
+    fig = build_figure(points, meta)
     target = Path(path)
     fig.savefig(target, dpi=110)
-    plt.close(fig)
     return target

@@ -163,26 +163,34 @@ def progress_line(elapsed_s: float, status: str, metrics: JobMetrics) -> str:
     return f"[{elapsed_s:6.1f}s] {status} | " + " | ".join(parts)
 
 
-_COLUMNS = (
-    ("PAR", 3),
-    ("IN", 7),
-    ("OUT", 7),
-    ("IN/s", 7),
-    ("OUT/s", 7),
-    ("BUSY", 5),
-    ("BACKPR", 6),
-    ("WATERMARK", 12),
-    ("LAG", 9),
-)
+#: Titles of the columns after the operator name.
+_COLUMNS = ("PAR", "IN", "OUT", "IN/s", "OUT/s", "BUSY", "BACKPR", "WATERMARK", "LAG")
+#: The operator column never gets narrower than this when names must be cut to fit.
+_MIN_NAME_WIDTH = 16
 
 
-def _row(name: str, cells: list[str], name_width: int) -> str:
-    if len(name) > name_width:
-        name = name[: name_width - 1] + "…"
-    text = name.ljust(name_width)
-    for (_, width), cell in zip(_COLUMNS, cells):
-        text += " " + cell.rjust(width)
-    return text.rstrip()
+def _layout(rows: list[tuple[str, list[str]]], width: int) -> list[str]:
+    """Rows of (name, cells) as aligned lines: every column as wide as its widest entry
+    (title included), names left-aligned, cells right-aligned, two spaces apart.
+
+    The name column is as wide as the longest name, not as the terminal: only when the
+    table would not fit into ``width`` are long names cut (with ``…``), down to
+    ``_MIN_NAME_WIDTH`` characters.
+    """
+    widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(_COLUMNS))]
+    fixed = sum(w + 2 for w in widths)
+    name_width = max(len(name) for name, _ in rows)
+    if name_width + fixed > width:
+        name_width = max(_MIN_NAME_WIDTH, width - fixed)
+    lines = []
+    for name, cells in rows:
+        if len(name) > name_width:
+            name = name[: name_width - 1] + "…"
+        text = name.ljust(name_width)
+        for cell, cell_width in zip(cells, widths):
+            text += "  " + cell.rjust(cell_width)
+        lines.append(text.rstrip())
+    return lines
 
 
 def progress_table(
@@ -190,17 +198,29 @@ def progress_table(
 ) -> list[str]:
     """The live view: a header, one row per vertex (summed over its subtasks) with one
     indented row per operator of a chain (its records and rates in and out, and the
-    watermark it received), and a line about checkpoints."""
-    fixed = sum(w + 1 for _, w in _COLUMNS)
-    name_width = max(16, width - fixed)
+    watermark it received), and a line about checkpoints.
+
+    Columns are as wide as their content; ``width`` (the terminal's) only limits how long
+    operator names may get before they are cut.
+
+    Example:
+        >>> from flowkit.runtime.metrics import SubtaskMetrics
+        >>> m = JobMetrics((SubtaskMetrics("Map", 0, 1, 10, 10, 80, 0, 0, 0.0, "RUNNING"),))
+        >>> for line in progress_table("job", 1.0, "RUNNING", m, width=200):
+        ...     print(line)
+        flowkit · job · RUNNING · 1.0 s
+        OPERATOR  PAR  IN  OUT  IN/s  OUT/s  BUSY  BACKPR  WATERMARK  LAG
+        Map         1  10   10     0      0    0%      ok          -    -
+        checkpoints: off
+    """
     header = f"flowkit · {job_name} · {status} · {elapsed_s:.1f} s"
     if metrics.restarts:
         header += f" · restarts {metrics.restarts}"
-    lines = [header, _row("OPERATOR", [title for title, _ in _COLUMNS], name_width)]
+    rows: list[tuple[str, list[str]]] = [("OPERATOR", list(_COLUMNS))]
     for v in metrics.vertices():
         watermark = v.input_watermark if v.input_watermark is not None else v.output_watermark
-        lines.append(
-            _row(
+        rows.append(
+            (
                 v.name,
                 [
                     str(v.parallelism),
@@ -213,13 +233,12 @@ def progress_table(
                     format_watermark(watermark),
                     format_duration_ms(v.watermark_lag_ms),
                 ],
-                name_width,
             )
         )
         if len(v.operators) > 1:
             for op in v.operators:
-                lines.append(
-                    _row(
+                rows.append(
+                    (
                         "  " + op.name,
                         [
                             "",
@@ -236,11 +255,9 @@ def progress_table(
                             ),
                             "",
                         ],
-                        name_width,
                     )
                 )
-    lines.append(checkpoint_summary(metrics))
-    return lines
+    return [header, *_layout(rows, width), checkpoint_summary(metrics)]
 
 
 class ProgressView(Protocol):

@@ -186,16 +186,23 @@ class StreamOperator:
         if samples is None:
             samples = {}
             self._latency = samples
+            self._latency_totals = [0.0, 0.0]  # markers seen, their latencies' sum in ms
         source = (marker.source, marker.subtask_index)
         window = samples.get(source)
         if window is None:
             window = samples[source] = collections.deque(maxlen=LATENCY_SAMPLES)
-        window.append(time.perf_counter() * 1000 - marker.marked_time_ms)
+        latency = time.perf_counter() * 1000 - marker.marked_time_ms
+        window.append(latency)
+        totals = self._latency_totals
+        totals[0] += 1
+        totals[1] += latency
         self.output.emit_marker(marker)
 
     def latency_histogram(self) -> dict[str, float] | None:
-        """Latency from the sources to this operator over the recent markers, in ms:
-        ``count``, ``mean``, ``p50``, ``p90``, ``p99``, ``max`` (None: no marker yet)."""
+        """Latency from the sources to this operator, in ms: over the recent markers
+        ``count``, ``mean``, ``p50``, ``p90``, ``p99``, ``max``; over every marker since
+        the operator opened ``total_count`` and ``total_ms`` (their sum). None: no marker
+        yet."""
         samples = self.__dict__.get("_latency")
         if not samples:
             return None
@@ -205,6 +212,7 @@ class StreamOperator:
         def quantile(q: float) -> float:
             return values[min(n - 1, int(q * n))]
 
+        total_count, total_ms = self._latency_totals
         return {
             "count": float(n),
             "mean": sum(values) / n,
@@ -212,6 +220,8 @@ class StreamOperator:
             "p90": quantile(0.9),
             "p99": quantile(0.99),
             "max": values[-1],
+            "total_count": total_count,
+            "total_ms": total_ms,
         }
 
     def finish(self) -> None:

@@ -73,6 +73,7 @@ from flowkit.window import (
     TumblingEventTimeWindows,
     Window,
     WindowAssigner,
+    allowed_lateness_millis,
 )
 
 __all__ = ["WindowOperator"]
@@ -345,10 +346,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 "window_function goes with reduce or aggregate; process already gets all "
                 "elements of the window"
             )
-        if isinstance(allowed_lateness, bool) or not isinstance(allowed_lateness, int):
-            raise TypeError(f"allowed_lateness must be an int (ms), got {allowed_lateness!r}")
-        if allowed_lateness < 0:
-            raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness}")
+        allowed_lateness = allowed_lateness_millis(allowed_lateness, repr(assigner))
         if allowed_lateness and not assigner.is_event_time():
             allowed_lateness = 0  # only event-time windows have lateness (Flink ignores it)
         self.merging = isinstance(assigner, MergingWindowAssigner)

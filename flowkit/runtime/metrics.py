@@ -137,8 +137,10 @@ class SubtaskMetrics:
     buffers_in_use: int
     backpressured_ms: float
     status: str
-    #: Per operator of the chain: latency from the sources in ms (``count``, ``mean``,
-    #: ``p50``, ``p90``, ``p99``, ``max``), when latency tracking is on.
+    #: Per operator of the chain: latency from the sources in ms over the recent markers
+    #: (``count``, ``mean``, ``p50``, ``p90``, ``p99``, ``max``) and over every marker
+    #: since the subtask started (``total_count``, ``total_ms``: their sum), when latency
+    #: tracking is on. In the Prometheus text: ``flowkit_operator_latency_seconds``.
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Buffer debloating: the buffer size this subtask last announced to its producers.
     announced_buffer_size: int | None = None
@@ -513,151 +515,204 @@ class JobMetrics:
 # ---------------------------------------------------------------------------------------------
 # Prometheus text format
 
-#: (name, type, help, attribute) of the per-subtask families.
-_SUBTASK_FAMILIES: list[tuple[str, str, str, str]] = [
-    ("task_records_in_total", "counter", "Records a subtask received.", "records_in"),
-    ("task_records_out_total", "counter", "Records a subtask emitted.", "records_out"),
-    ("task_bytes_in_total", "counter", "Bytes a subtask read from channels.", "bytes_in"),
-    ("task_bytes_out_total", "counter", "Bytes a subtask wrote into channels.", "bytes_out"),
+#: Prometheus' base unit of time is the second: values flowkit keeps in milliseconds are
+#: multiplied by this in the text format (and their names end in ``_seconds``).
+MS_TO_SECONDS = 0.001
+
+#: (name, type, help, attribute, scale) of the per-subtask families: the sample is the
+#: attribute times ``scale`` (1, or :data:`MS_TO_SECONDS` for times kept in ms).
+_SUBTASK_FAMILIES: list[tuple[str, str, str, str, float]] = [
+    ("task_records_in_total", "counter", "Records a subtask received.", "records_in", 1),
+    ("task_records_out_total", "counter", "Records a subtask emitted.", "records_out", 1),
+    ("task_bytes_in_total", "counter", "Bytes a subtask read from channels.", "bytes_in", 1),
+    ("task_bytes_out_total", "counter", "Bytes a subtask wrote into channels.", "bytes_out", 1),
     (
         "task_records_in_per_second",
         "gauge",
         "Records received per second over the recent window.",
         "records_in_per_second",
+        1,
     ),
     (
         "task_records_out_per_second",
         "gauge",
         "Records emitted per second over the recent window.",
         "records_out_per_second",
+        1,
     ),
     (
         "task_bytes_in_per_second",
         "gauge",
         "Channel bytes read per second over the recent window.",
         "bytes_in_per_second",
+        1,
     ),
     (
         "task_bytes_out_per_second",
         "gauge",
         "Channel bytes written per second over the recent window.",
         "bytes_out_per_second",
+        1,
     ),
-    ("task_uptime_ms", "gauge", "Milliseconds since the subtask started.", "uptime_ms"),
-    ("task_busy_time_ms_total", "counter", "Milliseconds spent working.", "busy_ms"),
-    ("task_idle_time_ms_total", "counter", "Milliseconds spent waiting for input.", "idle_ms"),
     (
-        "task_backpressured_time_ms_total",
-        "counter",
-        "Milliseconds spent waiting for free output buffers.",
-        "backpressured_ms",
+        "task_uptime_seconds",
+        "gauge",
+        "Seconds since the subtask started.",
+        "uptime_ms",
+        MS_TO_SECONDS,
     ),
-    ("task_busy_ratio", "gauge", "Share of the recent window spent working.", "busy_ratio"),
-    ("task_idle_ratio", "gauge", "Share of the recent window spent idle.", "idle_ratio"),
+    (
+        "task_busy_time_seconds_total",
+        "counter",
+        "Seconds spent working.",
+        "busy_ms",
+        MS_TO_SECONDS,
+    ),
+    (
+        "task_idle_time_seconds_total",
+        "counter",
+        "Seconds spent waiting for input.",
+        "idle_ms",
+        MS_TO_SECONDS,
+    ),
+    (
+        "task_backpressured_time_seconds_total",
+        "counter",
+        "Seconds spent waiting for free output buffers.",
+        "backpressured_ms",
+        MS_TO_SECONDS,
+    ),
+    ("task_busy_ratio", "gauge", "Share of the recent window spent working.", "busy_ratio", 1),
+    ("task_idle_ratio", "gauge", "Share of the recent window spent idle.", "idle_ratio", 1),
     (
         "task_backpressured_ratio",
         "gauge",
         "Share of the recent window spent backpressured.",
         "backpressured_ratio",
+        1,
     ),
-    ("task_buffers_in_use", "gauge", "Output buffers filled or queued.", "buffers_in_use"),
+    ("task_buffers_in_use", "gauge", "Output buffers filled or queued.", "buffers_in_use", 1),
     (
-        "task_input_watermark_ms",
+        "task_input_watermark_seconds",
         "gauge",
-        "The subtask's combined input watermark.",
+        "The subtask's combined input watermark (event time, in seconds).",
         "input_watermark",
+        MS_TO_SECONDS,
     ),
     (
-        "task_output_watermark_ms",
+        "task_output_watermark_seconds",
         "gauge",
-        "The last watermark the subtask sent on.",
+        "The last watermark the subtask sent on (event time, in seconds).",
         "output_watermark",
+        MS_TO_SECONDS,
     ),
     (
-        "task_watermark_lag_ms",
+        "task_watermark_lag_seconds",
         "gauge",
         "Wall-clock time minus the subtask's current watermark.",
         "watermark_lag_ms",
+        MS_TO_SECONDS,
     ),
     (
         "task_late_records_dropped_total",
         "counter",
         "Records dropped as late by windows and joins.",
         "late_records_dropped",
+        1,
     ),
     (
         "task_last_checkpoint_size_bytes",
         "gauge",
         "Bytes of the subtask's state in its last checkpoint.",
         "last_checkpoint_size",
+        1,
     ),
     (
-        "task_last_checkpoint_alignment_ms",
+        "task_last_checkpoint_alignment_seconds",
         "gauge",
         "Barrier alignment time of the subtask's last checkpoint.",
         "last_checkpoint_alignment_ms",
+        MS_TO_SECONDS,
     ),
     (
-        "task_last_checkpoint_sync_ms",
+        "task_last_checkpoint_sync_seconds",
         "gauge",
         "Longest time the subtask's last checkpoint held the event loop at once.",
         "last_checkpoint_sync_ms",
+        MS_TO_SECONDS,
     ),
     (
-        "task_last_checkpoint_barrier_ms",
+        "task_last_checkpoint_barrier_seconds",
         "gauge",
         "Part of the subtask's last checkpoint at the barrier (snapshot, barrier out).",
         "last_checkpoint_barrier_ms",
+        MS_TO_SECONDS,
     ),
     (
-        "task_last_checkpoint_async_ms",
+        "task_last_checkpoint_async_seconds",
         "gauge",
         "Background part of the subtask's last checkpoint (serialize, write), wall clock.",
         "last_checkpoint_async_ms",
+        MS_TO_SECONDS,
     ),
     (
-        "task_last_checkpoint_async_step_ms",
+        "task_last_checkpoint_async_step_seconds",
         "gauge",
         "Longest step of the background part of the subtask's last checkpoint.",
         "last_checkpoint_async_step_ms",
+        MS_TO_SECONDS,
     ),
 ]
 
-#: (name, type, help, attribute) of the per-operator families.
-_OPERATOR_FAMILIES: list[tuple[str, str, str, str]] = [
-    ("operator_records_in_total", "counter", "Records an operator received.", "records_in"),
-    ("operator_records_out_total", "counter", "Records an operator emitted.", "records_out"),
+#: (name, type, help, attribute, scale) of the per-operator families.
+_OPERATOR_FAMILIES: list[tuple[str, str, str, str, float]] = [
+    ("operator_records_in_total", "counter", "Records an operator received.", "records_in", 1),
+    ("operator_records_out_total", "counter", "Records an operator emitted.", "records_out", 1),
     (
-        "operator_input_watermark_ms",
+        "operator_input_watermark_seconds",
         "gauge",
-        "The last watermark an operator received.",
+        "The last watermark an operator received (event time, in seconds).",
         "input_watermark",
+        MS_TO_SECONDS,
     ),
     (
-        "operator_output_watermark_ms",
+        "operator_output_watermark_seconds",
         "gauge",
-        "The last watermark an operator emitted.",
+        "The last watermark an operator emitted (event time, in seconds).",
         "output_watermark",
+        MS_TO_SECONDS,
     ),
     (
         "operator_late_records_dropped_total",
         "counter",
         "Records an operator dropped as late.",
         "late_records_dropped",
+        1,
     ),
     (
         "operator_records_in_per_second",
         "gauge",
         "Records an operator received per second over the recent window.",
         "records_in_per_second",
+        1,
     ),
     (
         "operator_records_out_per_second",
         "gauge",
         "Records an operator emitted per second over the recent window.",
         "records_out_per_second",
+        1,
     ),
 ]
+
+#: The quantiles of the latency summary: (label value, key of the latency histogram).
+#: Quantile 1 is the highest latency among the recent markers.
+_LATENCY_QUANTILES: tuple[tuple[str, str], ...] = (
+    ("0.5", "p50"),
+    ("0.9", "p90"),
+    ("0.99", "p99"),
+    ("1", "max"),
+)
 
 
 def escape_label_value(value: str) -> str:
@@ -683,6 +738,13 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
+def _scaled(value: Any, scale: float) -> Any:
+    """``value * scale`` (None stays None; unscaled values keep their type)."""
+    if value is None or scale == 1:
+        return value
+    return value * scale
+
+
 def _copy(entry: Any) -> Any:
     return dict(entry) if isinstance(entry, dict) else entry
 
@@ -696,15 +758,45 @@ class _Writer:
         self.lines: list[str] = []
 
     def family(
-        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, Any]]
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[str, Any]],
+        scale: float = 1,
     ) -> None:
-        """One family: HELP and TYPE once, then its samples (None values are left out)."""
+        """One family: HELP and TYPE once, then its samples (None values are left out),
+        each multiplied by ``scale``."""
         full = f"flowkit_{name}"
         self.lines.append(f"# HELP {full} {help_text}")
         self.lines.append(f"# TYPE {full} {kind}")
         for labels, value in samples:
             if value is not None:
-                self.lines.append(f"{full}{labels} {format_value(value)}")
+                self.lines.append(f"{full}{labels} {format_value(_scaled(value, scale))}")
+
+    def summary(
+        self,
+        name: str,
+        help_text: str,
+        samples: Iterable[tuple[list[tuple[str, str]], dict[str, float]]],
+    ) -> None:
+        """A summary family from latency histograms in ms (see ``latency_histogram()``):
+        its quantiles over the recent markers, and ``_sum`` / ``_count`` over every marker
+        since the subtask started, all in seconds."""
+        full = f"flowkit_{name}"
+        self.lines.append(f"# HELP {full} {help_text}")
+        self.lines.append(f"# TYPE {full} summary")
+        for pairs, histogram in samples:
+            for quantile, key in _LATENCY_QUANTILES:
+                value = histogram[key] * MS_TO_SECONDS
+                self.lines.append(
+                    f"{full}{_labels([*pairs, ('quantile', quantile)])} {format_value(value)}"
+                )
+            count = histogram.get("total_count", histogram["count"])
+            total_ms = histogram.get("total_ms", histogram["mean"] * histogram["count"])
+            labels = _labels(pairs)
+            self.lines.append(f"{full}_sum{labels} {format_value(total_ms * MS_TO_SECONDS)}")
+            self.lines.append(f"{full}_count{labels} {format_value(int(count))}")
 
 
 def _subtask_labels(base: list[tuple[str, str]], s: SubtaskMetrics) -> list[tuple[str, str]]:
@@ -757,10 +849,11 @@ def render_prometheus(metrics: JobMetrics, job_name: str = "", job_id: str = "")
         [(job, None if latest is None else latest.checkpoint_id)],
     )
     out.family(
-        "job_last_checkpoint_duration_ms",
+        "job_last_checkpoint_duration_seconds",
         "gauge",
         "Duration of the newest completed checkpoint or savepoint.",
         [(job, None if latest is None else latest.duration_ms)],
+        MS_TO_SECONDS,
     )
     out.family(
         "job_last_checkpoint_size_bytes",
@@ -769,18 +862,20 @@ def render_prometheus(metrics: JobMetrics, job_name: str = "", job_id: str = "")
         [(job, None if latest is None else latest.state_size)],
     )
     out.family(
-        "job_last_checkpoint_alignment_ms",
+        "job_last_checkpoint_alignment_seconds",
         "gauge",
         "Longest barrier alignment in the newest completed checkpoint or savepoint.",
         [(job, None if latest is None else latest.alignment_ms)],
+        MS_TO_SECONDS,
     )
     subtasks = metrics.subtasks
-    for name, kind, help_text, attribute in _SUBTASK_FAMILIES:
+    for name, kind, help_text, attribute, scale in _SUBTASK_FAMILIES:
         out.family(
             name,
             kind,
             help_text,
             ((_labels(_subtask_labels(base, s)), getattr(s, attribute)) for s in subtasks),
+            scale,
         )
     out.family(
         "task_status",
@@ -788,8 +883,18 @@ def render_prometheus(metrics: JobMetrics, job_name: str = "", job_id: str = "")
         "1 for the subtask's current status.",
         ((_labels([*_subtask_labels(base, s), ("status", s.status)]), 1) for s in subtasks),
     )
-    for name, kind, help_text, attribute in _OPERATOR_FAMILIES:
-        out.family(name, kind, help_text, _operator_samples(base, subtasks, attribute))
+    for name, kind, help_text, attribute, scale in _OPERATOR_FAMILIES:
+        out.family(name, kind, help_text, _operator_samples(base, subtasks, attribute), scale)
+    out.summary(
+        "operator_latency_seconds",
+        "Latency markers' time from their source to the operator (with latency tracking "
+        "on): quantiles over the recent markers; sum and count over all since the start.",
+        (
+            ([*_subtask_labels(base, s), ("operator", operator)], histogram)
+            for s in subtasks
+            for operator, histogram in s.latency_ms.items()
+        ),
+    )
     for unit, attribute, what in (
         ("records", "consumer_lag", "Records"),
         ("bytes", "consumer_lag_bytes", "Bytes"),

@@ -7,12 +7,16 @@ Nothing here asserts how fast anything is, except the low-load latency invariant
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,19 +26,24 @@ import pytest
 from flowkit.bench.__main__ import build_parser, format_table, parse_size, parse_timeout
 from flowkit.bench.sweep import (
     COLUMNS,
+    SPREAD_FIELDS,
     ProgressBar,
     SweepConfig,
     SweepPoint,
     _Collector,
+    build_figure,
     build_job,
     channel_count,
     grid,
     pareto_front,
     percentile,
+    plain_number,
     plot,
     read_json,
+    read_json_meta,
     run_sweep,
     run_sweep_async,
+    summarize,
     write_csv,
     write_json,
 )
@@ -401,3 +410,313 @@ def test_plot_draws_a_png_or_says_what_is_missing(tmp_path: Path) -> None:
         with pytest.raises(ImportError, match="pip install matplotlib"):
             plot(points, target)
         assert not target.exists()
+
+
+# ---------------------------------------------------------------------------- output folder
+def test_the_command_line_writes_into_sweep_results_by_default(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowkit.bench",
+            "sweep",
+            "--buffer-sizes",
+            "1k",
+            "--buffers-per-channel",
+            "1",
+            "--timeouts",
+            "0",
+            "--records",
+            "500",
+            "--keys",
+            "5",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # nothing lands in the current directory itself: one folder, created by the command
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep-results"]
+    assert sorted(p.name for p in (tmp_path / "sweep-results").iterdir()) == [
+        "sweep.csv",
+        "sweep.json",
+    ]
+    assert f"wrote {Path('sweep-results') / 'sweep.csv'}" in done.stdout
+
+
+def test_sweep_results_is_ignored_by_git() -> None:
+    ignored = (Path(__file__).parents[2] / ".gitignore").read_text().splitlines()
+    assert "sweep-results/" in ignored
+
+
+def test_the_help_shows_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # no line wrapping inside a default
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("sweep", "plot"):
+        command = commands.choices[name]
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            shown = (action.help or "") % vars(action)
+            assert "(default: " in shown, (name, action.option_strings, shown)
+    text = " ".join(commands.choices["sweep"].format_help().split())
+    for expected in (
+        "--records N records per run (default: 100000)",
+        "--out DIR output folder, created if missing (default: sweep-results)",
+        "--repeat N runs per configuration; each point reports the median and the min-max "
+        "spread of its runs (default: 1)",
+        "(default: 256,1k,4k,16k,64k,256k,1M)",
+        "(default: 1,2,4,16)",
+        "(default: 0,1,10,100,none)",
+        "--parallelism P subtasks per stage (default: 2)",
+        "--keys K distinct keys (default: 1000)",
+        "--record-size B bytes per record, about (default: 100)",
+    ):
+        assert expected in text
+    args = parser.parse_args(["sweep"])
+    assert (args.out, args.records, args.repeat) == (Path("sweep-results"), 100_000, 1)
+
+
+# ---------------------------------------------------------------------------- repeats
+SPREAD_COLUMNS = [f"{name}_{end}" for name in SPREAD_FIELDS for end in ("min", "max")]
+
+
+def test_repeated_runs_report_the_median_and_the_spread_with_the_load(tmp_path: Path) -> None:
+    points = run_sweep([1024], [2], [0, None], records=2000, keys=20, repeat=3, progress=False)
+    assert [(p.buffer_timeout_ms, p.repeats) for p in points] == [(0, 3), (None, 3)]
+    for p in points:
+        check_counts(p)
+        check_in_flight(p)
+        for name in SPREAD_FIELDS:
+            low, high = p.spread(name)
+            assert low <= getattr(p, name) <= high, name
+        assert p.cpu_count == os.cpu_count()
+        assert p.load_1m_start is not None and p.load_1m_start >= 0
+        assert p.load_1m_end is not None and p.load_1m_end >= 0
+    # three separate runs measure three different throughputs: the spread is real
+    assert any(p.spread("records_per_s")[0] < p.spread("records_per_s")[1] for p in points)
+
+    with write_csv(points, tmp_path / "sweep.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row, p in zip(rows, points):
+        assert row["repeats"] == "3"
+        assert float(row["records_per_s"]) == pytest.approx(p.records_per_s)
+        for column in SPREAD_COLUMNS:
+            assert float(row[column]) == pytest.approx(float(getattr(p, column))), column
+        assert float(row["load_1m_start"]) == pytest.approx(p.load_1m_start)
+        assert float(row["load_1m_end"]) == pytest.approx(p.load_1m_end)
+        assert int(row["cpu_count"]) == os.cpu_count()
+    document = json.loads(write_json(points, tmp_path / "sweep.json").read_text())
+    for entry, p in zip(document["points"], points):
+        assert entry["repeats"] == 3
+        assert entry["records_per_s_min"] <= entry["records_per_s"] <= entry["records_per_s_max"]
+        assert entry["latency_p99_ms_min"] <= entry["latency_p99_ms"]
+        assert entry["latency_p99_ms"] <= entry["latency_p99_ms_max"]
+        assert (entry["load_1m_start"], entry["load_1m_end"]) == (p.load_1m_start, p.load_1m_end)
+        assert entry["cpu_count"] == os.cpu_count()
+    assert read_json(tmp_path / "sweep.json") == points
+
+
+def test_summarize_takes_medians_and_the_range_of_each_measurement() -> None:
+    runs = [
+        dataclasses.replace(
+            point(1024, throughput, p99), load_1m_start=load, load_1m_end=load + 0.5, cpu_count=2
+        )
+        for throughput, p99, load in ((300.0, 4.0, 0.25), (100.0, 9.0, 0.5), (200.0, 1.0, 1.0))
+    ]
+    runs[1] = dataclasses.replace(
+        runs[1],
+        peak_buffers=9,
+        peak_in_flight_bytes=9 * 1024,
+        peak_in_flight_bytes_min=None,  # None: the value itself
+        peak_in_flight_bytes_max=None,
+    )
+    runs[2] = dataclasses.replace(runs[2], received=9, correct=False)
+    summary = summarize(runs)
+    assert summary.repeats == 3
+    assert summary.records_per_s == 200.0
+    assert summary.spread("records_per_s") == (100.0, 300.0)
+    assert summary.latency_p99_ms == 4.0
+    assert summary.spread("latency_p99_ms") == (1.0, 9.0)
+    assert summary.peak_buffers == 4 and summary.peak_in_flight_bytes == 4 * 1024
+    assert summary.spread("peak_in_flight_bytes") == (4 * 1024, 9 * 1024)
+    # one run lost a record: the point says so
+    assert summary.received == 9 and summary.correct is False
+    # load before the first run and after the last
+    assert (summary.load_1m_start, summary.load_1m_end, summary.cpu_count) == (0.25, 1.5, 2)
+    with pytest.raises(ValueError, match="buffer_size is 1024 in the first run and 4096"):
+        summarize([runs[0], point(4096, 1.0, 1.0)])
+    with pytest.raises(ValueError, match="at least one run"):
+        summarize([])
+
+
+def test_the_command_line_repeats_each_point(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowkit.bench",
+            "sweep",
+            "--buffer-sizes",
+            "4k",
+            "--buffers-per-channel",
+            "2",
+            "--timeouts",
+            "0",
+            "--records",
+            "1000",
+            "--keys",
+            "10",
+            "--repeat",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with (out / "sweep.csv").open(newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["repeats"] == "2" and row["correct"] == "true"
+    assert set(SPREAD_COLUMNS) | {"load_1m_start", "load_1m_end", "cpu_count"} <= set(row)
+    assert json.loads((out / "sweep.json").read_text())["meta"]["repeat"] == 2
+    header, line = done.stdout.splitlines()[:2]
+    assert header.split()[-5:] == ["src_wait", "runs", "load", "debloat", "ok"]
+    assert line.split()[-4] == "2"
+    assert re.fullmatch(r"\d+\.\d\d>\d+\.\d\d", line.split()[-3])
+
+
+def test_a_json_file_from_before_repeats_still_reads(tmp_path: Path) -> None:
+    old = point(1024, 100, 1.0)
+    document = json.loads(write_json([old], tmp_path / "sweep.json").read_text())
+    new_columns = {"repeats", "load_1m_start", "load_1m_end", "cpu_count", *SPREAD_COLUMNS}
+    for entry in document["points"]:
+        for column in new_columns:
+            del entry[column]
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    (read,) = read_json(tmp_path / "old.json")
+    assert read.repeats == 1 and read.load_1m_start is None
+    assert read.spread("records_per_s") == (100, 100)
+
+
+# ---------------------------------------------------------------------------- the figure
+def test_every_visual_encoding_has_a_legend_and_axes_show_plain_numbers() -> None:
+    points = [
+        dataclasses.replace(point(1024, 100, 1.0), buffers_per_channel=1, buffer_timeout_ms=0),
+        dataclasses.replace(point(1024, 300, 4.0), buffers_per_channel=4, buffer_timeout_ms=10),
+        dataclasses.replace(point(65536, 500, 9.0), buffers_per_channel=1),
+        dataclasses.replace(point(65536, 450, 7.0, debloat=True), buffers_per_channel=4),
+    ]
+    points = [
+        dataclasses.replace(
+            p,
+            repeats=3,
+            records_per_s_min=p.records_per_s * 0.9,
+            records_per_s_max=p.records_per_s * 1.2,
+            latency_p99_ms_min=p.latency_p99_ms / 2,
+            latency_p99_ms_max=p.latency_p99_ms * 1.5,
+            load_1m_start=0.25,
+            load_1m_end=1.5,
+            cpu_count=2,
+        )
+        for p in points
+    ]
+    fig = build_figure(points, {"platform": "Linux-test", "python": "3.11.7"})
+    fig.canvas.draw()
+
+    legends = {
+        legend.get_title().get_text(): [t.get_text() for t in legend.get_texts()]
+        for legend in fig.legends
+    }
+    assert legends == {
+        "buffer size (colour)": ["1 KiB", "64 KiB"],
+        "buffer timeout (marker)": ["0 ms", "10 ms", "off (only when full)"],
+        "buffers per channel (marker size)": ["1", "4"],
+        "other": [
+            "best trade-offs of a buffer size (left)",
+            "buffer debloating on (hollow)",
+            "min-max over 3 runs (bars)",
+        ],
+    }
+    # the marker-size legend draws its markers at the sizes the points have
+    (size_legend,) = [g for g in fig.legends if g.get_title().get_text().startswith("buffers")]
+    sizes = [h.get_markersize() for h in size_legend.legend_handles]
+    assert sizes[0] < sizes[1]
+    left, right = fig.axes[:2]
+    scatters = [c for c in left.collections if c.__class__.__name__ == "PathCollection"]
+    assert [c.get_sizes()[0] for c in scatters][:2] == [
+        pytest.approx(sizes[0] ** 2),
+        pytest.approx(sizes[1] ** 2),
+    ]
+    # the machine and its load are in the title
+    title = fig._suptitle.get_text()
+    assert "Linux-test, Python 3.11.7, 2 CPUs, 1-min load 0.25-1.50 during the sweep" in title
+    assert "median of 3 runs, bars: min-max" in title
+
+    # error bars span each point's min-max
+    bars = [c for c in left.containers if c.__class__.__name__ == "ErrorbarContainer"]
+    assert len(bars) == 4
+    x_bars, y_bars = bars[0].lines[2]
+    (x_segment,) = x_bars.get_segments()
+    (y_segment,) = y_bars.get_segments()
+    assert [x for x, _ in x_segment] == pytest.approx([90.0, 120.0])
+    assert [y for _, y in y_segment] == pytest.approx([0.5, 1.5])
+
+    number = re.compile(r"^\d{1,3}(,\d{3})*(\.\d+)?$")
+    for ax in (left, right):
+        for axis, expected in ((ax.xaxis, {"100", "200", "300"}), (ax.yaxis, set())):
+            labels = [
+                t.get_text()
+                for t in axis.get_majorticklabels() + axis.get_minorticklabels()
+                if t.get_text()
+            ]
+            assert labels, axis
+            assert all(number.match(label) for label in labels), labels
+            assert expected <= set(labels), labels
+    y_labels = {t.get_text() for t in left.yaxis.get_majorticklabels() if t.get_text()}
+    assert {"1", "10"} <= y_labels
+    right_y = {t.get_text() for t in right.yaxis.get_majorticklabels() if t.get_text()}
+    assert {"1,000", "100"} <= right_y
+
+
+def test_plain_numbers() -> None:
+    assert [plain_number(v) for v in (20, 2000, 250_000, 1e6, 0.5, 0.02, 1.5, 0)] == [
+        "20",
+        "2,000",
+        "250,000",
+        "1,000,000",
+        "0.5",
+        "0.02",
+        "1.5",
+        "0",
+    ]
+
+
+def test_the_readme_figure_comes_from_a_repeated_run_and_states_its_machine_and_load() -> None:
+    root = Path(__file__).parents[2]
+    points = read_json(root / "docs" / "buffer-sweep.json")
+    meta = read_json_meta(root / "docs" / "buffer-sweep.json")
+    assert meta["repeat"] == 3 and "--repeat" in meta["arguments"]
+    assert all(p.repeats == 3 and p.correct for p in points)
+    loads = [x for p in points for x in (p.load_1m_start, p.load_1m_end) if x is not None]
+    assert len(loads) == 2 * len(points)
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Benchmarks: buffer sizes") :]
+    section = section[: section.index("\n## ")]
+    assert "](docs/buffer-sweep.png)" in section
+    assert (root / "docs" / "buffer-sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"1-minute load average went from {min(loads):.2f} to {max(loads):.2f}" in section
+    assert f"{meta['cpu_count']} CPUs" in section
+    # the table's rows are the JSON's medians and ranges
+    for p in points:
+        if p.buffers_per_channel == 2 and p.buffer_timeout_ms in (0, None):
+            low, high = p.spread("records_per_s")
+            assert f"| {p.records_per_s:,.0f} ({low:,.0f}-{high:,.0f}) |" in section

@@ -59,7 +59,13 @@ def parse(text: str) -> tuple[Samples, dict[str, str]]:
             match = SAMPLE.match(line)
             assert match, f"malformed sample line: {line!r}"
             name = match["name"]
-            assert name in types, f"sample before TYPE: {line!r}"
+            family = re.sub(r"_(sum|count)$", "", name)
+            if name not in types and types.get(family) == "summary":
+                pass  # a summary's _sum and _count belong to its family
+            else:
+                assert name in types, f"sample before TYPE: {line!r}"
+            if types.get(name) == "summary":
+                assert 'quantile="' in (match["labels"] or ""), line
             labels = frozenset(
                 (m["key"], unescape(m["value"])) for m in LABEL.finditer(match["labels"] or "")
             )
@@ -130,11 +136,15 @@ async def test_prometheus_text_is_well_formed_and_agrees_with_the_json(tmp_path:
         samples["flowkit_job_last_checkpoint_size_bytes"][labels(job, job_id)]
         == latest["state_size"]
     )
-    assert samples["flowkit_job_last_checkpoint_duration_ms"][labels(job, job_id)] == pytest.approx(
-        latest["duration_ms"]
-    )
+    assert samples["flowkit_job_last_checkpoint_duration_seconds"][
+        labels(job, job_id)
+    ] == pytest.approx(latest["duration_ms"] / 1000)
+    assert samples["flowkit_job_last_checkpoint_alignment_seconds"][
+        labels(job, job_id)
+    ] == pytest.approx(latest["alignment_ms"] / 1000)
 
-    # subtask level: every subtask, every family, the same values as the JSON
+    # subtask level: every subtask, every family, the same values as the JSON (times in
+    # seconds where the JSON has milliseconds)
     fields = {
         "flowkit_task_records_in_total": "records_in",
         "flowkit_task_records_out_total": "records_out",
@@ -144,21 +154,24 @@ async def test_prometheus_text_is_well_formed_and_agrees_with_the_json(tmp_path:
         "flowkit_task_records_out_per_second": "records_out_per_second",
         "flowkit_task_bytes_in_per_second": "bytes_in_per_second",
         "flowkit_task_bytes_out_per_second": "bytes_out_per_second",
-        "flowkit_task_uptime_ms": "uptime_ms",
-        "flowkit_task_busy_time_ms_total": "busy_ms",
-        "flowkit_task_idle_time_ms_total": "idle_ms",
-        "flowkit_task_backpressured_time_ms_total": "backpressured_ms",
+        "flowkit_task_uptime_seconds": "uptime_ms",
+        "flowkit_task_busy_time_seconds_total": "busy_ms",
+        "flowkit_task_idle_time_seconds_total": "idle_ms",
+        "flowkit_task_backpressured_time_seconds_total": "backpressured_ms",
         "flowkit_task_busy_ratio": "busy_ratio",
         "flowkit_task_idle_ratio": "idle_ratio",
         "flowkit_task_backpressured_ratio": "backpressured_ratio",
         "flowkit_task_buffers_in_use": "buffers_in_use",
-        "flowkit_task_input_watermark_ms": "input_watermark",
-        "flowkit_task_output_watermark_ms": "output_watermark",
-        "flowkit_task_watermark_lag_ms": "watermark_lag_ms",
+        "flowkit_task_input_watermark_seconds": "input_watermark",
+        "flowkit_task_output_watermark_seconds": "output_watermark",
+        "flowkit_task_watermark_lag_seconds": "watermark_lag_ms",
         "flowkit_task_late_records_dropped_total": "late_records_dropped",
         "flowkit_task_last_checkpoint_size_bytes": "last_checkpoint_size",
-        "flowkit_task_last_checkpoint_alignment_ms": "last_checkpoint_alignment_ms",
-        "flowkit_task_last_checkpoint_sync_ms": "last_checkpoint_sync_ms",
+        "flowkit_task_last_checkpoint_alignment_seconds": "last_checkpoint_alignment_ms",
+        "flowkit_task_last_checkpoint_sync_seconds": "last_checkpoint_sync_ms",
+        "flowkit_task_last_checkpoint_barrier_seconds": "last_checkpoint_barrier_ms",
+        "flowkit_task_last_checkpoint_async_seconds": "last_checkpoint_async_ms",
+        "flowkit_task_last_checkpoint_async_step_seconds": "last_checkpoint_async_step_ms",
     }
     assert len(data["subtasks"]) == 5
     for subtask in data["subtasks"]:
@@ -168,7 +181,8 @@ async def test_prometheus_text_is_well_formed_and_agrees_with_the_json(tmp_path:
             if value is None:
                 assert key not in samples.get(name, {})
             else:
-                assert samples[name][key] == pytest.approx(value, rel=1e-12), name
+                scale = 1000 if "_seconds" in name else 1
+                assert samples[name][key] * scale == pytest.approx(value, rel=1e-12), name
         status = labels(
             job,
             job_id,
@@ -186,13 +200,13 @@ async def test_prometheus_text_is_well_formed_and_agrees_with_the_json(tmp_path:
                 == op["late_records_dropped"]
             )
             for name, field in [
-                ("flowkit_operator_input_watermark_ms", "input_watermark"),
-                ("flowkit_operator_output_watermark_ms", "output_watermark"),
+                ("flowkit_operator_input_watermark_seconds", "input_watermark"),
+                ("flowkit_operator_output_watermark_seconds", "output_watermark"),
             ]:
                 if op[field] is None:
                     assert op_key not in samples.get(name, {})
                 else:
-                    assert samples[name][op_key] == op[field]
+                    assert samples[name][op_key] == pytest.approx(op[field] / 1000, rel=1e-15)
     # the weird operator name survived escaping, and counts are exact
     weird = [k for k in samples["flowkit_operator_records_in_total"] if ("operator", WEIRD) in k]
     assert len(weird) == 2
@@ -202,6 +216,77 @@ async def test_prometheus_text_is_well_formed_and_agrees_with_the_json(tmp_path:
     assert types["flowkit_task_busy_ratio"] == "gauge"
     # every family appears (HELP/TYPE even without samples)
     assert set(fields) | {"flowkit_task_status"} <= set(types)
+    assert types["flowkit_operator_latency_seconds"] == "summary"
+
+
+def test_times_follow_the_prometheus_conventions() -> None:
+    """Base unit seconds, named ``_seconds`` (counters ``_seconds_total``): no family is
+    in milliseconds."""
+    _, types = parse(JobMetrics(()).to_prometheus())
+    assert [name for name in types if re.search(r"_ms(_|$)", name)] == []
+    timed = sorted(name for name in types if "_seconds" in name)
+    assert timed == [
+        "flowkit_job_last_checkpoint_alignment_seconds",
+        "flowkit_job_last_checkpoint_duration_seconds",
+        "flowkit_operator_input_watermark_seconds",
+        "flowkit_operator_latency_seconds",
+        "flowkit_operator_output_watermark_seconds",
+        "flowkit_task_backpressured_time_seconds_total",
+        "flowkit_task_busy_time_seconds_total",
+        "flowkit_task_idle_time_seconds_total",
+        "flowkit_task_input_watermark_seconds",
+        "flowkit_task_last_checkpoint_alignment_seconds",
+        "flowkit_task_last_checkpoint_async_seconds",
+        "flowkit_task_last_checkpoint_async_step_seconds",
+        "flowkit_task_last_checkpoint_barrier_seconds",
+        "flowkit_task_last_checkpoint_sync_seconds",
+        "flowkit_task_output_watermark_seconds",
+        "flowkit_task_uptime_seconds",
+        "flowkit_task_watermark_lag_seconds",
+    ]
+
+
+async def test_latency_markers_are_exported_as_a_summary_in_seconds() -> None:
+    env = fk.StreamExecutionEnvironment(
+        parallelism=2, latency_tracking_interval_ms=5, buffer_timeout_ms=0
+    )
+    (
+        env.from_source(fk.PacedSource([(i % 3, i) for i in range(1, 201)], 0.001))
+        .key_by(lambda t: t[0])
+        .sum(1)
+        .name("Sum")
+        .sink_to(CollectSink())
+        .name("Sink")
+    )
+    client = await env.execute_async("latency")
+    metrics = (await asyncio.wait_for(client.wait(), TIMEOUT)).metrics
+    text = metrics.to_prometheus(client.job_name, client.job_id)
+    samples, types = parse(text)
+    assert types["flowkit_operator_latency_seconds"] == "summary"
+    series = 0
+    for subtask in metrics.subtasks:
+        for operator, histogram in subtask.latency_ms.items():
+            series += 1
+            key = labels(
+                client.job_name,
+                client.job_id,
+                task=subtask.task,
+                subtask=str(subtask.subtask_index),
+                operator=operator,
+            )
+            for quantile, field in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max")):
+                shown = samples["flowkit_operator_latency_seconds"][key | {("quantile", quantile)}]
+                assert shown == pytest.approx(histogram[field] / 1000, rel=1e-12)
+            # _count and _sum cover every marker since the start (cumulative, as Prometheus
+            # expects), the quantiles the recent ones
+            count = samples["flowkit_operator_latency_seconds_count"][key]
+            assert count == histogram["total_count"] >= histogram["count"] > 0
+            assert isinstance(count, int)
+            total = samples["flowkit_operator_latency_seconds_sum"][key]
+            assert total == pytest.approx(histogram["total_ms"] / 1000, rel=1e-12)
+            assert 0 < total / count < 1  # seconds, not milliseconds: well under a second
+    assert {op for s in metrics.subtasks for op in s.latency_ms} == {"Sum", "Sink"}
+    assert series == len(samples["flowkit_operator_latency_seconds_count"])
 
 
 async def test_json_dict_shape(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -519,3 +520,61 @@ async def test_linger_keeps_the_final_state_readable_after_the_job_ended() -> No
 def test_bad_linger_is_refused(linger: Any) -> None:
     with pytest.raises(fk.InvalidConfigurationError, match="linger_s must be a number"):
         fk.StreamExecutionEnvironment().enable_web_ui(port=0, linger_s=linger)
+
+
+async def test_metrics_endpoint_exports_latency_markers_as_a_summary_in_seconds() -> None:
+    env = fk.StreamExecutionEnvironment(
+        parallelism=2, buffer_timeout_ms=5, latency_tracking_interval_ms=10, freeze_gc=False
+    ).enable_web_ui(port=0)
+    build_job(env)
+    client = await env.execute_async("latency job")
+    try:
+        url = env.web_ui_url
+        assert url is not None
+
+        async def summary_lines() -> list[str] | None:
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as r:
+                assert r.status == 200
+                text = await r.text()
+            lines = [
+                line
+                for line in text.splitlines()
+                if line.startswith(("flowkit_operator_latency_seconds", "# TYPE flowkit_op"))
+            ]
+            counts = [
+                line for line in lines if line.startswith("flowkit_operator_latency_seconds_count")
+            ]
+            return lines if counts else None
+
+        lines = await wait_for(summary_lines, 15, "latency markers in /metrics")
+    finally:
+        await client.cancel()
+        await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+    assert "# TYPE flowkit_operator_latency_seconds summary" in lines
+    pattern = re.compile(
+        r'^flowkit_operator_latency_seconds(?P<suffix>_sum|_count)?\{job="latency job",'
+        rf'job_id="{client.job_id}",task="(?P<task>[^"]+)",subtask="[01]",'
+        r'operator="(?P<operator>[^"]+)"(?:,quantile="(?P<q>0\.5|0\.9|0\.99|1)")?\} (?P<v>\S+)$'
+    )
+    seen: dict[str, set[str]] = {}
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        match = pattern.match(line)
+        assert match, line
+        kind = match["suffix"] or f"quantile {match['q']}"
+        assert match["q"] is None or match["suffix"] is None
+        seen.setdefault(match["operator"], set()).add(kind)
+        value = float(match["v"])
+        if match["suffix"] != "_count":
+            assert 0 <= value < 60  # seconds: a marker crosses the job in far less
+    # the map and the sink after it report every quantile, sum and count
+    for operator in (MAP, SINK):
+        assert seen[operator] == {
+            "quantile 0.5",
+            "quantile 0.9",
+            "quantile 0.99",
+            "quantile 1",
+            "_sum",
+            "_count",
+        }

@@ -573,3 +573,104 @@ async def test_exceptions_panel_of_a_healthy_job_says_no_failures(
             tools, lambda p: p["summary"] == "no failures", "an empty history"
         )
     assert panel["entries"] == []
+
+
+#: What the layout test measures at 1400 px: the vertex table against its panel, and in
+#: the job graph each vertex name against its parallelism badge.
+LAYOUT = """JSON.stringify({
+  viewport: document.documentElement.clientWidth,
+  pageWidth: document.documentElement.scrollWidth,
+  table: (() => {
+    const table = document.getElementById('vertex-table');
+    const panel = table.closest('.panel');
+    return {tableWidth: table.getBoundingClientRect().width,
+            panelWidth: panel.clientWidth, panelScrollWidth: panel.scrollWidth};
+  })(),
+  names: [...document.querySelectorAll('#vertex-table tbody td.name')].map(td => ({
+    text: td.textContent, title: td.title,
+    right: td.getBoundingClientRect().right,
+    nextLeft: td.nextElementSibling.getBoundingClientRect().left,
+    clipped: td.scrollWidth > td.clientWidth,
+  })),
+  vertices: [...document.querySelectorAll('#job-graph [data-vertex-id]')].map(g => {
+    const name = g.querySelector('text.vertex-name').getBBox();
+    const badge = g.querySelector('text.parallelism').getBBox();
+    return {full: g.querySelector('title').textContent,
+            shown: g.querySelector('text.vertex-name').textContent,
+            nameRight: name.x + name.width, badgeLeft: badge.x,
+            boxWidth: g.querySelector('rect.box').getBBox().width};
+  }),
+})"""
+
+LONG_NAMES = (
+    "Enrich orders with the customer profile and the current exchange rates",
+    "Drop test accounts and internal traffic",
+    "Write enriched orders to the warehouse",
+)
+
+
+async def test_long_chain_names_fit_the_vertex_table_and_the_graph_at_1400_px(
+    tmp_path: Path,
+) -> None:
+    env = fk.StreamExecutionEnvironment(parallelism=12, buffer_timeout_ms=5, freeze_gc=False)
+    env.enable_web_ui(port=0)
+    enrich, drop, write = LONG_NAMES
+    (
+        env.from_source(
+            fk.PacedSource(
+                list(range(1_000_000)),
+                0.001,
+                timestamp=lambda n: EPOCH_MS + n,
+                watermark_every=20,  # long date-time watermarks in two columns
+            ),
+            source_name="Orders",
+        )
+        .rebalance()
+        .map(lambda x: x)
+        .name(enrich)
+        .filter(lambda x: True)
+        .name(drop)
+        .sink_to(fk.CollectSink())
+        .name(write)
+    )
+    client = await env.execute_async("long names")
+    chain = f"{enrich} -> {drop} -> {write}"
+    try:
+        url = env.web_ui_url
+        assert url is not None
+        async with dashboard(tmp_path, url) as tools:
+            await page_state(
+                tools,
+                lambda p: (
+                    len(p["rows"]) == 2
+                    and p["vertices"][1]["rateIn"] > 0
+                    and all(WATERMARK_SHOWN.search(v["watermark"]) for v in p["vertices"])
+                ),
+                "both vertices with rates and watermarks",
+            )
+            layout = json.loads(await tools.evaluate(LAYOUT))
+            shot = await tools.call("Page.captureScreenshot", format="png")
+        (tmp_path / "long-names.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        await client.cancel()
+        await wait_for(lambda: env.web_ui_url is None, what="the web UI to close")
+
+    # the page and the vertex table fit 1400 px: no horizontal scrolling
+    assert layout["viewport"] == 1400
+    assert layout["pageWidth"] <= 1400, layout
+    table = layout["table"]
+    assert table["panelScrollWidth"] <= table["panelWidth"], table
+    assert table["tableWidth"] <= table["panelWidth"], table
+    # a long name wraps within its cell and keeps its full text in the tooltip
+    source, long = layout["names"]
+    assert (source["text"], source["title"]) == ("Orders", "Orders")
+    assert long["text"] == chain and long["title"] == chain
+    assert not long["clipped"] and long["right"] <= long["nextLeft"], long
+    # in the graph, each name ends before its parallelism badge, cut with "…" if too long
+    for vertex in layout["vertices"]:
+        assert vertex["nameRight"] + 4 <= vertex["badgeLeft"], vertex
+    orders, drawn = layout["vertices"]
+    assert orders["shown"] == "Orders"
+    assert drawn["full"] == chain
+    assert drawn["shown"].endswith("…") and chain.startswith(drawn["shown"][:-1])
+    assert len(drawn["shown"]) > 10  # cut to the room there is, not to a fixed length

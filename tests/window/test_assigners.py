@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
+from flowkit.errors import InvalidConfigurationError
 from flowkit.eventtime.clocks import ManualClock
 from flowkit.window import (
     DynamicEventTimeSessionWindows,
@@ -205,16 +206,25 @@ def test_tumbling_windows_accept_timedelta() -> None:
     assert TumblingEventTimeWindows.of(datetime.timedelta(seconds=2)).size == 2000
 
 
-@pytest.mark.parametrize(("size", "offset"), [(-1, 0), (0, 0), (10, 10), (10, 20), (10, -11)])
-def test_tumbling_rejects_invalid_arguments(size: int, offset: int) -> None:
-    with pytest.raises(ValueError, match=re.escape("abs(offset) < size")):
+@pytest.mark.parametrize(
+    ("size", "offset", "message"),
+    [
+        (-1, 0, "size must be > 0, got -1"),
+        (0, 0, "size must be > 0, got 0"),
+        (10, 10, "abs(offset) < size, got offset=10 with size=10"),
+        (10, 20, "abs(offset) < size, got offset=20 with size=10"),
+        (10, -11, "abs(offset) < size, got offset=-11 with size=10"),
+    ],
+)
+def test_tumbling_rejects_invalid_arguments(size: int, offset: int, message: str) -> None:
+    with pytest.raises(InvalidConfigurationError, match=re.escape(message)):
         TumblingEventTimeWindows.of(size, offset)
-    with pytest.raises(ValueError, match=re.escape("abs(offset) < size")):
+    with pytest.raises(InvalidConfigurationError, match=re.escape(message)):
         TumblingProcessingTimeWindows.of(size, offset)
 
 
 def test_durations_must_be_numbers_or_timedeltas() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidConfigurationError, match="whole number of milliseconds"):
         TumblingEventTimeWindows.of("5s")  # type: ignore[arg-type]
 
 
@@ -308,19 +318,30 @@ def test_sliding_windows_with_gaps_between_them() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "slide", "offset"),
-    [(-2, 1, 0), (0, 1, 0), (2, -1, 0), (2, 0, 0), (20, 10, -11), (20, 10, 10), (20, 10, 11)],
+    ("size", "slide", "offset", "message"),
+    [
+        (-2, 1, 0, "size must be > 0, got -2"),
+        (0, 1, 0, "size must be > 0, got 0"),
+        (2, -1, 0, "slide must be > 0, got -1"),
+        (2, 0, 0, "slide must be > 0, got 0"),
+        (20, 10, -11, "abs(offset) < slide, got offset=-11 with slide=10"),
+        (20, 10, 10, "abs(offset) < slide, got offset=10 with slide=10"),
+        (20, 10, 11, "abs(offset) < slide, got offset=11 with slide=10"),
+    ],
 )
-def test_sliding_rejects_invalid_arguments(size: int, slide: int, offset: int) -> None:
-    message = re.escape("abs(offset) < slide and size > 0")
-    with pytest.raises(ValueError, match=message):
+def test_sliding_rejects_invalid_arguments(
+    size: int, slide: int, offset: int, message: str
+) -> None:
+    with pytest.raises(InvalidConfigurationError, match=re.escape(message)):
         SlidingEventTimeWindows.of(size, slide, offset)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidConfigurationError, match=re.escape(message)):
         SlidingProcessingTimeWindows.of(size, slide, offset)
 
 
 def test_sliding_rejects_too_many_windows_per_element() -> None:
-    with pytest.raises(ValueError, match=re.escape("size / slide <= 10000000")):
+    with pytest.raises(
+        InvalidConfigurationError, match=re.escape("size / slide must be <= 10000000")
+    ):
         SlidingEventTimeWindows.of(10_000_001, 1)
     assert SlidingEventTimeWindows.of(10_000_000, 1).get_size() == 10_000_000
 
@@ -370,11 +391,20 @@ def test_session_windows_from_elements_merge_like_a_session() -> None:
     assert [merged for merged, _ in groups] == [TW(0, 7000), TW(10_000, 13_000)]
 
 
-@pytest.mark.parametrize("gap", [0, -1, datetime.timedelta(0)])
-def test_session_gap_must_be_positive(gap: int | datetime.timedelta) -> None:
-    with pytest.raises(ValueError, match=re.escape("0 < size")):
+@pytest.mark.parametrize(
+    ("gap", "shown"),
+    [(0, "0"), (-1, "-1"), (datetime.timedelta(0), "datetime.timedelta(0) (0 ms)")],
+)
+def test_session_gap_must_be_positive(gap: int | datetime.timedelta, shown: str) -> None:
+    with pytest.raises(
+        InvalidConfigurationError,
+        match=re.escape(f"EventTimeSessionWindows: gap must be > 0, got {shown}"),
+    ):
         EventTimeSessionWindows.with_gap(gap)
-    with pytest.raises(ValueError, match=re.escape("0 < size")):
+    with pytest.raises(
+        InvalidConfigurationError,
+        match=re.escape(f"ProcessingTimeSessionWindows: gap must be > 0, got {shown}"),
+    ):
         ProcessingTimeSessionWindows.with_gap(gap)
 
 
@@ -400,10 +430,13 @@ def test_dynamic_event_time_session_windows() -> None:
 def test_dynamic_gap_must_be_positive_and_extractor_callable() -> None:
     zero_gap = EventTimeSessionWindows.with_dynamic_gap(lambda e: 0)
     with pytest.raises(
-        ValueError, match=re.escape("Dynamic session time gap must satisfy 0 < gap")
+        InvalidConfigurationError,
+        match=re.escape(
+            "DynamicEventTimeSessionWindows: the session gap must be > 0, got 0 for element 'x'"
+        ),
     ):
         zero_gap.assign_windows("x", 10)
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidConfigurationError, match="callable"):
         EventTimeSessionWindows.with_dynamic_gap(42)
 
 
@@ -451,7 +484,7 @@ def test_processing_time_session_windows() -> None:
     assert isinstance(dynamic, DynamicProcessingTimeSessionWindows)
     assert dynamic.assign_windows("abcd", None, ProcessingTimeContext(10)) == [TW(10, 14)]
     assert isinstance(dynamic.get_default_trigger(), ProcessingTimeTrigger)
-    with pytest.raises(ValueError, match="0 < gap"):
+    with pytest.raises(InvalidConfigurationError, match="session gap must be > 0, got 0"):
         dynamic.assign_windows("", None, ProcessingTimeContext(10))
 
 

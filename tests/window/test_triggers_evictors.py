@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, StreamRecord
+from flowkit.errors import InvalidConfigurationError
 from flowkit.state.descriptors import ReducingStateDescriptor, StateDescriptor
 from flowkit.window import (
     ContinuousEventTimeTrigger,
@@ -264,7 +265,9 @@ def test_count_trigger_merges_counts() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_count_trigger_rejects_bad_counts(bad: Any) -> None:
-    with pytest.raises(ValueError, match="count > 0"):
+    with pytest.raises(
+        InvalidConfigurationError, match="CountTrigger: the count must be an int > 0"
+    ):
         CountTrigger.of(bad)
 
 
@@ -392,7 +395,10 @@ def test_continuous_event_time_trigger_merge_keeps_earliest_fire_time() -> None:
 
 
 def test_continuous_event_time_trigger_validation() -> None:
-    with pytest.raises(ValueError, match="interval > 0"):
+    with pytest.raises(
+        InvalidConfigurationError,
+        match="ContinuousEventTimeTrigger: interval must be > 0, got 0",
+    ):
         ContinuousEventTimeTrigger.of(0)
     trigger = ContinuousEventTimeTrigger.of(10)
     assert trigger.get_interval() == 10
@@ -597,7 +603,9 @@ def test_count_evictor_after() -> None:
     assert _values(pane) == ["a", "b", "c"]
     evictor.evict_after(pane, 3, GlobalWindow.get(), CTX)
     assert _values(pane) == ["b", "c"]
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        InvalidConfigurationError, match="CountEvictor: the count must be an int >= 0"
+    ):
         CountEvictor.of(-1)
 
 

@@ -175,7 +175,7 @@ def test_operator_needs_exactly_one_function() -> None:
         WindowOperator(
             "Window", assigner, lambda e: e, process=lambda k, c, e: e, window_function=print
         )
-    with pytest.raises(ValueError, match="allowed_lateness"):
+    with pytest.raises(InvalidConfigurationError, match="allowed_lateness must be >= 0, got -1"):
         WindowOperator("Window", assigner, lambda e: e, reduce=sum_reduce, allowed_lateness=-1)
 
 

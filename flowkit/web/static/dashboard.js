@@ -206,11 +206,11 @@ function drawGraph(plan) {
     const title = svg("title", {}, v.name);
     g.appendChild(title);
     g.appendChild(svg("rect", { class: "box", width: NODE_W, height: NODE_H }));
-    let name = v.name;
-    if (name.length > 28) name = name.slice(0, 27) + "…";  // leaves room for the ×N badge
-    g.appendChild(svg("text", { x: 10, y: 19, class: "vertex-name" }, name));
-    g.appendChild(svg("text", { x: NODE_W - 10, y: 19, "text-anchor": "end", class: "parallelism small" },
-      `×${v.parallelism}`));
+    const name = svg("text", { x: 10, y: 19, class: "vertex-name" }, v.name);
+    g.appendChild(name);
+    const badge = svg("text", { x: NODE_W - 10, y: 19, "text-anchor": "end", class: "parallelism small" },
+      `×${v.parallelism}`);
+    g.appendChild(badge);
     g.appendChild(svg("text", { x: 10, y: 40, class: "rate-in", "data-value": "0" }, "in —"));
     g.appendChild(svg("text", { x: NODE_W / 2 + 5, y: 40, class: "rate-out", "data-value": "0" }, "out —"));
     g.appendChild(svg("text", { x: 10, y: 58, class: "watermark small" }, "watermark —"));
@@ -221,7 +221,25 @@ function drawGraph(plan) {
     g.appendChild(svg("rect", { class: "busy-bar", x: 10, y: 102, width: 0, height: 8, rx: 2 }));
     g.addEventListener("click", () => select(v.id));
     root.appendChild(g);
+    // measured once drawn: the name ends 8 px before the ×N badge
+    fitText(name, v.name, NODE_W - 10 - badge.getComputedTextLength() - 10 - 8);
   }
+}
+
+// Show as much of `full` as fits into `maxWidth` px, cut with "…" (the vertex's <title>
+// keeps the whole name as its tooltip).
+function fitText(el, full, maxWidth) {
+  el.textContent = full;
+  if (!(maxWidth > 0) || el.getComputedTextLength() <= maxWidth) return;
+  let fits = 0;
+  let tooLong = full.length;
+  while (tooLong - fits > 1) {
+    const mid = Math.floor((fits + tooLong) / 2);
+    el.textContent = full.slice(0, mid).trimEnd() + "…";
+    if (el.getComputedTextLength() <= maxWidth) fits = mid;
+    else tooLong = mid;
+  }
+  el.textContent = full.slice(0, fits).trimEnd() + "…";
 }
 
 function setText(g, selector, text, value) {
@@ -270,7 +288,7 @@ function updateVertexTable(vertices) {
     row.setAttribute("data-vertex-row", v.id);
     if (String(v.id) === String(state.selected)) row.classList.add("selected");
     row.addEventListener("click", () => select(v.id));
-    cell(row, v.name, "name");
+    cell(row, v.name, "name").title = v.name;
     cell(row, String(v.parallelism), "num");
     cell(row, v.status || "—");
     cell(row, fmtRate(v.records_in_per_second), "num rate-in");
@@ -315,7 +333,7 @@ async function refreshDetail(jobId) {
   for (const op of v.operators || []) {
     const row = document.createElement("tr");
     row.setAttribute("data-operator", op.name);
-    cell(row, op.name, "name");
+    cell(row, op.name, "name").title = op.name;
     cell(row, fmtRate(op.records_in_per_second), "num rate-in").setAttribute("data-value", String(op.records_in_per_second || 0));
     cell(row, fmtRate(op.records_out_per_second), "num rate-out").setAttribute("data-value", String(op.records_out_per_second || 0));
     cell(row, fmtCount(op.records_in), "num");
