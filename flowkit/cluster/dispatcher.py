@@ -2,22 +2,8 @@
 
 It holds the control socket every TaskManager connects to, the ResourceManager, one
 JobManager (:class:`~flowkit.cluster.jobmanager.JobMaster`) per job, the job store and
-the REST API with a small dashboard:
-
-=========================================  =============================================
-``GET  /overview``                         TaskManagers, slots, jobs by state
-``GET  /taskmanagers``                     every TaskManager with its slots and jobs
-``GET  /jobs`` (also ``/api/jobs``)         every job, running and finished
-``POST /jobs``                             submit ``{"source", "filename", "parallelism",
-                                           "args", "settings", "name", "restore_from"}``
-``GET  /jobs/<id>``                        a job: state, attempt, restarts, placement,
-                                           checkpoints
-``GET  /jobs/<id>/exceptions``             its failures
-``POST /jobs/<id>/savepoints``             ``{"directory"}``
-``POST /jobs/<id>/stop``                   ``{"directory"}``: stop with a savepoint
-``POST /jobs/<id>/cancel``                 cancel
-``POST /cluster/stop``                     stop the cluster
-=========================================  =============================================
+the REST API with the dashboard (:mod:`flowkit.cluster.webui`: flowkit's web UI for every
+job of the cluster, plus submission and the cluster's own endpoints).
 
 The job store (``DIR/jobs/<id>/``) keeps every submitted job file and its state
 (``job.json``), written atomically on every change: it plays the role ZooKeeper plays in
@@ -68,17 +54,15 @@ class _TaskManagerEndpoint:
     def _job(self, attempt: str) -> JobMaster | None:
         return self.dispatcher.jobs.get(attempt.split(".", 1)[0])
 
-    def rpc_slice_finished(self, attempt: str, tm_id: str) -> None:
+    def rpc_slice_finished(self, attempt: str, **kwargs: Any) -> None:
         job = self._job(attempt)
         if job is not None:
-            job.slice_finished(attempt, tm_id)
+            job.slice_finished(attempt, **kwargs)
 
-    def rpc_slice_failed(
-        self, attempt: str, tm_id: str, subtask: str, error: dict[str, str]
-    ) -> None:
+    def rpc_slice_failed(self, attempt: str, **kwargs: Any) -> None:
         job = self._job(attempt)
         if job is not None:
-            job.slice_failed(attempt, tm_id, subtask, error)
+            job.slice_failed(attempt, **kwargs)
 
     def rpc_task_finished(self, attempt: str, task: str) -> None:
         job = self._job(attempt)
@@ -150,7 +134,7 @@ class Dispatcher:
             on_lost=self._taskmanager_lost,
         )
         self._rpc: asyncio.Server | None = None
-        self._runner: Any = None
+        self.web: Any = None
         self.url: str | None = None
         self.stopped = asyncio.Event()
 
@@ -210,8 +194,8 @@ class Dispatcher:
                 job.task.cancel()
                 await asyncio.gather(job.task, return_exceptions=True)
         await self.resources.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self.web is not None:
+            await self.web.close()
         if self._rpc is not None:
             self._rpc.close()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
@@ -249,6 +233,10 @@ class Dispatcher:
         self.jobs[spec.job_id] = job
         self._save(job)
         job.start()
+        if self.web is not None:
+            from flowkit.cluster.webui import ClusterJobClient
+
+            self.web.register(ClusterJobClient(job))
         return job
 
     def _save(self, job: JobMaster) -> None:
@@ -275,170 +263,35 @@ class Dispatcher:
         for job in self.jobs.values():
             job.taskmanager_lost(tm_id, why)
 
-    def job_overviews(self) -> list[dict[str, Any]]:
-        now = time.time() * 1000
-        jobs = [job.overview() for job in self.jobs.values()]
-        jobs += [r for r in self.history.values() if r["id"] not in self.jobs]
-        for job in jobs:
-            job["status"] = job["state"]
-            end = job.get("end_time") or now
-            job["duration_ms"] = end - job["start_time"]
-        return jobs
-
     # ------------------------------------------------------------------ REST
     async def _serve_rest(self) -> None:
         try:
-            from aiohttp import web
+            from flowkit.cluster.webui import ClusterWebUI
         except ImportError as exc:  # pragma: no cover - the web extra is missing
             raise ImportError(
                 "the cluster's REST API needs aiohttp: pip install 'flowkit-streaming[web]'"
             ) from exc
-        app = web.Application()
-        r = app.router
-        r.add_get("/", self._index)
-        r.add_get("/overview", self._overview)
-        r.add_get("/taskmanagers", self._taskmanagers)
-        for prefix in ("/jobs", "/api/jobs"):
-            r.add_get(prefix, self._list)
-            r.add_post(prefix, self._submit)
-            r.add_get(prefix + "/{job_id}", self._job_detail)
-            r.add_get(prefix + "/{job_id}/exceptions", self._exceptions)
-            r.add_post(prefix + "/{job_id}/savepoints", self._savepoint)
-            r.add_post(prefix + "/{job_id}/stop", self._stop_job)
-            r.add_post(prefix + "/{job_id}/cancel", self._cancel)
-        r.add_post("/cluster/stop", self._stop_cluster)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        self._runner = runner
-        port = self.port
-        for address in runner.addresses:
-            port = address[1]
-        self.url = f"http://{self.host}:{port}"
+        self.web = ClusterWebUI(self, self.host, self.port)
+        self.url = await self.web.start()
 
-    @staticmethod
-    def _json(data: Any, status: int = 200) -> Any:
-        from aiohttp import web
-
-        return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
-
-    def _error(self, status: int, message: str) -> Any:
-        return self._json({"error": message}, status)
-
-    async def _body(self, request: Any) -> dict[str, Any]:
-        if not request.can_read_body:
-            return {}
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise ValueError("the request body must be a JSON object")
-        return body
-
-    def _find(self, request: Any) -> JobMaster | None:
-        job_id = request.match_info["job_id"]
-        if job_id == "current" and self.jobs:
-            return next(reversed(self.jobs.values()))
-        return self.jobs.get(job_id)
-
-    async def _index(self, request: Any) -> Any:
-        from aiohttp import web
-
-        return web.Response(text=_DASHBOARD, content_type="text/html")
-
-    async def _overview(self, request: Any) -> Any:
+    def overview(self) -> dict[str, Any]:
+        """The cluster at a glance (REST ``GET /overview``)."""
         states: dict[str, int] = {}
-        for job in self.job_overviews():
-            states[job["state"]] = states.get(job["state"], 0) + 1
+        for job in self.jobs.values():
+            states[job.status] = states.get(job.status, 0) + 1
+        for record in self.history.values():
+            if record["id"] not in self.jobs:
+                states[record["state"]] = states.get(record["state"], 0) + 1
         rm = self.resources
-        return self._json(
-            {
-                "taskmanagers": len(rm.taskmanagers),
-                "slots_total": rm.total_slots,
-                "slots_available": rm.free_slots,
-                "taskmanagers_started": rm.started,
-                "taskmanagers_lost": rm.lost,
-                "jobs": states,
-                "directory": str(self.directory),
-            }
-        )
-
-    async def _taskmanagers(self, request: Any) -> Any:
-        tms = [tm.to_dict() for tm in self.resources.taskmanagers.values()]
-        return self._json({"taskmanagers": tms})
-
-    async def _list(self, request: Any) -> Any:
-        return self._json({"jobs": self.job_overviews()})
-
-    async def _submit(self, request: Any) -> Any:
-        try:
-            body = await self._body(request)
-        except ValueError as exc:
-            return self._error(400, str(exc))
-        source = body.get("source")
-        if not isinstance(source, str) or not source.strip():
-            return self._error(400, 'field "source" (the job file\'s text) is required')
-        parallelism = body.get("parallelism")
-        if parallelism is not None and (not isinstance(parallelism, int) or parallelism < 1):
-            return self._error(400, f'field "parallelism" must be an int >= 1, got {parallelism!r}')
-        job = self.submit(
-            source,
-            filename=str(body.get("filename") or "job.py"),
-            name=body.get("name"),
-            parallelism=parallelism,
-            args=list(body.get("args") or []),
-            settings=list(body.get("settings") or []),
-            restore_from=body.get("restore_from"),
-        )
-        return self._json({"jobid": job.job_id, "id": job.job_id}, 202)
-
-    async def _job_detail(self, request: Any) -> Any:
-        job = self._find(request)
-        if job is None:
-            record = self.history.get(request.match_info["job_id"])
-            if record is not None:
-                return self._json(record)
-            return self._error(404, f"no job {request.match_info['job_id']!r}")
-        return self._json(job.overview())
-
-    async def _exceptions(self, request: Any) -> Any:
-        job = self._find(request)
-        if job is None:
-            return self._error(404, f"no job {request.match_info['job_id']!r}")
-        return self._json({"exceptions": job.exceptions, "failure": job.failure})
-
-    async def _savepoint(self, request: Any, stop: bool = False) -> Any:
-        job = self._find(request)
-        if job is None:
-            return self._error(404, f"no job {request.match_info['job_id']!r}")
-        try:
-            body = await self._body(request)
-        except ValueError as exc:
-            return self._error(400, str(exc))
-        directory = body.get("directory")
-        if not isinstance(directory, str) or not directory.strip():
-            return self._error(400, 'field "directory" is required')
-        try:
-            completed = await job.trigger_savepoint(directory, stop=stop)
-        except Exception as exc:
-            return self._error(409, f"{type(exc).__name__}: {exc}")
-        return self._json({"directory": completed.directory, "status": job.status})
-
-    async def _stop_job(self, request: Any) -> Any:
-        return await self._savepoint(request, stop=True)
-
-    async def _cancel(self, request: Any) -> Any:
-        job = self._find(request)
-        if job is None:
-            return self._error(404, f"no job {request.match_info['job_id']!r}")
-        await job.cancel()
-        return self._json({"status": job.status})
-
-    async def _stop_cluster(self, request: Any) -> Any:
-        asyncio.get_running_loop().call_soon(self.stopped.set)
-        return self._json({"status": "stopping"})
+        return {
+            "taskmanagers": len(rm.taskmanagers),
+            "slots_total": rm.total_slots,
+            "slots_available": rm.free_slots,
+            "taskmanagers_started": rm.started,
+            "taskmanagers_lost": rm.lost,
+            "jobs": states,
+            "directory": str(self.directory),
+        }
 
 
 def _alive(pid: int) -> bool:
@@ -461,7 +314,7 @@ def _atomic_write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-_DASHBOARD = """<!doctype html>
+CLUSTER_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>flowkit cluster</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -471,6 +324,7 @@ th{background:#f4f4f4}
 .RUNNING{color:#06c}.FINISHED{color:#080}.FAILED{color:#c00}.RESTARTING{color:#c60}
 </style></head><body>
 <h1>flowkit cluster</h1>
+<p><a href="/">jobs dashboard</a> (graphs, rates, backpressure, checkpoints)</p>
 <div id="overview"></div>
 <h2>TaskManagers</h2><table id="tms"></table>
 <h2>Jobs</h2><table id="jobs"></table>

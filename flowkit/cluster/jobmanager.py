@@ -28,7 +28,11 @@ from flowkit.checkpoint.stats import CheckpointStatsTracker
 from flowkit.checkpoint.storage import CheckpointStorage, CompletedCheckpoint, StateHandle
 from flowkit.cluster.jobfile import JobSpec, build_environment
 from flowkit.errors import FlowkitError
+from flowkit.graph.job_graph import JobGraph
+from flowkit.runtime.client import created_metrics
 from flowkit.runtime.executor import operator_ids
+from flowkit.runtime.history import ExceptionRecord
+from flowkit.runtime.metrics import CheckpointMetrics, JobMetrics, SubtaskMetrics
 
 if TYPE_CHECKING:
     from flowkit.cluster.resourcemanager import ResourceManager, TaskManagerInfo
@@ -38,6 +42,9 @@ __all__ = ["JobMaster"]
 _log = logging.getLogger(__name__)
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELED")
+
+#: Seconds between two readings of a running job's metrics from its TaskManagers.
+METRICS_INTERVAL_S = 0.5
 
 
 class AttemptFailed(FlowkitError):
@@ -125,7 +132,13 @@ class JobMaster:
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.failure: str | None = None
-        self.exceptions: list[dict[str, Any]] = []
+        #: Every failure of the job's attempts, oldest first (REST ``/exceptions``).
+        self.exceptions: list[ExceptionRecord] = []
+        #: The job's plan (once the job file was imported).
+        self.job_graph: JobGraph | None = None
+        #: The latest metrics of each subtask by name, read from the TaskManagers.
+        self._metrics: dict[str, SubtaskMetrics] = {}
+        self._checkpointing = False
         self.placement: dict[str, str] = {}
         self.checkpoint_stats = CheckpointStatsTracker()
         self.coordinator: CheckpointCoordinator | None = None
@@ -168,8 +181,10 @@ class JobMaster:
         env = build_environment(self.spec)
         executor = env._executor(self.name)
         graph = executor.job_graph
+        self.job_graph = graph
         config = executor.config
         checkpoint = config.checkpoint
+        self._checkpointing = checkpoint is not None
         self._checkpoint_dir = checkpoint.directory if checkpoint is not None else None
         storage = CheckpointStorage(
             self._checkpoint_dir, checkpoint.retained if checkpoint is not None else 1
@@ -210,18 +225,12 @@ class JobMaster:
                     self._set_status(self._stop_status)
                     return
                 cause = failure.__cause__ or failure
-                self.exceptions.append(
-                    {
-                        "timestamp": int(time.time() * 1000),
-                        "attempt": self.attempt,
-                        "exception": str(failure),
-                    }
-                )
                 backoff.notify_failure(cause)
                 if not backoff.can_restart():
                     raise
                 self.restarts += 1
                 self._set_status("RESTARTING")
+                entry = self.exceptions[-1] if self.exceptions else None
                 delay = backoff.backoff_ms() / 1000
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -230,6 +239,10 @@ class JobMaster:
                     restore = latest.directory
                 else:
                     restore = self.spec.restore_from
+                if entry is not None:
+                    self.exceptions[-1] = ExceptionRecord(
+                        **{**entry.__dict__, "restarted": True, "restored_from": restore}
+                    )
                 _log.warning(
                     "job %s (%s): restart %d after %s; restoring from %s",
                     self.name,
@@ -277,6 +290,7 @@ class JobMaster:
         )
         self.coordinator = coordinator
         checkpoints = loop.create_task(coordinator.run(), name=f"checkpoints of {self.attempt}")
+        polling = loop.create_task(self._poll_metrics(), name=f"metrics of {self.attempt}")
         try:
             for tm in self._slices.values():
                 await tm.call(
@@ -294,14 +308,20 @@ class JobMaster:
             if checkpoints in done:
                 exc = checkpoints.exception()
                 if exc is not None:
-                    raise AttemptFailed(f"checkpoints failed: {exc}") from exc
+                    error = AttemptFailed(f"checkpoints failed: {exc}")
+                    self._record(error, "the checkpoint coordinator", None)
+                    raise error from exc
             self._ended.result()
         except (ConnectionError, TimeoutError) as exc:
-            raise AttemptFailed(f"deployment failed: {type(exc).__name__}: {exc}") from exc
+            error = AttemptFailed(f"deployment failed: {type(exc).__name__}: {exc}")
+            if not self._cancel_requested:
+                self._record(error, None, None)
+            raise error from exc
         finally:
             coordinator.stop()
             checkpoints.cancel()
-            await asyncio.gather(checkpoints, return_exceptions=True)
+            polling.cancel()
+            await asyncio.gather(checkpoints, polling, return_exceptions=True)
             await coordinator.close()
             self.coordinator = None
             await self._cancel_slices()
@@ -316,35 +336,109 @@ class JobMaster:
 
         await asyncio.gather(*(cancel(tm) for tm in self._slices.values()))
 
-    def _end(self, error: AttemptFailed | None) -> None:
+    def _end(
+        self,
+        error: AttemptFailed | None,
+        subtask: str | None = None,
+        details: dict[str, str] | None = None,
+    ) -> None:
         ended = self._ended
         if ended is None or ended.done():
             return
         if error is None:
             ended.set_result(None)
-        else:
-            ended.set_exception(error)
+            return
+        if not self._cancel_requested:
+            self._record(error, subtask, details)
+        ended.set_exception(error)
+
+    def _record(
+        self, error: BaseException, subtask: str | None, details: dict[str, str] | None
+    ) -> None:
+        self.exceptions.append(
+            ExceptionRecord(
+                timestamp_ms=time.time_ns() // 1_000_000,
+                exception_type=(details or {}).get("qualified", type(error).__name__),
+                message=str(error),
+                traceback=(details or {}).get("traceback", ""),
+                subtask=subtask,
+            )
+        )
+
+    async def _poll_metrics(self) -> None:
+        """Read the running subtasks' metrics from the TaskManagers, twice a second."""
+        while True:
+            for tm in list(self._slices.values()):
+                if tm.tm_id in self._finished_slices:
+                    continue
+                try:
+                    subtasks = await tm.call("metrics", reply_timeout=5, attempt=self.attempt)
+                except Exception as exc:  # a TaskManager going away is handled elsewhere
+                    _log.debug("metrics of %s on %s: %r", self.attempt, tm.tm_id, exc)
+                    continue
+                self._keep(subtasks)
+            await asyncio.sleep(METRICS_INTERVAL_S)
+
+    def _keep(self, subtasks: tuple[SubtaskMetrics, ...]) -> None:
+        for metrics in subtasks:
+            name = f"{metrics.task} ({metrics.subtask_index + 1}/{metrics.parallelism})"
+            self._metrics[name] = metrics
+
+    def metrics(self) -> JobMetrics:
+        """The job's metrics as last read from its TaskManagers (the final ones once
+        the job ended); subtasks not read yet show as CREATED."""
+        graph = self.job_graph
+        stats = self.checkpoint_stats
+        checkpoints = CheckpointMetrics(
+            enabled=self._checkpointing,
+            completed=stats.num_completed,
+            failed=stats.num_failed,
+            in_progress=stats.num_in_progress,
+            restored_from=self.restored_from,
+            history=stats.history,
+        )
+        if graph is None:
+            return JobMetrics((), (), self.restarts, checkpoints)
+        subtasks = tuple(
+            self._metrics.get(f"{m.task} ({m.subtask_index + 1}/{m.parallelism})", m)
+            for m in created_metrics(graph)
+        )
+        chains = tuple((v.name, v.operator_names) for v in graph.vertices)
+        return JobMetrics(subtasks, chains, self.restarts, checkpoints)
 
     # ------------------------------------------------------------------ from TaskManagers
-    def slice_finished(self, attempt: str, tm_id: str) -> None:
+    def slice_finished(
+        self, attempt: str, tm_id: str, metrics: tuple[SubtaskMetrics, ...] = ()
+    ) -> None:
         if attempt != self.attempt:
             return
+        self._keep(metrics)
         self._finished_slices.add(tm_id)
         if self._finished_slices >= set(self._slices):
             self._end(None)
 
-    def slice_failed(self, attempt: str, tm_id: str, subtask: str, error: dict[str, str]) -> None:
+    def slice_failed(
+        self,
+        attempt: str,
+        tm_id: str,
+        subtask: str,
+        error: dict[str, str],
+        metrics: tuple[SubtaskMetrics, ...] = (),
+    ) -> None:
         if attempt != self.attempt:
             return
+        self._keep(metrics)
         self._end(
             AttemptFailed(
                 f"subtask {subtask!r} on {tm_id} failed: {error['type']}: {error['message']}"
-            )
+            ),
+            subtask,
+            error,
         )
 
     def taskmanager_lost(self, tm_id: str, why: str) -> None:
         if tm_id in self._slices and not (self._ended is None or self._ended.done()):
-            self._end(AttemptFailed(f"taskmanager {tm_id} was lost: {why}"))
+            self._end(AttemptFailed(f"taskmanager {tm_id} was lost: {why}"), tm_id)
 
     def task_finished(self, attempt: str, task: str) -> None:
         gateway = self._gateways.get(task)
@@ -396,9 +490,12 @@ class JobMaster:
         future.add_done_callback(done)
 
     # ------------------------------------------------------------------ requests
-    async def trigger_savepoint(self, directory: str, stop: bool = False) -> CompletedCheckpoint:
+    async def trigger_savepoint(
+        self, directory: str, stop: bool = False, drain: bool = False
+    ) -> CompletedCheckpoint:
         """Take a savepoint into ``directory``; with ``stop``, then end the job (Flink's
-        stop-with-savepoint: the job is FINISHED).
+        stop-with-savepoint: the job is FINISHED); ``drain`` first makes the sources
+        emit MAX_WATERMARK, so every event-time timer and window fires before it.
 
         Raises:
             CheckpointFailed: the job is not running or the savepoint failed.
@@ -409,6 +506,10 @@ class JobMaster:
                 f"job {self.job_id} is {self.status.lower()}, not running; try again in a moment"
             )
         target = _absolute(directory)
+        if drain:
+            await asyncio.gather(
+                *(tm.call("stop_sources", attempt=self.attempt) for tm in self._slices.values())
+            )
         checkpoint_id = coordinator.next_id
         await asyncio.gather(
             *(

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,9 @@ from flowkit.cluster.remote_channel import (
 from flowkit.cluster.rpc import RpcPeer, connect_rpc
 from flowkit.runtime.channels import LocalChannel
 from flowkit.runtime.checkpointing import TaskCheckpointing
+from flowkit.runtime.client import sample_counters, subtask_metrics
 from flowkit.runtime.executor import ExecutionConfig, LocalExecutor, consumers_of
+from flowkit.runtime.metrics import SAMPLE_INTERVAL_S, RateSampler, SubtaskMetrics
 from flowkit.runtime.task import YIELD_INTERVAL, StreamTask
 
 __all__ = ["JobSlice", "TaskExecutor", "main"]
@@ -158,6 +161,16 @@ class JobSlice(LocalExecutor):
         self._outputs_of: dict[tuple[int, int], list[RemoteOutputChannel]] = {}
         self._task_ids: dict[str, tuple[int, int]] = {}
         self._position = {vertex.id: n for n, vertex in enumerate(graph.vertices)}
+        self._sampler = RateSampler()
+
+    def metrics(self) -> tuple[SubtaskMetrics, ...]:
+        """This slice's subtasks now, with rates (what the JobManager shows)."""
+        return subtask_metrics(self.tasks, self._sampler, time.time_ns() // 1_000_000)
+
+    async def _sample(self) -> None:
+        while True:
+            sample_counters(self._sampler, self.tasks)
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def _here(self, vertex_id: int, index: int) -> bool:
         return self._owner(vertex_id, index) == self.tm_id
@@ -269,6 +282,7 @@ class JobSlice(LocalExecutor):
         loop = asyncio.get_running_loop()
         tasks = self.build(loop)
         self._attach(tasks)
+        sampling = loop.create_task(self._sample(), name=f"metrics of {self.attempt}")
         try:
             async with asyncio.TaskGroup() as group:
                 for channel in self.remote_inputs:
@@ -277,6 +291,8 @@ class JobSlice(LocalExecutor):
                     group.create_task(self._run_task(task), name=task.name)
         except BaseExceptionGroup as errors:
             raise _first(errors) from None
+        finally:
+            sampling.cancel()
         for output in self.remote_outputs:
             await output.done.wait()
             if output.error is not None:
@@ -383,9 +399,15 @@ class TaskExecutor:
                 tm_id=self.tm_id,
                 subtask=subtask,
                 error=_describe(cause),
+                metrics=_final_metrics(job_slice),
             )
         else:
-            jm.notify("slice_finished", attempt=attempt, tm_id=self.tm_id)
+            jm.notify(
+                "slice_finished",
+                attempt=attempt,
+                tm_id=self.tm_id,
+                metrics=_final_metrics(job_slice),
+            )
         finally:
             self.data_server.unregister_attempt(attempt)
             self.slices.pop(attempt, None)
@@ -398,6 +420,11 @@ class TaskExecutor:
         _, task = entry
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+    def rpc_metrics(self, attempt: str) -> tuple[SubtaskMetrics, ...]:
+        """Metrics of this TaskManager's subtasks of ``attempt`` (none if it has none)."""
+        entry = self.slices.get(attempt)
+        return () if entry is None else entry[0].metrics()
 
     # ------------------------------------------------------------------ checkpoints
     def _task(self, attempt: str, name: str) -> StreamTask | None:
@@ -451,10 +478,19 @@ class TaskExecutor:
             await self.rpc_cancel(attempt)
 
 
+def _final_metrics(job_slice: JobSlice) -> tuple[SubtaskMetrics, ...]:
+    try:
+        return job_slice.metrics()
+    except Exception:  # never hide how the slice ended
+        _log.exception("metrics of %s could not be read", job_slice.attempt)
+        return ()
+
+
 def _describe(exc: BaseException) -> dict[str, str]:
     return {
         "type": type(exc).__name__,
         "message": str(exc),
+        "qualified": f"{type(exc).__module__}.{type(exc).__qualname__}",
         "traceback": "".join(traceback.format_exception(exc)),
     }
 

@@ -71,6 +71,79 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
+def created_metrics(graph: JobGraph) -> tuple[SubtaskMetrics, ...]:
+    """Every subtask of ``graph`` before it started: counters zero, status CREATED."""
+    return tuple(
+        SubtaskMetrics(
+            task=v.name,
+            subtask_index=i,
+            parallelism=v.parallelism,
+            records_in=0,
+            records_out=0,
+            bytes_in=0,
+            bytes_out=0,
+            buffers_in_use=0,
+            backpressured_ms=0.0,
+            status="CREATED",
+            operators=tuple(OperatorMetrics(name) for name in v.operator_names),
+        )
+        for v in graph.vertices
+        for i in range(v.parallelism)
+    )
+
+
+def sample_counters(sampler: RateSampler, tasks: list[StreamTask]) -> None:
+    """Keep the subtasks' counters now (every SAMPLE_INTERVAL_S while they run), for rates."""
+    if tasks:
+        sampler.add(tasks, [t.counters() for t in tasks], [t.status in _ENDED for t in tasks])
+
+
+def subtask_metrics(
+    tasks: list[StreamTask], sampler: RateSampler, now_ms: int
+) -> tuple[SubtaskMetrics, ...]:
+    """The metrics of ``tasks`` now, with rates over the sampler's last second."""
+    snapshots = [task.metrics(now_ms) for task in tasks]
+    rates = sampler.rates(
+        tasks,
+        [
+            (
+                m.uptime_ms,
+                m.records_in,
+                m.records_out,
+                m.bytes_in,
+                m.bytes_out,
+                m.busy_ms,
+                m.idle_ms,
+                m.backpressured_ms,
+                *(count for op in m.operators for count in (op.records_in, op.records_out)),
+            )
+            for m in snapshots
+        ],
+        [m.status in _ENDED for m in snapshots],
+    )
+    return tuple(
+        dataclasses.replace(
+            m,
+            records_in_per_second=r[0],
+            records_out_per_second=r[1],
+            bytes_in_per_second=r[2],
+            bytes_out_per_second=r[3],
+            busy_ratio=r[4],
+            idle_ratio=r[5],
+            backpressured_ratio=r[6],
+            operators=tuple(
+                dataclasses.replace(
+                    op,
+                    records_in_per_second=r[7 + 2 * i] if 8 + 2 * i < len(r) else 0.0,
+                    records_out_per_second=r[8 + 2 * i] if 8 + 2 * i < len(r) else 0.0,
+                )
+                for i, op in enumerate(m.operators)
+            ),
+        )
+        for m, r in zip(snapshots, rates)
+    )
+
+
 class JobClient:
     """Handle on a running job; made by ``await env.execute_async()``.
 
@@ -97,23 +170,7 @@ class JobClient:
         self.stopped_with_savepoint: str | None = None
         vertices = executor.job_graph.vertices
         self._chains = tuple((v.name, v.operator_names) for v in vertices)
-        self._created = tuple(
-            SubtaskMetrics(
-                task=v.name,
-                subtask_index=i,
-                parallelism=v.parallelism,
-                records_in=0,
-                records_out=0,
-                bytes_in=0,
-                bytes_out=0,
-                buffers_in_use=0,
-                backpressured_ms=0.0,
-                status="CREATED",
-                operators=tuple(OperatorMetrics(name) for name in v.operator_names),
-            )
-            for v in vertices
-            for i in range(v.parallelism)
-        )
+        self._created = created_metrics(executor.job_graph)
         self._sampler = RateSampler()
         #: The metrics at the end of the job (read once it ended, then kept).
         self._final_metrics: JobMetrics | None = None
@@ -233,11 +290,7 @@ class JobClient:
         self._sample_timer = None
         if self._task.done():
             return
-        tasks = self._executor.tasks
-        if tasks:
-            self._sampler.add(
-                tasks, [t.counters() for t in tasks], [t.status in _ENDED for t in tasks]
-            )
+        sample_counters(self._sampler, self._executor.tasks)
         self._sample_timer = asyncio.get_running_loop().call_later(SAMPLE_INTERVAL_S, self._sample)
 
     def _collect(self) -> JobMetrics:
@@ -247,46 +300,7 @@ class JobClient:
         if not tasks:
             return JobMetrics(self._created, self._chains, executor.restarts, checkpoints)
         now_ms = self.end_time_ms if self.end_time_ms is not None else time.time_ns() // 1_000_000
-        snapshots = [task.metrics(now_ms) for task in tasks]
-        rates = self._sampler.rates(
-            tasks,
-            [
-                (
-                    m.uptime_ms,
-                    m.records_in,
-                    m.records_out,
-                    m.bytes_in,
-                    m.bytes_out,
-                    m.busy_ms,
-                    m.idle_ms,
-                    m.backpressured_ms,
-                    *(count for op in m.operators for count in (op.records_in, op.records_out)),
-                )
-                for m in snapshots
-            ],
-            [m.status in _ENDED for m in snapshots],
-        )
-        subtasks = tuple(
-            dataclasses.replace(
-                m,
-                records_in_per_second=r[0],
-                records_out_per_second=r[1],
-                bytes_in_per_second=r[2],
-                bytes_out_per_second=r[3],
-                busy_ratio=r[4],
-                idle_ratio=r[5],
-                backpressured_ratio=r[6],
-                operators=tuple(
-                    dataclasses.replace(
-                        op,
-                        records_in_per_second=r[7 + 2 * i] if 8 + 2 * i < len(r) else 0.0,
-                        records_out_per_second=r[8 + 2 * i] if 8 + 2 * i < len(r) else 0.0,
-                    )
-                    for i, op in enumerate(m.operators)
-                ),
-            )
-            for m, r in zip(snapshots, rates)
-        )
+        subtasks = subtask_metrics(tasks, self._sampler, now_ms)
         return JobMetrics(subtasks, self._chains, executor.restarts, checkpoints)
 
     def _checkpoint_metrics(self) -> CheckpointMetrics:

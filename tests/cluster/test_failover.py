@@ -52,7 +52,8 @@ async def test_sigkill_of_a_taskmanager_keeps_output_exact(
     )
     assert job.status == "FINISHED", job.failure
     assert job.restarts >= 1
-    assert any(victim.tm_id in e["exception"] for e in job.exceptions), job.exceptions
+    assert any(victim.tm_id in e.message for e in job.exceptions), job.exceptions
+    assert job.exceptions[0].restarted and job.exceptions[0].restored_from is not None
     assert cluster.resources.lost == 1
     # a replacement was started, and the job ran again on two TaskManagers
     assert len(cluster.resources.taskmanagers) == 2
