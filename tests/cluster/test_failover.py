@@ -59,3 +59,30 @@ async def test_sigkill_of_a_taskmanager_keeps_output_exact(
     assert len(cluster.resources.taskmanagers) == 2
     assert victim.tm_id not in cluster.resources.taskmanagers
     check_output(out, records)
+
+
+async def test_a_taskmanager_that_stops_answering_is_lost_by_heartbeat_timeout(
+    cluster: Dispatcher, tmp_path: Path
+) -> None:
+    """SIGSTOP: the process lives and its connections stay open; only its heartbeats
+    stop. After the timeout (2 s here) it is lost, killed and replaced, and the job
+    restarts from its latest checkpoint with exact output."""
+    out = tmp_path / "out"
+    out.mkdir()
+    records = 5000
+    job = cluster.submit(counting_job_file(out, tmp_path / "ckpt", records, 0.001), "count.py")
+    await wait_until(lambda: job.checkpoint_stats.num_completed >= 1, "a checkpoint", within=60)
+    victim = sorted(cluster.resources.taskmanagers.values(), key=lambda tm: tm.tm_id)[-1]
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        await wait_until(lambda: job.restarts >= 1, "the restart", within=30)
+    finally:
+        try:
+            os.kill(victim.pid, signal.SIGCONT)  # killed by then; never leave it stopped
+        except ProcessLookupError:
+            pass
+    await wait_until(lambda: job.status in ("FINISHED", "FAILED"), "the job's end", within=90)
+    assert job.status == "FINISHED", job.failure
+    assert "no heartbeat" in job.exceptions[0].message
+    assert victim.tm_id not in cluster.resources.taskmanagers
+    check_output(out, records)
