@@ -209,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sweep.add_argument(
+        "--taskmanagers",
+        type=int,
+        default=0,
+        metavar="N",
+        help=(
+            "0 runs every job in this process; N runs them on a local cluster of N "
+            "TaskManager processes, where channels cross processes (default: %(default)s)"
+        ),
+    )
+    sweep.add_argument(
         "--slow-sink-us",
         type=_positive_float,
         default=None,
@@ -335,6 +345,12 @@ def format_table(points: Sequence[SweepPoint]) -> str:
 
 def sweep_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     out: Path = args.out
+    if args.taskmanagers < 0:
+        print(f"error: --taskmanagers must be >= 0, got {args.taskmanagers}", file=sys.stderr)
+        return 2
+    if args.taskmanagers and args.debloat != "off":
+        print("error: --debloat is not part of the sweep across processes", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     points = run_sweep(
         args.buffer_sizes,
@@ -350,6 +366,7 @@ def sweep_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         debloat_target_ms=args.debloat_target_ms,
         progress=not args.no_progress,
         repeat=args.repeat,
+        taskmanagers=args.taskmanagers,
     )
     meta = {"repeat": args.repeat, "arguments": sys.argv[1:] if argv is None else list(argv)}
     written = [write_csv(points, out / "sweep.csv"), write_json(points, out / "sweep.json", meta)]

@@ -49,6 +49,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -148,6 +149,9 @@ class SweepConfig:
         debloat_target_ms: the debloating target (Flink's default of 1 s rarely shrinks
             anything in jobs this short, so the sweep aims lower). Recalculated every
             ``debloat_target_ms / 5`` ms over the last 5 samples.
+        taskmanagers: 0 runs the job in this process; N runs it on a local cluster of N
+            TaskManager processes (:mod:`flowkit.bench.cluster_sweep`), where channels
+            between subtasks in different TaskManagers cross processes.
     """
 
     buffer_size: int
@@ -161,8 +165,15 @@ class SweepConfig:
     rate: float | None = None
     debloat: bool = False
     debloat_target_ms: int = 50
+    taskmanagers: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.taskmanagers, bool) or not isinstance(self.taskmanagers, int):
+            raise ValueError(f"taskmanagers must be an int >= 0, got {self.taskmanagers!r}")
+        if self.taskmanagers < 0:
+            raise ValueError(f"taskmanagers must be an int >= 0, got {self.taskmanagers!r}")
+        if self.taskmanagers and self.debloat:
+            raise ValueError("buffer debloating is not part of the sweep across processes")
         for name in ("records", "record_size", "keys", "parallelism", "debloat_target_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -282,6 +293,8 @@ class SweepPoint:
     load_1m_start: float | None = None
     load_1m_end: float | None = None
     cpu_count: int | None = None
+    #: 0: the job ran in this process; N: on a cluster of N TaskManager processes.
+    taskmanagers: int = 0
 
     def __post_init__(self) -> None:
         # A spread left out (one run, or a file written before repeats existed) is the
@@ -841,6 +854,7 @@ async def run_sweep_async(
     debloat_target_ms: int = 50,
     progress: bool | ProgressBar = True,
     repeat: int = 1,
+    taskmanagers: int = 0,
 ) -> list[SweepPoint]:
     """:func:`run_sweep` in the running event loop."""
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
@@ -857,11 +871,18 @@ async def run_sweep_async(
         rate=rate,
         debloat=(debloat,) if isinstance(debloat, bool) else tuple(debloat),
         debloat_target_ms=debloat_target_ms,
+        taskmanagers=taskmanagers,
     )
     total = len(configs) * repeat
     bar = progress if isinstance(progress, ProgressBar) else ProgressBar(total, None, progress)
     points: list[SweepPoint] = []
     done = 0
+    cluster = None
+    if taskmanagers:
+        from flowkit.bench.cluster_sweep import run_point_on_cluster, start_cluster
+
+        cluster_dir = tempfile.TemporaryDirectory(prefix="flowkit-sweep-cluster-")
+        cluster = await start_cluster(configs[0], cluster_dir.name)
     try:
         for config in configs:
             runs = []
@@ -869,13 +890,19 @@ async def run_sweep_async(
                 label = config.label() + (f" run {index + 1}/{repeat}" if repeat > 1 else "")
                 bar.update(done, label)
                 gc.collect()
-                run = await run_point_async(config)
+                if cluster is not None:
+                    run = await run_point_on_cluster(config, cluster)
+                else:
+                    run = await run_point_async(config)
                 runs.append(run)
                 done += 1
                 bar.update(done, f"{label}: {_summary(run)}")
             points.append(summarize(runs))
     finally:
         bar.close()
+        if cluster is not None:
+            await cluster.stop()
+            cluster_dir.cleanup()
     return points
 
 
@@ -894,6 +921,7 @@ def run_sweep(
     progress: bool | ProgressBar = True,
     use_uvloop: bool = True,
     repeat: int = 1,
+    taskmanagers: int = 0,
 ) -> list[SweepPoint]:
     """Run one job per combination of buffer size, buffers per channel and timeout.
 
@@ -916,6 +944,9 @@ def run_sweep(
         use_uvloop: run on uvloop when it is installed.
         repeat: runs per combination; each point then reports the median of its runs and
             the spread (min and max) of :data:`SPREAD_FIELDS` (see :func:`summarize`).
+        taskmanagers: 0 runs every job in this process; N runs them on a local cluster of
+            N TaskManager processes started once for the sweep (channels between
+            TaskManagers cross processes; see :mod:`flowkit.bench.cluster_sweep`).
 
     Returns:
         One :class:`SweepPoint` per combination, buffer size outermost, then buffers per
@@ -940,6 +971,7 @@ def run_sweep(
         debloat_target_ms=debloat_target_ms,
         progress=progress,
         repeat=repeat,
+        taskmanagers=taskmanagers,
     )
     with _runner(use_uvloop) as runner:
         return runner.run(coro)
