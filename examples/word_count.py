@@ -17,6 +17,13 @@ Run it (from the repository root)::
     python examples/word_count.py --input FILE     # the lines of a text file
     python examples/word_count.py --explain        # also print the plan first
 
+or as a job file of the command line (``build(env, args)`` describes the job; ``flowkit
+run`` runs it, one subtask per operator unless ``--parallelism`` says otherwise, with its
+progress on standard error), which prints every count as it changes::
+
+    flowkit run examples/word_count.py
+    flowkit run examples/word_count.py -- --input FILE
+
 Expected output (of the built-in lines):
     stream 3
     to 3
@@ -31,6 +38,28 @@ Expected output (of the built-in lines):
     of 1
     or 1
     the 1
+
+Output of ``flowkit run examples/word_count.py``:
+    to 1
+    stream 1
+    or 1
+    not 1
+    to 2
+    stream 2
+    a 1
+    stream 3
+    is 1
+    a 2
+    river 1
+    of 1
+    records 1
+    and 1
+    records 2
+    flow 1
+    to 3
+    the 1
+    keyed 1
+    river 2
 """
 
 from __future__ import annotations
@@ -61,6 +90,23 @@ def pair_with_one(word: str) -> tuple[str, int]:
     return (word, 1)
 
 
+def word_counts(lines: DataStream) -> DataStream:
+    """The running ``(word, count)`` of every word in ``lines`` (a stream of text lines).
+
+    Every occurrence of a word emits the word's count so far; the last one of a word is
+    its final count.
+    """
+    return (
+        lines.flat_map(split_words)
+        .name("Split Words")
+        .map(pair_with_one)
+        .name("Pair With One")
+        .key_by(lambda pair: pair[0])  # same word -> same subtask, whatever the parallelism
+        .sum(1)  # running sum of position 1 per word
+        .name("Count")
+    )
+
+
 def build_job(lines: DataStream) -> CollectSink:
     """Describe the word count over ``lines``; return the sink that will hold the counts.
 
@@ -71,17 +117,26 @@ def build_job(lines: DataStream) -> CollectSink:
         A :class:`~flowkit.CollectSink` that receives ``(word, running_count)`` records.
     """
     sink = CollectSink()
-    (
-        lines.flat_map(split_words)
-        .name("Split Words")
-        .map(pair_with_one)
-        .name("Pair With One")
-        .key_by(lambda pair: pair[0])  # same word -> same subtask, whatever the parallelism
-        .sum(1)  # running sum of position 1 per word
-        .name("Count")
-        .sink_to(sink)
-    )
+    word_counts(lines).sink_to(sink)
     return sink
+
+
+def build(env: StreamExecutionEnvironment, args: Sequence[str] = ()) -> None:
+    """The job file's entry point for ``flowkit run``: print every count as it changes.
+
+    Args:
+        env: the environment the command line made (``--parallelism``, ``--set``...).
+        args: the arguments after ``--``: ``--input FILE`` counts a text file's words.
+    """
+    parser = argparse.ArgumentParser(prog="word_count.py")
+    parser.add_argument("--input", metavar="PATH", help="text file (default: built-in lines)")
+    options = parser.parse_args(list(args))
+    lines = (
+        env.read_text_file(options.input)
+        if options.input is not None
+        else env.from_collection(LINES)
+    )
+    word_counts(lines).map(lambda pair: f"{pair[0]} {pair[1]}").name("Format").print()
 
 
 def final_counts(running: Iterable[tuple[str, int]]) -> dict[str, int]:
