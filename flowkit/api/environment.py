@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterable
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import AsyncIterable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flowkit.api.datastream import DataStream
 from flowkit.checkpoint.coordinator import CheckpointConfig
 from flowkit.checkpoint.restart import RestartStrategy
 from flowkit.checkpoint.storage import CompletedCheckpoint, load_checkpoint
-from flowkit.errors import InvalidConfigurationError, RunningLoopError
+from flowkit.errors import InvalidConfigurationError
 from flowkit.eventtime.clocks import Clock, ManualClock
 from flowkit.eventtime.watermarks import WatermarkStrategy
 from flowkit.gc_policy import tuned_gc
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
     from flowkit.web.server import WebUI
 
 __all__ = ["StreamExecutionEnvironment"]
+
+T = TypeVar("T")
+
+#: How often ``execute()`` in a running loop looks for a cancellation of its caller.
+_INTERRUPT_POLL_S = 0.05
 
 
 def _check_int(name: str, value: Any, low: int, what: str) -> int:
@@ -533,23 +539,28 @@ class StreamExecutionEnvironment:
     ) -> JobExecutionResult:
         """Run the job to completion on a new event loop (uvloop when available).
 
-        Takes the arguments of :meth:`execute_async`.
+        Takes the arguments of :meth:`execute_async`. Called where an event loop already
+        runs (a Jupyter cell, an ``async def``), it runs the job on a private loop in a
+        worker thread and blocks until the job ends (Ctrl-C or an interrupted cell cancels
+        the job). Code that must keep its loop running, or whose sources and sinks belong
+        to that loop (an ``asyncio.Queue``, a connection), uses ``await
+        env.execute_async()`` instead.
 
         Raises:
-            RunningLoopError: when called from code running inside an event loop.
             JobFailed: when the job fails.
             CorruptCheckpointError: when ``restore_from`` (or, on a restart, the newest
                 checkpoint) is damaged and no fallback was asked for.
+
+        Example:
+            >>> env = StreamExecutionEnvironment()
+            >>> _ = env.from_collection([1, 2]).print()
+            >>> async def cell():  # e.g. a notebook cell: a loop is running
+            ...     return env.execute("in a notebook").job_name
+            >>> asyncio.run(cell())
+            1
+            2
+            'in a notebook'
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RunningLoopError(
-                "execute() cannot block inside a running event loop; use "
-                "`client = await env.execute_async()` and `await client.wait()` instead"
-            )
 
         async def main() -> JobExecutionResult:
             client = await self.execute_async(
@@ -561,7 +572,77 @@ class StreamExecutionEnvironment:
                 await self._web_ui_closed()
 
         with tuned_gc() if self.freeze_gc else contextlib.nullcontext():
+            if _loop_is_running():
+                return _run_in_worker_thread(main, self.use_uvloop)
             return _run(main(), self.use_uvloop)
+
+
+def _loop_is_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _run_in_worker_thread(main: Callable[[], Coroutine[Any, Any, T]], use_uvloop: bool) -> T:
+    """Run ``main()`` on a new event loop in a worker thread and wait for its result.
+
+    The calling thread (whose own loop is running) blocks; an exception raised while it
+    waits (``KeyboardInterrupt`` from an interrupted notebook cell) cancels ``main`` and
+    waits for it to unwind before it propagates.
+    """
+    outcome: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def runner() -> T:
+        outcome["loop"] = asyncio.get_running_loop()
+        task = asyncio.ensure_future(main())
+        outcome["task"] = task
+        started.set()
+        return await task
+
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["result"] = _run(runner(), use_uvloop)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            started.set()
+            finished.set()
+
+    def cancel_and_wait() -> None:
+        started.wait()
+        loop, task = outcome.get("loop"), outcome.get("task")
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(task.cancel)
+        finished.wait()
+        worker.join()
+
+    caller = asyncio.current_task()
+    worker = threading.Thread(target=target, name="flowkit-execute", daemon=True)
+    worker.start()
+    # Wait on an Event, not on Thread.join(): a KeyboardInterrupt that interrupts join()
+    # can mark a thread that still runs as stopped (Python 3.11).
+    try:
+        while not finished.wait(_INTERRUPT_POLL_S):
+            if caller is not None and caller.cancelling():
+                # asyncio.run() turns Ctrl-C into a cancellation of its main task, which
+                # cannot reach this blocked task: cancel the job and let it through.
+                cancel_and_wait()
+                raise asyncio.CancelledError("env.execute() was cancelled")
+    except BaseException:  # KeyboardInterrupt from an interrupted notebook cell
+        if not finished.is_set():
+            cancel_and_wait()
+        raise
+    worker.join()
+    error = outcome.get("error")
+    if error is not None:
+        raise error
+    return cast(T, outcome["result"])
 
 
 def _run(coro: Any, use_uvloop: bool) -> Any:
