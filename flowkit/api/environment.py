@@ -10,8 +10,9 @@ import threading
 from collections.abc import AsyncIterable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from flowkit.api.config import ExecutionConfig, RuntimeExecutionMode
 from flowkit.api.datastream import DataStream
-from flowkit.checkpoint.coordinator import CheckpointConfig
+from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointingMode
 from flowkit.checkpoint.restart import RestartStrategy
 from flowkit.checkpoint.storage import CompletedCheckpoint, load_checkpoint
 from flowkit.errors import InvalidConfigurationError
@@ -24,7 +25,8 @@ from flowkit.graph.transformations import Transformation
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.client import JobClient, JobExecutionResult
 from flowkit.runtime.debloat import BufferDebloatConfig
-from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
+from flowkit.runtime.executor import ExecutionConfig as RuntimeConfig
+from flowkit.runtime.executor import LocalExecutor
 from flowkit.serialization import resolve_serializer
 from flowkit.sources import (
     AsyncIterableSource,
@@ -35,6 +37,7 @@ from flowkit.sources import (
     Source,
 )
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
+from flowkit.typeinfo import TypeInformation
 
 if TYPE_CHECKING:
     from flowkit.web.server import WebUI
@@ -159,6 +162,8 @@ class StreamExecutionEnvironment:
         self._web_ui: WebUI | None = None
         #: Seconds the web UI keeps serving after its last job ended.
         self.web_ui_linger_s = 0.0
+        self._runtime_mode = RuntimeExecutionMode.STREAMING
+        self._config = ExecutionConfig(self)
 
     @classmethod
     def get_execution_environment(cls, **config: Any) -> StreamExecutionEnvironment:
@@ -206,8 +211,9 @@ class StreamExecutionEnvironment:
     def enable_checkpointing(
         self,
         interval_ms: int,
+        mode: CheckpointingMode | str | None = None,
+        *,
         directory: str | os.PathLike[str] | None = None,
-        mode: str = "exactly_once",
         retained: int = 1,
         timeout_ms: int = 600_000,
         min_pause_ms: int = 0,
@@ -217,11 +223,33 @@ class StreamExecutionEnvironment:
         """Take a checkpoint every ``interval_ms`` into ``directory`` (default: a new
         temporary directory); a failed job restarts from the latest one.
 
-        ``mode`` is ``"exactly_once"`` (barriers aligned) or ``"at_least_once"``.
+        ``mode`` is PyFlink's second positional argument: ``CheckpointingMode.EXACTLY_ONCE``
+        (barriers aligned, the default) or ``AT_LEAST_ONCE``, or their lower-case names.
+        Every other setting goes by keyword.
+
+        Example:
+            >>> env = StreamExecutionEnvironment()
+            >>> _ = env.enable_checkpointing(30_000, CheckpointingMode.AT_LEAST_ONCE,
+            ...                              directory="ckpt")
+            >>> env.checkpoint_config.mode, env.checkpoint_config.directory
+            ('at_least_once', 'ckpt')
 
         Raises:
-            InvalidConfigurationError: for invalid values.
+            InvalidConfigurationError: for invalid values, e.g. a directory given as the
+                second positional argument (the mode's place).
         """
+        if isinstance(mode, CheckpointingMode):
+            mode = mode.value
+        elif mode is None:
+            mode = CheckpointingMode.EXACTLY_ONCE.value
+        elif not (isinstance(mode, str) and mode.lower() in ("exactly_once", "at_least_once")):
+            raise InvalidConfigurationError(
+                f"enable_checkpointing: the second argument is the checkpointing mode "
+                f"(CheckpointingMode.EXACTLY_ONCE or AT_LEAST_ONCE), as in PyFlink, got "
+                f"{mode!r}; pass the checkpoint directory by keyword: directory=..."
+            )
+        else:
+            mode = mode.lower()
         if directory is None:
             directory = tempfile.mkdtemp(prefix="flowkit-checkpoints-")
         try:
@@ -242,13 +270,57 @@ class StreamExecutionEnvironment:
     def get_checkpoint_config(self) -> CheckpointConfig | None:
         return self.checkpoint_config
 
-    def set_restart_strategy(self, strategy: RestartStrategy) -> StreamExecutionEnvironment:
+    def set_restart_strategy(self, strategy: RestartStrategy | None) -> StreamExecutionEnvironment:
         """How a failed job restarts (default: none without checkpointing, exponential
-        delay with it, as in Flink)."""
-        if not isinstance(strategy, RestartStrategy):
+        delay with it, as in Flink). None (PyFlink's
+        ``RestartStrategies.fall_back_restart()``) restores the default."""
+        if strategy is not None and not isinstance(strategy, RestartStrategy):
             raise TypeError(f"set_restart_strategy() needs a RestartStrategy, got {strategy!r}")
         self.restart_strategy = strategy
         return self
+
+    def get_restart_strategy(self) -> RestartStrategy | None:
+        return self.restart_strategy
+
+    def set_runtime_mode(self, execution_mode: RuntimeExecutionMode) -> StreamExecutionEnvironment:
+        """Run the job as a stream (``STREAMING``, the default), as a batch over bounded
+        input (``BATCH``: final results only, see :class:`RuntimeExecutionMode`), or
+        whichever fits the sources (``AUTOMATIC``).
+
+        Raises:
+            TypeError: ``execution_mode`` is not a :class:`RuntimeExecutionMode`.
+        """
+        if not isinstance(execution_mode, RuntimeExecutionMode):
+            raise TypeError(
+                f"set_runtime_mode() needs a RuntimeExecutionMode (STREAMING, BATCH or "
+                f"AUTOMATIC), got {execution_mode!r}"
+            )
+        self._runtime_mode = execution_mode
+        return self
+
+    def get_runtime_mode(self) -> RuntimeExecutionMode:
+        return self._runtime_mode
+
+    def get_config(self) -> ExecutionConfig:
+        """PyFlink's ``ExecutionConfig`` view of this environment's settings."""
+        return self._config
+
+    # PyFlink ships Java and Python dependencies to a cluster; in flowkit the job runs in
+    # this interpreter, which already has them.
+    def add_jars(self, *jars_path: str) -> None:
+        """Accepted: flowkit runs no Java, so there is nothing to add."""
+
+    def add_classpaths(self, *classpaths: str) -> None:
+        """Accepted: flowkit runs no Java, so there is nothing to add."""
+
+    def add_python_file(self, file_path: str) -> None:
+        """Accepted: the job runs in this interpreter, which imports what it needs."""
+
+    def set_python_requirements(self, requirements_file_path: str, *args: Any) -> None:
+        """Accepted: the job runs in this interpreter, with its installed packages."""
+
+    def set_python_executable(self, python_exec: str) -> None:
+        """Accepted: the job runs in this interpreter."""
 
     def enable_web_ui(
         self,
@@ -364,17 +436,26 @@ class StreamExecutionEnvironment:
         source: Source,
         watermark_strategy: Any = None,
         source_name: str | None = None,
+        type_info: Any = None,
         output_type: Any = None,
     ) -> DataStream:
-        """A stream read from ``source`` (any :class:`~flowkit.sources.Source`)."""
+        """A stream read from ``source`` (any :class:`~flowkit.sources.Source`).
+
+        ``type_info`` (PyFlink's type information of the records, also accepted as
+        ``output_type``) gives the stream its type: see :mod:`flowkit.typeinfo`.
+        """
         if not isinstance(source, Source):
             raise TypeError(f"from_source() expects a flowkit Source, got {source!r}")
+        if type_info is not None and output_type is not None:
+            raise TypeError("from_source() takes type_info or output_type, not both")
+        output_type = type_info if type_info is not None else output_type
         name = str(source_name or getattr(source, "name", None) or "Source")
         t = Transformation(
             kind="source",
             name=name,
             operator_max_parallelism=source.max_parallelism,
             serializer=resolve_serializer(output_type),
+            type_info=output_type if isinstance(output_type, TypeInformation) else None,
             description=type(source).__qualname__
             + (f", {watermark_strategy!r}" if watermark_strategy is not None else ""),
             source=source,
@@ -392,8 +473,30 @@ class StreamExecutionEnvironment:
     add_source = from_source
 
     def from_collection(self, collection: Any, type_info: Any = None) -> DataStream:
-        """The elements of ``collection`` in order (a non-parallel source)."""
-        return self.from_source(CollectionSource(collection), source_name="Collection Source")
+        """The elements of ``collection`` in order (a non-parallel source).
+
+        With ``type_info`` (PyFlink's ``Types``), the stream carries that type and its
+        elements become records of it: with ``Types.ROW_NAMED(names, types)`` each tuple
+        becomes a :class:`~flowkit.typeinfo.Row` whose fields are read by name.
+
+        Example:
+            >>> from flowkit.typeinfo import Types
+            >>> env = StreamExecutionEnvironment()
+            >>> rows = env.from_collection([(1, "a")], Types.ROW_NAMED(["id", "tag"],
+            ...     [Types.INT(), Types.STRING()]))
+            >>> rows.map(lambda row: row.tag * row.id).execute_and_collect()
+            ['a']
+        """
+        if type_info is not None and not isinstance(type_info, TypeInformation):
+            raise TypeError(
+                f"from_collection() type_info must be type information (Types.INT(), ...), "
+                f"got {type_info!r}"
+            )
+        if type_info is not None and type_info.needs_conversion():
+            collection = [type_info.from_python(item) for item in collection]
+        return self.from_source(
+            CollectionSource(collection), source_name="Collection Source", type_info=type_info
+        )
 
     def from_sequence(self, start: int, end: int) -> DataStream:
         """The integers ``start..end`` (inclusive), read in parallel ranges."""
@@ -469,11 +572,12 @@ class StreamExecutionEnvironment:
         ):
             # A TestStream that moves processing time drives a manual clock from 0.
             clock = ManualClock(0)
+        buffer_timeout = self._job_buffer_timeout()
         self._transformations = []
-        config = ExecutionConfig(
+        config = RuntimeConfig(
             buffer_size=self.buffer_size,
             buffers_per_channel=self.buffers_per_channel,
-            buffer_timeout_ms=self.buffer_timeout_ms,
+            buffer_timeout_ms=buffer_timeout,
             clock=clock,
             checkpoint=self.checkpoint_config,
             restart_strategy=self.restart_strategy,
@@ -484,6 +588,16 @@ class StreamExecutionEnvironment:
             buffer_debloat=self.buffer_debloat,
         )
         return LocalExecutor(graph, config)
+
+    def _job_buffer_timeout(self) -> float | None:
+        """The job's buffer timeout: the smallest of the environment's and the operators'
+        own (``set_buffer_timeout``), so no operator's data waits longer than it asked."""
+        timeouts = [
+            t.buffer_timeout_ms for t in self._transformations if t.buffer_timeout_ms is not None
+        ]
+        if self.buffer_timeout_ms is not None:
+            timeouts.append(self.buffer_timeout_ms)
+        return min(timeouts) if timeouts else None
 
     async def execute_async(
         self,
