@@ -6,6 +6,13 @@ Every name here is flowkit's own, re-exported where PyFlink keeps it
 ``flowkit.pyflink.common.typeinfo``, ``flowkit.pyflink.datastream.window``...). What
 flowkit does differently from PyFlink is said where each name is defined.
 
+Logging: PyFlink's runtime logs into its own log files, so a PyFlink job that sends
+Python's logging to standard output at INFO (several of Flink's examples do) prints only
+its results. To keep it that way, importing this package sets the ``flowkit`` logger to
+WARNING when nothing has set its level yet; set it (``logging.getLogger("flowkit")
+.setLevel(logging.INFO)``) to see flowkit's job lifecycle lines. ``flowkit run`` sets it
+itself.
+
 Example:
     >>> from flowkit.pyflink.common import Types
     >>> from flowkit.pyflink.datastream import StreamExecutionEnvironment
@@ -20,4 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+
+if logging.getLogger("flowkit").level == logging.NOTSET:
+    logging.getLogger("flowkit").setLevel(logging.WARNING)
 __all__ = []

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import logging
 import pkgutil
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -48,6 +50,10 @@ from flowkit.pyflink.datastream.connectors import (
 from flowkit.pyflink.datastream.functions import Partitioner
 from flowkit.pyflink.datastream.state import ValueStateDescriptor
 from flowkit.pyflink.datastream.window import CountWindow, TimeWindow, TumblingEventTimeWindows
+
+# Importing flowkit.pyflink quiets the ``flowkit`` logger (see its docstring); the rest
+# of the test session keeps the default.
+logging.getLogger("flowkit").setLevel(logging.NOTSET)
 
 COMPAT_MODULES = sorted(
     info.name
@@ -120,6 +126,40 @@ def test_the_names_a_pyflink_job_imports_are_flowkits() -> None:
     assert RuntimeExecutionMode is flowkit.RuntimeExecutionMode
     assert CheckpointingMode is flowkit.CheckpointingMode
     assert FileSink is flowkit.FileSink and FileSource is flowkit.FileSource
+
+
+_LOGGING_JOB = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+{before}
+from flowkit.pyflink.datastream import StreamExecutionEnvironment
+env = StreamExecutionEnvironment.get_execution_environment()
+env.from_collection([1]).print()
+env.execute()
+"""
+
+
+@pytest.mark.parametrize(
+    ("before", "lifecycle_lines"),
+    [("", False), ('logging.getLogger("flowkit").setLevel(logging.INFO)', True)],
+    ids=["default", "flowkit-logger-set"],
+)
+def test_a_pyflink_job_logging_to_stdout_prints_only_its_results(
+    before: str, lifecycle_lines: bool
+) -> None:
+    # PyFlink's runtime logs to its own files: a job that sends Python logging to stdout
+    # at INFO prints its results only, unless it asks for flowkit's log lines.
+    result = subprocess.run(
+        [sys.executable, "-c", _LOGGING_JOB.format(before=before)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "1" in lines
+    assert (lines != ["1"]) is lifecycle_lines, lines
 
 
 # ------------------------------------------------------------------------ printing
