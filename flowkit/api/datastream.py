@@ -27,7 +27,7 @@ from flowkit.operators.timestamps import TimestampsAndWatermarksOperator
 from flowkit.serialization import TypeSerializer, resolve_serializer
 from flowkit.sinks import CollectSink, FunctionSink, PrintSink, Sink
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
-from flowkit.typeinfo import TypeInformation
+from flowkit.typeinfo import TypeInformation, pickled_sort_key
 from flowkit.window import CountEvictor, CountTrigger, GlobalWindows, PurgingTrigger
 
 if TYPE_CHECKING:
@@ -487,7 +487,12 @@ class DataStream:
         Python objects either way.
         """
         selector = _key_selector(key_selector)
-        return KeyedStream(self._env, self._partition("hash", selector), selector)
+        if key_type is not None and not isinstance(key_type, TypeInformation):
+            raise TypeError(
+                f"key_by() key_type must be type information (Types.STRING(), ...), got "
+                f"{key_type!r}"
+            )
+        return KeyedStream(self._env, self._partition("hash", selector), selector, key_type)
 
     def partition_custom(self, partitioner: Any, key_selector: Any) -> DataStream:
         """Send each record to the subtask ``partitioner.partition(key, n)`` picks (or
@@ -847,12 +852,20 @@ class KeyedStream(DataStream):
         env: StreamExecutionEnvironment,
         transformation: Transformation,
         key_selector: Callable[[Any], Any],
+        key_type: TypeInformation | None = None,
     ) -> None:
         super().__init__(env, transformation)
         self.key_selector = key_selector
+        #: The keys' type information, if ``key_by`` was given one.
+        self.key_type = key_type
 
     def get_key_selector(self) -> Callable[[Any], Any]:
         return self.key_selector
+
+    def _key_order(self) -> Callable[[Any], Any]:
+        """How BATCH execution orders this stream's keys (Flink sorts the keyed input by
+        the keys' serialized form: pickled bytes unless ``key_type`` was given)."""
+        return self.key_type.sort_key if self.key_type is not None else pickled_sort_key
 
     def interval_join(self, other: KeyedStream) -> IntervalJoin:
         """Interval join with another keyed stream: ``.between(lower, upper).process(fn)``."""
@@ -874,13 +887,17 @@ class KeyedStream(DataStream):
         return _count_windows(self.window(GlobalWindows.create()), size, slide)
 
     def reduce(self, func: Any, output_type: OutputType = None) -> DataStream:
-        """Emit the running ``reduce(accumulated, value)`` per key after every record."""
+        """Emit the running ``reduce(accumulated, value)`` per key after every record
+        (in BATCH execution: each key's final result, once, at the end of the input)."""
         _check_function(func, "reduce", "reduce()", "ReduceFunction")
         name = "Keyed Reduce"
         ks = self.key_selector
+        order = self._key_order()
         if output_type is None:  # a reduction has the type of its input (PyFlink's rule)
             output_type = self.get_type()
-        return self._one_input(name, lambda n: KeyedReduceOperator(n, func, ks), output_type, func)
+        return self._one_input(
+            name, lambda n: KeyedReduceOperator(n, func, ks, order), output_type, func
+        )
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
         if isinstance(field, bool) or not isinstance(field, (int, str)):
@@ -891,12 +908,13 @@ class KeyedStream(DataStream):
         fn = aggregation(kind, field)
         name = "Keyed Aggregation"
         ks = self.key_selector
+        order = self._key_order()
         return DataStream(
             self._env,
             self._add(
                 "one_input",
                 name,
-                lambda n: KeyedReduceOperator(n, fn, ks),
+                lambda n: KeyedReduceOperator(n, fn, ks, order),
                 self._input_serializer(),
                 description=f"{kind}({field!r})",
             ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import tempfile
 import threading
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["StreamExecutionEnvironment"]
 
 T = TypeVar("T")
+
+_log = logging.getLogger("flowkit.api.environment")
 
 #: How often ``execute()`` in a running loop looks for a cancellation of its caller.
 _INTERRUPT_POLL_S = 0.05
@@ -528,12 +531,48 @@ class StreamExecutionEnvironment:
         return self.from_source(FileSource(file_path), source_name="File Source")
 
     # ----------------------------------------------------------------- plans
+    def is_batch(self) -> bool:
+        """Whether the job described so far runs in BATCH mode: ``BATCH``, or
+        ``AUTOMATIC`` with only bounded sources.
+
+        Raises:
+            InvalidConfigurationError: ``BATCH`` with an unbounded source (named).
+        """
+        sources = [t for t in self._transformations if t.kind == "source"]
+        unbounded = [t for t in sources if not getattr(t.source, "bounded", True)]
+        mode = self._runtime_mode
+        if mode is RuntimeExecutionMode.AUTOMATIC:
+            return not unbounded
+        if mode is RuntimeExecutionMode.BATCH and unbounded:
+            names = ", ".join(f"{t.name!r} ({type(t.source).__name__})" for t in unbounded)
+            raise InvalidConfigurationError(
+                f"RuntimeExecutionMode.BATCH needs bounded sources, but {names} "
+                f"{'is' if len(unbounded) == 1 else 'are'} unbounded: run the job in "
+                f"STREAMING (or AUTOMATIC) mode, or make the source bounded (e.g. "
+                f"KafkaSource.builder().set_bounded(...))"
+            )
+        return mode is RuntimeExecutionMode.BATCH
+
+    def _configure_execution_mode(self, batch: bool) -> None:
+        """Have every operator built for the job run in BATCH (or STREAMING) mode."""
+        for t in self._transformations:
+            t.batch_execution = batch
+            factory = t.operator_factory
+            if factory is not None and not getattr(factory, "mode_aware", False):
+                t.operator_factory = _mode_aware_factory(t, factory)
+
     def get_job_graph(self, job_name: str = "flowkit job") -> JobGraph:
-        """Build (and validate) the job graph of everything described so far."""
+        """Build (and validate) the job graph of everything described so far.
+
+        Raises:
+            InvalidConfigurationError: nothing to run, an invalid plan, or an unbounded
+                source in BATCH mode.
+        """
         if not self._transformations:
             raise InvalidConfigurationError(
                 "no operators defined: add a source and a sink before executing"
             )
+        self._configure_execution_mode(self.is_batch())
         return build_job_graph(
             job_name,
             self._transformations,
@@ -573,13 +612,21 @@ class StreamExecutionEnvironment:
             # A TestStream that moves processing time drives a manual clock from 0.
             clock = ManualClock(0)
         buffer_timeout = self._job_buffer_timeout()
+        checkpoint = self.checkpoint_config
+        if checkpoint is not None and self.is_batch():
+            _log.info(
+                "job %r runs in BATCH mode: no checkpoints are taken (as in Flink); a "
+                "failure restarts it from the beginning",
+                job_name,
+            )
+            checkpoint = None
         self._transformations = []
         config = RuntimeConfig(
             buffer_size=self.buffer_size,
             buffers_per_channel=self.buffers_per_channel,
             buffer_timeout_ms=buffer_timeout,
             clock=clock,
-            checkpoint=self.checkpoint_config,
+            checkpoint=checkpoint,
             restart_strategy=self.restart_strategy,
             restore_from=restore_from,
             allow_non_restored_state=allow_non_restored_state,
@@ -689,6 +736,23 @@ class StreamExecutionEnvironment:
             if _loop_is_running():
                 return _run_in_worker_thread(main, self.use_uvloop)
             return _run(main(), self.use_uvloop)
+
+
+def _mode_aware_factory(t: Transformation, factory: Callable[[], Any]) -> Callable[[], Any]:
+    """``factory``, configuring each operator it builds for BATCH execution when the
+    transformation runs in BATCH mode (operators that differ have
+    ``enable_batch_execution``)."""
+
+    def make() -> Any:
+        op = factory()
+        if t.batch_execution:
+            enable = getattr(op, "enable_batch_execution", None)
+            if callable(enable):
+                enable()
+        return op
+
+    make.mode_aware = True  # type: ignore[attr-defined]
+    return make
 
 
 def _loop_is_running() -> bool:

@@ -70,6 +70,8 @@ class Transformation:
     type_info: Any = None
     #: ``set_buffer_timeout(ms)`` of this operator (None: the environment's).
     buffer_timeout_ms: float | None = None
+    #: The job runs in BATCH mode (set when the job graph is built).
+    batch_execution: bool = False
     id: int = field(default_factory=lambda: next(_ids))
 
     @property

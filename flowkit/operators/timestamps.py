@@ -147,7 +147,11 @@ class WatermarkEmitter:
         stamps = self._assign(values, timestamps)
         if self._max_only:
             generator: BoundedOutOfOrdernessWatermarks = self.generator  # type: ignore[assignment]
-            present = [ts for ts in stamps if ts is not None] if None in stamps else stamps
+            present = (
+                [ts for ts in stamps if ts is not None]
+                if not self.has_assigner and None in stamps
+                else stamps
+            )
             top = max(present, default=None)
             if top is not None and top > generator.max_timestamp:
                 generator.max_timestamp = top
@@ -268,15 +272,30 @@ class TimestampsAndWatermarksOperator(OneInputOperator):
         self.strategy = strategy
         self.interval_ms = interval_ms
         self.emitter: WatermarkEmitter | None = None
+        #: BATCH execution: no watermark leaves before the end of the input.
+        self.batch = False
+
+    def enable_batch_execution(self) -> None:
+        """BATCH mode: timestamps are assigned, but only the end of input's watermark
+        leaves (windows and timers fire then), as in Flink."""
+        self.batch = True
+
+    def _emit_watermark(self, timestamp: int) -> None:
+        if not self.batch or timestamp >= MAX_WATERMARK:
+            self.output.emit_watermark(timestamp)
+
+    def _emit_status(self, idle: bool) -> None:
+        if not self.batch:
+            self.output.emit_status(idle)
 
     def open(self) -> None:
         assert self.ctx is not None
         self.emitter = WatermarkEmitter(
             self.strategy,
             self.ctx,
-            self.interval_ms,
-            self.output.emit_watermark,
-            self.output.emit_status,
+            0 if self.batch else self.interval_ms,
+            self._emit_watermark,
+            self._emit_status,
             self.fail,
         )
         self.emitter.start()
