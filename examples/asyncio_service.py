@@ -28,6 +28,24 @@ the totals, stops the service and exits. ``--serve`` runs until Ctrl-C; try it w
 ``curl -d '{"user": "alice", "amount": 5}' localhost:8080/events`` and
 ``curl localhost:8080/totals``.
 
+The same service runs as a job file of the command line: the job starts the server when
+it starts, prints every running total as it changes, and ends after ``--events N`` events
+(without ``--events`` it runs until Ctrl-C)::
+
+    flowkit run examples/asyncio_service.py -- --port 8080
+    flowkit run examples/asyncio_service.py -- --port 0 --events 6
+
+Posting the demo's three requests to the second one (its port is on standard error)
+makes it print and end.
+
+Output of ``flowkit run examples/asyncio_service.py -- --port 0 --events 6``:
+    alice 5
+    bob 3
+    alice 12
+    carol 10
+    bob 7
+    alice 13
+
 Expected output:
     POST /events -> 202 {"accepted":2}
     POST /events -> 202 {"accepted":1}
@@ -41,7 +59,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import sys
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -49,6 +69,7 @@ import orjson
 
 from flowkit import (
     AsyncCallbackSink,
+    DataStream,
     JobCancelled,
     JobClient,
     JobFailed,
@@ -154,18 +175,23 @@ class TotalsService:
         self._changed = asyncio.Condition()
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        """Start the job, then the server."""
-        env = StreamExecutionEnvironment(parallelism=self.parallelism, buffer_timeout_ms=0)
-        (
-            env.from_async_iterable(self.queue)
+    def describe(self, env: StreamExecutionEnvironment, events: Any) -> DataStream:
+        """Describe the job on ``env``: running totals of ``events`` (anything
+        ``from_async_iterable`` takes) kept in :attr:`totals`; returns the totals stream."""
+        totals = (
+            env.from_async_iterable(events)
             .name("Events")
             .key_by("user")
             .sum("amount")
             .name("Running Total")
-            .sink_to(AsyncCallbackSink(self._store))
-            .name("Latest Totals")
         )
+        totals.sink_to(AsyncCallbackSink(self._store)).name("Latest Totals")
+        return totals
+
+    async def start(self) -> None:
+        """Start the job, then the server."""
+        env = StreamExecutionEnvironment(parallelism=self.parallelism, buffer_timeout_ms=0)
+        self.describe(env, self.queue)
         self.client = await env.execute_async("running totals")
         self._watcher = asyncio.create_task(self._watch_job(self.client))
         try:
@@ -173,6 +199,22 @@ class TotalsService:
         except BaseException:
             await self.stop()  # e.g. the port is taken: do not leave the job running
             raise
+
+    async def serve_events(self, limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The job file's source: start the server, then yield the events it accepts.
+
+        The job calls it when it starts, in the job's event loop; the server closes when
+        the job stops reading (after ``limit`` events, or when it is cancelled).
+        """
+        self._server = await asyncio.start_server(self._handle, self.host, self.requested_port)
+        print(f"listening on http://{self.host}:{self.port}", file=sys.stderr, flush=True)
+        try:
+            count = 0
+            while limit is None or count < limit:
+                yield await self.queue.get()
+                count += 1
+        finally:
+            self._server.close()
 
     @property
     def port(self) -> int:
@@ -384,6 +426,24 @@ async def serve(host: str, port: int) -> None:
         print(f'  curl -d \'{{"user": "alice", "amount": 5}}\' {url}/events', flush=True)
         print(f"  curl {url}/totals", flush=True)
         await asyncio.Event().wait()
+
+
+def build(env: StreamExecutionEnvironment, args: Sequence[str] = ()) -> None:
+    """The job file's entry point for ``flowkit run``: the service, run by the job.
+
+    The job starts the HTTP server when it starts (its source, ``serve_events``), prints
+    every running total as it changes and ends after ``--events N`` events (default: it
+    runs until Ctrl-C).
+    """
+    parser = argparse.ArgumentParser(prog="asyncio_service.py")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: a free one)")
+    parser.add_argument("--events", type=int, default=None, help="stop after N events")
+    options = parser.parse_args(list(args))
+    service = TotalsService(options.host, options.port)
+    env.set_buffer_timeout(0)  # every event shows up in the totals at once
+    totals = service.describe(env, functools.partial(service.serve_events, options.events))
+    totals.map(lambda total: f"{total['user']} {total['amount']}").name("Format").print()
 
 
 def main(argv: list[str] | None = None) -> int:

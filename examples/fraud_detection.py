@@ -39,11 +39,20 @@ Run it (from the repository root)::
     python examples/fraud_detection.py
     python examples/fraud_detection.py --parallelism 4   # same output
 
+or as a job file of the command line, which prints each alert as it is raised::
+
+    flowkit run examples/fraud_detection.py
+
 Expected output:
     ALERT account 1: 725.00 at 10:00:40, 35 s after a transaction under 1.00
     ALERT account 5: 500.01 at 10:03:00, 60 s after a transaction under 1.00
     ALERT account 1: 1000.00 at 10:03:50, 40 s after a transaction under 1.00
     3 alerts in 14 transactions
+
+Output of ``flowkit run examples/fraud_detection.py``:
+    ALERT account 1: 725.00 at 10:00:40, 35 s after a transaction under 1.00
+    ALERT account 5: 500.01 at 10:03:00, 60 s after a transaction under 1.00
+    ALERT account 1: 1000.00 at 10:03:50, 40 s after a transaction under 1.00
 """
 
 from __future__ import annotations
@@ -167,6 +176,14 @@ def detect_fraud(transactions: DataStream, detector: FraudDetector | None = None
         .process(detector or FraudDetector())
         .name("Fraud Detector")
     )
+
+
+def build(env: StreamExecutionEnvironment) -> None:
+    """The job file's entry point for ``flowkit run``: print each alert as it is raised."""
+    timestamped = env.from_source(
+        CollectionSource(TRANSACTIONS), watermark_strategy(), "Transactions"
+    )
+    detect_fraud(timestamped).map(describe).name("Format").print()
 
 
 def run(

@@ -28,6 +28,16 @@ or as a plain script, which runs 3,000 views without pauses and prints the total
 Expected output:
     windows: 3 x 5 pages
     views per page: {'about': 600, 'blog': 600, 'docs': 600, 'home': 600, 'pricing': 600}
+
+A short run of the job file, without pauses, from event time 0 (one window, 20 views of
+each page, printed as the window fires):
+
+Output of ``flowkit run examples/page_views.py -- --events 100 --pause-ms 0 --start-ms 0``:
+    {'page': 'about', 'start': 0, 'views': 20}
+    {'page': 'docs', 'start': 0, 'views': 20}
+    {'page': 'home', 'start': 0, 'views': 20}
+    {'page': 'blog', 'start': 0, 'views': 20}
+    {'page': 'pricing', 'start': 0, 'views': 20}
 """
 
 from __future__ import annotations

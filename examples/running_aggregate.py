@@ -23,6 +23,11 @@ Run it (from the repository root)::
 
     python examples/running_aggregate.py
 
+or as a job file of the command line, which prints every update of both aggregations
+(``stats>`` and ``hottest>`` tell the two print sinks apart)::
+
+    flowkit run examples/running_aggregate.py
+
 Expected output:
     running statistics, one line per reading:
     s1 n=1 min=21.5 max=21.5 avg=21.50
@@ -38,6 +43,26 @@ Expected output:
     s1 {'sensor': 's1', 'temp': 24.5}
     s2 {'sensor': 's2', 'temp': 19.0}
     s3 {'sensor': 's3', 'temp': 30.0}
+
+Output of ``flowkit run examples/running_aggregate.py`` (lines in any order):
+    stats> s1 n=1 min=21.5 max=21.5 avg=21.50
+    stats> s2 n=1 min=18.0 max=18.0 avg=18.00
+    stats> s1 n=2 min=21.5 max=23.0 avg=22.25
+    stats> s3 n=1 min=30.0 max=30.0 avg=30.00
+    stats> s2 n=2 min=17.5 max=18.0 avg=17.75
+    stats> s1 n=3 min=20.5 max=23.0 avg=21.67
+    stats> s3 n=2 min=29.5 max=30.0 avg=29.75
+    stats> s2 n=3 min=17.5 max=19.0 avg=18.17
+    stats> s1 n=4 min=20.5 max=24.5 avg=22.38
+    hottest> s1 {'sensor': 's1', 'temp': 21.5}
+    hottest> s2 {'sensor': 's2', 'temp': 18.0}
+    hottest> s1 {'sensor': 's1', 'temp': 23.0}
+    hottest> s3 {'sensor': 's3', 'temp': 30.0}
+    hottest> s2 {'sensor': 's2', 'temp': 18.0}
+    hottest> s1 {'sensor': 's1', 'temp': 23.0}
+    hottest> s3 {'sensor': 's3', 'temp': 30.0}
+    hottest> s2 {'sensor': 's2', 'temp': 19.0}
+    hottest> s1 {'sensor': 's1', 'temp': 24.5}
 """
 
 from __future__ import annotations
@@ -45,7 +70,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from flowkit import CollectSink, StreamExecutionEnvironment
+from flowkit import CollectSink, DataStream, StreamExecutionEnvironment
 from flowkit.functions import ReduceFunction
 
 READINGS: list[dict[str, Any]] = [
@@ -89,6 +114,38 @@ class TemperatureStats(ReduceFunction):
         }
 
 
+def aggregates(events: DataStream) -> tuple[DataStream, DataStream]:
+    """``(running statistics, hottest reading so far)`` per sensor of ``events``."""
+    stats = (
+        events.map(to_stats)
+        .name("To Stats")
+        .set_parallelism(1)  # chained to the source: readings stay in order (see above)
+        .key_by("sensor")
+        .reduce(TemperatureStats())
+        .name("Running Stats")
+    )
+    hottest = events.key_by("sensor").max_by("temp").name("Hottest")
+    return stats, hottest
+
+
+def describe_stats(s: dict[str, Any]) -> str:
+    """One statistics update as a line of text.
+
+    Example:
+        >>> describe_stats(to_stats({"sensor": "s1", "temp": 20.0}))
+        's1 n=1 min=20.0 max=20.0 avg=20.00'
+    """
+    avg = s["sum"] / s["n"]
+    return f"{s['sensor']} n={s['n']} min={s['min']} max={s['max']} avg={avg:.2f}"
+
+
+def build(env: StreamExecutionEnvironment) -> None:
+    """The job file's entry point for ``flowkit run``: print every update of both."""
+    stats, hottest = aggregates(env.from_collection(READINGS).name("Readings"))
+    stats.map(describe_stats).name("Format Stats").print("stats")
+    hottest.map(lambda r: f"{r['sensor']} {r}").name("Format Hottest").print("hottest")
+
+
 def run(
     readings: list[dict[str, Any]], parallelism: int = 2
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -102,22 +159,11 @@ def run(
         ``(stats_updates, hottest_updates)`` in the order the sinks received them.
     """
     env = StreamExecutionEnvironment(parallelism=parallelism)
-    events = env.from_collection(readings).name("Readings")
-
+    stats, hottest = aggregates(env.from_collection(readings).name("Readings"))
     stats_sink = CollectSink()
-    (
-        events.map(to_stats)
-        .name("To Stats")
-        .set_parallelism(1)  # chained to the source: readings stay in order (see above)
-        .key_by("sensor")
-        .reduce(TemperatureStats())
-        .name("Running Stats")
-        .sink_to(stats_sink)
-    )
-
+    stats.sink_to(stats_sink)
     hottest_sink = CollectSink()
-    events.key_by("sensor").max_by("temp").name("Hottest").sink_to(hottest_sink)
-
+    hottest.sink_to(hottest_sink)
     env.execute("running aggregate")
     return stats_sink.values, hottest_sink.values
 
@@ -128,8 +174,7 @@ def main() -> int:
     print("running statistics, one line per reading:")
     # A stable sort by sensor keeps each sensor's updates in their (deterministic) order.
     for s in sorted(stats, key=lambda s: s["sensor"]):
-        avg = s["sum"] / s["n"]
-        print(f"{s['sensor']} n={s['n']} min={s['min']} max={s['max']} avg={avg:.2f}")
+        print(describe_stats(s))
 
     print("hottest reading per sensor:")
     latest: dict[str, dict[str, Any]] = {}

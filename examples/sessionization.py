@@ -26,11 +26,22 @@ Run it (from the repository root)::
     python examples/sessionization.py
     python examples/sessionization.py --parallelism 4   # same output
 
+or as a job file of the command line, which prints each session as its window fires::
+
+    flowkit run examples/sessionization.py
+
 Expected output:
     alice 09:00:00 - 09:17:00  3 clicks: home > search > product
     alice 09:40:00 - 09:52:00  2 clicks: home > cart
     bob   09:05:00 - 09:35:30  4 clicks: home > reviews > product > cart
     carol 09:10:00 - 09:40:00  4 clicks: home > search > product > checkout
+    dave  09:50:00 - 10:00:00  1 click: home
+
+Output of ``flowkit run examples/sessionization.py``:
+    alice 09:00:00 - 09:17:00  3 clicks: home > search > product
+    bob   09:05:00 - 09:35:30  4 clicks: home > reviews > product > cart
+    carol 09:10:00 - 09:40:00  4 clicks: home > search > product > checkout
+    alice 09:40:00 - 09:52:00  2 clicks: home > cart
     dave  09:50:00 - 10:00:00  1 click: home
 """
 
@@ -125,6 +136,12 @@ def sessions(clicks: DataStream, gap_ms: int = SESSION_GAP_MS) -> DataStream:
         .process(SessionSummary())
         .name("Sessions")
     )
+
+
+def build(env: StreamExecutionEnvironment) -> None:
+    """The job file's entry point for ``flowkit run``: print each session as it closes."""
+    timestamped = env.from_source(CollectionSource(CLICKS), watermark_strategy(), "Clicks")
+    sessions(timestamped).map(describe).name("Format").print()
 
 
 def run(clicks: Sequence[dict[str, Any]] = CLICKS, parallelism: int = 2) -> list[Any]:

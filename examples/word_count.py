@@ -17,6 +17,16 @@ Run it (from the repository root)::
     python examples/word_count.py --input FILE     # the lines of a text file
     python examples/word_count.py --explain        # also print the plan first
 
+or as a job file of the command line (``build(env, args)`` describes the job; ``flowkit
+run`` runs it, one subtask per operator unless ``--parallelism`` says otherwise, with its
+progress on standard error). The job file runs in BATCH mode, as PyFlink's word count
+does: the running sum emits each word's final count once the input has ended, the words
+in the order Flink's batch execution sorts keys (by their serialized form: shorter words
+first)::
+
+    flowkit run examples/word_count.py
+    flowkit run examples/word_count.py -- --input FILE
+
 Expected output (of the built-in lines):
     stream 3
     to 3
@@ -31,6 +41,21 @@ Expected output (of the built-in lines):
     of 1
     or 1
     the 1
+
+Output of ``flowkit run examples/word_count.py``:
+    a 2
+    is 1
+    of 1
+    or 1
+    to 3
+    and 1
+    not 1
+    the 1
+    flow 1
+    keyed 1
+    river 2
+    stream 3
+    records 2
 """
 
 from __future__ import annotations
@@ -40,7 +65,7 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 
-from flowkit import CollectSink, DataStream, StreamExecutionEnvironment
+from flowkit import CollectSink, DataStream, RuntimeExecutionMode, StreamExecutionEnvironment
 
 LINES = [
     "To stream, or not to stream:",
@@ -61,6 +86,23 @@ def pair_with_one(word: str) -> tuple[str, int]:
     return (word, 1)
 
 
+def word_counts(lines: DataStream) -> DataStream:
+    """The running ``(word, count)`` of every word in ``lines`` (a stream of text lines).
+
+    Every occurrence of a word emits the word's count so far; the last one of a word is
+    its final count.
+    """
+    return (
+        lines.flat_map(split_words)
+        .name("Split Words")
+        .map(pair_with_one)
+        .name("Pair With One")
+        .key_by(lambda pair: pair[0])  # same word -> same subtask, whatever the parallelism
+        .sum(1)  # running sum of position 1 per word
+        .name("Count")
+    )
+
+
 def build_job(lines: DataStream) -> CollectSink:
     """Describe the word count over ``lines``; return the sink that will hold the counts.
 
@@ -71,17 +113,31 @@ def build_job(lines: DataStream) -> CollectSink:
         A :class:`~flowkit.CollectSink` that receives ``(word, running_count)`` records.
     """
     sink = CollectSink()
-    (
-        lines.flat_map(split_words)
-        .name("Split Words")
-        .map(pair_with_one)
-        .name("Pair With One")
-        .key_by(lambda pair: pair[0])  # same word -> same subtask, whatever the parallelism
-        .sum(1)  # running sum of position 1 per word
-        .name("Count")
-        .sink_to(sink)
-    )
+    word_counts(lines).sink_to(sink)
     return sink
+
+
+def build(env: StreamExecutionEnvironment, args: Sequence[str] = ()) -> None:
+    """The job file's entry point for ``flowkit run``: print each word's final count.
+
+    The job runs in BATCH mode (``RuntimeExecutionMode.BATCH``, as PyFlink's word count
+    does): the input is bounded, so the running sum emits only each word's final count,
+    once the input has ended.
+
+    Args:
+        env: the environment the command line made (``--parallelism``, ``--set``...).
+        args: the arguments after ``--``: ``--input FILE`` counts a text file's words.
+    """
+    parser = argparse.ArgumentParser(prog="word_count.py")
+    parser.add_argument("--input", metavar="PATH", help="text file (default: built-in lines)")
+    options = parser.parse_args(list(args))
+    env.set_runtime_mode(RuntimeExecutionMode.BATCH)
+    lines = (
+        env.read_text_file(options.input)
+        if options.input is not None
+        else env.from_collection(LINES)
+    )
+    word_counts(lines).map(lambda pair: f"{pair[0]} {pair[1]}").name("Format").print()
 
 
 def final_counts(running: Iterable[tuple[str, int]]) -> dict[str, int]:

@@ -4,8 +4,9 @@ Users import from here (and from ``flowkit.functions``, ``flowkit.sources``,
 ``flowkit.sinks``, ``flowkit.testing``). Internal modules may change freely.
 
 Layers, lowest first (each may import only those before it): ``errors``, ``elements``,
-``serialization``; ``eventtime`` and ``state``; ``functions``, ``sources``, ``sinks``,
-``partitioners``; ``operators``; ``graph``; ``runtime``; ``api``; ``testing``.
+``serialization``, ``typeinfo``; ``eventtime`` and ``state``; ``functions``, ``sources``, ``sinks``,
+``partitioners``; ``operators``; ``graph``; ``runtime``; ``api``; ``testing``;
+``pyflink`` (PyFlink's module paths, re-exporting flowkit's names) on top.
 
 Example:
     >>> import flowkit as fk
@@ -24,9 +25,14 @@ from flowkit import sinks as sinks
 from flowkit import sources as sources
 from flowkit import state as state
 from flowkit import testing as testing
+from flowkit import typeinfo as typeinfo
 from flowkit import window as window
+from flowkit.api.config import ExecutionConfig as ExecutionConfig
+from flowkit.api.config import RuntimeExecutionMode as RuntimeExecutionMode
+from flowkit.api.datastream import AsyncDataStream as AsyncDataStream
 from flowkit.api.datastream import BroadcastConnectedStream as BroadcastConnectedStream
 from flowkit.api.datastream import BroadcastStream as BroadcastStream
+from flowkit.api.datastream import CloseableIterator as CloseableIterator
 from flowkit.api.datastream import ConnectedStreams as ConnectedStreams
 from flowkit.api.datastream import DataStream as DataStream
 from flowkit.api.datastream import DataStreamSink as DataStreamSink
@@ -44,6 +50,8 @@ from flowkit.api.windowed import AllWindowedStream as AllWindowedStream
 from flowkit.api.windowed import WindowedStream as WindowedStream
 from flowkit.checkpoint.coordinator import CheckpointConfig as CheckpointConfig
 from flowkit.checkpoint.coordinator import CheckpointFailed as CheckpointFailed
+from flowkit.checkpoint.coordinator import CheckpointingMode as CheckpointingMode
+from flowkit.checkpoint.restart import RestartStrategies as RestartStrategies
 from flowkit.checkpoint.restart import RestartStrategy as RestartStrategy
 from flowkit.checkpoint.storage import CorruptCheckpointError as CorruptCheckpointError
 from flowkit.checkpoint.storage import load_checkpoint as load_checkpoint
@@ -65,11 +73,15 @@ from flowkit.eventtime.clocks import Clock as Clock
 from flowkit.eventtime.clocks import ManualClock as ManualClock
 from flowkit.eventtime.clocks import SystemClock as SystemClock
 from flowkit.eventtime.watermarks import Duration as Duration
+from flowkit.eventtime.watermarks import Time as Time
 from flowkit.eventtime.watermarks import TimestampAssigner as TimestampAssigner
 from flowkit.eventtime.watermarks import WatermarkGenerator as WatermarkGenerator
 from flowkit.eventtime.watermarks import WatermarkOutput as WatermarkOutput
 from flowkit.eventtime.watermarks import WatermarkStrategy as WatermarkStrategy
 from flowkit.functions import AggregateFunction as AggregateFunction
+from flowkit.functions import AllWindowFunction as AllWindowFunction
+from flowkit.functions import AsyncFunction as AsyncFunction
+from flowkit.functions import AsyncRetryStrategy as AsyncRetryStrategy
 from flowkit.functions import BroadcastProcessFunction as BroadcastProcessFunction
 from flowkit.functions import CheckpointedFunction as CheckpointedFunction
 from flowkit.functions import CoFlatMapFunction as CoFlatMapFunction
@@ -83,6 +95,8 @@ from flowkit.functions import KeyedCoProcessFunction as KeyedCoProcessFunction
 from flowkit.functions import KeyedProcessFunction as KeyedProcessFunction
 from flowkit.functions import KeySelector as KeySelector
 from flowkit.functions import MapFunction as MapFunction
+from flowkit.functions import Partitioner as Partitioner
+from flowkit.functions import ProcessAllWindowFunction as ProcessAllWindowFunction
 from flowkit.functions import ProcessFunction as ProcessFunction
 from flowkit.functions import ProcessWindowFunction as ProcessWindowFunction
 from flowkit.functions import ReduceFunction as ReduceFunction
@@ -90,6 +104,10 @@ from flowkit.functions import RuntimeContext as RuntimeContext
 from flowkit.functions import SinkFunction as SinkFunction
 from flowkit.functions import TimeDomain as TimeDomain
 from flowkit.functions import TimerService as TimerService
+from flowkit.functions import WindowFunction as WindowFunction
+from flowkit.functions import empty_result_predicate as empty_result_predicate
+from flowkit.functions import exception_type_predicate as exception_type_predicate
+from flowkit.functions import has_exception_predicate as has_exception_predicate
 from flowkit.gc_policy import tuned_gc as tuned_gc
 from flowkit.runtime.client import JobClient as JobClient
 from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
@@ -109,10 +127,13 @@ from flowkit.serialization import PickleSerializer as PickleSerializer
 from flowkit.serialization import TypeSerializer as TypeSerializer
 from flowkit.sinks import AsyncCallbackSink as AsyncCallbackSink
 from flowkit.sinks import CollectSink as CollectSink
+from flowkit.sinks import Encoder as Encoder
 from flowkit.sinks import FileSink as FileSink
 from flowkit.sinks import FunctionSink as FunctionSink
+from flowkit.sinks import OutputFileConfig as OutputFileConfig
 from flowkit.sinks import PrintSink as PrintSink
 from flowkit.sinks import QueueSink as QueueSink
+from flowkit.sinks import RollingPolicy as RollingPolicy
 from flowkit.sinks import Sink as Sink
 from flowkit.sinks import SinkWriter as SinkWriter
 from flowkit.sinks import TwoPhaseCommitSink as TwoPhaseCommitSink
@@ -124,6 +145,7 @@ from flowkit.sources import Source as Source
 from flowkit.sources import SourceReader as SourceReader
 from flowkit.sources import SplitReader as SplitReader
 from flowkit.sources import SplitSource as SplitSource
+from flowkit.sources import StreamFormat as StreamFormat
 from flowkit.state import AggregatingState as AggregatingState
 from flowkit.state import AggregatingStateDescriptor as AggregatingStateDescriptor
 from flowkit.state import BackendSnapshot as BackendSnapshot
@@ -150,10 +172,15 @@ from flowkit.testing import TestStream as TestStream
 from flowkit.testing import WindowOperatorHarness as WindowOperatorHarness
 from flowkit.testing import loop_gaps_while as loop_gaps_while
 from flowkit.testing import wait_until as wait_until
+from flowkit.typeinfo import Row as Row
+from flowkit.typeinfo import RowKind as RowKind
+from flowkit.typeinfo import TypeInformation as TypeInformation
+from flowkit.typeinfo import Types as Types
 from flowkit.window import ContinuousEventTimeTrigger as ContinuousEventTimeTrigger
 from flowkit.window import ContinuousProcessingTimeTrigger as ContinuousProcessingTimeTrigger
 from flowkit.window import CountEvictor as CountEvictor
 from flowkit.window import CountTrigger as CountTrigger
+from flowkit.window import CountWindow as CountWindow
 from flowkit.window import DeltaEvictor as DeltaEvictor
 from flowkit.window import DynamicEventTimeSessionWindows as DynamicEventTimeSessionWindows
 from flowkit.window import (
@@ -195,8 +222,12 @@ __all__ = [
     "AggregateFunction",
     "AggregatingState",
     "AggregatingStateDescriptor",
+    "AllWindowFunction",
     "AllWindowedStream",
     "AsyncCallbackSink",
+    "AsyncDataStream",
+    "AsyncFunction",
+    "AsyncRetryStrategy",
     "BackendSnapshot",
     "BroadcastConnectedStream",
     "BroadcastProcessFunction",
@@ -207,7 +238,9 @@ __all__ = [
     "CheckpointMetrics",
     "CheckpointRecord",
     "CheckpointedFunction",
+    "CheckpointingMode",
     "Clock",
+    "CloseableIterator",
     "CoFlatMapFunction",
     "CoGroupFunction",
     "CoGroupedStreams",
@@ -220,6 +253,7 @@ __all__ = [
     "CorruptCheckpointError",
     "CountEvictor",
     "CountTrigger",
+    "CountWindow",
     "DataStream",
     "DataStreamSink",
     "DeadLetter",
@@ -229,12 +263,14 @@ __all__ = [
     "Duration",
     "DynamicEventTimeSessionWindows",
     "DynamicProcessingTimeSessionWindows",
+    "Encoder",
     "EndOfStreamTrigger",
     "EventTimeSessionWindows",
     "EventTimeTrigger",
     "Evictor",
     "EvictorContext",
     "ExceptionRecord",
+    "ExecutionConfig",
     "FileSink",
     "FileSource",
     "FilterFunction",
@@ -278,10 +314,13 @@ __all__ = [
     "OnMergeContext",
     "OneInputOperatorHarness",
     "OperatorMetrics",
+    "OutputFileConfig",
     "OutputTag",
     "PacedSource",
+    "Partitioner",
     "PickleSerializer",
     "PrintSink",
+    "ProcessAllWindowFunction",
     "ProcessFunction",
     "ProcessFunctionHarness",
     "ProcessJoinFunction",
@@ -293,10 +332,15 @@ __all__ = [
     "ReduceFunction",
     "ReducingState",
     "ReducingStateDescriptor",
+    "RestartStrategies",
     "RestartStrategy",
     "RestoreFailed",
+    "RollingPolicy",
+    "Row",
+    "RowKind",
     "RunningLoopError",
     "RuntimeContext",
+    "RuntimeExecutionMode",
     "SerializationError",
     "SessionWindowTimeGapExtractor",
     "Sink",
@@ -312,10 +356,12 @@ __all__ = [
     "StateMigrationError",
     "StateTtlConfig",
     "StreamExecutionEnvironment",
+    "StreamFormat",
     "StreamRecord",
     "SubtaskMetrics",
     "SystemClock",
     "TestStream",
+    "Time",
     "TimeDomain",
     "TimeEvictor",
     "TimeWindow",
@@ -329,7 +375,9 @@ __all__ = [
     "TumblingProcessingTimeWindows",
     "TwoPhaseCommitSink",
     "TwoPhaseCommitSinkWriter",
+    "TypeInformation",
     "TypeSerializer",
+    "Types",
     "UserFunctionError",
     "ValueState",
     "ValueStateDescriptor",
@@ -342,9 +390,13 @@ __all__ = [
     "Window",
     "WindowAssigner",
     "WindowAssignerContext",
+    "WindowFunction",
     "WindowOperatorHarness",
     "WindowedStream",
+    "empty_result_predicate",
+    "exception_type_predicate",
     "functions",
+    "has_exception_predicate",
     "load_checkpoint",
     "loop_gaps_while",
     "private_copy",

@@ -146,9 +146,10 @@ class JobCancelled(FlowkitError):
 
 
 class RunningLoopError(FlowkitError, RuntimeError):
-    """Raised by ``env.execute()`` when called inside a running event loop.
+    """An operation that cannot run inside a running event loop was called there.
 
-    Use ``client = await env.execute_async()`` and ``await client.wait()`` there instead.
+    ``env.execute()`` no longer raises it: inside a running loop it runs the job on a
+    worker thread. The class stays for code that catches it.
     """
 
 

@@ -14,15 +14,18 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from flowkit.elements import OutputTag
 
 __all__ = [
     "AggregateFunction",
+    "AllWindowFunction",
+    "AsyncFunction",
+    "AsyncRetryStrategy",
     "BroadcastProcessFunction",
     "CheckpointedFunction",
     "CoFlatMapFunction",
@@ -36,6 +39,8 @@ __all__ = [
     "KeyedCoProcessFunction",
     "KeyedProcessFunction",
     "MapFunction",
+    "Partitioner",
+    "ProcessAllWindowFunction",
     "ProcessFunction",
     "ProcessWindowFunction",
     "ReduceFunction",
@@ -43,7 +48,17 @@ __all__ = [
     "SinkFunction",
     "TimeDomain",
     "TimerService",
+    "WindowFunction",
+    "empty_result_predicate",
+    "exception_type_predicate",
+    "has_exception_predicate",
 ]
+
+_IN = TypeVar("_IN")
+_OUT = TypeVar("_OUT")
+_KEY = TypeVar("_KEY")
+_W = TypeVar("_W")
+_W2 = TypeVar("_W2")
 
 
 class TimeDomain(Enum):
@@ -270,14 +285,210 @@ class KeyedCoProcessFunction(Function, ABC):
         return None
 
 
-class ProcessWindowFunction(Function, ABC):
-    """Evaluates a window: ``process(key, context, elements)`` yields outputs."""
+class ProcessWindowFunction(Function, ABC, Generic[_IN, _OUT, _KEY, _W]):
+    """Evaluates a window: ``process(key, context, elements)`` yields outputs.
+
+    PyFlink's type parameters are accepted:
+    ``class Count(ProcessWindowFunction[tuple, tuple, str, TimeWindow])``.
+    """
+
+    class Context(ABC, Generic[_W2]):
+        """What ``process`` and ``clear`` learn about the window being evaluated."""
+
+        @abstractmethod
+        def window(self) -> _W2:
+            """The window (a ``TimeWindow``, a ``GlobalWindow``...)."""
+
+        @abstractmethod
+        def current_processing_time(self) -> int: ...
+
+        @abstractmethod
+        def current_watermark(self) -> int: ...
+
+        @abstractmethod
+        def window_state(self) -> Any:
+            """Keyed state scoped to the key and this window."""
+
+        @abstractmethod
+        def global_state(self) -> Any:
+            """Keyed state scoped to the key, shared by all its windows."""
+
+        @abstractmethod
+        def output(self, output_tag: OutputTag, value: Any) -> None: ...
 
     @abstractmethod
-    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any] | None: ...
+    def process(
+        self, key: _KEY, context: ProcessWindowFunction.Context[_W], elements: Iterable[_IN]
+    ) -> Iterable[_OUT] | None: ...
 
-    def clear(self, context: Any) -> None:
+    def clear(self, context: ProcessWindowFunction.Context[_W]) -> None:
         """Called when the window is purged at its cleanup time."""
+
+
+class ProcessAllWindowFunction(Function, ABC, Generic[_IN, _OUT, _W]):
+    """``window_all(...).process(fn)``: ``process(context, elements)`` yields outputs."""
+
+    Context = ProcessWindowFunction.Context
+
+    @abstractmethod
+    def process(
+        self, context: ProcessWindowFunction.Context[_W], elements: Iterable[_IN]
+    ) -> Iterable[_OUT] | None: ...
+
+    def clear(self, context: ProcessWindowFunction.Context[_W]) -> None:
+        """Called when the window is purged at its cleanup time."""
+
+
+class WindowFunction(Function, ABC, Generic[_IN, _OUT, _KEY, _W]):
+    """Evaluates a window: ``apply(key, window, inputs)`` yields (or returns) outputs.
+
+    Example:
+        >>> class Sum(WindowFunction[tuple, tuple, str, Any]):
+        ...     def apply(self, key, window, inputs):
+        ...         return [(key, sum(i[0] for i in inputs))]
+        >>> Sum().apply("k", None, [(1,), (2,)])
+        [('k', 3)]
+    """
+
+    @abstractmethod
+    def apply(self, key: _KEY, window: _W, inputs: Iterable[_IN]) -> Iterable[_OUT] | None: ...
+
+
+class AllWindowFunction(Function, ABC, Generic[_IN, _OUT, _W]):
+    """``window_all(...).apply(fn)``: ``apply(window, inputs)`` yields outputs."""
+
+    @abstractmethod
+    def apply(self, window: _W, inputs: Iterable[_IN]) -> Iterable[_OUT] | None: ...
+
+
+class Partitioner(Function, ABC, Generic[_KEY]):
+    """``partition_custom(partitioner, key_selector)``: the channel of a key.
+
+    ``partition(key, num_partitions)`` returns an int in ``[0, num_partitions)``.
+    """
+
+    @abstractmethod
+    def partition(self, key: _KEY, num_partitions: int) -> int: ...
+
+
+class AsyncFunction(Function, ABC, Generic[_IN, _OUT]):
+    """Async I/O with PyFlink's interface (``AsyncDataStream``, ``ds.map_async``).
+
+    ``async_invoke(value)`` returns a collection of results, each emitted as a record
+    (an empty one emits nothing); ``timeout(value)`` is called when a call takes too
+    long and returns the results to emit instead (by default the job fails).
+
+    Example:
+        >>> class Lookup(AsyncFunction):
+        ...     async def async_invoke(self, value):
+        ...         return [value, value * 10]
+    """
+
+    @abstractmethod
+    async def async_invoke(self, value: _IN) -> Collection[_OUT]: ...
+
+    def timeout(self, value: _IN) -> Collection[_OUT]:
+        raise TimeoutError(
+            f"async_invoke timed out for a record of type {type(value).__name__}; override "
+            f"{type(self).__name__}.timeout() to emit something instead"
+        )
+
+
+def empty_result_predicate(result: Collection[Any] | None) -> bool:
+    """Retry predicate: the call returned no results."""
+    return result is None or len(result) == 0
+
+
+def has_exception_predicate(error: BaseException | None) -> bool:
+    """Retry predicate: the call raised."""
+    return error is not None
+
+
+def exception_type_predicate(
+    error: BaseException | None, expected_error_type: type[BaseException]
+) -> bool:
+    """Retry predicate: the call raised an ``expected_error_type`` (use
+    ``functools.partial(exception_type_predicate, expected_error_type=TimeoutError)``)."""
+    return isinstance(error, expected_error_type)
+
+
+class AsyncRetryStrategy:
+    """When an async call is tried again (PyFlink's ``AsyncRetryStrategy``).
+
+    A call is retried when ``result_predicate(results)`` or ``exception_predicate(error)``
+    says so and ``can_retry(attempt)`` allows it; the next attempt starts
+    ``get_backoff_time_millis(attempt)`` later. The timeout covers all attempts.
+
+    Example:
+        >>> s = AsyncRetryStrategy.fixed_delay(3, 100, exception_predicate=has_exception_predicate)
+        >>> [s.can_retry(n) for n in (1, 3, 4)], s.get_backoff_time_millis(1)
+        ([True, True, False], 100)
+    """
+
+    def __init__(
+        self,
+        max_attempts: int,
+        backoff: Callable[[int], int],
+        result_predicate: Callable[[Any], bool] | None = None,
+        exception_predicate: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 0:
+            raise ValueError(f"max_attempts must be an int >= 0, got {max_attempts!r}")
+        self.max_attempts = max_attempts
+        self._backoff = backoff
+        self.result_predicate = result_predicate
+        self.exception_predicate = exception_predicate
+
+    @staticmethod
+    def no_restart() -> AsyncRetryStrategy:
+        """Never retry."""
+        return AsyncRetryStrategy(0, lambda attempt: 0)
+
+    @staticmethod
+    def fixed_delay(
+        max_attempts: int,
+        backoff_time_millis: int,
+        result_predicate: Callable[[Any], bool] | None = None,
+        exception_predicate: Callable[[BaseException], bool] | None = None,
+    ) -> AsyncRetryStrategy:
+        """Retry up to ``max_attempts`` times, ``backoff_time_millis`` apart."""
+        if backoff_time_millis <= 0:
+            raise ValueError(f"backoff_time_millis must be > 0, got {backoff_time_millis!r}")
+        return AsyncRetryStrategy(
+            max_attempts, lambda attempt: backoff_time_millis, result_predicate, exception_predicate
+        )
+
+    @staticmethod
+    def exponential_backoff(
+        max_attempts: int,
+        initial_delay: int,
+        max_delay: int,
+        multiplier: float,
+        result_predicate: Callable[[Any], bool] | None = None,
+        exception_predicate: Callable[[BaseException], bool] | None = None,
+    ) -> AsyncRetryStrategy:
+        """Retry up to ``max_attempts`` times, waiting ``initial_delay`` ms, then
+        ``multiplier`` times longer each time, at most ``max_delay`` ms."""
+        if initial_delay <= 0 or max_delay <= 0 or multiplier <= 0:
+            raise ValueError("initial_delay, max_delay and multiplier must be > 0")
+
+        def backoff(attempt: int) -> int:
+            return int(min(initial_delay * multiplier ** max(attempt - 1, 0), max_delay))
+
+        return AsyncRetryStrategy(max_attempts, backoff, result_predicate, exception_predicate)
+
+    def can_retry(self, current_attempts: int) -> bool:
+        """Whether the call may be tried again after ``current_attempts`` attempts."""
+        return current_attempts <= self.max_attempts
+
+    def get_backoff_time_millis(self, current_attempts: int) -> int:
+        return self._backoff(current_attempts)
+
+    def should_retry(self, results: Any, error: BaseException | None) -> bool:
+        """Whether the outcome of an attempt asks for another one."""
+        if error is not None:
+            return self.exception_predicate is not None and bool(self.exception_predicate(error))
+        return self.result_predicate is not None and bool(self.result_predicate(results))
 
 
 class SinkFunction(Function):

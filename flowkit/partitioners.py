@@ -18,6 +18,8 @@ from flowkit.state.key_groups import KeyGroupAssigner
 
 __all__ = [
     "BroadcastPartitioner",
+    "CustomPartitioner",
+    "CustomPartitioning",
     "ForwardPartitioner",
     "GlobalPartitioner",
     "KeyGroupPartitioner",
@@ -193,6 +195,54 @@ class KeyGroupPartitioner(StreamPartitioner):
                     assigner.channel_for_key(key)
                 except Exception:
                     return ("computing the key group of the key from key_by", value)
+        return None
+
+
+class CustomPartitioning:
+    """``partition_custom(partitioner, key_selector)``: the user's two functions."""
+
+    __slots__ = ("key_selector", "partition")
+
+    def __init__(
+        self, partition: Callable[[Any, int], int], key_selector: Callable[[Any], Any]
+    ) -> None:
+        self.partition = partition
+        self.key_selector = key_selector
+
+    def __call__(self, value: Any) -> Any:
+        """The key of ``value`` (edges keep this object where key selectors go)."""
+        return self.key_selector(value)
+
+
+class CustomPartitioner(StreamPartitioner):
+    """``partition_custom``: the channel is ``partition(key_selector(record), n)``."""
+
+    name = "custom"
+
+    def __init__(self, partitioning: CustomPartitioning) -> None:
+        super().__init__()
+        self.partitioning = partitioning
+
+    def _channel(self, value: Any) -> int:
+        n = self.n
+        channel = self.partitioning.partition(self.partitioning.key_selector(value), n)
+        if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < n:
+            raise ValueError(
+                f"the partitioner of partition_custom returned {channel!r} for a record of "
+                f"type {type(value).__name__}; it must return an int in [0, {n})"
+            )
+        return channel
+
+    def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
+        return _group(self.n, list(map(self._channel, values)), values, timestamps)
+
+    def failure_detail(self, values: list[Any]) -> tuple[str, Any] | None:
+        """After ``split`` raised: which record failed (see KeyGroupPartitioner)."""
+        for value in values:
+            try:
+                self._channel(value)
+            except Exception:
+                return ("in the partitioner or key selector of partition_custom", value)
         return None
 
 

@@ -171,11 +171,12 @@ _BY_NAME: dict[str, type[TypeSerializer]] = {
 }
 
 
-def resolve_serializer(output_type: TypeSerializer | str | None) -> TypeSerializer:
+def resolve_serializer(output_type: Any) -> TypeSerializer:
     """Turn an ``output_type=`` argument into a serializer instance.
 
     Accepts ``None`` (the default serializer), a name (``"default"``, ``"pickle"``,
-    ``"json"``) or a :class:`TypeSerializer` instance.
+    ``"json"``), a :class:`TypeSerializer` instance, or type information
+    (:mod:`flowkit.typeinfo`), which chooses its serializer.
 
     Raises:
         ValueError: for an unknown name or type.
@@ -184,6 +185,11 @@ def resolve_serializer(output_type: TypeSerializer | str | None) -> TypeSerializ
         return DefaultSerializer()
     if isinstance(output_type, TypeSerializer):
         return output_type
+    create = getattr(output_type, "create_serializer", None)
+    if callable(create):  # type information (``Types.ROW(...)``) picks its serializer
+        serializer = create()
+        if isinstance(serializer, TypeSerializer):
+            return serializer
     if isinstance(output_type, str) and output_type in _BY_NAME:
         return _BY_NAME[output_type]()
     raise ValueError(

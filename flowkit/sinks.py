@@ -26,10 +26,13 @@ from flowkit.elements import StreamRecord, Watermark
 __all__ = [
     "AsyncCallbackSink",
     "CollectSink",
+    "Encoder",
     "FileSink",
     "FunctionSink",
+    "OutputFileConfig",
     "PrintSink",
     "QueueSink",
+    "RollingPolicy",
     "Sink",
     "SinkWriter",
     "TwoPhaseCommitSink",
@@ -89,6 +92,12 @@ class Sink:
 
     def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
         raise NotImplementedError
+
+    def with_type_info(self, type_info: Any) -> Sink:
+        """The sink to use for a stream that carries ``type_info`` (PyFlink's type
+        information); sinks that write text override it to write records as Java prints
+        them. The default: this sink, unchanged."""
+        return self
 
 
 class _CollectWriter(SinkWriter):
@@ -176,24 +185,48 @@ class CollectSink(Sink):
 
 
 class _PrintWriter(SinkWriter):
-    def __init__(self, prefix: str, stream: TextIO | None) -> None:
+    def __init__(
+        self, prefix: str, stream: TextIO | None, formatter: Callable[[Any], str] | None
+    ) -> None:
         self.prefix = prefix
         self.stream = stream
+        self.formatter = formatter
 
     def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
         stream = self.stream or sys.stdout
         prefix = self.prefix
-        stream.write("".join(f"{prefix}{v}\n" for v in values))
+        fmt = self.formatter
+        if fmt is None:
+            stream.write("".join(f"{prefix}{v}\n" for v in values))
+        else:
+            stream.write("".join(f"{prefix}{fmt(v)}\n" for v in values))
 
 
 class PrintSink(Sink):
-    """Prints each record on its own line; ``"<subtask>> "`` prefixes when parallel."""
+    """Prints each record on its own line; ``"<subtask>> "`` prefixes when parallel.
+
+    Records print with Python's ``str``, or with ``formatter`` when given; ``ds.print()``
+    on a stream with type information prints them as Java does (as PyFlink does).
+    """
 
     name = "Print to Std. Out"
 
-    def __init__(self, identifier: str | None = None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        identifier: str | None = None,
+        stream: TextIO | None = None,
+        formatter: Callable[[Any], str] | None = None,
+    ) -> None:
         self.identifier = identifier
         self.stream = stream
+        self.formatter = formatter
+
+    def with_type_info(self, type_info: Any) -> PrintSink:
+        """The sink for a stream of ``type_info``: records print as Java prints them
+        (itself when the type prints with Python's ``str`` or a formatter is set)."""
+        if self.formatter is not None or getattr(type_info, "prints_with_python_str", True):
+            return self
+        return PrintSink(self.identifier, self.stream, type_info.to_java_string)
 
     def create_writer(self, subtask_index: int, parallelism: int) -> SinkWriter:
         parts = []
@@ -202,7 +235,7 @@ class PrintSink(Sink):
         if parallelism > 1:
             parts.append(str(subtask_index + 1))
         prefix = (":".join(parts) + "> ") if parts else ""
-        return _PrintWriter(prefix, self.stream)
+        return _PrintWriter(prefix, self.stream, self.formatter)
 
 
 class _CallbackWriter(SinkWriter):
@@ -297,6 +330,9 @@ class FunctionSink(Sink):
 
 # The exactly-once file sink and the two-phase-commit base live in their own module; they
 # are part of this module's public surface (``flowkit.sinks.FileSink``).
+from flowkit.sinks_2pc import Encoder as Encoder  # noqa: E402
 from flowkit.sinks_2pc import FileSink as FileSink  # noqa: E402
+from flowkit.sinks_2pc import OutputFileConfig as OutputFileConfig  # noqa: E402
+from flowkit.sinks_2pc import RollingPolicy as RollingPolicy  # noqa: E402
 from flowkit.sinks_2pc import TwoPhaseCommitSink as TwoPhaseCommitSink  # noqa: E402
 from flowkit.sinks_2pc import TwoPhaseCommitSinkWriter as TwoPhaseCommitSinkWriter  # noqa: E402

@@ -63,11 +63,13 @@ except ImportError:  # pragma: no cover - not POSIX: abandoned files are kept
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "Encoder",
     "FileSink",
     "FileSinkContext",
     "FileSinkWriter",
     "FileTransaction",
     "OutputFileConfig",
+    "OutputFileConfigBuilder",
     "PartFile",
     "RollingPolicy",
     "RowFormatBuilder",
@@ -378,6 +380,11 @@ class OutputFileConfig:
     prefix: str = "part"
     suffix: str = ""
 
+    @staticmethod
+    def builder() -> OutputFileConfigBuilder:
+        """PyFlink's ``OutputFileConfig.builder().with_part_prefix(...).build()``."""
+        return OutputFileConfigBuilder()
+
     def __post_init__(self) -> None:
         if not self.prefix or self.prefix.startswith("."):
             raise ValueError(
@@ -387,6 +394,25 @@ class OutputFileConfig:
         for part in (self.prefix, self.suffix):
             if "/" in part or "\\" in part or "\0" in part:
                 raise ValueError(f"OutputFileConfig parts must be plain names, got {part!r}")
+
+
+class OutputFileConfigBuilder:
+    """Builds an :class:`OutputFileConfig` (``with_part_prefix``, ``with_part_suffix``)."""
+
+    def __init__(self) -> None:
+        self._prefix = "part"
+        self._suffix = ""
+
+    def with_part_prefix(self, prefix: str) -> OutputFileConfigBuilder:
+        self._prefix = prefix
+        return self
+
+    def with_part_suffix(self, suffix: str) -> OutputFileConfigBuilder:
+        self._suffix = suffix
+        return self
+
+    def build(self) -> OutputFileConfig:
+        return OutputFileConfig(self._prefix, self._suffix)
 
 
 @dataclass(frozen=True)
@@ -410,9 +436,29 @@ class RollingPolicy:
             raise ValueError(f"max_part_size must be an int >= 1 or None, got {size!r}")
 
     @staticmethod
-    def default_rolling_policy(part_size: int = 128 * 1024 * 1024) -> RollingPolicy:
-        """PyFlink's spelling: roll part files at ``part_size`` bytes."""
+    def default_rolling_policy(
+        part_size: int = 128 * 1024 * 1024,
+        rollover_interval: int = 60 * 1000,
+        inactivity_interval: int = 60 * 1000,
+    ) -> RollingPolicy:
+        """PyFlink's spelling: roll part files at ``part_size`` bytes.
+
+        ``rollover_interval`` and ``inactivity_interval`` are accepted: flowkit closes the
+        part file at every checkpoint (and at the end of input), so no part file stays
+        open longer than a checkpoint interval anyway.
+        """
+        for name, value in (
+            ("rollover_interval", rollover_interval),
+            ("inactivity_interval", inactivity_interval),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be milliseconds >= 1, got {value!r}")
         return RollingPolicy(max_part_size=part_size)
+
+    @staticmethod
+    def on_checkpoint_rolling_policy() -> RollingPolicy:
+        """Roll part files only at checkpoints (no size limit)."""
+        return RollingPolicy(max_part_size=None)
 
 
 @dataclass(frozen=True)
@@ -454,7 +500,46 @@ class FileSinkContext:
     next_part: int
 
 
-Encoder = Callable[[Any], str | bytes]
+EncoderFunction = Callable[[Any], str | bytes]
+
+
+class Encoder:
+    """How the file sink writes a record as a line (PyFlink's ``Encoder``).
+
+    ``Encoder.simple_string_encoder()`` writes each record's string form: Python's
+    ``str``, or, on a stream that carries type information, the form Java prints (as
+    ``print()`` does; ``(hi,0,5,4)`` for a ``Types.TUPLE`` record).
+
+    Example:
+        >>> Encoder.simple_string_encoder()(("a", 1))
+        b"('a', 1)"
+    """
+
+    __slots__ = ("charset", "format")
+
+    def __init__(self, format: Callable[[Any], str] = str, charset: str = "UTF-8") -> None:
+        "".encode(charset)  # an unknown charset fails here, not in the job
+        self.format = format
+        self.charset = charset
+
+    @staticmethod
+    def simple_string_encoder(charset_name: str = "UTF-8") -> Encoder:
+        """Each record's string form, in ``charset_name``."""
+        return Encoder(str, charset_name)
+
+    def for_type_info(self, type_info: Any) -> Encoder:
+        """This encoder writing records as Java prints ``type_info`` (itself when the
+        type prints with Python's ``str`` or it formats records its own way)."""
+        if self.format is not str or getattr(type_info, "prints_with_python_str", True):
+            return self
+        return Encoder(type_info.to_java_string, self.charset)
+
+    def __call__(self, value: Any) -> bytes:
+        return self.format(value).encode(self.charset)
+
+    def __repr__(self) -> str:
+        return f"Encoder.simple_string_encoder({self.charset!r})"
+
 
 _JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
@@ -467,7 +552,7 @@ def _encode_text(value: Any) -> bytes:
     return f"{value}\n".encode()
 
 
-def _wrap_encoder(fn: Encoder) -> Callable[[Any], bytes]:
+def _wrap_encoder(fn: EncoderFunction) -> Callable[[Any], bytes]:
     def encode(value: Any) -> bytes:
         line = fn(value)
         if isinstance(line, str):
@@ -484,7 +569,7 @@ def _wrap_encoder(fn: Encoder) -> Callable[[Any], bytes]:
     return encode
 
 
-def _resolve_encoder(encoder: str | Encoder) -> Callable[[Any], bytes]:
+def _resolve_encoder(encoder: str | EncoderFunction) -> Callable[[Any], bytes]:
     if encoder == "jsonl":
         return _encode_jsonl
     if encoder == "text":
@@ -503,7 +588,7 @@ class RowFormatBuilder:
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        encoder: str | Encoder = "jsonl",
+        encoder: str | EncoderFunction = "jsonl",
         rolling_policy: RollingPolicy | None = None,
         output_file_config: OutputFileConfig | None = None,
     ) -> None:
@@ -598,7 +683,7 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        encoder: str | Encoder = "jsonl",
+        encoder: str | EncoderFunction = "jsonl",
         rolling_policy: RollingPolicy | None = None,
         output_file_config: OutputFileConfig | None = None,
     ) -> None:
@@ -610,14 +695,41 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
 
     @staticmethod
     def for_row_format(
-        directory: str | os.PathLike[str], encoder: str | Encoder = "jsonl"
+        directory: str | os.PathLike[str] | None = None,
+        encoder: str | EncoderFunction = "jsonl",
+        *,
+        base_path: str | os.PathLike[str] | None = None,
     ) -> RowFormatBuilder:
-        """Start building a row-format file sink writing into ``directory``.
+        """Start building a row-format file sink writing into ``directory`` (PyFlink's
+        keyword: ``base_path``). ``encoder`` may be PyFlink's
+        ``Encoder.simple_string_encoder()``.
 
         Raises:
-            ValueError: ``encoder`` is not ``"jsonl"``, ``"text"`` or a callable.
+            ValueError: ``encoder`` is not ``"jsonl"``, ``"text"`` or a callable, or no
+                directory was given.
         """
-        return RowFormatBuilder(directory, encoder)
+        if (directory is None) == (base_path is None):
+            raise ValueError(
+                "FileSink.for_row_format needs the directory to write into, once "
+                "(positionally or as base_path=...)"
+            )
+        path = directory if directory is not None else base_path
+        assert path is not None
+        return RowFormatBuilder(path, encoder)
+
+    def with_type_info(self, type_info: Any) -> FileSink:
+        """The sink for a stream of ``type_info``: with the ``"text"`` encoder or
+        ``Encoder.simple_string_encoder()`` records are written as Java prints them
+        (as ``print()`` does); other encoders write records as they are."""
+        encoder = self.encoder
+        if encoder == "text":
+            encoder = Encoder()
+        if not isinstance(encoder, Encoder):
+            return self
+        typed = encoder.for_type_info(type_info)
+        if typed is self.encoder:
+            return self
+        return FileSink(self.directory, typed, self.rolling_policy, self.output_file_config)
 
     def create_transaction_writer(self, subtask_index: int, parallelism: int) -> FileSinkWriter:
         return FileSinkWriter(

@@ -22,6 +22,7 @@ Example (a custom source that counts down):
 from __future__ import annotations
 
 import asyncio
+import codecs
 import enum
 import zlib
 from abc import ABC, abstractmethod
@@ -43,6 +44,7 @@ __all__ = [
     "DeserializationError",
     "FileReader",
     "FileSource",
+    "FileSourceBuilder",
     "InputStatus",
     "IteratorReader",
     "ReaderOutput",
@@ -53,6 +55,7 @@ __all__ = [
     "SourceReaderContext",
     "SplitReader",
     "SplitSource",
+    "StreamFormat",
 ]
 
 
@@ -895,3 +898,77 @@ class FileSource(Source):
 
     def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
         return FileReader(self.path, self.format, dead_letter_tag=self.dead_letter_tag)
+
+    @staticmethod
+    def for_record_stream_format(stream_format: StreamFormat, *paths: str) -> FileSourceBuilder:
+        """PyFlink's builder: ``FileSource.for_record_stream_format(
+        StreamFormat.text_line_format(), path).process_static_file_set().build()``.
+
+        Raises:
+            ValueError: not exactly one path (read several files with one source each,
+                and ``union`` them).
+        """
+        if not isinstance(stream_format, StreamFormat):
+            raise TypeError(
+                f"for_record_stream_format needs a StreamFormat "
+                f"(StreamFormat.text_line_format()), got {stream_format!r}"
+            )
+        if len(paths) != 1:
+            raise ValueError(
+                f"flowkit's FileSource reads one file, got {len(paths)} paths {list(paths)}; "
+                f"make one source per file and union the streams"
+            )
+        return FileSourceBuilder(stream_format, str(paths[0]))
+
+
+class StreamFormat:
+    """How a file's bytes become records (PyFlink's ``StreamFormat``).
+
+    Example:
+        >>> StreamFormat.text_line_format()
+        StreamFormat.text_line_format('UTF-8')
+    """
+
+    def __init__(self, format: str, charset_name: str = "UTF-8") -> None:
+        if format not in ("text", "jsonl"):
+            raise ValueError(f"StreamFormat must be 'text' or 'jsonl', got {format!r}")
+        if codecs.lookup(charset_name).name != "utf-8":
+            raise ValueError(f"flowkit reads files as UTF-8, got charset {charset_name!r}")
+        self.format = format
+        self.charset_name = charset_name
+
+    @staticmethod
+    def text_line_format(charset_name: str = "UTF-8") -> StreamFormat:
+        """One record per line of text (without the line break)."""
+        return StreamFormat("text", charset_name)
+
+    def __repr__(self) -> str:
+        if self.format == "text":
+            return f"StreamFormat.text_line_format({self.charset_name!r})"
+        return f"StreamFormat({self.format!r}, {self.charset_name!r})"
+
+
+class FileSourceBuilder:
+    """Configures a :class:`FileSource` (``FileSource.for_record_stream_format``)."""
+
+    def __init__(self, stream_format: StreamFormat, path: str) -> None:
+        self._format = stream_format
+        self._path = path
+
+    def process_static_file_set(self) -> FileSourceBuilder:
+        """Read the file once and end (the only mode: the source is bounded)."""
+        return self
+
+    def monitor_continuously(self, discovery_interval: Any) -> FileSourceBuilder:
+        """Not supported: flowkit's file source reads a file once.
+
+        Raises:
+            ValueError: always.
+        """
+        raise ValueError(
+            "flowkit's FileSource reads a file once and ends; watching a path for new "
+            "files (monitor_continuously) is not supported: use process_static_file_set()"
+        )
+
+    def build(self) -> FileSource:
+        return FileSource(self._path, self._format.format)

@@ -41,6 +41,7 @@ __all__ = [
     "ContinuousProcessingTimeTrigger",
     "CountEvictor",
     "CountTrigger",
+    "CountWindow",
     "DeltaEvictor",
     "DynamicEventTimeSessionWindows",
     "DynamicProcessingTimeSessionWindows",
@@ -275,6 +276,41 @@ class GlobalWindow(Window):
 
     def __repr__(self) -> str:
         return "GlobalWindow"
+
+
+class CountWindow(Window):
+    """A window of a count of elements, identified by its number (PyFlink's
+    ``CountWindow``); it belongs to no time, so its largest timestamp is
+    ``MAX_WATERMARK``.
+
+    ``count_window(n)`` evaluates each window in the ``GlobalWindow`` (and purges it);
+    ``CountWindow`` is there for functions and assigners written against PyFlink, e.g.
+    ``WindowFunction[tuple, tuple, str, CountWindow]``.
+
+    Example:
+        >>> CountWindow(2) == CountWindow(2), CountWindow(2).max_timestamp() == MAX_WATERMARK
+        (True, True)
+    """
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+    def max_timestamp(self) -> int:
+        return MAX_WATERMARK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CountWindow) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(("CountWindow", self.id))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CountWindow, (self.id,))
+
+    def __repr__(self) -> str:
+        return f"CountWindow(id={self.id})"
 
 
 W = TypeVar("W", bound=Window)
@@ -952,6 +988,8 @@ class OnMergeContext(TriggerContext, Protocol):
 class Trigger(ABC):
     """Decides when a window's contents are evaluated (fired) and cleared (purged).
 
+    PyFlink's type parameters are accepted: ``class T(Trigger[tuple, TimeWindow])``.
+
     Subclass and implement ``on_element``, ``on_event_time``, ``on_processing_time`` and
     ``clear``; triggers that keep per-window state in ``ctx.get_partitioned_state`` and
     can run on merging windows also override ``can_merge`` and ``on_merge``. Keep state
@@ -970,6 +1008,10 @@ class Trigger(ABC):
         >>> FireOnBigValues().on_element(500, 0, GlobalWindow.get(), None)
         TriggerResult.FIRE
     """
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        """``Trigger[T, W]`` (PyFlink's generic form) is the class itself."""
+        return cls
 
     @abstractmethod
     def on_element(

@@ -12,7 +12,9 @@ import ast
 import asyncio
 import doctest
 import importlib.util
+import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -30,6 +32,10 @@ EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 #: Examples that need a broker: tests/connectors/kafka/test_sink_example.py runs them
 #: against the test broker and checks their documented output the same way.
 NEEDS_BROKER = {"kafka_pipeline.py"}
+#: Examples whose ``flowkit run`` form has a test of its own below (it talks to a service
+#: the job starts, or checks the files the job commits).
+RUN_TESTED_BELOW = {"asyncio_service.py", "checkpoint_and_restore.py"}
+FLOWKIT = Path(sys.executable).with_name("flowkit")
 
 
 def expected_output(path: Path) -> str:
@@ -57,6 +63,48 @@ def expected_output(path: Path) -> str:
     text = textwrap.dedent("\n".join(block)).strip("\n")
     assert text, f"{path.name}: the 'Expected output:' block is empty"
     return text + "\n"
+
+
+#: ``Output of ``flowkit run ...``:`` lines: the command and whether the lines may come in
+#: any order (``(lines in any order)``, when parallel subtasks print side by side).
+_RUN_LABEL = re.compile(r"^Output of ``(flowkit run [^`]+)``( \(lines in any order\))?:$")
+
+
+def flowkit_run_outputs(path: Path) -> list[tuple[list[str], str, bool]]:
+    """``(command, output, any_order)`` for each ``Output of ``flowkit run ...``:`` block of
+    ``path``'s module docstring (blocks are read like the ``Expected output`` block)."""
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=True)
+    assert docstring, f"{path.name} has no module docstring"
+    lines = docstring.splitlines()
+    found: list[tuple[list[str], str, bool]] = []
+    for i, line in enumerate(lines):
+        match = _RUN_LABEL.match(line)
+        if match is None:
+            continue
+        block: list[str] = []
+        for follow in lines[i + 1 :]:
+            if follow.strip() and not follow[0].isspace():
+                break
+            block.append(follow)
+        text = textwrap.dedent("\n".join(block)).strip("\n")
+        found.append(
+            (shlex.split(match.group(1)), text + "\n" if text else "", bool(match.group(2)))
+        )
+    return found
+
+
+def run_flowkit(command: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run a documented ``flowkit ...`` command with this environment's ``flowkit`` script."""
+    assert command[0] == "flowkit", command
+    return subprocess.run(
+        [str(FLOWKIT), *command[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+    )
 
 
 def run_example(*args: str) -> subprocess.CompletedProcess[str]:
@@ -105,6 +153,78 @@ def test_example_prints_its_documented_output(path: Path) -> None:
     assert result.stdout == expected_output(path)
     assert "Traceback" not in result.stderr
     assert "Warning" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_is_a_job_file(path: Path) -> None:
+    module = load_example(path.stem)
+    assert callable(getattr(module, "build", None)), f"{path.name} defines no build(env)"
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    assert f"flowkit run examples/{path.name}" in docstring, (
+        f"{path.name} does not show how to run it with `flowkit run`"
+    )
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize(
+    "path",
+    [p for p in EXAMPLES if p.name not in NEEDS_BROKER | RUN_TESTED_BELOW],
+    ids=lambda p: p.name,
+)
+def test_example_prints_its_documented_output_with_flowkit_run(path: Path) -> None:
+    runs = flowkit_run_outputs(path)
+    assert runs, f"{path.name} documents no 'Output of ``flowkit run ...``:' block"
+    for command, expected, any_order in runs:
+        result = run_flowkit(command)
+        assert result.returncode == 0, result.stderr
+        if any_order:
+            assert sorted(result.stdout.splitlines()) == sorted(expected.splitlines())
+        else:
+            assert result.stdout == expected
+        assert "Traceback" not in result.stderr
+        assert "Warning" not in result.stderr, result.stderr
+        assert "FINISHED" in result.stderr  # the summary line, on standard error
+
+
+def test_run_label_is_parsed_exactly(tmp_path: Path) -> None:
+    script = tmp_path / "demo.py"
+    script.write_text(
+        '"""Title.\n\nExpected output:\n    a\n\nOutput of ``flowkit run demo.py -- --n 2``:\n'
+        "    b 1\n    b 2\n\nOutput of ``flowkit run demo.py`` (lines in any order):\n"
+        '    c\nProse.\n"""\n',
+        encoding="utf-8",
+    )
+    assert expected_output(script) == "a\n"
+    assert flowkit_run_outputs(script) == [
+        (["flowkit", "run", "demo.py", "--", "--n", "2"], "b 1\nb 2\n", False),
+        (["flowkit", "run", "demo.py"], "c\n", True),
+    ]
+
+
+@pytest.mark.timeout(150)
+def test_checkpoint_example_commits_every_total_once_with_flowkit_run(tmp_path: Path) -> None:
+    example = load_example("checkpoint_and_restore")
+    out = tmp_path / "out"
+    result = run_flowkit(
+        ["flowkit", "run", str(EXAMPLES_DIR / "checkpoint_and_restore.py"), "--", "--out", str(out)]
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"WARNING job 'checkpoint_and_restore': restart 1 after a failure", result.stderr
+    )
+    assert "restarts: 1" in result.stderr  # the summary line
+    lines = example.committed(out)
+    assert sorted(map(tuple, lines)) == sorted(_running_totals(example.EVENTS))
+    assert example.final_totals(lines) == {"a": 9997, "b": 9999, "c": 10001}
+
+
+def _running_totals(events: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    totals: dict[str, int] = {}
+    out = []
+    for key, amount in events:
+        totals[key] = totals.get(key, 0) + amount
+        out.append((key, totals[key]))
+    return out
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -226,6 +346,47 @@ async def test_service_that_cannot_listen_stops_its_job(service_example: ModuleT
         assert job_status(second) is JobStatus.CANCELED
         assert job_status(first) is JobStatus.RUNNING
     assert asyncio.all_tasks() == tasks_before
+
+
+@pytest.mark.timeout(90)
+def test_service_runs_as_a_job_file_with_flowkit_run(service_example: ModuleType) -> None:
+    ((command, expected, _),) = flowkit_run_outputs(EXAMPLES_DIR / "asyncio_service.py")
+    process = subprocess.Popen(
+        [str(FLOWKIT), *command[1:]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        stderr_lines: list[str] = []
+        for line in process.stderr:  # progress lines, then the address once it listens
+            stderr_lines.append(line)
+            listening = re.search(r"listening on http://([\d.]+):(\d+)", line)
+            if listening:
+                break
+        else:
+            pytest.fail(f"the service never listened: {''.join(stderr_lines)}")
+        host, port = listening.group(1), int(listening.group(2))
+
+        async def post_demo() -> list[Any]:
+            return [
+                await request(service_example, port, "POST", "/events", body)
+                for body in service_example.DEMO_REQUESTS
+            ]
+
+        assert host == "127.0.0.1"
+        replies = asyncio.run(post_demo())
+        assert [status for status, _ in replies] == [202, 202, 202]
+        stdout, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, "".join(stderr_lines) + rest
+    assert stdout == expected
+    assert "FINISHED" in rest and "Traceback" not in rest
 
 
 def test_service_rejects_malformed_events(service_example: ModuleType) -> None:

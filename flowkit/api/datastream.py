@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import operator
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, overload
 
 from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
-from flowkit.eventtime.watermarks import WatermarkStrategy
-from flowkit.functions import KeySelector
+from flowkit.eventtime.watermarks import WatermarkStrategy, to_millis
+from flowkit.functions import AsyncRetryStrategy, KeySelector
 from flowkit.graph.transformations import ChainingStrategy, Transformation
 from flowkit.operators.base import resolve_function
 from flowkit.operators.keyed import KeyedReduceOperator, aggregation
@@ -26,6 +27,7 @@ from flowkit.operators.timestamps import TimestampsAndWatermarksOperator
 from flowkit.serialization import TypeSerializer, resolve_serializer
 from flowkit.sinks import CollectSink, FunctionSink, PrintSink, Sink
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
+from flowkit.typeinfo import TypeInformation, pickled_sort_key
 from flowkit.window import CountEvictor, CountTrigger, GlobalWindows, PurgingTrigger
 
 if TYPE_CHECKING:
@@ -34,15 +36,19 @@ if TYPE_CHECKING:
     from flowkit.api.windowed import AllWindowedStream, WindowedStream
 
 __all__ = [
+    "AsyncDataStream",
     "BroadcastConnectedStream",
     "BroadcastStream",
+    "CloseableIterator",
     "ConnectedStreams",
     "DataStream",
     "DataStreamSink",
     "KeyedStream",
 ]
 
-OutputType = TypeSerializer | str | None
+#: What ``output_type=`` takes: a serializer, its name, PyFlink's type information
+#: (``Types.TUPLE([...])``), or None.
+OutputType = TypeSerializer | TypeInformation | str | None
 
 
 class InvalidFunctionError(InvalidConfigurationError, TypeError):
@@ -125,9 +131,21 @@ class DataStream:
             description=description,
             operator_max_parallelism=operator_max_parallelism,
             parallelism=parallelism,
+            type_info=output_type if isinstance(output_type, TypeInformation) else None,
         )
         t.operator_factory = lambda: make(t.name)
         self._env._register(t)
+        return t
+
+    def _with_input_type(self, source: DataStream) -> DataStream:
+        """This stream, typed like ``source`` (whose records it carries)."""
+        source._same_type(self._t)
+        return self
+
+    def _same_type(self, t: Transformation) -> Transformation:
+        """Give ``t`` (whose records are this stream's records) this stream's type."""
+        if t.type_info is None:
+            t.type_info = self.get_type()
         return t
 
     def _one_input(
@@ -152,6 +170,27 @@ class DataStream:
         while t.is_virtual and t.inputs:
             t = t.inputs[0]
         return t.serializer
+
+    def get_type(self) -> TypeInformation | None:
+        """The type information of this stream's records (PyFlink's ``Types``), or None
+        for plain Python objects (what PyFlink calls ``PICKLED_BYTE_ARRAY``).
+
+        Example:
+            >>> from flowkit import StreamExecutionEnvironment
+            >>> from flowkit.typeinfo import Types
+            >>> env = StreamExecutionEnvironment()
+            >>> env.from_collection([1], type_info=Types.INT()).filter(bool).get_type()
+            Types.INT()
+        """
+        t = self._t
+        while True:
+            if t.type_info is not None:
+                return t.type_info
+            if t.kind == "side_output":
+                return None if t.tag is None else t.tag.type_info
+            if not (t.is_virtual and t.inputs):
+                return None
+            t = t.inputs[0]
 
     def _same_env(self, other: DataStream, what: str) -> None:
         if not isinstance(other, DataStream):
@@ -250,9 +289,53 @@ class DataStream:
         self._operator("start_new_chain").chaining = ChainingStrategy.HEAD
         return self
 
-    def slot_sharing_group(self, name: str) -> DataStream:
+    def slot_sharing_group(self, name: Any) -> DataStream:
         """Accepted for PyFlink compatibility; one process has no slots."""
         return self
+
+    def set_description(self, description: str) -> DataStream:
+        """Describe the operator in plans (``explain()``), next to its name."""
+        self._operator("set_description").description = _check_label("set_description", description)
+        return self
+
+    def force_non_parallel(self) -> DataStream:
+        """Run this operator in one subtask, and never more (PyFlink's name)."""
+        t = self._operator("force_non_parallel")
+        t.parallelism = 1
+        t.max_parallelism = 1
+        t.operator_max_parallelism = 1
+        return self
+
+    def set_buffer_timeout(self, timeout_millis: float) -> DataStream:
+        """Hand this operator's partly filled output buffers over after at most
+        ``timeout_millis`` (0: after every step; -1: the environment's timeout).
+
+        flowkit has one buffer timeout per job: the smallest of the environment's and
+        the operators' own, so every operator's data waits no longer than it asked for.
+
+        Raises:
+            InvalidConfigurationError: ``timeout_millis`` is not >= 0 or -1.
+        """
+        t = self._operator("set_buffer_timeout")
+        if timeout_millis == -1:
+            t.buffer_timeout_ms = None
+            return self
+        if (
+            isinstance(timeout_millis, bool)
+            or not isinstance(timeout_millis, (int, float))
+            or not timeout_millis >= 0
+        ):
+            raise InvalidConfigurationError(
+                f"set_buffer_timeout({timeout_millis!r}) on {t.name!r}: the timeout must be "
+                f"milliseconds >= 0 (0: hand buffers over after every step) or -1 (the "
+                f"environment's timeout)"
+            )
+        t.buffer_timeout_ms = timeout_millis
+        return self
+
+    def get_buffer_timeout(self) -> float | None:
+        """This operator's own buffer timeout (None: the environment's)."""
+        return self._t.buffer_timeout_ms
 
     # ----------------------------------------------------------------- transformations
     def map(self, func: Any, output_type: OutputType = None) -> DataStream:
@@ -271,9 +354,11 @@ class DataStream:
         """Keep the records for which ``func`` returns true."""
         _check_function(func, "filter", "filter()", "FilterFunction")
         name = "Filter"
-        return self._one_input(
+        stream = self._one_input(
             name, lambda n: FilterOperator(n, func), self._input_serializer(), func
         )
+        self._same_type(stream._t)
+        return stream
 
     def process(self, func: Any, output_type: OutputType = None) -> DataStream:
         """Run a ``ProcessFunction`` (``process_element(value, ctx)`` yields outputs)."""
@@ -283,34 +368,67 @@ class DataStream:
 
     def map_async(
         self,
-        async_fn: Callable[[Any], Awaitable[Any]],
+        async_fn: Any,
         capacity: int = 100,
         timeout_ms: float | None = None,
         ordered: bool = True,
         timeout: Callable[[Any], Any] | None = None,
         output_type: OutputType = None,
+        async_retry_strategy: AsyncRetryStrategy | None = None,
     ) -> DataStream:
         """Call ``await async_fn(record)`` with up to ``capacity`` calls in flight.
 
+        ``async_fn`` is an ``async def`` (its return value is one record), or an
+        :class:`~flowkit.functions.AsyncFunction` (PyFlink's interface): its
+        ``async_invoke(record)`` returns a collection of records, each emitted.
+
         Results are emitted in input order (``ordered=True``) or as calls complete;
         watermarks never overtake the records before them. A call that takes longer than
-        ``timeout_ms`` fails the job, unless ``timeout(record)`` is given: then its return
-        value is emitted instead (return None to emit nothing).
+        ``timeout_ms`` fails the job, unless ``timeout(record)`` (or the function's
+        ``timeout`` method) is given: then its return value is emitted instead (return
+        None to emit nothing). With ``async_retry_strategy``, a call whose result or
+        error the strategy's predicates reject is made again (the timeout covers all
+        attempts).
+
+        Example:
+            >>> from flowkit import StreamExecutionEnvironment
+            >>> from flowkit.functions import AsyncFunction
+            >>> class Twice(AsyncFunction):
+            ...     async def async_invoke(self, value):
+            ...         return [value, value]
+            >>> StreamExecutionEnvironment().from_collection([1, 2]).map_async(
+            ...     Twice()).execute_and_collect()
+            [1, 1, 2, 2]
         """
         from flowkit.operators.async_io import AsyncMapOperator
 
-        if not callable(async_fn):
-            raise TypeError(f"map_async() expects an async function, got {async_fn!r}")
+        flatten = not isinstance(async_fn, type) and callable(
+            getattr(async_fn, "async_invoke", None)
+        )
+        if not (flatten or callable(async_fn) or callable(getattr(async_fn, "map", None))):
+            raise InvalidFunctionError(
+                f"map_async() expects an async function or an AsyncFunction (with an async "
+                f"async_invoke() method), got {type(async_fn).__name__} {async_fn!r}"
+            )
         if not isinstance(capacity, int) or capacity < 1:
             raise InvalidConfigurationError(
                 f"map_async capacity must be an int >= 1, got {capacity!r}"
             )
         if timeout_ms is not None and timeout_ms <= 0:
             raise InvalidConfigurationError(f"map_async timeout_ms must be > 0, got {timeout_ms!r}")
+        if async_retry_strategy is not None and not isinstance(
+            async_retry_strategy, AsyncRetryStrategy
+        ):
+            raise InvalidConfigurationError(
+                f"map_async async_retry_strategy must be an AsyncRetryStrategy, got "
+                f"{async_retry_strategy!r}"
+            )
         name = "Async Map"
         return self._one_input(
             name,
-            lambda n: AsyncMapOperator(n, async_fn, capacity, timeout_ms, ordered, timeout),
+            lambda n: AsyncMapOperator(
+                n, async_fn, capacity, timeout_ms, ordered, timeout, flatten, async_retry_strategy
+            ),
             output_type,
             async_fn,
         )
@@ -333,6 +451,7 @@ class DataStream:
             description=repr(watermark_strategy),
         )
         t.emits_watermarks = watermark_strategy.emits_watermarks
+        self._same_type(t)
         return DataStream(self._env, t)
 
     def join(self, other: DataStream) -> JoinedStreams:
@@ -362,9 +481,43 @@ class DataStream:
         return _count_windows(self.window_all(GlobalWindows.create()), size, slide)  # type: ignore[return-value]
 
     def key_by(self, key_selector: Any, key_type: Any = None) -> KeyedStream:
-        """Partition by key: every record with the same key goes to the same subtask."""
+        """Partition by key: every record with the same key goes to the same subtask.
+
+        ``key_type`` (PyFlink's type information of the key) is accepted; keys are
+        Python objects either way.
+        """
         selector = _key_selector(key_selector)
-        return KeyedStream(self._env, self._partition("hash", selector), selector)
+        if key_type is not None and not isinstance(key_type, TypeInformation):
+            raise TypeError(
+                f"key_by() key_type must be type information (Types.STRING(), ...), got "
+                f"{key_type!r}"
+            )
+        return KeyedStream(self._env, self._partition("hash", selector), selector, key_type)
+
+    def partition_custom(self, partitioner: Any, key_selector: Any) -> DataStream:
+        """Send each record to the subtask ``partitioner.partition(key, n)`` picks (or
+        ``partitioner(key, n)``), where ``key = key_selector(record)`` and ``n`` is the
+        number of downstream subtasks.
+
+        Example:
+            >>> from flowkit import StreamExecutionEnvironment
+            >>> env = StreamExecutionEnvironment(parallelism=2)
+            >>> env.from_collection([1, 2, 3]).partition_custom(
+            ...     lambda key, n: key % n, lambda v: v).map(lambda v: v).get_parallelism()
+            2
+        """
+        partition = getattr(partitioner, "partition", partitioner)
+        if isinstance(partitioner, type) or not callable(partition):
+            raise InvalidFunctionError(
+                f"partition_custom() needs a Partitioner (partition(key, num_partitions)) or "
+                f"a two-argument callable, got {type(partitioner).__name__} {partitioner!r}"
+            )
+        selector = _key_selector(key_selector)
+        from flowkit.partitioners import CustomPartitioning
+
+        return DataStream(
+            self._env, self._partition("custom", CustomPartitioning(partition, selector))
+        )
 
     def union(self, *streams: DataStream) -> DataStream:
         """Merge this stream with others of the same kind into one stream."""
@@ -449,11 +602,18 @@ class DataStream:
 
     # ----------------------------------------------------------------- sinks
     def sink_to(self, sink: Sink) -> DataStreamSink:
-        """Write the stream to ``sink`` (a :class:`~flowkit.sinks.Sink`)."""
+        """Write the stream to ``sink`` (a :class:`~flowkit.sinks.Sink`).
+
+        On a stream with type information, sinks that write text write records as Java
+        prints them (``Sink.with_type_info``), as ``print()`` does.
+        """
         if not isinstance(sink, Sink):
             raise TypeError(
                 f"sink_to() expects a flowkit Sink, got {sink!r}; use add_sink() for functions"
             )
+        type_info = self.get_type()
+        if type_info is not None:
+            sink = sink.with_type_info(type_info)
         name = getattr(sink, "name", "Sink")
         t = self._add(
             "sink", name, lambda n: SinkOperator(n, sink), description=type(sink).__qualname__
@@ -465,21 +625,47 @@ class DataStream:
         return self.sink_to(FunctionSink(sink_func))
 
     def print(self, sink_identifier: str | None = None) -> DataStreamSink:
-        """Print each record; with parallelism > 1 lines start with ``"<subtask>> "``."""
+        """Print each record; with parallelism > 1 lines start with ``"<subtask>> "``.
+
+        Records print with Python's ``str``; on a stream with type information (PyFlink's
+        ``Types``), as Java prints them, as PyFlink does: a ``Types.TUPLE`` record as
+        ``(hi,0,5,4)``, a ``Types.ROW`` record as ``+I[hi, 0]``.
+
+        Example:
+            >>> from flowkit import StreamExecutionEnvironment
+            >>> from flowkit.typeinfo import Types
+            >>> env = StreamExecutionEnvironment()
+            >>> ds = env.from_collection([("hi", 0.5, True)])
+            >>> _ = ds.print()
+            >>> _ = ds.map(lambda t: t, Types.TUPLE([Types.STRING(), Types.DOUBLE(),
+            ...     Types.BOOLEAN()])).print()
+            >>> _ = env.execute()
+            ('hi', 0.5, True)
+            (hi,0.5,true)
+        """
         return self.sink_to(PrintSink(sink_identifier))
 
     def execute_and_collect(
         self, job_name: str | None = None, limit: int | None = None
-    ) -> list[Any]:
+    ) -> CloseableIterator:
         """Run the job and return the records of this stream (in arrival order).
 
         As in Flink, the collecting sink runs at parallelism 1, so a stream that is
-        itself ordered (e.g. ``from_collection``) is returned in order.
+        itself ordered (e.g. ``from_collection``) is returned in order. The result is a
+        list that may also be closed and used in a ``with`` block, like PyFlink's
+        ``CloseableIterator``.
+
+        Example:
+            >>> from flowkit import StreamExecutionEnvironment
+            >>> env = StreamExecutionEnvironment()
+            >>> with env.from_collection([1, 2]).execute_and_collect() as results:
+            ...     print([r * 10 for r in results])
+            [10, 20]
         """
         sink = CollectSink()
         self.sink_to(sink).name("Collect Sink").set_parallelism(1)
         self._env.execute(job_name or "collect")
-        return sink.values[:limit] if limit is not None else sink.values
+        return CloseableIterator(sink.values[:limit] if limit is not None else sink.values)
 
     async def execute_and_collect_async(
         self, job_name: str | None = None, limit: int | None = None
@@ -490,6 +676,127 @@ class DataStream:
         client = await self._env.execute_async(job_name or "collect")
         await client.wait()
         return sink.values[:limit] if limit is not None else sink.values
+
+
+class CloseableIterator(list[Any]):
+    """The records ``execute_and_collect()`` returns: a list, which may also be closed
+    and used as a context manager, as PyFlink's ``CloseableIterator`` (the job has
+    ended and the records are all here already, so closing releases nothing)."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> CloseableIterator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncDataStream:
+    """PyFlink's helpers that apply an :class:`~flowkit.functions.AsyncFunction` to a
+    stream (``ds.map_async`` with PyFlink's argument names).
+
+    ``timeout`` is a duration (ms, ``timedelta`` or PyFlink's ``Time``); each result of
+    ``async_invoke`` (a collection) is emitted as a record.
+
+    Example:
+        >>> from flowkit import StreamExecutionEnvironment
+        >>> from flowkit.functions import AsyncFunction
+        >>> class Double(AsyncFunction):
+        ...     async def async_invoke(self, value):
+        ...         return [value * 2]
+        >>> ds = StreamExecutionEnvironment().from_collection([1, 2])
+        >>> AsyncDataStream.ordered_wait(ds, Double(), 1000).execute_and_collect()
+        [2, 4]
+    """
+
+    @staticmethod
+    def _apply(
+        data_stream: DataStream,
+        async_function: Any,
+        timeout: Any,
+        capacity: int,
+        output_type: OutputType,
+        ordered: bool,
+        async_retry_strategy: AsyncRetryStrategy | None = None,
+    ) -> DataStream:
+        if not isinstance(data_stream, DataStream):
+            raise TypeError(f"AsyncDataStream needs a DataStream, got {data_stream!r}")
+        invoke = getattr(async_function, "async_invoke", None)
+        if not callable(invoke) or not inspect.iscoroutinefunction(invoke):
+            raise InvalidFunctionError(
+                f"AsyncDataStream needs an AsyncFunction whose async_invoke is declared "
+                f"`async def`, got {type(async_function).__name__} {async_function!r}"
+            )
+        try:
+            timeout_ms = to_millis(timeout, "timeout")
+        except TypeError as exc:
+            raise InvalidConfigurationError(str(exc)) from None
+        stream = data_stream.map_async(
+            async_function,
+            capacity=capacity,
+            timeout_ms=timeout_ms,
+            ordered=ordered,
+            output_type=output_type,
+            async_retry_strategy=async_retry_strategy,
+        )
+        stream._t.name = "Async Wait"
+        return stream
+
+    @staticmethod
+    def ordered_wait(
+        data_stream: DataStream,
+        async_function: Any,
+        timeout: Any,
+        capacity: int = 100,
+        output_type: OutputType = None,
+    ) -> DataStream:
+        """Results leave in input order."""
+        return AsyncDataStream._apply(
+            data_stream, async_function, timeout, capacity, output_type, True
+        )
+
+    @staticmethod
+    def unordered_wait(
+        data_stream: DataStream,
+        async_function: Any,
+        timeout: Any,
+        capacity: int = 100,
+        output_type: OutputType = None,
+    ) -> DataStream:
+        """Results leave as calls complete (never across a watermark)."""
+        return AsyncDataStream._apply(
+            data_stream, async_function, timeout, capacity, output_type, False
+        )
+
+    @staticmethod
+    def ordered_wait_with_retry(
+        data_stream: DataStream,
+        async_function: Any,
+        timeout: Any,
+        async_retry_strategy: AsyncRetryStrategy,
+        capacity: int = 100,
+        output_type: OutputType = None,
+    ) -> DataStream:
+        """``ordered_wait``, retrying calls as ``async_retry_strategy`` says."""
+        return AsyncDataStream._apply(
+            data_stream, async_function, timeout, capacity, output_type, True, async_retry_strategy
+        )
+
+    @staticmethod
+    def unordered_wait_with_retry(
+        data_stream: DataStream,
+        async_function: Any,
+        timeout: Any,
+        async_retry_strategy: AsyncRetryStrategy,
+        capacity: int = 100,
+        output_type: OutputType = None,
+    ) -> DataStream:
+        """``unordered_wait``, retrying calls as ``async_retry_strategy`` says."""
+        return AsyncDataStream._apply(
+            data_stream, async_function, timeout, capacity, output_type, False, async_retry_strategy
+        )
 
 
 class DataStreamSink:
@@ -545,12 +852,20 @@ class KeyedStream(DataStream):
         env: StreamExecutionEnvironment,
         transformation: Transformation,
         key_selector: Callable[[Any], Any],
+        key_type: TypeInformation | None = None,
     ) -> None:
         super().__init__(env, transformation)
         self.key_selector = key_selector
+        #: The keys' type information, if ``key_by`` was given one.
+        self.key_type = key_type
 
     def get_key_selector(self) -> Callable[[Any], Any]:
         return self.key_selector
+
+    def _key_order(self) -> Callable[[Any], Any]:
+        """How BATCH execution orders this stream's keys (Flink sorts the keyed input by
+        the keys' serialized form: pickled bytes unless ``key_type`` was given)."""
+        return self.key_type.sort_key if self.key_type is not None else pickled_sort_key
 
     def interval_join(self, other: KeyedStream) -> IntervalJoin:
         """Interval join with another keyed stream: ``.between(lower, upper).process(fn)``."""
@@ -572,11 +887,17 @@ class KeyedStream(DataStream):
         return _count_windows(self.window(GlobalWindows.create()), size, slide)
 
     def reduce(self, func: Any, output_type: OutputType = None) -> DataStream:
-        """Emit the running ``reduce(accumulated, value)`` per key after every record."""
+        """Emit the running ``reduce(accumulated, value)`` per key after every record
+        (in BATCH execution: each key's final result, once, at the end of the input)."""
         _check_function(func, "reduce", "reduce()", "ReduceFunction")
         name = "Keyed Reduce"
         ks = self.key_selector
-        return self._one_input(name, lambda n: KeyedReduceOperator(n, func, ks), output_type, func)
+        order = self._key_order()
+        if output_type is None:  # a reduction has the type of its input (PyFlink's rule)
+            output_type = self.get_type()
+        return self._one_input(
+            name, lambda n: KeyedReduceOperator(n, func, ks, order), output_type, func
+        )
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
         if isinstance(field, bool) or not isinstance(field, (int, str)):
@@ -587,16 +908,17 @@ class KeyedStream(DataStream):
         fn = aggregation(kind, field)
         name = "Keyed Aggregation"
         ks = self.key_selector
+        order = self._key_order()
         return DataStream(
             self._env,
             self._add(
                 "one_input",
                 name,
-                lambda n: KeyedReduceOperator(n, fn, ks),
+                lambda n: KeyedReduceOperator(n, fn, ks, order),
                 self._input_serializer(),
                 description=f"{kind}({field!r})",
             ),
-        )
+        )._with_input_type(self)
 
     def sum(self, position_to_sum: int | str = 0) -> DataStream:
         """Running sum of a field per key (other fields from the key's first record)."""

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import tempfile
-from collections.abc import AsyncIterable
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import AsyncIterable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from flowkit.api.config import ExecutionConfig, RuntimeExecutionMode
 from flowkit.api.datastream import DataStream
-from flowkit.checkpoint.coordinator import CheckpointConfig
+from flowkit.checkpoint.coordinator import CheckpointConfig, CheckpointingMode
 from flowkit.checkpoint.restart import RestartStrategy
 from flowkit.checkpoint.storage import CompletedCheckpoint, load_checkpoint
-from flowkit.errors import InvalidConfigurationError, RunningLoopError
+from flowkit.errors import InvalidConfigurationError
 from flowkit.eventtime.clocks import Clock, ManualClock
 from flowkit.eventtime.watermarks import WatermarkStrategy
 from flowkit.gc_policy import tuned_gc
@@ -23,7 +26,8 @@ from flowkit.graph.transformations import Transformation
 from flowkit.operators.source_sink import SourceOperator
 from flowkit.runtime.client import JobClient, JobExecutionResult
 from flowkit.runtime.debloat import BufferDebloatConfig
-from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
+from flowkit.runtime.executor import ExecutionConfig as RuntimeConfig
+from flowkit.runtime.executor import LocalExecutor
 from flowkit.serialization import resolve_serializer
 from flowkit.sources import (
     AsyncIterableSource,
@@ -34,11 +38,19 @@ from flowkit.sources import (
     Source,
 )
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
+from flowkit.typeinfo import TypeInformation
 
 if TYPE_CHECKING:
     from flowkit.web.server import WebUI
 
 __all__ = ["StreamExecutionEnvironment"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("flowkit.api.environment")
+
+#: How often ``execute()`` in a running loop looks for a cancellation of its caller.
+_INTERRUPT_POLL_S = 0.05
 
 
 def _check_int(name: str, value: Any, low: int, what: str) -> int:
@@ -153,6 +165,8 @@ class StreamExecutionEnvironment:
         self._web_ui: WebUI | None = None
         #: Seconds the web UI keeps serving after its last job ended.
         self.web_ui_linger_s = 0.0
+        self._runtime_mode = RuntimeExecutionMode.STREAMING
+        self._config = ExecutionConfig(self)
 
     @classmethod
     def get_execution_environment(cls, **config: Any) -> StreamExecutionEnvironment:
@@ -200,8 +214,9 @@ class StreamExecutionEnvironment:
     def enable_checkpointing(
         self,
         interval_ms: int,
+        mode: CheckpointingMode | str | None = None,
+        *,
         directory: str | os.PathLike[str] | None = None,
-        mode: str = "exactly_once",
         retained: int = 1,
         timeout_ms: int = 600_000,
         min_pause_ms: int = 0,
@@ -211,11 +226,33 @@ class StreamExecutionEnvironment:
         """Take a checkpoint every ``interval_ms`` into ``directory`` (default: a new
         temporary directory); a failed job restarts from the latest one.
 
-        ``mode`` is ``"exactly_once"`` (barriers aligned) or ``"at_least_once"``.
+        ``mode`` is PyFlink's second positional argument: ``CheckpointingMode.EXACTLY_ONCE``
+        (barriers aligned, the default) or ``AT_LEAST_ONCE``, or their lower-case names.
+        Every other setting goes by keyword.
+
+        Example:
+            >>> env = StreamExecutionEnvironment()
+            >>> _ = env.enable_checkpointing(30_000, CheckpointingMode.AT_LEAST_ONCE,
+            ...                              directory="ckpt")
+            >>> env.checkpoint_config.mode, env.checkpoint_config.directory
+            ('at_least_once', 'ckpt')
 
         Raises:
-            InvalidConfigurationError: for invalid values.
+            InvalidConfigurationError: for invalid values, e.g. a directory given as the
+                second positional argument (the mode's place).
         """
+        if isinstance(mode, CheckpointingMode):
+            mode = mode.value
+        elif mode is None:
+            mode = CheckpointingMode.EXACTLY_ONCE.value
+        elif not (isinstance(mode, str) and mode.lower() in ("exactly_once", "at_least_once")):
+            raise InvalidConfigurationError(
+                f"enable_checkpointing: the second argument is the checkpointing mode "
+                f"(CheckpointingMode.EXACTLY_ONCE or AT_LEAST_ONCE), as in PyFlink, got "
+                f"{mode!r}; pass the checkpoint directory by keyword: directory=..."
+            )
+        else:
+            mode = mode.lower()
         if directory is None:
             directory = tempfile.mkdtemp(prefix="flowkit-checkpoints-")
         try:
@@ -236,13 +273,57 @@ class StreamExecutionEnvironment:
     def get_checkpoint_config(self) -> CheckpointConfig | None:
         return self.checkpoint_config
 
-    def set_restart_strategy(self, strategy: RestartStrategy) -> StreamExecutionEnvironment:
+    def set_restart_strategy(self, strategy: RestartStrategy | None) -> StreamExecutionEnvironment:
         """How a failed job restarts (default: none without checkpointing, exponential
-        delay with it, as in Flink)."""
-        if not isinstance(strategy, RestartStrategy):
+        delay with it, as in Flink). None (PyFlink's
+        ``RestartStrategies.fall_back_restart()``) restores the default."""
+        if strategy is not None and not isinstance(strategy, RestartStrategy):
             raise TypeError(f"set_restart_strategy() needs a RestartStrategy, got {strategy!r}")
         self.restart_strategy = strategy
         return self
+
+    def get_restart_strategy(self) -> RestartStrategy | None:
+        return self.restart_strategy
+
+    def set_runtime_mode(self, execution_mode: RuntimeExecutionMode) -> StreamExecutionEnvironment:
+        """Run the job as a stream (``STREAMING``, the default), as a batch over bounded
+        input (``BATCH``: final results only, see :class:`RuntimeExecutionMode`), or
+        whichever fits the sources (``AUTOMATIC``).
+
+        Raises:
+            TypeError: ``execution_mode`` is not a :class:`RuntimeExecutionMode`.
+        """
+        if not isinstance(execution_mode, RuntimeExecutionMode):
+            raise TypeError(
+                f"set_runtime_mode() needs a RuntimeExecutionMode (STREAMING, BATCH or "
+                f"AUTOMATIC), got {execution_mode!r}"
+            )
+        self._runtime_mode = execution_mode
+        return self
+
+    def get_runtime_mode(self) -> RuntimeExecutionMode:
+        return self._runtime_mode
+
+    def get_config(self) -> ExecutionConfig:
+        """PyFlink's ``ExecutionConfig`` view of this environment's settings."""
+        return self._config
+
+    # PyFlink ships Java and Python dependencies to a cluster; in flowkit the job runs in
+    # this interpreter, which already has them.
+    def add_jars(self, *jars_path: str) -> None:
+        """Accepted: flowkit runs no Java, so there is nothing to add."""
+
+    def add_classpaths(self, *classpaths: str) -> None:
+        """Accepted: flowkit runs no Java, so there is nothing to add."""
+
+    def add_python_file(self, file_path: str) -> None:
+        """Accepted: the job runs in this interpreter, which imports what it needs."""
+
+    def set_python_requirements(self, requirements_file_path: str, *args: Any) -> None:
+        """Accepted: the job runs in this interpreter, with its installed packages."""
+
+    def set_python_executable(self, python_exec: str) -> None:
+        """Accepted: the job runs in this interpreter."""
 
     def enable_web_ui(
         self,
@@ -358,17 +439,26 @@ class StreamExecutionEnvironment:
         source: Source,
         watermark_strategy: Any = None,
         source_name: str | None = None,
+        type_info: Any = None,
         output_type: Any = None,
     ) -> DataStream:
-        """A stream read from ``source`` (any :class:`~flowkit.sources.Source`)."""
+        """A stream read from ``source`` (any :class:`~flowkit.sources.Source`).
+
+        ``type_info`` (PyFlink's type information of the records, also accepted as
+        ``output_type``) gives the stream its type: see :mod:`flowkit.typeinfo`.
+        """
         if not isinstance(source, Source):
             raise TypeError(f"from_source() expects a flowkit Source, got {source!r}")
+        if type_info is not None and output_type is not None:
+            raise TypeError("from_source() takes type_info or output_type, not both")
+        output_type = type_info if type_info is not None else output_type
         name = str(source_name or getattr(source, "name", None) or "Source")
         t = Transformation(
             kind="source",
             name=name,
             operator_max_parallelism=source.max_parallelism,
             serializer=resolve_serializer(output_type),
+            type_info=output_type if isinstance(output_type, TypeInformation) else None,
             description=type(source).__qualname__
             + (f", {watermark_strategy!r}" if watermark_strategy is not None else ""),
             source=source,
@@ -386,8 +476,30 @@ class StreamExecutionEnvironment:
     add_source = from_source
 
     def from_collection(self, collection: Any, type_info: Any = None) -> DataStream:
-        """The elements of ``collection`` in order (a non-parallel source)."""
-        return self.from_source(CollectionSource(collection), source_name="Collection Source")
+        """The elements of ``collection`` in order (a non-parallel source).
+
+        With ``type_info`` (PyFlink's ``Types``), the stream carries that type and its
+        elements become records of it: with ``Types.ROW_NAMED(names, types)`` each tuple
+        becomes a :class:`~flowkit.typeinfo.Row` whose fields are read by name.
+
+        Example:
+            >>> from flowkit.typeinfo import Types
+            >>> env = StreamExecutionEnvironment()
+            >>> rows = env.from_collection([(1, "a")], Types.ROW_NAMED(["id", "tag"],
+            ...     [Types.INT(), Types.STRING()]))
+            >>> rows.map(lambda row: row.tag * row.id).execute_and_collect()
+            ['a']
+        """
+        if type_info is not None and not isinstance(type_info, TypeInformation):
+            raise TypeError(
+                f"from_collection() type_info must be type information (Types.INT(), ...), "
+                f"got {type_info!r}"
+            )
+        if type_info is not None and type_info.needs_conversion():
+            collection = [type_info.from_python(item) for item in collection]
+        return self.from_source(
+            CollectionSource(collection), source_name="Collection Source", type_info=type_info
+        )
 
     def from_sequence(self, start: int, end: int) -> DataStream:
         """The integers ``start..end`` (inclusive), read in parallel ranges."""
@@ -419,12 +531,48 @@ class StreamExecutionEnvironment:
         return self.from_source(FileSource(file_path), source_name="File Source")
 
     # ----------------------------------------------------------------- plans
+    def is_batch(self) -> bool:
+        """Whether the job described so far runs in BATCH mode: ``BATCH``, or
+        ``AUTOMATIC`` with only bounded sources.
+
+        Raises:
+            InvalidConfigurationError: ``BATCH`` with an unbounded source (named).
+        """
+        sources = [t for t in self._transformations if t.kind == "source"]
+        unbounded = [t for t in sources if not getattr(t.source, "bounded", True)]
+        mode = self._runtime_mode
+        if mode is RuntimeExecutionMode.AUTOMATIC:
+            return not unbounded
+        if mode is RuntimeExecutionMode.BATCH and unbounded:
+            names = ", ".join(f"{t.name!r} ({type(t.source).__name__})" for t in unbounded)
+            raise InvalidConfigurationError(
+                f"RuntimeExecutionMode.BATCH needs bounded sources, but {names} "
+                f"{'is' if len(unbounded) == 1 else 'are'} unbounded: run the job in "
+                f"STREAMING (or AUTOMATIC) mode, or make the source bounded (e.g. "
+                f"KafkaSource.builder().set_bounded(...))"
+            )
+        return mode is RuntimeExecutionMode.BATCH
+
+    def _configure_execution_mode(self, batch: bool) -> None:
+        """Have every operator built for the job run in BATCH (or STREAMING) mode."""
+        for t in self._transformations:
+            t.batch_execution = batch
+            factory = t.operator_factory
+            if factory is not None and not getattr(factory, "mode_aware", False):
+                t.operator_factory = _mode_aware_factory(t, factory)
+
     def get_job_graph(self, job_name: str = "flowkit job") -> JobGraph:
-        """Build (and validate) the job graph of everything described so far."""
+        """Build (and validate) the job graph of everything described so far.
+
+        Raises:
+            InvalidConfigurationError: nothing to run, an invalid plan, or an unbounded
+                source in BATCH mode.
+        """
         if not self._transformations:
             raise InvalidConfigurationError(
                 "no operators defined: add a source and a sink before executing"
             )
+        self._configure_execution_mode(self.is_batch())
         return build_job_graph(
             job_name,
             self._transformations,
@@ -463,13 +611,22 @@ class StreamExecutionEnvironment:
         ):
             # A TestStream that moves processing time drives a manual clock from 0.
             clock = ManualClock(0)
+        buffer_timeout = self._job_buffer_timeout()
+        checkpoint = self.checkpoint_config
+        if checkpoint is not None and self.is_batch():
+            _log.info(
+                "job %r runs in BATCH mode: no checkpoints are taken (as in Flink); a "
+                "failure restarts it from the beginning",
+                job_name,
+            )
+            checkpoint = None
         self._transformations = []
-        config = ExecutionConfig(
+        config = RuntimeConfig(
             buffer_size=self.buffer_size,
             buffers_per_channel=self.buffers_per_channel,
-            buffer_timeout_ms=self.buffer_timeout_ms,
+            buffer_timeout_ms=buffer_timeout,
             clock=clock,
-            checkpoint=self.checkpoint_config,
+            checkpoint=checkpoint,
             restart_strategy=self.restart_strategy,
             restore_from=restore_from,
             allow_non_restored_state=allow_non_restored_state,
@@ -478,6 +635,16 @@ class StreamExecutionEnvironment:
             buffer_debloat=self.buffer_debloat,
         )
         return LocalExecutor(graph, config)
+
+    def _job_buffer_timeout(self) -> float | None:
+        """The job's buffer timeout: the smallest of the environment's and the operators'
+        own (``set_buffer_timeout``), so no operator's data waits longer than it asked."""
+        timeouts = [
+            t.buffer_timeout_ms for t in self._transformations if t.buffer_timeout_ms is not None
+        ]
+        if self.buffer_timeout_ms is not None:
+            timeouts.append(self.buffer_timeout_ms)
+        return min(timeouts) if timeouts else None
 
     async def execute_async(
         self,
@@ -533,23 +700,28 @@ class StreamExecutionEnvironment:
     ) -> JobExecutionResult:
         """Run the job to completion on a new event loop (uvloop when available).
 
-        Takes the arguments of :meth:`execute_async`.
+        Takes the arguments of :meth:`execute_async`. Called where an event loop already
+        runs (a Jupyter cell, an ``async def``), it runs the job on a private loop in a
+        worker thread and blocks until the job ends (Ctrl-C or an interrupted cell cancels
+        the job). Code that must keep its loop running, or whose sources and sinks belong
+        to that loop (an ``asyncio.Queue``, a connection), uses ``await
+        env.execute_async()`` instead.
 
         Raises:
-            RunningLoopError: when called from code running inside an event loop.
             JobFailed: when the job fails.
             CorruptCheckpointError: when ``restore_from`` (or, on a restart, the newest
                 checkpoint) is damaged and no fallback was asked for.
+
+        Example:
+            >>> env = StreamExecutionEnvironment()
+            >>> _ = env.from_collection([1, 2]).print()
+            >>> async def cell():  # e.g. a notebook cell: a loop is running
+            ...     return env.execute("in a notebook").job_name
+            >>> asyncio.run(cell())
+            1
+            2
+            'in a notebook'
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RunningLoopError(
-                "execute() cannot block inside a running event loop; use "
-                "`client = await env.execute_async()` and `await client.wait()` instead"
-            )
 
         async def main() -> JobExecutionResult:
             client = await self.execute_async(
@@ -561,7 +733,94 @@ class StreamExecutionEnvironment:
                 await self._web_ui_closed()
 
         with tuned_gc() if self.freeze_gc else contextlib.nullcontext():
+            if _loop_is_running():
+                return _run_in_worker_thread(main, self.use_uvloop)
             return _run(main(), self.use_uvloop)
+
+
+def _mode_aware_factory(t: Transformation, factory: Callable[[], Any]) -> Callable[[], Any]:
+    """``factory``, configuring each operator it builds for BATCH execution when the
+    transformation runs in BATCH mode (operators that differ have
+    ``enable_batch_execution``)."""
+
+    def make() -> Any:
+        op = factory()
+        if t.batch_execution:
+            enable = getattr(op, "enable_batch_execution", None)
+            if callable(enable):
+                enable()
+        return op
+
+    make.mode_aware = True  # type: ignore[attr-defined]
+    return make
+
+
+def _loop_is_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _run_in_worker_thread(main: Callable[[], Coroutine[Any, Any, T]], use_uvloop: bool) -> T:
+    """Run ``main()`` on a new event loop in a worker thread and wait for its result.
+
+    The calling thread (whose own loop is running) blocks; an exception raised while it
+    waits (``KeyboardInterrupt`` from an interrupted notebook cell) cancels ``main`` and
+    waits for it to unwind before it propagates.
+    """
+    outcome: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def runner() -> T:
+        outcome["loop"] = asyncio.get_running_loop()
+        task = asyncio.ensure_future(main())
+        outcome["task"] = task
+        started.set()
+        return await task
+
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["result"] = _run(runner(), use_uvloop)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            started.set()
+            finished.set()
+
+    def cancel_and_wait() -> None:
+        started.wait()
+        loop, task = outcome.get("loop"), outcome.get("task")
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(task.cancel)
+        finished.wait()
+        worker.join()
+
+    caller = asyncio.current_task()
+    worker = threading.Thread(target=target, name="flowkit-execute", daemon=True)
+    worker.start()
+    # Wait on an Event, not on Thread.join(): a KeyboardInterrupt that interrupts join()
+    # can mark a thread that still runs as stopped (Python 3.11).
+    try:
+        while not finished.wait(_INTERRUPT_POLL_S):
+            if caller is not None and caller.cancelling():
+                # asyncio.run() turns Ctrl-C into a cancellation of its main task, which
+                # cannot reach this blocked task: cancel the job and let it through.
+                cancel_and_wait()
+                raise asyncio.CancelledError("env.execute() was cancelled")
+    except BaseException:  # KeyboardInterrupt from an interrupted notebook cell
+        if not finished.is_set():
+            cancel_and_wait()
+        raise
+    worker.join()
+    error = outcome.get("error")
+    if error is not None:
+        raise error
+    return cast(T, outcome["result"])
 
 
 def _run(coro: Any, use_uvloop: bool) -> Any:

@@ -238,6 +238,8 @@ class WindowedStream:
         if window_function is not None:
             _check_window_function(window_function, "reduce(window_function=...)")
             window_function = self._adapt(window_function)
+        elif output_type is None:  # the reduced records have the input's type (PyFlink)
+            output_type = self._stream.get_type()
         return self._build(
             reduce_function, output_type, reduce=reduce_function, window_function=window_function
         )

@@ -17,6 +17,7 @@ runtime imports.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -42,7 +43,18 @@ __all__ = [
     "CheckpointCoordinator",
     "CheckpointFailed",
     "CheckpointParticipant",
+    "CheckpointingMode",
 ]
+
+
+class CheckpointingMode(enum.Enum):
+    """PyFlink's checkpointing modes (``enable_checkpointing(ms, CheckpointingMode.X)``).
+
+    ``mode`` of :class:`CheckpointConfig` is the lower-case name (``"exactly_once"``).
+    """
+
+    EXACTLY_ONCE = "exactly_once"
+    AT_LEAST_ONCE = "at_least_once"
 
 
 class CheckpointFailed(FlowkitError):

@@ -60,6 +60,7 @@ __all__ = [
     "NoRestartBackoff",
     "NoRestartStrategy",
     "RestartBackoff",
+    "RestartStrategies",
     "RestartStrategy",
     "system_clock_ms",
 ]
@@ -566,4 +567,50 @@ class ExponentialDelayRestartStrategy(RestartStrategy):
             f"reset_backoff_threshold_ms={self.reset_backoff_threshold_ms}, "
             f"jitter_factor={self.jitter_factor!r}, "
             f"attempts_before_reset_backoff={self.attempts_before_reset_backoff!r})"
+        )
+
+
+class RestartStrategies:
+    """PyFlink's restart strategy factories; they return :class:`RestartStrategy`
+    objects (``env.set_restart_strategy(RestartStrategies.fixed_delay_restart(3, 1000))``).
+
+    Durations are milliseconds (``int``) or ``datetime.timedelta`` (PyFlink's ``Time``).
+
+    Example:
+        >>> RestartStrategies.fixed_delay_restart(3, 10_000)
+        RestartStrategy.fixed_delay(attempts=3, delay_ms=10000)
+    """
+
+    @staticmethod
+    def no_restart() -> RestartStrategy:
+        return RestartStrategy.no_restart()
+
+    @staticmethod
+    def fall_back_restart() -> RestartStrategy | None:
+        """The default strategy (none without checkpointing, exponential delay with it);
+        ``env.set_restart_strategy`` takes it (None) as "use the default"."""
+        return None
+
+    @staticmethod
+    def fixed_delay_restart(
+        restart_attempts: int, delay_between_attempts: DurationLike
+    ) -> RestartStrategy:
+        return RestartStrategy.fixed_delay(restart_attempts, delay_between_attempts)
+
+    @staticmethod
+    def failure_rate_restart(
+        failure_rate: int, failure_interval: DurationLike, delay_interval: DurationLike
+    ) -> RestartStrategy:
+        return RestartStrategy.failure_rate(failure_rate, failure_interval, delay_interval)
+
+    @staticmethod
+    def exponential_delay_restart(
+        initial_backoff: DurationLike,
+        max_backoff: DurationLike,
+        backoff_multiplier: float,
+        reset_backoff_threshold: DurationLike,
+        jitter_factor: float,
+    ) -> RestartStrategy:
+        return RestartStrategy.exponential_delay(
+            initial_backoff, max_backoff, backoff_multiplier, reset_backoff_threshold, jitter_factor
         )

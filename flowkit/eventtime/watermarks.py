@@ -27,6 +27,7 @@ __all__ = [
     "BoundedOutOfOrdernessWatermarks",
     "Duration",
     "NoWatermarksGenerator",
+    "Time",
     "TimestampAssigner",
     "WatermarkGenerator",
     "WatermarkOutput",
@@ -47,6 +48,63 @@ def to_millis(duration: int | float | datetime.timedelta, what: str = "duration"
             f"{what} must be milliseconds (int) or a datetime.timedelta, got {duration!r}"
         )
     return int(duration)
+
+
+class _FactoryOrField:
+    """``Time.seconds(10)`` builds a Time; ``some_time.seconds`` is still timedelta's
+    field (code that reads ``.days`` / ``.seconds`` of a duration keeps working)."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.field = getattr(datetime.timedelta, unit)
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            unit = self.unit
+            return lambda amount: Time(**{unit: amount})
+        return self.field.__get__(obj, owner)
+
+
+class Time(datetime.timedelta):
+    """PyFlink's ``Time``: ``Time.milliseconds(5)``, ``Time.seconds(10)``...
+
+    A ``datetime.timedelta``, so it goes wherever flowkit takes a duration.
+
+    Example:
+        >>> Time.seconds(2).to_milliseconds()
+        2000
+        >>> Time.milliseconds(5)
+        Time.milliseconds(5)
+    """
+
+    @staticmethod
+    def milliseconds(milliseconds: int) -> Time:
+        return Time(milliseconds=milliseconds)
+
+    @staticmethod
+    def minutes(minutes: float) -> Time:
+        return Time(minutes=minutes)
+
+    @staticmethod
+    def hours(hours: float) -> Time:
+        return Time(hours=hours)
+
+    seconds = _FactoryOrField("seconds")
+    days = _FactoryOrField("days")
+
+    def to_milliseconds(self) -> int:
+        """The duration in whole milliseconds."""
+        return self // datetime.timedelta(milliseconds=1)
+
+    def get_size(self) -> int:
+        """PyFlink's size in the unit of :meth:`get_unit` (always milliseconds here)."""
+        return self.to_milliseconds()
+
+    def get_unit(self) -> str:
+        return "MILLISECONDS"
+
+    def __repr__(self) -> str:
+        return f"Time.milliseconds({self.to_milliseconds()})"
 
 
 class Duration:
@@ -195,12 +253,10 @@ class TimestampAssigner(ABC):
 
 
 class _RecordTimestampAssigner(TimestampAssigner):
-    def extract_timestamp(self, value: Any, record_timestamp: int | None) -> int:
-        if record_timestamp is None:
-            raise ValueError(
-                f"a record of type {type(value).__name__} has no timestamp: give the watermark "
-                f"strategy a timestamp assigner (with_timestamp_assigner)"
-            )
+    """Keeps the record's own timestamp; a record without one stays without one (Flink
+    runs such records without timestamps, and their watermark generator never sees them)."""
+
+    def extract_timestamp(self, value: Any, record_timestamp: int | None) -> int | None:  # type: ignore[override]
         return record_timestamp
 
 
@@ -326,7 +382,7 @@ class WatermarkStrategy:
             generator = WatermarksWithIdleness(generator, self._idle_timeout_ms, clock)
         return generator
 
-    def create_timestamp_assigner(self) -> Callable[[Any, int | None], int]:
+    def create_timestamp_assigner(self) -> Callable[[Any, int | None], int | None]:
         assigner = self._assigner
         if assigner is None:
             return _RecordTimestampAssigner().extract_timestamp

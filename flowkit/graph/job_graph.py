@@ -26,6 +26,8 @@ from flowkit.errors import InvalidConfigurationError
 from flowkit.graph.transformations import ChainingStrategy, Transformation
 from flowkit.partitioners import (
     BroadcastPartitioner,
+    CustomPartitioner,
+    CustomPartitioning,
     ForwardPartitioner,
     GlobalPartitioner,
     KeyGroupPartitioner,
@@ -90,6 +92,9 @@ class StreamEdge:
         if kind == "hash":
             assert self.key_selector is not None
             return KeyGroupPartitioner(self.key_selector, self.target.max_parallelism)
+        if kind == "custom":
+            assert isinstance(self.key_selector, CustomPartitioning)
+            return CustomPartitioner(self.key_selector)
         return _PARTITIONERS[kind]()
 
 

@@ -65,6 +65,13 @@ class Transformation:
     requires_watermarks: bool = False
     #: source nodes: the Source description.
     source: Any = None
+    #: The records' type information (PyFlink's ``Types``), when the job gave it:
+    #: printing and text sinks show records as Java does. None: plain Python objects.
+    type_info: Any = None
+    #: ``set_buffer_timeout(ms)`` of this operator (None: the environment's).
+    buffer_timeout_ms: float | None = None
+    #: The job runs in BATCH mode (set when the job graph is built).
+    batch_execution: bool = False
     id: int = field(default_factory=lambda: next(_ids))
 
     @property

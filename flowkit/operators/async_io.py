@@ -35,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from itertools import repeat
 from typing import Any, cast
 
 from flowkit.operators.base import (
@@ -117,6 +118,25 @@ def _resolve_async_function(function: Any, name: str) -> Callable[[Any], Any]:
     )
 
 
+def _results(result: Any) -> list[Any]:
+    """The records of an ``AsyncFunction`` call: the collection it returned, as a list
+    (None: no records).
+
+    Raises:
+        TypeError: ``result`` is not a collection (a str counts as one value).
+    """
+    if result is None:
+        return []
+    if isinstance(result, (list, tuple)):
+        return list(result)
+    if isinstance(result, (str, bytes, dict)) or not isinstance(result, Iterable):
+        raise TypeError(
+            f"async_invoke() must return a collection of results (e.g. [value]), got "
+            f"{type(result).__name__} {result!r}"
+        )
+    return list(result)
+
+
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
@@ -146,12 +166,19 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
         timeout_ms: float | None = None,
         ordered: bool = True,
         timeout: Callable[[Any], Any] | None = None,
+        flatten: bool = False,
+        retry_strategy: Any = None,
     ) -> None:
         super().__init__(name)
         if capacity < 1:
             raise ValueError(f"{name}: capacity must be >= 1, got {capacity!r}")
         self.function = copy_function(async_fn)
         self.fn = _resolve_async_function(self.function, name)
+        #: Each call returns a collection of results, each emitted (PyFlink's
+        #: ``AsyncFunction``); else a call's return value is one record.
+        self.flatten = flatten
+        #: An ``AsyncRetryStrategy``: calls it asks to retry are made again.
+        self.retry_strategy = retry_strategy
         if timeout is None:
             handler = getattr(self.function, "timeout", None)
             if handler is not None and callable(handler) and not inspect.isfunction(self.function):
@@ -249,7 +276,7 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
     def _admit(self, value: Any, timestamp: Any) -> None:
         """Start the call for one record and put it into the queue."""
         try:
-            call = self.fn(value)
+            call = self.fn(value) if self.retry_strategy is None else self._retrying(value)
         except Exception as exc:
             raise self.fail(exc, record=value) from exc
         if self.ordered:
@@ -297,6 +324,28 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
             backlog.popleft()
             self._admit(item[0], item[1])
 
+    async def _retrying(self, value: Any) -> Any:
+        """Call the function for ``value`` until the retry strategy is content (or gives
+        up): the last attempt's result, or its error."""
+        strategy = self.retry_strategy
+        attempt = 1
+        while True:
+            error: Exception | None = None
+            result: Any = None
+            try:
+                result = self.fn(value)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                error = exc
+            if strategy.should_retry(result, error) and strategy.can_retry(attempt):
+                await asyncio.sleep(max(strategy.get_backoff_time_millis(attempt), 0) / 1000)
+                attempt += 1
+                continue
+            if error is not None:
+                raise error
+            return result
+
     async def _call_with_timeout(self, call: Awaitable[Any], entry: _Entry) -> Any:
         scope = asyncio.timeout(self._timeout_s)
         try:
@@ -338,6 +387,12 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
         self._complete(entry, task.result())
 
     def _complete(self, entry: _Entry, result: Any) -> None:
+        if self.flatten and result is not _SKIP:
+            try:
+                result = _results(result)
+            except TypeError as exc:
+                self._record_error(exc, "", entry.value)
+                return
         if self.ordered:
             entry.done = True
             entry.result = result
@@ -510,7 +565,12 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
             popleft()
             freed += 1
             result = head.result
-            if result is not _SKIP:
+            if result is _SKIP:
+                continue
+            if self.flatten:
+                values.extend(result)
+                stamps.extend(repeat(head.timestamp, len(result)))
+            else:
                 values.append(result)
                 stamps.append(head.timestamp)
         self._occupied -= freed
@@ -532,10 +592,16 @@ class AsyncMapOperator(FunctionStateOperator, OneInputOperator):
                 held = head.held
                 values: list[Any] = []
                 stamps: list[Any] = []
+                flatten = self.flatten
                 for entry in ready:
                     del held[entry]
                     result = entry.result
-                    if result is not _SKIP:
+                    if result is _SKIP:
+                        continue
+                    if flatten:
+                        values.extend(result)
+                        stamps.extend(repeat(entry.timestamp, len(result)))
+                    else:
                         values.append(result)
                         stamps.append(entry.timestamp)
                 if values:

@@ -6,9 +6,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from flowkit.elements import MAX_WATERMARK
 from flowkit.operators.base import KEY_SELECTOR, Batch, Timestamps, key_selector_fails
 from flowkit.operators.simple import UdfOperator
 from flowkit.state.key_groups import CanonicalKeys, canonical_key
+from flowkit.typeinfo import pickled_sort_key
 
 __all__ = [
     "KeyChecker",
@@ -32,7 +34,13 @@ class KeyedReduceOperator(UdfOperator):
 
     method = "reduce"
 
-    def __init__(self, name: str, function: Any, key_selector: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        function: Any,
+        key_selector: Callable[[Any], Any],
+        key_order: Callable[[Any], Any] | None = None,
+    ) -> None:
         super().__init__(name, function)
         self.key_selector = key_selector
         #: Current reduction per key.
@@ -40,8 +48,71 @@ class KeyedReduceOperator(UdfOperator):
         self._dict_sum_field: str | None = getattr(self.fn, "dict_sum_field", None)
         position = getattr(self.fn, "pair_sum_position", None)
         self._pair_sum_second = position == 1
+        #: BATCH execution: no running results, the final one per key at the end.
+        self.batch = False
+        self._emitted_finals = False
+        #: BATCH execution: the order of the keys' final results (Flink's sort of the
+        #: keyed input: ``pickled_sort_key`` for keys without type information).
+        self.key_order = key_order or pickled_sort_key
+
+    def enable_batch_execution(self) -> None:
+        """BATCH mode: keep reducing, but emit only each key's final result, once the
+        input has ended (at the end-of-input watermark), keys in Flink's order."""
+        self.batch = True
+
+    def process_watermark(self, timestamp: int) -> None:
+        if self.batch and timestamp >= MAX_WATERMARK:
+            self._emit_finals()
+        self.output.emit_watermark(timestamp)
+
+    def finish(self) -> None:
+        if self.batch:
+            self._emit_finals()
+
+    def _emit_finals(self) -> None:
+        if self._emitted_finals:
+            return
+        self._emitted_finals = True
+        accs = self.accumulators
+        if not accs:
+            return
+        try:
+            keys = sorted(accs, key=self.key_order)
+        except Exception:  # keys that cannot be ordered so: in the order they came
+            keys = list(accs)
+        finals = [accs[key] for key in keys]
+        # Flink's batch reduce emits its results with the end-of-input timestamp.
+        self.output.collect(finals, [MAX_WATERMARK] * len(finals))
+
+    def _accumulate(self, values: Batch) -> None:
+        """BATCH mode: reduce every record into its key's accumulator, emit nothing."""
+        key_of = self.key_selector
+        reduce = self.fn
+        accs = self.accumulators
+        get = accs.get
+        index = 0
+        key: Any = _MISSING
+        try:
+            for index, value in enumerate(values):  # noqa: B007 (read on failure)
+                key = key_of(value)
+                acc = get(key, _MISSING)
+                if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
+                    key = canonical_key(key)  # every NaN is one key
+                    acc = get(key, _MISSING)
+                accs[key] = value if acc is _MISSING else reduce(acc, value)
+        except Exception as exc:
+            record = values[index]
+            if key_selector_fails(key_of, record):
+                raise self.fail(exc, KEY_SELECTOR, record=record) from exc
+            if isinstance(exc, TypeError) and not is_hashable(key):
+                error = unhashable_key_error(key)
+                raise self.fail(error, record=record) from error
+            raise self.fail(exc, record=record) from exc
 
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
+        if self.batch:
+            self._accumulate(values)
+            return
         key_of = self.key_selector
         reduce = self.fn
         accs = self.accumulators

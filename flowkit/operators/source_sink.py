@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowkit.elements import MIN_WATERMARK, OutputTag
+from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, OutputTag
 from flowkit.errors import InvalidTimestampError
 from flowkit.eventtime.timestamps import checked_timestamps
 from flowkit.eventtime.watermarks import WatermarkStrategy
@@ -51,6 +51,21 @@ class SourceOperator(StreamOperator):
         self.reader: SourceReader | None = None
         #: Outputs of the splits the reader created (per-split watermarks).
         self._splits: dict[str, _SplitOutput] = {}
+        #: BATCH execution: no watermark leaves before the end of the input.
+        self.batch = False
+
+    def enable_batch_execution(self) -> None:
+        """BATCH mode: records keep their timestamps, but the only watermark that leaves
+        is the end of input's (windows and timers fire then), as in Flink."""
+        self.batch = True
+
+    def _emit_watermark(self, timestamp: int) -> None:
+        if not self.batch or timestamp >= MAX_WATERMARK:
+            self.output.emit_watermark(timestamp)
+
+    def _emit_status(self, idle: bool) -> None:
+        if not self.batch:
+            self.output.emit_status(idle)
 
     def open(self) -> None:
         strategy = self.watermark_strategy
@@ -59,9 +74,9 @@ class SourceOperator(StreamOperator):
             self.emitter = WatermarkEmitter(
                 strategy,
                 self.ctx,
-                self.interval_ms,
-                self.output.emit_watermark,
-                self.output.emit_status,
+                0 if self.batch else self.interval_ms,
+                self._emit_watermark,
+                self._emit_status,
                 self.fail,
             )
             self.emitter.start()
@@ -171,21 +186,21 @@ class SourceOperator(StreamOperator):
         self._last_watermark = timestamp
         if self._idle:
             self.mark_active()
-        self.output.emit_watermark(timestamp)
+        self._emit_watermark(timestamp)
 
     def mark_idle(self) -> None:
         if self.emitter is not None:
             self.emitter.mark_idle()
         elif not self._idle:
             self._idle = True
-            self.output.emit_status(True)
+            self._emit_status(True)
 
     def mark_active(self) -> None:
         if self.emitter is not None:
             self.emitter.mark_active()
         elif self._idle:
             self._idle = False
-            self.output.emit_status(False)
+            self._emit_status(False)
 
 
 class _SplitOutput:

@@ -75,7 +75,7 @@ class WatermarkEmitter:
         #: outputs runs the generators of its splits instead).
         self.periodic: Callable[[], None] | None = None
         #: The batch being emitted by ``emit_batch`` (values, timestamps, collect).
-        self._batch: tuple[Batch, list[int], Callable[[Batch, Timestamps], None]] | None = None
+        self._batch: tuple[Batch, list[Any], Callable[[Batch, Timestamps], None]] | None = None
         self._flushed = 0
         self._upto = 0
 
@@ -110,9 +110,21 @@ class WatermarkEmitter:
             self._emit_status(False)
 
     # records -----------------------------------------------------------------------------
-    def _assign(self, values: Batch, timestamps: Timestamps) -> list[int]:
+    def _assign(self, values: Batch, timestamps: Timestamps) -> list[Any]:
         """The timestamps of a batch, checked: ints in the signed 64-bit range (floats and
-        numpy integers are made ints; anything else fails naming the record)."""
+        numpy integers are made ints; anything else fails naming the record).
+
+        Without a timestamp assigner the records keep their own timestamps, and one
+        without a timestamp keeps none (None), as in Flink.
+        """
+        if not self.has_assigner:
+            if timestamps is None:
+                return [None] * len(values)
+            try:
+                return checked_timestamps(timestamps, allow_none=True)
+            except InvalidTimestampError as exc:
+                index = 0 if exc.index is None else exc.index
+                self._raise(exc, "reading record timestamps", values[index])
         stamps: list[Any] = []
         where = "in the timestamp assigner" if self.has_assigner else "reading record timestamps"
         try:
@@ -127,22 +139,29 @@ class WatermarkEmitter:
             index = 0 if exc.index is None else exc.index
             self._raise(exc, where, values[index])
 
-    def timestamps_for(self, values: Batch, timestamps: Timestamps) -> list[int]:
-        """Assign timestamps to a batch and feed the watermark generator."""
+    def timestamps_for(self, values: Batch, timestamps: Timestamps) -> list[Any]:
+        """Assign timestamps to a batch and feed the watermark generator (records without
+        a timestamp, possible only without an assigner, are not fed to it)."""
         if not values:
             return []
         stamps = self._assign(values, timestamps)
         if self._max_only:
             generator: BoundedOutOfOrdernessWatermarks = self.generator  # type: ignore[assignment]
-            top = max(stamps)
-            if top > generator.max_timestamp:
+            present = (
+                [ts for ts in stamps if ts is not None]
+                if not self.has_assigner and None in stamps
+                else stamps
+            )
+            top = max(present, default=None)
+            if top is not None and top > generator.max_timestamp:
                 generator.max_timestamp = top
         else:
             on_event = self.generator.on_event
             value: Any = NO_RECORD
             try:
                 for value, ts in zip(values, stamps):
-                    on_event(value, ts, self)
+                    if ts is not None:
+                        on_event(value, ts, self)
             except Exception as exc:
                 self._raise(exc, _GENERATOR, value)
         if self.idle:
@@ -160,7 +179,10 @@ class WatermarkEmitter:
         if not values:
             return
         if self._max_only:
-            collect(values, self.timestamps_for(values, timestamps))
+            stamps = self.timestamps_for(values, timestamps)
+            collect(
+                values, None if stamps[0] is None and stamps.count(None) == len(stamps) else stamps
+            )
             return
         stamps = self._assign(values, timestamps)
         if self.idle:
@@ -171,7 +193,8 @@ class WatermarkEmitter:
         try:
             for index, (value, ts) in enumerate(zip(values, stamps)):
                 self._upto = index + 1
-                on_event(value, ts, self)
+                if ts is not None:
+                    on_event(value, ts, self)
         except Exception as exc:
             # on_event may also have handed records on (a watermark flushes those before
             # it): errors from downstream already name their operator and pass unchanged.
@@ -187,10 +210,15 @@ class WatermarkEmitter:
             values, stamps, collect = batch
             start, end = self._flushed, self._upto
             self._flushed = end
+            part: list[Any] | None = (
+                stamps if start == 0 and end == len(values) else stamps[start:end]
+            )
+            if part and part[0] is None and part.count(None) == len(part):
+                part = None  # records without timestamps, as they came
             if start == 0 and end == len(values):
-                collect(values, stamps)
+                collect(values, part)
             else:
-                collect(values[start:end], stamps[start:end])
+                collect(values[start:end], part)
 
     # periodic emission -------------------------------------------------------------------
     def start(self) -> None:
@@ -244,15 +272,30 @@ class TimestampsAndWatermarksOperator(OneInputOperator):
         self.strategy = strategy
         self.interval_ms = interval_ms
         self.emitter: WatermarkEmitter | None = None
+        #: BATCH execution: no watermark leaves before the end of the input.
+        self.batch = False
+
+    def enable_batch_execution(self) -> None:
+        """BATCH mode: timestamps are assigned, but only the end of input's watermark
+        leaves (windows and timers fire then), as in Flink."""
+        self.batch = True
+
+    def _emit_watermark(self, timestamp: int) -> None:
+        if not self.batch or timestamp >= MAX_WATERMARK:
+            self.output.emit_watermark(timestamp)
+
+    def _emit_status(self, idle: bool) -> None:
+        if not self.batch:
+            self.output.emit_status(idle)
 
     def open(self) -> None:
         assert self.ctx is not None
         self.emitter = WatermarkEmitter(
             self.strategy,
             self.ctx,
-            self.interval_ms,
-            self.output.emit_watermark,
-            self.output.emit_status,
+            0 if self.batch else self.interval_ms,
+            self._emit_watermark,
+            self._emit_status,
             self.fail,
         )
         self.emitter.start()

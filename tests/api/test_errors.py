@@ -14,7 +14,6 @@ from flowkit import (
     KeyedProcessFunction,
     MapFunction,
     QueueSink,
-    RunningLoopError,
     RuntimeContext,
     StreamExecutionEnvironment,
     UserFunctionError,
@@ -290,14 +289,12 @@ def test_execute_with_no_operators() -> None:
         env.execute()
 
 
-async def test_execute_inside_running_loop_points_to_execute_async() -> None:
+async def test_execute_inside_running_loop_runs_the_job() -> None:
     env = StreamExecutionEnvironment()
     env.from_collection([1]).print()
-    with pytest.raises(RunningLoopError, match="execute_async"):
-        env.execute()
-    with pytest.raises(RuntimeError, match="execute_async"):
-        env.from_collection([2]).execute_and_collect()
-    # the job is still runnable the right way
+    assert env.execute("cell").job_name == "cell"
+    assert env.from_collection([2]).execute_and_collect() == [2]
+    # execute_async still runs a job in the caller's loop
     sink = CollectSink()
     env.from_collection([3]).sink_to(sink)
     client = await env.execute_async()

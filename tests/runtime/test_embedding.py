@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -18,7 +21,6 @@ from flowkit import (
     JobExecutionResult,
     JobFailed,
     JobStatus,
-    RunningLoopError,
     StreamExecutionEnvironment,
     UserFunctionError,
 )
@@ -220,20 +222,119 @@ def test_execute_async_under_uvloop() -> None:
     assert finals == {k: sum(x for x in range(1, 51) if x % 5 == k) for k in range(5)}
 
 
-async def test_execute_inside_a_running_loop_points_to_execute_async() -> None:
-    env = StreamExecutionEnvironment()
+async def test_execute_inside_a_running_loop_runs_the_job_on_a_worker_thread() -> None:
+    caller_loop = asyncio.get_running_loop()
+    seen: list[tuple[str, bool]] = []
+
+    def where(value: int) -> int:
+        seen.append((threading.current_thread().name, asyncio.get_running_loop() is caller_loop))
+        return value * 10
+
+    env = StreamExecutionEnvironment(parallelism=2)
     sink = CollectSink()
-    env.from_collection([1, 2, 3]).sink_to(sink)
+    env.from_collection([1, 2, 3]).map(where).sink_to(sink)
+    result = env.execute("in a notebook cell")  # a notebook cell: the loop is running
 
-    with pytest.raises(RuntimeError, match="execute_async") as info:
+    assert isinstance(result, JobExecutionResult)
+    assert result.job_name == "in a notebook cell"
+    assert sorted(sink.values) == [10, 20, 30]
+    # the job ran on its own loop in a worker thread, not on the caller's loop
+    assert {name for name, _ in seen} == {"flowkit-execute"}
+    assert not any(on_caller_loop for _, on_caller_loop in seen)
+    assert not [t for t in threading.enumerate() if t.name == "flowkit-execute"]
+    # the caller's loop goes on working
+    assert await asyncio.wait_for(asyncio.sleep(0, "still here"), TIMEOUT) == "still here"
+
+
+async def test_execute_and_collect_inside_a_running_loop_returns_the_records() -> None:
+    env = StreamExecutionEnvironment(parallelism=2)
+    assert sorted(env.from_sequence(1, 5).map(lambda x: x * x).execute_and_collect()) == [
+        1,
+        4,
+        9,
+        16,
+        25,
+    ]
+
+
+async def test_execute_inside_a_running_loop_raises_the_jobs_failure() -> None:
+    env = StreamExecutionEnvironment()
+    env.from_collection([1, 0]).map(lambda x: 1 // x).print()
+    with pytest.raises(JobFailed) as info:
         env.execute()
-    assert isinstance(info.value, RunningLoopError)
-    assert sink.values == []
+    assert isinstance(info.value.__cause__, UserFunctionError)
 
-    # The plan is left intact: the job can still run the right way.
-    client = await env.execute_async()
-    await asyncio.wait_for(client.wait(), TIMEOUT)
-    assert sink.values == [1, 2, 3]
+
+def endless_job() -> tuple[StreamExecutionEnvironment, threading.Event]:
+    """A job that runs until cancelled, and an event set once it produces records."""
+    started = threading.Event()
+
+    async def endless() -> Any:
+        n = 0
+        while True:
+            started.set()
+            await asyncio.sleep(0.001)
+            yield n
+            n += 1
+
+    env = StreamExecutionEnvironment()
+    env.from_async_iterable(endless, bounded=False).sink_to(CollectSink())
+    return env, started
+
+
+def press_ctrl_c_once(started: threading.Event) -> threading.Thread:
+    """Send SIGINT to this process (the main thread handles it) once the job runs."""
+
+    def interrupt() -> None:
+        if started.wait(TIMEOUT):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    return thread
+
+
+def no_job_thread_left() -> bool:
+    return not [t for t in threading.enumerate() if t.name == "flowkit-execute"]
+
+
+def test_ctrl_c_on_execute_in_a_running_loop_cancels_the_job() -> None:
+    # A notebook kernel: Ctrl-C (an interrupted cell) raises KeyboardInterrupt in the
+    # thread that runs the loop, while the cell blocks in execute().
+    env, started = endless_job()
+
+    async def cell() -> None:
+        env.execute("endless")
+
+    loop = asyncio.new_event_loop()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    began = time.monotonic()
+    try:
+        interrupter = press_ctrl_c_once(started)
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(cell())
+        interrupter.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        loop.close()
+    assert time.monotonic() - began < TIMEOUT
+    assert no_job_thread_left()  # the job was cancelled: nothing runs behind the cell
+
+
+def test_ctrl_c_on_execute_inside_asyncio_run_cancels_the_job() -> None:
+    # asyncio.run() turns the first Ctrl-C into a cancellation of its main task.
+    env, started = endless_job()
+
+    async def main() -> None:
+        env.execute("endless")
+
+    began = time.monotonic()
+    interrupter = press_ctrl_c_once(started)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    interrupter.join()
+    assert time.monotonic() - began < TIMEOUT
+    assert no_job_thread_left()
 
 
 def test_execute_outside_a_loop_blocks_and_returns_the_result() -> None:

@@ -1,0 +1,9 @@
+"""``pyflink.datastream.checkpoint_config``."""
+
+from __future__ import annotations
+
+from flowkit.checkpoint.coordinator import CheckpointConfig as CheckpointConfig
+
+__all__ = [
+    "CheckpointConfig",
+]

@@ -1,0 +1,9 @@
+"""``pyflink.datastream.stream_execution_environment``."""
+
+from __future__ import annotations
+
+from flowkit.api.environment import StreamExecutionEnvironment as StreamExecutionEnvironment
+
+__all__ = [
+    "StreamExecutionEnvironment",
+]
