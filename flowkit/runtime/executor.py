@@ -28,11 +28,13 @@ from flowkit.eventtime.clocks import Clock, SystemClock
 from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SinkOperator, SourceOperator
-from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
 from flowkit.runtime.checkpointing import TaskCheckpointing, restore_reader
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.history import ExceptionHistory
-from flowkit.runtime.record_writer import RecordWriter
+from flowkit.runtime.network.channel import Notifier
+from flowkit.runtime.network.input_gate import InputGate
+from flowkit.runtime.network.local_channel import LocalChannel
+from flowkit.runtime.network.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, OperatorCounters, StreamTask, WriterWatermark
 from flowkit.sources import SourceReaderContext, SplitSource
 
@@ -197,18 +199,24 @@ class LocalExecutor:
         graph = self.job_graph
         edge_channels: dict[tuple[int, int], list[LocalChannel]] = {}
         inputs: dict[tuple[int, int], list[LocalChannel]] = {}
+        positions: dict[tuple[int, int, int], int] = {}
         for je in graph.edges:
             up, down = je.source.parallelism, je.target.parallelism
             kind = je.edge.partitioning
             for i in range(up):
                 chans = []
                 for j in consumers_of(kind, i, up, down):
+                    # Position among the channels of its input at the consumer (the valve's).
+                    key = (je.target.id, j, je.edge.input_index)
+                    position = positions.get(key, 0)
+                    positions[key] = position + 1
                     ch = LocalChannel(
                         cfg.buffer_size,
                         cfg.buffers_per_channel,
                         je.edge.serializer,
                         name=f"{je.source.name} ({i + 1}/{up}) -> {je.target.name} ({j + 1}/{down})",
                         input_index=je.edge.input_index,
+                        index=position,
                     )
                     chans.append(ch)
                     inputs.setdefault((je.target.id, j), []).append(ch)
@@ -330,8 +338,7 @@ class LocalExecutor:
         channels = inputs.get((vertex.id, index), [])
         if channels:
             for ch in channels:
-                ch.index = counts.get(ch.input_index, 0)
-                counts[ch.input_index] = ch.index + 1
+                counts[ch.input_index] = counts.get(ch.input_index, 0) + 1
             gate = InputGate(channels, notifier)
         head = ops[vertex.head.id]
         reader = None

@@ -30,11 +30,12 @@ from flowkit.elements import (
 from flowkit.eventtime.valve import StatusWatermarkValve
 from flowkit.operators.base import StreamOperator, TwoInputOperator
 from flowkit.operators.source_sink import SinkOperator, SourceOperator
-from flowkit.runtime.buffers import decode_segments
-from flowkit.runtime.channels import InputGate, Notifier
 from flowkit.runtime.debloat import BufferDebloatConfig, BufferDebloater, ThroughputCalculator
 from flowkit.runtime.metrics import OperatorMetrics, SubtaskMetrics
-from flowkit.runtime.record_writer import RecordWriter
+from flowkit.runtime.network.channel import Notifier
+from flowkit.runtime.network.codec import decode_segments
+from flowkit.runtime.network.input_gate import InputGate
+from flowkit.runtime.network.record_writer import RecordWriter
 
 if TYPE_CHECKING:
     from flowkit.runtime.checkpointing import TaskCheckpointing
