@@ -9,7 +9,7 @@ import os
 import pickle
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +28,12 @@ from flowkit.eventtime.clocks import Clock, SystemClock
 from flowkit.graph.job_graph import JobGraph, JobVertex
 from flowkit.operators.base import OperatorContext, Output, StreamOperator
 from flowkit.operators.source_sink import SinkOperator, SourceOperator
+from flowkit.runtime.builder import ChannelFactory, ChannelLayout, consumers_of, create_channels
 from flowkit.runtime.checkpointing import TaskCheckpointing, restore_reader
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.history import ExceptionHistory
 from flowkit.runtime.network.channel import Notifier
 from flowkit.runtime.network.input_gate import InputGate
-from flowkit.runtime.network.local_channel import LocalChannel
 from flowkit.runtime.network.record_writer import RecordWriter
 from flowkit.runtime.task import YIELD_INTERVAL, OperatorCounters, StreamTask, WriterWatermark
 from flowkit.sources import SourceReaderContext, SplitSource
@@ -65,17 +65,6 @@ class ExecutionConfig:
     latency_tracking_interval_ms: float | None = None
     #: Buffer debloating (None or not enabled: producers fill whole buffers).
     buffer_debloat: BufferDebloatConfig | None = None
-
-
-def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[int]:
-    """Consumer subtasks that producer subtask ``producer`` has channels to."""
-    if partitioning == "forward":
-        return [producer]
-    if partitioning == "rescale":
-        if up >= down:
-            return [producer * down // up]
-        return [j for j in range(down) if j * up // down == producer]
-    return list(range(down))
 
 
 def _random_one(fns: list[Callable[[Any], None]]) -> Callable[[Any], None]:
@@ -194,38 +183,51 @@ class LocalExecutor:
         #: Every failure of the job's runs (``client.exceptions()``).
         self.exceptions = ExceptionHistory()
 
-    def build(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
+    def build(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        subtasks: Collection[tuple[int, int]] | None = None,
+        channel_factory: ChannelFactory | None = None,
+    ) -> list[StreamTask]:
+        """Make the channels and the subtasks of the job (or of part of it), ready to run.
+
+        This is the seam for running a job over several processes: each process builds
+        the subtasks assigned to it and connects the channels to the other processes
+        through its own ``channel_factory`` (see :mod:`flowkit.runtime.builder`).
+        Restored state (:meth:`prepare_restore`) is handed to the operators built.
+
+        Args:
+            loop: the event loop the subtasks will run on (their buffer timeouts use its
+                clock).
+            subtasks: ``(vertex id, subtask index)`` pairs to build, vertex ids being
+                ``JobVertex.id`` (None: every subtask of the job).
+            channel_factory: makes each channel with at least one end among
+                ``subtasks`` (default: :func:`~flowkit.runtime.builder.local_channel_factory`,
+                which needs both ends here).
+
+        Returns:
+            The subtasks, in the order of the job graph's vertices and subtask indices;
+            also kept as :attr:`tasks`.
+        """
         cfg = self.config
         graph = self.job_graph
-        edge_channels: dict[tuple[int, int], list[LocalChannel]] = {}
-        inputs: dict[tuple[int, int], list[LocalChannel]] = {}
-        positions: dict[tuple[int, int, int], int] = {}
-        for je in graph.edges:
-            up, down = je.source.parallelism, je.target.parallelism
-            kind = je.edge.partitioning
-            for i in range(up):
-                chans = []
-                for j in consumers_of(kind, i, up, down):
-                    # Position among the channels of its input at the consumer (the valve's).
-                    key = (je.target.id, j, je.edge.input_index)
-                    position = positions.get(key, 0)
-                    positions[key] = position + 1
-                    ch = LocalChannel(
-                        cfg.buffer_size,
-                        cfg.buffers_per_channel,
-                        je.edge.serializer,
-                        name=f"{je.source.name} ({i + 1}/{up}) -> {je.target.name} ({j + 1}/{down})",
-                        input_index=je.edge.input_index,
-                        index=position,
-                    )
-                    chans.append(ch)
-                    inputs.setdefault((je.target.id, j), []).append(ch)
-                edge_channels[(id(je), i)] = chans
+        layout = create_channels(
+            graph,
+            cfg.buffer_size,
+            cfg.buffers_per_channel,
+            subtasks=subtasks,
+            channel_factory=channel_factory,
+        )
         chained = {id(e) for e in graph.chained}
-        tasks = []
-        for vertex in graph.vertices:
-            for index in range(vertex.parallelism):
-                tasks.append(self._build_task(vertex, index, edge_channels, inputs, chained, loop))
+        selected = [
+            (vertex, index)
+            for vertex in graph.vertices
+            for index in range(vertex.parallelism)
+            if subtasks is None or (vertex.id, index) in subtasks
+        ]
+        tasks = [
+            self._build_task(vertex, index, layout, chained, loop) for vertex, index in selected
+        ]
         budget = max(0.00025, YIELD_INTERVAL / max(1, len(tasks)))
         for task in tasks:
             task.yield_interval = budget
@@ -236,8 +238,7 @@ class LocalExecutor:
         self,
         vertex: JobVertex,
         index: int,
-        edge_channels: dict[tuple[int, int], list[LocalChannel]],
-        inputs: dict[tuple[int, int], list[LocalChannel]],
+        layout: ChannelLayout,
         chained: set[int],
         loop: asyncio.AbstractEventLoop,
     ) -> StreamTask:
@@ -252,7 +253,7 @@ class LocalExecutor:
         writers: dict[int, RecordWriter] = {}
         for je in vertex.out_edges:
             writers[id(je.edge)] = RecordWriter(
-                edge_channels[(id(je), index)],
+                layout.outputs_of(je, index),
                 je.edge.make_partitioner(),
                 je.edge.serializer,
                 owner=je.edge.source.name,
@@ -335,7 +336,7 @@ class LocalExecutor:
                 ops[node.id].initialize_state(restored)
         gate = None
         counts: dict[int, int] = {}
-        channels = inputs.get((vertex.id, index), [])
+        channels = layout.inputs_of(vertex.id, index)
         if channels:
             for ch in channels:
                 counts[ch.input_index] = counts.get(ch.input_index, 0) + 1
