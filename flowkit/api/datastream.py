@@ -23,6 +23,7 @@ from flowkit.operators.process import (
 from flowkit.operators.simple import FilterOperator, FlatMapOperator, MapOperator
 from flowkit.operators.source_sink import SinkOperator
 from flowkit.operators.timestamps import TimestampsAndWatermarksOperator
+from flowkit.partitioners import Partitioning
 from flowkit.serialization import TypeSerializer, resolve_serializer
 from flowkit.sinks import CollectSink, FunctionSink, PrintSink, Sink
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
@@ -137,7 +138,7 @@ class DataStream:
             self._env, self._add("one_input", name, make, output_type, description=_describe(fn))
         )
 
-    def _partition(self, partitioning: str, key_selector: Any = None) -> Transformation:
+    def _partition(self, partitioning: Partitioning, key_selector: Any = None) -> Transformation:
         return Transformation(
             kind="partition",
             name=partitioning.upper(),
@@ -354,7 +355,9 @@ class DataStream:
         from flowkit.api.windowed import AllWindowedStream
 
         return AllWindowedStream(
-            DataStream(self._env, self._partition("global")), window_assigner, _constant_key
+            DataStream(self._env, self._partition(Partitioning.GLOBAL)),
+            window_assigner,
+            _constant_key,
         )
 
     def count_window_all(self, size: int, slide: int | None = None) -> AllWindowedStream:
@@ -364,7 +367,7 @@ class DataStream:
     def key_by(self, key_selector: Any, key_type: Any = None) -> KeyedStream:
         """Partition by key: every record with the same key goes to the same subtask."""
         selector = _key_selector(key_selector)
-        return KeyedStream(self._env, self._partition("hash", selector), selector)
+        return KeyedStream(self._env, self._partition(Partitioning.KEY_GROUP, selector), selector)
 
     def union(self, *streams: DataStream) -> DataStream:
         """Merge this stream with others of the same kind into one stream."""
@@ -413,19 +416,19 @@ class DataStream:
     # partitioning
     def forward(self) -> DataStream:
         """Subtask i sends to subtask i (equal parallelism required)."""
-        return DataStream(self._env, self._partition("forward"))
+        return DataStream(self._env, self._partition(Partitioning.FORWARD))
 
     def rebalance(self) -> DataStream:
         """Round-robin over all downstream subtasks."""
-        return DataStream(self._env, self._partition("rebalance"))
+        return DataStream(self._env, self._partition(Partitioning.REBALANCE))
 
     def rescale(self) -> DataStream:
         """Round-robin over a local subset of downstream subtasks."""
-        return DataStream(self._env, self._partition("rescale"))
+        return DataStream(self._env, self._partition(Partitioning.RESCALE))
 
     def shuffle(self) -> DataStream:
         """Send each record to a random downstream subtask."""
-        return DataStream(self._env, self._partition("shuffle"))
+        return DataStream(self._env, self._partition(Partitioning.SHUFFLE))
 
     @overload
     def broadcast(self) -> DataStream: ...
@@ -441,11 +444,11 @@ class DataStream:
         """
         if descriptors:
             return BroadcastStream(self, descriptors)
-        return DataStream(self._env, self._partition("broadcast"))
+        return DataStream(self._env, self._partition(Partitioning.BROADCAST))
 
     def global_(self) -> DataStream:
         """Send every record to downstream subtask 0."""
-        return DataStream(self._env, self._partition("global"))
+        return DataStream(self._env, self._partition(Partitioning.GLOBAL))
 
     # ----------------------------------------------------------------- sinks
     def sink_to(self, sink: Sink) -> DataStreamSink:
@@ -708,7 +711,7 @@ class BroadcastStream:
                 )
             names.add(descriptor.name)
         self._env = stream._env
-        self._t = stream._partition("broadcast")
+        self._t = stream._partition(Partitioning.BROADCAST)
 
     def get_broadcast_state_descriptors(self) -> list[Any]:
         return list(self.descriptors)

@@ -39,6 +39,7 @@ from typing import Any
 
 from flowkit.errors import InvalidConfigurationError
 from flowkit.graph.job_graph import JobEdge, JobGraph
+from flowkit.partitioners import Partitioning
 from flowkit.runtime.network.channel import InputChannel, OutputChannel
 from flowkit.runtime.network.local_channel import LocalChannel
 from flowkit.serialization import TypeSerializer
@@ -53,15 +54,10 @@ __all__ = [
 ]
 
 
-def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[int]:
-    """Consumer subtasks that producer subtask ``producer`` has channels to."""
-    if partitioning == "forward":
-        return [producer]
-    if partitioning == "rescale":
-        if up >= down:
-            return [producer * down // up]
-        return [j for j in range(down) if j * up // down == producer]
-    return list(range(down))
+def consumers_of(partitioning: Partitioning | str, producer: int, up: int, down: int) -> list[int]:
+    """Consumer subtasks that producer subtask ``producer`` has channels to (see
+    :meth:`Partitioning.consumers <flowkit.partitioners.Partitioning.consumers>`)."""
+    return Partitioning(partitioning).consumers(producer, up, down)
 
 
 @dataclass(frozen=True)
@@ -196,11 +192,11 @@ def create_channels(
     positions: dict[tuple[int, int, int], int] = {}
     for edge_index, je in enumerate(graph.edges):
         up, down = je.source.parallelism, je.target.parallelism
-        kind = je.edge.partitioning
+        consumers = je.edge.partitioning.consumers
         input_index = je.edge.input_index
         for i in range(up):
             producer_local = subtasks is None or (je.source.id, i) in subtasks
-            for j in consumers_of(kind, i, up, down):
+            for j in consumers(i, up, down):
                 # Position among the channels of its input at the consumer (the valve's);
                 # counted over every channel, local or not, so all processes agree.
                 key = (je.target.id, j, input_index)
