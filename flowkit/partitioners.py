@@ -4,6 +4,10 @@ May import ``elements``, ``errors``, ``serialization`` and ``state.key_groups``.
 A partitioner is set up once per producing subtask with the number of channels it feeds
 and then splits batches: ``split(values, timestamps)`` returns ``(channel, values,
 timestamps)`` groups in order. Events are always broadcast to every channel.
+
+:class:`Partitioning` names the kinds of edges (the graph stores it on each edge) and
+knows, for each kind, which consumer subtasks a producer has channels to and which
+partitioner routes its records.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from enum import StrEnum
 from itertools import compress
 from typing import Any
 
@@ -23,6 +28,7 @@ __all__ = [
     "ForwardPartitioner",
     "GlobalPartitioner",
     "KeyGroupPartitioner",
+    "Partitioning",
     "RebalancePartitioner",
     "RescalePartitioner",
     "ShufflePartitioner",
@@ -30,6 +36,82 @@ __all__ = [
 ]
 
 Split = list[tuple[int, list[Any], list[Any] | None]]
+
+
+class Partitioning(StrEnum):
+    """How an edge distributes records over the consumer subtasks.
+
+    A ``str`` enum: each member equals its lowercase name as plans show it (``"hash"`` for
+    ``key_by``), so comparisons with strings and JSON output are those of the strings.
+
+    Example:
+        >>> Partitioning.RESCALE.consumers(0, up=2, down=4), Partitioning.KEY_GROUP
+        ([0, 1], <Partitioning.KEY_GROUP: 'hash'>)
+        >>> Partitioning("forward").is_pointwise, Partitioning.SHUFFLE.channel_count(2, 3)
+        (True, 6)
+    """
+
+    #: Subtask i to subtask i (equal parallelism); the only kind that can be chained.
+    FORWARD = "forward"
+    #: Round robin over every consumer.
+    REBALANCE = "rebalance"
+    #: Round robin over a local subset of consumers.
+    RESCALE = "rescale"
+    #: A uniformly random consumer per record.
+    SHUFFLE = "shuffle"
+    #: Every record to every consumer.
+    BROADCAST = "broadcast"
+    #: Every record to consumer 0.
+    GLOBAL = "global"
+    #: ``key_by``: by the key's key group.
+    KEY_GROUP = "hash"
+    #: ``partition_custom``: the consumer a user's partitioner picks for the record's key.
+    CUSTOM = "custom"
+
+    @property
+    def is_pointwise(self) -> bool:
+        """True when producer i has channels to "its" consumers only (forward, rescale);
+        every other kind connects each producer to every consumer (all-to-all)."""
+        return self is Partitioning.FORWARD or self is Partitioning.RESCALE
+
+    def consumers(self, producer: int, up: int, down: int) -> list[int]:
+        """The consumer subtasks that producer subtask ``producer`` has channels to, of
+        ``down`` consumers, with ``up`` producers. The channel to ``consumers(...)[k]`` is
+        channel ``k`` of the producer's partitioner."""
+        if self is Partitioning.FORWARD:
+            return [producer]
+        if self is Partitioning.RESCALE:
+            if up >= down:
+                return [producer * down // up]
+            return [j for j in range(down) if j * up // down == producer]
+        return list(range(down))
+
+    def channel_count(self, up: int, down: int) -> int:
+        """How many channels an edge of this kind needs between ``up`` producers and
+        ``down`` consumers."""
+        if self is Partitioning.FORWARD:
+            return up
+        if self is Partitioning.RESCALE:
+            return max(up, down)
+        return up * down
+
+    def make_partitioner(
+        self,
+        key_selector: Callable[[Any], Any] | None = None,
+        max_parallelism: int = 128,
+    ) -> StreamPartitioner:
+        """A fresh partitioner for one producing subtask (``KEY_GROUP`` needs the key
+        selector and the consumer's max parallelism; ``CUSTOM`` the
+        :class:`CustomPartitioning` in ``key_selector``)."""
+        if self is Partitioning.KEY_GROUP:
+            if key_selector is None:
+                raise ValueError("key group partitioning needs a key selector")
+            return KeyGroupPartitioner(key_selector, max_parallelism)
+        if self is Partitioning.CUSTOM:
+            if not isinstance(key_selector, CustomPartitioning):
+                raise ValueError("custom partitioning needs the user's partitioner")
+            return CustomPartitioner(key_selector)
+        return _PARTITIONERS[self]()
 
 
 class StreamPartitioner(ABC):
@@ -62,8 +144,8 @@ class StreamPartitioner(ABC):
 class ForwardPartitioner(StreamPartitioner):
     """Subtask i sends to subtask i (requires equal parallelism)."""
 
-    name = "forward"
-    pointwise = True
+    name = Partitioning.FORWARD.value
+    pointwise = Partitioning.FORWARD.is_pointwise
 
     def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
         return [(0, values, timestamps)]
@@ -72,7 +154,7 @@ class ForwardPartitioner(StreamPartitioner):
 class GlobalPartitioner(StreamPartitioner):
     """Every record goes to subtask 0 of the consumer."""
 
-    name = "global"
+    name = Partitioning.GLOBAL.value
 
     def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
         return [(0, values, timestamps)]
@@ -81,7 +163,7 @@ class GlobalPartitioner(StreamPartitioner):
 class BroadcastPartitioner(StreamPartitioner):
     """Every record goes to every consumer subtask."""
 
-    name = "broadcast"
+    name = Partitioning.BROADCAST.value
 
     def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
         return [(i, values, timestamps) for i in range(self.n)]
@@ -90,7 +172,7 @@ class BroadcastPartitioner(StreamPartitioner):
 class RebalancePartitioner(StreamPartitioner):
     """Round robin over the consumer subtasks, starting at a random one."""
 
-    name = "rebalance"
+    name = Partitioning.REBALANCE.value
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,14 +205,14 @@ class RebalancePartitioner(StreamPartitioner):
 class RescalePartitioner(RebalancePartitioner):
     """Round robin over a local subset of consumers (pointwise wiring)."""
 
-    name = "rescale"
-    pointwise = True
+    name = Partitioning.RESCALE.value
+    pointwise = Partitioning.RESCALE.is_pointwise
 
 
 class ShufflePartitioner(StreamPartitioner):
     """Each record goes to a uniformly random consumer subtask."""
 
-    name = "shuffle"
+    name = Partitioning.SHUFFLE.value
 
     def split(self, values: list[Any], timestamps: list[Any] | None) -> Split:
         n = self.n
@@ -143,7 +225,7 @@ class ShufflePartitioner(StreamPartitioner):
 class KeyGroupPartitioner(StreamPartitioner):
     """``key_by``: key group = stable_hash(key) % max_parallelism, then its subtask."""
 
-    name = "hash"
+    name = Partitioning.KEY_GROUP.value
 
     def __init__(self, key_selector: Callable[[Any], Any], max_parallelism: int) -> None:
         super().__init__()
@@ -268,3 +350,13 @@ def _group(n: int, choices: list[int], values: list[Any], timestamps: list[Any] 
     for choice, ts in zip(choices, timestamps):
         tappends[choice](ts)
     return [(i, b, tbuckets[i]) for i, b in enumerate(buckets) if b]
+
+
+_PARTITIONERS: dict[Partitioning, Callable[[], StreamPartitioner]] = {
+    Partitioning.FORWARD: ForwardPartitioner,
+    Partitioning.REBALANCE: RebalancePartitioner,
+    Partitioning.RESCALE: RescalePartitioner,
+    Partitioning.SHUFFLE: ShufflePartitioner,
+    Partitioning.BROADCAST: BroadcastPartitioner,
+    Partitioning.GLOBAL: GlobalPartitioner,
+}

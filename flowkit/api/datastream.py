@@ -24,6 +24,7 @@ from flowkit.operators.process import (
 from flowkit.operators.simple import FilterOperator, FlatMapOperator, MapOperator
 from flowkit.operators.source_sink import SinkOperator
 from flowkit.operators.timestamps import TimestampsAndWatermarksOperator
+from flowkit.partitioners import Partitioning
 from flowkit.serialization import TypeSerializer, resolve_serializer
 from flowkit.sinks import CollectSink, FunctionSink, PrintSink, Sink
 from flowkit.state.key_groups import UPPER_BOUND_MAX_PARALLELISM
@@ -155,7 +156,7 @@ class DataStream:
             self._env, self._add("one_input", name, make, output_type, description=_describe(fn))
         )
 
-    def _partition(self, partitioning: str, key_selector: Any = None) -> Transformation:
+    def _partition(self, partitioning: Partitioning, key_selector: Any = None) -> Transformation:
         return Transformation(
             kind="partition",
             name=partitioning.upper(),
@@ -473,7 +474,9 @@ class DataStream:
         from flowkit.api.windowed import AllWindowedStream
 
         return AllWindowedStream(
-            DataStream(self._env, self._partition("global")), window_assigner, _constant_key
+            DataStream(self._env, self._partition(Partitioning.GLOBAL)),
+            window_assigner,
+            _constant_key,
         )
 
     def count_window_all(self, size: int, slide: int | None = None) -> AllWindowedStream:
@@ -492,7 +495,9 @@ class DataStream:
                 f"key_by() key_type must be type information (Types.STRING(), ...), got "
                 f"{key_type!r}"
             )
-        return KeyedStream(self._env, self._partition("hash", selector), selector, key_type)
+        return KeyedStream(
+            self._env, self._partition(Partitioning.KEY_GROUP, selector), selector, key_type
+        )
 
     def partition_custom(self, partitioner: Any, key_selector: Any) -> DataStream:
         """Send each record to the subtask ``partitioner.partition(key, n)`` picks (or
@@ -516,7 +521,7 @@ class DataStream:
         from flowkit.partitioners import CustomPartitioning
 
         return DataStream(
-            self._env, self._partition("custom", CustomPartitioning(partition, selector))
+            self._env, self._partition(Partitioning.CUSTOM, CustomPartitioning(partition, selector))
         )
 
     def union(self, *streams: DataStream) -> DataStream:
@@ -566,19 +571,19 @@ class DataStream:
     # partitioning
     def forward(self) -> DataStream:
         """Subtask i sends to subtask i (equal parallelism required)."""
-        return DataStream(self._env, self._partition("forward"))
+        return DataStream(self._env, self._partition(Partitioning.FORWARD))
 
     def rebalance(self) -> DataStream:
         """Round-robin over all downstream subtasks."""
-        return DataStream(self._env, self._partition("rebalance"))
+        return DataStream(self._env, self._partition(Partitioning.REBALANCE))
 
     def rescale(self) -> DataStream:
         """Round-robin over a local subset of downstream subtasks."""
-        return DataStream(self._env, self._partition("rescale"))
+        return DataStream(self._env, self._partition(Partitioning.RESCALE))
 
     def shuffle(self) -> DataStream:
         """Send each record to a random downstream subtask."""
-        return DataStream(self._env, self._partition("shuffle"))
+        return DataStream(self._env, self._partition(Partitioning.SHUFFLE))
 
     @overload
     def broadcast(self) -> DataStream: ...
@@ -594,11 +599,11 @@ class DataStream:
         """
         if descriptors:
             return BroadcastStream(self, descriptors)
-        return DataStream(self._env, self._partition("broadcast"))
+        return DataStream(self._env, self._partition(Partitioning.BROADCAST))
 
     def global_(self) -> DataStream:
         """Send every record to downstream subtask 0."""
-        return DataStream(self._env, self._partition("global"))
+        return DataStream(self._env, self._partition(Partitioning.GLOBAL))
 
     # ----------------------------------------------------------------- sinks
     def sink_to(self, sink: Sink) -> DataStreamSink:
@@ -1030,7 +1035,7 @@ class BroadcastStream:
                 )
             names.add(descriptor.name)
         self._env = stream._env
-        self._t = stream._partition("broadcast")
+        self._t = stream._partition(Partitioning.BROADCAST)
 
     def get_broadcast_state_descriptors(self) -> list[Any]:
         return list(self.descriptors)

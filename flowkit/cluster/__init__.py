@@ -7,8 +7,8 @@
 - :mod:`flowkit.cluster.jobmanager`: scheduling, deployment, checkpoint coordination and
   failover of one job;
 - :mod:`flowkit.cluster.taskmanager`: the worker processes running the subtasks;
-- :mod:`flowkit.cluster.remote_channel`: channels between TaskManagers (the same byte
-  buffers, with credit-based flow control);
+- :mod:`flowkit.runtime.network.remote_channel`: channels between TaskManagers (the
+  same byte buffers, with credit-based flow control);
 - :mod:`flowkit.cluster.rpc`: the control connections between the processes.
 
 Running a job inside the caller's process (``env.execute()``) stays the default.

@@ -32,19 +32,19 @@ from typing import Any
 
 from flowkit.checkpoint.storage import CompletedCheckpoint, StateHandle, load_checkpoint
 from flowkit.cluster.jobfile import JobSpec, build_environment
-from flowkit.cluster.remote_channel import (
+from flowkit.cluster.rpc import RpcPeer, connect_rpc
+from flowkit.runtime.builder import ChannelSpec, local_channel_factory
+from flowkit.runtime.checkpointing import TaskCheckpointing
+from flowkit.runtime.client import sample_counters, subtask_metrics
+from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
+from flowkit.runtime.metrics import SAMPLE_INTERVAL_S, RateSampler, SubtaskMetrics
+from flowkit.runtime.network.remote_channel import (
     DataServer,
     RemoteChannelError,
     RemoteInputChannel,
     RemoteOutputChannel,
 )
-from flowkit.cluster.rpc import RpcPeer, connect_rpc
-from flowkit.runtime.channels import LocalChannel
-from flowkit.runtime.checkpointing import TaskCheckpointing
-from flowkit.runtime.client import sample_counters, subtask_metrics
-from flowkit.runtime.executor import ExecutionConfig, LocalExecutor, consumers_of
-from flowkit.runtime.metrics import SAMPLE_INTERVAL_S, RateSampler, SubtaskMetrics
-from flowkit.runtime.task import YIELD_INTERVAL, StreamTask
+from flowkit.runtime.task import StreamTask
 
 __all__ = ["JobSlice", "TaskExecutor", "main"]
 
@@ -180,73 +180,56 @@ class JobSlice(LocalExecutor):
         # placement names a vertex by its position in the graph, the same everywhere.
         return self.placement[(self._position[vertex_id], index)]
 
-    def build(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
-        cfg = self.config
+    def _channel(self, spec: ChannelSpec) -> Any:
+        """The channel factory: in memory when both subtasks run here, else this
+        TaskManager's half of a remote channel."""
+        key = (self.attempt, *spec.key)
+        if spec.producer_local and spec.consumer_local:
+            return local_channel_factory(spec)
+        if spec.producer_local:
+            out = RemoteOutputChannel(
+                key,
+                spec.buffer_size,
+                spec.num_buffers,
+                spec.serializer,
+                name=spec.name,
+                input_index=spec.input_index,
+            )
+            self.remote_outputs.append(out)
+            self._outputs_of.setdefault((spec.producer_vertex, spec.producer), []).append(out)
+            self.data_server.register(out)
+            return out
+        producer_tm = self._owner(spec.producer_vertex, spec.producer)
+        into = RemoteInputChannel(
+            key,
+            self.addresses[producer_tm],
+            spec.buffer_size,
+            spec.num_buffers,
+            spec.serializer,
+            name=spec.name,
+            input_index=spec.input_index,
+            producer=f"taskmanager {producer_tm}",
+            index=spec.index,
+        )
+        self.remote_inputs.append(into)
+        return into
+
+    def build_slice(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
+        """Build this TaskManager's subtasks and their channels."""
         graph = self.job_graph
-        edge_channels: dict[tuple[int, int], list[Any]] = {}
-        inputs: dict[tuple[int, int], list[Any]] = {}
-        for number, je in enumerate(graph.edges):
-            up, down = je.source.parallelism, je.target.parallelism
-            for i in range(up):
-                producer_here = self._here(je.source.id, i)
-                chans: list[Any] = []
-                for j in consumers_of(je.edge.partitioning, i, up, down):
-                    consumer_here = self._here(je.target.id, j)
-                    if not producer_here and not consumer_here:
-                        continue
-                    name = f"{je.source.name} ({i + 1}/{up}) -> {je.target.name} ({j + 1}/{down})"
-                    key = (self.attempt, number, i, j)
-                    ch: Any
-                    if producer_here and consumer_here:
-                        ch = LocalChannel(
-                            cfg.buffer_size,
-                            cfg.buffers_per_channel,
-                            je.edge.serializer,
-                            name=name,
-                            input_index=je.edge.input_index,
-                        )
-                    elif producer_here:
-                        ch = RemoteOutputChannel(
-                            key,
-                            cfg.buffer_size,
-                            cfg.buffers_per_channel,
-                            je.edge.serializer,
-                            name=name,
-                            input_index=je.edge.input_index,
-                        )
-                        self.remote_outputs.append(ch)
-                        self._outputs_of.setdefault((je.source.id, i), []).append(ch)
-                        self.data_server.register(ch)
-                    else:
-                        producer_tm = self._owner(je.source.id, i)
-                        ch = RemoteInputChannel(
-                            key,
-                            self.addresses[producer_tm],
-                            cfg.buffer_size,
-                            cfg.buffers_per_channel,
-                            je.edge.serializer,
-                            name=name,
-                            input_index=je.edge.input_index,
-                            producer=f"taskmanager {producer_tm}",
-                        )
-                        self.remote_inputs.append(ch)
-                    chans.append(ch)
-                    if consumer_here:
-                        inputs.setdefault((je.target.id, j), []).append(ch)
-                if producer_here:
-                    edge_channels[(id(je), i)] = chans
-        chained = {id(e) for e in graph.chained}
-        tasks = []
-        for vertex in graph.vertices:
-            for index in range(vertex.parallelism):
-                if self._here(vertex.id, index):
-                    task = self._build_task(vertex, index, edge_channels, inputs, chained, loop)
-                    self._task_ids[task.name] = (vertex.id, index)
-                    tasks.append(task)
-        budget = max(0.00025, YIELD_INTERVAL / max(1, len(tasks)))
-        for task in tasks:
-            task.yield_interval = budget
-        self.tasks = tasks
+        here = {
+            (vertex.id, index)
+            for vertex in graph.vertices
+            for index in range(vertex.parallelism)
+            if self._here(vertex.id, index)
+        }
+        tasks = self.build(loop, subtasks=here, channel_factory=self._channel)
+        self._task_ids = {
+            task.name: (vertex.id, task.subtask_index)
+            for task in tasks
+            for vertex in graph.vertices
+            if vertex.name == task.vertex_name
+        }
         self.by_name = {task.name: task for task in tasks}
         return tasks
 
@@ -260,14 +243,16 @@ class JobSlice(LocalExecutor):
                 "parallelism": task.parallelism,
                 "max_parallelism": task.max_parallelism,
             }
-            task.checkpointing = TaskCheckpointing(
-                task,
-                self.gateway,  # type: ignore[arg-type]
-                self.storage,
-                mode,
-                task.op_ids,
-                info,
-                self._savepoint_dirs.get,
+            task.attach_checkpointing(
+                TaskCheckpointing(
+                    task,
+                    self.gateway,  # type: ignore[arg-type]
+                    self.storage,
+                    mode,
+                    task.op_ids,
+                    info,
+                    self._savepoint_dirs.get,
+                )
             )
 
     async def run_slice(self) -> None:
@@ -280,7 +265,7 @@ class JobSlice(LocalExecutor):
             checkpoint: CompletedCheckpoint = await load_checkpoint(self.restore)
             await self._load(checkpoint)
         loop = asyncio.get_running_loop()
-        tasks = self.build(loop)
+        tasks = self.build_slice(loop)
         self._attach(tasks)
         sampling = loop.create_task(self._sample(), name=f"metrics of {self.attempt}")
         try:

@@ -47,7 +47,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowkit.graph.job_graph import POINTWISE, JobEdge, JobGraph
+from flowkit.graph.job_graph import JobEdge, JobGraph
+from flowkit.partitioners import Partitioning
 
 __all__ = ["FORMATS", "channel_count", "explain", "plan_dict"]
 
@@ -55,7 +56,7 @@ __all__ = ["FORMATS", "channel_count", "explain", "plan_dict"]
 FORMATS = ("text", "mermaid", "dot")
 
 
-def channel_count(partitioning: str, up: int, down: int) -> int:
+def channel_count(partitioning: Partitioning | str, up: int, down: int) -> int:
     """How many channels an edge of ``partitioning`` needs between ``up`` and ``down`` subtasks.
 
     Example:
@@ -64,11 +65,7 @@ def channel_count(partitioning: str, up: int, down: int) -> int:
         >>> channel_count("rescale", 2, 4), channel_count("rescale", 4, 2)
         (4, 4)
     """
-    if partitioning == "forward":
-        return up
-    if partitioning == "rescale":
-        return max(up, down)
-    return up * down
+    return Partitioning(partitioning).channel_count(up, down)
 
 
 def _edge_label(partitioning: str, tag_id: str | None, input_index: int) -> str:
@@ -136,7 +133,7 @@ def explain(graph: JobGraph, format: str = "text") -> str:
         for e in v.in_edges:
             se = e.edge
             n = _job_edge_channels(e)
-            kind = "pointwise" if se.partitioning in POINTWISE else "all-to-all"
+            kind = "pointwise" if se.partitioning.is_pointwise else "all-to-all"
             label = _edge_label(se.partitioning, se.tag.tag_id if se.tag else None, se.input_index)
             lines.append(
                 f"    <- {e.source.name} [{label}, {n} channel{'s' if n != 1 else ''}, "
@@ -230,7 +227,7 @@ def plan_dict(graph: JobGraph) -> dict[str, Any]:
         {
             "source": source,
             "target": target,
-            "partitioning": e.edge.partitioning,
+            "partitioning": e.edge.partitioning.value,
             "channels": _job_edge_channels(e),
             "side_output": e.edge.tag.tag_id if e.edge.tag is not None else None,
             "input_index": e.edge.input_index,

@@ -24,18 +24,7 @@ from typing import Any
 from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
 from flowkit.graph.transformations import ChainingStrategy, Transformation
-from flowkit.partitioners import (
-    BroadcastPartitioner,
-    CustomPartitioner,
-    CustomPartitioning,
-    ForwardPartitioner,
-    GlobalPartitioner,
-    KeyGroupPartitioner,
-    RebalancePartitioner,
-    RescalePartitioner,
-    ShufflePartitioner,
-    StreamPartitioner,
-)
+from flowkit.partitioners import Partitioning, StreamPartitioner
 from flowkit.serialization import DefaultSerializer, TypeSerializer
 from flowkit.state.key_groups import default_max_parallelism as _default_max_p
 from flowkit.state.key_groups import validate_max_parallelism
@@ -79,7 +68,7 @@ class StreamNode:
 class StreamEdge:
     source: StreamNode
     target: StreamNode
-    partitioning: str
+    partitioning: Partitioning
     key_selector: Callable[[Any], Any] | None
     tag: OutputTag | None
     #: 0 for one-input targets, 1 or 2 for the inputs of two-input targets.
@@ -88,26 +77,11 @@ class StreamEdge:
 
     def make_partitioner(self) -> StreamPartitioner:
         """A fresh partitioner for one producing subtask."""
-        kind = self.partitioning
-        if kind == "hash":
-            assert self.key_selector is not None
-            return KeyGroupPartitioner(self.key_selector, self.target.max_parallelism)
-        if kind == "custom":
-            assert isinstance(self.key_selector, CustomPartitioning)
-            return CustomPartitioner(self.key_selector)
-        return _PARTITIONERS[kind]()
+        return self.partitioning.make_partitioner(self.key_selector, self.target.max_parallelism)
 
 
-_PARTITIONERS: dict[str, Callable[[], StreamPartitioner]] = {
-    "forward": ForwardPartitioner,
-    "rebalance": RebalancePartitioner,
-    "rescale": RescalePartitioner,
-    "shuffle": ShufflePartitioner,
-    "broadcast": BroadcastPartitioner,
-    "global": GlobalPartitioner,
-}
-
-POINTWISE = ("forward", "rescale")
+#: The pointwise partitionings (see :attr:`Partitioning.is_pointwise`).
+POINTWISE = tuple(p for p in Partitioning if p.is_pointwise)
 
 
 @dataclass(eq=False)
@@ -276,8 +250,11 @@ def build_stream_graph(
     edges: list[StreamEdge] = []
 
     def resolve(
-        t: Transformation, partitioning: str | None, key_selector: Any, tag: OutputTag | None
-    ) -> list[tuple[StreamNode, str | None, Any, OutputTag | None]]:
+        t: Transformation,
+        partitioning: Partitioning | None,
+        key_selector: Any,
+        tag: OutputTag | None,
+    ) -> list[tuple[StreamNode, Partitioning | None, Any, OutputTag | None]]:
         if t.kind == "partition":
             if partitioning is None:
                 partitioning, key_selector = t.partitioning, t.key_selector
@@ -300,9 +277,14 @@ def build_stream_graph(
             for source, partitioning, key_selector, tag in resolve(inp, None, None, None):
                 if partitioning is None:
                     partitioning = (
-                        "forward" if source.parallelism == target.parallelism else "rebalance"
+                        Partitioning.FORWARD
+                        if source.parallelism == target.parallelism
+                        else Partitioning.REBALANCE
                     )
-                if partitioning == "forward" and source.parallelism != target.parallelism:
+                if (
+                    partitioning is Partitioning.FORWARD
+                    and source.parallelism != target.parallelism
+                ):
                     raise InvalidConfigurationError(
                         f"forward partitioning needs equal parallelism, but {source.name!r} has "
                         f"{source.parallelism} and {target.name!r} has {target.parallelism}; "
@@ -327,7 +309,7 @@ def _chainable(edge: StreamEdge, chaining_enabled: bool) -> bool:
     up, down = edge.source, edge.target
     return (
         chaining_enabled
-        and edge.partitioning == "forward"
+        and edge.partitioning is Partitioning.FORWARD
         and len(down.in_edges) == 1
         and down.kind in ("one_input", "sink")
         and up.parallelism == down.parallelism

@@ -9,6 +9,7 @@ from typing import Any
 
 from flowkit.elements import OutputTag
 from flowkit.operators.base import StreamOperator
+from flowkit.partitioners import Partitioning
 from flowkit.serialization import TypeSerializer
 
 __all__ = ["ChainingStrategy", "Transformation"]
@@ -50,9 +51,9 @@ class Transformation:
     uid: str | None = None
     chaining: str = ChainingStrategy.ALWAYS
     serializer: TypeSerializer | None = None
-    #: partition nodes: "forward", "rebalance", "rescale", "shuffle", "broadcast",
-    #: "global" or "hash" (key_by, with key_selector).
-    partitioning: str | None = None
+    #: partition nodes: how records are distributed (``KEY_GROUP``, i.e. ``key_by``,
+    #: comes with key_selector).
+    partitioning: Partitioning | None = None
     key_selector: Callable[[Any], Any] | None = None
     #: side_output nodes: the tag selected.
     tag: OutputTag | None = None

@@ -1,4 +1,14 @@
-"""LocalExecutor: turns a job graph into channels and subtasks and runs them in one task group."""
+"""LocalExecutor: turns a job graph into channels and subtasks and runs them in one task group.
+
+Building (:meth:`LocalExecutor.build`) makes the channels of every job edge through one
+function (:func:`~flowkit.runtime.builder.create_channels`, with a channel factory), then
+for each (vertex, subtask index): its record writers, input gate and mailbox, its
+:class:`~flowkit.runtime.operator_chain.OperatorChain` and the
+:class:`~flowkit.runtime.task.StreamTask` that runs them. ``build`` can also build only
+some subtasks, with channels of another kind for edges whose other end lives in another
+process. Running (:meth:`LocalExecutor.run`) adds the checkpoint coordinator, and restarts
+the job from its latest checkpoint per the restart strategy.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +17,7 @@ import functools
 import logging
 import os
 import pickle
-import random
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,19 +30,21 @@ from flowkit.checkpoint.storage import (
     CorruptCheckpointError,
     StateHandle,
 )
-from flowkit.elements import MAX_WATERMARK, WatermarkStatus
+from flowkit.elements import MAX_WATERMARK
 from flowkit.errors import InvalidConfigurationError, JobFailed, UserFunctionError
 from flowkit.eventtime.clocks import Clock, SystemClock
-from flowkit.graph.job_graph import JobGraph, JobVertex
-from flowkit.operators.base import OperatorContext, Output, StreamOperator
-from flowkit.operators.source_sink import SinkOperator, SourceOperator
-from flowkit.runtime.channels import InputGate, LocalChannel, Notifier
-from flowkit.runtime.checkpointing import TaskCheckpointing, restore_reader
+from flowkit.graph.job_graph import JobGraph, JobVertex, StreamEdge
+from flowkit.runtime.builder import ChannelFactory, ChannelLayout, consumers_of, create_channels
+from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.history import ExceptionHistory
-from flowkit.runtime.record_writer import RecordWriter
-from flowkit.runtime.task import YIELD_INTERVAL, OperatorCounters, StreamTask, WriterWatermark
-from flowkit.sources import SourceReaderContext, SplitSource
+from flowkit.runtime.mailbox import Mailbox
+from flowkit.runtime.network.channel import Notifier
+from flowkit.runtime.network.input_gate import InputGate
+from flowkit.runtime.network.record_writer import RecordWriter
+from flowkit.runtime.operator_chain import OperatorChain
+from flowkit.runtime.task import YIELD_INTERVAL, StreamTask, TaskConfig, TaskSpec
+from flowkit.sources import SplitSource
 
 __all__ = ["ExecutionConfig", "LocalExecutor", "RestoreFailed", "consumers_of"]
 
@@ -63,104 +73,6 @@ class ExecutionConfig:
     latency_tracking_interval_ms: float | None = None
     #: Buffer debloating (None or not enabled: producers fill whole buffers).
     buffer_debloat: BufferDebloatConfig | None = None
-
-
-def consumers_of(partitioning: str, producer: int, up: int, down: int) -> list[int]:
-    """Consumer subtasks that producer subtask ``producer`` has channels to."""
-    if partitioning == "forward":
-        return [producer]
-    if partitioning == "rescale":
-        if up >= down:
-            return [producer * down // up]
-        return [j for j in range(down) if j * up // down == producer]
-    return list(range(down))
-
-
-def _random_one(fns: list[Callable[[Any], None]]) -> Callable[[Any], None]:
-    def pick(marker: Any) -> None:
-        random.choice(fns)(marker)
-
-    return pick
-
-
-def _fan(fns: list[Callable[..., None]]) -> Callable[..., None] | None:
-    if not fns:
-        return None
-    if len(fns) == 1:
-        return fns[0]
-
-    def fan(*args: Any) -> None:
-        for fn in fns:
-            fn(*args)
-
-    return fan
-
-
-def _drop_batch(values: Any, timestamps: Any) -> None:
-    return None
-
-
-def _drop_watermark(timestamp: int) -> None:
-    return None
-
-
-# Per-operator counting: wrappers around the calls between operators, one call per batch
-# (``len(values)``) or per watermark, never per record.
-
-
-def _counted_out(counter: OperatorCounters, collect: Callable[..., None]) -> Callable[..., None]:
-    def counted(values: Any, timestamps: Any) -> None:
-        counter.records_out += len(values)
-        collect(values, timestamps)
-
-    return counted
-
-
-def _counted_in(counter: OperatorCounters, process: Callable[..., None]) -> Callable[..., None]:
-    def counted(values: Any, timestamps: Any) -> None:
-        counter.records_in += len(values)
-        process(values, timestamps)
-
-    return counted
-
-
-def _counted_through(
-    out: OperatorCounters, into: OperatorCounters, process: Callable[..., None]
-) -> Callable[..., None]:
-    """One chained successor on the main output: count out and in with one call."""
-
-    def counted(values: Any, timestamps: Any) -> None:
-        n = len(values)
-        out.records_out += n
-        into.records_in += n
-        process(values, timestamps)
-
-    return counted
-
-
-def _watermark_out(counter: OperatorCounters, emit: Callable[[int], None]) -> Callable[[int], None]:
-    def emit_watermark(timestamp: int) -> None:
-        counter.output_watermark = timestamp
-        emit(timestamp)
-
-    return emit_watermark
-
-
-def _watermark_in(
-    counter: OperatorCounters, process: Callable[[int], None]
-) -> Callable[[int], None]:
-    def process_watermark(timestamp: int) -> None:
-        counter.input_watermark = timestamp
-        process(timestamp)
-
-    return process_watermark
-
-
-def _status_emitter(writer: RecordWriter) -> Callable[[bool], None]:
-    def emit(idle: bool) -> None:
-        writer.emit_event(WatermarkStatus.IDLE if idle else WatermarkStatus.ACTIVE)
-
-    return emit
 
 
 class LocalExecutor:
@@ -192,35 +104,59 @@ class LocalExecutor:
         #: Every failure of the job's runs (``client.exceptions()``).
         self.exceptions = ExceptionHistory()
 
-    def build(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
+    def build(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        subtasks: Collection[tuple[int, int]] | None = None,
+        channel_factory: ChannelFactory | None = None,
+    ) -> list[StreamTask]:
+        """Make the channels and the subtasks of the job (or of part of it), ready to run.
+
+        This is the seam for running a job over several processes: each process builds
+        the subtasks assigned to it and connects the channels to the other processes
+        through its own ``channel_factory`` (see :mod:`flowkit.runtime.builder`).
+        Restored state (:meth:`prepare_restore`) is handed to the operators built.
+
+        Args:
+            loop: the event loop the subtasks will run on (their buffer timeouts use its
+                clock).
+            subtasks: ``(vertex id, subtask index)`` pairs to build, vertex ids being
+                ``JobVertex.id`` (None: every subtask of the job).
+            channel_factory: makes each channel with at least one end among
+                ``subtasks`` (default: :func:`~flowkit.runtime.builder.local_channel_factory`,
+                which needs both ends here).
+
+        Returns:
+            The subtasks, in the order of the job graph's vertices and subtask indices;
+            also kept as :attr:`tasks`.
+        """
         cfg = self.config
         graph = self.job_graph
-        edge_channels: dict[tuple[int, int], list[LocalChannel]] = {}
-        inputs: dict[tuple[int, int], list[LocalChannel]] = {}
-        for je in graph.edges:
-            up, down = je.source.parallelism, je.target.parallelism
-            kind = je.edge.partitioning
-            for i in range(up):
-                chans = []
-                for j in consumers_of(kind, i, up, down):
-                    ch = LocalChannel(
-                        cfg.buffer_size,
-                        cfg.buffers_per_channel,
-                        je.edge.serializer,
-                        name=f"{je.source.name} ({i + 1}/{up}) -> {je.target.name} ({j + 1}/{down})",
-                        input_index=je.edge.input_index,
-                    )
-                    chans.append(ch)
-                    inputs.setdefault((je.target.id, j), []).append(ch)
-                edge_channels[(id(je), i)] = chans
-        chained = {id(e) for e in graph.chained}
-        tasks = []
-        for vertex in graph.vertices:
-            for index in range(vertex.parallelism):
-                tasks.append(self._build_task(vertex, index, edge_channels, inputs, chained, loop))
-        budget = max(0.00025, YIELD_INTERVAL / max(1, len(tasks)))
-        for task in tasks:
-            task.yield_interval = budget
+        layout = create_channels(
+            graph,
+            cfg.buffer_size,
+            cfg.buffers_per_channel,
+            subtasks=subtasks,
+            channel_factory=channel_factory,
+        )
+        chained = set(graph.chained)
+        selected = [
+            (vertex, index)
+            for vertex in graph.vertices
+            for index in range(vertex.parallelism)
+            if subtasks is None or (vertex.id, index) in subtasks
+        ]
+        config = TaskConfig(
+            buffer_timeout_ms=cfg.buffer_timeout_ms,
+            latency_tracking_interval_ms=cfg.latency_tracking_interval_ms,
+            debloat=cfg.buffer_debloat,
+            # One turn of the event loop over all subtasks stays short.
+            yield_interval=max(0.00025, YIELD_INTERVAL / max(1, len(selected))),
+        )
+        tasks = [
+            self._build_task(vertex, index, layout, chained, loop, config)
+            for vertex, index in selected
+        ]
         self.tasks = tasks
         return tasks
 
@@ -228,141 +164,42 @@ class LocalExecutor:
         self,
         vertex: JobVertex,
         index: int,
-        edge_channels: dict[tuple[int, int], list[LocalChannel]],
-        inputs: dict[tuple[int, int], list[LocalChannel]],
-        chained: set[int],
+        layout: ChannelLayout,
+        chained: set[StreamEdge],
         loop: asyncio.AbstractEventLoop,
+        config: TaskConfig,
     ) -> StreamTask:
-        cfg = self.config
+        """Subtask ``index`` of ``vertex``: writers, gate, mailbox, chain, task."""
+        spec = TaskSpec(vertex.name, index, vertex.parallelism, vertex.max_parallelism)
         notifier = Notifier()
-        mail: deque[Callable[[], None]] = deque()
-
-        def post_mail(action: Callable[[], None]) -> None:
-            mail.append(action)
-            notifier.wake()
-
-        writers: dict[int, RecordWriter] = {}
-        for je in vertex.out_edges:
-            writers[id(je.edge)] = RecordWriter(
-                edge_channels[(id(je), index)],
+        writers = {
+            je.edge: RecordWriter(
+                layout.outputs_of(je, index),
                 je.edge.make_partitioner(),
                 je.edge.serializer,
                 owner=je.edge.source.name,
                 notifier=notifier,
                 clock=loop.time,
-                subtask=f"{vertex.name} ({index + 1}/{vertex.parallelism})",
+                subtask=spec.name,
             )
-        ops: dict[int, StreamOperator] = {}
-        for node in vertex.nodes:
-            factory = node.transformation.operator_factory
-            assert factory is not None
-            ops[node.id] = factory()
-        op_ids = [self._op_ids[n.id] for n in vertex.nodes]
-        counters = {node.id: OperatorCounters() for node in vertex.nodes}
-        writer_watermarks: list[WriterWatermark] = []
-        for node in vertex.nodes:
-            counter = counters[node.id]
-            main: list[Callable[..., None]] = []
-            watermarks: list[Callable[[int], None]] = []
-            statuses: list[Callable[[bool], None]] = []
-            markers: list[Callable[[Any], None]] = []
-            sides: dict[str, list[Callable[..., None]]] = {}
-            through: Callable[..., None] | None = None
-            for edge in node.out_edges:
-                watermark: Callable[[int], None]
-                status: Callable[[bool], None]
-                marker: Callable[[Any], None]
-                if id(edge) in chained:
-                    target = ops[edge.target.id]
-                    target_counter = counters[edge.target.id]
-                    process = target.process_batch  # type: ignore[attr-defined]
-                    collect = _counted_in(target_counter, process)
-                    if edge.tag is None:
-                        through = _counted_through(counter, target_counter, process)
-                    watermark = _watermark_in(target_counter, target.process_watermark)
-                    status = target.process_watermark_status
-                    marker = target.process_latency_marker
-                else:
-                    writer = writers[id(edge)]
-                    collect = writer.emit
-                    watermark = WriterWatermark(writer)
-                    writer_watermarks.append(watermark)
-                    status = _status_emitter(writer)
-                    marker = writer.emit_marker
-
-                if edge.tag is None:
-                    main.append(collect)
-                else:
-                    sides.setdefault(edge.tag.tag_id, []).append(collect)
-                watermarks.append(watermark)
-                statuses.append(status)
-                if edge.tag is None:
-                    markers.append(marker)
-            output = Output(
-                sides={t: Output(_fan(c) or Output().collect) for t, c in sides.items()}
-            )
-            if len(main) == 1 and through is not None:
-                output.collect = through
-            elif not isinstance(ops[node.id], SinkOperator):
-                output.collect = _counted_out(counter, _fan(main) or _drop_batch)
-            output.emit_watermark = _watermark_out(counter, _fan(watermarks) or _drop_watermark)
-            if watermarks:
-                output.emit_status = _fan(statuses)  # type: ignore[assignment]
-            if markers:
-                # A marker takes one path on, like Flink's (no copies per output).
-                output.emit_marker = markers[0] if len(markers) == 1 else _random_one(markers)
-            ctx = OperatorContext(
-                vertex.name,
-                index,
-                vertex.parallelism,
-                vertex.max_parallelism,
-                wake=notifier.wake,
-                clock=self.clock,
-                post_mail=post_mail,
-                checkpointing=cfg.checkpoint is not None,
-            )
-            ops[node.id].setup(ctx, output)
-            restored = self._states_for(self._op_ids[node.id], vertex, index)
-            if restored:
-                ops[node.id].initialize_state(restored)
-        gate = None
-        counts: dict[int, int] = {}
-        channels = inputs.get((vertex.id, index), [])
-        if channels:
-            for ch in channels:
-                ch.index = counts.get(ch.input_index, 0)
-                counts[ch.input_index] = ch.index + 1
-            gate = InputGate(channels, notifier)
-        head = ops[vertex.head.id]
-        reader = None
-        if isinstance(head, SourceOperator):
-            reader = head.source.create_reader(index, vertex.parallelism)
-            reader.context = SourceReaderContext(
-                index, vertex.parallelism, self.clock, self.wait_until_quiescent
-            )
-            head.reader = reader
-            restored_source = self._states_for(op_ids[0], vertex, index)
-            if restored_source:
-                restore_reader(head.source, reader, restored_source, index, vertex.parallelism)
-        task = StreamTask(
-            vertex.name,
+            for je in vertex.out_edges
+        }
+        channels = layout.inputs_of(vertex.id, index)
+        gate = InputGate(channels, notifier) if channels else None
+        mailbox = Mailbox(notifier)
+        chain = OperatorChain(
+            vertex,
             index,
-            vertex.parallelism,
-            [ops[n.id] for n in vertex.nodes],
-            list(writers.values()),
-            notifier,
-            gate=gate,
-            input_channel_counts=counts,
-            source_reader=reader,
-            buffer_timeout_ms=cfg.buffer_timeout_ms,
-            mail=mail,
-            latency_tracking_interval_ms=cfg.latency_tracking_interval_ms,
-            debloat=cfg.buffer_debloat,
+            writers,
+            chained,
+            mailbox,
+            self.clock,
+            self._op_ids,
+            functools.partial(self._states_for, vertex=vertex, index=index),
+            checkpointing=self.config.checkpoint is not None,
+            wait_until_quiescent=self.wait_until_quiescent,
         )
-        task.op_ids = op_ids
-        task.op_counters = [counters[n.id] for n in vertex.nodes]
-        task.watermark_outputs = writer_watermarks
-        return task
+        return StreamTask(spec, chain, list(writers.values()), mailbox, gate, config)
 
     def quiescent(self) -> bool:
         """True when no subtask has anything to do: every one waits (or has ended) and no
@@ -385,7 +222,7 @@ class LocalExecutor:
             stable = stable + 1 if self.quiescent() else 0
 
     # ------------------------------------------------------------------ restore
-    def _states_for(self, op_id: str, vertex: JobVertex, index: int) -> list[Any]:
+    def _states_for(self, op_id: str, *, vertex: JobVertex, index: int) -> list[Any]:
         """The old subtasks' snapshots of ``op_id`` that subtask ``index`` restores from.
 
         Keyed operators get every snapshot (they pick their key groups); others get the
@@ -490,14 +327,16 @@ class LocalExecutor:
                 "parallelism": task.parallelism,
                 "max_parallelism": task.max_parallelism,
             }
-            task.checkpointing = TaskCheckpointing(
-                task,
-                coordinator,
-                self.storage,
-                mode,
-                task.op_ids,
-                info,
-                self._savepoint_dirs.get,
+            task.attach_checkpointing(
+                TaskCheckpointing(
+                    task,
+                    coordinator,
+                    self.storage,
+                    mode,
+                    task.op_ids,
+                    info,
+                    self._savepoint_dirs.get,
+                )
             )
 
     async def run(self) -> None:

@@ -14,8 +14,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowkit.elements import (
@@ -30,17 +30,26 @@ from flowkit.elements import (
 from flowkit.eventtime.valve import StatusWatermarkValve
 from flowkit.operators.base import StreamOperator, TwoInputOperator
 from flowkit.operators.source_sink import SinkOperator, SourceOperator
-from flowkit.runtime.buffers import decode_segments
-from flowkit.runtime.channels import InputGate, Notifier
 from flowkit.runtime.debloat import BufferDebloatConfig, BufferDebloater, ThroughputCalculator
+from flowkit.runtime.mailbox import Mailbox
 from flowkit.runtime.metrics import OperatorMetrics, SubtaskMetrics
-from flowkit.runtime.record_writer import RecordWriter
+from flowkit.runtime.network.codec import decode_segments
+from flowkit.runtime.network.input_gate import InputGate
+from flowkit.runtime.network.record_writer import RecordWriter
+from flowkit.runtime.operator_chain import OperatorChain, OperatorCounters, WriterWatermark
 
 if TYPE_CHECKING:
     from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.sources import InputStatus, SourceReader
 
-__all__ = ["OperatorCounters", "StreamTask", "SubtaskMetrics", "WriterWatermark"]
+__all__ = [
+    "OperatorCounters",
+    "StreamTask",
+    "SubtaskMetrics",
+    "TaskConfig",
+    "TaskSpec",
+    "WriterWatermark",
+]
 
 _log = logging.getLogger("flowkit.runtime.task")
 
@@ -56,31 +65,37 @@ _last_handover = [0.0]
 MAX_STEP_RECORDS = 1024
 
 
-class OperatorCounters:
-    """Per-operator counts of one subtask, kept by wrappers the executor installs around
-    the calls between chained operators (per batch and per watermark, never per record)."""
+@dataclass(frozen=True)
+class TaskSpec:
+    """Which subtask a :class:`StreamTask` is: subtask ``subtask_index`` of
+    ``parallelism`` of the job vertex ``vertex_name``."""
 
-    __slots__ = ("input_watermark", "output_watermark", "records_in", "records_out")
+    vertex_name: str
+    subtask_index: int
+    parallelism: int
+    max_parallelism: int = 128
 
-    def __init__(self) -> None:
-        self.records_in = 0
-        self.records_out = 0
-        self.input_watermark: int | None = None
-        self.output_watermark: int | None = None
+    @property
+    def name(self) -> str:
+        """E.g. ``"Source -> Map (1/2)"``."""
+        return f"{self.vertex_name} ({self.subtask_index + 1}/{self.parallelism})"
 
 
-class WriterWatermark:
-    """Sends a watermark into a record writer and remembers the last one sent."""
+@dataclass(frozen=True)
+class TaskConfig:
+    """How a subtask runs (the same for every subtask of a job, except ``yield_interval``)."""
 
-    __slots__ = ("last", "writer")
-
-    def __init__(self, writer: RecordWriter) -> None:
-        self.writer = writer
-        self.last: int | None = None
-
-    def __call__(self, timestamp: int) -> None:
-        self.last = timestamp
-        self.writer.emit_event(Watermark(timestamp))
+    #: Hand a partly filled buffer over this long after its first record (0: after every
+    #: step; None or negative: only when full).
+    buffer_timeout_ms: float | None = 100
+    #: Sources send a latency marker this often (None: no latency tracking).
+    latency_tracking_interval_ms: float | None = None
+    #: Buffer debloating of the subtask's input (None or not enabled: off).
+    debloat: BufferDebloatConfig | None = None
+    #: Seconds of work before yielding to the event loop; an executor divides
+    #: :data:`YIELD_INTERVAL` among its subtasks so that one turn of the event loop over
+    #: all of them stays short.
+    yield_interval: float = YIELD_INTERVAL
 
 
 def _known_watermark(timestamp: int | None) -> int | None:
@@ -95,35 +110,45 @@ _SNAPSHOT_EVENTS = (CheckpointBarrier, EndOfPartition)
 
 
 class StreamTask:
-    """Runs one subtask: a chain of operators fed by an input gate or a source reader."""
+    """Runs one subtask: a chain of operators fed by an input gate or a source reader.
+
+    Args:
+        spec: which subtask this is.
+        chain: its operators, set up and wired (to ``writers`` among others).
+        writers: a record writer per output edge that leaves the chain.
+        mailbox: its mailbox; ``mailbox.notifier`` is the notifier its gate and writers
+            were given.
+        gate: its input gate (None for a source chain, which reads its source reader).
+        config: how it runs.
+    """
 
     def __init__(
         self,
-        vertex_name: str,
-        subtask_index: int,
-        parallelism: int,
-        operators: list[StreamOperator],
+        spec: TaskSpec,
+        chain: OperatorChain,
         writers: list[RecordWriter],
-        notifier: Notifier,
+        mailbox: Mailbox,
         gate: InputGate | None = None,
-        input_channel_counts: dict[int, int] | None = None,
-        source_reader: SourceReader | None = None,
-        buffer_timeout_ms: float | None = 100,
-        mail: deque[Callable[[], None]] | None = None,
-        yield_interval: float = YIELD_INTERVAL,
-        latency_tracking_interval_ms: float | None = None,
-        debloat: BufferDebloatConfig | None = None,
+        config: TaskConfig = TaskConfig(),
     ) -> None:
-        self.vertex_name = vertex_name
-        self.subtask_index = subtask_index
-        self.parallelism = parallelism
-        self.name = f"{vertex_name} ({subtask_index + 1}/{parallelism})"
+        self.spec = spec
+        self.vertex_name = spec.vertex_name
+        self.subtask_index = spec.subtask_index
+        self.parallelism = spec.parallelism
+        self.max_parallelism = spec.max_parallelism
+        self.name = spec.name
+        self.chain = chain
+        operators = chain.operators
         self.operators = operators
-        self.head = operators[0]
+        self.head = chain.head
         self.writers = writers
-        self.notifier = notifier
+        self.mailbox = mailbox
+        self.notifier = mailbox.notifier
         self.gate = gate
-        self.source_reader = source_reader
+        self.source_reader = chain.source_reader
+        buffer_timeout_ms = config.buffer_timeout_ms
+        latency_tracking_interval_ms = config.latency_tracking_interval_ms
+        debloat = config.debloat
         self.timeout = (
             None if buffer_timeout_ms is None or buffer_timeout_ms < 0 else buffer_timeout_ms / 1000
         )
@@ -136,18 +161,17 @@ class StreamTask:
         #: The counts :meth:`_counts` last showed during a step (never shown lower).
         self._shown: tuple[int, ...] | None = None
         self.status = "CREATED"
-        #: Per operator of the chain (set by the executor, which installs the counting).
-        self.op_counters: list[OperatorCounters] = [OperatorCounters() for _ in operators]
-        #: The watermark emitters into this subtask's record writers (set by the executor).
-        self.watermark_outputs: list[WriterWatermark] = []
+        #: Per operator of the chain (its wrappers count batches and watermarks).
+        self.op_counters: list[OperatorCounters] = chain.counters
+        #: The watermark emitters into this subtask's record writers.
+        self.watermark_outputs: list[WriterWatermark] = chain.watermark_outputs
         # time accounting (perf_counter seconds)
         self._started: float | None = None
         self._ended: float | None = None
         self._idle = 0.0
         self._idle_since: float | None = None
-        #: Operator ids of the chain (for checkpoints), set by the executor.
-        self.op_ids: list[str] = [op.name for op in operators]
-        self.max_parallelism = getattr(operators[0].ctx, "max_parallelism", 128)
+        #: Operator ids of the chain (for checkpoints).
+        self.op_ids: list[str] = chain.op_ids
         self.latency_interval = (
             latency_tracking_interval_ms / 1000 if latency_tracking_interval_ms else None
         )
@@ -160,7 +184,8 @@ class StreamTask:
             self._throughput = ThroughputCalculator()
             self._debloater = BufferDebloater(debloat, gate.channels[0].buffer_size)
             self._debloat_period = debloat.period_seconds
-        #: Checkpoint participation (checkpoints and savepoints), set by the executor.
+        #: Checkpoint participation (checkpoints and savepoints); see
+        #: :meth:`attach_checkpointing`.
         self.checkpointing: TaskCheckpointing | None = None
         #: True once the input ended (no new periodic checkpoints from here on).
         self.reached_end = False
@@ -171,17 +196,19 @@ class StreamTask:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_yield = 0.0
-        #: Seconds of work before yielding; the executor divides YIELD_INTERVAL among its
-        #: subtasks so that one turn of the event loop over all of them stays short.
-        self.yield_interval = yield_interval
+        #: Seconds of work before yielding (see :attr:`TaskConfig.yield_interval`).
+        self.yield_interval = config.yield_interval
         self._batch = 64
         self._sinks = [op for op in operators if isinstance(op, SinkOperator)]
         for writer in writers:
             writer.on_first_write = self._on_first_write
         #: Actions to run inside this subtask between steps (timers, async completions).
-        self._mail: deque[Callable[[], None]] = deque() if mail is None else mail
-        # input side
-        counts = input_channel_counts or {}
+        self._mail = mailbox.actions
+        # input side: the channels of each input (0; 1 and 2 for two-input operators)
+        counts: dict[int, int] = {}
+        if gate is not None:
+            for channel in gate.channels:
+                counts[channel.input_index] = counts.get(channel.input_index, 0) + 1
         self._open_channels = sum(counts.values())
         self._open_per_input = dict(counts)
         self._valves: dict[int, StatusWatermarkValve] = {}
@@ -553,8 +580,12 @@ class StreamTask:
 
     def post_mail(self, action: Callable[[], None]) -> None:
         """Run ``action`` inside this subtask, between two steps (Flink's mailbox)."""
-        self._mail.append(action)
-        self.notifier.wake()
+        self.mailbox.post(action)
+
+    def attach_checkpointing(self, checkpointing: TaskCheckpointing) -> None:
+        """Take part in checkpoints and savepoints (before the subtask runs). Separate
+        from the constructor because the coordinator it reports to knows every subtask."""
+        self.checkpointing = checkpointing
 
     def _has_mail(self) -> bool:
         return bool(self._mail) or any(op.has_mail for op in self.async_ops)

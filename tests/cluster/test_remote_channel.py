@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flowkit.cluster.remote_channel import DataServer, RemoteInputChannel, RemoteOutputChannel
 from flowkit.elements import EndOfPartition
 from flowkit.partitioners import ForwardPartitioner
 from flowkit.runtime.buffers import decode_segments
 from flowkit.runtime.channels import InputGate, Notifier
+from flowkit.runtime.network.remote_channel import (
+    DataServer,
+    RemoteInputChannel,
+    RemoteOutputChannel,
+)
 from flowkit.runtime.record_writer import RecordWriter
 from flowkit.serialization import DefaultSerializer
 from flowkit.testing.waiting import wait_until

@@ -42,7 +42,8 @@ from typing import Any
 
 import orjson
 
-from flowkit.runtime.channels import ChannelStatistics, InputGate, Notifier
+from flowkit.runtime.network.channel import ChannelStatistics, Notifier
+from flowkit.runtime.network.input_gate import InputGate
 from flowkit.serialization import TypeSerializer
 
 __all__ = [
@@ -118,6 +119,23 @@ class RemoteOutputChannel:
         self.done = asyncio.Event()
 
     # producer side (the record writer) -------------------------------------------------
+    def bind_producer(self, notifier: Notifier, serializer: TypeSerializer) -> None:
+        """The record writer: wake ``notifier`` when a buffer went out and is free."""
+        self.producer = notifier
+        self.serializer = serializer
+
+    def free_buffer_count(self) -> int:
+        return len(self.free)
+
+    def buffers_in_use(self) -> int:
+        return self.num_buffers - len(self.free)
+
+    def buffers_queued(self) -> int:
+        return len(self.ready)
+
+    def queued_bytes(self) -> int:
+        return sum(length for _, length in self.ready)
+
     def request_buffer_nowait(self) -> bytearray | None:
         """A free buffer, or None when all wait to be sent (the writer then waits).
 
@@ -220,6 +238,7 @@ class RemoteInputChannel:
         name: str = "channel",
         input_index: int = 0,
         producer: str = "the producer's TaskManager",
+        index: int = 0,
     ) -> None:
         self.key = key
         #: The producer TaskManager's data socket.
@@ -232,13 +251,15 @@ class RemoteInputChannel:
         self.serializer = serializer
         self.name = name
         self.input_index = input_index
-        self.index = 0
+        #: Position among the channels of its input at the consumer (the valve's).
+        self.index = index
         self.gate_index = 0
         self.span = bytearray()
         self.gate: InputGate | None = None
         self.consumer: Notifier | None = None
         self.producer: Notifier | None = None
-        self.ready: deque[tuple[bytes, int]] = deque()
+        #: Received buffers waiting for the subtask (bytes read from the connection).
+        self.ready: deque[tuple[bytearray, int]] = deque()
         self.buffers_sent = 0
         self.bytes_sent = 0
         #: Buffers received and not yet consumed.
@@ -247,10 +268,15 @@ class RemoteInputChannel:
         #: Called with the error when the producer's side goes away before it closed.
         self.on_error: Callable[[BaseException], None] | None = None
 
-    @property
-    def free(self) -> list[None]:
-        """One entry per buffer not in use (what the gate's statistics count)."""
-        return [None] * (self.num_buffers - self.in_use)
+    def bind_gate(self, gate: InputGate, position: int) -> None:
+        """The input gate: notify ``gate`` of each arriving buffer."""
+        self.gate = gate
+        self.consumer = gate.notifier
+        self.gate_index = position
+
+    def buffers_in_use(self) -> int:
+        """Buffers received and not yet consumed (at most the credits granted)."""
+        return self.in_use
 
     def recycle(self, buf: Any) -> None:
         """The subtask consumed a buffer: give the producer one credit back."""
@@ -301,10 +327,10 @@ class RemoteInputChannel:
                 self.in_use += 1
                 self.buffers_sent += 1
                 self.bytes_sent += value
-                self.ready.append((data, value))
+                self.ready.append((data, value))  # type: ignore[arg-type]
                 gate = self.gate
                 if gate is not None:
-                    gate.notify(self)  # type: ignore[arg-type]
+                    gate.notify(self)
         finally:
             self._writer = None
             writer.close()
