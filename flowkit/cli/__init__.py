@@ -527,7 +527,43 @@ async def _stop_on_interrupt(client: JobClient, savepoint_dir: str | None, out: 
 
 
 # --------------------------------------------------------------------- commands
+def _run_on_flink(args: argparse.Namespace) -> int:
+    """``flowkit run --target flink``: translate the job and run it on Apache Flink."""
+    from flowkit.flink import FlinkRunner, UnsupportedOperatorError
+
+    env = _build(args)
+    job_modules = [m for name, m in sys.modules.items() if name.startswith("_flowkit_job_")]
+    try:
+        runner = FlinkRunner(
+            address=args.flink_address,
+            jars=args.flink_jars or (),
+            state_backend=args.flink_state_backend,
+            pickle_by_value=job_modules,
+        )
+        result = runner.execute(env, Path(args.job).stem)
+    except UnsupportedOperatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    except ImportError as exc:
+        print(
+            f"error: --target flink needs apache-flink ({exc}); install the extra: "
+            f'pip install "flowkit-streaming[flink]" (and Java 17), see docs/flink.md',
+            file=sys.stderr,
+        )
+        return EXIT_JOB_FAILED
+    except ValueError as exc:
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    print(
+        f"Flink job {result.job_name!r} ({result.job_id}) finished in {result.net_runtime_ms} ms",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "target", "flowkit") == "flink":
+        return _run_on_flink(args)
     if args.cluster:
         from flowkit.cluster.cli import run_on_cluster
 
@@ -718,6 +754,32 @@ def _parser() -> argparse.ArgumentParser:
         "as a warning, since output committed after it may be written again",
     )
     run.add_argument("--checkpoint-dir", metavar="DIR", help="enable checkpointing into DIR")
+    run.add_argument(
+        "--target",
+        choices=("flowkit", "flink"),
+        default="flowkit",
+        help="flowkit (default): run in this process on flowkit's runtime; flink: translate "
+        "the job and run it on Apache Flink (needs the flink extra, see docs/flink.md)",
+    )
+    run.add_argument(
+        "--flink-address",
+        metavar="HOST:PORT",
+        help="with --target flink: submit to the Flink cluster whose REST endpoint this is "
+        "(default: a MiniCluster in this process)",
+    )
+    run.add_argument(
+        "--flink-jars",
+        action="append",
+        metavar="JAR",
+        help="with --target flink: a connector jar for the job (e.g. Flink's Kafka "
+        "connector); repeat for several",
+    )
+    run.add_argument(
+        "--flink-state-backend",
+        choices=("hashmap", "rocksdb"),
+        default="hashmap",
+        help="with --target flink: Flink's state backend (default hashmap)",
+    )
     run.add_argument(
         "--checkpoint-interval",
         type=_positive_int,

@@ -46,6 +46,14 @@ def _load_json(line: str) -> Any:
     return json.loads(line)
 
 
+def _first_partition(key: Any, num_partitions: int) -> int:
+    return 0
+
+
+def _no_key(value: Any) -> None:
+    return None
+
+
 def _ms(value: int) -> Any:
     return Time.milliseconds(int(value))
 
@@ -156,15 +164,16 @@ class Translator:
     def _t_source_collection(self, node: PlannedNode) -> Any:
         items = [base64.b64encode(pickle.dumps(item)).decode() for item in node.t.source.items]
         ds = self.env.from_collection(items, type_info=Types.STRING())
-        ds = ds.map(_decode_pickled, output_type=PICKLED).name(node.t.name)
+        # parallelism 1, as the source: chained to it, so the records keep their order
+        ds = ds.map(_decode_pickled, output_type=PICKLED).set_parallelism(1).name(node.t.name)
         return self._with_watermarks(ds, node)
 
     def _t_source_sequence(self, node: PlannedNode) -> Any:
         source = NumberSequenceSource(node.t.source.start, node.t.source.end)
         ds = self.env.from_source(source, FlinkWatermarkStrategy.no_watermarks(), node.t.name)
+        ds = ds.map(_identity, output_type=PICKLED)
         if node.t.parallelism is not None:
             ds = ds.set_parallelism(node.t.parallelism)
-        ds = ds.map(_identity, output_type=PICKLED)
         return self._with_watermarks(ds, node)
 
     def _t_source_file(self, node: PlannedNode) -> Any:
@@ -174,6 +183,7 @@ class Translator:
         ).build()
         ds = self.env.from_source(source, FlinkWatermarkStrategy.no_watermarks(), node.t.name)
         ds = ds.map(_load_json if src.format == "jsonl" else _identity, output_type=PICKLED)
+        ds = ds.set_parallelism(1)
         return self._with_watermarks(ds, node)
 
     def _with_watermarks(self, ds: Any, node: PlannedNode) -> Any:
@@ -193,6 +203,8 @@ class Translator:
                 fa.PartitionerAdapter(custom.partition),
                 fa.KeySelectorAdapter(custom.key_selector),
             )
+        if p is Partitioning.GLOBAL:  # PyFlink has no global(): all to subtask 0
+            return ds.partition_custom(_first_partition, _no_key)
         if p is Partitioning.BROADCAST:
             return ds  # broadcast() is applied by the reader (plain or with state)
         method: str = {
@@ -200,7 +212,6 @@ class Translator:
             Partitioning.REBALANCE: "rebalance",
             Partitioning.RESCALE: "rescale",
             Partitioning.SHUFFLE: "shuffle",
-            Partitioning.GLOBAL: "global",
         }[p]  # type: ignore[index]
         return getattr(ds, method)()
 
