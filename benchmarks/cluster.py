@@ -134,8 +134,9 @@ class _EventsReader(SourceReader):
         stop = min(self.hi, start + count)
         self.next = stop
         if pad:
+            # a string of its own per record (marshal writes a shared one once per buffer)
             return [
-                {"user": users[i % 10_000], "ts": i, "value": i % 100, "pad": pad}
+                {"user": users[i % 10_000], "ts": i, "value": i % 100, "pad": f"{i:010d}{pad}"}
                 for i in range(start, stop)
             ]
         return [{"user": users[i % 10_000], "ts": i, "value": i % 100} for i in range(start, stop)]
@@ -256,20 +257,22 @@ class _LatestWriter(fk.SinkWriter):
 
 class _SlowWriter(_LatestWriter):
     """A sink that takes ``us`` microseconds per record (asynchronously, as a call to an
-    external system would): it never writes faster than one record per ``us``."""
+    external system would): from its first record on, it never gets ahead of one record
+    per ``us`` (a late wake-up of the loop's timer is made up for by the next batches)."""
 
     is_async = True
 
     def __init__(self, out: str, index: int, us: float) -> None:
         super().__init__(out, index)
         self.seconds = us / 1e6
-        self.due = 0.0
+        self.due: float | None = None
 
     async def write_batch_async(self, values: list[Any], timestamps: list[Any] | None) -> None:
         self.write_batch(values, timestamps)
         now = time.monotonic()
-        self.due = max(self.due, now) + len(values) * self.seconds
-        await asyncio.sleep(self.due - now)
+        self.due = (now if self.due is None else self.due) + len(values) * self.seconds
+        if self.due > now:
+            await asyncio.sleep(self.due - now)
 
 
 class LatestSink(fk.Sink):
@@ -428,10 +431,18 @@ def read_run(out: Path, n: int, expected: dict[str, Any] | None) -> dict[str, An
     }
 
 
+class RunFailed(Exception):
+    """A run of the job did not finish (the message says how it ended)."""
+
+
 def run_in_process(
-    job_file: Path, parallelism: int, buffer_size: int, job_args: list[str]
+    job_file: Path, parallelism: int, settings: list[str], job_args: list[str]
 ) -> dict[str, Any]:
-    """One run with ``env.execute()`` in a fresh process; returns its timings."""
+    """One run with ``env.execute()`` in a fresh process; returns its timings.
+
+    Raises:
+        RunFailed: the process failed (its standard error's end is in the message).
+    """
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -439,15 +450,15 @@ def run_in_process(
         str(job_file),
         "--parallelism",
         str(parallelism),
-        "--buffer-size",
-        str(buffer_size),
+        *(f"--set={s}" for s in settings),
         "--",
         *job_args,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"in-process run failed ({done.returncode}): {done.stderr[-3000:]}")
+        raise RunFailed(f"in-process run failed ({done.returncode}): {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cpu_names"] = {str(result["pid"]): "process"}
     return result
 
 
@@ -457,16 +468,16 @@ def child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", required=True)
     parser.add_argument("--parallelism", type=int, required=True)
-    parser.add_argument("--buffer-size", type=int, required=True)
+    parser.add_argument("--set", action="append", default=[])
     options = parser.parse_args(argv[:split])
     from flowkit.cli import load_job, make_environment
 
     called = time.time()
     build = load_job(options.child)
-    env = make_environment(options.parallelism, [f"buffer_size={options.buffer_size}"])
+    env = make_environment(options.parallelism, options.set)
     build(env, argv[split + 1 :])
     env.execute("W2")
-    print(json.dumps({"called": called, "returned": time.time()}))
+    print(json.dumps({"called": called, "returned": time.time(), "pid": os.getpid()}))
     return 0
 
 
@@ -493,8 +504,13 @@ class Cluster:
         return {tm.tm_id: tm.pid for tm in self.dispatcher.resources.taskmanagers.values()}
 
     async def run(
-        self, text: str, parallelism: int, buffer_size: int, job_args: list[str]
+        self, text: str, parallelism: int, settings: list[str], job_args: list[str]
     ) -> dict[str, Any]:
+        """Submit the job, wait for its end; its timings and CPU per process.
+
+        Raises:
+            RunFailed: the job did not finish (FAILED, CANCELED).
+        """
         pids = self.pids()
         cpu_before = {tm: _cpu_s(pid) for tm, pid in pids.items()}
         cpu_self = _cpu_s(os.getpid())
@@ -504,14 +520,15 @@ class Cluster:
             "w2.py",
             parallelism=parallelism,
             args=job_args,
-            settings=[f"buffer_size={buffer_size}"],
+            settings=settings,
         )
         assert job.task is not None
         await asyncio.wait_for(asyncio.shield(job.task), 600)
         ended = time.time()
         if job.status != "FINISHED":
-            raise RuntimeError(f"job {job.job_id} ended {job.status}: {job.failure}")
+            raise RunFailed(f"job {job.job_id} ended {job.status}: {job.failure}")
         return {
+            "cpu_names": {str(pid): tm for tm, pid in pids.items()},
             "called": submitted,
             "returned": ended,
             "placement": dict(job.placement),
@@ -552,6 +569,26 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def _one_run(
+    measured: dict[str, Any], timing: dict[str, Any], n: int, load: float
+) -> dict[str, Any]:
+    """The figures of one run (``timing`` from the runner, ``measured`` from read_run)."""
+    names = timing.get("cpu_names", {})
+    run_s = measured.get("run_s", 0.0)
+    cpu = {names.get(str(pid), str(pid)): round(c, 3) for pid, c in measured["cpu_s"].items()}
+    return {
+        **timing,
+        **measured,
+        "load_avg_1m": round(load, 2),
+        "records_per_s": n / run_s if measured["verified"] else 0.0,
+        "deploy_s": measured["start_wall"] - timing["called"],
+        "job_wall_s": timing["returned"] - timing["called"],
+        "cpu_in_run": cpu,
+        # CPU time / wall time of each process in the run: 1.0 is a core kept busy
+        "busy": {name: round(c / run_s, 2) for name, c in cpu.items()} if run_s else {},
+    }
+
+
 async def throughput(options: argparse.Namespace) -> int:
     configs = options.configs.split(",")
     for name in configs:
@@ -575,22 +612,25 @@ async def throughput(options: argparse.Namespace) -> int:
         job_file = work / "w2.py"
         job_file.write_text(text)
         clusters: dict[tuple[int, int], Cluster] = {}
-        for name in configs:
-            shape = CONFIGS[name]["cluster"]
-            if shape is not None and shape not in clusters:
-                cluster = Cluster(work / f"cluster-{shape[0]}x{shape[1]}", *shape)
-                await cluster.start()
-                clusters[shape] = cluster
-                print(
-                    f"RESULT {json.dumps({'cluster': f'{shape[0]}x{shape[1]}', 'startup_s': round(cluster.startup_s, 3), 'load_avg_1m': round(os.getloadavg()[0], 2)})}",
-                    flush=True,
-                )
         results: dict[tuple[str, int], list[dict[str, Any]]] = {}
         ok = True
         try:
+            for name in configs:
+                shape = CONFIGS[name]["cluster"]
+                if shape is not None and shape not in clusters:
+                    cluster = Cluster(work / f"cluster-{shape[0]}x{shape[1]}", *shape)
+                    clusters[shape] = cluster
+                    await cluster.start()
+                    started = {
+                        "cluster": f"{shape[0]} TaskManager(s) x {shape[1]} slot(s)",
+                        "startup_s": round(cluster.startup_s, 3),
+                        "load_avg_1m": round(os.getloadavg()[0], 2),
+                    }
+                    print("RESULT " + json.dumps(started), flush=True)
             counter = 0
             for run in range(options.runs):
                 for size in sizes:
+                    settings = [f"buffer_size={size}", *options.set]
                     for name in configs:
                         config = CONFIGS[name]
                         counter += 1
@@ -600,33 +640,41 @@ async def throughput(options: argparse.Namespace) -> int:
                         if options.source == "parallel":
                             job_args.append("--parallel-source")
                         load = os.getloadavg()[0]
-                        if config["cluster"] is None:
-                            timing = run_in_process(job_file, config["parallelism"], size, job_args)
-                        else:
-                            timing = await clusters[config["cluster"]].run(
-                                text, config["parallelism"], size, job_args
+                        try:
+                            if config["cluster"] is None:
+                                timing = run_in_process(
+                                    job_file, config["parallelism"], settings, job_args
+                                )
+                            else:
+                                timing = await clusters[config["cluster"]].run(
+                                    text, config["parallelism"], settings, job_args
+                                )
+                        except RunFailed as exc:
+                            ok = False
+                            print(f"# run {run + 1} {name}: FAILED {exc}", flush=True)
+                            results.setdefault((name, size), []).append(
+                                {"verified": False, "records_per_s": 0.0, "failure": str(exc)}
                             )
-                        measured = read_run(out, n, expected)
-                        shutil.rmtree(out, ignore_errors=True)
-                        record = {
-                            **timing,
-                            **measured,
-                            "load_avg_1m": round(load, 2),
-                            "records_per_s": n / measured["run_s"] if measured["verified"] else 0,
-                            "deploy_s": measured["start_wall"] - timing["called"]
-                            if measured["verified"]
-                            else None,
-                            "job_wall_s": timing["returned"] - timing["called"],
-                        }
+                            continue
+                        finally:
+                            measured = read_run(out, n, expected)
+                            shutil.rmtree(out, ignore_errors=True)
                         if not measured["verified"]:
                             ok = False
-                            print(f"# {name} run {run}: WRONG {measured['problems']}", flush=True)
+                            print(
+                                f"# run {run + 1} {name}: WRONG {measured['problems']}", flush=True
+                            )
+                            results.setdefault((name, size), []).append(
+                                {"verified": False, "records_per_s": 0.0, **measured}
+                            )
+                            continue
+                        record = _one_run(measured, timing, n, load)
                         results.setdefault((name, size), []).append(record)
                         print(
                             f"# run {run + 1}/{options.runs} {name:<14} buffer "
                             f"{_size_label(size):>5}: {record['records_per_s'] / 1e6:.3f} M/s "
-                            f"(run {measured.get('run_s', 0):.2f} s, job "
-                            f"{record['job_wall_s']:.2f} s, load {load:.2f})",
+                            f"(run {record['run_s']:.2f} s, job {record['job_wall_s']:.2f} s, "
+                            f"busy {record['busy']}, load {load:.2f})",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -635,33 +683,36 @@ async def throughput(options: argparse.Namespace) -> int:
                 await cluster.stop()
         medians: dict[tuple[str, int], float] = {}
         for (name, size), records in results.items():
+            good = [r for r in records if r["verified"]]
             rates = [r["records_per_s"] for r in records]
-            cpu = [sum(r["cpu_s"].values()) for r in records if r["verified"]]
             medians[(name, size)] = statistics.median(rates)
-            line = {
+            cpu = [sum(r["cpu_in_run"].values()) for r in good]
+            line: dict[str, Any] = {
                 "config": name,
                 "what": CONFIGS[name]["what"],
                 "parallelism": CONFIGS[name]["parallelism"],
                 "source": options.source,
                 "buffer_size": size,
+                "settings": [f"buffer_size={size}", *options.set],
                 "n": n,
                 "runs": len(records),
-                "verified": all(r["verified"] for r in records),
-                "records_per_s": _summary(rates),
-                "run_s": [round(r.get("run_s", 0), 3) for r in records],
-                "job_wall_s": [round(r["job_wall_s"], 3) for r in records],
-                "deploy_s": [
-                    None if r["deploy_s"] is None else round(r["deploy_s"], 3) for r in records
+                "verified": len(good) == len(records),
+                "failures": [
+                    r.get("failure") or r.get("problems") for r in records if not r["verified"]
                 ],
-                "cpu_s_in_run": [round(c, 3) for c in cpu],
+                "records_per_s": _summary(rates),
+                "run_s": [round(r["run_s"], 3) for r in good],
+                "job_wall_s": [round(r["job_wall_s"], 3) for r in good],
+                "deploy_s": [round(r["deploy_s"], 3) for r in good],
+                "cpu_s_in_run": [r["cpu_in_run"] for r in good],
+                "busy": [r["busy"] for r in good],
                 "cpu_us_per_record": round(statistics.median(cpu) / n * 1e6, 3) if cpu else None,
-                "processes": records[0].get("processes"),
-                "load_avg_1m": [r["load_avg_1m"] for r in records],
+                "load_avg_1m": [r.get("load_avg_1m") for r in good],
             }
-            if "tm_cpu_s" in records[0]:
-                line["tm_cpu_s"] = [r["tm_cpu_s"] for r in records]
-                line["dispatcher_cpu_s"] = [r["dispatcher_cpu_s"] for r in records]
-                line["placement"] = records[0]["placement"]
+            if good and "tm_cpu_s" in good[0]:
+                line["tm_cpu_s_whole_job"] = [r["tm_cpu_s"] for r in good]
+                line["dispatcher_cpu_s"] = [r["dispatcher_cpu_s"] for r in good]
+                line["placement"] = good[0]["placement"]
             print("RESULT " + json.dumps(line), flush=True)
         for size in sizes:
             base = results.get(("inproc-p1", size))
@@ -675,23 +726,18 @@ async def throughput(options: argparse.Namespace) -> int:
                     for a, b in zip(results[(name, size)], base, strict=True)
                     if b["records_per_s"]
                 ]
-                print(
-                    "RESULT "
-                    + json.dumps(
-                        {
-                            "ratio": f"{name} / inproc-p1",
-                            "buffer_size": size,
-                            "of_medians": round(
-                                medians[(name, size)] / medians[("inproc-p1", size)], 3
-                            ),
-                            "per_run": [round(p, 3) for p in pairs],
-                        }
-                    ),
-                    flush=True,
-                )
-        print(
-            json.dumps({"load_avg_end": [round(x, 2) for x in os.getloadavg()], "all_verified": ok})
-        )
+                base_median = medians[("inproc-p1", size)]
+                ratio = {
+                    "ratio": f"{name} / inproc-p1",
+                    "buffer_size": size,
+                    "of_medians": round(medians[(name, size)] / base_median, 3)
+                    if base_median
+                    else None,
+                    "per_run": [round(p, 3) for p in pairs],
+                }
+                print("RESULT " + json.dumps(ratio), flush=True)
+        end = {"load_avg_end": [round(x, 2) for x in os.getloadavg()], "all_verified": ok}
+        print(json.dumps(end), flush=True)
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -763,7 +809,9 @@ async def memory(options: argparse.Namespace) -> int:
         pids = {"dispatcher": os.getpid(), **cluster.pids()}
         sampler = asyncio.get_running_loop().create_task(sample_rss(pids, samples, 1.0))
         try:
-            timing = await cluster.run(job_file_text(), 2, options.buffer_size, job_args)
+            timing = await cluster.run(
+                job_file_text(), 2, [f"buffer_size={options.buffer_size}", *options.set], job_args
+            )
         finally:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
@@ -815,7 +863,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=10_000_000, help="--memory: records")
     parser.add_argument("--payload", type=int, default=100, help="--memory: padding bytes")
     parser.add_argument("--sink-us", type=float, default=10.0, help="--memory: us per record")
-    parser.add_argument("--buffer-size", type=_parse_size, default=32 * 1024)
+    parser.add_argument("--buffer-size", type=_parse_size, default=32 * 1024, help="--memory")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another environment option for every run, e.g. buffers_per_channel=4",
+    )
     options = parser.parse_args(arguments)
     runner = memory if options.memory else throughput
     try:
