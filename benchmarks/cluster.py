@@ -55,7 +55,6 @@ import os
 import pickle
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +62,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+THIS_FILE = os.path.abspath(__file__)
+HERE = os.path.dirname(THIS_FILE)
 SHARED = os.path.normpath(
     os.environ.get("FLOWKIT_SHARED_BENCH", os.path.join(HERE, "..", "..", "shared", "bench"))
 )
@@ -435,17 +435,18 @@ class RunFailed(Exception):
     """A run of the job did not finish (the message says how it ended)."""
 
 
-def run_in_process(
+async def run_in_process(
     job_file: Path, parallelism: int, settings: list[str], job_args: list[str]
 ) -> dict[str, Any]:
-    """One run with ``env.execute()`` in a fresh process; returns its timings.
+    """One run with ``env.execute()`` in a fresh process; returns its timings. (Awaited,
+    not blocking: the cluster's Dispatcher in this process keeps reading heartbeats.)
 
     Raises:
         RunFailed: the process failed (its standard error's end is in the message).
     """
     command = [
         sys.executable,
-        os.path.abspath(__file__),
+        THIS_FILE,
         "--child",
         str(job_file),
         "--parallelism",
@@ -454,10 +455,13 @@ def run_in_process(
         "--",
         *job_args,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RunFailed(f"in-process run failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 600)
+    if process.returncode != 0:
+        raise RunFailed(f"in-process run failed ({process.returncode}): {stderr.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
     result["cpu_names"] = {str(result["pid"]): "process"}
     return result
 
@@ -642,7 +646,7 @@ async def throughput(options: argparse.Namespace) -> int:
                         load = os.getloadavg()[0]
                         try:
                             if config["cluster"] is None:
-                                timing = run_in_process(
+                                timing = await run_in_process(
                                     job_file, config["parallelism"], settings, job_args
                                 )
                             else:
