@@ -352,6 +352,35 @@ def _size_label(size: int) -> str:
     return str(size)
 
 
+def _machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+async def other_load(seconds: float = 1.0) -> float:
+    """Cores kept busy by the whole machine over the next ``seconds`` (nothing of this
+    benchmark runs then)."""
+    busy0, total0 = _machine_busy_s()
+    await asyncio.sleep(seconds)
+    busy1, total1 = _machine_busy_s()
+    cores = os.cpu_count() or 1
+    return round((busy1 - busy0) / max(1e-9, total1 - total0) * cores, 2)
+
+
+async def wait_until_quiet(limit_s: float, busy_cores: float = 0.3) -> float:
+    """Wait (at most ``limit_s``) until the rest of the machine keeps fewer than
+    ``busy_cores`` cores busy; return what it kept busy in the last second."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        busy = await other_load()
+        if busy < busy_cores or time.monotonic() > deadline:
+            return busy
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (``/proc/<pid>/stat``)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -638,6 +667,7 @@ async def throughput(options: argparse.Namespace) -> int:
                     for name in configs:
                         config = CONFIGS[name]
                         counter += 1
+                        others = await wait_until_quiet(options.wait_quiet)
                         out = work / f"out-{counter}"
                         out.mkdir()
                         job_args = ["--out", str(out), "--events-dir", str(events_dir)]
@@ -673,12 +703,13 @@ async def throughput(options: argparse.Namespace) -> int:
                             )
                             continue
                         record = _one_run(measured, timing, n, load)
+                        record["others_busy_cores"] = others
                         results.setdefault((name, size), []).append(record)
                         print(
                             f"# run {run + 1}/{options.runs} {name:<14} buffer "
                             f"{_size_label(size):>5}: {record['records_per_s'] / 1e6:.3f} M/s "
                             f"(run {record['run_s']:.2f} s, job {record['job_wall_s']:.2f} s, "
-                            f"busy {record['busy']}, load {load:.2f})",
+                            f"busy {record['busy']}, load {load:.2f}, others {others})",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -712,6 +743,7 @@ async def throughput(options: argparse.Namespace) -> int:
                 "busy": [r["busy"] for r in good],
                 "cpu_us_per_record": round(statistics.median(cpu) / n * 1e6, 3) if cpu else None,
                 "load_avg_1m": [r.get("load_avg_1m") for r in good],
+                "others_busy_cores": [r.get("others_busy_cores") for r in good],
             }
             if good and "tm_cpu_s" in good[0]:
                 line["tm_cpu_s_whole_job"] = [r["tm_cpu_s"] for r in good]
@@ -863,6 +895,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buffer-sizes", default="32k")
     parser.add_argument("--source", choices=("collection", "parallel"), default="collection")
     parser.add_argument("--configs", default="inproc-p1,inproc-p2,cluster-p2,cluster-p1")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long until the rest of the machine keeps "
+        "fewer than 0.3 cores busy (what it kept busy is reported as others_busy_cores)",
+    )
     parser.add_argument("--memory", action="store_true", help="the long backpressured run")
     parser.add_argument("--records", type=int, default=10_000_000, help="--memory: records")
     parser.add_argument("--payload", type=int, default=100, help="--memory: padding bytes")
