@@ -844,11 +844,17 @@ async def memory(options: argparse.Namespace) -> int:
         samples: dict[str, list[tuple[float, float]]] = {}
         pids = {"dispatcher": os.getpid(), **cluster.pids()}
         sampler = asyncio.get_running_loop().create_task(sample_rss(pids, samples, 1.0))
+        submitted = time.time()
+        failure = None
+        timing: dict[str, Any] = {}
         try:
             timing = await cluster.run(
                 job_file_text(), 2, [f"buffer_size={options.buffer_size}", *options.set], job_args
             )
+        except RunFailed as exc:
+            failure = str(exc)
         finally:
+            ended = time.time()
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
             await cluster.stop()
@@ -858,8 +864,12 @@ async def memory(options: argparse.Namespace) -> int:
         problems = list(measured["problems"]) + [
             f"{k}: got {got.get(k)}, want {v}" for k, v in want.items() if got.get(k) != v
         ]
+        if failure is not None:
+            problems.insert(0, failure)
         sink_min_s = max(measured.get("per_sink") or [0]) * options.sink_us / 1e6
-        start, end = measured.get("start_wall", 0.0), measured.get("end_wall", 0.0)
+        # the run window; a failed job's memory is reported from submission to its end
+        start = measured.get("start_wall", submitted)
+        end = measured.get("end_wall", ended)
         line = {
             "mode": "memory",
             "records": n,
@@ -876,7 +886,7 @@ async def memory(options: argparse.Namespace) -> int:
             "rss": {name: rss_report(s, start, end) for name, s in samples.items()},
             "pids": pids,
             "load_avg_1m": round(os.getloadavg()[0], 2),
-            "tm_cpu_s": timing["tm_cpu_s"],
+            "tm_cpu_s": timing.get("tm_cpu_s"),
         }
         print("RESULT " + json.dumps(line), flush=True)
         return 0 if not problems else 1
