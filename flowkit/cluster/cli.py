@@ -79,6 +79,10 @@ def run_on_cluster(args: argparse.Namespace) -> int:
     }
     if getattr(args, "restore_from", None):
         body["restore_from"] = os.path.abspath(args.restore_from)
+        body["allow_non_restored_state"] = bool(args.allow_non_restored_state)
+    if getattr(args, "checkpoint_dir", None):
+        body["checkpoint_dir"] = os.path.abspath(args.checkpoint_dir)
+        body["checkpoint_interval_ms"] = args.checkpoint_interval
     try:
         reply = remote.request(args.cluster, "/jobs", body)
     except remote.RestError as exc:

@@ -213,8 +213,12 @@ class Dispatcher:
         args: list[str] | None = None,
         settings: list[str] | None = None,
         restore_from: str | None = None,
+        checkpoint_dir: str | None = None,
+        checkpoint_interval_ms: int = 1000,
+        allow_non_restored_state: bool = False,
     ) -> JobMaster:
-        """Store a job file and start its JobManager."""
+        """Store a job file and start its JobManager (``checkpoint_dir`` enables
+        checkpointing into it, as ``flowkit run --checkpoint-dir`` does)."""
         job_id = uuid.uuid4().hex[:16]
         path = store_job_file(self.directory, job_id, source)
         spec = JobSpec(
@@ -225,6 +229,9 @@ class Dispatcher:
             args=list(args or []),
             settings=list(settings or []),
             restore_from=None if restore_from is None else os.path.abspath(restore_from),
+            checkpoint_dir=None if checkpoint_dir is None else os.path.abspath(checkpoint_dir),
+            checkpoint_interval_ms=checkpoint_interval_ms,
+            allow_non_restored_state=allow_non_restored_state,
         )
         return self._start_job(spec, recover=False)
 

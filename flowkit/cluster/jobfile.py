@@ -41,6 +41,10 @@ class JobSpec:
     #: A checkpoint or savepoint to start from.
     restore_from: str | None = None
     allow_non_restored_state: bool = False
+    #: ``flowkit run --checkpoint-dir``: enable checkpointing into it (None: as the job
+    #: file says).
+    checkpoint_dir: str | None = None
+    checkpoint_interval_ms: int = 1000
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -61,7 +65,9 @@ def build_environment(spec: JobSpec) -> StreamExecutionEnvironment:
     from flowkit.cli import CliError, _takes_arguments, load_job, make_environment
 
     build = load_job(spec.job_file)
-    env = make_environment(spec.parallelism or 1, spec.settings)
+    env = make_environment(
+        spec.parallelism or 1, spec.settings, spec.checkpoint_dir, spec.checkpoint_interval_ms
+    )
     name = os.path.basename(spec.job_file)
     try:
         if _takes_arguments(build):

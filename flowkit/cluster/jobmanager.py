@@ -318,6 +318,9 @@ class JobMaster:
                 self._record(error, None, None)
             raise error from exc
         finally:
+            ended = self._ended
+            if ended.done() and not ended.cancelled():
+                ended.exception()  # seen (raised above, or superseded by another failure)
             coordinator.stop()
             checkpoints.cancel()
             polling.cancel()

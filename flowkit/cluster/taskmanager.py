@@ -346,7 +346,7 @@ class TaskExecutor:
         assert self.jm is not None
         job = JobSpec.from_dict(spec)
         env = build_environment(job)
-        executor = env._executor(job.name)
+        executor = env._executor(job.name, allow_non_restored_state=job.allow_non_restored_state)
         config = executor.config
         job_slice = JobSlice(
             job,

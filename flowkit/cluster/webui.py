@@ -9,7 +9,8 @@ GET       ``/cluster``                the cluster page: TaskManagers, slots, job
 GET       ``/overview``               TaskManagers, slots, jobs by state
 GET       ``/taskmanagers``           every TaskManager with its slots and jobs
 POST      ``/jobs``                   submit ``{"source", "filename", "parallelism",
-                                      "args", "settings", "name", "restore_from"}``
+                                      "args", "settings", "name", "restore_from",
+                                      "checkpoint_dir", "checkpoint_interval_ms"}``
 POST      ``/cluster/stop``           stop the cluster
 ========  ==========================  ===============================================
 
@@ -178,6 +179,14 @@ class ClusterWebUI(WebUI):
             isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1
         ):
             raise _HTTPError(400, f'field "parallelism" must be an int >= 1, got {parallelism!r}')
+        checkpoint_dir = body.get("checkpoint_dir")
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, str):
+            raise _HTTPError(400, 'field "checkpoint_dir" must be a directory path')
+        interval = body.get("checkpoint_interval_ms", 1000)
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise _HTTPError(
+                400, f'field "checkpoint_interval_ms" must be an int >= 1, got {interval!r}'
+            )
         for field in ("args", "settings"):
             value = body.get(field, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -190,6 +199,9 @@ class ClusterWebUI(WebUI):
             args=body.get("args", []),
             settings=body.get("settings", []),
             restore_from=body.get("restore_from"),
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_interval_ms=interval,
+            allow_non_restored_state=body.get("allow_non_restored_state") is True,
         )
         return _json({"jobid": job.job_id, "id": job.job_id}, 202)
 

@@ -75,3 +75,22 @@ async def test_savepoint_and_cancel_through_the_command_line(
     cancelled = await _cli("cancel", "--cluster", url, "--job", job.job_id)
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() == "CANCELED" and job.status == "CANCELED"
+
+
+async def test_checkpointing_asked_for_at_submission(cluster: Dispatcher, tmp_path: Path) -> None:
+    """``flowkit run --cluster --checkpoint-dir DIR``: the job file itself does not enable
+    checkpointing; the submission does."""
+    source = """
+import flowkit as fk
+
+
+def build(env):
+    env.from_source(fk.PacedSource(list(range(3000)), 0.001)).map(lambda x: x + 1).print()
+"""
+    job = cluster.submit(
+        source, "plain.py", checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_interval_ms=100
+    )
+    await wait_until(lambda: job.checkpoint_stats.num_completed >= 1, "a checkpoint", within=60)
+    assert job.overview()["checkpoint_dir"] == str(tmp_path / "ckpt")
+    assert any(p.name.startswith("chk-") for p in (tmp_path / "ckpt").iterdir())
+    await job.cancel()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from flowkit.elements import EndOfPartition
 from flowkit.partitioners import ForwardPartitioner
@@ -119,3 +122,69 @@ async def test_a_producer_that_goes_away_fails_the_consumer_with_its_name(tmp_pa
     assert isinstance(results[0], ConnectionError)
     assert "a -> b" in str(results[0]) and "taskmanager tm-9 went away" in str(results[0])
     assert errors and errors[0] is results[0]
+
+
+async def _produce(writer: RecordWriter, out: RemoteOutputChannel, sent: list[object]) -> None:
+    for start in range(0, len(sent), 500):
+        writer.emit(sent[start : start + 500], None)
+        if writer.blocked:
+            await writer.drain()
+    writer.emit_event(EndOfPartition())
+    await writer.drain()
+    writer.flush()
+    out.finish()
+
+
+async def _consume_slowly(
+    tmp_path: Path, sent: list[object], buffer_size: int, buffers: int, pause_s: float
+) -> list[object]:
+    server, out, into, writer = await _pair(tmp_path, buffer_size, buffers)
+    receive = asyncio.create_task(into.run())
+    producing = asyncio.create_task(_produce(writer, out, sent))
+    got: list[object] = []
+    span = bytearray()
+    async with asyncio.timeout(30):
+        while not receive.done() or into.ready:
+            if into.ready:
+                buf, length = into.ready.popleft()
+                if pause_s:
+                    await asyncio.sleep(pause_s)  # a slow subtask: its credits come late
+                items: list[object] = []
+                decode_segments(buf, length, into.serializer, span, items)  # type: ignore[arg-type]
+                into.recycle(buf)
+                for item in items:
+                    if isinstance(item, tuple):
+                        got.extend(item[0])
+            else:
+                await asyncio.sleep(0.0005)
+        await receive  # ended by CLOSE, not by a lost connection
+        await producing
+        await out.done.wait()
+    assert out.error is None
+    await server.close()
+    return got
+
+
+def _on_uvloop(coro: Any) -> Any:
+    """Run on uvloop, which keeps unsent data by reference (the runtime's loop)."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def test_a_slow_consumer_still_reads_the_end_after_the_producer_finished(
+    tmp_path: Path,
+) -> None:
+    """The producer sends CLOSE while the consumer still consumes (and grants credits):
+    the connection stays up until the consumer read everything and closed its end."""
+    sent: list[object] = [{"n": i} for i in range(300)]
+    for _ in range(5):
+        assert _on_uvloop(_consume_slowly(tmp_path, sent, 256, 2, 0.005)) == sent
+
+
+def test_a_buffer_is_refilled_only_after_the_socket_took_its_bytes(tmp_path: Path) -> None:
+    """Many large buffers in flight: what the consumer decodes is what was sent, even
+    when the socket cannot take a buffer at once."""
+    sent: list[object] = [{"n": i, "pad": "p" * (i % 200)} for i in range(60_000)]
+    for _ in range(3):
+        assert _on_uvloop(_consume_slowly(tmp_path, sent, 32 * 1024, 8, 0.0)) == sent

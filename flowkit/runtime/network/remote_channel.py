@@ -69,6 +69,9 @@ ChannelKey = tuple[str, int, int, int]
 #: How long a consumer's request waits for its producer to be deployed.
 REQUEST_TIMEOUT_S = 30.0
 
+#: How long a producer waits, after CLOSE, for its consumer to close the connection.
+CLOSE_TIMEOUT_S = 10.0
+
 
 class RemoteChannelError(ConnectionError):
     """The other half of a remote channel is gone."""
@@ -183,8 +186,9 @@ class RemoteOutputChannel:
                 while self.ready and self.credit > 0:
                     buf, length = self.ready.popleft()
                     self.credit -= 1
-                    writer.write(FRAME.pack(DATA, length))
-                    writer.write(memoryview(buf)[:length])
+                    # A copy: the transport may keep what it could not send yet by
+                    # reference (uvloop does), and the buffer is refilled once free.
+                    writer.write(b"".join((FRAME.pack(DATA, length), memoryview(buf)[:length])))
                     await writer.drain()
                     self.buffers_sent += 1
                     self.bytes_sent += length
@@ -197,6 +201,14 @@ class RemoteOutputChannel:
                     writer.write(FRAME.pack(CLOSE, 0))
                     await writer.drain()
                     self.done.set()
+                    # The consumer closes first, once it read CLOSE: closing here could
+                    # reset the connection under a credit it is still sending, and lose
+                    # the CLOSE it has not read yet.
+                    try:
+                        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                            await asyncio.shield(credits)
+                    except TimeoutError:
+                        _log.warning("the consumer of %s did not close its end", self.name)
                     return
                 self._wake.clear()
                 await self._wake.wait()
