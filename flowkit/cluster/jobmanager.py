@@ -205,9 +205,12 @@ class JobMaster:
         restore = self.spec.restore_from
         first_own_id = storage.highest_id() + 1
         if self.recover:
+            # The Dispatcher restarted: the newest checkpoint of the job's earlier life.
             latest = await storage.latest()
             if latest is not None:
                 restore = latest.directory
+        #: What a restart restores when this JobManager has completed no checkpoint yet.
+        started_from = restore
         slots_needed = max(v.parallelism for v in graph.vertices)
         while True:
             self.attempt_number += 1
@@ -238,7 +241,7 @@ class JobMaster:
                 if latest is not None and latest.checkpoint_id >= first_own_id:
                     restore = latest.directory
                 else:
-                    restore = self.spec.restore_from
+                    restore = started_from
                 if entry is not None:
                     self.exceptions[-1] = ExceptionRecord(
                         **{**entry.__dict__, "restarted": True, "restored_from": restore}

@@ -94,3 +94,49 @@ def build(env):
     assert job.overview()["checkpoint_dir"] == str(tmp_path / "ckpt")
     assert any(p.name.startswith("chk-") for p in (tmp_path / "ckpt").iterdir())
     await job.cancel()
+
+
+async def test_a_resumed_job_that_fails_again_restores_what_it_resumed_from(
+    tmp_path: Path,
+) -> None:
+    """The Dispatcher stopped and started again resumes its job from the job's newest
+    checkpoint; a TaskManager lost before the resumed job completed a checkpoint of its
+    own restarts it from that same checkpoint again, not from the beginning."""
+    from counting_job import check_output
+
+    directory = tmp_path / "cluster"
+    out = tmp_path / "out"
+    out.mkdir()
+    records = 4000
+    source = counting_job_file(out, tmp_path / "ckpt", records, 0.001)
+    first = Dispatcher(directory, taskmanagers=2, slots=1, port=0, heartbeat_timeout=2.0)
+    await first.start()
+    try:
+        job = first.submit(source, "count.py")
+        await wait_until(lambda: job.checkpoint_stats.num_completed >= 2, "checkpoints", within=60)
+    finally:
+        await first.stop()  # the job stays RUNNING in the store
+    second = Dispatcher(directory, taskmanagers=2, slots=1, port=0, heartbeat_timeout=2.0)
+    await second.start()
+    try:
+        resumed = second.jobs[job.job_id]
+        await wait_until(lambda: resumed.status == "RUNNING", "the resumed job", within=60)
+        started_from = resumed.restored_from
+        assert started_from is not None and "chk-" in started_from
+        victim = sorted(second.resources.taskmanagers.values(), key=lambda tm: tm.tm_id)[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        await wait_until(lambda: resumed.status in ("FINISHED", "FAILED"), "the end", within=90)
+        assert resumed.status == "FINISHED", resumed.failure
+        assert resumed.restarts >= 1
+        # restored from a checkpoint (its own, or the one it resumed from), never from
+        # the beginning
+        assert resumed.exceptions[0].restored_from is not None
+        check_output(out, records)
+    finally:
+        pids = [tm.pid for tm in second.resources.taskmanagers.values()]
+        await second.stop()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
