@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterable, Callable, Coroutine
@@ -24,7 +26,7 @@ from flowkit.graph.explain import explain
 from flowkit.graph.job_graph import JobGraph, build_job_graph
 from flowkit.graph.transformations import Transformation
 from flowkit.operators.source_sink import SourceOperator
-from flowkit.runtime.client import JobClient, JobExecutionResult
+from flowkit.runtime.client import JobClient, JobExecutionResult, remove_temporary_directory
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.executor import ExecutionConfig as RuntimeConfig
 from flowkit.runtime.executor import LocalExecutor
@@ -159,6 +161,11 @@ class StreamExecutionEnvironment:
         self.chaining_enabled = True
         self._transformations: list[Transformation] = []
         self.checkpoint_config: CheckpointConfig | None = None
+        #: The checkpoint directory flowkit made for ``enable_checkpointing()`` without a
+        #: directory, and whether a job has taken it (that job removes it when it ends;
+        #: the next job gets a new one).
+        self._temporary_checkpoint_dir: str | None = None
+        self._temporary_checkpoint_dir_taken = False
         self.restart_strategy: RestartStrategy | None = None
         #: ``(host, port)`` of the web UI when :meth:`enable_web_ui` was called.
         self.web_ui_address: tuple[str, int] | None = None
@@ -223,8 +230,15 @@ class StreamExecutionEnvironment:
         max_concurrent: int = 1,
         tolerable_failed_checkpoints: int = 0,
     ) -> StreamExecutionEnvironment:
-        """Take a checkpoint every ``interval_ms`` into ``directory`` (default: a new
-        temporary directory); a failed job restarts from the latest one.
+        """Take a checkpoint every ``interval_ms`` into ``directory``; a failed job
+        restarts from the latest one.
+
+        Without ``directory``, each job gets a new temporary directory, which flowkit
+        removes with its checkpoints when the job ends (finished, failed or cancelled),
+        as Flink's checkpoints kept in the JobManager's memory end with the job; give a
+        ``directory`` to keep them (to resume with ``restore_from``). flowkit has no
+        option to retain checkpoints on cancellation: a directory you give stays (with
+        its newest ``retained`` checkpoints), one flowkit made never does.
 
         ``mode`` is PyFlink's second positional argument: ``CheckpointingMode.EXACTLY_ONCE``
         (barriers aligned, the default) or ``AT_LEAST_ONCE``, or their lower-case names.
@@ -253,10 +267,11 @@ class StreamExecutionEnvironment:
             )
         else:
             mode = mode.lower()
+        temporary = None
         if directory is None:
-            directory = tempfile.mkdtemp(prefix="flowkit-checkpoints-")
+            directory = temporary = _make_temporary_checkpoint_dir()
         try:
-            self.checkpoint_config = CheckpointConfig(
+            config = CheckpointConfig(
                 interval_ms=int(interval_ms),
                 directory=os.fspath(directory),
                 mode=mode,
@@ -267,8 +282,37 @@ class StreamExecutionEnvironment:
                 tolerable_failed_checkpoints=tolerable_failed_checkpoints,
             )
         except ValueError as exc:
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
             raise InvalidConfigurationError(f"enable_checkpointing: {exc}") from None
+        self._drop_unused_temporary_checkpoint_dir()
+        self.checkpoint_config = config
+        self._temporary_checkpoint_dir = temporary
+        self._temporary_checkpoint_dir_taken = False
         return self
+
+    def _drop_unused_temporary_checkpoint_dir(self) -> None:
+        """Remove the temporary checkpoint directory of a replaced configuration, unless a
+        job has it (that job removes it)."""
+        unused = self._temporary_checkpoint_dir
+        if unused is not None and not self._temporary_checkpoint_dir_taken:
+            shutil.rmtree(unused, ignore_errors=True)
+        self._temporary_checkpoint_dir = None
+
+    def _take_temporary_checkpoint_dir(self) -> str | None:
+        """The temporary checkpoint directory for the job about to start (a new one if an
+        earlier job took the last one), or None when the checkpoint directory is the
+        user's. The caller removes it when the job ends."""
+        config = self.checkpoint_config
+        temporary = self._temporary_checkpoint_dir
+        if config is None or temporary is None or config.directory != temporary:
+            return None  # no checkpointing, or a directory of the user's
+        if self._temporary_checkpoint_dir_taken:
+            temporary = _make_temporary_checkpoint_dir()
+            self.checkpoint_config = dataclasses.replace(config, directory=temporary)
+            self._temporary_checkpoint_dir = temporary
+        self._temporary_checkpoint_dir_taken = True
+        return temporary
 
     def get_checkpoint_config(self) -> CheckpointConfig | None:
         return self.checkpoint_config
@@ -677,17 +721,24 @@ class StreamExecutionEnvironment:
             ...     client = await env.execute_async("job", restore_from="ckpt")
             ...     return await client.wait()
         """
-        snapshot = (
-            await load_checkpoint(restore_from, fallback=fallback_to_older_checkpoint)
-            if restore_from is not None
-            else None
-        )
-        name = job_name or "flowkit job"
-        executor = self._executor(
-            name, snapshot, allow_non_restored_state, fallback_to_older_checkpoint
-        )
-        await executor.prepare_restore()  # a snapshot that does not fit fails here
-        client = JobClient(name, executor)
+        temporary = self._take_temporary_checkpoint_dir()
+        try:
+            snapshot = (
+                await load_checkpoint(restore_from, fallback=fallback_to_older_checkpoint)
+                if restore_from is not None
+                else None
+            )
+            name = job_name or "flowkit job"
+            executor = self._executor(
+                name, snapshot, allow_non_restored_state, fallback_to_older_checkpoint
+            )
+            await executor.prepare_restore()  # a snapshot that does not fit fails here
+        except BaseException:
+            if temporary is not None:  # no job: nothing will remove it otherwise
+                remove_temporary_directory(temporary)
+            raise
+        # From here on the client removes the temporary directory when the job ends.
+        client = JobClient(name, executor, temporary_checkpoint_dir=temporary)
         await self._serve_web_ui(client)
         return client
 
@@ -729,6 +780,11 @@ class StreamExecutionEnvironment:
             )
             try:
                 return await client.wait()
+            except asyncio.CancelledError:
+                # Interrupted (Ctrl-C): stop the job in order, its checkpoint writes and
+                # clean-up included, before the loop closes.
+                await client.cancel()
+                raise
             finally:
                 await self._web_ui_closed()
 
@@ -736,6 +792,10 @@ class StreamExecutionEnvironment:
             if _loop_is_running():
                 return _run_in_worker_thread(main, self.use_uvloop)
             return _run(main(), self.use_uvloop)
+
+
+def _make_temporary_checkpoint_dir() -> str:
+    return tempfile.mkdtemp(prefix="flowkit-checkpoints-")
 
 
 def _mode_aware_factory(t: Transformation, factory: Callable[[], Any]) -> Callable[[], Any]:
