@@ -138,6 +138,24 @@ def test_core_names_are_the_same_objects_as_in_their_modules() -> None:
     assert issubclass(flowkit.JobStatus, enum.Enum)
 
 
+#: Internals of the state backend: importable from their own modules, not from ``flowkit``.
+INTERNAL_NAMES = {
+    "HeapKeyedStateBackend": "flowkit.state.backend",
+    "KeyedTable": "flowkit.state.table",
+    "BackendSnapshot": "flowkit.state.snapshot",
+    "private_copy": "flowkit.state.table",
+}
+
+
+@pytest.mark.parametrize(("name", "module_name"), INTERNAL_NAMES.items())
+def test_internals_are_not_exported_from_flowkit(name: str, module_name: str) -> None:
+    assert name not in flowkit.__all__
+    assert not hasattr(flowkit, name)
+    with pytest.raises(ImportError):
+        exec(f"from flowkit import {name}", {})
+    assert getattr(importlib.import_module(module_name), name).__module__ == module_name
+
+
 def test_public_names_of_user_modules_are_also_at_top_level() -> None:
     # DESIGN.md: every public name is also importable from `flowkit` itself.
     missing = {
