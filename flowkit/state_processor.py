@@ -63,7 +63,7 @@ from flowkit.checkpoint.storage import (
     damaged_checkpoints,
     load_checkpoint,
 )
-from flowkit.sinks_2pc import TwoPhaseCommitState
+from flowkit.sinks.two_phase_commit import TwoPhaseCommitState
 from flowkit.state.backend import BackendSnapshot
 from flowkit.state.key_groups import (
     KeyGroupRange,

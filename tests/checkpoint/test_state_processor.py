@@ -20,7 +20,7 @@ import pytest
 import flowkit as fk
 import flowkit.state_processor as sp
 from flowkit.checkpoint.storage import CheckpointStorage
-from flowkit.sinks_2pc import TwoPhaseCommitState
+from flowkit.sinks.two_phase_commit import TwoPhaseCommitState
 from flowkit.state import ListStateDescriptor, StateTtlConfig, ValueStateDescriptor
 from flowkit.state.backend import HeapKeyedStateBackend
 from flowkit.state.key_groups import (
