@@ -17,6 +17,7 @@ PACKAGE_ROOT = Path(flowkit.__file__).parent
 #: An old module path, and the modules where the names it re-exports are defined now.
 MOVED = {
     "flowkit.sinks_2pc": {"flowkit.sinks.two_phase_commit", "flowkit.sinks.file"},
+    "flowkit.state_processor": {"flowkit.checkpoint.inspect"},
 }
 
 
@@ -96,8 +97,10 @@ def test_old_module_paths_re_export_the_moved_names(old: str, new: set[str]) -> 
     assert module.__all__
     for name in module.__all__:
         value = getattr(module, name)
-        assert value.__module__ in new, f"{old}.{name} comes from {value.__module__}"
-        assert getattr(importlib.import_module(value.__module__), name) is value
+        homes = [m for m in sorted(new) if getattr(importlib.import_module(m), name, None) is value]
+        assert homes, f"{old}.{name} is not the object of that name in {sorted(new)}"
+        if hasattr(value, "__qualname__"):  # classes and functions: defined there
+            assert value.__module__ in new, f"{old}.{name} comes from {value.__module__}"
 
 
 def test_sinks_package_re_exports_its_modules_names() -> None:

@@ -902,7 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowkit`` command line and return its exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] == "inspect":
-        from flowkit.state_processor import main as inspect_main
+        from flowkit.checkpoint.inspect import main as inspect_main
 
         return inspect_main(arguments[1:])
     job_args: list[str] = []
