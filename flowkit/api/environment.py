@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -162,10 +163,12 @@ class StreamExecutionEnvironment:
         self._transformations: list[Transformation] = []
         self.checkpoint_config: CheckpointConfig | None = None
         #: The checkpoint directory flowkit made for ``enable_checkpointing()`` without a
-        #: directory, and whether a job has taken it (that job removes it when it ends;
-        #: the next job gets a new one).
+        #: directory. Until a job takes it (that job removes it when it ends; the next
+        #: job gets a new one), the environment owns it: this finalizer removes it when
+        #: the configuration is replaced, or the environment is collected or the
+        #: interpreter exits before a job ran.
         self._temporary_checkpoint_dir: str | None = None
-        self._temporary_checkpoint_dir_taken = False
+        self._unused_temporary_checkpoint_dir: weakref.finalize | None = None
         self.restart_strategy: RestartStrategy | None = None
         #: ``(host, port)`` of the web UI when :meth:`enable_web_ui` was called.
         self.web_ui_address: tuple[str, int] | None = None
@@ -235,10 +238,11 @@ class StreamExecutionEnvironment:
 
         Without ``directory``, each job gets a new temporary directory, which flowkit
         removes with its checkpoints when the job ends (finished, failed or cancelled),
-        as Flink's checkpoints kept in the JobManager's memory end with the job; give a
-        ``directory`` to keep them (to resume with ``restore_from``). flowkit has no
-        option to retain checkpoints on cancellation: a directory you give stays (with
-        its newest ``retained`` checkpoints), one flowkit made never does.
+        as Flink's checkpoints kept in the JobManager's memory end with the job (one that
+        no job used goes with the environment); give a ``directory`` to keep them (to
+        resume with ``restore_from``). flowkit has no option to retain checkpoints on
+        cancellation: a directory you give stays (with its newest ``retained``
+        checkpoints), one flowkit made never does.
 
         ``mode`` is PyFlink's second positional argument: ``CheckpointingMode.EXACTLY_ONCE``
         (barriers aligned, the default) or ``AT_LEAST_ONCE``, or their lower-case names.
@@ -285,34 +289,42 @@ class StreamExecutionEnvironment:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
             raise InvalidConfigurationError(f"enable_checkpointing: {exc}") from None
-        self._drop_unused_temporary_checkpoint_dir()
+        if self._unused_temporary_checkpoint_dir is not None:
+            self._unused_temporary_checkpoint_dir()  # the replaced configuration's: unused
         self.checkpoint_config = config
-        self._temporary_checkpoint_dir = temporary
-        self._temporary_checkpoint_dir_taken = False
+        self._own_temporary_checkpoint_dir(temporary)
         return self
 
-    def _drop_unused_temporary_checkpoint_dir(self) -> None:
-        """Remove the temporary checkpoint directory of a replaced configuration, unless a
-        job has it (that job removes it)."""
-        unused = self._temporary_checkpoint_dir
-        if unused is not None and not self._temporary_checkpoint_dir_taken:
-            shutil.rmtree(unused, ignore_errors=True)
-        self._temporary_checkpoint_dir = None
+    def _own_temporary_checkpoint_dir(self, temporary: str | None) -> None:
+        self._temporary_checkpoint_dir = temporary
+        self._unused_temporary_checkpoint_dir = (
+            None if temporary is None else weakref.finalize(self, shutil.rmtree, temporary, True)
+        )
+
+    def _uses_temporary_checkpoint_dir(self) -> bool:
+        config = self.checkpoint_config
+        temporary = self._temporary_checkpoint_dir
+        # a user may have replaced checkpoint_config with one of their own
+        return config is not None and temporary is not None and config.directory == temporary
 
     def _take_temporary_checkpoint_dir(self) -> str | None:
         """The temporary checkpoint directory for the job about to start (a new one if an
         earlier job took the last one), or None when the checkpoint directory is the
         user's. The caller removes it when the job ends."""
-        config = self.checkpoint_config
-        temporary = self._temporary_checkpoint_dir
-        if config is None or temporary is None or config.directory != temporary:
-            return None  # no checkpointing, or a directory of the user's
-        if self._temporary_checkpoint_dir_taken:
+        if not self._uses_temporary_checkpoint_dir():
+            return None
+        unused = self._unused_temporary_checkpoint_dir
+        if unused is None:  # an earlier job took it
+            assert self.checkpoint_config is not None
             temporary = _make_temporary_checkpoint_dir()
-            self.checkpoint_config = dataclasses.replace(config, directory=temporary)
+            self.checkpoint_config = dataclasses.replace(
+                self.checkpoint_config, directory=temporary
+            )
             self._temporary_checkpoint_dir = temporary
-        self._temporary_checkpoint_dir_taken = True
-        return temporary
+        else:
+            unused.detach()
+        self._unused_temporary_checkpoint_dir = None
+        return self._temporary_checkpoint_dir
 
     def get_checkpoint_config(self) -> CheckpointConfig | None:
         return self.checkpoint_config
@@ -649,6 +661,14 @@ class StreamExecutionEnvironment:
         fallback_to_older_checkpoint: bool = False,
     ) -> LocalExecutor:
         graph = self.get_job_graph(job_name)
+        if (
+            self._unused_temporary_checkpoint_dir is not None
+            and self._uses_temporary_checkpoint_dir()
+        ):
+            # Run by another caller than execute_async() (a cluster's process): the
+            # directory is that caller's now, which does not remove it.
+            self._unused_temporary_checkpoint_dir.detach()
+            self._unused_temporary_checkpoint_dir = None
         clock = self.clock
         if clock is None and any(
             getattr(t.source, "needs_manual_clock", False) for t in self._transformations

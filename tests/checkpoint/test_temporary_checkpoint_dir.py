@@ -5,6 +5,7 @@ cancelled); a directory the user gave is kept."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -190,6 +191,34 @@ def test_a_replaced_configuration_leaves_no_directory(tmp_path: Path) -> None:
     unused = temporary_dir(env)
     env.enable_checkpointing(20, directory=tmp_path / "mine")
     assert gone(unused)
+
+
+def test_removed_with_an_environment_that_never_ran_a_job() -> None:
+    env = StreamExecutionEnvironment()
+    env.enable_checkpointing(10)
+    env.from_collection([1]).sink_to(CollectSink())
+    directory = temporary_dir(env)
+    del env
+    gc.collect()
+    assert gone(directory)
+
+
+def test_kept_for_an_executor_built_outside_execute_async() -> None:
+    """A cluster's JobManager and TaskManagers build their executor from an environment
+    they then drop; its checkpoint directory must outlive the environment."""
+    env = StreamExecutionEnvironment()
+    env.enable_checkpointing(10)
+    env.from_collection([1]).sink_to(CollectSink())
+    directory = temporary_dir(env)
+    executor = env._executor("built by a cluster process")
+    del env
+    gc.collect()
+    try:
+        assert executor.config.checkpoint is not None
+        assert executor.config.checkpoint.directory == directory
+        assert not gone(directory)
+    finally:
+        os.rmdir(directory)
 
 
 def test_removed_when_the_job_cannot_start(tmp_path: Path) -> None:
