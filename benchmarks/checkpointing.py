@@ -17,7 +17,7 @@ Per run, one JSON line: the longest stall during checkpoints and between them, t
 throughput of both and their ratio, and what flowkit reports about the same checkpoints
 (``max_sync_pause_ms`` of ``client.checkpoint_statistics()``, the longest time the
 checkpoint held the loop by flowkit's own account). The run checks its result: the final
-checkpoint is read back (``flowkit.state_processor``) and every key's count of records
+checkpoint is read back (``flowkit.checkpoint.inspect``) and every key's count of records
 must be exact. Garbage collections are timed too (``gc.callbacks``): a stall can be the
 collector's rather than the checkpoint's, so the line gives the GC time inside the
 longest stall, the longest stall less its GC time, and the share of time in GC on each
@@ -43,7 +43,7 @@ import time
 from typing import Any
 
 import flowkit as fk
-from flowkit.state_processor import read_snapshot
+from flowkit.checkpoint.inspect import read_snapshot
 
 #: Records processed so far by the keyed function (read by the probe).
 PROGRESS = [0]

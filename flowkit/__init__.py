@@ -148,9 +148,6 @@ from flowkit.sources import SplitSource as SplitSource
 from flowkit.sources import StreamFormat as StreamFormat
 from flowkit.state import AggregatingState as AggregatingState
 from flowkit.state import AggregatingStateDescriptor as AggregatingStateDescriptor
-from flowkit.state import BackendSnapshot as BackendSnapshot
-from flowkit.state import HeapKeyedStateBackend as HeapKeyedStateBackend
-from flowkit.state import KeyedTable as KeyedTable
 from flowkit.state import ListState as ListState
 from flowkit.state import ListStateDescriptor as ListStateDescriptor
 from flowkit.state import MapState as MapState
@@ -162,7 +159,6 @@ from flowkit.state import StateMigrationError as StateMigrationError
 from flowkit.state import StateTtlConfig as StateTtlConfig
 from flowkit.state import ValueState as ValueState
 from flowkit.state import ValueStateDescriptor as ValueStateDescriptor
-from flowkit.state import private_copy as private_copy
 from flowkit.testing import HarnessSnapshot as HarnessSnapshot
 from flowkit.testing import KeyedProcessFunctionHarness as KeyedProcessFunctionHarness
 from flowkit.testing import OneInputOperatorHarness as OneInputOperatorHarness
@@ -228,7 +224,6 @@ __all__ = [
     "AsyncDataStream",
     "AsyncFunction",
     "AsyncRetryStrategy",
-    "BackendSnapshot",
     "BroadcastConnectedStream",
     "BroadcastProcessFunction",
     "BroadcastStream",
@@ -282,7 +277,6 @@ __all__ = [
     "GlobalWindow",
     "GlobalWindows",
     "HarnessSnapshot",
-    "HeapKeyedStateBackend",
     "IntervalJoin",
     "IntervalJoined",
     "InvalidConfigurationError",
@@ -302,7 +296,6 @@ __all__ = [
     "KeyedProcessFunction",
     "KeyedProcessFunctionHarness",
     "KeyedStream",
-    "KeyedTable",
     "ListState",
     "ListStateDescriptor",
     "ManualClock",
@@ -399,7 +392,6 @@ __all__ = [
     "has_exception_predicate",
     "load_checkpoint",
     "loop_gaps_while",
-    "private_copy",
     "sinks",
     "sources",
     "tuned_gc",

@@ -55,6 +55,10 @@ DOCTEST_MODULES = [
     "flowkit.serialization",
     "flowkit.functions",
     "flowkit.sinks",
+    "flowkit.sinks.base",
+    "flowkit.sinks.builtin",
+    "flowkit.sinks.two_phase_commit",
+    "flowkit.sinks.file",
     "flowkit.runtime.channels",
     "flowkit.runtime.network.codec",
     "flowkit.runtime.network.channel",
@@ -143,6 +147,24 @@ def test_core_names_are_the_same_objects_as_in_their_modules() -> None:
         assert getattr(flowkit, name) is getattr(testing, name)
     assert flowkit.MIN_WATERMARK < flowkit.MAX_WATERMARK
     assert issubclass(flowkit.JobStatus, enum.Enum)
+
+
+#: Internals of the state backend: importable from their own modules, not from ``flowkit``.
+INTERNAL_NAMES = {
+    "HeapKeyedStateBackend": "flowkit.state.backend",
+    "KeyedTable": "flowkit.state.table",
+    "BackendSnapshot": "flowkit.state.snapshot",
+    "private_copy": "flowkit.state.table",
+}
+
+
+@pytest.mark.parametrize(("name", "module_name"), INTERNAL_NAMES.items())
+def test_internals_are_not_exported_from_flowkit(name: str, module_name: str) -> None:
+    assert name not in flowkit.__all__
+    assert not hasattr(flowkit, name)
+    with pytest.raises(ImportError):
+        exec(f"from flowkit import {name}", {})
+    assert getattr(importlib.import_module(module_name), name).__module__ == module_name
 
 
 def test_public_names_of_user_modules_are_also_at_top_level() -> None:

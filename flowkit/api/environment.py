@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -24,7 +27,7 @@ from flowkit.graph.explain import explain
 from flowkit.graph.job_graph import JobGraph, build_job_graph
 from flowkit.graph.transformations import Transformation
 from flowkit.operators.source_sink import SourceOperator
-from flowkit.runtime.client import JobClient, JobExecutionResult
+from flowkit.runtime.client import JobClient, JobExecutionResult, remove_temporary_directory
 from flowkit.runtime.debloat import BufferDebloatConfig
 from flowkit.runtime.executor import ExecutionConfig as RuntimeConfig
 from flowkit.runtime.executor import LocalExecutor
@@ -159,6 +162,13 @@ class StreamExecutionEnvironment:
         self.chaining_enabled = True
         self._transformations: list[Transformation] = []
         self.checkpoint_config: CheckpointConfig | None = None
+        #: The checkpoint directory flowkit made for ``enable_checkpointing()`` without a
+        #: directory. Until a job takes it (that job removes it when it ends; the next
+        #: job gets a new one), the environment owns it: this finalizer removes it when
+        #: the configuration is replaced, or the environment is collected or the
+        #: interpreter exits before a job ran.
+        self._temporary_checkpoint_dir: str | None = None
+        self._unused_temporary_checkpoint_dir: weakref.finalize | None = None
         self.restart_strategy: RestartStrategy | None = None
         #: ``(host, port)`` of the web UI when :meth:`enable_web_ui` was called.
         self.web_ui_address: tuple[str, int] | None = None
@@ -223,8 +233,16 @@ class StreamExecutionEnvironment:
         max_concurrent: int = 1,
         tolerable_failed_checkpoints: int = 0,
     ) -> StreamExecutionEnvironment:
-        """Take a checkpoint every ``interval_ms`` into ``directory`` (default: a new
-        temporary directory); a failed job restarts from the latest one.
+        """Take a checkpoint every ``interval_ms`` into ``directory``; a failed job
+        restarts from the latest one.
+
+        Without ``directory``, each job gets a new temporary directory, which flowkit
+        removes with its checkpoints when the job ends (finished, failed or cancelled),
+        as Flink's checkpoints kept in the JobManager's memory end with the job (one that
+        no job used goes with the environment); give a ``directory`` to keep them (to
+        resume with ``restore_from``). flowkit has no option to retain checkpoints on
+        cancellation: a directory you give stays (with its newest ``retained``
+        checkpoints), one flowkit made never does.
 
         ``mode`` is PyFlink's second positional argument: ``CheckpointingMode.EXACTLY_ONCE``
         (barriers aligned, the default) or ``AT_LEAST_ONCE``, or their lower-case names.
@@ -253,10 +271,11 @@ class StreamExecutionEnvironment:
             )
         else:
             mode = mode.lower()
+        temporary = None
         if directory is None:
-            directory = tempfile.mkdtemp(prefix="flowkit-checkpoints-")
+            directory = temporary = _make_temporary_checkpoint_dir()
         try:
-            self.checkpoint_config = CheckpointConfig(
+            config = CheckpointConfig(
                 interval_ms=int(interval_ms),
                 directory=os.fspath(directory),
                 mode=mode,
@@ -267,8 +286,45 @@ class StreamExecutionEnvironment:
                 tolerable_failed_checkpoints=tolerable_failed_checkpoints,
             )
         except ValueError as exc:
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
             raise InvalidConfigurationError(f"enable_checkpointing: {exc}") from None
+        if self._unused_temporary_checkpoint_dir is not None:
+            self._unused_temporary_checkpoint_dir()  # the replaced configuration's: unused
+        self.checkpoint_config = config
+        self._own_temporary_checkpoint_dir(temporary)
         return self
+
+    def _own_temporary_checkpoint_dir(self, temporary: str | None) -> None:
+        self._temporary_checkpoint_dir = temporary
+        self._unused_temporary_checkpoint_dir = (
+            None if temporary is None else weakref.finalize(self, shutil.rmtree, temporary, True)
+        )
+
+    def _uses_temporary_checkpoint_dir(self) -> bool:
+        config = self.checkpoint_config
+        temporary = self._temporary_checkpoint_dir
+        # a user may have replaced checkpoint_config with one of their own
+        return config is not None and temporary is not None and config.directory == temporary
+
+    def _take_temporary_checkpoint_dir(self) -> str | None:
+        """The temporary checkpoint directory for the job about to start (a new one if an
+        earlier job took the last one), or None when the checkpoint directory is the
+        user's. The caller removes it when the job ends."""
+        if not self._uses_temporary_checkpoint_dir():
+            return None
+        unused = self._unused_temporary_checkpoint_dir
+        if unused is None:  # an earlier job took it
+            assert self.checkpoint_config is not None
+            temporary = _make_temporary_checkpoint_dir()
+            self.checkpoint_config = dataclasses.replace(
+                self.checkpoint_config, directory=temporary
+            )
+            self._temporary_checkpoint_dir = temporary
+        else:
+            unused.detach()
+        self._unused_temporary_checkpoint_dir = None
+        return self._temporary_checkpoint_dir
 
     def get_checkpoint_config(self) -> CheckpointConfig | None:
         return self.checkpoint_config
@@ -605,6 +661,14 @@ class StreamExecutionEnvironment:
         fallback_to_older_checkpoint: bool = False,
     ) -> LocalExecutor:
         graph = self.get_job_graph(job_name)
+        if (
+            self._unused_temporary_checkpoint_dir is not None
+            and self._uses_temporary_checkpoint_dir()
+        ):
+            # Run by another caller than execute_async() (a cluster's process): the
+            # directory is that caller's now, which does not remove it.
+            self._unused_temporary_checkpoint_dir.detach()
+            self._unused_temporary_checkpoint_dir = None
         clock = self.clock
         if clock is None and any(
             getattr(t.source, "needs_manual_clock", False) for t in self._transformations
@@ -677,17 +741,24 @@ class StreamExecutionEnvironment:
             ...     client = await env.execute_async("job", restore_from="ckpt")
             ...     return await client.wait()
         """
-        snapshot = (
-            await load_checkpoint(restore_from, fallback=fallback_to_older_checkpoint)
-            if restore_from is not None
-            else None
-        )
-        name = job_name or "flowkit job"
-        executor = self._executor(
-            name, snapshot, allow_non_restored_state, fallback_to_older_checkpoint
-        )
-        await executor.prepare_restore()  # a snapshot that does not fit fails here
-        client = JobClient(name, executor)
+        temporary = self._take_temporary_checkpoint_dir()
+        try:
+            snapshot = (
+                await load_checkpoint(restore_from, fallback=fallback_to_older_checkpoint)
+                if restore_from is not None
+                else None
+            )
+            name = job_name or "flowkit job"
+            executor = self._executor(
+                name, snapshot, allow_non_restored_state, fallback_to_older_checkpoint
+            )
+            await executor.prepare_restore()  # a snapshot that does not fit fails here
+        except BaseException:
+            if temporary is not None:  # no job: nothing will remove it otherwise
+                remove_temporary_directory(temporary)
+            raise
+        # From here on the client removes the temporary directory when the job ends.
+        client = JobClient(name, executor, temporary_checkpoint_dir=temporary)
         await self._serve_web_ui(client)
         return client
 
@@ -729,6 +800,11 @@ class StreamExecutionEnvironment:
             )
             try:
                 return await client.wait()
+            except asyncio.CancelledError:
+                # Interrupted (Ctrl-C): stop the job in order, its checkpoint writes and
+                # clean-up included, before the loop closes.
+                await client.cancel()
+                raise
             finally:
                 await self._web_ui_closed()
 
@@ -736,6 +812,10 @@ class StreamExecutionEnvironment:
             if _loop_is_running():
                 return _run_in_worker_thread(main, self.use_uvloop)
             return _run(main(), self.use_uvloop)
+
+
+def _make_temporary_checkpoint_dir() -> str:
+    return tempfile.mkdtemp(prefix="flowkit-checkpoints-")
 
 
 def _mode_aware_factory(t: Transformation, factory: Callable[[], Any]) -> Callable[[], Any]:

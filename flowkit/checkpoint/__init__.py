@@ -1,4 +1,9 @@
-"""Checkpoints and savepoints: storage on local files, metadata, restart strategies, the coordinator. May import eventtime, state, and the modules below them."""
+"""Checkpoints and savepoints: storage on local files, metadata, restart strategies, the coordinator. May import eventtime, state, and the modules below them.
+
+``inspect`` (reading a snapshot's operators, key groups and state: ``flowkit inspect``)
+is a tool on top that nothing here imports; it may also import sinks, whose
+two-phase-commit state it describes.
+"""
 
 from flowkit.checkpoint.storage import CheckpointAbortedError as CheckpointAbortedError
 from flowkit.checkpoint.storage import CheckpointStorage as CheckpointStorage

@@ -14,6 +14,7 @@ Commands::
     flowkit savepoint DIR [--url URL] [--job ID]
     flowkit stop [--savepoint DIR [--drain]] [--url URL] [--job ID]
     flowkit list [--url URL]
+    flowkit --version
 
 A job file is a Python file that defines::
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -76,6 +78,7 @@ __all__ = [
     "load_job",
     "main",
     "make_environment",
+    "package_version",
     "parse_setting",
     "parse_value",
 ]
@@ -704,12 +707,34 @@ _non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number >= 0
 _port = _number(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
 
 
+#: The name flowkit is installed under (``pip install flowkit-streaming``).
+DISTRIBUTION = "flowkit-streaming"
+
+
+def package_version(distribution: str = DISTRIBUTION) -> str:
+    """The installed version of ``distribution``, or ``flowkit.__version__`` when it is
+    not installed (flowkit imported from a source tree).
+
+    Example:
+        >>> import flowkit
+        >>> package_version("not-an-installed-distribution") == flowkit.__version__
+        True
+    """
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        from flowkit import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowkit",
         description="Run, explain, inspect and control flowkit jobs.",
         epilog="Arguments after `--` go to the job file's build(env, args).",
     )
+    parser.add_argument("--version", action="version", version=f"flowkit {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def job_options(p: argparse.ArgumentParser) -> None:
@@ -939,7 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowkit`` command line and return its exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] == "inspect":
-        from flowkit.state_processor import main as inspect_main
+        from flowkit.checkpoint.inspect import main as inspect_main
 
         return inspect_main(arguments[1:])
     job_args: list[str] = []

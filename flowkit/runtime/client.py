@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -69,6 +71,16 @@ class JobExecutionResult:
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def remove_temporary_directory(directory: str) -> None:
+    """Remove ``directory``, which flowkit made, and everything in it. A failure is
+    logged, never raised: the job's outcome matters more than a leftover directory."""
+    shutil.rmtree(directory, ignore_errors=True)
+    if os.path.lexists(directory):
+        _log.warning("could not remove the temporary checkpoint directory %s", directory)
+    else:
+        _log.debug("removed the temporary checkpoint directory %s", directory)
 
 
 def created_metrics(graph: JobGraph) -> tuple[SubtaskMetrics, ...]:
@@ -147,13 +159,26 @@ def subtask_metrics(
 class JobClient:
     """Handle on a running job; made by ``await env.execute_async()``.
 
+    Args:
+        job_name: the job's name.
+        executor: runs the job (started at once in the running event loop).
+        temporary_checkpoint_dir: a checkpoint directory flowkit made for this job
+            (``enable_checkpointing()`` without a directory); the client removes it, with
+            the job's checkpoints, when the job ends in any way.
+
     Example:
         >>> async def main(env):
         ...     client = await env.execute_async("my job")
         ...     result = await client.wait()
     """
 
-    def __init__(self, job_name: str, executor: LocalExecutor) -> None:
+    def __init__(
+        self,
+        job_name: str,
+        executor: LocalExecutor,
+        *,
+        temporary_checkpoint_dir: str | None = None,
+    ) -> None:
         self.job_name = job_name
         self.job_id = uuid.uuid4().hex
         self._executor = executor
@@ -174,6 +199,9 @@ class JobClient:
         self._sampler = RateSampler()
         #: The metrics at the end of the job (read once it ended, then kept).
         self._final_metrics: JobMetrics | None = None
+        #: The checkpoint directory flowkit made for this job (``enable_checkpointing()``
+        #: without a directory): removed with everything in it when the job ends.
+        self._temporary_checkpoint_dir = temporary_checkpoint_dir
         _log.info("%s submitted", self._describe())
         self._task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"flowkit job {job_name!r}"
@@ -181,6 +209,8 @@ class JobClient:
         # The failure is logged when it happens; asyncio need not report it again as
         # "never retrieved" when nobody awaits the job.
         self._task.add_done_callback(_retrieve)
+        # A job cancelled before its task took a step never runs _run's cleanup.
+        self._task.add_done_callback(self._remove_temporary_checkpoint_dir)
         # Submitted: its subtasks start on the loop's next iteration.
         self._status = JobStatus.RUNNING
         self._sample_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
@@ -237,6 +267,15 @@ class JobClient:
                 self._final_metrics = self._collect()
             except Exception:  # never hide how the job ended; metrics() reads live then
                 self._final_metrics = None
+            temporary, self._temporary_checkpoint_dir = self._temporary_checkpoint_dir, None
+            if temporary is not None:
+                # Off the loop: the job's last checkpoints may hold much state.
+                await asyncio.to_thread(remove_temporary_directory, temporary)
+
+    def _remove_temporary_checkpoint_dir(self, _: asyncio.Task[None]) -> None:
+        temporary, self._temporary_checkpoint_dir = self._temporary_checkpoint_dir, None
+        if temporary is not None:
+            remove_temporary_directory(temporary)
 
     @property
     def status(self) -> JobStatus:

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from flowkit import StreamExecutionEnvironment
-from flowkit.sinks_2pc import (
+from flowkit.sinks.file import (
     FileSink,
     FileSinkWriter,
     FileTransaction,

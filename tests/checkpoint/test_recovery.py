@@ -268,7 +268,7 @@ async def test_stop_with_savepoint_and_drain_fires_every_timer_first(tmp_path: P
     snapshot = await fk.load_checkpoint(savepoint)
     assert snapshot.is_savepoint
     # Draining fired every pending timer before the savepoint: none is left in it.
-    from flowkit.state_processor import read_snapshot
+    from flowkit.checkpoint.inspect import read_snapshot
 
     reader = await read_snapshot(savepoint)
     assert reader.timers("sums") == []

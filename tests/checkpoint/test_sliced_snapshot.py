@@ -1,7 +1,7 @@
 """Keyed state is serialized in slices on the event loop at a checkpoint.
 
 * the slices are pickled on the loop's thread, with other coroutines running between
-  them, and the checkpoint reads back exactly (also through ``flowkit.state_processor``);
+  them, and the checkpoint reads back exactly (also through ``flowkit.checkpoint.inspect``);
 * state written between the slices does not leak into the snapshot, and each key group
   leaves copy-on-write once it is written;
 * a restore from the sliced format gives back every entry of every kind of state, also
@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 import flowkit as fk
+from flowkit.checkpoint.inspect import read_snapshot
 from flowkit.checkpoint.storage import CheckpointStorage
 from flowkit.runtime.checkpointing import serialize_sliced, serialize_states
 from flowkit.state.backend import BackendSnapshot, HeapKeyedStateBackend, SerializedSnapshot
@@ -41,7 +42,6 @@ from flowkit.state.descriptors import (
 )
 from flowkit.state.key_groups import KeyGroupRange, key_group_range_for_operator_index
 from flowkit.state.ttl import StateTtlConfig
-from flowkit.state_processor import read_snapshot
 
 # -- pickled on the loop, in slices ------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""flowkit.state_processor: reading real checkpoints and savepoints of running jobs, and
+"""flowkit.checkpoint.inspect: reading real checkpoints and savepoints of running jobs, and
 hand-written snapshots for the cases jobs do not produce (unimportable classes, misplaced
 key groups, processing-time timers, extra operator state)."""
 
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 import flowkit as fk
-import flowkit.state_processor as sp
+import flowkit.checkpoint.inspect as sp
 from flowkit.checkpoint.storage import CheckpointStorage
-from flowkit.sinks_2pc import TwoPhaseCommitState
+from flowkit.sinks.two_phase_commit import TwoPhaseCommitState
 from flowkit.state import ListStateDescriptor, StateTtlConfig, ValueStateDescriptor
 from flowkit.state.backend import HeapKeyedStateBackend
 from flowkit.state.key_groups import (
@@ -255,9 +255,11 @@ async def test_a_savepoint_of_a_running_job_lists_pending_timers_and_state_at_th
     assert "Operator 'totals'" in one and "Operator 'sums'" not in one
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, module: str = "flowkit.checkpoint.inspect"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flowkit.state_processor", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -308,6 +310,21 @@ async def test_the_command_line_prints_the_report_and_entries(
     result = await asyncio.to_thread(run_cli, str(root / "missing"))
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+
+
+async def test_the_old_module_path_runs_the_same_command(
+    final_checkpoint: tuple[Path, fk.CollectSink],
+) -> None:
+    """``python -m flowkit.state_processor`` (the module's former place) and ``flowkit
+    inspect`` print what ``python -m flowkit.checkpoint.inspect`` prints."""
+    root, _ = final_checkpoint
+    args = (str(root), "--keys", "--limit", "2")
+    new = await asyncio.to_thread(run_cli, *args)
+    old = await asyncio.to_thread(run_cli, *args, module="flowkit.state_processor")
+    command = await asyncio.to_thread(run_cli, "inspect", *args, module="flowkit.cli")
+    assert new.returncode == old.returncode == command.returncode == 0, old.stderr
+    assert "Entries of" in new.stdout
+    assert old.stdout == new.stdout == command.stdout
 
 
 def truncate_a_state_file(chk: Path, prefix: str) -> Path:

@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
-from flowkit.sinks_2pc import TwoPhaseCommitSink, TwoPhaseCommitSinkWriter, TwoPhaseCommitState
+from flowkit.sinks.two_phase_commit import (
+    TwoPhaseCommitSink,
+    TwoPhaseCommitSinkWriter,
+    TwoPhaseCommitState,
+)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit import cli
+from flowkit import __version__, cli
 
 TIMEOUT = 120
 
@@ -573,3 +574,15 @@ def test_flowkit_run_runs_the_job_with_the_collector_tuned_as_execute_does(
     proc = flowkit("run", str(job), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not_logged(proc.stdout) == [str(list(JOB_GC_THRESHOLDS))]
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    done = flowkit("--version", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"flowkit {importlib.metadata.version('flowkit-streaming')}\n"
+
+
+def test_version_falls_back_to_the_package_version_when_not_installed() -> None:
+    assert cli.package_version("flowkit-streaming-not-installed") == __version__
+    # the installed metadata (pyproject.toml) and flowkit.__version__ agree
+    assert cli.package_version() == __version__

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 import flowkit as fk
-from flowkit.state_processor import read_snapshot
+from flowkit.checkpoint.inspect import read_snapshot
 
 from .jobs import EPOCH_MS, MAP, SINK, SOURCE, VERTEX_NAMES, build_job, make_env, wait_for
 

@@ -11,7 +11,7 @@ from flowkit.eventtime.watermarks import WatermarkStrategy as WatermarkStrategy
 from flowkit.runtime.client import JobClient as JobClient
 from flowkit.runtime.client import JobExecutionResult as JobExecutionResult
 from flowkit.runtime.client import JobStatus as JobStatus
-from flowkit.sinks_2pc import Encoder as Encoder
+from flowkit.sinks.file import Encoder as Encoder
 from flowkit.typeinfo import Row as Row
 from flowkit.typeinfo import RowKind as RowKind
 from flowkit.typeinfo import TypeInformation as TypeInformation

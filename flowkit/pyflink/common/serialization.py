@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowkit.connectors.base import SimpleStringSchema as SimpleStringSchema
-from flowkit.sinks_2pc import Encoder as Encoder
+from flowkit.sinks.file import Encoder as Encoder
 
 __all__ = [
     "Encoder",

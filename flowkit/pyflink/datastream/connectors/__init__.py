@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from flowkit.connectors.base import DeliveryGuarantee as DeliveryGuarantee
 from flowkit.sinks import Sink as Sink
-from flowkit.sinks_2pc import FileSink as FileSink
-from flowkit.sinks_2pc import OutputFileConfig as OutputFileConfig
-from flowkit.sinks_2pc import RollingPolicy as RollingPolicy
+from flowkit.sinks.file import FileSink as FileSink
+from flowkit.sinks.file import OutputFileConfig as OutputFileConfig
+from flowkit.sinks.file import RollingPolicy as RollingPolicy
 from flowkit.sources import FileSource as FileSource
 from flowkit.sources import Source as Source
 from flowkit.sources import StreamFormat as StreamFormat

@@ -5,9 +5,9 @@ bucket directories) and names them ``<prefix>-<subtask>-<n><suffix>``."""
 
 from __future__ import annotations
 
-from flowkit.sinks_2pc import FileSink as FileSink
-from flowkit.sinks_2pc import OutputFileConfig as OutputFileConfig
-from flowkit.sinks_2pc import RollingPolicy as RollingPolicy
+from flowkit.sinks.file import FileSink as FileSink
+from flowkit.sinks.file import OutputFileConfig as OutputFileConfig
+from flowkit.sinks.file import RollingPolicy as RollingPolicy
 from flowkit.sources import FileSource as FileSource
 from flowkit.sources import FileSourceBuilder as FileSourceBuilder
 from flowkit.sources import StreamFormat as StreamFormat
