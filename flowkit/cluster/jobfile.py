@@ -8,6 +8,7 @@ environment, which yields the same graph in every process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,23 @@ def build_environment(spec: JobSpec) -> StreamExecutionEnvironment:
             build(env)
     except Exception as exc:
         raise CliError(f"build() of {name} failed: {type(exc).__name__}: {exc}") from exc
+    _share_checkpoint_directory(env, spec)
     return env
+
+
+def _share_checkpoint_directory(env: StreamExecutionEnvironment, spec: JobSpec) -> None:
+    """Checkpointing enabled without a directory: every process of the cluster must use
+    the same one (TaskManagers write the state files, the JobManager ``_metadata``), so
+    instead of a temporary directory of its own each takes ``checkpoints/`` next to the
+    job file's copy in the job store, which the job store keeps."""
+    config = env.checkpoint_config
+    if config is None or not env._uses_temporary_checkpoint_dir():
+        return
+    shared = os.path.join(os.path.dirname(os.path.abspath(spec.job_file)), "checkpoints")
+    env.checkpoint_config = dataclasses.replace(config, directory=shared)
+    if env._unused_temporary_checkpoint_dir is not None:
+        env._unused_temporary_checkpoint_dir()  # removes the unused temporary directory
+    env._own_temporary_checkpoint_dir(None)
 
 
 def store_job_file(directory: str | os.PathLike[str], job_id: str, source: str) -> str:

@@ -86,3 +86,31 @@ async def test_a_taskmanager_that_stops_answering_is_lost_by_heartbeat_timeout(
     assert "no heartbeat" in job.exceptions[0].message
     assert victim.tm_id not in cluster.resources.taskmanagers
     check_output(out, records)
+
+
+async def test_checkpoints_without_a_directory_are_shared_by_the_cluster(
+    cluster: Dispatcher, tmp_path: Path
+) -> None:
+    """``enable_checkpointing(interval)`` with no directory: the JobManager and every
+    TaskManager use the job store's ``checkpoints/`` of the job (not a temporary
+    directory each), so a restart after SIGKILL restores complete checkpoints."""
+    out = tmp_path / "out"
+    out.mkdir()
+    records = 5000
+    source = counting_job_file(out, tmp_path / "unused", records, 0.001).replace(
+        f"env.enable_checkpointing(100, directory={str(tmp_path / 'unused')!r})",
+        "env.enable_checkpointing(100)",
+    )
+    assert "enable_checkpointing(100)\n" in source
+    job = cluster.submit(source, "count.py")
+    await wait_until(lambda: job.checkpoint_stats.num_completed >= 2, "checkpoints", within=60)
+    shared = cluster.directory / "jobs" / job.job_id / "checkpoints"
+    assert job.overview()["checkpoint_dir"] == str(shared)
+    assert any((d / "_metadata").is_file() for d in shared.glob("chk-*"))
+    victim = sorted(cluster.resources.taskmanagers.values(), key=lambda tm: tm.tm_id)[-1]
+    os.kill(victim.pid, signal.SIGKILL)
+    await wait_until(lambda: job.status in ("FINISHED", "FAILED"), "the job's end", within=90)
+    assert job.status == "FINISHED", job.failure
+    assert job.exceptions[0].restored_from is not None
+    assert job.exceptions[0].restored_from.startswith(str(shared))
+    check_output(out, records)
