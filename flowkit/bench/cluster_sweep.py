@@ -40,14 +40,16 @@ from flowkit.bench.sweep import (
     MAP_NAME,
     SINK_NAME,
     SOURCE_NAME,
+    BufferSamples,
     GeneratorSource,
     SweepConfig,
     SweepPoint,
     _Collector,
     _forward,
     _SlowWriter,
+    channel_count,
     load_1m,
-    percentile,
+    measured_point,
 )
 from flowkit.sinks import Sink, SinkWriter
 
@@ -189,18 +191,10 @@ async def run_point_on_cluster(config: SweepConfig, cluster: Dispatcher) -> Swee
             parallelism=config.parallelism,
             settings=_settings(config),
         )
-        peak = 0
-        peak_queued = 0
-        queued_sum = 0
-        samples = 0
+        buffers = BufferSamples()
         while job.status not in ("FINISHED", "FAILED", "CANCELED"):
             if job.status == "RUNNING":
-                now = job.metrics()
-                samples += 1
-                peak = max(peak, now.total("buffers_in_use"))
-                queued = now.total("bytes_in_flight")
-                peak_queued = max(peak_queued, queued)
-                queued_sum += queued
+                buffers.add(job.metrics())
             await asyncio.sleep(SAMPLE_S)
         job_s = time.perf_counter() - started
         if job.status != "FINISHED":
@@ -228,56 +222,7 @@ async def run_point_on_cluster(config: SweepConfig, cluster: Dispatcher) -> Swee
         latencies.extend(chunk)
     merged.seen = seen
     merged.keys_seen = keys_seen
-    last = max((r["last_receive_ns"] for r in reports), default=0)
-    elapsed_s = (last - min(first_sends)) / 1e9 if first_sends else job_s
-    if elapsed_s <= 0:
-        elapsed_s = job_s
-    ordered = sorted(latencies)
-    if ordered:
-        p50, p90, p99 = (percentile(ordered, q) / 1e6 for q in (50, 90, 99))
-        worst = ordered[-1] / 1e6
-    else:
-        p50 = p90 = p99 = worst = float("nan")
-    from flowkit.bench.sweep import _wait_share, channel_count
-
-    channels = channel_count(graph)
-    source_bytes = metrics.total("bytes_out", SOURCE_NAME)
-    return SweepPoint(
-        buffer_size=config.buffer_size,
-        buffers_per_channel=config.buffers_per_channel,
-        buffer_timeout_ms=config.buffer_timeout_ms,
-        records=config.records,
-        record_size=config.record_size,
-        keys=config.keys,
-        parallelism=config.parallelism,
-        slow_sink_us=config.slow_sink_us,
-        rate=config.rate,
-        debloat=False,
-        debloat_target_ms=config.debloat_target_ms,
-        elapsed_s=elapsed_s,
-        job_s=job_s,
-        records_per_s=merged.received / elapsed_s,
-        mb_per_s=source_bytes / elapsed_s / 1e6,
-        wire_bytes_per_record=source_bytes / max(1, config.records),
-        latency_p50_ms=p50,
-        latency_p90_ms=p90,
-        latency_p99_ms=p99,
-        latency_max_ms=worst,
-        channels=channels,
-        capacity_buffers=channels * config.buffers_per_channel,
-        peak_buffers=peak,
-        peak_in_flight_bytes=peak * config.buffer_size,
-        peak_queued_bytes=peak_queued,
-        mean_queued_bytes=queued_sum / max(1, samples),
-        announced_buffer_size=None,
-        samples=samples,
-        source_wait_share=_wait_share(metrics, [SOURCE_NAME], elapsed_s),
-        producer_wait_share=_wait_share(metrics, [SOURCE_NAME, MAP_NAME], elapsed_s),
-        received=merged.received,
-        distinct_keys=merged.distinct_keys,
-        correct=merged.correct,
-        load_1m_start=load_start,
-        load_1m_end=load_1m(),
-        cpu_count=os.cpu_count(),
-        taskmanagers=config.taskmanagers,
-    )
+    merged.first_send_ns = min(first_sends) if first_sends else None
+    merged.last_receive_ns = max((r["last_receive_ns"] for r in reports), default=0)
+    merged.latencies_ns = latencies
+    return measured_point(config, merged, metrics, job_s, channel_count(graph), buffers, load_start)

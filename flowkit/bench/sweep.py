@@ -610,18 +610,10 @@ async def run_point_async(
     started = time.perf_counter()
     client = await env.execute_async("buffer sweep")
     waiting = asyncio.ensure_future(client.wait())
-    peak = 0
-    peak_queued = 0
-    queued_sum = 0
-    samples = 0
+    buffers = BufferSamples()
     try:
         while not waiting.done():
-            now = client.metrics()
-            samples += 1
-            peak = max(peak, now.total("buffers_in_use"))
-            queued = now.total("bytes_in_flight")
-            peak_queued = max(peak_queued, queued)
-            queued_sum += queued
+            buffers.add(client.metrics())
             await asyncio.wait({waiting}, timeout=sample_interval)
         result = waiting.result()
     finally:
@@ -629,8 +621,37 @@ async def run_point_async(
             waiting.cancel()
             await client.cancel()
     job_s = time.perf_counter() - started
-    metrics = result.metrics
+    return measured_point(config, collector, result.metrics, job_s, channels, buffers, load_start)
 
+
+class BufferSamples:
+    """The buffers in use and bytes queued of a running job, sampled from its metrics."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.peak_queued = 0
+        self.queued_sum = 0
+        self.samples = 0
+
+    def add(self, metrics: JobMetrics) -> None:
+        self.samples += 1
+        self.peak = max(self.peak, metrics.total("buffers_in_use"))
+        queued = metrics.total("bytes_in_flight")
+        self.peak_queued = max(self.peak_queued, queued)
+        self.queued_sum += queued
+
+
+def measured_point(
+    config: SweepConfig,
+    collector: _Collector,
+    metrics: JobMetrics,
+    job_s: float,
+    channels: int,
+    buffers: BufferSamples,
+    load_start: float | None,
+) -> SweepPoint:
+    """The point of one finished run: what the sink subtasks saw (``collector``), the
+    job's final metrics and the buffer samples taken while it ran."""
     first = collector.first_send_ns
     elapsed_s = (collector.last_receive_ns - first) / 1e9 if first is not None else 0.0
     if elapsed_s <= 0:
@@ -665,12 +686,12 @@ async def run_point_async(
         latency_max_ms=worst,
         channels=channels,
         capacity_buffers=channels * config.buffers_per_channel,
-        peak_buffers=peak,
-        peak_in_flight_bytes=peak * config.buffer_size,
-        peak_queued_bytes=peak_queued,
-        mean_queued_bytes=queued_sum / max(1, samples),
+        peak_buffers=buffers.peak,
+        peak_in_flight_bytes=buffers.peak * config.buffer_size,
+        peak_queued_bytes=buffers.peak_queued,
+        mean_queued_bytes=buffers.queued_sum / max(1, buffers.samples),
         announced_buffer_size=_announced(metrics),
-        samples=samples,
+        samples=buffers.samples,
         source_wait_share=_wait_share(metrics, [SOURCE_NAME], elapsed_s),
         producer_wait_share=_wait_share(metrics, [SOURCE_NAME, MAP_NAME], elapsed_s),
         received=collector.received,
@@ -679,6 +700,7 @@ async def run_point_async(
         load_1m_start=load_start,
         load_1m_end=load_1m(),
         cpu_count=os.cpu_count(),
+        taskmanagers=config.taskmanagers,
     )
 
 

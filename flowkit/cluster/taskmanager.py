@@ -34,7 +34,6 @@ from flowkit.checkpoint.storage import CompletedCheckpoint, StateHandle, load_ch
 from flowkit.cluster.jobfile import JobSpec, build_environment
 from flowkit.cluster.rpc import RpcPeer, connect_rpc
 from flowkit.runtime.builder import ChannelSpec, local_channel_factory
-from flowkit.runtime.checkpointing import TaskCheckpointing
 from flowkit.runtime.client import sample_counters, subtask_metrics
 from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
 from flowkit.runtime.metrics import SAMPLE_INTERVAL_S, RateSampler, SubtaskMetrics
@@ -233,28 +232,6 @@ class JobSlice(LocalExecutor):
         self.by_name = {task.name: task for task in tasks}
         return tasks
 
-    def _attach(self, tasks: list[StreamTask]) -> None:
-        cfg = self.config.checkpoint
-        mode = cfg.mode if cfg is not None else "exactly_once"
-        for task in tasks:
-            info = {
-                "vertex": task.vertex_name,
-                "index": task.subtask_index,
-                "parallelism": task.parallelism,
-                "max_parallelism": task.max_parallelism,
-            }
-            task.attach_checkpointing(
-                TaskCheckpointing(
-                    task,
-                    self.gateway,  # type: ignore[arg-type]
-                    self.storage,
-                    mode,
-                    task.op_ids,
-                    info,
-                    self._savepoint_dirs.get,
-                )
-            )
-
     async def run_slice(self) -> None:
         """Run this slice's subtasks to their end.
 
@@ -266,7 +243,7 @@ class JobSlice(LocalExecutor):
             await self._load(checkpoint)
         loop = asyncio.get_running_loop()
         tasks = self.build_slice(loop)
-        self._attach(tasks)
+        self._attach_participants(tasks, self.gateway)
         sampling = loop.create_task(self._sample(), name=f"metrics of {self.attempt}")
         try:
             async with asyncio.TaskGroup() as group:

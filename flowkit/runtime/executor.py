@@ -319,6 +319,13 @@ class LocalExecutor:
             stats=self.checkpoint_stats,
         )
         self.coordinator = coordinator
+        self._attach_participants(tasks, coordinator)
+
+    def _attach_participants(self, tasks: list[StreamTask], coordinator: Any) -> None:
+        """Give every subtask its checkpointing, reporting to ``coordinator`` (this
+        executor's :class:`CheckpointCoordinator`, or a cluster TaskManager's gateway to
+        its JobManager's)."""
+        cfg = self.config.checkpoint
         mode = cfg.mode if cfg is not None else "exactly_once"  # savepoints are aligned
         for task in tasks:
             info = {
