@@ -16,6 +16,7 @@ and messages cannot mix with the old one's).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -171,7 +172,7 @@ class JobMaster:
             raise
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
-            _log.error("job %s (%s) failed: %s", self.name, self.job_id, self.failure)
+            _log.error("job %s (%s) failed: %s", self.name, self.job_id, self.failure, exc_info=exc)
             self._set_status("FAILED")
         finally:
             self.ended_at = time.time()
@@ -243,8 +244,8 @@ class JobMaster:
                 else:
                     restore = started_from
                 if entry is not None:
-                    self.exceptions[-1] = ExceptionRecord(
-                        **{**entry.__dict__, "restarted": True, "restored_from": restore}
+                    self.exceptions[-1] = dataclasses.replace(
+                        entry, restarted=True, restored_from=restore
                     )
                 _log.warning(
                     "job %s (%s): restart %d after %s; restoring from %s",
