@@ -106,7 +106,9 @@ def key(e: Any) -> Any:
 
 
 def add(a: Any, b: Any) -> Any:
-    return (a[0], a[1], a[2] + b[2])
+    # Order-independent (the earliest timestamp, not the first one reduced): Flink's Python
+    # operators may reduce a window's elements in another order than they were sent.
+    return (a[0], min(a[1], b[1]), a[2] + b[2])
 
 
 # ---------------------------------------------------------------------------- stateless
