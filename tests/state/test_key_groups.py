@@ -504,3 +504,30 @@ def test_key_groups_do_not_depend_on_pythonhashseed() -> None:
         for seed in ("1", "2")
     }
     assert len(hashes) == 2
+
+
+def test_assigners_of_one_max_parallelism_share_the_key_group_cache() -> None:
+    import gc
+
+    from flowkit.state import key_groups
+
+    producer = KeyGroupAssigner(96, 2)
+    consumer = KeyGroupAssigner(96, 1)
+    other = KeyGroupAssigner(64, 1)
+    computed: list[object] = []
+    cache = key_groups._GROUP_CACHES[96]
+    compute = cache.fn
+    cache.fn = lambda key: computed.append(key) or compute(key)
+    assert producer.channel_for_key("shared-key") == producer.key_group_for_key(
+        "shared-key"
+    ) * 2 // 96
+    # The consumer's lookup is a hit: the hash was computed once in this process.
+    assert consumer.key_group_for_key("shared-key") == assign_to_key_group("shared-key", 96)
+    assert computed == ["shared-key"]
+    # Another max parallelism has a cache of its own, with its own results.
+    assert other.key_group_for_key("shared-key") == assign_to_key_group("shared-key", 64)
+    assert computed == ["shared-key"]
+    # The cache lives only as long as an assigner uses it.
+    del producer, consumer, cache, compute
+    gc.collect()
+    assert 96 not in key_groups._GROUP_CACHES
