@@ -90,8 +90,14 @@ def _str_hash(s: str) -> int:
         # single units, like in a Java string.
         units = memoryview(s.encode(_UTF16_NATIVE, "surrogatepass")).cast("H")
     h = 0
-    for unit in units:
-        h = (31 * h + unit) & _MASK32
+    if len(units) <= 64:
+        # Exact integers, wrapped once at the end: the same low 32 bits as wrapping after
+        # every step, and about a third faster for short keys (the int stays small).
+        for unit in units:
+            h = 31 * h + unit
+    else:
+        for unit in units:
+            h = (31 * h + unit) & _MASK32
     return _signed32(h)
 
 
@@ -728,6 +734,17 @@ class _KeyCache:
         NaN object never equals a cached one), so they neither recompute the hash each
         time nor fill the cache with one entry per NaN object.
         """
+        cls = key.__class__
+        if cls is str or cls is int:
+            # The common key types: never NaN, always cacheable by value.
+            value = self.fn(key)
+            cache = self.by_class.get(cls)
+            if cache is None:
+                cache = self.by_class[cls] = {}
+            elif len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[key] = value
+            return value
         canonical = canonical_key(key)
         if canonical is not key:
             try:

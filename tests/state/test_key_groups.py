@@ -531,3 +531,18 @@ def test_assigners_of_one_max_parallelism_share_the_key_group_cache() -> None:
     del producer, consumer, cache, compute
     gc.collect()
     assert 96 not in key_groups._GROUP_CACHES
+
+
+def test_string_hash_matches_the_wrapping_definition_at_every_length() -> None:
+    text = "Zürich \U0001f600 quick brown fox " * 8
+    for length in range(len(text) + 1):
+        s = text[:length]
+        h = 0
+        for unit in memoryview(s.encode("utf-16-le", "surrogatepass")).cast("H"):
+            h = (31 * h + unit) & 0xFFFFFFFF
+        assert java_hash_code(s) == (h - 2**32 if h >= 2**31 else h), length
+        ascii_only = s.encode("ascii", "ignore").decode()
+        h = 0
+        for ch in ascii_only:
+            h = (31 * h + ord(ch)) & 0xFFFFFFFF
+        assert java_hash_code(ascii_only) == (h - 2**32 if h >= 2**31 else h), length
