@@ -297,9 +297,17 @@ async def test_buffer_objects_keep_their_type_as_records() -> None:
     sent = [bytearray(b"abc"), array.array("i", [1, 2, 3]), Blob(b"xyz"), b"plain"]
     got, _ = await _through_channel([sent], 256, 2, DefaultSerializer())
     assert_same(sent, got)
-    nested = [(1, bytearray(b"n")), {"a": array.array("d", [0.5])}]
-    got, _ = await _through_channel([nested], 256, 2, PickleSerializer())
-    assert_same(nested, got)
+    nested = [
+        (1, bytearray(b"n")),
+        {"a": array.array("d", [0.5])},
+        {"deep": [("x", Blob(b"sub")), {"b": bytearray(b"q")}]},
+        ["plain", 1, 2.5],
+    ]
+    for serializer in (DefaultSerializer(), PickleSerializer()):
+        got, _ = await _through_channel([nested], 256, 2, serializer)
+        assert_same(nested, got)
+        assert type(got[2]["deep"][0][1]) is Blob
+        assert type(got[2]["deep"][1]["b"]) is bytearray
 
 
 # --------------------------------------------------------------------------- serializers
@@ -310,6 +318,7 @@ async def test_buffer_objects_keep_their_type_as_records() -> None:
 def test_default_and_pickle_serializers_round_trip(values: list[Any], nested: list[Any]) -> None:
     cases: list[tuple[TypeSerializer, list[Any]]] = [
         (DefaultSerializer(), values),
+        (DefaultSerializer(), nested),
         (PickleSerializer(), values),
         (PickleSerializer(), nested),
     ]
