@@ -613,7 +613,7 @@ async def run_point_async(
     buffers = BufferSamples()
     try:
         while not waiting.done():
-            buffers.add(client.metrics())
+            buffers.add_usage(*client.buffer_usage())
             await asyncio.wait({waiting}, timeout=sample_interval)
         result = waiting.result()
     finally:
@@ -634,9 +634,12 @@ class BufferSamples:
         self.samples = 0
 
     def add(self, metrics: JobMetrics) -> None:
+        self.add_usage(metrics.total("buffers_in_use"), metrics.total("bytes_in_flight"))
+
+    def add_usage(self, buffers: int, queued: int) -> None:
+        """One sample: buffers in use and bytes queued (``JobClient.buffer_usage()``)."""
         self.samples += 1
-        self.peak = max(self.peak, metrics.total("buffers_in_use"))
-        queued = metrics.total("bytes_in_flight")
+        self.peak = max(self.peak, buffers)
         self.peak_queued = max(self.peak_queued, queued)
         self.queued_sum += queued
 

@@ -203,9 +203,18 @@ async def test_backpressure_shows_in_buffers_and_waiting_time() -> None:
             lambda: client.metrics().subtask("Sequence Source (1/1)").buffers_in_use == 2,
             "the source's channel to fill up",
         )
-        source = client.metrics().subtask("Sequence Source (1/1)")
+        metrics = client.metrics()
+        source = metrics.subtask("Sequence Source (1/1)")
         assert source.records_out < 5000
         assert source.status == "RUNNING"
+        # The cheap reading of the two gauges agrees with the full metrics (the job is
+        # stuck, so nothing moves between the two readings).
+        assert client.buffer_usage() == (
+            metrics.total("buffers_in_use"),
+            metrics.total("bytes_in_flight"),
+        )
+        assert client.buffer_usage()[0] >= 2
+        assert client.buffer_usage()[1] > 0
         release.set()
         result = await asyncio.wait_for(client.wait(), TIMEOUT)
     finally:
