@@ -95,6 +95,11 @@ class Dispatcher:
         host: where the REST API listens.
         port: its port (0 picks a free one).
         heartbeat_timeout: seconds without a heartbeat before a TaskManager is lost.
+        evenly_spread_out_slots: give each slot of a job to the TaskManager with the
+            smallest share of its slots in use (True, as Flink's
+            ``cluster.evenly-spread-out-slots: true``), or fill the TaskManagers in the
+            order they were started (False, Flink's default); see
+            :mod:`flowkit.cluster.resourcemanager`.
 
     Example:
         >>> async def run_cluster(directory):
@@ -114,6 +119,7 @@ class Dispatcher:
         host: str = "127.0.0.1",
         port: int = 8081,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+        evenly_spread_out_slots: bool = True,
     ) -> None:
         self.directory = Path(directory).resolve()
         self.host = host
@@ -132,6 +138,7 @@ class Dispatcher:
             slots=slots,
             heartbeat_timeout=heartbeat_timeout,
             on_lost=self._taskmanager_lost,
+            evenly_spread_out_slots=evenly_spread_out_slots,
         )
         self._rpc: asyncio.Server | None = None
         self.web: Any = None
@@ -280,6 +287,21 @@ class Dispatcher:
             ) from exc
         self.web = ClusterWebUI(self, self.host, self.port)
         self.url = await self.web.start()
+
+    def taskmanagers(self) -> list[dict[str, Any]]:
+        """Every TaskManager in the order they were started (REST ``GET /taskmanagers``),
+        each slot in ``slot_occupancy`` with the job holding it: ``job`` (id),
+        ``job_name``, ``slice`` (the job's slot number) and the ``subtasks`` it runs."""
+        tms = sorted(self.resources.taskmanagers.values(), key=lambda tm: tm.order)
+        shown = []
+        for tm in tms:
+            entry = tm.to_dict()
+            for slot in entry["slot_occupancy"]:
+                job = self.jobs.get(slot["job"]) if slot["job"] is not None else None
+                slot["job_name"] = None if job is None else job.name
+                slot["subtasks"] = [] if job is None else job.slice_subtasks(slot["slice"])
+            shown.append(entry)
+        return shown
 
     def overview(self) -> dict[str, Any]:
         """The cluster at a glance (REST ``GET /overview``)."""

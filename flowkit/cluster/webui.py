@@ -166,8 +166,7 @@ class ClusterWebUI(WebUI):
         return _json(self.dispatcher.overview())
 
     async def _taskmanagers(self, request: web.Request) -> web.StreamResponse:
-        rm = self.dispatcher.resources
-        return _json({"taskmanagers": [tm.to_dict() for tm in rm.taskmanagers.values()]})
+        return _json({"taskmanagers": self.dispatcher.taskmanagers()})
 
     async def _submit(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
