@@ -291,6 +291,8 @@ async def test_a_job_waits_for_slots_until_another_job_frees_them(
     assert first.status == "RUNNING"
     assert shown["state"] == "CREATED" and shown["waiting_for"] == "2 slot(s)"
     assert shown["slots"] == []
+    page = await rest_get(f"{cluster.url}/cluster")
+    assert 'CREATED <span class="waiting">(waiting for 2 slot(s))</span>' in page
     await finished(first, within=90)
     await finished(second, within=60)
     assert second.waiting_for is None
