@@ -95,6 +95,11 @@ class Dispatcher:
         host: where the REST API listens.
         port: its port (0 picks a free one).
         heartbeat_timeout: seconds without a heartbeat before a TaskManager is lost.
+        evenly_spread_out_slots: give each slot of a job to the TaskManager with the
+            smallest share of its slots in use (True, as Flink's
+            ``cluster.evenly-spread-out-slots: true``), or fill the TaskManagers in the
+            order they were started (False, Flink's default); see
+            :mod:`flowkit.cluster.resourcemanager`.
 
     Example:
         >>> async def run_cluster(directory):
@@ -114,6 +119,7 @@ class Dispatcher:
         host: str = "127.0.0.1",
         port: int = 8081,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+        evenly_spread_out_slots: bool = True,
     ) -> None:
         self.directory = Path(directory).resolve()
         self.host = host
@@ -132,6 +138,7 @@ class Dispatcher:
             slots=slots,
             heartbeat_timeout=heartbeat_timeout,
             on_lost=self._taskmanager_lost,
+            evenly_spread_out_slots=evenly_spread_out_slots,
         )
         self._rpc: asyncio.Server | None = None
         self.web: Any = None
@@ -281,6 +288,21 @@ class Dispatcher:
         self.web = ClusterWebUI(self, self.host, self.port)
         self.url = await self.web.start()
 
+    def taskmanagers(self) -> list[dict[str, Any]]:
+        """Every TaskManager in the order they were started (REST ``GET /taskmanagers``),
+        each slot in ``slot_occupancy`` with the job holding it: ``job`` (id),
+        ``job_name``, ``slice`` (the job's slot number) and the ``subtasks`` it runs."""
+        tms = sorted(self.resources.taskmanagers.values(), key=lambda tm: tm.order)
+        shown = []
+        for tm in tms:
+            entry = tm.to_dict()
+            for slot in entry["slot_occupancy"]:
+                job = self.jobs.get(slot["job"]) if slot["job"] is not None else None
+                slot["job_name"] = None if job is None else job.name
+                slot["subtasks"] = [] if job is None else job.slice_subtasks(slot["slice"])
+            shown.append(entry)
+        return shown
+
     def overview(self) -> dict[str, Any]:
         """The cluster at a glance (REST ``GET /overview``)."""
         states: dict[str, int] = {}
@@ -319,41 +341,3 @@ def _atomic_write(path: Path, data: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-CLUSTER_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>flowkit cluster</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin-bottom:1.5em}
-td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}
-th{background:#f4f4f4}
-.RUNNING{color:#06c}.FINISHED{color:#080}.FAILED{color:#c00}.RESTARTING{color:#c60}
-</style></head><body>
-<h1>flowkit cluster</h1>
-<p><a href="/">jobs dashboard</a> (graphs, rates, backpressure, checkpoints)</p>
-<div id="overview"></div>
-<h2>TaskManagers</h2><table id="tms"></table>
-<h2>Jobs</h2><table id="jobs"></table>
-<script>
-const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
-async function refresh() {
-  const [o, t, j] = await Promise.all(["/overview", "/taskmanagers", "/jobs"].map(
-    p => fetch(p).then(r => r.json())));
-  document.getElementById("overview").textContent =
-    `${o.taskmanagers} taskmanager(s), ${o.slots_available} of ${o.slots_total} slot(s) free, ` +
-    `${o.taskmanagers_lost} lost and replaced`;
-  document.getElementById("tms").innerHTML = "<tr><th>id</th><th>pid</th><th>slots</th>" +
-    "<th>free</th><th>jobs</th><th>last heartbeat</th></tr>" + t.taskmanagers.map(m =>
-    `<tr><td>${esc(m.id)}</td><td>${m.pid}</td><td>${m.slots}</td><td>${m.free_slots}</td>` +
-    `<td>${esc(m.jobs.join(", "))}</td><td>${m.seconds_since_heartbeat} s ago</td></tr>`).join("");
-  document.getElementById("jobs").innerHTML = "<tr><th>id</th><th>name</th><th>state</th>" +
-    "<th>restarts</th><th>checkpoints</th><th>duration</th></tr>" + j.jobs.map(x =>
-    `<tr><td>${esc(x.id)}</td><td>${esc(x.name)}</td><td class="${esc(x.state)}">` +
-    `${esc(x.state)}${x.waiting_for ? " (waiting for " + esc(x.waiting_for) + ")" : ""}</td>` +
-    `<td>${x.restarts}</td><td>${x.checkpoints.completed}</td>` +
-    `<td>${(x.duration_ms / 1000).toFixed(1)} s</td></tr>`).join("");
-}
-refresh(); setInterval(refresh, 1000);
-</script></body></html>
-"""

@@ -1,16 +1,17 @@
 """The JobManager of one job in a cluster: slots, deployment, checkpoints, failover.
 
 The Dispatcher starts one :class:`JobMaster` per submitted job. It imports the job file
-to get the job graph and configuration, asks the ResourceManager for slots (waiting, and
-saying so, while there are not enough), places subtask ``k`` of every operator into slot
-``k`` (Flink's slot sharing), deploys one slice per TaskManager and coordinates the
-attempt's checkpoints with flowkit's own :class:`CheckpointCoordinator`, whose
-participants here are gateways to subtasks in other processes.
+to get the job graph and configuration, asks the ResourceManager for as many slots as
+the job's largest parallelism (waiting, and saying so, while there are not enough),
+places subtask ``k`` of every operator into the job's slot ``k`` (Flink's slot sharing,
+one sharing group), deploys each slot's *slice* into the slot's TaskManager, and
+coordinates the attempt's checkpoints with flowkit's own :class:`CheckpointCoordinator`,
+whose participants here are gateways to subtasks in other processes.
 
 A failure — a subtask failing, a TaskManager missing its heartbeats or exiting — ends
 the attempt: every slice is cancelled, the slots go back, and the job restarts under its
-restart strategy from its latest completed checkpoint, in a new attempt (whose channels
-and messages cannot mix with the old one's).
+restart strategy from its latest completed checkpoint, in a new attempt that asks for
+slots again (its channels and messages cannot mix with the old one's).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from flowkit.runtime.history import ExceptionRecord
 from flowkit.runtime.metrics import CheckpointMetrics, JobMetrics, SubtaskMetrics
 
 if TYPE_CHECKING:
-    from flowkit.cluster.resourcemanager import ResourceManager, TaskManagerInfo
+    from flowkit.cluster.resourcemanager import AllocatedSlot, ResourceManager, TaskManagerInfo
 
 __all__ = ["JobMaster"]
 
@@ -140,12 +141,16 @@ class JobMaster:
         #: The latest metrics of each subtask by name, read from the TaskManagers.
         self._metrics: dict[str, SubtaskMetrics] = {}
         self._checkpointing = False
+        #: Subtask name -> the TaskManager it runs (ran) in.
         self.placement: dict[str, str] = {}
+        #: The slots the job holds while an attempt runs; entry ``k`` holds slice ``k``.
+        self.slots: list[AllocatedSlot] = []
         self.checkpoint_stats = CheckpointStatsTracker()
         self.coordinator: CheckpointCoordinator | None = None
         self.restored_from: str | None = None
-        self._slices: dict[str, TaskManagerInfo] = {}
-        self._finished_slices: set[str] = set()
+        #: Slice index -> the TaskManager running it (the running attempt's).
+        self._slices: dict[int, TaskManagerInfo] = {}
+        self._finished_slices: set[int] = set()
         self._gateways: dict[str, _SubtaskGateway] = {}
         self._ended: asyncio.Future[None] | None = None
         self._cancel_requested = False
@@ -271,19 +276,19 @@ class JobMaster:
         self.waiting_for = f"{slots_needed} slot(s)"
         self.on_change(self)
         slots = await self.resources.allocate(self.job_id, slots_needed)
+        self.slots = slots
         self.waiting_for = None
-        placement: dict[tuple[int, int], str] = {}
         gateways: dict[str, _SubtaskGateway] = {}
-        for position, vertex in enumerate(graph.vertices):
+        for vertex in graph.vertices:
             for index in range(vertex.parallelism):
-                tm = slots[index]
-                placement[(position, index)] = tm.tm_id
                 name = f"{vertex.name} ({index + 1}/{vertex.parallelism})"
+                tm = slots[index].tm
                 gateways[name] = _SubtaskGateway(self, name, tm, vertex.head.kind == "source")
         self._gateways = gateways
         self.placement = {name: gw.tm.tm_id for name, gw in gateways.items()}
-        self._slices = {tm.tm_id: tm for tm in slots}
-        addresses = {tm.tm_id: tm.address for tm in slots}
+        self._slices = {slot.slice: slot.tm for slot in slots}
+        owners = [slot.tm.tm_id for slot in slots]
+        addresses = {slot.tm.tm_id: slot.tm.address for slot in slots}
         coordinator = CheckpointCoordinator(
             config.checkpoint,
             storage,
@@ -296,15 +301,21 @@ class JobMaster:
         checkpoints = loop.create_task(coordinator.run(), name=f"checkpoints of {self.attempt}")
         polling = loop.create_task(self._poll_metrics(), name=f"metrics of {self.attempt}")
         try:
-            for tm in self._slices.values():
-                await tm.call(
-                    "deploy",
-                    spec=self.spec.to_dict(),
-                    attempt=self.attempt,
-                    placement=placement,
-                    addresses=addresses,
-                    restore=restore,
+            await asyncio.gather(
+                *(
+                    slot.tm.call(
+                        "deploy",
+                        spec=self.spec.to_dict(),
+                        attempt=self.attempt,
+                        slice_index=slot.slice,
+                        slot=slot.slot,
+                        owners=owners,
+                        addresses=addresses,
+                        restore=restore,
+                    )
+                    for slot in slots
                 )
+            )
             self._set_status("RUNNING")
             done, _ = await asyncio.wait(
                 [self._ended, checkpoints], return_when=asyncio.FIRST_COMPLETED
@@ -332,7 +343,13 @@ class JobMaster:
             await coordinator.close()
             self.coordinator = None
             await self._cancel_slices()
+            self.slots = []
             self.resources.release(self.job_id)
+
+    @property
+    def _taskmanagers(self) -> list[TaskManagerInfo]:
+        """The TaskManagers running a slice of the attempt, each once."""
+        return list({tm.tm_id: tm for tm in self._slices.values()}.values())
 
     async def _cancel_slices(self) -> None:
         async def cancel(tm: TaskManagerInfo) -> None:
@@ -341,7 +358,7 @@ class JobMaster:
             except Exception as exc:  # a TaskManager that is gone has nothing to cancel
                 _log.debug("cancelling %s on %s: %r", self.attempt, tm.tm_id, exc)
 
-        await asyncio.gather(*(cancel(tm) for tm in self._slices.values()))
+        await asyncio.gather(*(cancel(tm) for tm in self._taskmanagers))
 
     def _end(
         self,
@@ -375,8 +392,12 @@ class JobMaster:
     async def _poll_metrics(self) -> None:
         """Read the running subtasks' metrics from the TaskManagers, twice a second."""
         while True:
-            for tm in list(self._slices.values()):
-                if tm.tm_id in self._finished_slices:
+            for tm in self._taskmanagers:
+                if all(
+                    index in self._finished_slices
+                    for index, owner in self._slices.items()
+                    if owner is tm
+                ):
                     continue
                 try:
                     subtasks = await tm.call("metrics", reply_timeout=5, attempt=self.attempt)
@@ -415,12 +436,16 @@ class JobMaster:
 
     # ------------------------------------------------------------------ from TaskManagers
     def slice_finished(
-        self, attempt: str, tm_id: str, metrics: tuple[SubtaskMetrics, ...] = ()
+        self,
+        attempt: str,
+        tm_id: str,
+        slice_index: int,
+        metrics: tuple[SubtaskMetrics, ...] = (),
     ) -> None:
         if attempt != self.attempt:
             return
         self._keep(metrics)
-        self._finished_slices.add(tm_id)
+        self._finished_slices.add(slice_index)
         if self._finished_slices >= set(self._slices):
             self._end(None)
 
@@ -428,6 +453,7 @@ class JobMaster:
         self,
         attempt: str,
         tm_id: str,
+        slice_index: int,
         subtask: str,
         error: dict[str, str],
         metrics: tuple[SubtaskMetrics, ...] = (),
@@ -437,14 +463,16 @@ class JobMaster:
         self._keep(metrics)
         self._end(
             AttemptFailed(
-                f"subtask {subtask!r} on {tm_id} failed: {error['type']}: {error['message']}"
+                f"subtask {subtask!r} (slice {slice_index}) on {tm_id} failed: "
+                f"{error['type']}: {error['message']}"
             ),
             subtask,
             error,
         )
 
     def taskmanager_lost(self, tm_id: str, why: str) -> None:
-        if tm_id in self._slices and not (self._ended is None or self._ended.done()):
+        running = any(tm.tm_id == tm_id for tm in self._slices.values())
+        if running and not (self._ended is None or self._ended.done()):
             self._end(AttemptFailed(f"taskmanager {tm_id} was lost: {why}"), tm_id)
 
     def task_finished(self, attempt: str, task: str) -> None:
@@ -515,7 +543,7 @@ class JobMaster:
         target = _absolute(directory)
         if drain:
             await asyncio.gather(
-                *(tm.call("stop_sources", attempt=self.attempt) for tm in self._slices.values())
+                *(tm.call("stop_sources", attempt=self.attempt) for tm in self._taskmanagers)
             )
         checkpoint_id = coordinator.next_id
         await asyncio.gather(
@@ -526,7 +554,7 @@ class JobMaster:
                     checkpoint_id=checkpoint_id,
                     directory=target,
                 )
-                for tm in self._slices.values()
+                for tm in self._taskmanagers
             )
         )
         completed = await coordinator.trigger(
@@ -575,8 +603,33 @@ class JobMaster:
                 ),
             },
             "subtasks": dict(self.placement),
-            "parallelism": self.spec.parallelism,
+            "parallelism": self.parallelism,
+            "slots": [self._slot_entry(slot) for slot in self.slots],
         }
+
+    @property
+    def parallelism(self) -> int | None:
+        """The job's parallelism: its largest operator's (the slots it needs), or the
+        submitted default until the job file was read."""
+        graph = self.job_graph
+        if graph is None:
+            return self.spec.parallelism
+        return max(vertex.parallelism for vertex in graph.vertices)
+
+    def slice_subtasks(self, slice_index: int) -> list[str]:
+        """The subtasks slice ``slice_index`` runs (subtask ``slice_index`` of every
+        operator whose parallelism exceeds it)."""
+        graph = self.job_graph
+        if graph is None:
+            return []
+        return [
+            f"{vertex.name} ({slice_index + 1}/{vertex.parallelism})"
+            for vertex in graph.vertices
+            if slice_index < vertex.parallelism
+        ]
+
+    def _slot_entry(self, slot: AllocatedSlot) -> dict[str, Any]:
+        return {**slot.to_dict(), "subtasks": self.slice_subtasks(slot.slice)}
 
 
 def _absolute(path: str) -> str:

@@ -6,6 +6,16 @@ asks for more than are free waits until enough are) and watches every TaskManage
 process that exits, closes its control connection or misses heartbeats for
 ``heartbeat_timeout`` seconds is lost. A lost TaskManager is killed if it still runs, the
 JobManagers holding its slots are told, and a replacement process is started.
+
+Which slots a job gets: with ``evenly_spread_out_slots`` (the default here, Flink's
+``cluster.evenly-spread-out-slots: true``) each of the job's slots goes to the
+TaskManager with the smallest share of its slots in use (ties: the one started first),
+so a job's slices spread over the processes; without it (Flink's default) the slots of
+the first TaskManager started are filled before the next one's. flowkit spreads by
+default because a TaskManager is one Python process on one event loop, i.e. at most one
+core, where a Flink TaskManager runs each slot's tasks in threads of their own: filling
+one TaskManager first would run a job at parallelism 2 on one core while another
+TaskManager idles.
 """
 
 from __future__ import annotations
@@ -22,12 +32,21 @@ from typing import Any
 
 from flowkit.cluster.rpc import RpcPeer
 
-__all__ = ["ResourceManager", "TaskManagerInfo"]
+__all__ = ["AllocatedSlot", "ResourceManager", "SlotOccupant", "TaskManagerInfo"]
 
 _log = logging.getLogger(__name__)
 
 #: Default seconds without a heartbeat before a TaskManager counts as lost.
 DEFAULT_HEARTBEAT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class SlotOccupant:
+    """What holds a TaskManager's slot: slice ``slice`` of job ``job_id`` (the job's slot
+    ``slice``, holding subtask ``slice`` of every operator whose parallelism exceeds it)."""
+
+    job_id: str
+    slice: int
 
 
 @dataclass
@@ -40,12 +59,31 @@ class TaskManagerInfo:
     pid: int
     peer: RpcPeer
     last_heartbeat: float = field(default_factory=time.monotonic)
-    #: Slot number -> the job id holding it.
-    allocated: dict[int, str] = field(default_factory=dict)
+    #: Slot number -> the slice of a job holding it.
+    allocated: dict[int, SlotOccupant] = field(default_factory=dict)
 
     @property
     def free_slots(self) -> int:
         return self.slots - len(self.allocated)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Sorts TaskManagers in the order they were started (``tm-2`` before ``tm-10``)."""
+        return (len(self.tm_id), self.tm_id)
+
+    def occupancy(self) -> list[dict[str, Any]]:
+        """Every slot: ``{"slot", "job", "slice"}`` (``job`` and ``slice`` None if free)."""
+        table: list[dict[str, Any]] = []
+        for slot in range(self.slots):
+            held = self.allocated.get(slot)
+            table.append(
+                {
+                    "slot": slot,
+                    "job": None if held is None else held.job_id,
+                    "slice": None if held is None else held.slice,
+                }
+            )
+        return table
 
     async def call(self, method: str, reply_timeout: float | None = 30.0, **kwargs: Any) -> Any:
         return await self.peer.call(method, reply_timeout=reply_timeout, **kwargs)
@@ -59,10 +97,24 @@ class TaskManagerInfo:
             "pid": self.pid,
             "slots": self.slots,
             "free_slots": self.free_slots,
-            "jobs": sorted(set(self.allocated.values())),
+            "jobs": sorted({held.job_id for held in self.allocated.values()}),
+            "slot_occupancy": self.occupancy(),
             "data_socket": self.address,
             "seconds_since_heartbeat": round(time.monotonic() - self.last_heartbeat, 3),
         }
+
+
+@dataclass(frozen=True)
+class AllocatedSlot:
+    """A slot given to a job: slot ``slot`` of TaskManager ``tm``, holding the job's
+    slice ``slice``."""
+
+    tm: TaskManagerInfo
+    slot: int
+    slice: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slice": self.slice, "taskmanager": self.tm.tm_id, "slot": self.slot}
 
 
 class ResourceManager:
@@ -76,6 +128,9 @@ class ResourceManager:
         slots: slots per TaskManager.
         heartbeat_timeout: seconds without a heartbeat before a TaskManager is lost.
         on_lost: called with ``(tm_id, why)`` when a TaskManager is lost.
+        evenly_spread_out_slots: give each slot of a job to the least used TaskManager
+            (True), or fill the TaskManagers' slots in the order they were started
+            (False, Flink's default).
     """
 
     def __init__(
@@ -87,6 +142,7 @@ class ResourceManager:
         slots: int = 1,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
         on_lost: Callable[[str, str], None] = lambda tm_id, why: None,
+        evenly_spread_out_slots: bool = True,
     ) -> None:
         self.control_socket = control_socket
         self.socket_dir = socket_dir
@@ -95,6 +151,7 @@ class ResourceManager:
         self.slots = slots
         self.heartbeat_timeout = heartbeat_timeout
         self.on_lost = on_lost
+        self.evenly_spread_out_slots = evenly_spread_out_slots
         self.taskmanagers: dict[str, TaskManagerInfo] = {}
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._counter = 0
@@ -225,25 +282,34 @@ class ResourceManager:
     def total_slots(self) -> int:
         return sum(tm.slots for tm in self.taskmanagers.values())
 
-    async def allocate(self, job_id: str, count: int) -> list[TaskManagerInfo]:
-        """``count`` slots for ``job_id`` (waiting until that many are free), spread over
-        the TaskManagers round robin; entry ``k`` is where the job's slot ``k`` lives."""
+    async def allocate(self, job_id: str, count: int) -> list[AllocatedSlot]:
+        """``count`` slots for ``job_id``, waiting until that many are free; entry ``k``
+        is the slot that holds the job's slice ``k``.
+
+        Every slot is taken at once or none (a job never holds part of what it needs
+        while it waits). Which TaskManagers: see the module's docstring.
+        """
         async with self._changed:
             await self._changed.wait_for(lambda: self.free_slots >= count)
-            chosen: list[TaskManagerInfo] = []
-            tms = sorted(self.taskmanagers.values(), key=lambda tm: tm.tm_id)
-            while len(chosen) < count:
-                for tm in tms:
-                    if len(chosen) < count and tm.free_slots > 0:
-                        slot = min(set(range(tm.slots)) - set(tm.allocated))
-                        tm.allocated[slot] = job_id
-                        chosen.append(tm)
+            chosen: list[AllocatedSlot] = []
+            for index in range(count):
+                tm = self._pick()
+                slot = min(set(range(tm.slots)) - set(tm.allocated))
+                tm.allocated[slot] = SlotOccupant(job_id, index)
+                chosen.append(AllocatedSlot(tm, slot, index))
             return chosen
+
+    def _pick(self) -> TaskManagerInfo:
+        """The TaskManager whose free slot is taken next."""
+        candidates = [tm for tm in self.taskmanagers.values() if tm.free_slots > 0]
+        if self.evenly_spread_out_slots:
+            return min(candidates, key=lambda tm: (len(tm.allocated) / tm.slots, tm.order))
+        return min(candidates, key=lambda tm: tm.order)
 
     def release(self, job_id: str) -> None:
         """Give back every slot ``job_id`` holds."""
         for tm in self.taskmanagers.values():
-            for slot in [s for s, job in tm.allocated.items() if job == job_id]:
+            for slot in [s for s, held in tm.allocated.items() if held.job_id == job_id]:
                 del tm.allocated[slot]
         task = asyncio.get_running_loop().create_task(self._notify())
         self._exits.add(task)

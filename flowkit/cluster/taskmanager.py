@@ -4,16 +4,19 @@ Started by the ResourceManager as ``python -m flowkit.cluster.taskmanager``. It 
 data socket (where consumers in other TaskManagers fetch the buffers of channels whose
 producers run here), registers with the cluster over its control connection, and sends a
 heartbeat every ``heartbeat_interval`` seconds. Each deployment is one *slice* of a job
-attempt: the subtasks placed into this TaskManager's slots (slot ``k`` of a job holds
-subtask ``k`` of every operator, Flink's slot sharing). A slice imports the job file,
-builds the same graph as every other process, and runs its subtasks in one task group
-on this process's event loop (uvloop when installed). Channels whose two ends run here
-stay in memory; the others become remote channels with credit-based flow control.
+attempt into one of its slots: slice ``k`` (the job's slot ``k``) holds subtask ``k`` of
+every operator whose parallelism exceeds ``k``, Flink's slot sharing. The job file is
+imported and ``build(env)`` called once per attempt in this process, and the slices of
+that attempt here share the graph; each slice runs its subtasks in a task group of its
+own, all on this process's event loop (uvloop when installed). A channel whose two ends
+run in this TaskManager stays in memory, in one slice or between two slices (one
+:class:`LocalChannel` both slices hold); the others become remote channels with
+credit-based flow control.
 
-Checkpoints: the JobManager triggers the sources of the slice; every subtask writes its
-state into the checkpoint directory and acknowledges through the control connection; the
-JobManager writes ``_metadata`` and notifies completion, which the slice forwards to its
-subtasks. When the control connection ends (the cluster went away), the TaskManager
+Checkpoints: the JobManager triggers the sources; every subtask writes its state into
+the checkpoint directory and acknowledges through the control connection; the JobManager
+writes ``_metadata`` and notifies completion, which the TaskManager forwards to the
+subtask named. When the control connection ends (the cluster went away), the TaskManager
 cancels what it runs and exits.
 """
 
@@ -37,6 +40,7 @@ from flowkit.runtime.builder import ChannelSpec, local_channel_factory
 from flowkit.runtime.client import sample_counters, subtask_metrics
 from flowkit.runtime.executor import ExecutionConfig, LocalExecutor
 from flowkit.runtime.metrics import SAMPLE_INTERVAL_S, RateSampler, SubtaskMetrics
+from flowkit.runtime.network.local_channel import LocalChannel
 from flowkit.runtime.network.remote_channel import (
     DataServer,
     RemoteChannelError,
@@ -51,10 +55,6 @@ _log = logging.getLogger(__name__)
 
 #: Seconds between heartbeats (the JobManager's timeout is a few of them).
 HEARTBEAT_INTERVAL_S = 0.5
-
-#: Where subtask ``(vertex position in the job graph, subtask index)`` runs: a
-#: TaskManager id.
-Placement = dict[tuple[int, int], str]
 
 
 class _CoordinatorGateway:
@@ -121,46 +121,94 @@ class _CoordinatorGateway:
             self._final.set_result(checkpoint_id)
 
 
+class _AttemptInTaskManager:
+    """What the slices of one job attempt in this TaskManager share: the job graph (the
+    job file is imported and ``build(env)`` called once per attempt and process), the
+    gateway to the JobManager's checkpoint coordinator, and the in-memory channels
+    between two of its slices (made by whichever slice is built first, taken by the
+    other)."""
+
+    def __init__(self, spec: JobSpec, jm: RpcPeer, attempt: str) -> None:
+        env = build_environment(spec)
+        executor = env._executor(spec.name, allow_non_restored_state=spec.allow_non_restored_state)
+        self.spec = spec
+        self.attempt = attempt
+        self.config: ExecutionConfig = executor.config
+        self.graph: Any = executor.job_graph
+        self.gateway = _CoordinatorGateway(
+            jm, spec.job_id, attempt, self.config.checkpoint is not None
+        )
+        #: Slice index -> the slice and the task running it.
+        self.slices: dict[int, tuple[JobSlice, asyncio.Task[None]]] = {}
+        self._between_slices: dict[tuple[int, int, int], LocalChannel] = {}
+
+    def channel_between_slices(self, spec: ChannelSpec) -> LocalChannel:
+        """The one in-memory channel for ``spec``, whose other end is in another slice of
+        this attempt in this TaskManager: made by the first slice asking, handed to the
+        second."""
+        channel = self._between_slices.pop(spec.key, None)
+        if channel is None:
+            channel = LocalChannel(
+                spec.buffer_size,
+                spec.num_buffers,
+                spec.serializer,
+                name=spec.name,
+                input_index=spec.input_index,
+                index=spec.index,
+            )
+            self._between_slices[spec.key] = channel
+        return channel
+
+
 class JobSlice(LocalExecutor):
-    """The subtasks of one job attempt that run in this TaskManager.
+    """One slot's share of a job attempt: subtask ``slice_index`` of every operator whose
+    parallelism exceeds it (Flink's slot sharing).
 
     Builds the job's channels as the in-process executor does, except that a channel
-    whose other end runs in another TaskManager becomes the local half of a remote
-    channel. No restart loop here: a failure ends the slice, and the JobManager restarts
-    the whole job attempt.
+    whose other end runs in another slice is either an in-memory channel shared with that
+    slice (same TaskManager) or this TaskManager's half of a remote channel. No restart
+    loop here: a failure ends the slice, and the JobManager restarts the whole job
+    attempt.
     """
 
     def __init__(
         self,
-        spec: JobSpec,
-        config: ExecutionConfig,
-        graph: Any,
-        attempt: str,
+        run: _AttemptInTaskManager,
+        slice_index: int,
+        slot: int,
         tm_id: str,
-        placement: Placement,
+        owners: list[str],
         addresses: dict[str, str],
         data_server: DataServer,
         jm: RpcPeer,
         restore: str | None,
     ) -> None:
-        super().__init__(graph, config)
-        self.spec = spec
-        self.attempt = attempt
+        super().__init__(run.graph, run.config)
+        self.run_ = run
+        self.spec = run.spec
+        self.attempt = run.attempt
+        self.slice_index = slice_index
+        self.slot = slot
         self.tm_id = tm_id
-        self.placement = placement
+        #: Slice index -> the TaskManager running it.
+        self.owners = owners
         self.addresses = addresses
         self.data_server = data_server
         self.jm = jm
         self.restore = restore
         self.remote_outputs: list[RemoteOutputChannel] = []
         self.remote_inputs: list[RemoteInputChannel] = []
-        self.gateway = _CoordinatorGateway(jm, spec.job_id, attempt, config.checkpoint is not None)
+        self.gateway = run.gateway
         self.by_name: dict[str, StreamTask] = {}
         #: Per producing subtask (vertex id, index): its remote output channels.
         self._outputs_of: dict[tuple[int, int], list[RemoteOutputChannel]] = {}
         self._task_ids: dict[str, tuple[int, int]] = {}
-        self._position = {vertex.id: n for n, vertex in enumerate(graph.vertices)}
         self._sampler = RateSampler()
+        #: Channels made, by kind: ``local`` (both ends in this slice), ``between_slices``
+        #: (other end in another slice here, in memory), ``remote_in``, ``remote_out``.
+        self.channel_kinds: dict[str, int] = dict.fromkeys(
+            ("local", "between_slices", "remote_in", "remote_out"), 0
+        )
 
     def metrics(self) -> tuple[SubtaskMetrics, ...]:
         """This slice's subtasks now, with rates (what the JobManager shows)."""
@@ -171,21 +219,20 @@ class JobSlice(LocalExecutor):
             sample_counters(self._sampler, self.tasks)
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
-    def _here(self, vertex_id: int, index: int) -> bool:
-        return self._owner(vertex_id, index) == self.tm_id
-
-    def _owner(self, vertex_id: int, index: int) -> str:
-        # Vertex ids differ between processes (and between builds in one process): the
-        # placement names a vertex by its position in the graph, the same everywhere.
-        return self.placement[(self._position[vertex_id], index)]
-
     def _channel(self, spec: ChannelSpec) -> Any:
-        """The channel factory: in memory when both subtasks run here, else this
-        TaskManager's half of a remote channel."""
-        key = (self.attempt, *spec.key)
+        """The channel factory: in memory when both subtasks run in this TaskManager
+        (in this slice or in another slice of the attempt), else this TaskManager's half
+        of a remote channel."""
         if spec.producer_local and spec.consumer_local:
+            self.channel_kinds["local"] += 1
             return local_channel_factory(spec)
+        other = self.owners[spec.consumer if spec.producer_local else spec.producer]
+        if other == self.tm_id:
+            self.channel_kinds["between_slices"] += 1
+            return self.run_.channel_between_slices(spec)
+        key = (self.attempt, *spec.key)
         if spec.producer_local:
+            self.channel_kinds["remote_out"] += 1
             out = RemoteOutputChannel(
                 key,
                 spec.buffer_size,
@@ -198,29 +245,28 @@ class JobSlice(LocalExecutor):
             self._outputs_of.setdefault((spec.producer_vertex, spec.producer), []).append(out)
             self.data_server.register(out)
             return out
-        producer_tm = self._owner(spec.producer_vertex, spec.producer)
         into = RemoteInputChannel(
             key,
-            self.addresses[producer_tm],
+            self.addresses[other],
             spec.buffer_size,
             spec.num_buffers,
             spec.serializer,
             name=spec.name,
             input_index=spec.input_index,
-            producer=f"taskmanager {producer_tm}",
+            producer=f"taskmanager {other}",
             index=spec.index,
         )
+        self.channel_kinds["remote_in"] += 1
         self.remote_inputs.append(into)
         return into
 
     def build_slice(self, loop: asyncio.AbstractEventLoop) -> list[StreamTask]:
-        """Build this TaskManager's subtasks and their channels."""
+        """Build this slice's subtasks and their channels."""
         graph = self.job_graph
         here = {
-            (vertex.id, index)
+            (vertex.id, self.slice_index)
             for vertex in graph.vertices
-            for index in range(vertex.parallelism)
-            if self._here(vertex.id, index)
+            if self.slice_index < vertex.parallelism
         }
         tasks = self.build(loop, subtasks=here, channel_factory=self._channel)
         self._task_ids = {
@@ -260,6 +306,17 @@ class JobSlice(LocalExecutor):
             if output.error is not None:
                 raise output.error
 
+    def unregister_outputs(self) -> None:
+        """Take this slice's remote output channels off the data socket (failing those a
+        consumer still reads from: the slice ended)."""
+        for output in self.remote_outputs:
+            if self.data_server.channels.get(output.key) is output:
+                del self.data_server.channels[output.key]
+            if not output.done.is_set():
+                output.fail(
+                    RemoteChannelError(f"channel {output.name}: its producer's slice ended")
+                )
+
     async def _run_task(self, task: StreamTask) -> None:
         try:
             await task.run()
@@ -298,15 +355,20 @@ def _first(errors: BaseExceptionGroup[Any]) -> BaseException:
 
 
 class TaskExecutor:
-    """The TaskManager's endpoint: slots, deployments, checkpoint messages, heartbeats."""
+    """The TaskManager's endpoint: slots, deployments, checkpoint messages, heartbeats.
+
+    Each slot holds at most one slice of a job attempt at a time.
+    """
 
     def __init__(self, tm_id: str, slots: int, data_server: DataServer) -> None:
         self.tm_id = tm_id
         self.slots = slots
         self.data_server = data_server
         self.jm: RpcPeer | None = None
-        #: attempt -> (slice, its task)
-        self.slices: dict[str, tuple[JobSlice, asyncio.Task[None]]] = {}
+        #: attempt -> its slices here
+        self.attempts: dict[str, _AttemptInTaskManager] = {}
+        #: slot -> (attempt, slice index) running in it
+        self.occupied: dict[int, tuple[str, int]] = {}
         self.stopped = asyncio.Event()
 
     # ------------------------------------------------------------------ deployment
@@ -314,89 +376,145 @@ class TaskExecutor:
         self,
         spec: dict[str, Any],
         attempt: str,
-        placement: Placement,
+        slice_index: int,
+        slot: int,
+        owners: list[str],
         addresses: dict[str, str],
         restore: str | None,
     ) -> int:
-        """Build and start this TaskManager's slice of a job attempt; the number of
-        subtasks it runs."""
+        """Build and start slice ``slice_index`` of a job attempt in slot ``slot``; the
+        number of subtasks it runs.
+
+        Raises:
+            ValueError: this TaskManager has no slot ``slot``, or the slot is taken.
+        """
         assert self.jm is not None
-        job = JobSpec.from_dict(spec)
-        env = build_environment(job)
-        executor = env._executor(job.name, allow_non_restored_state=job.allow_non_restored_state)
-        config = executor.config
+        if not 0 <= slot < self.slots:
+            raise ValueError(
+                f"taskmanager {self.tm_id} has slots 0..{self.slots - 1}, no slot {slot} "
+                f"(slice {slice_index} of {attempt})"
+            )
+        held = self.occupied.get(slot)
+        if held is not None:
+            raise ValueError(
+                f"slot {slot} of taskmanager {self.tm_id} holds slice {held[1]} of {held[0]}; "
+                f"cannot deploy slice {slice_index} of {attempt} into it"
+            )
+        run = self.attempts.get(attempt)
+        if run is None:
+            run = _AttemptInTaskManager(JobSpec.from_dict(spec), self.jm, attempt)
+            self.attempts[attempt] = run
         job_slice = JobSlice(
-            job,
-            config,
-            executor.job_graph,
-            attempt,
+            run,
+            slice_index,
+            slot,
             self.tm_id,
-            placement,
+            owners,
             addresses,
             self.data_server,
             self.jm,
             restore,
         )
-        count = sum(1 for owner in placement.values() if owner == self.tm_id)
-        task = asyncio.get_running_loop().create_task(self._run(job_slice), name=f"slice {attempt}")
-        self.slices[attempt] = (job_slice, task)
-        return count
+        self.occupied[slot] = (attempt, slice_index)
+        task = asyncio.get_running_loop().create_task(
+            self._run(run, job_slice), name=f"slice {slice_index} of {attempt}"
+        )
+        run.slices[slice_index] = (job_slice, task)
+        return sum(1 for vertex in run.graph.vertices if slice_index < vertex.parallelism)
 
-    async def _run(self, job_slice: JobSlice) -> None:
+    async def _run(self, run: _AttemptInTaskManager, job_slice: JobSlice) -> None:
         jm = self.jm
         assert jm is not None
         attempt = job_slice.attempt
+        where: dict[str, Any] = {
+            "attempt": attempt,
+            "tm_id": self.tm_id,
+            "slice_index": job_slice.slice_index,
+        }
         try:
             await job_slice.run_slice()
         except asyncio.CancelledError:
-            _log.info("slice of %s cancelled", attempt)
+            _log.info("slice %d of %s cancelled", job_slice.slice_index, attempt)
             raise
         except Exception as exc:
             subtask = exc.subtask if isinstance(exc, _SubtaskFailure) else self.tm_id
             cause = exc.cause if isinstance(exc, _SubtaskFailure) else exc
-            _log.error("slice of %s failed in %s", attempt, subtask, exc_info=cause)
+            _log.error(
+                "slice %d of %s failed in %s",
+                job_slice.slice_index,
+                attempt,
+                subtask,
+                exc_info=cause,
+            )
             jm.notify(
                 "slice_failed",
-                attempt=attempt,
-                tm_id=self.tm_id,
+                **where,
                 subtask=subtask,
                 error=_describe(cause),
                 metrics=_final_metrics(job_slice),
             )
         else:
-            jm.notify(
-                "slice_finished",
-                attempt=attempt,
-                tm_id=self.tm_id,
-                metrics=_final_metrics(job_slice),
-            )
+            jm.notify("slice_finished", **where, metrics=_final_metrics(job_slice))
         finally:
-            self.data_server.unregister_attempt(attempt)
-            self.slices.pop(attempt, None)
+            job_slice.unregister_outputs()
+            self.occupied.pop(job_slice.slot, None)
+            run.slices.pop(job_slice.slice_index, None)
+            if not run.slices and self.attempts.get(attempt) is run:
+                del self.attempts[attempt]
+                self.data_server.unregister_attempt(attempt)
 
     async def rpc_cancel(self, attempt: str) -> None:
-        """Cancel this TaskManager's slice of ``attempt`` and wait until it stopped."""
-        entry = self.slices.get(attempt)
-        if entry is None:
+        """Cancel every slice of ``attempt`` here and wait until they stopped."""
+        run = self.attempts.get(attempt)
+        if run is None:
             return
-        _, task = entry
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        tasks = [task for _, task in run.slices.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def rpc_metrics(self, attempt: str) -> tuple[SubtaskMetrics, ...]:
         """Metrics of this TaskManager's subtasks of ``attempt`` (none if it has none)."""
-        entry = self.slices.get(attempt)
-        return () if entry is None else entry[0].metrics()
+        return tuple(
+            metrics for job_slice in self._slices(attempt) for metrics in job_slice.metrics()
+        )
+
+    def rpc_slots(self) -> list[dict[str, Any]]:
+        """Every slot of this TaskManager and the slice it runs: ``slot``, ``attempt``,
+        ``slice``, ``subtasks`` (their names; empty while the slice is being built) and
+        ``channels`` (counts by kind, see :attr:`JobSlice.channel_kinds`); ``attempt``
+        None for a free slot."""
+        table: list[dict[str, Any]] = []
+        for slot in range(self.slots):
+            entry: dict[str, Any] = {"slot": slot, "attempt": None, "slice": None}
+            held = self.occupied.get(slot)
+            run = None if held is None else self.attempts.get(held[0])
+            if held is not None and run is not None and held[1] in run.slices:
+                job_slice = run.slices[held[1]][0]
+                entry.update(
+                    attempt=held[0],
+                    slice=held[1],
+                    subtasks=[task.name for task in job_slice.tasks],
+                    channels=dict(job_slice.channel_kinds),
+                )
+            table.append(entry)
+        return table
+
+    def _slices(self, attempt: str) -> list[JobSlice]:
+        run = self.attempts.get(attempt)
+        return [] if run is None else [job_slice for job_slice, _ in run.slices.values()]
 
     # ------------------------------------------------------------------ checkpoints
     def _task(self, attempt: str, name: str) -> StreamTask | None:
-        entry = self.slices.get(attempt)
-        return None if entry is None else entry[0].by_name.get(name)
+        for job_slice in self._slices(attempt):
+            task = job_slice.by_name.get(name)
+            if task is not None:
+                return task
+        return None
 
     def rpc_savepoint_dir(self, attempt: str, checkpoint_id: int, directory: str | None) -> None:
-        entry = self.slices.get(attempt)
-        if entry is not None:
-            entry[0]._savepoint_dirs[checkpoint_id] = directory
+        for job_slice in self._slices(attempt):
+            job_slice._savepoint_dirs[checkpoint_id] = directory
 
     def rpc_trigger(
         self,
@@ -422,21 +540,20 @@ class TaskExecutor:
             subtask.notify_checkpoint_aborted(checkpoint_id)
 
     def rpc_final_done(self, attempt: str, checkpoint_id: int | None, error: str | None) -> None:
-        entry = self.slices.get(attempt)
-        if entry is not None:
-            entry[0].gateway.final_done(checkpoint_id, error)
+        run = self.attempts.get(attempt)
+        if run is not None:
+            run.gateway.final_done(checkpoint_id, error)
 
     def rpc_stop_sources(self, attempt: str) -> None:
-        """Make the slice's sources emit MAX_WATERMARK next (stop with ``--drain``)."""
-        entry = self.slices.get(attempt)
-        if entry is not None:
-            entry[0].emit_max_watermark_at_sources()
+        """Make the attempt's sources here emit MAX_WATERMARK next (stop with ``--drain``)."""
+        for job_slice in self._slices(attempt):
+            job_slice.emit_max_watermark_at_sources()
 
     def rpc_shutdown(self) -> None:
         self.stopped.set()
 
     async def cancel_all(self) -> None:
-        for attempt in list(self.slices):
+        for attempt in list(self.attempts):
             await self.rpc_cancel(attempt)
 
 

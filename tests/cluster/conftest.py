@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,15 +40,29 @@ def build(env):
 """
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Dispatcher]:
-    """Two TaskManagers with one slot each; a TaskManager silent for 2 s is lost."""
-    dispatcher = Dispatcher(
-        tmp_path / "cluster", taskmanagers=2, slots=1, port=0, heartbeat_timeout=2.0
-    )
+async def rest_get(url: str) -> Any:
+    """GET ``url`` (in a thread, 10 s at most): the JSON answer, or the text of a page."""
+
+    def read() -> Any:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            body = reply.read()
+            if reply.headers.get_content_type() == "application/json":
+                return json.loads(body)
+            return body.decode()
+
+    return await asyncio.to_thread(read)
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(
+    directory: Path, taskmanagers: int, slots: int, **options: Any
+) -> AsyncIterator[Dispatcher]:
+    """A started Dispatcher whose TaskManagers all registered; stopped (and every
+    TaskManager process killed) on exit."""
+    dispatcher = Dispatcher(directory, taskmanagers=taskmanagers, slots=slots, port=0, **options)
     await dispatcher.start()
     try:
-        await dispatcher.resources.wait_registered_for(2, seconds=30)
+        await dispatcher.resources.wait_registered_for(taskmanagers, seconds=30)
         yield dispatcher
     finally:
         pids = [tm.pid for tm in dispatcher.resources.taskmanagers.values()]
@@ -53,3 +72,17 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Dispatcher]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Dispatcher]:
+    """Two TaskManagers with one slot each; a TaskManager silent for 2 s is lost."""
+    async with running_cluster(tmp_path / "cluster", 2, 1, heartbeat_timeout=2.0) as dispatcher:
+        yield dispatcher
+
+
+@pytest.fixture
+async def cluster2x2(tmp_path: Path) -> AsyncIterator[Dispatcher]:
+    """Two TaskManagers with two slots each; a TaskManager silent for 2 s is lost."""
+    async with running_cluster(tmp_path / "cluster", 2, 2, heartbeat_timeout=2.0) as dispatcher:
+        yield dispatcher

@@ -14,7 +14,8 @@ const PAD = 16;
 const WATERMARK_LIMIT = 9e15;
 
 const state = {
-  jobId: null,        // the job shown; null = follow the most recent one
+  // the job shown (a link may name it: /?job=<id>); null = follow the most recent one
+  jobId: new URLSearchParams(location.search).get("job"),
   planFor: null,      // job id whose plan is drawn
   plan: null,
   overview: null,
