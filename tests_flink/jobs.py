@@ -158,6 +158,30 @@ def rebalance_then_key(env: StreamExecutionEnvironment, tmp: Path) -> DataStream
     )
 
 
+class WithSubtask(MapFunction):
+    """Pairs each record with the index of the subtask that maps it."""
+
+    def open(self, runtime_context: Any) -> None:
+        self.index = runtime_context.get_index_of_this_subtask()
+
+    def map(self, value: Any) -> Any:
+        return self.index, value
+
+
+@job
+def global_partitioning(env: StreamExecutionEnvironment, tmp: Path) -> DataStream:
+    return env.from_sequence(1, 30).global_().map(WithSubtask())
+
+
+@job
+def custom_partitioning(env: StreamExecutionEnvironment, tmp: Path) -> DataStream:
+    return (
+        env.from_sequence(1, 30)
+        .partition_custom(lambda k, n: k % n, lambda x: x // 3)
+        .map(WithSubtask())
+    )
+
+
 @job
 def text_file_word_count(env: StreamExecutionEnvironment, tmp: Path) -> DataStream:
     path = tmp / "words.txt"

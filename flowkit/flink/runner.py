@@ -168,7 +168,15 @@ class FlinkRunner:
             from pyflink.common import Types
 
             flink_stream = flink_stream.map(lambda v: v, output_type=Types.PICKLED_BYTE_ARRAY())
-        with flink_stream.execute_and_collect(job_name or "collect") as results:
+        # Not PyFlink's execute_and_collect(): it skips part of the preparation that its
+        # execute() gives the job (Python operator chaining, the number of partitions of
+        # partition_custom, whose operators then fail with "The partition number should
+        # be a positive value, got -1"). Collect, then execute as execute() does.
+        from pyflink.datastream.data_stream import CloseableIterator
+
+        j_iterator = flink_stream._j_data_stream.collectAsync()
+        _fenv.execute_async(job_name or "collect")
+        with CloseableIterator(j_iterator, flink_stream.get_type()) as results:
             values = []
             for value in results:
                 values.append(value)
