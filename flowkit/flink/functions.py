@@ -317,6 +317,17 @@ class ReduceAdapter(_Wrapper, pf.ReduceFunction):  # type: ignore[misc]
         return resolve_function(self.function, "reduce", "reduce")(value1, value2)
 
 
+class LineEncoder(pf.MapFunction):  # type: ignore[misc]
+    """A flowkit file sink's encoder as a map to the line Flink's ``FileSink`` writes
+    (its string encoder adds the newline, so the encoder's one is taken off)."""
+
+    def __init__(self, encode: Any) -> None:
+        self.encode = encode
+
+    def map(self, value: Any) -> str:
+        return bytes(self.encode(value)).decode("utf-8").removesuffix("\n")
+
+
 class KeySelectorAdapter(pf.KeySelector):  # type: ignore[misc]
     def __init__(self, selector: Any) -> None:
         self.selector = selector

@@ -16,9 +16,11 @@ from pyflink.datastream import DataStream as FlinkDataStream
 from pyflink.datastream import KeyedStream as FlinkKeyedStream
 from pyflink.datastream import StreamExecutionEnvironment as FlinkEnvironment
 from pyflink.datastream import window as pw
+from pyflink.datastream.connectors.file_system import BucketAssigner, StreamFormat
 from pyflink.datastream.connectors.file_system import FileSink as FlinkFileSink
 from pyflink.datastream.connectors.file_system import FileSource as FlinkFileSource
-from pyflink.datastream.connectors.file_system import StreamFormat
+from pyflink.datastream.connectors.file_system import OutputFileConfig as FlinkOutputFileConfig
+from pyflink.datastream.connectors.file_system import RollingPolicy as FlinkRollingPolicy
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
 from flowkit import window as w
@@ -430,26 +432,32 @@ class Translator:
         return self._plain_input(node)  # collected by the runner
 
     def _t_sink_print(self, node: PlannedNode) -> Any:
-        ident = getattr(node.op.sink, "sink_identifier", None)
+        sink = node.op.sink
         ds = self._plain_input(node)
-        return ds.print(ident) if ident else ds.print()
+        if sink.formatter is not None:  # e.g. a typed stream: printed as Java prints it
+            ds = ds.map(sink.formatter, output_type=Types.STRING())
+        out = ds.print(sink.identifier) if sink.identifier else ds.print()
+        return self._configure(out, node)
 
     def _t_sink_file(self, node: PlannedNode) -> Any:
         sink = node.op.sink
-        encode = sink._encode
-
-        def line(value: Any) -> str:
-            return (
-                bytes(encode(value))
-                .decode(sink.charset if hasattr(sink, "charset") else "utf-8")
-                .rstrip("\n")
+        ds = self._plain_input(node).map(fa.LineEncoder(sink._encode), output_type=Types.STRING())
+        names = sink.output_file_config
+        flink_sink = (
+            FlinkFileSink.for_row_format(sink.directory, Encoder.simple_string_encoder())
+            # flowkit writes its part files straight into the directory, not into buckets
+            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+            .with_output_file_config(
+                FlinkOutputFileConfig.builder()
+                .with_part_prefix(names.prefix)
+                .with_part_suffix(names.suffix)
+                .build()
             )
-
-        ds = self._plain_input(node).map(line, output_type=Types.STRING())
-        flink_sink = FlinkFileSink.for_row_format(
-            sink.directory, Encoder.simple_string_encoder()
-        ).build()
-        return ds.sink_to(flink_sink).name(node.t.name)
+            # flowkit closes (and commits) the part file at every checkpoint
+            .with_rolling_policy(FlinkRollingPolicy.on_checkpoint_rolling_policy())
+            .build()
+        )
+        return self._configure(ds.sink_to(flink_sink), node)
 
 
 def is_flink_stream(value: Any) -> bool:
