@@ -204,6 +204,8 @@ class Translator:
     def _t_source_sequence(self, node: PlannedNode) -> Any:
         source = NumberSequenceSource(node.t.source.start, node.t.source.end)
         ds = self.env.from_source(source, FlinkWatermarkStrategy.no_watermarks(), node.t.name)
+        if node.t.parallelism is not None:  # the source too: chained, in order
+            ds = ds.set_parallelism(node.t.parallelism)
         ds = ds.map(_identity, output_type=PICKLED)
         if node.t.parallelism is not None:
             ds = ds.set_parallelism(node.t.parallelism)
