@@ -97,7 +97,13 @@ class FlinkRunner:
         if self.address is not None:
             host, port = _address(self.address)
             settings.update(
-                {"execution.target": "remote", "rest.address": host, "rest.port": str(port)}
+                {
+                    "execution.target": "remote",
+                    "rest.address": host,
+                    "rest.port": str(port),
+                    # execute() waits for the job's end (detached, it has no result)
+                    "execution.attached": "true",
+                }
             )
         if self.jars:
             settings["pipeline.jars"] = ";".join(self.jars)
@@ -110,7 +116,18 @@ class FlinkRunner:
         settings.update(self.config)
         for key, value in settings.items():
             conf.set_string(key, str(value))
-        fenv = FlinkEnvironment.get_execution_environment(conf)
+        if self.address is None:
+            fenv = FlinkEnvironment.get_execution_environment(conf)
+        else:
+            # get_execution_environment() makes a local environment whatever the target
+            # (a MiniCluster on rest.port); this one submits to execution.target
+            from pyflink.java_gateway import get_gateway
+
+            jvm = get_gateway().jvm
+            j_env = jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment(
+                conf._j_configuration
+            )
+            fenv = FlinkEnvironment(j_env)
         fenv.set_python_executable(self.python_executable)
         fenv.set_parallelism(env.get_parallelism())
         max_parallelism = env.get_max_parallelism()
