@@ -30,6 +30,7 @@ from flowkit import StreamExecutionEnvironment
 from flowkit.flink import FlinkRunner
 from tests_flink import jobs
 from tests_flink.test_conformance import multiset
+from tests_flink.test_sinks import cli_env
 
 PYFLINK = Path(pyflink.__file__).parent
 FLOWKIT = Path(sys.executable).with_name("flowkit")
@@ -83,7 +84,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     }
     dynamic = [arg for key, value in settings.items() for arg in ("-D", f"{key}={value}")]
     env = {
-        **os.environ,
+        **cli_env(),
         "FLINK_HOME": str(PYFLINK),
         "FLINK_CONF_DIR": str(conf),
         "FLINK_LOG_DIR": str(log),
@@ -196,6 +197,7 @@ def test_flowkit_run_submits_to_the_cluster(cluster: Cluster, tmp_path: Path) ->
             "200",
             str(job),
         ],
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=200,

@@ -40,10 +40,18 @@ def build(env):
 FLOWKIT = Path(sys.executable).with_name("flowkit")
 
 
+def cli_env() -> dict[str, str]:
+    """This process's environment for a ``flowkit`` subprocess, without the variable
+    PyFlink's in-process (loopback) Python workers set here once a job has run: with it,
+    the subprocess refuses to start its own Java gateway."""
+    return {k: v for k, v in os.environ.items() if k != "PYFLINK_GATEWAY_DISABLED"}
+
+
 def run_flink_cli(*args: str, cwd: Path, timeout: float = 100) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(FLOWKIT), "run", "--target", "flink", *args],
         cwd=cwd,
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
