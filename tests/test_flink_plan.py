@@ -67,3 +67,21 @@ def test_a_supported_job_is_planned_inputs_first() -> None:
         "partition",
         "keyed_reduce",
     ]
+
+
+def test_a_print_sink_with_a_stream_of_its_own_is_refused() -> None:
+    import io
+
+    from flowkit.sinks import PrintSink
+
+    env = StreamExecutionEnvironment()
+    numbers = env.from_collection([1, 2])
+    numbers.sink_to(PrintSink("mine", stream=io.StringIO()))
+    numbers.print("stdout")
+    sinks = [t for t in env._transformations if t.kind == "sink"]
+
+    with pytest.raises(UnsupportedOperatorError) as info:
+        plan(sinks)
+
+    assert len(info.value.problems) == 1
+    assert "TaskManager's standard output" in info.value.problems[0][1]

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pyflink.common import Time, Types
+from pyflink.common import Time
+from pyflink.common.typeinfo import PickledBytesTypeInfo
 from pyflink.datastream import functions as pf
 from pyflink.datastream import state as ps
 from pyflink.datastream import window as pw
@@ -31,8 +32,23 @@ __all__ = [
     "flink_state_descriptor",
 ]
 
+
+class _PickledTypeInfo(PickledBytesTypeInfo):  # type: ignore[misc]
+    """PyFlink's pickled-bytes type, shipped to the workers without its Java object.
+
+    PyFlink caches the Java type object in ``_j_typeinfo`` once the type is used; that
+    py4j object holds the gateway client and its ``RLock``. One instance is shared by the
+    whole translation, so every state descriptor, output tag and window function that
+    carries it would fail to pickle ("cannot pickle '_thread.RLock' object"). Pickled, it
+    becomes a fresh PyFlink ``PickledBytesTypeInfo``.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return PickledBytesTypeInfo, ()
+
+
 #: Every record, key and state value crosses Flink as a pickled Python object.
-PICKLED = Types.PICKLED_BYTE_ARRAY()
+PICKLED = _PickledTypeInfo()
 _LONG_MIN = -(2**63)
 
 
@@ -152,19 +168,28 @@ def _timestamp(value: Any) -> int | None:
 
 
 class _Outputs:
-    """What a flowkit function emitted: records, and side outputs as PyFlink pairs."""
+    """What a flowkit function emitted: records, and side outputs as PyFlink pairs.
 
-    def __init__(self) -> None:
+    Only side outputs whose tag id is in ``side_tags`` (those the job reads with
+    ``get_side_output``) are kept; the others are dropped, as Flink drops a side output
+    nobody reads. PyFlink would instead emit such a ``(tag, value)`` pair as a record of
+    the main output.
+    """
+
+    def __init__(self, side_tags: frozenset[str] = frozenset()) -> None:
         self.pending: list[Any] = []
+        self.side_tags = side_tags
 
     def side(self, tag: OutputTag, value: Any) -> None:
-        self.pending.append((flink_output_tag(tag), value))
+        if tag.tag_id in self.side_tags:
+            self.pending.append((flink_output_tag(tag), value))
 
     def drain(self, result: Any) -> Iterator[Any]:
         if result is not None:
             for item in result:
                 if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], OutputTag):
-                    yield flink_output_tag(item[0]), item[1]
+                    if item[0].tag_id in self.side_tags:
+                        yield flink_output_tag(item[0]), item[1]
                 else:
                     yield item
                 if self.pending:
@@ -292,6 +317,17 @@ class ReduceAdapter(_Wrapper, pf.ReduceFunction):  # type: ignore[misc]
         return resolve_function(self.function, "reduce", "reduce")(value1, value2)
 
 
+class LineEncoder(pf.MapFunction):  # type: ignore[misc]
+    """A flowkit file sink's encoder as a map to the line Flink's ``FileSink`` writes
+    (its string encoder adds the newline, so the encoder's one is taken off)."""
+
+    def __init__(self, encode: Any) -> None:
+        self.encode = encode
+
+    def map(self, value: Any) -> str:
+        return bytes(self.encode(value)).decode("utf-8").removesuffix("\n")
+
+
 class KeySelectorAdapter(pf.KeySelector):  # type: ignore[misc]
     def __init__(self, selector: Any) -> None:
         self.selector = selector
@@ -360,12 +396,18 @@ make_timestamp_assigner = _make_timestamp_assigner
 
 
 class _ProcessBase(_Wrapper):
-    def __init__(self, function: Any, broadcast_states: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        function: Any,
+        broadcast_states: dict[str, Any] | None = None,
+        side_tags: frozenset[str] = frozenset(),
+    ) -> None:
         self.function = function
         self.broadcast_states = broadcast_states
+        self.side_tags = side_tags
 
     def open(self, runtime_context: Any) -> None:
-        self._outputs = _Outputs()
+        self._outputs = _Outputs(self.side_tags)
         self._ctx = ContextAdapter(self._outputs, self.broadcast_states)
         super().open(runtime_context)
 
@@ -512,14 +554,16 @@ class WindowFunctionAdapter(pf.ProcessWindowFunction):  # type: ignore[misc]
         reduce: Any = None,
         aggregate: Any = None,
         keep_last: int | None = None,
+        side_tags: frozenset[str] = frozenset(),
     ) -> None:
         self.function = function
         self.reduce_fn = reduce
         self.aggregate_fn = aggregate
         self.keep_last = keep_last
+        self.side_tags = side_tags
 
     def open(self, runtime_context: Any) -> None:
-        self._outputs = _Outputs()
+        self._outputs = _Outputs(self.side_tags)
         for fn in (self.function, self.reduce_fn, self.aggregate_fn):
             if fn is not None:
                 call_open(fn, _runtime_context(runtime_context))
@@ -688,15 +732,17 @@ class IntervalJoinAdapter(pf.KeyedCoProcessFunction):  # type: ignore[misc]
         upper: int,
         left_late_tag: OutputTag | None,
         right_late_tag: OutputTag | None,
+        side_tags: frozenset[str] = frozenset(),
     ) -> None:
         self.function = function
         self.lower = lower
         self.upper = upper
         self.left_late_tag = left_late_tag
         self.right_late_tag = right_late_tag
+        self.side_tags = side_tags
 
     def open(self, runtime_context: Any) -> None:
-        self._outputs = _Outputs()
+        self._outputs = _Outputs(self.side_tags)
         self._buffers = (
             runtime_context.get_map_state(ps.MapStateDescriptor("left", PICKLED, PICKLED)),
             runtime_context.get_map_state(ps.MapStateDescriptor("right", PICKLED, PICKLED)),
@@ -722,7 +768,7 @@ class IntervalJoinAdapter(pf.KeyedCoProcessFunction):  # type: ignore[misc]
         service = ctx.timer_service()
         if ts < service.current_watermark():
             tag = self.left_late_tag if side == 0 else self.right_late_tag
-            if tag is not None:
+            if tag is not None and tag.tag_id in self.side_tags:
                 yield flink_output_tag(tag), value
             return
         mine, other = self._buffers[side], self._buffers[1 - side]

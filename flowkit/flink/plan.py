@@ -64,6 +64,11 @@ def _sink_kind(sink: Any) -> tuple[str, str | None]:
     if type(sink) is CollectSink:
         return "sink_collect", None
     if type(sink) is PrintSink:
+        if sink.stream is not None:
+            return "", (
+                "a PrintSink with a stream of its own writes in this process; on Flink "
+                "print() writes to each TaskManager's standard output"
+            )
         return "sink_print", None
     if type(sink) is FileSink:
         return "sink_file", None

@@ -97,7 +97,13 @@ class FlinkRunner:
         if self.address is not None:
             host, port = _address(self.address)
             settings.update(
-                {"execution.target": "remote", "rest.address": host, "rest.port": str(port)}
+                {
+                    "execution.target": "remote",
+                    "rest.address": host,
+                    "rest.port": str(port),
+                    # execute() waits for the job's end (detached, it has no result)
+                    "execution.attached": "true",
+                }
             )
         if self.jars:
             settings["pipeline.jars"] = ";".join(self.jars)
@@ -110,7 +116,18 @@ class FlinkRunner:
         settings.update(self.config)
         for key, value in settings.items():
             conf.set_string(key, str(value))
-        fenv = FlinkEnvironment.get_execution_environment(conf)
+        if self.address is None:
+            fenv = FlinkEnvironment.get_execution_environment(conf)
+        else:
+            # get_execution_environment() makes a local environment whatever the target
+            # (a MiniCluster on rest.port); this one submits to execution.target
+            from pyflink.java_gateway import get_gateway
+
+            jvm = get_gateway().jvm
+            j_env = jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment(
+                conf._j_configuration
+            )
+            fenv = FlinkEnvironment(j_env)
         fenv.set_python_executable(self.python_executable)
         fenv.set_parallelism(env.get_parallelism())
         max_parallelism = env.get_max_parallelism()
@@ -168,7 +185,15 @@ class FlinkRunner:
             from pyflink.common import Types
 
             flink_stream = flink_stream.map(lambda v: v, output_type=Types.PICKLED_BYTE_ARRAY())
-        with flink_stream.execute_and_collect(job_name or "collect") as results:
+        # Not PyFlink's execute_and_collect(): it skips part of the preparation that its
+        # execute() gives the job (Python operator chaining, the number of partitions of
+        # partition_custom, whose operators then fail with "The partition number should
+        # be a positive value, got -1"). Collect, then execute as execute() does.
+        from pyflink.datastream.data_stream import CloseableIterator
+
+        j_iterator = flink_stream._j_data_stream.collectAsync()
+        _fenv.execute_async(job_name or "collect")
+        with CloseableIterator(j_iterator, flink_stream.get_type()) as results:
             values = []
             for value in results:
                 values.append(value)

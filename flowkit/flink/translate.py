@@ -16,9 +16,11 @@ from pyflink.datastream import DataStream as FlinkDataStream
 from pyflink.datastream import KeyedStream as FlinkKeyedStream
 from pyflink.datastream import StreamExecutionEnvironment as FlinkEnvironment
 from pyflink.datastream import window as pw
+from pyflink.datastream.connectors.file_system import BucketAssigner, StreamFormat
 from pyflink.datastream.connectors.file_system import FileSink as FlinkFileSink
 from pyflink.datastream.connectors.file_system import FileSource as FlinkFileSource
-from pyflink.datastream.connectors.file_system import StreamFormat
+from pyflink.datastream.connectors.file_system import OutputFileConfig as FlinkOutputFileConfig
+from pyflink.datastream.connectors.file_system import RollingPolicy as FlinkRollingPolicy
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
 from flowkit import window as w
@@ -44,14 +46,6 @@ def _load_json(line: str) -> Any:
     import json
 
     return json.loads(line)
-
-
-def _first_partition(key: Any, num_partitions: int) -> int:
-    return 0
-
-
-def _no_key(value: Any) -> None:
-    return None
 
 
 def _ms(value: int) -> Any:
@@ -125,12 +119,42 @@ def _watermark_strategy(strategy: Any) -> Any:
     return result
 
 
+def _parallelism(ds: Any) -> int | None:
+    """The parallelism set on ``ds``'s operator (None: the job's default)."""
+    parallelism = int(ds._j_data_stream.getTransformation().getParallelism())
+    return parallelism if parallelism > 0 else None
+
+
+def _set_parallelism(out: Any, ds: Any, parallelism: int | None) -> None:
+    """Set ``parallelism`` on every operator PyFlink added between ``ds`` and ``out``.
+
+    ``assign_timestamps_and_watermarks`` with a timestamp assigner adds three operators
+    (extract the timestamp, assign it, remove it) and PyFlink leaves the first two at
+    the job's default parallelism: behind a parallelism-1 source they rebalanced the
+    stream and reordered it, so records arrived late and windows reduced them out of
+    order.
+    """
+    if parallelism is None:
+        return
+    stop = ds._j_data_stream.getTransformation().getId()
+    transformation = out._j_data_stream.getTransformation()
+    while transformation.getId() != stop:
+        if str(transformation.getClass().getSimpleName()) != "PartitionTransformation":
+            transformation.setParallelism(parallelism)
+        inputs = transformation.getInputs()
+        if inputs.isEmpty():
+            return
+        transformation = inputs.get(0)
+
+
 class Translator:
     """Builds the PyFlink program for planned nodes in one PyFlink environment."""
 
     def __init__(self, env: FlinkEnvironment) -> None:
         self.env = env
         self.streams: dict[int, Any] = {}
+        #: per node id, the tag ids of its side outputs that the job reads
+        self.side_tags: dict[int, frozenset[str]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _configure(self, ds: Any, node: PlannedNode) -> Any:
@@ -154,8 +178,17 @@ class Translator:
             return ds
         return ds.key_by(fa.KeySelectorAdapter(selector), key_type=PICKLED)
 
+    def _tags(self, node: PlannedNode) -> frozenset[str]:
+        """The side outputs of ``node`` that someone reads (the others are dropped)."""
+        return self.side_tags.get(node.t.id, frozenset())
+
     # ------------------------------------------------------------------ nodes
     def translate(self, nodes: list[PlannedNode]) -> dict[int, Any]:
+        taken: dict[int, set[str]] = {}
+        for node in nodes:
+            if node.t.kind == "side_output" and node.t.tag is not None:
+                taken.setdefault(node.t.inputs[0].id, set()).add(node.t.tag.tag_id)
+        self.side_tags = {node_id: frozenset(tags) for node_id, tags in taken.items()}
         for node in nodes:
             method = getattr(self, "_t_" + node.kind)
             self.streams[node.t.id] = method(node)
@@ -171,6 +204,8 @@ class Translator:
     def _t_source_sequence(self, node: PlannedNode) -> Any:
         source = NumberSequenceSource(node.t.source.start, node.t.source.end)
         ds = self.env.from_source(source, FlinkWatermarkStrategy.no_watermarks(), node.t.name)
+        if node.t.parallelism is not None:  # the source too: chained, in order
+            ds = ds.set_parallelism(node.t.parallelism)
         ds = ds.map(_identity, output_type=PICKLED)
         if node.t.parallelism is not None:
             ds = ds.set_parallelism(node.t.parallelism)
@@ -190,7 +225,9 @@ class Translator:
         strategy = getattr(node.op, "watermark_strategy", None)
         if strategy is None:
             return ds
-        return ds.assign_timestamps_and_watermarks(_watermark_strategy(strategy))
+        out = ds.assign_timestamps_and_watermarks(_watermark_strategy(strategy))
+        _set_parallelism(out, ds, _parallelism(ds))
+        return out
 
     def _t_partition(self, node: PlannedNode) -> Any:
         ds = self._input(node)
@@ -203,8 +240,8 @@ class Translator:
                 fa.PartitionerAdapter(custom.partition),
                 fa.KeySelectorAdapter(custom.key_selector),
             )
-        if p is Partitioning.GLOBAL:  # PyFlink has no global(): all to subtask 0
-            return ds.partition_custom(_first_partition, _no_key)
+        if p is Partitioning.GLOBAL:  # PyFlink has no global(): Java's, all to subtask 0
+            return FlinkDataStream(getattr(ds._j_data_stream, "global")())
         if p is Partitioning.BROADCAST:
             return ds  # broadcast() is applied by the reader (plain or with state)
         method: str = {
@@ -249,11 +286,13 @@ class Translator:
         return self._configure(ds, node)
 
     def _t_process(self, node: PlannedNode) -> Any:
-        return self._one(node, "process", fa.ProcessAdapter(node.op.function))
+        adapter = fa.ProcessAdapter(node.op.function, side_tags=self._tags(node))
+        return self._one(node, "process", adapter)
 
     def _t_keyed_process(self, node: PlannedNode) -> Any:
         ds = self._keyed(self._input(node), node.op.key_selector)
-        out = ds.process(fa.KeyedProcessAdapter(node.op.function), output_type=PICKLED)
+        adapter = fa.KeyedProcessAdapter(node.op.function, side_tags=self._tags(node))
+        out = ds.process(adapter, output_type=PICKLED)
         return self._configure(out, node)
 
     def _t_keyed_reduce(self, node: PlannedNode) -> Any:
@@ -263,6 +302,7 @@ class Translator:
     def _t_timestamps(self, node: PlannedNode) -> Any:
         ds = self._plain_input(node)
         out = ds.assign_timestamps_and_watermarks(_watermark_strategy(node.op.strategy))
+        _set_parallelism(out, ds, node.t.parallelism)
         return self._configure(out, node)
 
     def _connected(self, node: PlannedNode) -> Any:
@@ -280,7 +320,8 @@ class Translator:
 
     def _t_co_process(self, node: PlannedNode) -> Any:
         out = self._connected(node).process(
-            fa.CoProcessAdapter(node.op.function), output_type=PICKLED
+            fa.CoProcessAdapter(node.op.function, side_tags=self._tags(node)),
+            output_type=PICKLED,
         )
         return self._configure(out, node)
 
@@ -288,7 +329,8 @@ class Translator:
         first = self._keyed(self._input(node, 0), node.op.key_selector1)
         second = self._keyed(self._input(node, 1), node.op.key_selector2)
         out = first.connect(second).process(
-            fa.KeyedCoProcessAdapter(node.op.function), output_type=PICKLED
+            fa.KeyedCoProcessAdapter(node.op.function, side_tags=self._tags(node)),
+            output_type=PICKLED,
         )
         return self._configure(out, node)
 
@@ -297,7 +339,12 @@ class Translator:
         first = self._keyed(self._input(node, 0), op.key_selector1)
         second = self._keyed(self._input(node, 1), op.key_selector2)
         adapter = fa.IntervalJoinAdapter(
-            op.function, op.lower_bound, op.upper_bound, op.left_late_tag, op.right_late_tag
+            op.function,
+            op.lower_bound,
+            op.upper_bound,
+            op.left_late_tag,
+            op.right_late_tag,
+            side_tags=self._tags(node),
         )
         return self._configure(first.connect(second).process(adapter, output_type=PICKLED), node)
 
@@ -308,7 +355,10 @@ class Translator:
         if keyed:
             first = self._keyed(first, op.key_selector)
         rules = self.streams[node.t.inputs[1].id].broadcast(*states.values())
-        out = first.connect(rules).process(adapter_type(op.function, states), output_type=PICKLED)
+        # fresh descriptors for the function: broadcast() has given these Java objects
+        fresh = {name: fa.flink_state_descriptor(d) for name, d in op.descriptors.items()}
+        adapter = adapter_type(op.function, fresh, side_tags=self._tags(node))
+        out = first.connect(rules).process(adapter, output_type=PICKLED)
         return self._configure(out, node)
 
     def _t_broadcast_process(self, node: PlannedNode) -> Any:
@@ -317,9 +367,29 @@ class Translator:
     def _t_keyed_broadcast_process(self, node: PlannedNode) -> Any:
         return self._broadcast(node, fa.KeyedBroadcastProcessAdapter, True)
 
+    def _all_window_input(self, node: PlannedNode) -> Any:
+        """The stream under ``window_all``'s global partition, or None for a keyed window.
+
+        Flink runs ``windowAll`` as a keyed window over one constant key at parallelism
+        1; PyFlink has no ``windowAll`` over a DataStream's time windows, so the
+        translation does the same: flowkit's key of every record is ``None``.
+        """
+        parent = node.t.inputs[0]
+        if node.t.operator_max_parallelism == 1 and (
+            parent.kind == "partition" and parent.partitioning is Partitioning.GLOBAL
+        ):
+            return self.streams[parent.inputs[0].id]
+        return None
+
     def _t_window(self, node: PlannedNode) -> Any:
         op = node.op
-        keyed = self._keyed(self._input(node), op.key_selector)
+        all_input = self._all_window_input(node)
+        if all_input is not None:
+            if isinstance(all_input, FlinkKeyedStream):
+                all_input = all_input.map(_identity, PICKLED)
+            keyed = all_input.key_by(fa.KeySelectorAdapter(op.key_selector), key_type=PICKLED)
+        else:
+            keyed = self._keyed(self._input(node), op.key_selector)
         windowed = keyed.window(_assigner(op.assigner)).trigger(_trigger(op.trigger))
         if op.allowed_lateness:
             windowed = windowed.allowed_lateness(op.allowed_lateness)
@@ -331,15 +401,16 @@ class Translator:
                 reduce=op.reduce_fn,
                 aggregate=op.aggregate_fn,
                 keep_last=op.evictor.max_count,
+                side_tags=self._tags(node),
             )
             out = windowed.process(adapter, output_type=PICKLED)
         elif op.reduce_fn is not None:
-            window_fn = fa.WindowFunctionAdapter(op.window_fn) if op.window_fn else None
+            window_fn = self._window_function(op.window_fn, node)
             out = windowed.reduce(
                 fa.ReduceAdapter(op.reduce_fn), window_function=window_fn, output_type=PICKLED
             )
         elif op.aggregate_fn is not None:
-            window_fn = fa.WindowFunctionAdapter(op.window_fn) if op.window_fn else None
+            window_fn = self._window_function(op.window_fn, node)
             out = windowed.aggregate(
                 fa.AggregateAdapter(op.aggregate_fn),
                 window_function=window_fn,
@@ -347,34 +418,48 @@ class Translator:
                 output_type=PICKLED,
             )
         else:
-            out = windowed.process(fa.WindowFunctionAdapter(op.process_fn), output_type=PICKLED)
+            adapter = fa.WindowFunctionAdapter(op.process_fn, side_tags=self._tags(node))
+            out = windowed.process(adapter, output_type=PICKLED)
+        if all_input is not None:
+            return self._configure(out, node).set_parallelism(1)
         return self._configure(out, node)
+
+    def _window_function(self, function: Any, node: PlannedNode) -> Any:
+        if function is None:
+            return None
+        return fa.WindowFunctionAdapter(function, side_tags=self._tags(node))
 
     # ------------------------------------------------------------------ sinks
     def _t_sink_collect(self, node: PlannedNode) -> Any:
         return self._plain_input(node)  # collected by the runner
 
     def _t_sink_print(self, node: PlannedNode) -> Any:
-        ident = getattr(node.op.sink, "sink_identifier", None)
+        sink = node.op.sink
         ds = self._plain_input(node)
-        return ds.print(ident) if ident else ds.print()
+        if sink.formatter is not None:  # e.g. a typed stream: printed as Java prints it
+            ds = ds.map(sink.formatter, output_type=Types.STRING())
+        out = ds.print(sink.identifier) if sink.identifier else ds.print()
+        return self._configure(out, node)
 
     def _t_sink_file(self, node: PlannedNode) -> Any:
         sink = node.op.sink
-        encode = sink._encode
-
-        def line(value: Any) -> str:
-            return (
-                bytes(encode(value))
-                .decode(sink.charset if hasattr(sink, "charset") else "utf-8")
-                .rstrip("\n")
+        ds = self._plain_input(node).map(fa.LineEncoder(sink._encode), output_type=Types.STRING())
+        names = sink.output_file_config
+        flink_sink = (
+            FlinkFileSink.for_row_format(sink.directory, Encoder.simple_string_encoder())
+            # flowkit writes its part files straight into the directory, not into buckets
+            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+            .with_output_file_config(
+                FlinkOutputFileConfig.builder()
+                .with_part_prefix(names.prefix)
+                .with_part_suffix(names.suffix)
+                .build()
             )
-
-        ds = self._plain_input(node).map(line, output_type=Types.STRING())
-        flink_sink = FlinkFileSink.for_row_format(
-            sink.directory, Encoder.simple_string_encoder()
-        ).build()
-        return ds.sink_to(flink_sink).name(node.t.name)
+            # flowkit closes (and commits) the part file at every checkpoint
+            .with_rolling_policy(FlinkRollingPolicy.on_checkpoint_rolling_policy())
+            .build()
+        )
+        return self._configure(ds.sink_to(flink_sink), node)
 
 
 def is_flink_stream(value: Any) -> bool:
