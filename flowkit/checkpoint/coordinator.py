@@ -99,10 +99,16 @@ class CheckpointParticipant(Protocol):
     def is_finished(self) -> bool: ...
 
     def trigger_checkpoint(
-        self, checkpoint_id: int, timestamp: int, is_savepoint: bool, stop: bool = False
+        self,
+        checkpoint_id: int,
+        timestamp: int,
+        is_savepoint: bool,
+        stop: bool = False,
+        final: bool = False,
     ) -> None:
         """Sources only: snapshot and send the barrier (runs in the subtask's mailbox);
-        with ``stop``, emit nothing after the barrier unless the checkpoint is aborted."""
+        with ``stop``, emit nothing after the barrier unless the checkpoint is aborted;
+        ``final``: the job's final checkpoint (a source at its end may then end)."""
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None: ...
 
@@ -185,9 +191,15 @@ class CheckpointCoordinator:
         return [p for p in self.participants if p.is_source]
 
     def can_trigger(self) -> bool:
-        """No checkpoint may start once a subtask finished (tasks stop being able to
-        snapshot); the job's final checkpoint is triggered separately."""
-        return not any(p.is_finished for p in self.participants)
+        """Whether a periodic checkpoint may start: until the final one is triggered.
+
+        A source at the end of its input keeps its channels open and takes part in
+        checkpoints until the final one (Flink's checkpoints after tasks finished), so
+        a job whose bounded side input ended early keeps checkpointing. Any other
+        subtask at its end has received the final checkpoint's barrier already."""
+        return self._final_task is None and not any(
+            p.is_finished for p in self.participants if not p.is_source
+        )
 
     def trigger(
         self,
@@ -195,6 +207,7 @@ class CheckpointCoordinator:
         savepoint_dir: str | None = None,
         notify: bool = True,
         stop_sources: bool = False,
+        final: bool = False,
     ) -> asyncio.Future[CompletedCheckpoint]:
         """Start a checkpoint (or savepoint) now; the future completes with it.
 
@@ -229,7 +242,7 @@ class CheckpointCoordinator:
         pending.timer = loop.call_later(self.timeout_ms / 1000, self._expire, checkpoint_id)
         for source in self._sources():
             source.trigger_checkpoint(
-                checkpoint_id, pending.timestamp_ms, is_savepoint, stop=stop_sources
+                checkpoint_id, pending.timestamp_ms, is_savepoint, stop=stop_sources, final=final
             )
         assert pending.future is not None
         return pending.future
@@ -285,7 +298,7 @@ class CheckpointCoordinator:
     async def _take_final(self, attempts: int = 3) -> None:
         assert self._final is not None
         for attempt in range(attempts):
-            future = self.trigger()
+            future = self.trigger(final=True)
             try:
                 completed = await future
             except CheckpointFailed as exc:

@@ -72,7 +72,12 @@ class _SubtaskGateway:
         return self.finished
 
     def trigger_checkpoint(
-        self, checkpoint_id: int, timestamp: int, is_savepoint: bool, stop: bool = False
+        self,
+        checkpoint_id: int,
+        timestamp: int,
+        is_savepoint: bool,
+        stop: bool = False,
+        final: bool = False,
     ) -> None:
         self.tm.notify(
             "trigger",
@@ -82,6 +87,7 @@ class _SubtaskGateway:
             timestamp=timestamp,
             is_savepoint=is_savepoint,
             stop=stop,
+            final=final,
         )
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:

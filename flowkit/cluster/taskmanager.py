@@ -524,10 +524,11 @@ class TaskExecutor:
         timestamp: int,
         is_savepoint: bool,
         stop: bool,
+        final: bool = False,
     ) -> None:
         subtask = self._task(attempt, task)
         if subtask is not None:
-            subtask.trigger_checkpoint(checkpoint_id, timestamp, is_savepoint, stop)
+            subtask.trigger_checkpoint(checkpoint_id, timestamp, is_savepoint, stop, final)
 
     def rpc_checkpoint_complete(self, attempt: str, task: str, checkpoint_id: int) -> None:
         subtask = self._task(attempt, task)

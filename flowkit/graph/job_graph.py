@@ -99,6 +99,8 @@ class JobVertex:
     max_parallelism: int
     in_edges: list[JobEdge] = field(default_factory=list)
     out_edges: list[JobEdge] = field(default_factory=list)
+    #: 1 for the first vertex of the job with its chain name, 2 for the second, ...
+    occurrence: int = 1
 
     @property
     def head(self) -> StreamNode:
@@ -111,7 +113,16 @@ class JobVertex:
     @property
     def name(self) -> str:
         """Flink's chain name: ``"A -> B -> C"``, or ``"A -> (B, C -> D)"`` when the
-        chain forks (one operator feeding several chained operators)."""
+        chain forks (one operator feeding several chained operators). A vertex whose
+        chain name an earlier vertex of the job already has is told apart by its
+        occurrence, ``"Sequence Source [2]"``: the name identifies a vertex's subtasks
+        (checkpoint acknowledgements, state files, metrics), so it must be unique."""
+        base = self.chain_name
+        return base if self.occurrence == 1 else f"{base} [{self.occurrence}]"
+
+    @property
+    def chain_name(self) -> str:
+        """The chain name alone (not unique when two vertices chain the same names)."""
         members = {id(n) for n in self.nodes}
 
         def chained_name(node: StreamNode) -> str:
@@ -348,4 +359,8 @@ def build_job_graph(
         je.source.out_edges.append(je)
         je.target.in_edges.append(je)
         job_edges.append(je)
+    seen: dict[str, int] = {}
+    for vertex in vertices:
+        base = vertex.chain_name
+        vertex.occurrence = seen[base] = seen.get(base, 0) + 1
     return JobGraph(job_name, graph, vertices, job_edges, chained)

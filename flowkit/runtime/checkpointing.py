@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import pickle
 import re
 import time
@@ -192,8 +193,17 @@ def restore_reader(
 
 
 def state_file_name(vertex_name: str, index: int) -> str:
+    """The file subtask ``index`` of ``vertex_name`` writes its state into: a readable
+    slug of the name plus a digest of the exact name, so that vertices whose names slug
+    alike (``"A -> B"``, ``"a-b"``) never write the same file.
+
+    Example:
+        >>> state_file_name("Keyed Reduce -> Sink", 0)
+        'keyed-reduce-sink-7d18538f-0.state'
+    """
     slug = re.sub(r"[^A-Za-z0-9]+", "-", vertex_name).strip("-").lower() or "task"
-    return f"{slug[:80]}-{index}.state"
+    digest = hashlib.blake2s(vertex_name.encode(), digest_size=4).hexdigest()
+    return f"{slug[:80]}-{digest}-{index}.state"
 
 
 class TaskCheckpointing:
@@ -223,7 +233,7 @@ class TaskCheckpointing:
             self.handler = make_barrier_handler(mode, len(gate.channels), self._act)
         self._writes: set[asyncio.Task[None]] = set()
         self.last_completed = 0
-        #: Sources: the final checkpoint's barrier went out.
+        #: Sources: the final checkpoint's barrier went out (set by the final trigger).
         self.final_sent = False
         #: The synchronous pause of the last and of the longest checkpoint, in ms: the
         #: longest time the checkpoint kept the event loop busy at once (the snapshot at
@@ -298,8 +308,6 @@ class TaskCheckpointing:
         self.last_barrier_ms = pause_ms
         self._record_pause(pause_ms)
         alignment_ms, self._alignment_ms = self._alignment_ms, 0.0
-        if task.reached_end:
-            self.final_sent = True
         steps = _Steps()
         write = asyncio.get_running_loop().create_task(
             _timed(

@@ -484,11 +484,18 @@ class StreamTask:
         return self.reached_end or self.status in ("FINISHED", "FAILED", "CANCELED")
 
     def trigger_checkpoint(
-        self, checkpoint_id: int, timestamp: int, is_savepoint: bool, stop: bool = False
+        self,
+        checkpoint_id: int,
+        timestamp: int,
+        is_savepoint: bool,
+        stop: bool = False,
+        final: bool = False,
     ) -> None:
         """Sources: take checkpoint ``checkpoint_id`` between two steps (mailbox); with
         ``stop`` (stop-with-savepoint) read nothing more after its barrier, unless the
-        checkpoint is aborted."""
+        checkpoint is aborted. ``final``: the job's final checkpoint, after whose barrier
+        a source at the end of its input sends end-of-partition (a source that ended
+        takes part in the checkpoints before it, and keeps its channels open for them)."""
         barrier = CheckpointBarrier(checkpoint_id, timestamp, is_savepoint)
         checkpointing = self.checkpointing
         if checkpointing is None:
@@ -496,6 +503,8 @@ class StreamTask:
 
         def perform() -> None:
             checkpointing.perform(barrier)
+            if final:
+                checkpointing.final_sent = True
             if stop:
                 self.suspended_at = checkpoint_id
 

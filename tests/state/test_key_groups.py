@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -516,11 +517,15 @@ def test_assigners_of_one_max_parallelism_share_the_key_group_cache() -> None:
     other = KeyGroupAssigner(64, 1)
     computed: list[object] = []
     cache = key_groups._GROUP_CACHES[96]
-    compute = cache.fn
-    cache.fn = lambda key: computed.append(key) or compute(key)
-    assert producer.channel_for_key("shared-key") == producer.key_group_for_key(
-        "shared-key"
-    ) * 2 // 96
+
+    def counting(key: object, compute: Callable[[object], int] = cache.fn) -> int:
+        computed.append(key)
+        return int(compute(key))
+
+    cache.fn = counting
+    assert (
+        producer.channel_for_key("shared-key") == producer.key_group_for_key("shared-key") * 2 // 96
+    )
     # The consumer's lookup is a hit: the hash was computed once in this process.
     assert consumer.key_group_for_key("shared-key") == assign_to_key_group("shared-key", 96)
     assert computed == ["shared-key"]
@@ -528,7 +533,7 @@ def test_assigners_of_one_max_parallelism_share_the_key_group_cache() -> None:
     assert other.key_group_for_key("shared-key") == assign_to_key_group("shared-key", 64)
     assert computed == ["shared-key"]
     # The cache lives only as long as an assigner uses it.
-    del producer, consumer, cache, compute
+    del producer, consumer, cache, counting
     gc.collect()
     assert 96 not in key_groups._GROUP_CACHES
 
