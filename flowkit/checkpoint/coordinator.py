@@ -297,6 +297,12 @@ class CheckpointCoordinator:
 
     async def _take_final(self, attempts: int = 3) -> None:
         assert self._final is not None
+        # A checkpoint still in flight ends first (sources at their end keep taking part
+        # in it): completing the final one would subsume it, and its abort would count
+        # as a failed checkpoint.
+        in_flight = [p.future for p in self.pending.values() if p.future is not None]
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
         for attempt in range(attempts):
             future = self.trigger(final=True)
             try:

@@ -26,8 +26,7 @@ KEYS = 13
 
 #: A paced non-parallel source, a map at parallelism ``P`` behind a rebalance and a keyed
 #: reduce behind a ``key_by`` (an all-to-all edge of P x P channels), an exactly-once
-#: FileSink. (One source: several parallel sources finishing at different times can
-#: leave the final checkpoint's barrier behind EndOfPartition; see the report.)
+#: FileSink.
 WIDE_JOB = """
 import flowkit as fk
 
@@ -359,3 +358,62 @@ async def test_without_evenly_spread_out_slots_a_taskmanager_is_filled_first(
         assert all(entry["attempt"] is None for entry in tables["tm-2"])
         await finished(job, within=90)
         check_wide_output(tmp_path / "out", records)
+
+
+#: Sources of different lengths, each its own vertex at parallelism 1 (all in slot 0),
+#: unioned into a keyed reduce at parallelism 4 whose slices span both TaskManagers,
+#: with frequent checkpoints: the shorter sources reach their end while checkpoints go
+#: on, and the final checkpoint's barrier must reach every consumer before the sources'
+#: end of partition (the trigger tells the sources which checkpoint is the final one).
+UNEVEN_SOURCES_JOB = """
+import flowkit as fk
+
+
+def tag(x):
+    return (x % {keys}, 1, x)
+
+
+def add(a, b):
+    return (a[0], a[1] + b[1], a[2] + b[2])
+
+
+def build(env):
+    env.set_parallelism(4)
+    env.enable_checkpointing(30, directory={ckpt!r})
+    sources = [
+        env.from_source(fk.PacedSource(list(range(start, end)), {pause_s}))
+        .uid(f"source-{{start}}")
+        .map(tag)
+        .uid(f"tag-{{start}}")
+        for start, end in {ranges!r}
+    ]
+    (
+        sources[0]
+        .union(*sources[1:])
+        .key_by(lambda r: r[0])
+        .reduce(add)
+        .uid("totals")
+        .sink_to(fk.FileSink.for_row_format({out!r}, encoder="jsonl").build())
+        .uid("sink")
+    )
+"""
+
+
+async def test_sources_that_end_at_different_times_end_the_job_with_its_final_checkpoint(
+    cluster2x2: Dispatcher, tmp_path: Path
+) -> None:
+    records = 1500
+    ranges = [(0, 10), (10, 200), (200, 700), (700, records)]
+    for run in range(2):
+        out = tmp_path / f"out-{run}"
+        out.mkdir()
+        text = UNEVEN_SOURCES_JOB.format(
+            keys=KEYS,
+            ckpt=str(tmp_path / f"ckpt-{run}"),
+            pause_s=0.001,
+            ranges=ranges,
+            out=str(out),
+        )
+        job = cluster2x2.submit(text, "uneven.py")
+        await finished(job, within=90)
+        check_wide_output(out, records)

@@ -458,7 +458,7 @@ async def test_vertices_with_the_same_name_keep_their_own_metrics() -> None:
             assert [(v["name"], v["parallelism"]) for v in overview["vertices"]] == [
                 ("Numbers", 1),
                 ("Same", 1),
-                ("Same", 2),
+                ("Same [2]", 2),
                 ("Collect Sink", 2),
             ]
             second = await get(session, f"{url}/api/jobs/current/vertices/{ids[2]}")
