@@ -533,12 +533,23 @@ class StreamTask:
 
         self.post_mail(notify)
 
-    async def _run_mail_until(self, done: Callable[[], bool]) -> None:
-        """Keep running mail (timers, checkpoint triggers, notifications) until ``done``."""
+    async def _run_mail_until(self, done: Callable[[], bool], drain: bool = False) -> None:
+        """Keep running mail (timers, checkpoint triggers, notifications) until ``done``.
+
+        With ``drain`` (a source at its end, waiting for the final checkpoint with its
+        channels open), what the mail wrote (the barrier of a checkpoint before the final
+        one) is pushed out of the writers' backlogs too, as after a step: it may wait there
+        for a free buffer, and nothing else would move it.
+        """
         mail = self._mail
         while True:
             while mail:
                 mail.popleft()()
+            if drain:
+                for writer in self.writers:
+                    if writer.blocked:
+                        self._arm_flush_timer()
+                        await writer.drain()
             if done():
                 return
             await self._idle_wait()
@@ -559,7 +570,9 @@ class StreamTask:
             final = checkpointing.coordinator.final_checkpoint(self)
             final.add_done_callback(self._wake)
             if self.source_reader is not None:
-                await self._run_mail_until(lambda: checkpointing.final_sent or final.done())
+                await self._run_mail_until(
+                    lambda: checkpointing.final_sent or final.done(), drain=True
+                )
         for writer in self.writers:
             writer.emit_event(EndOfPartition())
             await writer.drain()
