@@ -735,23 +735,14 @@ class _KeyCache:
         time nor fill the cache with one entry per NaN object.
         """
         cls = key.__class__
-        if cls is str or cls is int:
-            # The common key types: never NaN, always cacheable by value.
-            value = self.fn(key)
-            cache = self.by_class.get(cls)
-            if cache is None:
-                cache = self.by_class[cls] = {}
-            elif len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[key] = value
-            return value
-        canonical = canonical_key(key)
-        if canonical is not key:
-            try:
-                return self.by_class[canonical.__class__][canonical]
-            except (KeyError, TypeError):
-                key = canonical
-        cls = key.__class__
+        if cls is not str and cls is not int:  # the common key types are never NaN
+            canonical = canonical_key(key)
+            if canonical is not key:
+                try:
+                    return self.by_class[canonical.__class__][canonical]
+                except (KeyError, TypeError):
+                    key = canonical
+                    cls = key.__class__
         cache = self.by_class.get(cls)
         if cache is None:
             if not _class_cacheable(cls):
