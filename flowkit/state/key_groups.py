@@ -6,7 +6,10 @@ operator (subtask) index ``g * parallelism // max_parallelism``. Key groups are 
 keyed state redistribution when a job is rescaled, so the mapping must be identical in every
 process: :func:`java_hash_code` never uses Python's salted ``hash()`` (``PYTHONHASHSEED``).
 
-Pure Python, imports nothing from flowkit.
+Imports nothing from flowkit but its optional compiled helpers (``flowkit._speedups``):
+when they are built, a ``str`` or 64-bit ``int`` key's group is computed in C; otherwise (or
+with ``FLOWKIT_NO_EXTENSIONS=1`` in the environment) by the pure-Python functions here, which
+give the same values. :data:`ACCELERATED` tells which.
 
 Example:
     >>> assign_to_key_group("hello", 128)
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import struct
 import sys
 import threading
@@ -81,7 +85,7 @@ def _signed32(value: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _str_hash(s: str) -> int:
+def _py_str_hash(s: str) -> int:
     """Java ``String.hashCode`` over the UTF-16 code units of ``s``."""
     if s.isascii():
         units: Any = s.encode("ascii")
@@ -420,6 +424,63 @@ def murmur_hash(code: int) -> int:
         return c
     # Negative as a Java int: return -c, except for Integer.MIN_VALUE which maps to 0.
     return 0x100000000 - c if c != 0x80000000 else 0
+
+
+def _py_str_key_group(key: str, max_parallelism: int) -> int:
+    """The key group of a ``str`` key (what ``flowkit._speedups.str_key_group`` computes)."""
+    return murmur_hash(_py_str_hash(key)) % max_parallelism
+
+
+def _py_int_key_group(key: int, max_parallelism: int) -> int | None:
+    """The key group of an ``int`` key that fits 64 bits, else None (as the compiled one)."""
+    if _LONG_MIN <= key <= _LONG_MAX:
+        return murmur_hash(_int_hash(key)) % max_parallelism
+    return None
+
+
+def _load_speedups() -> Any:
+    if os.environ.get("FLOWKIT_NO_EXTENSIONS"):
+        return None
+    try:
+        from flowkit import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+_SPEEDUPS: Final = _load_speedups()
+
+#: Whether key groups of ``str`` and ``int`` keys are computed by the compiled helpers
+#: (``flowkit._speedups``); False when they are not built or ``FLOWKIT_NO_EXTENSIONS`` is set.
+ACCELERATED: Final = _SPEEDUPS is not None
+
+_str_hash: Callable[[str], int] = _SPEEDUPS.str_hash if ACCELERATED else _py_str_hash
+_str_key_group: Callable[[str, int], int] = (
+    _SPEEDUPS.str_key_group if ACCELERATED else _py_str_key_group
+)
+_int_key_group: Callable[[int, int], int | None] = (
+    _SPEEDUPS.int_key_group if ACCELERATED else _py_int_key_group
+)
+
+
+def _key_group_function(max_parallelism: int) -> Callable[[object], int]:
+    """``key -> key group`` for one max parallelism: ``str`` and 64-bit ``int`` keys through
+    the compiled helpers when they are built, every key through :func:`java_hash_code`
+    otherwise."""
+    str_group = _str_key_group
+    int_group = _int_key_group
+
+    def key_group(key: object) -> int:
+        cls = key.__class__
+        if cls is str:
+            return str_group(key, max_parallelism)  # type: ignore[arg-type]
+        if cls is int:
+            group = int_group(key, max_parallelism)  # type: ignore[arg-type]
+            if group is not None:
+                return group
+        return murmur_hash(java_hash_code(key)) % max_parallelism
+
+    return key_group
 
 
 def validate_max_parallelism(max_parallelism: int) -> None:
@@ -797,7 +858,7 @@ def _shared_group_cache(max_parallelism: int) -> _KeyCache:
     with _GROUP_CACHES_LOCK:
         cache = _GROUP_CACHES.get(max_parallelism)
         if cache is None:
-            cache = _KeyCache(lambda key: murmur_hash(java_hash_code(key)) % max_parallelism)
+            cache = _KeyCache(_key_group_function(max_parallelism))
             _GROUP_CACHES[max_parallelism] = cache
         return cache
 

@@ -1,0 +1,100 @@
+"""The compiled key-group helpers (``flowkit._speedups``) against the pure-Python functions.
+
+``pip install`` builds the module from ``flowkit/_speedups.c``; flowkit falls back to the
+pure-Python functions when it is missing or when ``FLOWKIT_NO_EXTENSIONS`` is set. Both
+must give the same key group for every key, or a job would route keys differently
+depending on how it was installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# Imported whatever FLOWKIT_NO_EXTENSIONS says: that only decides what key_groups uses.
+from flowkit import _speedups as speedups
+from flowkit.state import key_groups
+
+ROOT = Path(__file__).resolve().parents[2]
+PURE = bool(os.environ.get("FLOWKIT_NO_EXTENSIONS"))
+
+
+# Every code point, surrogates included (a lone surrogate is one UTF-16 unit).
+_any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=80)
+_max_parallelism = st.integers(1, 32768)
+
+
+def test_the_compiled_helpers_are_used_unless_switched_off() -> None:
+    # The install builds them (CI has a compiler): a silent fallback would go unnoticed.
+    assert key_groups.ACCELERATED is not PURE
+    assert (key_groups._str_hash is speedups.str_hash) is not PURE
+
+
+@settings(max_examples=500, database=None, deadline=None)
+@given(_any_text, _max_parallelism)
+def test_str_hash_and_key_group_equal_the_pure_python_ones(text: str, max_p: int) -> None:
+    assert speedups.str_hash(text) == key_groups._py_str_hash(text)
+    assert speedups.str_key_group(text, max_p) == key_groups._py_str_key_group(text, max_p)
+
+
+@settings(max_examples=500, database=None, deadline=None)
+@given(st.integers(), _max_parallelism)
+def test_int_key_group_and_murmur_equal_the_pure_python_ones(value: int, max_p: int) -> None:
+    assert speedups.murmur_hash(value) == key_groups.murmur_hash(value)
+    # Beyond 64 bits both return None and the caller takes BigInteger's hash.
+    expected = key_groups._py_int_key_group(value, max_p)
+    assert speedups.int_key_group(value, max_p) == expected
+    assert (expected is None) is not (-(2**63) <= value < 2**63)
+
+
+def test_edge_values_and_bad_arguments() -> None:
+    s = speedups
+    assert s.str_hash("polygenelubricants") == -(2**31)
+    assert s.str_hash("a\U0001f600") == (97 * 31 + 0xD83D) * 31 + 0xDE00
+    assert s.str_hash("\ud800") == 0xD800
+    # murmur of a code whose mix is Integer.MIN_VALUE-free, and of the 32-bit extremes
+    for code in (0, -1, 2**31 - 1, -(2**31), 2**32, 2**64 + 5, -(2**70)):
+        assert s.murmur_hash(code) == key_groups.murmur_hash(code)
+    assert s.int_key_group(2**63 - 1, 128) == key_groups._py_int_key_group(2**63 - 1, 128)
+    assert s.int_key_group(2**63, 128) is None
+    assert s.str_key_group("hello", 128) == 35
+    with pytest.raises(ValueError, match="max_parallelism must be between 1 and 32768, got 0"):
+        s.str_key_group("hello", 0)
+    with pytest.raises(ValueError, match="got 32769"):
+        s.int_key_group(7, 32769)
+    with pytest.raises(TypeError, match="takes a str key, got bytes"):
+        s.str_key_group(b"hello", 128)
+    with pytest.raises(TypeError, match="takes an int, got float"):
+        s.murmur_hash(1.5)
+    # A str subclass hashes like its str value (java_hash_code passes subclasses on).
+    assert s.str_hash(type("Name", (str,), {})("hello")) == 99162322
+
+
+def test_key_groups_are_the_same_without_the_compiled_helpers() -> None:
+    """The key-group tests again in a process that uses the pure-Python functions."""
+    env = {**os.environ, "FLOWKIT_NO_EXTENSIONS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/state/test_key_groups.py",
+            "tests/state/test_speedups.py::test_the_compiled_helpers_are_used_unless_switched_off",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
