@@ -5,8 +5,9 @@
  * when FLOWKIT_NO_EXTENSIONS is set), flowkit uses the pure-Python functions, which
  * compute exactly the same values. The tests compare the two.
  *
- * The functions are the ones a key's first record pays for: its key group, that is
- * Flink's murmur hash of Java's hashCode of the key (flowkit/state/key_groups.py).
+ * The functions: a key's group, that is Flink's murmur hash of Java's hashCode of the key
+ * (flowkit/state/key_groups.py), and the encoding of record batches for channels
+ * (flowkit/serialization.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -189,6 +190,535 @@ speedups_int_key_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     return PyLong_FromLong(murmur(code) % mp);
 }
 
+/* ------------------------------------------------------------------------------------
+ * Record batches (flowkit.serialization, format "flowkit binary").
+ *
+ * A payload is a varint count followed by that many values. A value is a tag byte and
+ * its data:
+ *   NONE, FALSE, TRUE            -
+ *   INT32 / INT64                4 / 8 bytes, little endian, two's complement
+ *   FLOAT                        8 bytes, IEEE 754 little endian (PyFloat_Pack8)
+ *   ASCII / UTF8 / BYTES         varint length, the bytes (UTF8: "surrogatepass")
+ *   KEY_NEW                      a str dict key the reader remembers: an ASCII or UTF8 value
+ *   KEY_REF                      varint index of a remembered key
+ *   TUPLE / LIST                 varint length, the items
+ *   DICT                         varint length, the keys and values in order
+ * Only exact built-in types are written: a subclass, an int beyond 64 bits, anything else
+ * or nesting deeper than MAX_DEPTH makes encode_batch return None, and the caller pickles
+ * the batch instead. No Python code runs while a batch is written or read.
+ * flowkit/serialization.py reads the same format in pure Python.
+ * ---------------------------------------------------------------------------------- */
+
+enum {
+    T_NONE = 0, T_FALSE = 1, T_TRUE = 2, T_INT32 = 3, T_INT64 = 4, T_FLOAT = 5,
+    T_ASCII = 6, T_UTF8 = 7, T_KEY_NEW = 8, T_KEY_REF = 9, T_BYTES = 10,
+    T_TUPLE = 11, T_LIST = 12, T_DICT = 13,
+};
+
+#define MAX_DEPTH 64
+#define MEMO_MAX 64     /* remembered dict keys per batch */
+#define MEMO_SLOTS 128  /* open addressing over the keys' addresses; twice MEMO_MAX */
+
+#define UNSUPPORTED 1
+
+typedef struct {
+    unsigned char *buf;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    int memo_count;
+    PyObject *memo_key[MEMO_SLOTS];
+    int memo_index[MEMO_SLOTS];
+} Encoder;
+
+static int
+enc_grow(Encoder *e, Py_ssize_t extra)
+{
+    Py_ssize_t need = e->len + extra;
+    if (need <= e->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = e->cap * 2;
+    if (cap < need) {
+        cap = need;
+    }
+    unsigned char *buf = PyMem_Realloc(e->buf, (size_t)cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->buf = buf;
+    e->cap = cap;
+    return 0;
+}
+
+#define ENC_RESERVE(e, n)                                  \
+    do {                                                   \
+        if ((e)->len + (n) > (e)->cap && enc_grow((e), (n)) < 0) { \
+            return -1;                                     \
+        }                                                  \
+    } while (0)
+
+static inline void
+put_varint(Encoder *e, size_t v)
+{
+    while (v >= 0x80) {
+        e->buf[e->len++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    e->buf[e->len++] = (unsigned char)v;
+}
+
+static inline void
+put_le(Encoder *e, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        e->buf[e->len++] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+static int
+enc_str(Encoder *e, PyObject *o, int tag_prefix)
+{
+    /* tag_prefix: T_KEY_NEW to mark a remembered dict key, else 0 */
+    if (PyUnicode_READY(o) < 0) {
+        return -1;
+    }
+    if (PyUnicode_IS_ASCII(o)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+        ENC_RESERVE(e, n + 12);
+        if (tag_prefix) {
+            e->buf[e->len++] = (unsigned char)tag_prefix;
+        }
+        e->buf[e->len++] = T_ASCII;
+        put_varint(e, (size_t)n);
+        memcpy(e->buf + e->len, PyUnicode_1BYTE_DATA(o), (size_t)n);
+        e->len += n;
+        return 0;
+    }
+    PyObject *utf8 = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass");
+    if (utf8 == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(utf8);
+    if (e->len + n + 12 > e->cap && enc_grow(e, n + 12) < 0) {
+        Py_DECREF(utf8);
+        return -1;
+    }
+    if (tag_prefix) {
+        e->buf[e->len++] = (unsigned char)tag_prefix;
+    }
+    e->buf[e->len++] = T_UTF8;
+    put_varint(e, (size_t)n);
+    memcpy(e->buf + e->len, PyBytes_AS_STRING(utf8), (size_t)n);
+    e->len += n;
+    Py_DECREF(utf8);
+    return 0;
+}
+
+static int enc_value(Encoder *e, PyObject *o, int depth);
+
+static int
+enc_dict_key(Encoder *e, PyObject *key, int depth)
+{
+    if (!PyUnicode_CheckExact(key)) {
+        return enc_value(e, key, depth);
+    }
+    size_t slot = ((size_t)key >> 4) & (MEMO_SLOTS - 1);
+    while (e->memo_key[slot] != NULL) {
+        if (e->memo_key[slot] == key) {
+            ENC_RESERVE(e, 11);
+            e->buf[e->len++] = T_KEY_REF;
+            put_varint(e, (size_t)e->memo_index[slot]);
+            return 0;
+        }
+        slot = (slot + 1) & (MEMO_SLOTS - 1);
+    }
+    if (e->memo_count >= MEMO_MAX) {
+        return enc_str(e, key, 0);
+    }
+    e->memo_key[slot] = key; /* borrowed: the batch keeps the key alive while it is written */
+    e->memo_index[slot] = e->memo_count++;
+    return enc_str(e, key, T_KEY_NEW);
+}
+
+static int
+enc_value(Encoder *e, PyObject *o, int depth)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyUnicode_Type) {
+        return enc_str(e, o, 0);
+    }
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow != 0) {
+            return UNSUPPORTED;
+        }
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        ENC_RESERVE(e, 9);
+        if (v >= INT32_MIN && v <= INT32_MAX) {
+            e->buf[e->len++] = T_INT32;
+            put_le(e, (uint64_t)v, 4);
+        }
+        else {
+            e->buf[e->len++] = T_INT64;
+            put_le(e, (uint64_t)v, 8);
+        }
+        return 0;
+    }
+    if (t == &PyFloat_Type) {
+        ENC_RESERVE(e, 9);
+        e->buf[e->len++] = T_FLOAT;
+        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(o), (char *)e->buf + e->len, 1) < 0) {
+            return -1;
+        }
+        e->len += 8;
+        return 0;
+    }
+    if (o == Py_None || t == &PyBool_Type) {
+        ENC_RESERVE(e, 1);
+        e->buf[e->len++] = o == Py_None ? T_NONE : (o == Py_True ? T_TRUE : T_FALSE);
+        return 0;
+    }
+    if (depth >= MAX_DEPTH) {
+        return UNSUPPORTED;
+    }
+    if (t == &PyTuple_Type || t == &PyList_Type) {
+        Py_ssize_t n = Py_SIZE(o);
+        PyObject **items = t == &PyTuple_Type ? ((PyTupleObject *)o)->ob_item
+                                              : ((PyListObject *)o)->ob_item;
+        ENC_RESERVE(e, 11);
+        e->buf[e->len++] = t == &PyTuple_Type ? T_TUPLE : T_LIST;
+        put_varint(e, (size_t)n);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int r = enc_value(e, items[i], depth + 1);
+            if (r != 0) {
+                return r;
+            }
+        }
+        return 0;
+    }
+    if (t == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        ENC_RESERVE(e, 11);
+        e->buf[e->len++] = T_DICT;
+        put_varint(e, (size_t)PyDict_GET_SIZE(o));
+        while (PyDict_Next(o, &pos, &key, &value)) {
+            int r = enc_dict_key(e, key, depth + 1);
+            if (r != 0) {
+                return r;
+            }
+            r = enc_value(e, value, depth + 1);
+            if (r != 0) {
+                return r;
+            }
+        }
+        return 0;
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(o);
+        ENC_RESERVE(e, n + 11);
+        e->buf[e->len++] = T_BYTES;
+        put_varint(e, (size_t)n);
+        memcpy(e->buf + e->len, PyBytes_AS_STRING(o), (size_t)n);
+        e->len += n;
+        return 0;
+    }
+    return UNSUPPORTED;
+}
+
+static PyObject *
+speedups_encode_batch(PyObject *module, PyObject *values)
+{
+    if (!PyList_CheckExact(values) && !PyTuple_CheckExact(values)) {
+        Py_RETURN_NONE; /* another kind of sequence: the caller's general path */
+    }
+    Py_ssize_t n = Py_SIZE(values);
+    Encoder e;
+    e.len = 0;
+    e.cap = 64 + n * 24;
+    e.memo_count = 0;
+    memset(e.memo_key, 0, sizeof(e.memo_key));
+    e.buf = PyMem_Malloc((size_t)e.cap);
+    if (e.buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    put_varint(&e, (size_t)n);
+    PyObject **items = PyList_CheckExact(values) ? ((PyListObject *)values)->ob_item
+                                                 : ((PyTupleObject *)values)->ob_item;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = enc_value(&e, items[i], 0);
+        if (r != 0) {
+            PyMem_Free(e.buf);
+            if (r < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)e.buf, e.len);
+    PyMem_Free(e.buf);
+    return out;
+}
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+    int memo_count;
+    PyObject *memo[MEMO_MAX];
+} Decoder;
+
+static PyObject *
+corrupt(const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "corrupt record batch: %s", what);
+    return NULL;
+}
+
+static int
+get_varint(Decoder *d, size_t *out)
+{
+    size_t v = 0;
+    int shift = 0;
+    while (d->p < d->end && shift < 64) {
+        unsigned char b = *d->p++;
+        v |= (size_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+        shift += 7;
+    }
+    corrupt("truncated length");
+    return -1;
+}
+
+static int
+get_length(Decoder *d, size_t *out)
+{
+    /* A length or count: never more than the bytes left (every item takes one at least). */
+    if (get_varint(d, out) < 0) {
+        return -1;
+    }
+    if (*out > (size_t)(d->end - d->p)) {
+        corrupt("a length beyond the end of the payload");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *dec_value(Decoder *d, int depth);
+
+static PyObject *
+dec_str(Decoder *d, unsigned char tag)
+{
+    size_t n;
+    if (get_length(d, &n) < 0) {
+        return NULL;
+    }
+    const char *s = (const char *)d->p;
+    d->p += n;
+    if (tag == T_UTF8) {
+        return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "surrogatepass");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] > 127) {
+            return corrupt("a non-ASCII byte in an ASCII string");
+        }
+    }
+    PyObject *str = PyUnicode_New((Py_ssize_t)n, 127);
+    if (str != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(str), s, n);
+    }
+    return str;
+}
+
+static PyObject *
+dec_value(Decoder *d, int depth)
+{
+    if (d->p >= d->end) {
+        return corrupt("truncated value");
+    }
+    unsigned char tag = *d->p++;
+    switch (tag) {
+    case T_NONE:
+        Py_RETURN_NONE;
+    case T_FALSE:
+        Py_RETURN_FALSE;
+    case T_TRUE:
+        Py_RETURN_TRUE;
+    case T_INT32:
+    case T_INT64: {
+        int n = tag == T_INT32 ? 4 : 8;
+        if (d->end - d->p < n) {
+            return corrupt("truncated int");
+        }
+        uint64_t v = 0;
+        for (int i = 0; i < n; i++) {
+            v |= (uint64_t)d->p[i] << (8 * i);
+        }
+        d->p += n;
+        if (n == 4) {
+            return PyLong_FromLong((int32_t)(uint32_t)v);
+        }
+        return PyLong_FromLongLong((int64_t)v);
+    }
+    case T_FLOAT: {
+        if (d->end - d->p < 8) {
+            return corrupt("truncated float");
+        }
+        double x = PyFloat_Unpack8((const char *)d->p, 1);
+        if (x == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        d->p += 8;
+        return PyFloat_FromDouble(x);
+    }
+    case T_ASCII:
+    case T_UTF8:
+        return dec_str(d, tag);
+    case T_KEY_NEW: {
+        if (d->p >= d->end || (*d->p != T_ASCII && *d->p != T_UTF8)) {
+            return corrupt("a remembered key that is not a str");
+        }
+        if (d->memo_count >= MEMO_MAX) {
+            return corrupt("too many remembered keys");
+        }
+        unsigned char sub = *d->p++;
+        PyObject *key = dec_str(d, sub);
+        if (key == NULL) {
+            return NULL;
+        }
+        Py_INCREF(key);
+        d->memo[d->memo_count++] = key;
+        return key;
+    }
+    case T_KEY_REF: {
+        size_t i;
+        if (get_varint(d, &i) < 0) {
+            return NULL;
+        }
+        if (i >= (size_t)d->memo_count) {
+            return corrupt("a reference to a key not seen");
+        }
+        PyObject *key = d->memo[i];
+        Py_INCREF(key);
+        return key;
+    }
+    case T_BYTES: {
+        size_t n;
+        if (get_length(d, &n) < 0) {
+            return NULL;
+        }
+        PyObject *b = PyBytes_FromStringAndSize((const char *)d->p, (Py_ssize_t)n);
+        d->p += n;
+        return b;
+    }
+    case T_TUPLE:
+    case T_LIST: {
+        size_t n;
+        if (depth >= MAX_DEPTH) {
+            return corrupt("nested too deeply");
+        }
+        if (get_length(d, &n) < 0) {
+            return NULL;
+        }
+        PyObject *seq = tag == T_TUPLE ? PyTuple_New((Py_ssize_t)n) : PyList_New((Py_ssize_t)n);
+        if (seq == NULL) {
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            PyObject *item = dec_value(d, depth + 1);
+            if (item == NULL) {
+                Py_DECREF(seq); /* unset items are NULL, which both deallocators skip */
+                return NULL;
+            }
+            if (tag == T_TUPLE) {
+                PyTuple_SET_ITEM(seq, (Py_ssize_t)i, item);
+            }
+            else {
+                PyList_SET_ITEM(seq, (Py_ssize_t)i, item);
+            }
+        }
+        return seq;
+    }
+    case T_DICT: {
+        size_t n;
+        if (depth >= MAX_DEPTH) {
+            return corrupt("nested too deeply");
+        }
+        if (get_length(d, &n) < 0) {
+            return NULL;
+        }
+        PyObject *dict = PyDict_New();
+        if (dict == NULL) {
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            PyObject *key = dec_value(d, depth + 1);
+            if (key == NULL) {
+                Py_DECREF(dict);
+                return NULL;
+            }
+            PyObject *value = dec_value(d, depth + 1);
+            if (value == NULL) {
+                Py_DECREF(key);
+                Py_DECREF(dict);
+                return NULL;
+            }
+            int r = PyDict_SetItem(dict, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (r < 0) {
+                Py_DECREF(dict);
+                return NULL;
+            }
+        }
+        return dict;
+    }
+    default:
+        return corrupt("an unknown tag");
+    }
+}
+
+static PyObject *
+speedups_decode_batch(PyObject *module, PyObject *payload)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Decoder d;
+    d.p = (const unsigned char *)view.buf;
+    d.end = d.p + view.len;
+    d.memo_count = 0;
+    PyObject *out = NULL;
+    size_t n;
+    if (get_length(&d, &n) == 0) {
+        out = PyList_New((Py_ssize_t)n);
+        for (size_t i = 0; out != NULL && i < n; i++) {
+            PyObject *item = dec_value(&d, 0);
+            if (item == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+        }
+        if (out != NULL && d.p != d.end) {
+            Py_CLEAR(out);
+            corrupt("bytes after the last value");
+        }
+    }
+    for (int i = 0; i < d.memo_count; i++) {
+        Py_DECREF(d.memo[i]);
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -200,15 +730,27 @@ static PyMethodDef speedups_methods[] = {
     {"int_key_group", (PyCFunction)(void (*)(void))speedups_int_key_group, METH_FASTCALL,
      "int_key_group(key, max_parallelism, /)\n--\n\n"
      "The key group of an int key that fits 64 bits (Integer/Long.hashCode), else None."},
+    {"encode_batch", speedups_encode_batch, METH_O,
+     "encode_batch(values, /)\n--\n\n"
+     "A list or tuple of records in flowkit's binary format, or None when a record is not\n"
+     "made of exact built-in types (str, int within 64 bits, float, bool, None, bytes,\n"
+     "tuple, list, dict) or values is another kind of sequence."},
+    {"decode_batch", speedups_decode_batch, METH_O,
+     "decode_batch(payload, /)\n--\n\n"
+     "The list of records encode_batch wrote into payload (any bytes-like object)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "flowkit._speedups",
-    "Compiled versions of flowkit's key-group hash functions.",
+    "Compiled versions of flowkit's key-group hashes and record batch encoding.",
     0,
     speedups_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC

@@ -1,13 +1,23 @@
 """Serializers that turn batches of records into bytes for channels, and back.
 
-Imports nothing else from flowkit but ``errors``.
+Imports nothing else from flowkit but ``errors`` and the optional compiled helpers
+(:mod:`flowkit._native`).
 
 The default serializer is exact: what arrives equals, and has the same type as, what was
-sent. Chunks made only of scalars of Python's core types (str, int of any size, float,
-complex, bool, None, bytes) are encoded with :mod:`marshal`, the fastest exact encoder
-for them; every other chunk (containers, dataclasses, enums, subclasses, user classes)
-is pickled. Channels only ever connect subtasks of one process or of one machine's
-processes running the same interpreter, so both formats are read as they were written.
+sent. It writes a batch in one of three formats:
+
+- flowkit's binary format (``FORMAT_BINARY``, by the compiled helpers when they are built):
+  batches made only of exact built-in types, that is str, int within 64 bits, float, bool,
+  None, bytes, and tuples, lists and dicts of them. A dict's str keys are written once per
+  batch and shared by the records that read them back;
+- :mod:`marshal`, without the compiled helpers, for batches of scalars of Python's core
+  types (str, int of any size, float, complex, bool, None, bytes);
+- pickle for everything else (other containers, dataclasses, enums, subclasses, user
+  classes, ints beyond 64 bits).
+
+Channels only ever connect subtasks of one process or of one machine's processes running
+the same interpreter and the same install; a process without the compiled helpers still
+reads the binary format (:func:`decode_binary`, in pure Python).
 
 Why containers are pickled: :mod:`marshal` writes any object that exposes the buffer
 protocol (``bytearray``, ``memoryview``, ``array.array``, numpy arrays, subclasses of
@@ -24,12 +34,14 @@ from __future__ import annotations
 
 import marshal
 import pickle
+import struct
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import orjson
 
+from flowkit._native import speedups
 from flowkit.errors import SerializationError
 
 __all__ = [
@@ -44,6 +56,7 @@ FORMAT_MARSHAL = 0
 FORMAT_PICKLE = 1
 FORMAT_JSON = 2
 FORMAT_CUSTOM = 3
+FORMAT_BINARY = 4
 
 #: Record types that marshal encodes exactly: scalars only (a container may hold an
 #: object that marshal would turn into ``bytes``; see the module's docstring).
@@ -91,14 +104,19 @@ def _unencodable(values: Sequence[Any], exc: BaseException) -> SerializationErro
 
 
 class DefaultSerializer(TypeSerializer):
-    """Exact, type-preserving serializer: marshal for core scalars, pickle for the rest."""
+    """Exact, type-preserving serializer: flowkit's binary format (or marshal) for built-in
+    types, pickle for the rest (see the module's docstring)."""
 
     name = "default"
 
     __slots__ = ()
 
     def encode(self, values: Sequence[Any]) -> tuple[int, bytes]:
-        if set(map(type, values)) <= _MARSHAL_EXACT:
+        if _encode_batch is not None:
+            payload = _encode_batch(values)
+            if payload is not None:
+                return FORMAT_BINARY, payload
+        elif set(map(type, values)) <= _MARSHAL_EXACT:
             try:
                 return FORMAT_MARSHAL, marshal.dumps(cast("list[Any]", values))
             except (ValueError, RecursionError):
@@ -109,9 +127,146 @@ class DefaultSerializer(TypeSerializer):
             raise _unencodable(values, exc) from exc
 
     def decode(self, format_code: int, payload: bytes | memoryview) -> list[Any]:
+        if format_code == FORMAT_BINARY:
+            return _decode_batch(payload)
         if format_code == FORMAT_MARSHAL:
             return marshal.loads(payload)
         return pickle.loads(payload)
+
+
+# --------------------------------------------------------------------- the binary format
+# The layout is described in flowkit/_speedups.c, which writes it; decode_binary reads it
+# without the compiled helpers.
+(
+    _T_NONE,
+    _T_FALSE,
+    _T_TRUE,
+    _T_INT32,
+    _T_INT64,
+    _T_FLOAT,
+    _T_ASCII,
+    _T_UTF8,
+    _T_KEY_NEW,
+    _T_KEY_REF,
+    _T_BYTES,
+    _T_TUPLE,
+    _T_LIST,
+    _T_DICT,
+) = range(14)
+_MAX_DEPTH = 64
+_MEMO_MAX = 64
+_INT32 = struct.Struct("<i").unpack_from
+_INT64 = struct.Struct("<q").unpack_from
+_FLOAT = struct.Struct("<d").unpack_from
+
+
+class _BinaryReader:
+    __slots__ = ("data", "keys", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.keys: list[str] = []
+
+    def corrupt(self, what: str) -> ValueError:
+        return ValueError(f"corrupt record batch: {what}")
+
+    def varint(self) -> int:
+        data = self.data
+        value = shift = 0
+        while self.pos < len(data) and shift < 64:
+            byte = data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+        raise self.corrupt("truncated length")
+
+    def length(self) -> int:
+        n = self.varint()
+        if n > len(self.data) - self.pos:
+            raise self.corrupt("a length beyond the end of the payload")
+        return n
+
+    def take(self, n: int) -> bytes:
+        if len(self.data) - self.pos < n:
+            raise self.corrupt("truncated value")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def string(self, tag: int) -> str:
+        raw = self.take(self.length())
+        if tag == _T_UTF8:
+            return raw.decode("utf-8", "surrogatepass")
+        if not raw.isascii():
+            raise self.corrupt("a non-ASCII byte in an ASCII string")
+        return raw.decode("ascii")
+
+    def value(self, depth: int) -> Any:
+        tag = self.take(1)[0]
+        if tag <= _T_TRUE:
+            return (None, False, True)[tag]
+        if tag == _T_INT32:
+            return _INT32(self.take(4))[0]
+        if tag == _T_INT64:
+            return _INT64(self.take(8))[0]
+        if tag == _T_FLOAT:
+            return _FLOAT(self.take(8))[0]
+        if tag in (_T_ASCII, _T_UTF8):
+            return self.string(tag)
+        if tag == _T_KEY_NEW:
+            sub = self.take(1)[0]
+            if sub not in (_T_ASCII, _T_UTF8):
+                raise self.corrupt("a remembered key that is not a str")
+            if len(self.keys) >= _MEMO_MAX:
+                raise self.corrupt("too many remembered keys")
+            key = self.string(sub)
+            self.keys.append(key)
+            return key
+        if tag == _T_KEY_REF:
+            index = self.varint()
+            if index >= len(self.keys):
+                raise self.corrupt("a reference to a key not seen")
+            return self.keys[index]
+        if tag == _T_BYTES:
+            return self.take(self.length())
+        if tag > _T_DICT:
+            raise self.corrupt("an unknown tag")
+        if depth >= _MAX_DEPTH:
+            raise self.corrupt("nested too deeply")
+        n = self.length()
+        if tag == _T_DICT:
+            out: dict[Any, Any] = {}
+            for _ in range(n):
+                key = self.value(depth + 1)
+                out[key] = self.value(depth + 1)
+            return out
+        items = [self.value(depth + 1) for _ in range(n)]
+        return tuple(items) if tag == _T_TUPLE else items
+
+
+def decode_binary(payload: bytes | memoryview) -> list[Any]:
+    """Read a batch in flowkit's binary format in pure Python (the compiled helpers write
+    and read it faster; a process without them still reads what they wrote).
+
+    Raises:
+        ValueError: if the payload is not a whole batch in that format.
+    """
+    reader = _BinaryReader(bytes(payload))
+    values = [reader.value(0) for _ in range(reader.length())]
+    if reader.pos != len(reader.data):
+        raise reader.corrupt("bytes after the last value")
+    return values
+
+
+_encode_batch: Callable[[Sequence[Any]], bytes | None] | None = (
+    speedups.encode_batch if speedups is not None else None
+)
+_decode_batch: Callable[[bytes | memoryview], list[Any]] = (
+    speedups.decode_batch if speedups is not None else decode_binary
+)
 
 
 class PickleSerializer(TypeSerializer):

@@ -6,7 +6,7 @@ operator (subtask) index ``g * parallelism // max_parallelism``. Key groups are 
 keyed state redistribution when a job is rescaled, so the mapping must be identical in every
 process: :func:`java_hash_code` never uses Python's salted ``hash()`` (``PYTHONHASHSEED``).
 
-Imports nothing from flowkit but its optional compiled helpers (``flowkit._speedups``):
+Imports nothing from flowkit but its optional compiled helpers (:mod:`flowkit._native`):
 when they are built, a ``str`` or 64-bit ``int`` key's group is computed in C; otherwise (or
 with ``FLOWKIT_NO_EXTENSIONS=1`` in the environment) by the pure-Python functions here, which
 give the same values. :data:`ACCELERATED` tells which.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 import struct
 import sys
 import threading
@@ -30,6 +29,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
+
+from flowkit._native import speedups
 
 __all__ = [
     "CANONICAL_NAN",
@@ -438,29 +439,17 @@ def _py_int_key_group(key: int, max_parallelism: int) -> int | None:
     return None
 
 
-def _load_speedups() -> Any:
-    if os.environ.get("FLOWKIT_NO_EXTENSIONS"):
-        return None
-    try:
-        from flowkit import _speedups
-    except ImportError:
-        return None
-    return _speedups
-
-
-_SPEEDUPS: Final = _load_speedups()
-
 #: Whether key groups of ``str`` and ``int`` keys are computed by the compiled helpers
 #: (``flowkit._speedups``); False when they are not built or ``FLOWKIT_NO_EXTENSIONS`` is set.
-ACCELERATED: Final = _SPEEDUPS is not None
+ACCELERATED: Final = speedups is not None
 
-_str_hash: Callable[[str], int] = _SPEEDUPS.str_hash if ACCELERATED else _py_str_hash
-_str_key_group: Callable[[str, int], int] = (
-    _SPEEDUPS.str_key_group if ACCELERATED else _py_str_key_group
-)
-_int_key_group: Callable[[int, int], int | None] = (
-    _SPEEDUPS.int_key_group if ACCELERATED else _py_int_key_group
-)
+_str_hash: Callable[[str], int] = _py_str_hash
+_str_key_group: Callable[[str, int], int] = _py_str_key_group
+_int_key_group: Callable[[int, int], int | None] = _py_int_key_group
+if speedups is not None:
+    _str_hash = speedups.str_hash
+    _str_key_group = speedups.str_key_group
+    _int_key_group = speedups.int_key_group
 
 
 def _key_group_function(max_parallelism: int) -> Callable[[object], int]:

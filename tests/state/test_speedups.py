@@ -76,8 +76,9 @@ def test_edge_values_and_bad_arguments() -> None:
     assert s.str_hash(type("Name", (str,), {})("hello")) == 99162322
 
 
-def test_key_groups_are_the_same_without_the_compiled_helpers() -> None:
-    """The key-group tests again in a process that uses the pure-Python functions."""
+def test_flowkit_works_the_same_without_the_compiled_helpers() -> None:
+    """The key-group and serialization tests again in a process that uses the pure-Python
+    functions (and reads the binary format in pure Python)."""
     env = {**os.environ, "FLOWKIT_NO_EXTENSIONS": "1"}
     proc = subprocess.run(
         [
@@ -88,6 +89,8 @@ def test_key_groups_are_the_same_without_the_compiled_helpers() -> None:
             "-p",
             "no:cacheprovider",
             "tests/state/test_key_groups.py",
+            "tests/runtime/test_binary_format.py",
+            "tests/runtime/test_serialization.py",
             "tests/state/test_speedups.py::test_the_compiled_helpers_are_used_unless_switched_off",
         ],
         cwd=ROOT,
