@@ -719,6 +719,187 @@ speedups_decode_batch(PyObject *module, PyObject *payload)
     return out;
 }
 
+/* ------------------------------------------------------------------------------------
+ * The keyed process loop (flowkit/operators/process.py, _run_keyed): for each record its
+ * key and key group, the current key set on the state backend and the context, the
+ * user's function called, and what it returned or yielded gathered. The Python function
+ * _run_keyed is the reference; the two do the same steps in the same order.
+ * ---------------------------------------------------------------------------------- */
+
+static PyObject *str_current_key, *str_current_key_group, *str_key, *str_ts, *str_record;
+
+static int
+intern_names(void)
+{
+    if (str_record != NULL) {
+        return 0;
+    }
+    str_current_key = PyUnicode_InternFromString("current_key");
+    str_current_key_group = PyUnicode_InternFromString("current_key_group");
+    str_key = PyUnicode_InternFromString("_key");
+    str_ts = PyUnicode_InternFromString("_ts");
+    str_record = PyUnicode_InternFromString("_record");
+    if (!str_current_key || !str_current_key_group || !str_key || !str_ts || !str_record) {
+        return -1;
+    }
+    return 0;
+}
+
+/* What the function returned for one record (a generator or a list: walked here). */
+static int
+gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stamps,
+       PyObject *side, PyObject *tag_class)
+{
+    PyObject *it = PyObject_GetIter(result);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int is_side = 0;
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+            is_side = PyObject_IsInstance(PyTuple_GET_ITEM(item, 0), tag_class);
+            if (is_side < 0) {
+                Py_DECREF(item);
+                Py_DECREF(it);
+                return -1;
+            }
+        }
+        int r;
+        if (is_side) {
+            PyObject *args[3] = {PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1), ts};
+            PyObject *done = PyObject_Vectorcall(side, args, 3, NULL);
+            r = done == NULL ? -1 : 0;
+            Py_XDECREF(done);
+        }
+        else {
+            r = PyList_Append(out, item);
+            if (r == 0 && has_ts) {
+                r = PyList_Append(stamps, ts);
+            }
+        }
+        Py_DECREF(item);
+        if (r < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *
+speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "run_keyed() takes 15 arguments");
+        return NULL;
+    }
+    PyObject *values = args[0], *timestamps = args[1], *key_selector = args[2];
+    PyObject *str_groups = args[3], *group_of = args[4], *normalize = args[5];
+    PyObject *backend = args[6], *ctx = args[7], *fn = args[8], *out = args[9];
+    PyObject *stamps = args[10], *add = args[11], *side = args[12], *tag_class = args[13];
+    PyObject *generator_type = args[14];
+    int has_ts = timestamps != Py_None;
+    if (!PyList_CheckExact(values) || (has_ts && !PyList_CheckExact(timestamps)) ||
+        !PyDict_CheckExact(str_groups) || !PyList_CheckExact(out) ||
+        !PyList_CheckExact(stamps)) {
+        PyErr_SetString(PyExc_TypeError, "run_keyed(): values, timestamps, out and stamps "
+                                         "must be lists and str_groups a dict");
+        return NULL;
+    }
+    if (intern_names() < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+        if (has_ts && i >= PyList_GET_SIZE(timestamps)) {
+            break; /* zip() stops at the shorter one */
+        }
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *ts = has_ts ? PyList_GET_ITEM(timestamps, i) : Py_None;
+        Py_INCREF(value);
+        Py_INCREF(ts);
+        PyObject *key = NULL, *group = NULL, *result = NULL;
+        key = PyObject_CallOneArg(key_selector, value);
+        if (key == NULL) {
+            goto fail;
+        }
+        if (PyUnicode_CheckExact(key)) {
+            group = PyDict_GetItemWithError(str_groups, key);
+            if (group != NULL) {
+                Py_INCREF(group);
+            }
+            else if (PyErr_Occurred()) {
+                goto fail;
+            }
+            else {
+                group = PyObject_CallOneArg(group_of, key);
+            }
+        }
+        else {
+            PyObject *normal = PyObject_CallOneArg(normalize, key);
+            Py_SETREF(key, normal);
+            if (key == NULL) {
+                goto fail;
+            }
+            group = PyObject_CallOneArg(group_of, key);
+        }
+        if (group == NULL) {
+            goto fail;
+        }
+        if (PyObject_SetAttr(backend, str_current_key, key) < 0 ||
+            PyObject_SetAttr(backend, str_current_key_group, group) < 0 ||
+            PyObject_SetAttr(ctx, str_key, key) < 0 || PyObject_SetAttr(ctx, str_ts, ts) < 0) {
+            goto fail;
+        }
+        {
+            PyObject *call_args[2] = {value, ctx};
+            result = PyObject_Vectorcall(fn, call_args, 2, NULL);
+        }
+        if (result == NULL) {
+            goto fail;
+        }
+        if (result != Py_None) {
+            if (Py_TYPE(result) == (PyTypeObject *)generator_type || PyList_CheckExact(result)) {
+                if (gather(result, ts, has_ts, out, stamps, side, tag_class) < 0) {
+                    goto fail;
+                }
+            }
+            else {
+                PyObject *add_args[2] = {result, ts};
+                PyObject *done = PyObject_Vectorcall(add, add_args, 2, NULL);
+                if (done == NULL) {
+                    goto fail;
+                }
+                Py_DECREF(done);
+            }
+        }
+        Py_DECREF(result);
+        Py_DECREF(group);
+        Py_DECREF(key);
+        Py_DECREF(ts);
+        Py_DECREF(value);
+        continue;
+    fail:
+        Py_XDECREF(result);
+        Py_XDECREF(group);
+        Py_XDECREF(key);
+        Py_DECREF(ts);
+        {
+            /* ctx._record = value, keeping the exception that is being raised */
+            PyObject *type, *exc, *tb;
+            PyErr_Fetch(&type, &exc, &tb);
+            if (PyObject_SetAttr(ctx, str_record, value) < 0) {
+                PyErr_Clear();
+            }
+            PyErr_Restore(type, exc, tb);
+        }
+        Py_DECREF(value);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -738,6 +919,10 @@ static PyMethodDef speedups_methods[] = {
     {"decode_batch", speedups_decode_batch, METH_O,
      "decode_batch(payload, /)\n--\n\n"
      "The list of records encode_batch wrote into payload (any bytes-like object)."},
+    {"run_keyed", (PyCFunction)(void (*)(void))speedups_run_keyed, METH_FASTCALL,
+     "run_keyed(values, timestamps, key_selector, str_groups, group_of, normalize, backend,\n"
+     "          ctx, fn, out, stamps, add, side, tag_class, generator_type, /)\n--\n\n"
+     "The keyed process loop of flowkit.operators.process._run_keyed."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,3 +6,21 @@ def str_key_group(key: str, max_parallelism: int, /) -> int: ...
 def int_key_group(key: int, max_parallelism: int, /) -> int | None: ...
 def encode_batch(values: object, /) -> bytes | None: ...
 def decode_batch(payload: bytes | bytearray | memoryview, /) -> list[object]: ...
+def run_keyed(
+    values: list[object],
+    timestamps: list[object] | None,
+    key_selector: object,
+    str_groups: dict[object, int],
+    group_of: object,
+    normalize: object,
+    backend: object,
+    ctx: object,
+    fn: object,
+    out: list[object],
+    stamps: list[object],
+    add: object,
+    side: object,
+    tag_class: type,
+    generator_type: type,
+    /,
+) -> None: ...

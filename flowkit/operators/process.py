@@ -7,6 +7,7 @@ from itertools import repeat
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
+from flowkit._native import speedups
 from flowkit.elements import MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import InternalTimerService
 from flowkit.eventtime.timestamps import to_timestamp
@@ -38,6 +39,7 @@ __all__ = [
 
 
 _GENERATOR = GeneratorType
+_native_run_keyed = speedups.run_keyed if speedups is not None else None
 
 
 class _Collector:
@@ -359,15 +361,39 @@ def _run_keyed(
     ctx = op.context
     collector = ctx._collector
     out = collector.values
-    append = out.append
     stamps = collector.timestamps
-    stamp = stamps.append
     add = collector.add_results
     side = collector.side
     backend = op.backend
     str_groups = backend.known_key_groups(str)
     group_of = backend.key_group_of
     normalize = keys.normalize
+    if (
+        _native_run_keyed is not None
+        and values.__class__ is list
+        and (timestamps is None or timestamps.__class__ is list)
+    ):
+        # The same loop in C (flowkit/_speedups.c), when the compiled helpers are built.
+        _native_run_keyed(
+            values,
+            timestamps,
+            key_selector,
+            str_groups,
+            group_of,
+            normalize,
+            backend,
+            ctx,
+            fn,
+            out,
+            stamps,
+            add,
+            side,
+            OutputTag,
+            _GENERATOR,
+        )
+        return
+    append = out.append
+    stamp = stamps.append
     has_ts = timestamps is not None
     generator = _GENERATOR
     tag_class = OutputTag

@@ -1,14 +1,31 @@
 """The keyed process loop: each kind of result, keys of every type, and failures naming
-the record they happened on."""
+the record they happened on. Every test runs with the compiled loop (flowkit/_speedups.c)
+and with the pure-Python one."""
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import flowkit as fk
+from flowkit.operators import process as process_module
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def keyed_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "python":
+        monkeypatch.setattr(process_module, "_native_run_keyed", None)
+    else:
+        # built by the install; only FLOWKIT_NO_EXTENSIONS=1 switches it off
+        assert (process_module._native_run_keyed is None) is bool(
+            os.environ.get("FLOWKIT_NO_EXTENSIONS")
+        )
+    yield request.param
+
 
 SIDE = fk.OutputTag("side")
 
@@ -153,4 +170,19 @@ def test_an_unhashable_key_is_a_clear_error() -> None:
         fk.CollectSink()
     )
     with pytest.raises(fk.JobFailed, match="not hashable"):
+        env.execute()
+
+
+def test_a_generator_failing_after_its_first_item_names_the_record() -> None:
+    class FailsLate(fk.KeyedProcessFunction):
+        def process_element(self, value: Any, ctx: Any) -> Any:
+            yield value
+            if value == 5:
+                raise KeyError("late")
+
+    env = fk.StreamExecutionEnvironment()
+    env.from_collection(list(range(10))).key_by(lambda r: str(r)).process(FailsLate()).sink_to(
+        fk.CollectSink()
+    )
+    with pytest.raises(fk.JobFailed, match=r"on record 5 \(int\).*late"):
         env.execute()
