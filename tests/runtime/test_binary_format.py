@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import marshal
 import os
 import pickle
 from typing import Any
@@ -16,6 +17,7 @@ from test_serialization import assert_same
 
 from flowkit import _speedups as speedups
 from flowkit import serialization
+from flowkit.runtime.network.codec import decode_segments, encode_timestamps, write_records
 from flowkit.serialization import (
     FORMAT_BINARY,
     FORMAT_MARSHAL,
@@ -192,3 +194,27 @@ def test_the_format_is_smaller_than_pickle_for_dict_records() -> None:
     assert payload is not None
     # a buffer holds about as many of these records as with pickle (it memoizes keys too)
     assert len(payload) <= 1.1 * len(pickle.dumps(records, protocol=5))
+
+
+class Stamp(int):
+    pass
+
+
+def test_timestamps_travel_in_the_binary_format_or_marshalled() -> None:
+    stamps = [1_700_000_000_000, None, -5, 2**63 - 1, -(2**63)]
+    fmt, payload = encode_timestamps(stamps)
+    assert fmt == (FORMAT_MARSHAL if PURE else FORMAT_BINARY)
+    # An int subclass is not written in the format, nor by marshal: its number is.
+    tfmt, tpayload = encode_timestamps([Stamp(5), None])
+    assert tfmt == FORMAT_MARSHAL and marshal.loads(tpayload) == [5, None]
+    # Written by the compiled helpers, read by this process whichever reader it uses.
+    binary = speedups.encode_batch(stamps)
+    assert binary is not None
+    serializer = DefaultSerializer()
+    rfmt, records = serializer.encode(["a", "b", "c", "d", "e"])
+    for tfmt, tpayload in ((fmt, payload), (FORMAT_BINARY, binary)):
+        buf = bytearray(512)
+        end = write_records(buf, 0, rfmt, records, tpayload, tfmt)
+        items: list[Any] = []
+        decode_segments(buf, end, serializer, bytearray(), items)
+        assert items == [(["a", "b", "c", "d", "e"], stamps)]

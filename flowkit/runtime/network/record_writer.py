@@ -378,6 +378,7 @@ class RecordWriter:
         encode = self.serializer.encode
         overhead = _TWO_H if timestamps is not None else _H
         tpayload: bytes | None
+        tfmt = 0  # the TIMESTAMPS segment's format (when there are timestamps)
         while i < total:
             buf = out.buf
             if buf is None:
@@ -394,7 +395,7 @@ class RecordWriter:
                 except Exception as exc:
                     return self._encode_failed(out, values, timestamps, i, i + n, exc, queued)
                 if timestamps is not None:
-                    tpayload = encode_timestamps(timestamps[i : i + n])
+                    tfmt, tpayload = encode_timestamps(timestamps[i : i + n])
                     need = _TWO_H + len(payload) + len(tpayload)
                 else:
                     tpayload = None
@@ -415,7 +416,7 @@ class RecordWriter:
                     self._hand_over(out)
                     continue
                 # One record larger than a whole buffer: cut it into SPAN pieces.
-                segment = records_segment(fmt, payload, tpayload)
+                segment = records_segment(fmt, payload, tpayload, tfmt)
                 i += 1
                 if not self._write_span(out, segment, 0, queued):
                     if i < total:
@@ -428,7 +429,7 @@ class RecordWriter:
                 continue
             if not out.pos:
                 self._note_first_write(out)
-            out.pos = write_records(buf, out.pos, fmt, payload, tpayload)
+            out.pos = write_records(buf, out.pos, fmt, payload, tpayload, tfmt)
             i += n
             if out.limit - out.pos < _TWO_H + self._avg:
                 self._hand_over(out)
