@@ -13,13 +13,20 @@
 #include <Python.h>
 #include <stdint.h>
 
+/* Strings are always ready from Python 3.12 on (and the macro is deprecated there). */
+#if PY_VERSION_HEX >= 0x030C0000
+#define STR_READY(s) 0
+#else
+#define STR_READY(s) PyUnicode_READY(s)
+#endif
+
 /* Java String.hashCode over the UTF-16 code units of s, as a 32-bit wrap-around value:
  * h = 31 * h + unit. Characters beyond the BMP count as their two surrogate units; a lone
  * surrogate is one unit, as in a Java string. */
 static uint32_t
 java_str_hash(PyObject *s)
 {
-    /* s is ready: the callers check PyUnicode_READY. */
+    /* s is ready: the callers check STR_READY. */
     const int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(s);
@@ -125,7 +132,7 @@ speedups_str_hash(PyObject *module, PyObject *arg)
                      Py_TYPE(arg)->tp_name);
         return NULL;
     }
-    if (PyUnicode_READY(arg) < 0) {
+    if (STR_READY(arg) < 0) {
         return NULL;
     }
     return PyLong_FromLong((int32_t)java_str_hash(arg));
@@ -160,7 +167,7 @@ speedups_str_key_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                      Py_TYPE(args[0])->tp_name);
         return NULL;
     }
-    if (max_parallelism_arg(args[1], &mp) < 0 || PyUnicode_READY(args[0]) < 0) {
+    if (max_parallelism_arg(args[1], &mp) < 0 || STR_READY(args[0]) < 0) {
         return NULL;
     }
     return PyLong_FromLong(murmur(java_str_hash(args[0])) % mp);
@@ -280,7 +287,7 @@ static int
 enc_str(Encoder *e, PyObject *o, int tag_prefix)
 {
     /* tag_prefix: T_KEY_NEW to mark a remembered dict key, else 0 */
-    if (PyUnicode_READY(o) < 0) {
+    if (STR_READY(o) < 0) {
         return -1;
     }
     if (PyUnicode_IS_ASCII(o)) {
