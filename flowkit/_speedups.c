@@ -108,29 +108,57 @@ java_int_hash(PyObject *value, int *fits)
     return (uint32_t)(bits ^ (bits >> 32));
 }
 
-static int
-max_parallelism_arg(PyObject *arg, long *out)
+static PyObject *
+wrong_type(const char *fname, const char *kind, PyObject *o)
 {
-    long mp = PyLong_AsLong(arg);
-    if (mp == -1 && PyErr_Occurred()) {
+    PyErr_Format(PyExc_TypeError, "%s() takes %s, got %.200s", fname, kind,
+                 Py_TYPE(o)->tp_name);
+    return NULL;
+}
+
+/* The arguments (key, max_parallelism) of str_key_group and int_key_group: the key must
+ * pass `check` (a str or an int), max_parallelism must be in [1, 32768]. */
+static int
+key_group_args(PyObject *const *args, Py_ssize_t nargs, const char *fname,
+               int (*check)(PyObject *), const char *key_kind, long *mp)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes (key, max_parallelism)", fname);
         return -1;
     }
-    if (mp < 1 || mp > 32768) {
+    if (!check(args[0])) {
+        wrong_type(fname, key_kind, args[0]);
+        return -1;
+    }
+    *mp = PyLong_AsLong(args[1]);
+    if (*mp == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (*mp < 1 || *mp > 32768) {
         PyErr_Format(PyExc_ValueError,
-                     "max_parallelism must be between 1 and 32768, got %ld", mp);
+                     "max_parallelism must be between 1 and 32768, got %ld", *mp);
         return -1;
     }
-    *out = mp;
     return 0;
+}
+
+static int
+is_str(PyObject *o)
+{
+    return PyUnicode_Check(o);
+}
+
+static int
+is_int(PyObject *o)
+{
+    return PyLong_Check(o);
 }
 
 static PyObject *
 speedups_str_hash(PyObject *module, PyObject *arg)
 {
     if (!PyUnicode_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "str_hash() takes a str, got %.200s",
-                     Py_TYPE(arg)->tp_name);
-        return NULL;
+        return wrong_type("str_hash", "a str", arg);
     }
     if (STR_READY(arg) < 0) {
         return NULL;
@@ -142,9 +170,7 @@ static PyObject *
 speedups_murmur_hash(PyObject *module, PyObject *arg)
 {
     if (!PyLong_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "murmur_hash() takes an int, got %.200s",
-                     Py_TYPE(arg)->tp_name);
-        return NULL;
+        return wrong_type("murmur_hash", "an int", arg);
     }
     /* The low 32 bits of the value, two's complement for negative ones. */
     unsigned long long low = PyLong_AsUnsignedLongLongMask(arg);
@@ -158,16 +184,8 @@ static PyObject *
 speedups_str_key_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     long mp;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "str_key_group() takes (key, max_parallelism)");
-        return NULL;
-    }
-    if (!PyUnicode_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "str_key_group() takes a str key, got %.200s",
-                     Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
-    if (max_parallelism_arg(args[1], &mp) < 0 || STR_READY(args[0]) < 0) {
+    if (key_group_args(args, nargs, "str_key_group", is_str, "a str key", &mp) < 0 ||
+        STR_READY(args[0]) < 0) {
         return NULL;
     }
     return PyLong_FromLong(murmur(java_str_hash(args[0])) % mp);
@@ -178,16 +196,7 @@ speedups_int_key_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 {
     long mp;
     int fits = 0;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "int_key_group() takes (key, max_parallelism)");
-        return NULL;
-    }
-    if (!PyLong_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "int_key_group() takes an int key, got %.200s",
-                     Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
-    if (max_parallelism_arg(args[1], &mp) < 0) {
+    if (key_group_args(args, nargs, "int_key_group", is_int, "an int key", &mp) < 0) {
         return NULL;
     }
     uint32_t code = java_int_hash(args[0], &fits);
@@ -283,6 +292,21 @@ put_le(Encoder *e, uint64_t v, int n)
     }
 }
 
+/* [tag_prefix] tag varint(n) data[n]; tag_prefix 0 writes none. */
+static int
+put_sized(Encoder *e, int tag_prefix, int tag, const void *data, Py_ssize_t n)
+{
+    ENC_RESERVE(e, n + 12);
+    if (tag_prefix) {
+        e->buf[e->len++] = (unsigned char)tag_prefix;
+    }
+    e->buf[e->len++] = (unsigned char)tag;
+    put_varint(e, (size_t)n);
+    memcpy(e->buf + e->len, data, (size_t)n);
+    e->len += n;
+    return 0;
+}
+
 static int
 enc_str(Encoder *e, PyObject *o, int tag_prefix)
 {
@@ -291,35 +315,16 @@ enc_str(Encoder *e, PyObject *o, int tag_prefix)
         return -1;
     }
     if (PyUnicode_IS_ASCII(o)) {
-        Py_ssize_t n = PyUnicode_GET_LENGTH(o);
-        ENC_RESERVE(e, n + 12);
-        if (tag_prefix) {
-            e->buf[e->len++] = (unsigned char)tag_prefix;
-        }
-        e->buf[e->len++] = T_ASCII;
-        put_varint(e, (size_t)n);
-        memcpy(e->buf + e->len, PyUnicode_1BYTE_DATA(o), (size_t)n);
-        e->len += n;
-        return 0;
+        return put_sized(e, tag_prefix, T_ASCII, PyUnicode_1BYTE_DATA(o),
+                         PyUnicode_GET_LENGTH(o));
     }
     PyObject *utf8 = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass");
     if (utf8 == NULL) {
         return -1;
     }
-    Py_ssize_t n = PyBytes_GET_SIZE(utf8);
-    if (e->len + n + 12 > e->cap && enc_grow(e, n + 12) < 0) {
-        Py_DECREF(utf8);
-        return -1;
-    }
-    if (tag_prefix) {
-        e->buf[e->len++] = (unsigned char)tag_prefix;
-    }
-    e->buf[e->len++] = T_UTF8;
-    put_varint(e, (size_t)n);
-    memcpy(e->buf + e->len, PyBytes_AS_STRING(utf8), (size_t)n);
-    e->len += n;
+    int r = put_sized(e, tag_prefix, T_UTF8, PyBytes_AS_STRING(utf8), PyBytes_GET_SIZE(utf8));
     Py_DECREF(utf8);
-    return 0;
+    return r;
 }
 
 static int enc_value(Encoder *e, PyObject *o, int depth);
@@ -426,13 +431,7 @@ enc_value(Encoder *e, PyObject *o, int depth)
         return 0;
     }
     if (t == &PyBytes_Type) {
-        Py_ssize_t n = PyBytes_GET_SIZE(o);
-        ENC_RESERVE(e, n + 11);
-        e->buf[e->len++] = T_BYTES;
-        put_varint(e, (size_t)n);
-        memcpy(e->buf + e->len, PyBytes_AS_STRING(o), (size_t)n);
-        e->len += n;
-        return 0;
+        return put_sized(e, 0, T_BYTES, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o));
     }
     return UNSUPPORTED;
 }
@@ -550,6 +549,15 @@ dec_value(Decoder *d, int depth)
         return corrupt("truncated value");
     }
     unsigned char tag = *d->p++;
+    size_t n = 0; /* a container's length */
+    if (tag == T_TUPLE || tag == T_LIST || tag == T_DICT) {
+        if (depth >= MAX_DEPTH) {
+            return corrupt("nested too deeply");
+        }
+        if (get_length(d, &n) < 0) {
+            return NULL;
+        }
+    }
     switch (tag) {
     case T_NONE:
         Py_RETURN_NONE;
@@ -559,16 +567,16 @@ dec_value(Decoder *d, int depth)
         Py_RETURN_TRUE;
     case T_INT32:
     case T_INT64: {
-        int n = tag == T_INT32 ? 4 : 8;
-        if (d->end - d->p < n) {
+        int width = tag == T_INT32 ? 4 : 8;
+        if (d->end - d->p < width) {
             return corrupt("truncated int");
         }
         uint64_t v = 0;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < width; i++) {
             v |= (uint64_t)d->p[i] << (8 * i);
         }
-        d->p += n;
-        if (n == 4) {
+        d->p += width;
+        if (width == 4) {
             return PyLong_FromLong((int32_t)(uint32_t)v);
         }
         return PyLong_FromLongLong((int64_t)v);
@@ -616,7 +624,6 @@ dec_value(Decoder *d, int depth)
         return key;
     }
     case T_BYTES: {
-        size_t n;
         if (get_length(d, &n) < 0) {
             return NULL;
         }
@@ -626,13 +633,6 @@ dec_value(Decoder *d, int depth)
     }
     case T_TUPLE:
     case T_LIST: {
-        size_t n;
-        if (depth >= MAX_DEPTH) {
-            return corrupt("nested too deeply");
-        }
-        if (get_length(d, &n) < 0) {
-            return NULL;
-        }
         PyObject *seq = tag == T_TUPLE ? PyTuple_New((Py_ssize_t)n) : PyList_New((Py_ssize_t)n);
         if (seq == NULL) {
             return NULL;
@@ -653,13 +653,6 @@ dec_value(Decoder *d, int depth)
         return seq;
     }
     case T_DICT: {
-        size_t n;
-        if (depth >= MAX_DEPTH) {
-            return corrupt("nested too deeply");
-        }
-        if (get_length(d, &n) < 0) {
-            return NULL;
-        }
         PyObject *dict = PyDict_New();
         if (dict == NULL) {
             return NULL;
