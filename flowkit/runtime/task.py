@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,51 @@ _last_handover = [0.0]
 #: Most records of an input buffer handed to the operators in one step: a buffer of small
 #: records holds thousands, and the subtask must still yield every few milliseconds.
 MAX_STEP_RECORDS = 1024
+#: Seconds a sink writer's ``close_async`` may still run once its subtask is cancelled.
+CLOSE_AFTER_CANCEL_S = 30.0
+
+
+async def close_through_cancel(close: Coroutine[Any, Any, None], what: str) -> bool:
+    """Await ``close`` to its end even if the calling task is cancelled meanwhile.
+
+    A cancel arriving while a sink writer closes (a sibling subtask failed, or the job was
+    cancelled) would cut its ``close_async`` short and leave connections half closed.
+    Cancels are held back instead; the close then gets :data:`CLOSE_AFTER_CANCEL_S` more
+    seconds before it is cancelled too (nothing waits forever). Returns whether a cancel
+    was held back: the caller raises it once its other closing steps are done. The close's
+    own error is raised.
+    """
+    closing = asyncio.ensure_future(close)
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    while not closing.done():
+        try:
+            if deadline is None:
+                await asyncio.shield(closing)
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    _log.warning(
+                        "%s: still closing %g s after the subtask was cancelled: cancelled",
+                        what,
+                        CLOSE_AFTER_CANCEL_S,
+                    )
+                    closing.cancel()
+                    closing.add_done_callback(_retrieve)
+                    return True
+                await asyncio.wait([closing], timeout=remaining)
+        except asyncio.CancelledError:
+            if closing.done():  # the close itself was cancelled
+                raise
+            if deadline is None:
+                deadline = loop.time() + CLOSE_AFTER_CANCEL_S
+    closing.result()
+    return deadline is not None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(frozen=True)
@@ -307,16 +352,20 @@ class StreamTask:
                     await self.source_reader.close()
                 except Exception as exc:
                     close_failed(self.head, exc, "closing the source reader")
+            held_back = False  # a cancel that came while a sink writer closed
             for op in opened:
                 try:
                     if isinstance(op, SinkOperator) and op.closes_async:
-                        await op.close_async()
+                        if await close_through_cancel(op.close_async(), f"subtask {self.name!r}"):
+                            held_back = True
                     else:
                         op.close()
                 except Exception as exc:
                     close_failed(op, exc, "in close()")
             if close_errors and not failed:
                 raise close_errors[0]
+            if held_back and primary is None:
+                raise asyncio.CancelledError
 
     async def _run_source(self, reader: SourceReader) -> None:
         head = self.head
