@@ -125,7 +125,7 @@ def test_binary_payloads_are_read_with_or_without_the_compiled_helpers() -> None
     records = [{"user": f"u{i}", "ts": 1_700_000_000_000 + i, "value": i % 7} for i in range(50)]
     payload = speedups.encode_batch(records)
     assert payload is not None
-    assert serialization._decode_batch is (decode_binary if PURE else speedups.decode_batch)
+    assert serialization.decode_binary_batch is (decode_binary if PURE else speedups.decode_batch)
     assert_same(records, DefaultSerializer().decode(FORMAT_BINARY, payload))
 
 

@@ -54,8 +54,8 @@ from flowkit.serialization import (
     FORMAT_BINARY,
     FORMAT_MARSHAL,
     TypeSerializer,
-    _decode_batch,
-    _encode_batch,
+    decode_binary_batch,
+    encode_binary_batch,
 )
 
 __all__ = [
@@ -102,8 +102,8 @@ def encode_timestamps(timestamps: list[Any]) -> tuple[int, bytes]:
     """The format and payload of a ``TIMESTAMPS`` segment: flowkit's binary format when the
     compiled helpers are built (a third the time of marshal for 13-digit timestamps),
     else marshal."""
-    if _encode_batch is not None:
-        payload = _encode_batch(timestamps)
+    if encode_binary_batch is not None:
+        payload = encode_binary_batch(timestamps)
         if payload is not None:
             return FORMAT_BINARY, payload
     try:
@@ -238,7 +238,7 @@ def decode_segments(
                 timestamps = None
             elif kind == TIMESTAMPS:
                 if fmt == FORMAT_BINARY:
-                    timestamps = _decode_batch(mv[pos:end])
+                    timestamps = decode_binary_batch(mv[pos:end])
                 else:
                     timestamps = marshal.loads(mv[pos:end])
             elif kind == EVENT:
