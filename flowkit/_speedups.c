@@ -900,6 +900,86 @@ speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------
+ * The keyed reduce loop (flowkit/operators/keyed.py, KeyedReduceOperator.process_batch,
+ * its general and its pair-sum forms): the same steps as the Python loops, in order.
+ * ---------------------------------------------------------------------------------- */
+
+static PyObject *
+speedups_reduce_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "reduce_batch() takes 7 arguments");
+        return NULL;
+    }
+    PyObject *values = args[0], *key_of = args[1], *accs = args[2], *reduce = args[3];
+    PyObject *canonical = args[4], *out = args[5];
+    int pair_sum = PyObject_IsTrue(args[6]);
+    if (pair_sum < 0) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(values) || !PyDict_CheckExact(accs) || !PyList_CheckExact(out)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "reduce_batch(): values and out must be lists and accs a dict");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        Py_INCREF(value);
+        PyObject *key = PyObject_CallOneArg(key_of, value);
+        if (key == NULL) {
+            Py_DECREF(value);
+            return NULL;
+        }
+        PyObject *acc = PyDict_GetItemWithError(accs, key); /* borrowed */
+        if (acc == NULL && !PyErr_Occurred() && !PyUnicode_CheckExact(key) &&
+            !PyLong_CheckExact(key)) {
+            PyObject *normal = PyObject_CallOneArg(canonical, key); /* every NaN is one key */
+            Py_SETREF(key, normal);
+            if (key != NULL) {
+                acc = PyDict_GetItemWithError(accs, key);
+            }
+        }
+        if (key == NULL || (acc == NULL && PyErr_Occurred())) {
+            Py_XDECREF(key);
+            Py_DECREF(value);
+            return NULL;
+        }
+        if (acc != NULL) {
+            PyObject *result;
+            Py_INCREF(acc);
+            if (pair_sum && PyTuple_CheckExact(acc) && PyTuple_CheckExact(value) &&
+                PyTuple_GET_SIZE(acc) == 2) {
+                PyObject *second = PySequence_GetItem(value, 1);
+                PyObject *sum = second == NULL ? NULL : PyNumber_Add(PyTuple_GET_ITEM(acc, 1), second);
+                Py_XDECREF(second);
+                result = sum == NULL ? NULL : PyTuple_Pack(2, PyTuple_GET_ITEM(acc, 0), sum);
+                Py_XDECREF(sum);
+            }
+            else {
+                PyObject *call_args[2] = {acc, value};
+                result = PyObject_Vectorcall(reduce, call_args, 2, NULL);
+            }
+            Py_DECREF(acc);
+            Py_SETREF(value, result);
+            if (value == NULL) {
+                Py_DECREF(key);
+                return NULL;
+            }
+        }
+        int r = PyDict_SetItem(accs, key, value);
+        Py_DECREF(key);
+        if (r == 0) {
+            r = PyList_Append(out, value);
+        }
+        Py_DECREF(value);
+        if (r < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -923,6 +1003,10 @@ static PyMethodDef speedups_methods[] = {
      "run_keyed(values, timestamps, key_selector, str_groups, group_of, normalize, backend,\n"
      "          ctx, fn, out, stamps, add, side, tag_class, generator_type, /)\n--\n\n"
      "The keyed process loop of flowkit.operators.process._run_keyed."},
+    {"reduce_batch", (PyCFunction)(void (*)(void))speedups_reduce_batch, METH_FASTCALL,
+     "reduce_batch(values, key_of, accs, reduce, canonical_key, out, pair_sum, /)\n--\n\n"
+     "The keyed reduce loop of flowkit.operators.keyed.KeyedReduceOperator: one output\n"
+     "appended to out per record; on an error, out holds the outputs before it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,3 +24,13 @@ def run_keyed(
     generator_type: type,
     /,
 ) -> None: ...
+def reduce_batch(
+    values: list[object],
+    key_of: object,
+    accs: dict[object, object],
+    reduce: object,
+    canonical_key: object,
+    out: list[object],
+    pair_sum: bool,
+    /,
+) -> None: ...

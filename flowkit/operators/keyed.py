@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from flowkit._native import speedups
 from flowkit.elements import MAX_WATERMARK
 from flowkit.operators.base import KEY_SELECTOR, Batch, Timestamps, key_selector_fails
 from flowkit.operators.simple import UdfOperator
@@ -21,6 +22,7 @@ __all__ = [
 ]
 
 _MISSING = object()
+_native_reduce = speedups.reduce_batch if speedups is not None else None
 
 
 class KeyedReduceOperator(UdfOperator):
@@ -143,6 +145,11 @@ class KeyedReduceOperator(UdfOperator):
                             value = reduce(acc, value)
                     accs[key] = value
                     append(value)
+            elif _native_reduce is not None and values.__class__ is list:
+                # The two loops below in C (flowkit/_speedups.c), when it is built.
+                _native_reduce(
+                    values, key_of, accs, reduce, canonical_key, out, self._pair_sum_second
+                )
             elif self._pair_sum_second:
                 # sum(1) over (key, number) pairs, inlined: the tuple form of the above.
                 for value in values:
@@ -175,6 +182,8 @@ class KeyedReduceOperator(UdfOperator):
                 self.output.collect(out, None if timestamps is None else timestamps[: len(out)])
             if key_selector_fails(key_of, record):
                 raise self.fail(exc, KEY_SELECTOR, record=record) from exc
+            if key is _MISSING:  # the compiled loop failed: the record's key, once more
+                key = key_of(record)
             if isinstance(exc, TypeError) and not is_hashable(key):
                 error = unhashable_key_error(key)
                 raise self.fail(error, record=record) from error

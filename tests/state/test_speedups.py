@@ -92,6 +92,7 @@ def test_flowkit_works_the_same_without_the_compiled_helpers() -> None:
             "tests/runtime/test_binary_format.py",
             "tests/runtime/test_serialization.py",
             "tests/api/test_keyed_process_paths.py",
+            "tests/api/test_keyed_reduce_paths.py",
             "tests/state/test_speedups.py::test_the_compiled_helpers_are_used_unless_switched_off",
         ],
         cwd=ROOT,
