@@ -5,13 +5,23 @@ otherwise. With ``FLOWKIT_NO_EXTENSIONS=1`` in the environment flowkit ignores t
 when they are built. Either way flowkit runs its pure-Python versions, which give the same
 results (the tests compare both).
 
+A module built from another version of ``flowkit/_speedups.c`` (an editable install whose
+sources changed since ``pip install``) is not used: flowkit logs a warning and runs the
+pure-Python code until it is built again.
+
 Imports nothing from flowkit.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from types import ModuleType
+
+#: The interface of ``flowkit/_speedups.c`` this code calls (``API_VERSION`` there).
+API_VERSION = 1
+
+_log = logging.getLogger("flowkit.native")
 
 
 def _load() -> ModuleType | None:
@@ -20,6 +30,17 @@ def _load() -> ModuleType | None:
     try:
         from flowkit import _speedups
     except ImportError:
+        return None
+    built = getattr(_speedups, "API_VERSION", None)
+    if built != API_VERSION:
+        _log.warning(
+            "flowkit._speedups (%s) was built from another version of flowkit/_speedups.c "
+            "(interface %s, this flowkit calls %s): running the pure-Python code instead; "
+            "run pip install again to rebuild it",
+            _speedups.__file__,
+            built,
+            API_VERSION,
+        )
         return None
     return _speedups
 

@@ -1025,5 +1025,12 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModuleDef_Init(&speedups_module);
+    PyObject *module = PyModule_Create(&speedups_module);
+    /* flowkit/_native.py uses the module only if this matches what it expects: an
+     * install whose module was built from an older flowkit/_speedups.c runs the
+     * pure-Python code instead of failing. Raise it with every change of a signature. */
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 1) < 0) {
+        Py_CLEAR(module);
+    }
+    return module;
 }

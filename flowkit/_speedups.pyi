@@ -1,4 +1,6 @@
-# Types of the compiled helpers in flowkit/_speedups.c (optional; see flowkit.state.key_groups).
+# Types of the compiled helpers in flowkit/_speedups.c (optional; see flowkit._native).
+
+API_VERSION: int
 
 def str_hash(s: str, /) -> int: ...
 def murmur_hash(code: int, /) -> int: ...

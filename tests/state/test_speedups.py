@@ -30,6 +30,20 @@ _any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=8
 _max_parallelism = st.integers(1, 32768)
 
 
+def test_a_module_built_from_other_sources_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flowkit import _native
+
+    assert speedups.API_VERSION == _native.API_VERSION
+    monkeypatch.delenv("FLOWKIT_NO_EXTENSIONS", raising=False)
+    monkeypatch.setattr(speedups, "API_VERSION", _native.API_VERSION - 1)
+    assert _native._load() is None
+    assert "was built from another version of flowkit/_speedups.c" in caplog.text
+    monkeypatch.setattr(speedups, "API_VERSION", _native.API_VERSION)
+    assert _native._load() is speedups
+
+
 def test_the_compiled_helpers_are_used_unless_switched_off() -> None:
     # The install builds them (CI has a compiler): a silent fallback would go unnoticed.
     assert key_groups.ACCELERATED is not PURE
