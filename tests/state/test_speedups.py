@@ -1,9 +1,10 @@
-"""The compiled key-group helpers (``flowkit._speedups``) against the pure-Python functions.
+"""The compiled helpers (``flowkit._speedups``): their key groups against the pure-Python
+functions, how flowkit loads them, and flowkit's tests run again without them.
 
 ``pip install`` builds the module from ``flowkit/_speedups.c``; flowkit falls back to the
-pure-Python functions when it is missing or when ``FLOWKIT_NO_EXTENSIONS`` is set. Both
-must give the same key group for every key, or a job would route keys differently
-depending on how it was installed.
+pure-Python functions when it is missing, out of date, or when ``FLOWKIT_NO_EXTENSIONS`` is
+set. Both must give the same key group for every key, or a job would route keys
+differently depending on how it was installed.
 """
 
 from __future__ import annotations
