@@ -931,15 +931,12 @@ speedups_reduce_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(value);
             return NULL;
         }
-        PyObject *acc = PyDict_GetItemWithError(accs, key); /* borrowed */
-        if (acc == NULL && !PyErr_Occurred() && !PyUnicode_CheckExact(key) &&
-            !PyLong_CheckExact(key)) {
-            PyObject *normal = PyObject_CallOneArg(canonical, key); /* every NaN is one key */
+        if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
+            /* the form state stores the key in: exact type, every NaN one key */
+            PyObject *normal = PyObject_CallOneArg(canonical, key);
             Py_SETREF(key, normal);
-            if (key != NULL) {
-                acc = PyDict_GetItemWithError(accs, key);
-            }
         }
+        PyObject *acc = key == NULL ? NULL : PyDict_GetItemWithError(accs, key); /* borrowed */
         if (key == NULL || (acc == NULL && PyErr_Occurred())) {
             Py_XDECREF(key);
             Py_DECREF(value);
@@ -980,6 +977,65 @@ speedups_reduce_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------
+ * The form keyed state stores a key in (flowkit/state/key_groups.py, state_key and
+ * CanonicalKeys.canonical): plain keys as they are, others through a cache or `slow`.
+ * ---------------------------------------------------------------------------------- */
+
+/* Whether `key` equals only objects of its own class: exact str, int, bytes, None, and
+ * exact tuples of such keys (nested up to a small depth; deeper ones go the slow way). */
+static int
+is_plain_key(PyObject *key, int depth)
+{
+    if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key) || PyBytes_CheckExact(key) ||
+        key == Py_None) {
+        return 1;
+    }
+    if (!PyTuple_CheckExact(key) || depth > 8) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
+        if (!is_plain_key(PyTuple_GET_ITEM(key, i), depth + 1)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+speedups_state_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "state_key() takes 3 arguments");
+        return NULL;
+    }
+    PyObject *by_class = args[0], *slow = args[1], *key = args[2];
+    if (!PyDict_CheckExact(by_class)) {
+        PyErr_SetString(PyExc_TypeError, "state_key(): by_class must be a dict");
+        return NULL;
+    }
+    if (is_plain_key(key, 0)) {
+        return Py_NewRef(key);
+    }
+    PyObject *cache = PyDict_GetItemWithError(by_class, (PyObject *)Py_TYPE(key)); /* borrowed */
+    if (cache != NULL && PyDict_CheckExact(cache)) {
+        PyObject *found = PyDict_GetItemWithError(cache, key); /* borrowed */
+        if (found != NULL) {
+            return Py_NewRef(found);
+        }
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                return NULL;
+            }
+            PyErr_Clear(); /* unhashable: the slow way says so */
+        }
+    }
+    else if (cache == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyObject_CallOneArg(slow, key);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -1003,8 +1059,12 @@ static PyMethodDef speedups_methods[] = {
      "run_keyed(values, timestamps, key_selector, str_groups, group_of, normalize, backend,\n"
      "          ctx, fn, out, stamps, add, side, tag_class, generator_type, /)\n--\n\n"
      "The keyed process loop of flowkit.operators.process._run_keyed."},
+    {"state_key", (PyCFunction)(void (*)(void))speedups_state_key, METH_FASTCALL,
+     "state_key(by_class, slow, key, /)\n--\n\n"
+     "key if it is plain (exact str, int, bytes, None, or a tuple of plain keys), else\n"
+     "by_class[type(key)][key] if present, else slow(key)."},
     {"reduce_batch", (PyCFunction)(void (*)(void))speedups_reduce_batch, METH_FASTCALL,
-     "reduce_batch(values, key_of, accs, reduce, canonical_key, out, pair_sum, /)\n--\n\n"
+     "reduce_batch(values, key_of, accs, reduce, state_key, out, pair_sum, /)\n--\n\n"
      "The keyed reduce loop of flowkit.operators.keyed.KeyedReduceOperator: one output\n"
      "appended to out per record; on an error, out holds the outputs before it."},
     {NULL, NULL, 0, NULL},
@@ -1029,7 +1089,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 1) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 3) < 0) {
         Py_CLEAR(module);
     }
     return module;

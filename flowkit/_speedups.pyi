@@ -31,8 +31,9 @@ def reduce_batch(
     key_of: object,
     accs: dict[object, object],
     reduce: object,
-    canonical_key: object,
+    state_key: object,
     out: list[object],
     pair_sum: bool,
     /,
 ) -> None: ...
+def state_key(by_class: dict[type, dict[object, object]], slow: object, key: object, /) -> object: ...

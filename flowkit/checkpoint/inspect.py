@@ -72,6 +72,7 @@ from flowkit.state.key_groups import (
     KeyGroupRange,
     assign_to_key_group,
     key_group_range_for_operator_index,
+    user_key,
 )
 
 __all__ = [
@@ -144,6 +145,14 @@ class Timer(NamedTuple):
     timestamp: int
     key: Any
     namespace: Any
+
+
+def _timer(domain: str, timestamp: int, key: Any, namespace: Any) -> Timer:
+    return Timer(domain, timestamp, user_key(key), namespace)  # the key itself, not its stored form
+
+
+def _extra(key: Any, value: Any) -> tuple[Any, Any]:
+    return user_key(key), value
 
 
 @dataclass(frozen=True)
@@ -539,8 +548,8 @@ class SnapshotReader:
                 continue
             g = group(kg)
             g.state.extend(tuple(entry) for entry in part.get("state") or ())
-            g.timers.extend(Timer(*timer) for timer in part.get("timers") or ())
-            g.extra.extend(tuple(item) for item in part.get("extra") or ())
+            g.timers.extend(_timer(*timer) for timer in part.get("timers") or ())
+            g.extra.extend(_extra(*item) for item in part.get("extra") or ())
         other = {k: v for k, v in state.items() if k not in ("key_groups", "backend")}
         kinds: dict[str, str] = {}
         backend = state.get("backend")
@@ -550,7 +559,7 @@ class SnapshotReader:
                 for name in snapshot.state_names():
                     kinds[str(name)] = str(snapshot.state_kind(name))
                 for name, kg, namespace, key, value in snapshot.entries():
-                    group(kg).state.append((name, namespace, key, value))
+                    group(kg).state.append((name, namespace, user_key(key), value))
             except Exception as exc:
                 other["backend"] = backend
                 self._notes.append(

@@ -157,7 +157,7 @@ class BroadcastProcessOperator(FunctionStateOperator, _ContextOperator, TwoInput
         try:
             for key in backend.keys(descriptor.name):
                 backend.set_current_key(key)
-                function(key, state)
+                function(backend.get_current_key(), state)
         finally:
             backend.set_current_key(previous)
 

@@ -255,7 +255,6 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
         # after which no element of the other side arrives on time anyway).
         cleanup_delay = relative_upper if relative_upper > 0 else 0
         check = self._keys.check
-        plain = self._keys.canonical_keys.plain
         canonical = self._keys.canonical_keys.canonical
         set_key = self.backend.set_current_key
         timers = self.timers
@@ -278,8 +277,8 @@ class IntervalJoinOperator(BufferedOutput, TwoInputOperator):
                     continue
                 key = key_of(value)
                 check(key)
-                if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                    key = canonical(key)  # every NaN is one key
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical(key)  # exact type, every NaN one key
                 set_key(key)
                 per_key = ours.get(None)
                 if per_key is None:

@@ -10,7 +10,7 @@ from flowkit._native import speedups
 from flowkit.elements import MAX_WATERMARK
 from flowkit.operators.base import KEY_SELECTOR, Batch, Timestamps, key_selector_fails
 from flowkit.operators.simple import UdfOperator
-from flowkit.state.key_groups import CanonicalKeys, canonical_key
+from flowkit.state.key_groups import CanonicalKeys, user_key
 from flowkit.typeinfo import pickled_sort_key
 
 __all__ = [
@@ -29,9 +29,9 @@ class KeyedReduceOperator(UdfOperator):
     """Emits the running reduction of each key after every record (Flink's reduce).
 
     The first record of a key is emitted as is; each later one is ``reduce(acc, value)``.
-    Output records keep the input record's timestamp. A key that is not yet stored is
-    made canonical (:func:`~flowkit.state.key_groups.canonical_key`): all NaN keys are one
-    key.
+    Output records keep the input record's timestamp. Keys are told apart by type as in
+    Flink (:func:`~flowkit.state.key_groups.state_key`): ``1``, ``1.0`` and ``True`` have
+    running results of their own; all NaN keys are one key.
     """
 
     method = "reduce"
@@ -45,8 +45,9 @@ class KeyedReduceOperator(UdfOperator):
     ) -> None:
         super().__init__(name, function)
         self.key_selector = key_selector
-        #: Current reduction per key.
+        #: Current reduction per key (keys in the form state stores them).
         self.accumulators: dict[Any, Any] = {}
+        self._canonical = CanonicalKeys().canonical
         self._dict_sum_field: str | None = getattr(self.fn, "dict_sum_field", None)
         position = getattr(self.fn, "pair_sum_position", None)
         self._pair_sum_second = position == 1
@@ -79,7 +80,8 @@ class KeyedReduceOperator(UdfOperator):
         if not accs:
             return
         try:
-            keys = sorted(accs, key=self.key_order)
+            order = self.key_order
+            keys = sorted(accs, key=lambda key: order(user_key(key)))
         except Exception:  # keys that cannot be ordered so: in the order they came
             keys = list(accs)
         finals = [accs[key] for key in keys]
@@ -92,15 +94,15 @@ class KeyedReduceOperator(UdfOperator):
         reduce = self.fn
         accs = self.accumulators
         get = accs.get
+        canonical = self._canonical
         index = 0
         key: Any = _MISSING
         try:
             for index, value in enumerate(values):  # noqa: B007 (read on failure)
                 key = key_of(value)
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical(key)  # exact type, every NaN one key
                 acc = get(key, _MISSING)
-                if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
-                    key = canonical_key(key)  # every NaN is one key
-                    acc = get(key, _MISSING)
                 accs[key] = value if acc is _MISSING else reduce(acc, value)
         except Exception as exc:
             record = values[index]
@@ -119,23 +121,21 @@ class KeyedReduceOperator(UdfOperator):
         reduce = self.fn
         accs = self.accumulators
         get = accs.get
+        canonical = self._canonical
         out: list[Any] = []
         append = out.append
         key: Any = _MISSING
         field = self._dict_sum_field
-        # A key is made canonical only when it misses: a hit means an equal key is stored,
-        # which a key holding a NaN of its own never is (NaN equals only itself), so hits
-        # (almost every record) pay nothing. A NaN key misses, becomes canonical and finds
-        # the entry of every NaN key before it.
+        # Keys other than str and int are looked up in the form state stores them
+        # (state_key): 1, 1.0 and True are three keys, every NaN is one.
         try:
             if field is not None:
                 # sum("field") over dict records, inlined: the hottest keyed aggregation.
                 for value in values:
                     key = key_of(value)
+                    if key.__class__ is not str and key.__class__ is not int:
+                        key = canonical(key)  # exact type, every NaN one key
                     acc = get(key, _MISSING)
-                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
-                        key = canonical_key(key)  # every NaN is one key
-                        acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         if type(acc) is dict and type(value) is dict:
                             new = acc.copy()
@@ -147,17 +147,14 @@ class KeyedReduceOperator(UdfOperator):
                     append(value)
             elif _native_reduce is not None and values.__class__ is list:
                 # The two loops below in C (flowkit/_speedups.c), when it is built.
-                _native_reduce(
-                    values, key_of, accs, reduce, canonical_key, out, self._pair_sum_second
-                )
+                _native_reduce(values, key_of, accs, reduce, canonical, out, self._pair_sum_second)
             elif self._pair_sum_second:
                 # sum(1) over (key, number) pairs, inlined: the tuple form of the above.
                 for value in values:
                     key = key_of(value)
+                    if key.__class__ is not str and key.__class__ is not int:
+                        key = canonical(key)  # exact type, every NaN one key
                     acc = get(key, _MISSING)
-                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
-                        key = canonical_key(key)  # every NaN is one key
-                        acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         if type(acc) is tuple and type(value) is tuple and len(acc) == 2:
                             value = (acc[0], acc[1] + value[1])
@@ -168,10 +165,9 @@ class KeyedReduceOperator(UdfOperator):
             else:
                 for value in values:
                     key = key_of(value)
+                    if key.__class__ is not str and key.__class__ is not int:
+                        key = canonical(key)  # exact type, every NaN one key
                     acc = get(key, _MISSING)
-                    if acc is _MISSING and key.__class__ is not str and key.__class__ is not int:
-                        key = canonical_key(key)  # every NaN is one key
-                        acc = get(key, _MISSING)
                     if acc is not _MISSING:
                         value = reduce(acc, value)
                     accs[key] = value
@@ -250,15 +246,16 @@ class KeyChecker:
         self._type = cls
 
     def normalize(self, key: Any) -> Any:
-        """Check ``key`` and return the one object that stands for it: every NaN key is one
-        key (:class:`~flowkit.state.key_groups.CanonicalKeys`). ``str`` keys need neither:
-        hot loops pass them by.
+        """Check ``key`` and return the object state stores it under
+        (:class:`~flowkit.state.key_groups.CanonicalKeys`): ``1``, ``1.0`` and ``True`` are
+        three keys, every NaN key is one. ``str`` keys need neither: hot loops pass them
+        by.
 
         Raises:
             TypeError: ``key`` cannot be hashed.
         """
         self.check(key)
-        if key.__class__ is not int and key not in self.canonical_keys.plain:
+        if key.__class__ is not int:
             key = self.canonical_keys.canonical(key)
         return key
 

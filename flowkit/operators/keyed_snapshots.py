@@ -12,7 +12,7 @@ from typing import Any
 
 from flowkit.elements import MIN_WATERMARK
 from flowkit.eventtime.timers import InternalTimerService
-from flowkit.state.key_groups import KeyGroupRange, canonical_key
+from flowkit.state.key_groups import KeyGroupRange, state_key
 
 __all__ = ["restore_keyed", "snapshot_keyed"]
 
@@ -66,12 +66,14 @@ def restore_keyed(
         for kg, part in snapshot.get("key_groups", {}).items():
             if kg not in key_groups:
                 continue
-            # Restored keys holding NaN are new NaN objects: make them canonical again.
+            # Keys in the form state stores them (a snapshot from before keys were
+            # stored by exact type holds float keys as floats; restored NaNs are new
+            # objects): state_key makes them so again.
             for domain, timestamp, key, namespace in part["timers"]:
-                key = canonical_key(key)
+                key = state_key(key)
                 (event if domain == "event" else processing).append((timestamp, key, namespace))
             if extra is not None:
                 for key, value in part["extra"]:
-                    extra[canonical_key(key)] = value
+                    extra[state_key(key)] = value
     if timers is not None and (event or processing):
         timers.restore({"watermark": MIN_WATERMARK, "event": event, "processing": processing})

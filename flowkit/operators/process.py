@@ -28,6 +28,7 @@ from flowkit.operators.base import (
 from flowkit.operators.keyed import KeyChecker
 from flowkit.operators.simple import FunctionStateOperator, is_iterable, not_iterable_message
 from flowkit.state.backend import HeapKeyedStateBackend
+from flowkit.state.key_groups import ExactKey
 
 __all__ = [
     "CoFlatMapOperator",
@@ -170,7 +171,8 @@ class _Context(KeyedProcessFunction.OnTimerContext):
         self._collector.side(output_tag, value, self._ts)
 
     def get_current_key(self) -> Any:
-        return self._key
+        key = self._key  # the form state stores it in: the key itself for str, int, ...
+        return key[0] if key.__class__ is ExactKey else key
 
     def time_domain(self) -> Any:
         return self._domain

@@ -60,7 +60,7 @@ from flowkit.state.backend import (
     private_copy,
 )
 from flowkit.state.descriptors import StateDescriptor
-from flowkit.state.key_groups import CanonicalKeys
+from flowkit.state.key_groups import CanonicalKeys, ExactKey
 from flowkit.window import (
     EventTimeTrigger,
     Evictor,
@@ -186,7 +186,7 @@ class _Context:
 
     def get_current_key(self) -> Any:
         """The key of the window being evaluated."""
-        return self.op.backend.current_key
+        return self.op.backend.get_current_key()
 
 
 class _StateStore:
@@ -502,7 +502,6 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 self._flush()
             return
         key_of = self.key_selector
-        plain = self._canonical_keys.plain
         canonical = self._canonical_keys.canonical
         set_key = self.backend.set_current_key
         element = self._process_element
@@ -510,8 +509,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         try:
             for value, ts in zip(values, repeat(None) if timestamps is None else timestamps):
                 key = key_of(value)
-                if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                    key = canonical(key)  # every NaN is one key
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical(key)  # exact type, every NaN one key
                 set_key(key)
                 element(value, ts)
         except Exception as exc:
@@ -541,7 +540,6 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         if self._restored:
             self._reconcile()
         key_of = self.key_selector
-        plain = self._canonical_keys.plain
         canonical = self._canonical_keys.canonical
         backend = self.backend
         known_groups = backend.known_key_groups(str)
@@ -569,8 +567,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 row: list[Any] | None = None
                 for value, ts in zip(values, timestamps):
                     key = key_of(value)
-                    if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                        key = canonical(key)  # every NaN is one key
+                    if key.__class__ is not str and key.__class__ is not int:
+                        key = canonical(key)  # exact type, every NaN one key
                     kg = known_groups.get(key)
                     if kg is None:
                         kg = key_group_of(key)
@@ -600,8 +598,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 return
             for value, ts in zip(values, timestamps):
                 key = key_of(value)
-                if key.__class__ is not str and key.__class__ is not int and key not in plain:
-                    key = canonical(key)  # every NaN is one key
+                if key.__class__ is not str and key.__class__ is not int:
+                    key = canonical(key)  # exact type, every NaN one key
                 kg = known_groups.get(key)
                 if kg is None:
                     kg = key_group_of(key)
@@ -868,6 +866,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 if call is None:
                     append(acc if get_result is None else get_result(acc))
                 else:
+                    if key.__class__ is ExactKey:
+                        key = key[0]  # functions see the key itself
                     if kind == 0:
                         results = call(key, second, [get_result(acc)])  # type: ignore[misc]
                     elif kind == 1:
@@ -1072,7 +1072,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
     # ------------------------------------------------------------------ emission
     def _emit_window_contents(self, window: Any, state_window: Any, contents: Any) -> None:
-        key = self.backend.current_key
+        key = self.backend.get_current_key()
         timestamp = window.max_timestamp()
         ctx = self.context
         ctx._window = window

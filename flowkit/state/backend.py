@@ -52,8 +52,10 @@ from flowkit.state.descriptors import (
     StateDescriptor,
 )
 from flowkit.state.key_groups import (
+    ExactKey,
     KeyGroupAssigner,
     KeyGroupRange,
+    state_key,
     validate_max_parallelism,
 )
 from flowkit.state.primitives import (
@@ -341,7 +343,14 @@ class HeapKeyedStateBackend:
 
     # ------------------------------------------------------------------ current key
     def set_current_key(self, key: Any) -> None:
-        """Make ``key`` current for every state of this backend (computes its key group)."""
+        """Make ``key`` current for every state of this backend (computes its key group).
+
+        Keys are told apart by type as in Flink: ``1``, ``1.0`` and ``True`` have state
+        of their own (``current_key`` holds :func:`~flowkit.state.key_groups.state_key`
+        of ``key``).
+        """
+        if key.__class__ is not str and key.__class__ is not int:
+            key = state_key(key)
         self.current_key = key
         try:
             self.current_key_group = self._group_cache[key.__class__][key]
@@ -352,7 +361,9 @@ class HeapKeyedStateBackend:
                 cleanup.run()
 
     def get_current_key(self) -> Any:
-        return self.current_key
+        """The current key as functions see it (not its stored form)."""
+        key = self.current_key
+        return key[0] if key.__class__ is ExactKey else key
 
     def key_group_of(self, key: Any) -> int:
         """The key group of ``key`` (cached; what :meth:`set_current_key` computes)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import struct
 import sys
 import threading
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_LOWER_BOUND_MAX_PARALLELISM",
     "UPPER_BOUND_MAX_PARALLELISM",
     "CanonicalKeys",
+    "ExactKey",
     "KeyGroupAssigner",
     "KeyGroupRange",
     "assign_key_to_parallel_operator",
@@ -47,6 +49,8 @@ __all__ = [
     "java_hash_code",
     "key_group_range_for_operator_index",
     "murmur_hash",
+    "state_key",
+    "user_key",
     "validate_max_parallelism",
 ]
 
@@ -196,7 +200,8 @@ def java_hash_code(key: object) -> int:
       enums and dataclasses.
 
     Like in Java, keys of different types that Python considers equal (``1``, ``1.0``,
-    ``True``) get different hash codes: use one key type per stream.
+    ``True``) get different hash codes; keyed state keeps them apart too
+    (:func:`state_key`).
 
     Args:
         key: The key to hash.
@@ -325,45 +330,185 @@ def canonical_key(key: Any) -> Any:
     return key
 
 
+class ExactKey(tuple[Any, Any]):
+    """A key as keyed state stores it when Python's ``==`` could match a key of another
+    type: equal only to a key of the same type structure and an equal value.
+
+    Flink compares keys with Java's ``equals``, under which ``Integer 1``, ``Double 1.0``
+    and ``Boolean true`` are three keys; Python's ``1 == 1.0 == True`` would make them one
+    dict entry wherever they share a dict (a key group's state, an accumulator table). So
+    every key that is not plain (:func:`state_key`) is wrapped in this class before it
+    touches state: ``(1, "a")`` stays as it is, ``(1.0, "a")`` becomes
+    ``ExactKey((1.0, "a"))``, and the two never meet. Functions never see the wrapper:
+    ``ctx.get_current_key()`` and a window function's ``key`` are the key itself
+    (:func:`user_key`). The key group is the key's own (``__flowkit_hash__``), and the
+    wrapper pickles as the key it holds, so snapshots carry it.
+
+    It is the pair ``(key, shape)`` (``shape``: the key's type structure), so hashing and
+    comparing it run in C: equal pairs are equal keys of equal types. No plain key equals
+    it (a plain tuple never holds a class).
+
+    Example:
+        >>> {state_key(1): "int", state_key(1.0): "float", state_key(True): "bool"}[1]
+        'int'
+        >>> len({state_key(k) for k in (1, 1.0, True, (1, "a"), (1.0, "a"))})
+        5
+        >>> user_key(state_key(1.0))
+        1.0
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, key: Any) -> ExactKey:
+        key = canonical_key(key)  # every NaN is one key, also after a restore
+        return tuple.__new__(cls, (key, _exact_shape(key)))
+
+    @property
+    def key(self) -> Any:
+        """The key itself."""
+        return self[0]
+
+    @property
+    def shape(self) -> Any:
+        """The key's type structure (its class, or a tuple of classes for containers)."""
+        return self[1]
+
+    def __flowkit_hash__(self) -> int:
+        return java_hash_code(self[0])
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return ExactKey, (self[0],)
+
+    def __repr__(self) -> str:
+        return f"ExactKey({self[0]!r})"
+
+
+#: Item classes of a plain key (:func:`state_key`): equal only to their own class.
+_PLAIN_ITEMS: Final = frozenset({str, int, bytes, type(None)})
+
+_native_state_key = speedups.state_key if speedups is not None else None
+
+
+def state_key(key: Any) -> Any:
+    """The object keyed state stores ``key`` under: ``key`` itself when it is plain, an
+    :class:`ExactKey` otherwise.
+
+    Plain keys are ``str``, ``int``, ``bytes``, ``None`` and tuples of plain keys: an
+    instance of one of them equals only instances of its own class (``int`` here is the
+    exact class, not ``bool``), so as dict keys they cannot meet a key of another type.
+    Every other key (floats, bools, named tuples, dataclasses, enums, frozensets, tuples
+    holding any of those, ...) is wrapped, and its NaNs made one (:func:`canonical_key`).
+    A key that is already an :class:`ExactKey` is returned as is.
+
+    Example:
+        >>> state_key(("a", 1)) == ("a", 1), state_key(("a", 1.0)) == ("a", 1.0)
+        (True, False)
+    """
+    cls = key.__class__
+    if cls is str or cls is int or cls is ExactKey:
+        return key
+    if cls is tuple:
+        if _PLAIN_ITEMS.issuperset(map(type, key)) or _plain_tuple(key):
+            return key
+    elif cls is bytes or key is None:
+        return key
+    return ExactKey(key)
+
+
+def _plain_tuple(key: tuple[Any, ...]) -> bool:
+    for item in key:
+        cls = item.__class__
+        if cls is tuple:
+            if not _plain_tuple(item):
+                return False
+        elif cls not in _PLAIN_ITEMS:
+            return False
+    return True
+
+
+def user_key(key: Any) -> Any:
+    """The key functions see for a key keyed state stores (undoes :func:`state_key`).
+
+    Example:
+        >>> user_key(state_key(True)) is True
+        True
+    """
+    return key[0] if key.__class__ is ExactKey else key
+
+
+def _exact_shape(key: Any) -> Any:
+    """The type structure of ``key``: two keys with equal shapes that Python finds equal
+    are equal under Java's ``equals`` too (same classes all the way down)."""
+    cls = key.__class__
+    if isinstance(key, tuple):
+        return (cls, *map(_exact_shape, key))
+    if isinstance(key, frozenset):
+        # Each item under its own exact form: {1, 2.0} and {1.0, 2} differ.
+        return (cls, frozenset(map(state_key, key)))
+    if dataclasses.is_dataclass(key) and not isinstance(key, type):
+        return (cls, *(_exact_shape(getattr(key, name)) for name in _dataclass_field_names(cls)))
+    return cls
+
+
 class CanonicalKeys:
-    """:func:`canonical_key` for one keyed operator, remembering the keys that need no
-    change, so that the record hot path pays a set lookup for them instead of a call.
+    """:func:`state_key` for one keyed operator, remembering the wrappers of scalar keys
+    (floats, bools, enum members, ...), so that a stream keyed by them does not build one
+    per record.
 
     ``str`` and ``int`` keys never need a change; callers skip them with a type test and
-    use this class for the other keys (tuples, floats, ...)::
+    call :attr:`canonical` for the other keys (tuples, floats, ...)::
 
-        if key.__class__ is not str and key.__class__ is not int and key not in plain:
-            key = canonical(key)  # plain = keys.plain, canonical = keys.canonical
+        if key.__class__ is not str and key.__class__ is not int:
+            key = canonical(key)  # canonical = keys.canonical
 
-    A key holding a fresh NaN object never equals a remembered key (NaN compares unequal
-    to everything but itself), so it always reaches :meth:`canonical`. The memory is
-    bounded: it is cleared when it reaches ``limit`` keys. ``key not in plain`` raises
-    ``TypeError`` for an unhashable key, as any dict of keyed state would.
+    With the compiled helpers, :attr:`canonical` passes plain keys and remembered
+    wrappers without a Python call. The memory is bounded: it is cleared when it reaches
+    ``limit`` keys.
 
     Example:
         >>> keys = CanonicalKeys()
         >>> key = ("a", 1)
-        >>> keys.canonical(key) is key, key in keys.plain
-        (True, True)
-        >>> keys.canonical(("a", float("nan")))[1] is CANONICAL_NAN
+        >>> keys.canonical(key) is key
         True
+        >>> keys.canonical(1.5) is keys.canonical(1.5), keys.canonical(1.0) == 1
+        (True, False)
     """
 
-    __slots__ = ("limit", "plain")
+    __slots__ = ("_size", "_wrapped", "canonical", "limit")
 
     def __init__(self, limit: int = 1 << 16) -> None:
-        #: Keys known to be canonical already.
-        self.plain: set[Any] = set()
+        #: Wrappers of scalar keys by class, then by key (exact within one class).
+        self._wrapped: dict[type, dict[Any, ExactKey]] = {}
+        self._size = 0
         self.limit = limit
+        #: :func:`state_key` of a key, with the wrappers remembered.
+        self.canonical: Callable[[Any], Any] = (
+            self._canonical
+            if _native_state_key is None
+            else functools.partial(_native_state_key, self._wrapped, self._canonical)
+        )
 
-    def canonical(self, key: Any) -> Any:
-        """:func:`canonical_key` of ``key``; remembers ``key`` if it needed no change."""
-        new = canonical_key(key)
-        if new is key:
-            plain = self.plain
-            if len(plain) >= self.limit:
-                plain.clear()
-            plain.add(key)
+    def _canonical(self, key: Any) -> Any:
+        cls = key.__class__
+        if cls is tuple or cls is ExactKey:
+            return state_key(key)
+        by_class = self._wrapped.get(cls)
+        if by_class is not None:
+            try:
+                wrapped = by_class.get(key)
+            except TypeError:  # unhashable: state_key's hash() says so
+                return state_key(key)
+            if wrapped is not None:
+                return wrapped
+        new = state_key(key)
+        # Only keys whose shape is their class: within it, == is as exact as the class's
+        # own (not so for dataclasses, whose equal instances may hold 1 and 1.0).
+        if new.__class__ is ExactKey and new.shape is cls:
+            if self._size >= self.limit:
+                self._wrapped.clear()
+                self._size = 0
+            self._wrapped.setdefault(cls, {})[new.key] = new  # a NaN under the one NaN
+            self._size += 1
         return new
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from flowkit.state.key_groups import (
     KeyGroupRange,
-    canonical_key,
+    state_key,
 )
 from flowkit.state.table import (
     _MISSING,
@@ -551,17 +551,20 @@ class SnapshotSlicer:
 
 
 def _canonical_keys(data: NamespaceMap) -> NamespaceMap:
-    """``data`` with its keys made canonical (:func:`canonical_key`), in place.
+    """``data`` with its keys in the form keyed state stores them (:func:`state_key`),
+    in place.
 
-    A restored key holding NaN is a new NaN object (pickle does not keep identity), which
-    would never equal the canonical NaN that keyed operators look state up with.
+    A snapshot written before keys were stored by exact type holds a float key as a
+    float; it is wrapped like a key stored now. A restored ``ExactKey`` made its
+    NaNs canonical when it was unpickled (pickle does not keep identity); see
+    :class:`~flowkit.state.key_groups.ExactKey`.
     """
     for namespace, entries in data.items():
         renamed = None
         for key in entries:
             if key.__class__ is str or key.__class__ is int:
                 continue
-            new = canonical_key(key)
+            new = state_key(key)
             if new is not key:
                 if renamed is None:
                     renamed = {}

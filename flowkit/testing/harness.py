@@ -232,7 +232,7 @@ class KeyedProcessFunctionHarness(OneInputOperatorHarness):
         super().__init__(KeyedProcessOperator("KeyedProcess", function, key_selector), restore_from)
 
     def get_current_key(self) -> Any:
-        return self.operator.backend.current_key  # type: ignore[attr-defined]
+        return self.operator.backend.get_current_key()  # type: ignore[attr-defined]
 
 
 class WindowOperatorHarness(OneInputOperatorHarness):

@@ -186,3 +186,20 @@ def test_a_generator_failing_after_its_first_item_names_the_record() -> None:
     )
     with pytest.raises(fk.JobFailed, match=r"on record 5 \(int\).*late"):
         env.execute()
+
+
+def test_keys_equal_across_types_have_state_of_their_own() -> None:
+    """ValueState per key with 1, 1.0 and True (three keys under Java's equals) and 67,
+    67.0, which also share a key group at max parallelism 128 (one dict of state)."""
+    from flowkit.state.key_groups import assign_to_key_group
+
+    assert assign_to_key_group(67, 128) == assign_to_key_group(67.0, 128)
+    keys: list[Any] = [67, 67.0, 1, 1.0, True, (1, "a"), (1.0, "a"), ("a", b"b"), None]
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    env.set_restart_strategy(fk.RestartStrategy.no_restart())
+    sink = fk.CollectSink()
+    env.from_collection(keys * 2).key_by(lambda v: v).process(Counting("tuple")).sink_to(sink)
+    env.execute()
+    assert sink.values == [(k, n) for n in (1, 2) for k in keys]
+    # ctx.get_current_key() is the key itself, of its own type
+    assert [type(k) for k, _ in sink.values] == [type(k) for k in keys * 2]

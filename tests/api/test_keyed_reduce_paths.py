@@ -95,3 +95,25 @@ def test_a_failing_key_selector_and_an_unhashable_key_are_named() -> None:
         _run([{"k": 1}, {"x": 3}], lambda r: r["k"], lambda ks: ks.reduce(lambda a, b: b))
     with pytest.raises(fk.JobFailed, match=r"key of type list"):
         _run([1, 2], lambda v: [v], lambda ks: ks.reduce(lambda a, b: b))
+
+
+def test_keys_equal_across_types_are_separate_keys() -> None:
+    """1, 1.0 and True are three keys in Flink (Java's equals); so are (1, "a") and
+    (1.0, "a"). 67 and 67.0 also share a key group at max parallelism 128, so one dict
+    holds both: Python's 67 == 67.0 must not merge them."""
+    assert fk_key_group(67) == fk_key_group(67.0)
+    keys: list[Any] = [67, 67.0, 1, 1.0, True, (1, "a"), (1.0, "a"), (True, "a")]
+    records = [(k, 1) for k in keys * 3]
+    for build in (
+        lambda ks: ks.sum(1),
+        lambda ks: ks.reduce(lambda x, y: (x[0], x[1] + y[1])),
+    ):
+        out = _run(records, lambda r: r[0], build)
+        assert out == [(k, n) for n in (1, 2, 3) for k in keys]
+        assert [type(k) for k, _ in out[: len(keys)]] == [type(k) for k in keys]
+
+
+def fk_key_group(key: Any) -> int:
+    from flowkit.state.key_groups import assign_to_key_group
+
+    return assign_to_key_group(key, 128)
