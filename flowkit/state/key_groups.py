@@ -361,6 +361,7 @@ class ExactKey(tuple[Any, Any]):
 
     def __new__(cls, key: Any) -> ExactKey:
         key = canonical_key(key)  # every NaN is one key, also after a restore
+        hash(key)  # an unhashable key fails here, as it would as a dict key
         return tuple.__new__(cls, (key, _exact_shape(key)))
 
     @property

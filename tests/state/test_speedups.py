@@ -91,6 +91,47 @@ def test_edge_values_and_bad_arguments() -> None:
     assert s.str_hash(type("Name", (str,), {})("hello")) == 99162322
 
 
+_plain_leaf = st.one_of(st.text(max_size=3), st.integers(), st.binary(max_size=2), st.none())
+_other_leaf = st.one_of(
+    st.floats(allow_nan=True), st.booleans(), st.frozensets(st.integers(0, 3), max_size=2)
+)
+_keys = st.recursive(
+    st.one_of(_plain_leaf, _other_leaf),
+    lambda inner: st.tuples(inner) | st.tuples(inner, inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=500, database=None, deadline=None)
+@given(_keys)
+def test_compiled_state_key_equals_the_pure_python_one(key: object) -> None:
+    """The compiled state_key passes plain keys as they are and leaves every other key to
+    the Python wrapper; both give the same stored form (also through CanonicalKeys'
+    memory of scalar keys)."""
+    expected = key_groups.state_key(key)
+    compiled = speedups.state_key({}, key_groups.state_key, key)
+    assert compiled == expected and type(compiled) is type(expected)
+    if type(expected) is not key_groups.ExactKey:
+        assert compiled is key
+    keys = key_groups.CanonicalKeys()
+    assert keys.canonical(key) == expected and keys.canonical(key) == expected
+
+
+def test_compiled_state_key_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="by_class must be a dict"):
+        speedups.state_key([], key_groups.state_key, 1.5)
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        speedups.state_key({}, 1.5)  # type: ignore[call-arg]
+    # an unhashable key reaches the slow function, whose hash() raises
+    with pytest.raises(TypeError, match="unhashable"):
+        speedups.state_key({list: {}}, key_groups.state_key, [1])
+    # a key nested deeper than the compiled check goes the slow way, with the same result
+    deep: object = "x"
+    for _ in range(20):
+        deep = (deep,)
+    assert speedups.state_key({}, key_groups.state_key, deep) is deep
+
+
 def test_flowkit_works_the_same_without_the_compiled_helpers() -> None:
     """The key-group and serialization tests again in a process that uses the pure-Python
     functions (and reads the binary format in pure Python)."""
@@ -108,6 +149,7 @@ def test_flowkit_works_the_same_without_the_compiled_helpers() -> None:
             "tests/runtime/test_serialization.py",
             "tests/api/test_keyed_process_paths.py",
             "tests/api/test_keyed_reduce_paths.py",
+            "tests/api/test_exact_keys.py",
             "tests/state/test_speedups.py::test_the_compiled_helpers_are_used_unless_switched_off",
         ],
         cwd=ROOT,
