@@ -727,6 +727,7 @@ speedups_decode_batch(PyObject *module, PyObject *payload)
  * ---------------------------------------------------------------------------------- */
 
 static PyObject *str_current_key, *str_current_key_group, *str_key, *str_ts, *str_record;
+static PyObject *str_window;
 
 static int
 intern_names(void)
@@ -738,8 +739,10 @@ intern_names(void)
     str_current_key_group = PyUnicode_InternFromString("current_key_group");
     str_key = PyUnicode_InternFromString("_key");
     str_ts = PyUnicode_InternFromString("_ts");
+    str_window = PyUnicode_InternFromString("_window");
     str_record = PyUnicode_InternFromString("_record");
-    if (!str_current_key || !str_current_key_group || !str_key || !str_ts || !str_record) {
+    if (!str_current_key || !str_current_key_group || !str_key || !str_ts || !str_window ||
+        !str_record) {
         return -1;
     }
     return 0;
@@ -1036,6 +1039,511 @@ speedups_state_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyObject_CallOneArg(slow, key);
 }
 
+/* ------------------------------------------------------------------------------------
+ * The window operator's input loop (flowkit/operators/window.py,
+ * WindowOperator._process_batch_fast): the same steps as the Python loop, in order, for
+ * each record and each window the assigner gives it (start down by slide).
+ * ---------------------------------------------------------------------------------- */
+
+/* The int64 value of an exact int, or 0 with *ok = 0 when it is not one or too big. */
+static int64_t
+exact_int64(PyObject *o, int *ok)
+{
+    if (!PyLong_CheckExact(o)) {
+        *ok = 0;
+        return 0;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        *ok = 0;
+        return 0;
+    }
+    *ok = 1;
+    return (int64_t)v;
+}
+
+/* Python's a % b (b > 0): never negative. */
+static int64_t
+py_mod(int64_t a, int64_t b)
+{
+    int64_t r = a % b;
+    return r < 0 ? r + b : r;
+}
+
+/* The row (list of per-key-group slots) of window `start`: slots[start], made by
+ * row_for(start) when missing. New reference, NULL on error. */
+static PyObject *
+window_row(PyObject *slots, PyObject *row_for, int64_t start)
+{
+    PyObject *start_obj = PyLong_FromLongLong(start);
+    if (start_obj == NULL) {
+        return NULL;
+    }
+    PyObject *row = PyDict_GetItemWithError(slots, start_obj); /* borrowed */
+    if (row != NULL) {
+        Py_INCREF(row);
+    }
+    else if (!PyErr_Occurred()) {
+        row = PyObject_CallOneArg(row_for, start_obj);
+        if (row != NULL && PyDict_SetItem(slots, start_obj, row) < 0) {
+            Py_CLEAR(row);
+        }
+    }
+    Py_DECREF(start_obj);
+    if (row != NULL && !PyList_CheckExact(row)) {
+        PyErr_SetString(PyExc_TypeError, "window_add(): a row must be a list");
+        Py_CLEAR(row);
+    }
+    return row;
+}
+
+/* Add `value` under `key` to a contents dict, as kind says (0: aggregate, 1: reduce,
+ * 2: list of elements). */
+static int
+window_add_to_dict(PyObject *entries, PyObject *key, PyObject *value, int kind,
+                   PyObject *fn, PyObject *create)
+{
+    PyObject *acc = PyDict_GetItemWithError(entries, key); /* borrowed */
+    if (acc == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *result;
+    if (kind == 0) {
+        PyObject *start = acc;
+        if (start == NULL) {
+            start = PyObject_CallNoArgs(create);
+            if (start == NULL) {
+                return -1;
+            }
+        }
+        else {
+            Py_INCREF(start);
+        }
+        PyObject *args[2] = {value, start};
+        result = PyObject_Vectorcall(fn, args, 2, NULL);
+        Py_DECREF(start);
+    }
+    else if (kind == 1) {
+        if (acc == NULL) {
+            result = Py_NewRef(value);
+        }
+        else {
+            Py_INCREF(acc);
+            PyObject *args[2] = {acc, value};
+            result = PyObject_Vectorcall(fn, args, 2, NULL);
+            Py_DECREF(acc);
+        }
+    }
+    else if (acc == NULL) {
+        result = PyList_New(1);
+        if (result != NULL) {
+            PyList_SET_ITEM(result, 0, Py_NewRef(value));
+        }
+    }
+    else {
+        int r;
+        Py_INCREF(acc);
+        if (PyList_Check(acc)) {
+            r = PyList_Append(acc, value);
+        }
+        else {
+            PyObject *done = PyObject_CallMethod(acc, "append", "O", value);
+            r = done == NULL ? -1 : 0;
+            Py_XDECREF(done);
+        }
+        Py_DECREF(acc);
+        return r;
+    }
+    if (result == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(entries, key, result);
+    Py_DECREF(result);
+    return r;
+}
+
+/* a - b into *out; 0 when it does not fit 64 bits. */
+static int
+sub_fits(int64_t a, int64_t b, int64_t *out)
+{
+    if ((b > 0 && a < INT64_MIN + b) || (b < 0 && a > INT64_MAX + b)) {
+        return 0;
+    }
+    *out = a - b;
+    return 1;
+}
+
+/* ts + lateness <= watermark, exactly (as with Python's ints). */
+static int
+is_late(int64_t ts, int64_t lateness, int64_t watermark)
+{
+    if (lateness > 0 && ts > INT64_MAX - lateness) {
+        return 0; /* the sum is beyond any watermark */
+    }
+    if (lateness < 0 && ts < INT64_MIN - lateness) {
+        return 1;
+    }
+    return ts + lateness <= watermark;
+}
+
+static PyObject *
+speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 21) {
+        PyErr_SetString(PyExc_TypeError, "window_add() takes 21 arguments");
+        return NULL;
+    }
+    PyObject *values = args[0], *timestamps = args[1], *key_of = args[2];
+    PyObject *canonical = args[3], *known_groups = args[4], *key_group_of = args[5];
+    PyObject *slots = args[6], *row_for = args[7], *slot_for = args[8];
+    PyObject *add_other = args[9], *late = args[10], *late_marker = args[11];
+    PyObject *fn = args[18], *create = args[19], *at = args[20];
+    int ok = 1, ok_all = 1;
+    const int64_t size = exact_int64(args[12], &ok);
+    ok_all &= ok;
+    const int64_t slide = exact_int64(args[13], &ok);
+    ok_all &= ok;
+    const int64_t offset = exact_int64(args[14], &ok);
+    ok_all &= ok;
+    const int64_t lateness = exact_int64(args[15], &ok);
+    ok_all &= ok;
+    const int64_t watermark = exact_int64(args[16], &ok);
+    ok_all &= ok;
+    const long kind = PyLong_AsLong(args[17]);
+    if (kind == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(values) || !PyList_CheckExact(timestamps) ||
+        !PyDict_CheckExact(known_groups) || !PyDict_CheckExact(slots) ||
+        !PyList_CheckExact(at) || PyList_GET_SIZE(at) != 1) {
+        PyErr_SetString(PyExc_TypeError, "window_add(): values, timestamps and at must be "
+                                         "lists (at of one item), known_groups and slots dicts");
+        return NULL;
+    }
+    const Py_ssize_t n = Py_MIN(PyList_GET_SIZE(values), PyList_GET_SIZE(timestamps));
+    if (!ok_all || size <= 0 || slide <= 0) {
+        return PyLong_FromLong(0); /* not a case for this loop: the Python one takes it */
+    }
+    int64_t row_start = 0;
+    PyObject *row = NULL; /* the row of window row_start, owned */
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *ts_obj = PyList_GET_ITEM(timestamps, i);
+        int64_t ts = exact_int64(ts_obj, &ok);
+        int64_t shifted, start, low;
+        if (!ok || !sub_fits(ts, offset, &shifted) ||
+            !sub_fits(ts, py_mod(shifted, slide), &start) || !sub_fits(ts, size, &low)) {
+            break; /* no timestamp, or windows beyond 64 bits: the Python loop goes on */
+        }
+        Py_INCREF(value);
+        Py_INCREF(ts_obj);
+        PyObject *key = NULL, *group = NULL;
+        key = PyObject_CallOneArg(key_of, value);
+        if (key == NULL) {
+            goto fail;
+        }
+        if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
+            Py_SETREF(key, PyObject_CallOneArg(canonical, key)); /* exact type, one NaN */
+            if (key == NULL) {
+                goto fail;
+            }
+        }
+        if (PyUnicode_CheckExact(key)) {
+            group = PyDict_GetItemWithError(known_groups, key);
+            if (group != NULL) {
+                Py_INCREF(group);
+            }
+            else if (PyErr_Occurred()) {
+                goto fail;
+            }
+        }
+        if (group == NULL) {
+            group = PyObject_CallOneArg(key_group_of, key);
+            if (group == NULL) {
+                goto fail;
+            }
+        }
+        const Py_ssize_t kg = PyNumber_AsSsize_t(group, PyExc_IndexError);
+        if (kg == -1 && PyErr_Occurred()) {
+            goto fail;
+        }
+        int skipped = 1;
+        while (start > low) {
+            if (row == NULL || start != row_start) {
+                Py_XDECREF(row);
+                row = window_row(slots, row_for, start);
+                row_start = start;
+                if (row == NULL) {
+                    goto fail;
+                }
+            }
+            if (kg < 0 || kg >= PyList_GET_SIZE(row)) {
+                PyErr_Format(PyExc_IndexError, "key group %zd outside the window's row", kg);
+                goto fail;
+            }
+            PyObject *entries = PyList_GET_ITEM(row, kg); /* borrowed from the row */
+            if (entries == Py_None) {
+                PyObject *start_obj = PyLong_FromLongLong(start);
+                if (start_obj == NULL) {
+                    goto fail;
+                }
+                PyObject *slot_args[2] = {start_obj, group};
+                entries = PyObject_Vectorcall(slot_for, slot_args, 2, NULL);
+                Py_DECREF(start_obj);
+                if (entries == NULL) {
+                    goto fail;
+                }
+                PyList_SetItem(row, kg, entries); /* steals it; the row keeps it alive */
+            }
+            Py_INCREF(entries);
+            int r = 0;
+            if (PyDict_CheckExact(entries)) {
+                skipped = 0;
+                r = window_add_to_dict(entries, key, value, (int)kind, fn, create);
+            }
+            else if (entries != late_marker) {
+                skipped = 0;
+                PyObject *other_args[3] = {entries, key, value};
+                PyObject *done = PyObject_Vectorcall(add_other, other_args, 3, NULL);
+                r = done == NULL ? -1 : 0;
+                Py_XDECREF(done);
+            }
+            Py_DECREF(entries);
+            if (r < 0) {
+                goto fail;
+            }
+            if (start < INT64_MIN + slide) {
+                break;
+            }
+            start -= slide;
+        }
+        if (skipped && is_late(ts, lateness, watermark)) {
+            PyObject *late_args[2] = {value, ts_obj};
+            PyObject *done = PyObject_Vectorcall(late, late_args, 2, NULL);
+            if (done == NULL) {
+                goto fail;
+            }
+            Py_DECREF(done);
+        }
+        Py_DECREF(group);
+        Py_DECREF(key);
+        Py_DECREF(ts_obj);
+        Py_DECREF(value);
+        continue;
+    fail:
+        Py_XDECREF(group);
+        Py_XDECREF(key);
+        Py_DECREF(ts_obj);
+        Py_DECREF(value);
+        Py_XDECREF(row);
+        {
+            /* at[0] = i, keeping the exception that is being raised */
+            PyObject *type, *exc, *tb;
+            PyErr_Fetch(&type, &exc, &tb);
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_SetItem(at, 0, index) < 0) {
+                PyErr_Clear();
+            }
+            PyErr_Restore(type, exc, tb);
+        }
+        return NULL;
+    }
+    Py_XDECREF(row);
+    return PyLong_FromSsize_t(i);
+}
+
+/* out_t.extend([max_ts] * (len(out_v) - *count)); *count = len(out_v) */
+static int
+stamp_outputs(PyObject *out_v, PyObject *out_t, PyObject *max_ts, Py_ssize_t *count)
+{
+    for (Py_ssize_t k = *count; k < PyList_GET_SIZE(out_v); k++) {
+        if (PyList_Append(out_t, max_ts) < 0) {
+            return -1;
+        }
+    }
+    *count = PyList_GET_SIZE(out_v);
+    return 0;
+}
+
+/* The window operator's firing loop (WindowOperator._fire_groups): evaluate the window
+ * for every key with contents, key group by key group, in the same steps. */
+static PyObject *
+speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "window_fire() takes 16 arguments");
+        return NULL;
+    }
+    PyObject *groups = args[0], *backend = args[1], *set_key = args[2], *call = args[3];
+    PyObject *second = args[4], *get_result = args[6], *clear = args[7];
+    PyObject *window = args[8], *ctx = args[9], *out_v = args[10], *out_t = args[11];
+    PyObject *max_ts = args[12], *side = args[13], *tag_class = args[14];
+    PyObject *exact_key_type = args[15];
+    const long kind = PyLong_AsLong(args[5]);
+    if (kind == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(groups) || !PyList_CheckExact(out_v) || !PyList_CheckExact(out_t)) {
+        PyErr_SetString(PyExc_TypeError, "window_fire(): groups, out_v and out_t must be lists");
+        return NULL;
+    }
+    if (intern_names() < 0) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(out_v);
+    for (Py_ssize_t g = 0; g < PyList_GET_SIZE(groups); g++) {
+        PyObject *pair = PyList_GET_ITEM(groups, g);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyDict_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "window_fire(): groups holds (kg, dict) pairs");
+            return NULL;
+        }
+        PyObject *entries = PyTuple_GET_ITEM(pair, 1);
+        Py_INCREF(pair); /* keeps entries alive while functions run */
+        if (set_key == Py_None &&
+            PyObject_SetAttr(backend, str_current_key_group, PyTuple_GET_ITEM(pair, 0)) < 0) {
+            Py_DECREF(pair);
+            return NULL;
+        }
+        const Py_ssize_t size = PyDict_GET_SIZE(entries);
+        Py_ssize_t pos = 0;
+        PyObject *key, *acc; /* borrowed from entries */
+        while (PyDict_Next(entries, &pos, &key, &acc)) {
+            Py_INCREF(key);
+            Py_INCREF(acc);
+            PyObject *done = NULL, *results = NULL, *it = NULL, *item = NULL;
+            int r = -1;
+            if (set_key == Py_None) {
+                if (PyObject_SetAttr(backend, str_current_key, key) < 0) {
+                    goto next;
+                }
+            }
+            else {
+                done = PyObject_CallOneArg(set_key, key);
+                if (done == NULL) {
+                    goto next;
+                }
+                Py_CLEAR(done);
+            }
+            if (call == Py_None) {
+                PyObject *result = kind == 0 ? PyObject_CallOneArg(get_result, acc)
+                                             : Py_NewRef(acc);
+                if (result == NULL) {
+                    goto next;
+                }
+                r = PyList_Append(out_v, result);
+                Py_DECREF(result);
+                if (r < 0) {
+                    goto next;
+                }
+            }
+            else {
+                PyObject *user_key = key;
+                if ((PyObject *)Py_TYPE(key) == exact_key_type && PyTuple_GET_SIZE(key) == 2) {
+                    user_key = PyTuple_GET_ITEM(key, 0); /* functions see the key itself */
+                }
+                PyObject *elements;
+                if (kind == 0) {
+                    PyObject *result = PyObject_CallOneArg(get_result, acc);
+                    elements = result == NULL ? NULL : PyList_New(1);
+                    if (elements != NULL) {
+                        PyList_SET_ITEM(elements, 0, result);
+                    }
+                    else {
+                        Py_XDECREF(result);
+                    }
+                }
+                else if (kind == 1) {
+                    elements = PyList_New(1);
+                    if (elements != NULL) {
+                        PyList_SET_ITEM(elements, 0, Py_NewRef(acc));
+                    }
+                }
+                else {
+                    elements = PySequence_List(acc);
+                }
+                if (elements == NULL) {
+                    goto next;
+                }
+                PyObject *call_args[3] = {user_key, second, elements};
+                results = PyObject_Vectorcall(call, call_args, 3, NULL);
+                Py_DECREF(elements);
+                if (results == NULL) {
+                    goto next;
+                }
+                if (results != Py_None) {
+                    it = PyObject_GetIter(results);
+                    if (it == NULL) {
+                        goto next;
+                    }
+                    while ((item = PyIter_Next(it)) != NULL) {
+                        int is_side = 0;
+                        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+                            is_side = PyObject_IsInstance(PyTuple_GET_ITEM(item, 0), tag_class);
+                            if (is_side < 0) {
+                                goto next;
+                            }
+                        }
+                        if (is_side) {
+                            PyObject *side_args[3] = {PyTuple_GET_ITEM(item, 0),
+                                                      PyTuple_GET_ITEM(item, 1), max_ts};
+                            done = PyObject_Vectorcall(side, side_args, 3, NULL);
+                            if (done == NULL) {
+                                goto next;
+                            }
+                            Py_CLEAR(done);
+                        }
+                        else if (PyList_Append(out_v, item) < 0) {
+                            goto next;
+                        }
+                        Py_CLEAR(item);
+                    }
+                    if (PyErr_Occurred()) {
+                        goto next;
+                    }
+                }
+            }
+            if (clear != Py_None) {
+                if (stamp_outputs(out_v, out_t, max_ts, &count) < 0) {
+                    goto next;
+                }
+                done = PyObject_CallOneArg(clear, window);
+                if (done == NULL) {
+                    goto next;
+                }
+                Py_CLEAR(done);
+                if (PyObject_SetAttr(ctx, str_window, window) < 0) {
+                    goto next;
+                }
+            }
+            r = 0;
+        next:
+            Py_XDECREF(item);
+            Py_XDECREF(it);
+            Py_XDECREF(results);
+            Py_DECREF(acc);
+            Py_DECREF(key);
+            if (r < 0 || PyErr_Occurred()) {
+                Py_DECREF(pair);
+                return NULL;
+            }
+            if (PyDict_GET_SIZE(entries) != size) {
+                Py_DECREF(pair);
+                PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+                return NULL;
+            }
+        }
+        Py_DECREF(pair);
+    }
+    if (stamp_outputs(out_v, out_t, max_ts, &count) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -1063,6 +1571,19 @@ static PyMethodDef speedups_methods[] = {
      "state_key(by_class, slow, key, /)\n--\n\n"
      "key if it is plain (exact str, int, bytes, None, or a tuple of plain keys), else\n"
      "by_class[type(key)][key] if present, else slow(key)."},
+    {"window_add", (PyCFunction)(void (*)(void))speedups_window_add, METH_FASTCALL,
+     "window_add(values, timestamps, key_of, canonical, known_groups, key_group_of, slots,\n"
+     "           row_for, slot_for, add_other, late, late_marker, size, slide, offset,\n"
+     "           lateness, watermark, kind, fn, create, at, /)\n--\n\n"
+     "The input loop of flowkit.operators.window.WindowOperator._process_batch_fast. Returns\n"
+     "how many records it handled: the Python loop takes the rest (a record without an int\n"
+     "timestamp, or windows beyond 64 bits). On an error, at[0] is the failing record's\n"
+     "index."},
+    {"window_fire", (PyCFunction)(void (*)(void))speedups_window_fire, METH_FASTCALL,
+     "window_fire(groups, backend, set_key, call, second, kind, get_result, clear, window,\n"
+     "            ctx, out_v, out_t, max_ts, side, tag_class, exact_key_type, /)\n--\n\n"
+     "The firing loop of flowkit.operators.window.WindowOperator._fire_groups (set_key None:\n"
+     "the key and key group are set as attributes of backend)."},
     {"reduce_batch", (PyCFunction)(void (*)(void))speedups_reduce_batch, METH_FASTCALL,
      "reduce_batch(values, key_of, accs, reduce, state_key, out, pair_sum, /)\n--\n\n"
      "The keyed reduce loop of flowkit.operators.keyed.KeyedReduceOperator: one output\n"
@@ -1089,7 +1610,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 3) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 4) < 0) {
         Py_CLEAR(module);
     }
     return module;

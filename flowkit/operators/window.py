@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from typing import Any, Final, NoReturn
 
+from flowkit._native import speedups
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK, OutputTag
 from flowkit.eventtime.timers import END_OF_TIME, InternalTimerService
 from flowkit.eventtime.timestamps import to_timestamp
@@ -81,6 +82,8 @@ __all__ = ["WindowOperator"]
 CONTENTS = "window-contents"
 MERGING_WINDOWS = "merging-window-set"
 _MISSING: Any = object()
+_native_window_add = speedups.window_add if speedups is not None else None
+_native_window_fire = speedups.window_fire if speedups is not None else None
 
 
 def _no_time() -> None:
@@ -561,6 +564,46 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         create: Any = aggregate.create_accumulator if aggregate is not None else None
         value: Any = NO_RECORD
         ts: Any = None
+        if (
+            _native_window_add is not None
+            and values.__class__ is list
+            and timestamps.__class__ is list
+        ):
+            # The loops below in C (flowkit/_speedups.c), when it is built. It stops at a
+            # record it does not take (no int timestamp, windows beyond 64 bits); the
+            # Python loops go on from there.
+            at = [0]
+            try:
+                done = _native_window_add(
+                    values,
+                    timestamps,
+                    key_of,
+                    canonical,
+                    known_groups,
+                    key_group_of,
+                    slots,
+                    row_for,
+                    slot_for,
+                    add_other,
+                    late,
+                    _LATE,
+                    size,
+                    slide,
+                    offset,
+                    lateness,
+                    watermark,
+                    kind,
+                    add if kind == 0 else reduce,
+                    create,
+                    at,
+                )
+            except Exception as exc:
+                value, ts = values[at[0]], timestamps[at[0]]
+                error = exc if ts is not None else self._no_timestamp_error(value, exc)
+                self._raise_failure(error, record=value)
+            if done >= len(values):
+                return
+            values, timestamps = values[done:], timestamps[done:]
         try:
             if slide == size:  # one window per element: the loop below without the while
                 low = high = 0
@@ -854,6 +897,27 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         out_t = self._out_stamps
         append = out_v.append
         side = self._emit_side
+        if _native_window_fire is not None and groups.__class__ is list:
+            # The loop below in C (flowkit/_speedups.c), when it is built.
+            _native_window_fire(
+                groups,
+                backend,
+                None if plain_switch else set_key,
+                call,
+                second,
+                kind,
+                get_result,
+                clear,
+                window,
+                ctx,
+                out_v,
+                out_t,
+                max_ts,
+                side,
+                OutputTag,
+                ExactKey,
+            )
+            return
         count = len(out_v)
         for kg, entries in groups:
             if plain_switch:
