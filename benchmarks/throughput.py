@@ -137,6 +137,61 @@ def flowkit_w2_reduce(events: Events) -> tuple[int, dict[str, int]]:
     return len(sink.values), latest
 
 
+# ------------------------------------------------------------------ W2 into a sink like the loop's
+class _LatestWriter(fk.SinkWriter):
+    def __init__(self, sink: LatestSink) -> None:
+        self.sink = sink
+
+    def write_batch(self, values: list[Any], timestamps: list[Any] | None) -> None:
+        sink = self.sink
+        latest = sink.latest
+        field = sink.field
+        if field is None:
+            for user, total in values:
+                latest[user] = total
+        else:
+            for e in values:
+                latest[e["user"]] = e[field]
+        sink.count += len(values)
+
+
+class LatestSink(fk.Sink):
+    """Counts the results and keeps the latest one per user, as the loop's sink does
+    (``latest[k] = out``): ``(user, total)`` pairs, or dicts whose ``field`` is taken."""
+
+    def __init__(self, field: str | None = None) -> None:
+        self.count = 0
+        self.latest: dict[str, int] = {}
+        self.field = field
+
+    def create_writer(self, subtask_index: int, parallelism: int) -> fk.SinkWriter:
+        return _LatestWriter(self)
+
+
+def flowkit_w2_latest(events: Events) -> tuple[int, dict[str, int]]:
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = LatestSink()
+    env.from_collection(events).key_by(user_key).process(RollingSum()).sink_to(sink)
+    env.execute("W2-latest")
+    return sink.count, sink.latest
+
+
+def flowkit_w2_sum_latest(events: Events) -> tuple[int, dict[str, int]]:
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = LatestSink()
+    env.from_collection(events).map(_user_value).key_by(lambda t: t[0]).sum(1).sink_to(sink)
+    env.execute("W2-sum-latest")
+    return sink.count, sink.latest
+
+
+def flowkit_w2_reduce_latest(events: Events) -> tuple[int, dict[str, int]]:
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    sink = LatestSink("value")
+    env.from_collection(events).key_by(user_key).reduce(_add).sink_to(sink)
+    env.execute("W2-reduce-latest")
+    return sink.count, sink.latest
+
+
 # ------------------------------------------------------------------ W3
 class CountAggregate(fk.AggregateFunction):
     def create_accumulator(self) -> int:
@@ -185,6 +240,9 @@ WORKLOADS: dict[str, tuple[str, Callable[[Events], Any]]] = {
     "W2-p2": ("w2", lambda events: flowkit_w2(events, 2)),
     "W2-sum": ("w2", flowkit_w2_sum),
     "W2-reduce": ("w2", flowkit_w2_reduce),
+    "W2-latest": ("w2", flowkit_w2_latest),
+    "W2-sum-latest": ("w2", flowkit_w2_sum_latest),
+    "W2-reduce-latest": ("w2", flowkit_w2_reduce_latest),
     "W3": ("w3", flowkit_w3),
 }
 
