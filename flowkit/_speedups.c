@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 
 /* Strings are always ready from Python 3.12 on (and the macro is deprecated there). */
@@ -985,14 +986,19 @@ speedups_reduce_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * CanonicalKeys.canonical): plain keys as they are, others through a cache or `slow`.
  * ---------------------------------------------------------------------------------- */
 
-/* Whether `key` equals only objects of its own class: exact str, int, bytes, None, and
- * exact tuples of such keys (nested up to a small depth; deeper ones go the slow way). */
+/* Whether `key` is plain (state_key in flowkit/state/key_groups.py): exact str, int,
+ * bytes, None, floats that are neither whole numbers nor NaN, and exact tuples of such
+ * keys (nested up to a small depth; deeper ones go the slow way). */
 static int
 is_plain_key(PyObject *key, int depth)
 {
     if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key) || PyBytes_CheckExact(key) ||
         key == Py_None) {
         return 1;
+    }
+    if (PyFloat_CheckExact(key)) {
+        const double v = PyFloat_AS_DOUBLE(key);
+        return v == v && (isinf(v) || floor(v) != v);
     }
     if (!PyTuple_CheckExact(key) || depth > 8) {
         return 0;
@@ -1569,7 +1575,8 @@ static PyMethodDef speedups_methods[] = {
      "The keyed process loop of flowkit.operators.process._run_keyed."},
     {"state_key", (PyCFunction)(void (*)(void))speedups_state_key, METH_FASTCALL,
      "state_key(by_class, slow, key, /)\n--\n\n"
-     "key if it is plain (exact str, int, bytes, None, or a tuple of plain keys), else\n"
+     "key if it is plain (exact str, int, bytes, None, a float neither whole nor NaN, or a\n"
+     "tuple of plain keys), else\n"
      "by_class[type(key)][key] if present, else slow(key)."},
     {"window_add", (PyCFunction)(void (*)(void))speedups_window_add, METH_FASTCALL,
      "window_add(values, timestamps, key_of, canonical, known_groups, key_group_of, slots,\n"
@@ -1610,7 +1617,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 4) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 5) < 0) {
         Py_CLEAR(module);
     }
     return module;

@@ -72,6 +72,7 @@ from flowkit.state.key_groups import (
     KeyGroupRange,
     assign_to_key_group,
     key_group_range_for_operator_index,
+    state_key,
     user_key,
 )
 
@@ -742,7 +743,11 @@ class SnapshotReader:
         return found
 
     def accumulators(self, op_id: str) -> dict[Any, Any]:
-        """Rolling-aggregate accumulators (``reduce``, ``sum``, ...) of an operator by key."""
+        """Rolling-aggregate accumulators (``reduce``, ``sum``, ...) of an operator by key.
+
+        Keys that Python finds equal across types (``1``, ``1.0``, ``True``) are separate
+        keys of the job but one key of this dict; :meth:`key_groups` counts each of them.
+        """
         return {key: value for _subtask, _kg, g in self._groups(op_id) for key, value in g.extra}
 
     def source_positions(self, op_id: str) -> dict[int, Any]:
@@ -959,7 +964,7 @@ def _count_keys(keys: Iterable[Any]) -> int:
     unhashable: list[Any] = []
     for key in keys:
         try:
-            hashable.add(key)
+            hashable.add(state_key(key))  # 1, 1.0 and True: three keys, as in the job
         except TypeError:
             if key not in unhashable:
                 unhashable.append(key)

@@ -12,7 +12,7 @@ from typing import Any
 
 from flowkit.elements import MIN_WATERMARK
 from flowkit.eventtime.timers import InternalTimerService
-from flowkit.state.key_groups import KeyGroupRange, state_key
+from flowkit.state.key_groups import KeyGroupRange, state_key, user_key
 
 __all__ = ["restore_keyed", "snapshot_keyed"]
 
@@ -70,10 +70,10 @@ def restore_keyed(
             # stored by exact type holds float keys as floats; restored NaNs are new
             # objects): state_key makes them so again.
             for domain, timestamp, key, namespace in part["timers"]:
-                key = state_key(key)
+                key = state_key(user_key(key))
                 (event if domain == "event" else processing).append((timestamp, key, namespace))
             if extra is not None:
                 for key, value in part["extra"]:
-                    extra[state_key(key)] = value
+                    extra[state_key(user_key(key))] = value
     if timers is not None and (event or processing):
         timers.restore({"watermark": MIN_WATERMARK, "event": event, "processing": processing})

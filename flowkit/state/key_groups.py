@@ -394,9 +394,11 @@ def state_key(key: Any) -> Any:
     """The object keyed state stores ``key`` under: ``key`` itself when it is plain, an
     :class:`ExactKey` otherwise.
 
-    Plain keys are ``str``, ``int``, ``bytes``, ``None`` and tuples of plain keys: an
-    instance of one of them equals only instances of its own class (``int`` here is the
-    exact class, not ``bool``), so as dict keys they cannot meet a key of another type.
+    Plain keys are ``str``, ``int``, ``bytes``, ``None``, floats that are not whole
+    numbers (nor NaN) and tuples of plain keys: a plain key equals no plain key of
+    another type (``int`` here is the exact class, not ``bool``; ``1.0`` is not plain, as
+    it equals ``1``), and no wrapped key, so as dict keys they cannot meet a key of
+    another type.
     Every other key (floats, bools, named tuples, dataclasses, enums, frozensets, tuples
     holding any of those, ...) is wrapped, and its NaNs made one (:func:`canonical_key`).
     A key that is already an :class:`ExactKey` is returned as is.
@@ -411,6 +413,9 @@ def state_key(key: Any) -> Any:
     if cls is tuple:
         if _PLAIN_ITEMS.issuperset(map(type, key)) or _plain_tuple(key):
             return key
+    elif cls is float:
+        if key == key and not key.is_integer():
+            return key
     elif cls is bytes or key is None:
         return key
     return ExactKey(key)
@@ -421,6 +426,9 @@ def _plain_tuple(key: tuple[Any, ...]) -> bool:
         cls = item.__class__
         if cls is tuple:
             if not _plain_tuple(item):
+                return False
+        elif cls is float:
+            if item != item or item.is_integer():
                 return False
         elif cls not in _PLAIN_ITEMS:
             return False

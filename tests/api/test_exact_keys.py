@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import decimal
+import fractions
+import math
 import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,7 +41,7 @@ from flowkit.state.key_groups import (
 from flowkit.window import TumblingEventTimeWindows
 
 #: Keys that Python finds equal in pairs or threes; 67 and 67.0 share a key group at 128.
-KEYS: list[Any] = [67, 67.0, 1, 1.0, True, (1, "a"), (1.0, "a"), (True, "a")]
+KEYS: list[Any] = [67, 67.0, 1, 1.0, True, (1, "a"), (1.0, "a"), (True, "a"), 2.5, (2.5, "a")]
 
 
 def test_67_and_67_0_share_a_key_group() -> None:
@@ -57,8 +60,14 @@ class Cell:
 
 
 def test_plain_keys_are_stored_as_they_are() -> None:
-    for key in ["s", 5, b"b", None, ("a", 1), ("a", (1, b"x", None))]:
+    """Keys that equal no key of another type: no wrapper (floats that are not whole
+    numbers equal no int)."""
+    for key in ["s", 5, b"b", None, ("a", 1), ("a", (1, b"x", None)), 0.5, -2.25, math.inf]:
         assert state_key(key) is key
+    for key in [("a", 0.5), ((0.5, -math.inf), "b")]:
+        assert state_key(key) is key
+    for key in [1.0, -0.0, 0.0, 1e300, math.nan, ("a", 2.0), ("a", math.nan)]:
+        assert isinstance(state_key(key), ExactKey), key
 
 
 def test_other_keys_are_told_apart_by_type() -> None:
@@ -68,6 +77,8 @@ def test_other_keys_are_told_apart_by_type() -> None:
         [(1, "a"), (1.0, "a"), (True, "a"), Point(1, "a")],
         [Cell(1), Cell(1.0)],
         [frozenset({1, 2.0}), frozenset({1.0, 2})],
+        [0.5, fractions.Fraction(1, 2), decimal.Decimal("0.5")],
+        [(0.5, "a"), (fractions.Fraction(1, 2), "a")],
     ]
     for equal_in_python in groups:
         stored = [state_key(k) for k in equal_in_python]
@@ -293,3 +304,14 @@ def test_apply_to_keyed_state_visits_each_exact_key_as_itself() -> None:
     assert sorted((type(k).__name__, repr(k), n) for k, n in out) == sorted(
         (type(k).__name__, repr(k), 2 if k == 67.0 and type(k) is float else 1) for k in KEYS
     )
+
+
+async def test_the_snapshot_reader_counts_exact_keys_apart(tmp_path: Path) -> None:
+    env = counts_job(1, "once", fk.CollectSink())
+    env.enable_checkpointing(60_000, directory=tmp_path)
+    client = await env.execute_async("once")
+    await asyncio.wait_for(client.wait(), 30)
+    reader = await read_snapshot(tmp_path)
+    assert sum(info.keys for info in reader.key_groups("count").values()) == len(KEYS)
+    assert sum(info.keys for info in reader.key_groups("sum").values()) == len(KEYS)
+    assert reader.problems(check_keys=True) == []
