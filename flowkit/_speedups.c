@@ -5,9 +5,11 @@
  * when FLOWKIT_NO_EXTENSIONS is set), flowkit uses the pure-Python functions, which
  * compute exactly the same values. The tests compare the two.
  *
- * The functions: a key's group, that is Flink's murmur hash of Java's hashCode of the key
- * (flowkit/state/key_groups.py), and the encoding of record batches for channels
- * (flowkit/serialization.py).
+ * The functions: a key's group, that is Flink's murmur hash of Java's hashCode of the key,
+ * and the form keyed state stores a key in (flowkit/state/key_groups.py); the encoding of
+ * record batches for channels (flowkit/serialization.py); the keyed process loop
+ * (flowkit/operators/process.py), the keyed reduce loop (flowkit/operators/keyed.py), and
+ * the window operator's input and firing loops (flowkit/operators/window.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1601,7 +1603,7 @@ static PyMethodDef speedups_methods[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "flowkit._speedups",
-    "Compiled versions of flowkit's key-group hashes and record batch encoding.",
+    "Compiled versions of flowkit's key-group hashes, record batch encoding and hot loops.",
     0,
     speedups_methods,
     NULL,
