@@ -259,8 +259,12 @@ async def test_a_restored_reader_acknowledges_what_its_checkpoint_covers_and_get
     again = Output()
     await restored.open()
     try:
-        info = await js.consumer_info(stream_name, "r")
-        assert info.ack_floor.stream_seq == 10
+        # The reader's acks have reached the server when open() returns; JetStream moves
+        # the consumer's ack floor when it has processed them, a moment later.
+        async def floor() -> int:
+            return int((await js.consumer_info(stream_name, "r")).ack_floor.stream_seq)
+
+        await wait_for(lambda: floor_is(floor, 10), 5, "ack floor 10")
         await asyncio.wait_for(read_until(restored, again, 20), 5)
         assert sorted(again.values) == sorted(f"m{i}" for i in range(10, 30))
     finally:
