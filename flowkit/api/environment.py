@@ -895,6 +895,8 @@ def _run_in_worker_thread(main: Callable[[], Coroutine[Any, Any, T]], use_uvloop
     except BaseException:  # KeyboardInterrupt from an interrupted notebook cell
         if not finished.is_set():
             cancel_and_wait()
+        else:
+            worker.join()  # it ended meanwhile: nothing may run on once this raises
         raise
     worker.join()
     error = outcome.get("error")
