@@ -794,6 +794,44 @@ gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stam
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* The key of `value` (key_of(value), through `normalize` unless it is an exact str, or an
+ * exact int when ints_are_final) and its key group (str_groups[key] for a str key found
+ * there, else group_of(key)): the first steps of the keyed loops. New references in *key
+ * and *group; -1 with both NULL on an error. */
+static int
+key_and_group(PyObject *value, PyObject *key_of, PyObject *normalize, int ints_are_final,
+              PyObject *str_groups, PyObject *group_of, PyObject **key, PyObject **group)
+{
+    *group = NULL;
+    *key = PyObject_CallOneArg(key_of, value);
+    if (*key == NULL) {
+        return -1;
+    }
+    if (!PyUnicode_CheckExact(*key) && !(ints_are_final && PyLong_CheckExact(*key))) {
+        Py_SETREF(*key, PyObject_CallOneArg(normalize, *key));
+        if (*key == NULL) {
+            return -1;
+        }
+    }
+    if (PyUnicode_CheckExact(*key)) {
+        *group = PyDict_GetItemWithError(str_groups, *key); /* borrowed */
+        if (*group != NULL) {
+            Py_INCREF(*group);
+            return 0;
+        }
+        if (PyErr_Occurred()) {
+            Py_CLEAR(*key);
+            return -1;
+        }
+    }
+    *group = PyObject_CallOneArg(group_of, *key);
+    if (*group == NULL) {
+        Py_CLEAR(*key);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -826,31 +864,8 @@ speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(value);
         Py_INCREF(ts);
         PyObject *key = NULL, *group = NULL, *result = NULL;
-        key = PyObject_CallOneArg(key_selector, value);
-        if (key == NULL) {
-            goto fail;
-        }
-        if (PyUnicode_CheckExact(key)) {
-            group = PyDict_GetItemWithError(str_groups, key);
-            if (group != NULL) {
-                Py_INCREF(group);
-            }
-            else if (PyErr_Occurred()) {
-                goto fail;
-            }
-            else {
-                group = PyObject_CallOneArg(group_of, key);
-            }
-        }
-        else {
-            PyObject *normal = PyObject_CallOneArg(normalize, key);
-            Py_SETREF(key, normal);
-            if (key == NULL) {
-                goto fail;
-            }
-            group = PyObject_CallOneArg(group_of, key);
-        }
-        if (group == NULL) {
+        if (key_and_group(value, key_selector, normalize, 0, str_groups, group_of, &key,
+                          &group) < 0) {
             goto fail;
         }
         if (PyObject_SetAttr(backend, str_current_key, key) < 0 ||
@@ -1249,30 +1264,10 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(value);
         Py_INCREF(ts_obj);
         PyObject *key = NULL, *group = NULL;
-        key = PyObject_CallOneArg(key_of, value);
-        if (key == NULL) {
+        /* canonical: the exact-type form of keys other than str and int, one NaN */
+        if (key_and_group(value, key_of, canonical, 1, known_groups, key_group_of, &key,
+                          &group) < 0) {
             goto fail;
-        }
-        if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
-            Py_SETREF(key, PyObject_CallOneArg(canonical, key)); /* exact type, one NaN */
-            if (key == NULL) {
-                goto fail;
-            }
-        }
-        if (PyUnicode_CheckExact(key)) {
-            group = PyDict_GetItemWithError(known_groups, key);
-            if (group != NULL) {
-                Py_INCREF(group);
-            }
-            else if (PyErr_Occurred()) {
-                goto fail;
-            }
-        }
-        if (group == NULL) {
-            group = PyObject_CallOneArg(key_group_of, key);
-            if (group == NULL) {
-                goto fail;
-            }
         }
         const Py_ssize_t kg = PyNumber_AsSsize_t(group, PyExc_IndexError);
         if (kg == -1 && PyErr_Occurred()) {
