@@ -751,7 +751,9 @@ intern_names(void)
     return 0;
 }
 
-/* What the function returned for one record (a generator or a list: walked here). */
+/* Walk what a user function returned (any iterable): a (tag, value) pair whose tag is a
+ * tag_class goes to side(tag, value, ts), anything else is appended to out (and ts to
+ * stamps when has_ts). */
 static int
 gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stamps,
        PyObject *side, PyObject *tag_class)
@@ -1417,7 +1419,7 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         while (PyDict_Next(entries, &pos, &key, &acc)) {
             Py_INCREF(key);
             Py_INCREF(acc);
-            PyObject *done = NULL, *results = NULL, *it = NULL, *item = NULL;
+            PyObject *done = NULL, *results = NULL;
             int r = -1;
             if (set_key == Py_None) {
                 if (PyObject_SetAttr(backend, str_current_key, key) < 0) {
@@ -1477,36 +1479,10 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (results == NULL) {
                     goto next;
                 }
-                if (results != Py_None) {
-                    it = PyObject_GetIter(results);
-                    if (it == NULL) {
-                        goto next;
-                    }
-                    while ((item = PyIter_Next(it)) != NULL) {
-                        int is_side = 0;
-                        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
-                            is_side = PyObject_IsInstance(PyTuple_GET_ITEM(item, 0), tag_class);
-                            if (is_side < 0) {
-                                goto next;
-                            }
-                        }
-                        if (is_side) {
-                            PyObject *side_args[3] = {PyTuple_GET_ITEM(item, 0),
-                                                      PyTuple_GET_ITEM(item, 1), max_ts};
-                            done = PyObject_Vectorcall(side, side_args, 3, NULL);
-                            if (done == NULL) {
-                                goto next;
-                            }
-                            Py_CLEAR(done);
-                        }
-                        else if (PyList_Append(out_v, item) < 0) {
-                            goto next;
-                        }
-                        Py_CLEAR(item);
-                    }
-                    if (PyErr_Occurred()) {
-                        goto next;
-                    }
+                /* stamped below, all with max_ts; side outputs get it too */
+                if (results != Py_None &&
+                    gather(results, max_ts, 0, out_v, out_t, side, tag_class) < 0) {
+                    goto next;
                 }
             }
             if (clear != Py_None) {
@@ -1524,8 +1500,6 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             r = 0;
         next:
-            Py_XDECREF(item);
-            Py_XDECREF(it);
             Py_XDECREF(results);
             Py_DECREF(acc);
             Py_DECREF(key);
