@@ -398,9 +398,9 @@ def state_key(key: Any) -> Any:
     numbers (nor NaN) and tuples of plain keys: a plain key equals no plain key of
     another type (``int`` here is the exact class, not ``bool``; ``1.0`` is not plain, as
     it equals ``1``), and no wrapped key, so as dict keys they cannot meet a key of
-    another type.
-    Every other key (floats, bools, named tuples, dataclasses, enums, frozensets, tuples
-    holding any of those, ...) is wrapped, and its NaNs made one (:func:`canonical_key`).
+    another type. Every other key (whole-number floats, NaN, bools, named tuples,
+    dataclasses, enums, frozensets, tuples holding any of those, ...) is wrapped, and its
+    NaNs made one (:func:`canonical_key`).
     A key that is already an :class:`ExactKey` is returned as is.
 
     Example:
@@ -461,8 +461,8 @@ def _exact_shape(key: Any) -> Any:
 
 class CanonicalKeys:
     """:func:`state_key` for one keyed operator, remembering the wrappers of scalar keys
-    (floats, bools, enum members, ...), so that a stream keyed by them does not build one
-    per record.
+    (whole-number floats, bools, enum members, ...), so that a stream keyed by them does
+    not build one per record.
 
     ``str`` and ``int`` keys never need a change; callers skip them with a type test and
     call :attr:`canonical` for the other keys (tuples, floats, ...)::
