@@ -98,6 +98,7 @@ def _has_checkpoint(directory: Path) -> bool:
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_sigkill_at_random_points_resumes_exactly_once(tmp_path: Path) -> None:
     """At least 20 SIGKILLs of ``flowkit run``, each run resumed from the checkpoint
     directory (``--restore-from``); the last run finishes the job."""
@@ -156,6 +157,7 @@ def _sessions(out: Path) -> set[str]:
     return {name.rsplit(".", 1)[1] for name in os.listdir(out) if ".inprogress." in name}
 
 
+@pytest.mark.slow
 def test_files_of_a_run_killed_before_its_first_checkpoint_are_gone_after_a_restore(
     tmp_path: Path,
 ) -> None:

@@ -73,6 +73,7 @@ def _taskmanager_pids(socket_dirs: list[str]) -> list[int]:
     ]
 
 
+@pytest.mark.slow
 def test_dispatcher_killed_and_started_again_resumes_the_job(tmp_path: Path) -> None:
     directory = tmp_path / "cluster"
     port = _free_port()

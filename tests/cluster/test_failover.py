@@ -32,6 +32,7 @@ async def test_job_runs_across_two_taskmanagers(cluster: Dispatcher, tmp_path: P
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.slow
 async def test_sigkill_of_a_taskmanager_keeps_output_exact(
     cluster: Dispatcher, tmp_path: Path, seed: int
 ) -> None:
@@ -61,6 +62,7 @@ async def test_sigkill_of_a_taskmanager_keeps_output_exact(
     check_output(out, records)
 
 
+@pytest.mark.slow
 async def test_a_taskmanager_that_stops_answering_is_lost_by_heartbeat_timeout(
     cluster: Dispatcher, tmp_path: Path
 ) -> None:

@@ -299,6 +299,7 @@ async def test_a_job_waits_for_slots_until_another_job_frees_them(
     check_output(tmp_path / "second", 300)
 
 
+@pytest.mark.slow
 async def test_failover_releases_and_requests_the_slots_again(
     cluster2x2: Dispatcher, tmp_path: Path
 ) -> None:

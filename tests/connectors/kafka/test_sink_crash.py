@@ -82,6 +82,7 @@ async def test_exceptions_inside_the_job_restart_it_and_the_topic_is_right(
         (DeliveryGuarantee.AT_LEAST_ONCE, 12, (2, 2, 2, 2)),
     ],
 )
+@pytest.mark.slow
 def test_sigkill_of_flowkit_run_resumed_with_restore_from(
     kafka_broker: str,
     tmp_path: Path,

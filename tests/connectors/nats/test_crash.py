@@ -82,6 +82,7 @@ async def test_exceptions_in_the_process_restart_the_job_and_every_record_is_wri
     )
 
 
+@pytest.mark.slow
 def test_sigkill_of_flowkit_run_and_restore_from_writes_every_record_once(
     nats_server: str, stream_name: str, tmp_path: Path
 ) -> None:

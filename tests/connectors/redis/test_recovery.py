@@ -163,6 +163,7 @@ async def test_exceptions_restart_the_job_and_the_redis_sink_holds_each_record_a
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("sink", "kills_wanted"), [("file", 5), ("redis", 3)])
+@pytest.mark.slow
 def test_sigkill_of_flowkit_run_resumes_from_the_checkpoint(
     sink: str, kills_wanted: int, redis_url: str, rdb: redis.Redis, tmp_path: Path
 ) -> None:
