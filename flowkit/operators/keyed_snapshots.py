@@ -12,7 +12,7 @@ from typing import Any
 
 from flowkit.elements import MIN_WATERMARK
 from flowkit.eventtime.timers import InternalTimerService
-from flowkit.state.key_groups import KeyGroupRange, state_key, user_key
+from flowkit.state.key_groups import KeyGroupRange, restored_key
 
 __all__ = ["restore_keyed", "snapshot_keyed"]
 
@@ -66,14 +66,11 @@ def restore_keyed(
         for kg, part in snapshot.get("key_groups", {}).items():
             if kg not in key_groups:
                 continue
-            # Keys in the form state stores them (a snapshot from before keys were
-            # stored by exact type holds float keys as floats; restored NaNs are new
-            # objects): state_key makes them so again.
             for domain, timestamp, key, namespace in part["timers"]:
-                key = state_key(user_key(key))
+                key = restored_key(key)
                 (event if domain == "event" else processing).append((timestamp, key, namespace))
             if extra is not None:
                 for key, value in part["extra"]:
-                    extra[state_key(user_key(key))] = value
+                    extra[restored_key(key)] = value
     if timers is not None and (event or processing):
         timers.restore({"watermark": MIN_WATERMARK, "event": event, "processing": processing})

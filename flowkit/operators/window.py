@@ -564,47 +564,46 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         create: Any = aggregate.create_accumulator if aggregate is not None else None
         value: Any = NO_RECORD
         ts: Any = None
-        if (
-            _native_window_add is not None
-            and values.__class__ is list
-            and timestamps.__class__ is list
-        ):
-            # The loops below in C (flowkit/_speedups.c), when it is built. It stops at a
-            # record it does not take (no int timestamp, windows beyond 64 bits); the
-            # Python loops go on from there.
-            at = [0]
-            try:
-                done = _native_window_add(
-                    values,
-                    timestamps,
-                    key_of,
-                    canonical,
-                    known_groups,
-                    key_group_of,
-                    slots,
-                    row_for,
-                    slot_for,
-                    add_other,
-                    late,
-                    _LATE,
-                    size,
-                    slide,
-                    offset,
-                    lateness,
-                    watermark,
-                    kind,
-                    add if kind == 0 else reduce,
-                    create,
-                    at,
-                )
-            except Exception as exc:
-                value, ts = values[at[0]], timestamps[at[0]]
-                error = exc if ts is not None else self._no_timestamp_error(value, exc)
-                self._raise_failure(error, record=value)
-            if done >= len(values):
-                return
-            values, timestamps = values[done:], timestamps[done:]
         try:
+            if (
+                _native_window_add is not None
+                and values.__class__ is list
+                and timestamps.__class__ is list
+            ):
+                # The loops below in C (flowkit/_speedups.c), when it is built. It stops at
+                # a record it does not take (no int timestamp, windows beyond 64 bits); the
+                # Python loops go on from there.
+                at = [0]
+                try:
+                    done = _native_window_add(
+                        values,
+                        timestamps,
+                        key_of,
+                        canonical,
+                        known_groups,
+                        key_group_of,
+                        slots,
+                        row_for,
+                        slot_for,
+                        add_other,
+                        late,
+                        _LATE,
+                        size,
+                        slide,
+                        offset,
+                        lateness,
+                        watermark,
+                        kind,
+                        add if kind == 0 else reduce,
+                        create,
+                        at,
+                    )
+                except Exception:
+                    value, ts = values[at[0]], timestamps[at[0]]  # the failing record
+                    raise
+                if done >= len(values):
+                    return
+                values, timestamps = values[done:], timestamps[done:]
             if slide == size:  # one window per element: the loop below without the while
                 low = high = 0
                 row: list[Any] | None = None

@@ -89,9 +89,6 @@ from flowkit.state.snapshot import (
     SnapshotSlicer as SnapshotSlicer,
 )
 from flowkit.state.snapshot import (
-    _canonical_keys as _canonical_keys,
-)
-from flowkit.state.snapshot import (
     _FrozenState as _FrozenState,
 )
 from flowkit.state.snapshot import (
@@ -99,6 +96,9 @@ from flowkit.state.snapshot import (
 )
 from flowkit.state.snapshot import (
     _pickles as _pickles,
+)
+from flowkit.state.snapshot import (
+    _stored_keys as _stored_keys,
 )
 from flowkit.state.snapshot import (
     _strip_ttl as _strip_ttl,
@@ -713,7 +713,7 @@ class HeapKeyedStateBackend:
                             f"key group {kg} of state {name!r} is in more than one snapshot"
                         )
                     data = data if private else _copy_module.deepcopy(data)
-                    loaded[(name, kg)] = _canonical_keys(data)
+                    loaded[(name, kg)] = _stored_keys(data)
         for name, (kind, ttl) in meta.items():
             table = self._tables.get(name)
             if table is None:

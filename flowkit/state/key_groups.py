@@ -49,6 +49,7 @@ __all__ = [
     "java_hash_code",
     "key_group_range_for_operator_index",
     "murmur_hash",
+    "restored_key",
     "state_key",
     "user_key",
     "validate_max_parallelism",
@@ -445,6 +446,19 @@ def user_key(key: Any) -> Any:
     return key[0] if key.__class__ is ExactKey else key
 
 
+def restored_key(key: Any) -> Any:
+    """The stored form of a key read back from a snapshot, decided anew from the key
+    itself: a snapshot written under another rule (floats stored as floats before keys
+    were stored by exact type) is read into this one, and restored NaNs become the one
+    NaN again.
+
+    Example:
+        >>> restored_key(1.0) == state_key(1.0), restored_key(ExactKey(2.5)) == 2.5
+        (True, True)
+    """
+    return state_key(user_key(key))
+
+
 def _exact_shape(key: Any) -> Any:
     """The type structure of ``key``: two keys with equal shapes that Python finds equal
     are equal under Java's ``equals`` too (same classes all the way down)."""
@@ -479,7 +493,7 @@ class CanonicalKeys:
         >>> key = ("a", 1)
         >>> keys.canonical(key) is key
         True
-        >>> keys.canonical(1.5) is keys.canonical(1.5), keys.canonical(1.0) == 1
+        >>> keys.canonical(float(3)) is keys.canonical(float(3)), keys.canonical(1.0) == 1
         (True, False)
     """
 

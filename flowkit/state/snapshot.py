@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from flowkit.state.key_groups import (
     KeyGroupRange,
-    state_key,
-    user_key,
+    restored_key,
 )
 from flowkit.state.table import (
     _MISSING,
@@ -551,21 +550,15 @@ class SnapshotSlicer:
         return SerializedSnapshot(self._header, self._slices)
 
 
-def _canonical_keys(data: NamespaceMap) -> NamespaceMap:
-    """``data`` with its keys in the form keyed state stores them (:func:`state_key`),
-    in place.
-
-    A snapshot written before keys were stored by exact type holds ``1.0`` as a float;
-    it is wrapped like a key stored now. Each key is decided anew from the key itself, so
-    a key stored wrapped by an older rule is stored as this one says. A restored NaN is a
-    new object (pickle does not keep identity); it is made the one NaN again.
-    """
+def _stored_keys(data: NamespaceMap) -> NamespaceMap:
+    """``data`` with its keys in the form keyed state stores them
+    (:func:`~flowkit.state.key_groups.restored_key`), in place."""
     for namespace, entries in data.items():
         renamed = None
         for key in entries:
             if key.__class__ is str or key.__class__ is int:
                 continue
-            new = state_key(user_key(key))  # decided anew: the rule may have changed
+            new = restored_key(key)
             if new is not key and (new.__class__ is not key.__class__ or new != key):
                 if renamed is None:
                     renamed = {}
