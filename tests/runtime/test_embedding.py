@@ -294,14 +294,20 @@ def press_ctrl_c_once(started: threading.Event) -> threading.Thread:
     return thread
 
 
-def no_job_thread_left() -> bool:
-    return not [t for t in threading.enumerate() if t.name == "flowkit-execute"]
+def job_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "flowkit-execute"}
+
+
+def no_job_thread_left(before: set[threading.Thread]) -> bool:
+    """No job thread runs that was started since ``before`` was taken (this test's)."""
+    return not job_threads() - before
 
 
 def test_ctrl_c_on_execute_in_a_running_loop_cancels_the_job() -> None:
     # A notebook kernel: Ctrl-C (an interrupted cell) raises KeyboardInterrupt in the
     # thread that runs the loop, while the cell blocks in execute().
     env, started = endless_job()
+    before = job_threads()
 
     async def cell() -> None:
         env.execute("endless")
@@ -318,12 +324,13 @@ def test_ctrl_c_on_execute_in_a_running_loop_cancels_the_job() -> None:
         signal.signal(signal.SIGINT, previous)
         loop.close()
     assert time.monotonic() - began < TIMEOUT
-    assert no_job_thread_left()  # the job was cancelled: nothing runs behind the cell
+    assert no_job_thread_left(before)  # the job was cancelled: nothing runs behind the cell
 
 
 def test_ctrl_c_on_execute_inside_asyncio_run_cancels_the_job() -> None:
     # asyncio.run() turns the first Ctrl-C into a cancellation of its main task.
     env, started = endless_job()
+    before = job_threads()
 
     async def main() -> None:
         env.execute("endless")
@@ -334,7 +341,7 @@ def test_ctrl_c_on_execute_inside_asyncio_run_cancels_the_job() -> None:
         asyncio.run(main())
     interrupter.join()
     assert time.monotonic() - began < TIMEOUT
-    assert no_job_thread_left()
+    assert no_job_thread_left(before)
 
 
 def test_execute_outside_a_loop_blocks_and_returns_the_result() -> None:
