@@ -36,7 +36,6 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import throughput  # noqa: E402  (puts ../shared/bench on sys.path)
 from throughput import (  # noqa: E402
     CountAggregate,
     Events,
@@ -44,11 +43,14 @@ from throughput import (  # noqa: E402
     WindowRow,
     _add,
     _user_value,
+    common,
+    double,
+    get_ts,
+    keep,
+    plain_loops,
+    user_key,
 )
 
-import common  # noqa: E402
-import plain_loops  # noqa: E402
-from common import double, get_ts, keep, user_key  # noqa: E402
 from flowkit.serialization import DefaultSerializer  # noqa: E402
 from flowkit.window import TimeWindow  # noqa: E402
 

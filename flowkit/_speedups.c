@@ -121,6 +121,22 @@ wrong_type(const char *fname, const char *kind, PyObject *o)
 
 /* The arguments (key, max_parallelism) of str_key_group and int_key_group: the key must
  * pass `check` (a str or an int), max_parallelism must be in [1, 32768]. */
+/* A max_parallelism argument: an int in [1, 32768], else -1 with an exception set. */
+static long
+max_parallelism_arg(PyObject *arg)
+{
+    long mp = PyLong_AsLong(arg);
+    if (mp == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (mp < 1 || mp > 32768) {
+        PyErr_Format(PyExc_ValueError, "max_parallelism must be between 1 and 32768, got %ld",
+                     mp);
+        return -1;
+    }
+    return mp;
+}
+
 static int
 key_group_args(PyObject *const *args, Py_ssize_t nargs, const char *fname,
                int (*check)(PyObject *), const char *key_kind, long *mp)
@@ -133,16 +149,8 @@ key_group_args(PyObject *const *args, Py_ssize_t nargs, const char *fname,
         wrong_type(fname, key_kind, args[0]);
         return -1;
     }
-    *mp = PyLong_AsLong(args[1]);
-    if (*mp == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (*mp < 1 || *mp > 32768) {
-        PyErr_Format(PyExc_ValueError,
-                     "max_parallelism must be between 1 and 32768, got %ld", *mp);
-        return -1;
-    }
-    return 0;
+    *mp = max_parallelism_arg(args[1]);
+    return *mp < 0 ? -1 : 0;
 }
 
 static int
@@ -797,12 +805,12 @@ gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stam
 }
 
 /* The key of `value` (key_of(value), through `normalize` unless it is an exact str, or an
- * exact int when ints_are_final) and its key group (str_groups[key] for a str key found
- * there, else group_of(key)): the first steps of the keyed loops. New references in *key
- * and *group; -1 with both NULL on an error. */
+ * exact int when ints_are_final) and its key group (for a str key computed here, as
+ * str_key_group does with max_parallelism; else group_of(key)): the first steps of the
+ * keyed loops. New references in *key and *group; -1 with both NULL on an error. */
 static int
 key_and_group(PyObject *value, PyObject *key_of, PyObject *normalize, int ints_are_final,
-              PyObject *str_groups, PyObject *group_of, PyObject **key, PyObject **group)
+              long max_parallelism, PyObject *group_of, PyObject **key, PyObject **group)
 {
     *group = NULL;
     *key = PyObject_CallOneArg(key_of, value);
@@ -816,15 +824,15 @@ key_and_group(PyObject *value, PyObject *key_of, PyObject *normalize, int ints_a
         }
     }
     if (PyUnicode_CheckExact(*key)) {
-        *group = PyDict_GetItemWithError(str_groups, *key); /* borrowed */
-        if (*group != NULL) {
-            Py_INCREF(*group);
-            return 0;
-        }
-        if (PyErr_Occurred()) {
+        /* Computed, not looked up: hashing a short key costs less than a dict lookup that
+         * misses the CPU caches, which one over many keys does. */
+        *group = STR_READY(*key) < 0 ? NULL
+                 : PyLong_FromLong((long)murmur(java_str_hash(*key)) % max_parallelism);
+        if (*group == NULL) {
             Py_CLEAR(*key);
             return -1;
         }
+        return 0;
     }
     *group = PyObject_CallOneArg(group_of, *key);
     if (*group == NULL) {
@@ -842,16 +850,19 @@ speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *values = args[0], *timestamps = args[1], *key_selector = args[2];
-    PyObject *str_groups = args[3], *group_of = args[4], *normalize = args[5];
+    PyObject *group_of = args[4], *normalize = args[5];
     PyObject *backend = args[6], *ctx = args[7], *fn = args[8], *out = args[9];
     PyObject *stamps = args[10], *add = args[11], *side = args[12], *tag_class = args[13];
     PyObject *generator_type = args[14];
     int has_ts = timestamps != Py_None;
     if (!PyList_CheckExact(values) || (has_ts && !PyList_CheckExact(timestamps)) ||
-        !PyDict_CheckExact(str_groups) || !PyList_CheckExact(out) ||
-        !PyList_CheckExact(stamps)) {
+        !PyList_CheckExact(out) || !PyList_CheckExact(stamps)) {
         PyErr_SetString(PyExc_TypeError, "run_keyed(): values, timestamps, out and stamps "
-                                         "must be lists and str_groups a dict");
+                                         "must be lists");
+        return NULL;
+    }
+    const long max_parallelism = max_parallelism_arg(args[3]);
+    if (max_parallelism < 0) {
         return NULL;
     }
     if (intern_names() < 0) {
@@ -866,7 +877,7 @@ speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(value);
         Py_INCREF(ts);
         PyObject *key = NULL, *group = NULL, *result = NULL;
-        if (key_and_group(value, key_selector, normalize, 0, str_groups, group_of, &key,
+        if (key_and_group(value, key_selector, normalize, 0, max_parallelism, group_of, &key,
                           &group) < 0) {
             goto fail;
         }
@@ -1221,7 +1232,7 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *values = args[0], *timestamps = args[1], *key_of = args[2];
-    PyObject *canonical = args[3], *known_groups = args[4], *key_group_of = args[5];
+    PyObject *canonical = args[3], *key_group_of = args[5];
     PyObject *slots = args[6], *row_for = args[7], *slot_for = args[8];
     PyObject *add_other = args[9], *late = args[10], *late_marker = args[11];
     PyObject *fn = args[18], *create = args[19], *at = args[20];
@@ -1241,10 +1252,13 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (!PyList_CheckExact(values) || !PyList_CheckExact(timestamps) ||
-        !PyDict_CheckExact(known_groups) || !PyDict_CheckExact(slots) ||
-        !PyList_CheckExact(at) || PyList_GET_SIZE(at) != 1) {
+        !PyDict_CheckExact(slots) || !PyList_CheckExact(at) || PyList_GET_SIZE(at) != 1) {
         PyErr_SetString(PyExc_TypeError, "window_add(): values, timestamps and at must be "
-                                         "lists (at of one item), known_groups and slots dicts");
+                                         "lists (at of one item), slots a dict");
+        return NULL;
+    }
+    const long max_parallelism = max_parallelism_arg(args[4]);
+    if (max_parallelism < 0) {
         return NULL;
     }
     const Py_ssize_t n = Py_MIN(PyList_GET_SIZE(values), PyList_GET_SIZE(timestamps));
@@ -1267,7 +1281,7 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(ts_obj);
         PyObject *key = NULL, *group = NULL;
         /* canonical: the exact-type form of keys other than str and int, one NaN */
-        if (key_and_group(value, key_of, canonical, 1, known_groups, key_group_of, &key,
+        if (key_and_group(value, key_of, canonical, 1, max_parallelism, key_group_of, &key,
                           &group) < 0) {
             goto fail;
         }
@@ -1541,8 +1555,8 @@ static PyMethodDef speedups_methods[] = {
      "decode_batch(payload, /)\n--\n\n"
      "The list of records encode_batch wrote into payload (any bytes-like object)."},
     {"run_keyed", (PyCFunction)(void (*)(void))speedups_run_keyed, METH_FASTCALL,
-     "run_keyed(values, timestamps, key_selector, str_groups, group_of, normalize, backend,\n"
-     "          ctx, fn, out, stamps, add, side, tag_class, generator_type, /)\n--\n\n"
+     "run_keyed(values, timestamps, key_selector, max_parallelism, group_of, normalize,\n"
+     "          backend, ctx, fn, out, stamps, add, side, tag_class, generator_type, /)\n--\n\n"
      "The keyed process loop of flowkit.operators.process._run_keyed."},
     {"state_key", (PyCFunction)(void (*)(void))speedups_state_key, METH_FASTCALL,
      "state_key(by_class, slow, key, /)\n--\n\n"
@@ -1550,7 +1564,7 @@ static PyMethodDef speedups_methods[] = {
      "tuple of plain keys), else\n"
      "by_class[type(key)][key] if present, else slow(key)."},
     {"window_add", (PyCFunction)(void (*)(void))speedups_window_add, METH_FASTCALL,
-     "window_add(values, timestamps, key_of, canonical, known_groups, key_group_of, slots,\n"
+     "window_add(values, timestamps, key_of, canonical, max_parallelism, key_group_of, slots,\n"
      "           row_for, slot_for, add_other, late, late_marker, size, slide, offset,\n"
      "           lateness, watermark, kind, fn, create, at, /)\n--\n\n"
      "The input loop of flowkit.operators.window.WindowOperator._process_batch_fast. Returns\n"
@@ -1588,7 +1602,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 5) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 6) < 0) {
         Py_CLEAR(module);
     }
     return module;

@@ -380,7 +380,7 @@ def _run_keyed(
             values,
             timestamps,
             key_selector,
-            str_groups,
+            backend.max_parallelism,
             group_of,
             normalize,
             backend,

@@ -580,7 +580,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                         timestamps,
                         key_of,
                         canonical,
-                        known_groups,
+                        backend.max_parallelism,
                         key_group_of,
                         slots,
                         row_for,

@@ -91,6 +91,37 @@ def test_edge_values_and_bad_arguments() -> None:
     assert s.str_hash(type("Name", (str,), {})("hello")) == 99162322
 
 
+class _Holder:
+    """Stands in for the backend and the context: the keyed loop sets attributes on both."""
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(st.lists(_any_text, min_size=1, max_size=8), _max_parallelism)
+def test_keyed_loop_gives_str_keys_the_key_group_of_the_backend(
+    keys: list[str], max_p: int
+) -> None:
+    """The compiled keyed loop computes a str key's group itself: the same group as
+    assign_to_key_group (what the backend and the partitioner use)."""
+    backend, ctx = _Holder(), _Holder()
+    seen: list[tuple[str, int]] = []
+
+    def fn(value: str, context: object) -> None:
+        seen.append((backend.current_key, backend.current_key_group))  # type: ignore[attr-defined]
+
+    def not_for_str(key: object) -> object:
+        raise AssertionError(f"called for {key!r}")
+
+    speedups.run_keyed(
+        keys, None, lambda v: v, max_p, not_for_str, not_for_str, backend, ctx, fn,
+        [], [], not_for_str, not_for_str, object, type(x for x in ()),
+    )  # fmt: skip
+    assert seen == [(k, key_groups.assign_to_key_group(k, max_p)) for k in keys]
+    with pytest.raises(ValueError, match="max_parallelism must be between 1 and 32768, got 0"):
+        speedups.run_keyed(
+            keys, None, str, 0, str, str, backend, ctx, fn, [], [], str, str, object, object
+        )
+
+
 _plain_leaf = st.one_of(st.text(max_size=3), st.integers(), st.binary(max_size=2), st.none())
 _other_leaf = st.one_of(
     st.floats(allow_nan=True), st.booleans(), st.frozensets(st.integers(0, 3), max_size=2)
