@@ -830,9 +830,10 @@ gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stam
 }
 
 /* The key of `value` (key_of(value), through `normalize` unless it is an exact str, or an
- * exact int when ints_are_final) and its key group (for a str key computed here, as
- * str_key_group does with max_parallelism; else group_of(key)): the first steps of the
- * keyed loops. New references in *key and *group; -1 with both NULL on an error. */
+ * exact int when ints_are_final) and its key group (for a str key and an int key of at
+ * most 64 bits computed here, as str_key_group and int_key_group do with
+ * max_parallelism; else group_of(key)): the first steps of the keyed loops. New
+ * references in *key and *group; -1 with both NULL on an error. */
 static int
 key_and_group(PyObject *value, PyObject *key_of, PyObject *normalize, int ints_are_final,
               long max_parallelism, PyObject *group_of, PyObject **key, PyObject **group)
@@ -848,11 +849,24 @@ key_and_group(PyObject *value, PyObject *key_of, PyObject *normalize, int ints_a
             return -1;
         }
     }
+    /* Computed, not looked up: hashing a str or an int costs less than a dict lookup that
+     * misses the CPU caches, which one over many keys does. An int beyond 64 bits is left
+     * to group_of (BigInteger's hash). */
+    int computed = 0;
+    uint32_t code = 0;
     if (PyUnicode_CheckExact(*key)) {
-        /* Computed, not looked up: hashing a short key costs less than a dict lookup that
-         * misses the CPU caches, which one over many keys does. */
-        *group = STR_READY(*key) < 0 ? NULL
-                 : PyLong_FromLong((long)murmur(java_str_hash(*key)) % max_parallelism);
+        if (STR_READY(*key) < 0) {
+            Py_CLEAR(*key);
+            return -1;
+        }
+        code = java_str_hash(*key);
+        computed = 1;
+    }
+    else if (PyLong_CheckExact(*key)) {
+        code = java_int_hash(*key, &computed);
+    }
+    if (computed) {
+        *group = PyLong_FromLong((long)murmur(code) % max_parallelism);
         if (*group == NULL) {
             Py_CLEAR(*key);
             return -1;
@@ -902,7 +916,7 @@ speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(value);
         Py_INCREF(ts);
         PyObject *key = NULL, *group = NULL, *result = NULL;
-        if (key_and_group(value, key_selector, normalize, 0, max_parallelism, group_of, &key,
+        if (key_and_group(value, key_selector, normalize, 1, max_parallelism, group_of, &key,
                           &group) < 0) {
             goto fail;
         }

@@ -96,11 +96,12 @@ class _Holder:
 
 
 @settings(max_examples=300, database=None, deadline=None)
-@given(st.lists(_any_text, min_size=1, max_size=8), _max_parallelism)
-def test_keyed_loop_gives_str_keys_the_key_group_of_the_backend(
-    keys: list[str], max_p: int
+@given(st.lists(_any_text | st.integers(), min_size=1, max_size=8), _max_parallelism)
+def test_keyed_loop_gives_str_and_int_keys_the_key_group_of_the_backend(
+    keys: list[str | int], max_p: int
 ) -> None:
-    """The compiled keyed loop computes a str key's group itself: the same group as
+    """The compiled keyed loop computes the group of a str key and of an int key (up to
+    64 bits) itself, and asks the backend for a larger int's: the same group as
     assign_to_key_group (what the backend and the partitioner use)."""
     backend, ctx = _Holder(), _Holder()
     seen: list[tuple[str, int]] = []
@@ -108,14 +109,21 @@ def test_keyed_loop_gives_str_keys_the_key_group_of_the_backend(
     def fn(value: str, context: object) -> None:
         seen.append((backend.current_key, backend.current_key_group))  # type: ignore[attr-defined]
 
-    def not_for_str(key: object) -> object:
+    asked: list[object] = []
+
+    def group_of(key: object) -> int:
+        asked.append(key)
+        return key_groups.assign_to_key_group(key, max_p)
+
+    def never(key: object) -> object:
         raise AssertionError(f"called for {key!r}")
 
     speedups.run_keyed(
-        keys, None, lambda v: v, max_p, not_for_str, not_for_str, backend, ctx, fn,
-        [], [], not_for_str, not_for_str, object, type(x for x in ()),
+        keys, None, lambda v: v, max_p, group_of, never, backend, ctx, fn,
+        [], [], never, never, object, type(x for x in ()),
     )  # fmt: skip
     assert seen == [(k, key_groups.assign_to_key_group(k, max_p)) for k in keys]
+    assert asked == [k for k in keys if isinstance(k, int) and not -(2**63) <= k < 2**63]
     with pytest.raises(ValueError, match="max_parallelism must be between 1 and 32768, got 0"):
         speedups.run_keyed(
             keys, None, str, 0, str, str, backend, ctx, fn, [], [], str, str, object, object
