@@ -529,13 +529,6 @@ get_length(Decoder *d, size_t *out)
 
 static PyObject *dec_value(Decoder *d, int depth);
 
-/* The decoder's cache of short ASCII strings: direct-mapped, one slot per hash of the
- * bytes, a newer string replacing an older one in its slot. At most STR_CACHE_SLOTS
- * strings of at most STR_CACHE_MAX_LEN bytes stay alive (about 1.2 MB). */
-#define STR_CACHE_SLOTS (1 << 14)
-#define STR_CACHE_MAX_LEN 32
-static PyObject *str_cache[STR_CACHE_SLOTS];
-
 static PyObject *
 dec_str(Decoder *d, unsigned char tag)
 {
@@ -548,32 +541,14 @@ dec_str(Decoder *d, unsigned char tag)
     if (tag == T_UTF8) {
         return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "surrogatepass");
     }
-    uint64_t h = 14695981039346656037ULL ^ n;
     for (size_t i = 0; i < n; i++) {
         if ((unsigned char)s[i] > 127) {
             return corrupt("a non-ASCII byte in an ASCII string");
         }
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    }
-    PyObject **slot = NULL;
-    if (n <= STR_CACHE_MAX_LEN) {
-        /* A short string (a key, an id, a field value) comes back as the object decoded
-         * last time when it is still in its slot: then the dict lookups that follow find
-         * it by identity, with its hash already computed. */
-        slot = &str_cache[(size_t)(h ^ (h >> 29)) & (STR_CACHE_SLOTS - 1)];
-        PyObject *hit = *slot;
-        if (hit != NULL && (size_t)PyUnicode_GET_LENGTH(hit) == n &&
-            memcmp(PyUnicode_1BYTE_DATA(hit), s, n) == 0) {
-            return Py_NewRef(hit);
-        }
     }
     PyObject *str = PyUnicode_New((Py_ssize_t)n, 127);
-    if (str == NULL) {
-        return NULL;
-    }
-    memcpy(PyUnicode_1BYTE_DATA(str), s, n);
-    if (slot != NULL) {
-        Py_XSETREF(*slot, Py_NewRef(str));
+    if (str != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(str), s, n);
     }
     return str;
 }
