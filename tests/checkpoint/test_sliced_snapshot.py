@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import os
@@ -177,6 +178,39 @@ async def test_writes_between_slices_stay_out_of_the_snapshot_and_groups_leave_c
     now = backend.snapshot()
     assert {k: v for name, _kg, _ns, k, v in now.entries() if name == "value"} == live
     now.release()
+
+
+def test_key_groups_larger_than_a_slice_are_pickled_in_parts_with_writes_between() -> None:
+    """Two key groups of 3,000 entries each, slices of 16 entries (the smallest budget):
+    each group goes out in parts read straight from its frozen dict, with writes to the
+    live state between the parts, and reads back entry for entry."""
+    backend = HeapKeyedStateBackend(max_parallelism=2)
+    value, items = _fill(backend, range(6000))
+    expected = _contents_of(backend)
+    snapshot = backend.snapshot()
+    slicer = snapshot.slices(release=True)
+    parts = 0
+    while slicer.next_slice(0.0):
+        parts += 1
+        key = parts % 6000
+        backend.set_current_key(key)
+        value.update(("changed", parts))
+        items.add(-1)
+    serialized = slicer.result()
+    snapshot.release()
+    assert parts >= 2 * 6000 // 16  # two states, every slice 16 entries at most
+    restored = pickle.loads(pickle.dumps(serialized, protocol=5))
+    assert _contents(restored) == expected
+    restored.release()
+
+
+def _contents_of(backend: HeapKeyedStateBackend) -> dict[tuple[str, Any, Any], Any]:
+    """A deep copy of every entry now (writes after this may change values in place)."""
+    snapshot = backend.snapshot()
+    try:
+        return copy.deepcopy(_contents(snapshot))
+    finally:
+        snapshot.release()
 
 
 # -- restore at another parallelism ---------------------------------------------------------
