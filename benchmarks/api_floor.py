@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -47,7 +46,7 @@ from throughput import (  # noqa: E402
     double,
     get_ts,
     keep,
-    plain_loops,
+    run_paired,
     user_key,
 )
 
@@ -236,22 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=None)
     args = parser.parse_args(argv)
     events = common.prepare(args.events)
-    load = os.getloadavg()
-    ok = True
-    for name in args.only or list(WORKLOADS):
-        workload, fn = WORKLOADS[name]
-        anchor, _notes, _extra = plain_loops.make(workload, "plain")
-        out = common.bench(
-            f"floor {name}",
-            workload,
-            fn,
-            events,
-            runs=args.runs,
-            anchor_fn=anchor,
-            extra={"load_avg_1m": round(os.getloadavg()[0], 2)},
-        )
-        ok = ok and bool(out["verified"])
-    print(json.dumps({"load_avg_before": [round(x, 2) for x in load], "all_verified": ok}))
+    ok = run_paired("floor", WORKLOADS, args.only, events, args.runs, {})
     return 0 if ok else 1
 
 

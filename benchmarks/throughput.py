@@ -261,23 +261,38 @@ def main(argv: list[str] | None = None) -> int:
             os.path.join(__import__("tempfile").gettempdir(), f"flowkit-bench-ref-{args.keys}"),
         )
     events = common.prepare(args.events)
+    ok = run_paired("flowkit", WORKLOADS, args.only, events, args.runs, {"keys": args.keys})
+    return 0 if ok else 1
+
+
+def run_paired(
+    label: str,
+    workloads: dict[str, tuple[str, Callable[[Events], Any]]],
+    names: list[str] | None,
+    events: Events,
+    runs: int,
+    extra: dict[str, Any],
+) -> bool:
+    """Time the named workloads (default: all), each run paired with the shared plain
+    loop (``common.bench``: one ``RESULT`` line each), then print the load before and
+    whether every run was verified; return that."""
     load = os.getloadavg()
     ok = True
-    for name in args.only or list(WORKLOADS):
-        workload, fn = WORKLOADS[name]
+    for name in names or list(workloads):
+        workload, fn = workloads[name]
         anchor, _notes, _extra = plain_loops.make(workload, "plain")
         out = common.bench(
-            f"flowkit {name}",
+            f"{label} {name}",
             workload,
             fn,
             events,
-            runs=args.runs,
+            runs=runs,
             anchor_fn=anchor,
-            extra={"load_avg_1m": round(os.getloadavg()[0], 2), "keys": args.keys},
+            extra={"load_avg_1m": round(os.getloadavg()[0], 2), **extra},
         )
         ok = ok and bool(out["verified"])
     print(json.dumps({"load_avg_before": [round(x, 2) for x in load], "all_verified": ok}))
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":
