@@ -119,8 +119,6 @@ wrong_type(const char *fname, const char *kind, PyObject *o)
     return NULL;
 }
 
-/* The arguments (key, max_parallelism) of str_key_group and int_key_group: the key must
- * pass `check` (a str or an int), max_parallelism must be in [1, 32768]. */
 /* A max_parallelism argument: an int in [1, 32768], else -1 with an exception set. */
 static long
 max_parallelism_arg(PyObject *arg)
@@ -137,6 +135,8 @@ max_parallelism_arg(PyObject *arg)
     return mp;
 }
 
+/* The arguments (key, max_parallelism) of str_key_group and int_key_group: the key must
+ * pass `check` (a str or an int), max_parallelism must be in [1, 32768]. */
 static int
 key_group_args(PyObject *const *args, Py_ssize_t nargs, const char *fname,
                int (*check)(PyObject *), const char *key_kind, long *mp)
