@@ -3,8 +3,9 @@
 benchmarks/throughput.py measures flowkit written as its README teaches. Much of that time
 is not flowkit's: the API itself calls Python code per record (the user's functions, the
 state and context objects they call back, a generator per ``yield``-style function) that
-the plain loops of ``../shared/bench`` do not. This script measures that part alone, as
-the most any framework running the same user code in CPython can reach:
+the plain loops of ``../shared/bench`` do not. This script measures that part alone:
+about the most any framework running the same user code in CPython can reach (one whose
+own loop is compiled can come out a little above it, since the loop here is Python):
 
 - ``*-api``: one tight loop makes exactly the calls the API makes per record and per
   result, on the same user objects as benchmarks/throughput.py (``RollingSum``,
