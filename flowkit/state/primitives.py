@@ -106,17 +106,12 @@ class ValueState(_KeyedState):
         group = self._groups[backend.current_key_group]
         if group is None:
             group = backend._create_group(self._table, backend.current_key_group)
-        frozen = group.frozen
-        if frozen is None:
+        if group.frozen is None:
             entries = group.data.get(self._ns)
             if entries is None:
                 entries = group.data[self._ns] = {}
         else:
-            # A snapshot holds the group: _writable copies what it shares, once. Later
-            # writes until the snapshot lets go find their own copy here.
-            entries = group.data.get(self._ns)
-            if entries is None or entries is frozen.get(self._ns):
-                entries = _writable(group, self._ns)
+            entries = _writable(group, self._ns)
         entries[backend.current_key] = value
 
 
