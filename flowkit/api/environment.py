@@ -54,6 +54,9 @@ _log = logging.getLogger("flowkit.api.environment")
 
 #: How often ``execute()`` in a running loop looks for a cancellation of its caller.
 _INTERRUPT_POLL_S = 0.05
+#: How long an ``execute()`` interrupted inside ``Thread.start()`` waits for a worker that
+#: may or may not have been launched (it ends at once, without running the job).
+_LAUNCH_WAIT_S = 1.0
 
 
 def _check_int(name: str, value: Any, low: int, what: str) -> int:
@@ -848,10 +851,16 @@ def _run_in_worker_thread(main: Callable[[], Coroutine[Any, Any, T]], use_uvloop
 
     The calling thread (whose own loop is running) blocks; an exception raised while it
     waits (``KeyboardInterrupt`` from an interrupted notebook cell) cancels ``main`` and
-    waits for it to unwind before it propagates.
+    waits for it to unwind before it propagates. The worker does not begin ``main`` before
+    the caller has seen ``Thread.start()`` return: an interrupt that lands inside
+    ``start()`` itself (it waits for the new thread, and may be kept waiting while the
+    job starts) tells the worker to end without running it.
     """
     outcome: dict[str, Any] = {}
+    launched = threading.Event()  # the worker thread runs
+    go = threading.Event()  # set once the caller can cancel what the worker runs
     started = threading.Event()
+    finished = threading.Event()
 
     async def runner() -> T:
         outcome["loop"] = asyncio.get_running_loop()
@@ -860,11 +869,12 @@ def _run_in_worker_thread(main: Callable[[], Coroutine[Any, Any, T]], use_uvloop
         started.set()
         return await task
 
-    finished = threading.Event()
-
     def target() -> None:
+        launched.set()
+        go.wait()
         try:
-            outcome["result"] = _run(runner(), use_uvloop)
+            if not outcome.get("abandoned"):
+                outcome["result"] = _run(runner(), use_uvloop)
         except BaseException as exc:
             outcome["error"] = exc
         finally:
@@ -882,10 +892,11 @@ def _run_in_worker_thread(main: Callable[[], Coroutine[Any, Any, T]], use_uvloop
 
     caller = asyncio.current_task()
     worker = threading.Thread(target=target, name="flowkit-execute", daemon=True)
-    worker.start()
     # Wait on an Event, not on Thread.join(): a KeyboardInterrupt that interrupts join()
     # can mark a thread that still runs as stopped (Python 3.11).
     try:
+        worker.start()
+        go.set()
         while not finished.wait(_INTERRUPT_POLL_S):
             if caller is not None and caller.cancelling():
                 # asyncio.run() turns Ctrl-C into a cancellation of its main task, which
@@ -893,7 +904,15 @@ def _run_in_worker_thread(main: Callable[[], Coroutine[Any, Any, T]], use_uvloop
                 cancel_and_wait()
                 raise asyncio.CancelledError("env.execute() was cancelled")
     except BaseException:  # KeyboardInterrupt from an interrupted notebook cell
-        if not finished.is_set():
+        if not go.is_set():
+            # Interrupted inside start(): the job has not begun, and will not. The worker
+            # ends at once; wait for it unless it never got going.
+            outcome["abandoned"] = True
+            go.set()
+            if launched.wait(_LAUNCH_WAIT_S):
+                finished.wait()
+                worker.join()
+        elif not finished.is_set():
             cancel_and_wait()
         else:
             worker.join()  # it ended meanwhile: nothing may run on once this raises

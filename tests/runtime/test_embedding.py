@@ -344,6 +344,39 @@ def test_ctrl_c_on_execute_inside_asyncio_run_cancels_the_job() -> None:
     assert no_job_thread_left(before)
 
 
+@pytest.mark.parametrize("launched", [True, False], ids=["after-launch", "before-launch"])
+def test_ctrl_c_inside_the_start_of_the_job_thread_runs_no_job(
+    monkeypatch: pytest.MonkeyPatch, launched: bool
+) -> None:
+    # Thread.start() waits for the new thread; on a busy machine the job can begin and
+    # produce records before start() returns, and a Ctrl-C then lands inside start().
+    env, started = endless_job()
+    before = job_threads()
+    original_start = threading.Thread.start
+
+    def start_then_interrupt(thread: threading.Thread) -> None:
+        if thread.name == "flowkit-execute":
+            if launched:
+                original_start(thread)
+                started.wait(0.3)  # long enough for a job that did begin to produce
+            raise KeyboardInterrupt
+        original_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+
+    async def cell() -> None:
+        env.execute("endless")
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(cell())
+    finally:
+        loop.close()
+    assert not started.is_set()  # the job never ran
+    assert no_job_thread_left(before)
+
+
 def test_execute_outside_a_loop_blocks_and_returns_the_result() -> None:
     env = StreamExecutionEnvironment(parallelism=2)
     sink = CollectSink()
