@@ -433,7 +433,9 @@ class SnapshotSlicer:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._finished = False
-        self._per_entry = 1e-6  # seconds per entry, re-estimated after every slice
+        # Seconds per entry, re-estimated after every slice; the first guess is on the
+        # slow side (a first slice of many slow entries would overrun its budget).
+        self._per_entry = 1e-5
         self._entries = 0
         self._now = snapshot.timestamp
         #: The longest slice so far, in seconds.

@@ -33,7 +33,14 @@ import pytest
 import flowkit as fk
 from flowkit.checkpoint.inspect import read_snapshot
 from flowkit.checkpoint.storage import CheckpointStorage
-from flowkit.runtime.checkpointing import serialize_sliced, serialize_states
+from flowkit.runtime.checkpointing import (
+    SERIALIZER_SHARE,
+    SLICE_MAX_S,
+    SLICE_MIN_S,
+    _SlicePacer,
+    serialize_sliced,
+    serialize_states,
+)
 from flowkit.state.backend import BackendSnapshot, HeapKeyedStateBackend, SerializedSnapshot
 from flowkit.state.descriptors import (
     ListStateDescriptor,
@@ -109,6 +116,51 @@ async def test_keyed_state_is_pickled_on_the_loop_in_slices_with_other_work_betw
     reader = await read_snapshot(tmp_path)
     stored = {entry.key: entry.value for entry in reader.keyed_state("keep", "probe")}
     assert stored == {k: PickleProbe(k) for k in range(keys)}
+
+
+def _paced(turns: list[float], slice_cost: float | None = None) -> tuple[float, int]:
+    """Drive a pacer through turns in which the rest of the loop took ``turns[i]``
+    seconds; each slice costs its budget (or ``slice_cost``). Returns the slicing time
+    and the number of slices."""
+    pacer = _SlicePacer()
+    sliced, slices = 0.0, 0
+    for others in turns:
+        budget = pacer.budget(others)
+        if budget > 0:
+            cost = budget if slice_cost is None else slice_cost
+            pacer.spent(cost)
+            sliced += cost
+            slices += 1
+    return sliced, slices
+
+
+def test_a_busy_loop_gives_the_serializer_its_share_and_no_more() -> None:
+    # A busy job's turns: a step of records (1.2 ms), then a few short turns waking the
+    # tasks that wait (6 us each). A slice after every turn would take a third of the loop.
+    turns = ([0.0012] + [0.000006] * 4) * 2000
+    sliced, slices = _paced(turns)
+    share = sliced / (sliced + sum(turns))
+    assert SERIALIZER_SHARE * 0.95 <= share <= SERIALIZER_SHARE * 1.05, share
+    assert slices >= 1000  # many small slices, not a few long stalls
+    # Slices that overrun their budget are paid back: the share still holds.
+    sliced, _ = _paced(turns, slice_cost=SLICE_MIN_S * 4)
+    assert sliced / (sliced + sum(turns)) <= SERIALIZER_SHARE * 1.05
+
+
+def test_an_idle_loop_gives_the_serializer_every_turn() -> None:
+    turns = [0.000005] * 1000  # nothing else runs: each turn is the loop's own overhead
+    sliced, slices = _paced(turns)
+    assert slices >= 990
+    assert sliced >= 990 * SLICE_MAX_S
+
+
+def test_a_loop_that_becomes_busy_takes_its_time_back() -> None:
+    # Idle first (large slices), then busy: from then on the share holds again.
+    busy = ([0.0012] + [0.000006] * 4) * 2000
+    sliced_idle, _ = _paced([0.000005] * 100)
+    sliced_all, _ = _paced([0.000005] * 100 + busy)
+    sliced_busy = sliced_all - sliced_idle
+    assert sliced_busy / (sliced_busy + sum(busy)) <= SERIALIZER_SHARE * 1.05
 
 
 # -- copy on write between slices ----------------------------------------------------------
