@@ -17,10 +17,11 @@ runtime imports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -180,6 +181,8 @@ class CheckpointCoordinator:
         self._final: asyncio.Future[int] | None = None
         self._final_task: asyncio.Task[None] | None = None
         self._sources_done: set[str] = set()
+        #: Held while the caller of :meth:`triggers_held` prepares checkpoint ``next_id``.
+        self._triggering = asyncio.Lock()
 
     @property
     def periodic(self) -> bool:
@@ -200,6 +203,23 @@ class CheckpointCoordinator:
         return self._final_task is None and not any(
             p.is_finished for p in self.participants if not p.is_source
         )
+
+    @contextlib.asynccontextmanager
+    async def triggers_held(self) -> AsyncIterator[None]:
+        """Hold back every other trigger (periodic checkpoints, the final one, other
+        holders) for the block: what the block prepares for checkpoint :attr:`next_id`
+        (where a savepoint goes, told to the TaskManagers over the network) is for the
+        checkpoint it then triggers, even when it awaits in between.
+
+        Example:
+            >>> async def savepoint(coordinator, target):  # doctest: +SKIP
+            ...     async with coordinator.triggers_held():
+            ...         await tell_taskmanagers(coordinator.next_id, target)
+            ...         done = coordinator.trigger(is_savepoint=True, savepoint_dir=target)
+            ...     return await done
+        """
+        async with self._triggering:
+            yield
 
     def trigger(
         self,
@@ -280,8 +300,9 @@ class CheckpointCoordinator:
             if self.clock() - self._last_completed_at < min_pause:
                 next_at = self._last_completed_at + min_pause
                 continue
-            if self.can_trigger():
-                self.trigger()
+            async with self._triggering:  # not while a savepoint is being set up
+                if self.can_trigger() and not self._stopped:
+                    self.trigger()
 
     def final_checkpoint(self, participant: CheckpointParticipant) -> asyncio.Future[int]:
         """Called by each subtask at the end of its input; the future gives the id of the
@@ -304,7 +325,8 @@ class CheckpointCoordinator:
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
         for attempt in range(attempts):
-            future = self.trigger(final=True)
+            async with self._triggering:
+                future = self.trigger(final=True)
             try:
                 completed = await future
             except CheckpointFailed as exc:

@@ -551,21 +551,26 @@ class JobMaster:
             await asyncio.gather(
                 *(tm.call("stop_sources", attempt=self.attempt) for tm in self._taskmanagers)
             )
-        checkpoint_id = coordinator.next_id
-        await asyncio.gather(
-            *(
-                tm.call(
-                    "savepoint_dir",
-                    attempt=self.attempt,
-                    checkpoint_id=checkpoint_id,
-                    directory=target,
+        # No other checkpoint may take the id between telling the TaskManagers where
+        # checkpoint next_id goes and triggering it: the other one would be written into
+        # the savepoint's directory, and the savepoint into a chk-<id> directory.
+        async with coordinator.triggers_held():
+            checkpoint_id = coordinator.next_id
+            await asyncio.gather(
+                *(
+                    tm.call(
+                        "savepoint_dir",
+                        attempt=self.attempt,
+                        checkpoint_id=checkpoint_id,
+                        directory=target,
+                    )
+                    for tm in self._taskmanagers
                 )
-                for tm in self._taskmanagers
             )
-        )
-        completed = await coordinator.trigger(
-            is_savepoint=True, savepoint_dir=target, notify=stop, stop_sources=stop
-        )
+            done = coordinator.trigger(
+                is_savepoint=True, savepoint_dir=target, notify=stop, stop_sources=stop
+            )
+        completed = await done
         if stop:
             self._stop_status = "FINISHED"
             await self.cancel()
