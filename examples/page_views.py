@@ -33,11 +33,11 @@ A short run of the job file, without pauses, from event time 0 (one window, 20 v
 each page, printed as the window fires):
 
 Output of ``flowkit run examples/page_views.py -- --events 100 --pause-ms 0 --start-ms 0``:
-    {'page': 'about', 'start': 0, 'views': 20}
-    {'page': 'docs', 'start': 0, 'views': 20}
     {'page': 'home', 'start': 0, 'views': 20}
+    {'page': 'docs', 'start': 0, 'views': 20}
     {'page': 'blog', 'start': 0, 'views': 20}
     {'page': 'pricing', 'start': 0, 'views': 20}
+    {'page': 'about', 'start': 0, 'views': 20}
 """
 
 from __future__ import annotations

@@ -53,12 +53,12 @@ Expected output:
     s1 at 00:06: 99.90
 
 Output of ``flowkit run examples/sensor_windows.py``:
-    [00:00, 00:10) s2: 3 readings, avg 18.50, max 19.00
     [00:00, 00:10) s1: 3 readings, avg 20.67, max 21.50
+    [00:00, 00:10) s2: 3 readings, avg 18.50, max 19.00
     [00:00, 00:10) s2: 4 readings, avg 18.25, max 19.00 (late firing 2)
     late> s1 at 00:06: 99.90
-    [00:10, 00:20) s2: 1 reading, avg 19.50, max 19.50
     [00:10, 00:20) s1: 3 readings, avg 23.00, max 24.00
+    [00:10, 00:20) s2: 1 reading, avg 19.50, max 19.50
     [00:20, 00:30) s1: 1 reading, avg 25.00, max 25.00
 """
 

@@ -804,6 +804,33 @@ gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stam
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* The key group of `key` (for a str key and an int key of at most 64 bits computed here,
+ * as str_key_group and int_key_group do with max_parallelism; else group_of(key)). New
+ * reference, NULL on error. */
+static PyObject *
+group_of_key(PyObject *key, long max_parallelism, PyObject *group_of)
+{
+    /* Computed, not looked up: hashing a str or an int costs less than a dict lookup that
+     * misses the CPU caches, which one over many keys does. An int beyond 64 bits is left
+     * to group_of (BigInteger's hash). */
+    int computed = 0;
+    uint32_t code = 0;
+    if (PyUnicode_CheckExact(key)) {
+        if (STR_READY(key) < 0) {
+            return NULL;
+        }
+        code = java_str_hash(key);
+        computed = 1;
+    }
+    else if (PyLong_CheckExact(key)) {
+        code = java_int_hash(key, &computed);
+    }
+    if (computed) {
+        return PyLong_FromLong((long)murmur(code) % max_parallelism);
+    }
+    return PyObject_CallOneArg(group_of, key);
+}
+
 /* The key of `value` (key_of(value), through `normalize` unless it is an exact str, or an
  * exact int when ints_are_final) and its key group (for a str key and an int key of at
  * most 64 bits computed here, as str_key_group and int_key_group do with
@@ -824,31 +851,7 @@ key_and_group(PyObject *value, PyObject *key_of, PyObject *normalize, int ints_a
             return -1;
         }
     }
-    /* Computed, not looked up: hashing a str or an int costs less than a dict lookup that
-     * misses the CPU caches, which one over many keys does. An int beyond 64 bits is left
-     * to group_of (BigInteger's hash). */
-    int computed = 0;
-    uint32_t code = 0;
-    if (PyUnicode_CheckExact(*key)) {
-        if (STR_READY(*key) < 0) {
-            Py_CLEAR(*key);
-            return -1;
-        }
-        code = java_str_hash(*key);
-        computed = 1;
-    }
-    else if (PyLong_CheckExact(*key)) {
-        code = java_int_hash(*key, &computed);
-    }
-    if (computed) {
-        *group = PyLong_FromLong((long)murmur(code) % max_parallelism);
-        if (*group == NULL) {
-            Py_CLEAR(*key);
-            return -1;
-        }
-        return 0;
-    }
-    *group = PyObject_CallOneArg(group_of, *key);
+    *group = group_of_key(*key, max_parallelism, group_of);
     if (*group == NULL) {
         Py_CLEAR(*key);
         return -1;
@@ -1122,31 +1125,27 @@ py_mod(int64_t a, int64_t b)
     return r < 0 ? r + b : r;
 }
 
-/* The row (list of per-key-group slots) of window `start`: slots[start], made by
- * row_for(start) when missing. New reference, NULL on error. */
+/* The slot of window `start` (its contents dict, or what else window_for gave):
+ * slots[start], made by window_for(start) when missing. New reference, NULL on error. */
 static PyObject *
-window_row(PyObject *slots, PyObject *row_for, int64_t start)
+window_slot(PyObject *slots, PyObject *window_for, int64_t start)
 {
     PyObject *start_obj = PyLong_FromLongLong(start);
     if (start_obj == NULL) {
         return NULL;
     }
-    PyObject *row = PyDict_GetItemWithError(slots, start_obj); /* borrowed */
-    if (row != NULL) {
-        Py_INCREF(row);
+    PyObject *slot = PyDict_GetItemWithError(slots, start_obj); /* borrowed */
+    if (slot != NULL) {
+        Py_INCREF(slot);
     }
     else if (!PyErr_Occurred()) {
-        row = PyObject_CallOneArg(row_for, start_obj);
-        if (row != NULL && PyDict_SetItem(slots, start_obj, row) < 0) {
-            Py_CLEAR(row);
+        slot = PyObject_CallOneArg(window_for, start_obj);
+        if (slot != NULL && PyDict_SetItem(slots, start_obj, slot) < 0) {
+            Py_CLEAR(slot);
         }
     }
     Py_DECREF(start_obj);
-    if (row != NULL && !PyList_CheckExact(row)) {
-        PyErr_SetString(PyExc_TypeError, "window_add(): a row must be a list");
-        Py_CLEAR(row);
-    }
-    return row;
+    return slot;
 }
 
 /* Add `value` under `key` to a contents dict, as kind says (0: aggregate, 1: reduce,
@@ -1241,27 +1240,35 @@ is_late(int64_t ts, int64_t lateness, int64_t watermark)
 static PyObject *
 speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 21) {
-        PyErr_SetString(PyExc_TypeError, "window_add() takes 21 arguments");
+    if (nargs != 23) {
+        PyErr_SetString(PyExc_TypeError, "window_add() takes 23 arguments");
         return NULL;
     }
     PyObject *values = args[0], *timestamps = args[1], *key_of = args[2];
-    PyObject *canonical = args[3], *key_group_of = args[5];
-    PyObject *slots = args[6], *row_for = args[7], *slot_for = args[8];
-    PyObject *add_other = args[9], *late = args[10], *late_marker = args[11];
-    PyObject *fn = args[18], *create = args[19], *at = args[20];
+    PyObject *canonical = args[3], *key_group_of = args[5], *not_owned = args[8];
+    PyObject *slots = args[9], *window_for = args[10];
+    PyObject *add_other = args[11], *late = args[12], *late_marker = args[13];
+    PyObject *fn = args[20], *create = args[21], *at = args[22];
+    const Py_ssize_t kg_low = PyNumber_AsSsize_t(args[6], PyExc_OverflowError);
+    if (kg_low == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    const Py_ssize_t kg_high = PyNumber_AsSsize_t(args[7], PyExc_OverflowError);
+    if (kg_high == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
     int ok = 1, ok_all = 1;
-    const int64_t size = exact_int64(args[12], &ok);
+    const int64_t size = exact_int64(args[14], &ok);
     ok_all &= ok;
-    const int64_t slide = exact_int64(args[13], &ok);
+    const int64_t slide = exact_int64(args[15], &ok);
     ok_all &= ok;
-    const int64_t offset = exact_int64(args[14], &ok);
+    const int64_t offset = exact_int64(args[16], &ok);
     ok_all &= ok;
-    const int64_t lateness = exact_int64(args[15], &ok);
+    const int64_t lateness = exact_int64(args[17], &ok);
     ok_all &= ok;
-    const int64_t watermark = exact_int64(args[16], &ok);
+    const int64_t watermark = exact_int64(args[18], &ok);
     ok_all &= ok;
-    const long kind = PyLong_AsLong(args[17]);
+    const long kind = PyLong_AsLong(args[19]);
     if (kind == -1 && PyErr_Occurred()) {
         return NULL;
     }
@@ -1279,8 +1286,8 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!ok_all || size <= 0 || slide <= 0) {
         return PyLong_FromLong(0); /* not a case for this loop: the Python one takes it */
     }
-    int64_t row_start = 0;
-    PyObject *row = NULL; /* the row of window row_start, owned */
+    int64_t slot_start = 0;
+    PyObject *slot = NULL; /* the slot of window slot_start, owned */
     Py_ssize_t i;
     for (i = 0; i < n; i++) {
         PyObject *value = PyList_GET_ITEM(values, i);
@@ -1303,34 +1310,27 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (kg == -1 && PyErr_Occurred()) {
             goto fail;
         }
+        if (kg < kg_low || kg > kg_high) {
+            /* not_owned(key, group) raises the backend's error */
+            PyObject *owned_args[2] = {key, group};
+            PyObject *done = PyObject_Vectorcall(not_owned, owned_args, 2, NULL);
+            Py_XDECREF(done);
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_ValueError, "key group %zd is not owned here", kg);
+            }
+            goto fail;
+        }
         int skipped = 1;
         while (start > low) {
-            if (row == NULL || start != row_start) {
-                Py_XDECREF(row);
-                row = window_row(slots, row_for, start);
-                row_start = start;
-                if (row == NULL) {
+            if (slot == NULL || start != slot_start) {
+                Py_XDECREF(slot);
+                slot = window_slot(slots, window_for, start);
+                slot_start = start;
+                if (slot == NULL) {
                     goto fail;
                 }
             }
-            if (kg < 0 || kg >= PyList_GET_SIZE(row)) {
-                PyErr_Format(PyExc_IndexError, "key group %zd outside the window's row", kg);
-                goto fail;
-            }
-            PyObject *entries = PyList_GET_ITEM(row, kg); /* borrowed from the row */
-            if (entries == Py_None) {
-                PyObject *start_obj = PyLong_FromLongLong(start);
-                if (start_obj == NULL) {
-                    goto fail;
-                }
-                PyObject *slot_args[2] = {start_obj, group};
-                entries = PyObject_Vectorcall(slot_for, slot_args, 2, NULL);
-                Py_DECREF(start_obj);
-                if (entries == NULL) {
-                    goto fail;
-                }
-                PyList_SetItem(row, kg, entries); /* steals it; the row keeps it alive */
-            }
+            PyObject *entries = slot; /* the slot keeps it alive */
             Py_INCREF(entries);
             int r = 0;
             if (PyDict_CheckExact(entries)) {
@@ -1371,7 +1371,7 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(key);
         Py_DECREF(ts_obj);
         Py_DECREF(value);
-        Py_XDECREF(row);
+        Py_XDECREF(slot);
         {
             /* at[0] = i, keeping the exception that is being raised */
             PyObject *type, *exc, *tb;
@@ -1384,7 +1384,7 @@ speedups_window_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
-    Py_XDECREF(row);
+    Py_XDECREF(slot);
     return PyLong_FromSsize_t(i);
 }
 
@@ -1401,46 +1401,39 @@ stamp_outputs(PyObject *out_v, PyObject *out_t, PyObject *max_ts, Py_ssize_t *co
     return 0;
 }
 
-/* The window operator's firing loop (WindowOperator._fire_groups): evaluate the window
- * for every key with contents, key group by key group, in the same steps. */
+/* The window operator's firing loop (WindowOperator._fire_entries): evaluate the window
+ * for every key of its contents dict, in the same steps. */
 static PyObject *
 speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 16) {
-        PyErr_SetString(PyExc_TypeError, "window_fire() takes 16 arguments");
+    if (nargs != 18) {
+        PyErr_SetString(PyExc_TypeError, "window_fire() takes 18 arguments");
         return NULL;
     }
-    PyObject *groups = args[0], *backend = args[1], *set_key = args[2], *call = args[3];
+    PyObject *entries = args[0], *backend = args[1], *set_key = args[2], *call = args[3];
     PyObject *second = args[4], *get_result = args[6], *clear = args[7];
     PyObject *window = args[8], *ctx = args[9], *out_v = args[10], *out_t = args[11];
     PyObject *max_ts = args[12], *side = args[13], *tag_class = args[14];
-    PyObject *exact_key_type = args[15];
+    PyObject *exact_key_type = args[15], *group_of = args[17];
     const long kind = PyLong_AsLong(args[5]);
     if (kind == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (!PyList_CheckExact(groups) || !PyList_CheckExact(out_v) || !PyList_CheckExact(out_t)) {
-        PyErr_SetString(PyExc_TypeError, "window_fire(): groups, out_v and out_t must be lists");
+    const long max_parallelism = max_parallelism_arg(args[16]);
+    if (max_parallelism < 0) {
+        return NULL;
+    }
+    if (!PyDict_Check(entries) || !PyList_CheckExact(out_v) || !PyList_CheckExact(out_t)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "window_fire(): entries must be a dict, out_v and out_t lists");
         return NULL;
     }
     if (intern_names() < 0) {
         return NULL;
     }
     Py_ssize_t count = PyList_GET_SIZE(out_v);
-    for (Py_ssize_t g = 0; g < PyList_GET_SIZE(groups); g++) {
-        PyObject *pair = PyList_GET_ITEM(groups, g);
-        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyDict_Check(PyTuple_GET_ITEM(pair, 1))) {
-            PyErr_SetString(PyExc_TypeError, "window_fire(): groups holds (kg, dict) pairs");
-            return NULL;
-        }
-        PyObject *entries = PyTuple_GET_ITEM(pair, 1);
-        Py_INCREF(pair); /* keeps entries alive while functions run */
-        if (set_key == Py_None &&
-            PyObject_SetAttr(backend, str_current_key_group, PyTuple_GET_ITEM(pair, 0)) < 0) {
-            Py_DECREF(pair);
-            return NULL;
-        }
+    Py_INCREF(entries); /* kept alive while functions run */
+    {
         const Py_ssize_t size = PyDict_GET_SIZE(entries);
         Py_ssize_t pos = 0;
         PyObject *key, *acc; /* borrowed from entries */
@@ -1450,9 +1443,17 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyObject *done = NULL, *results = NULL;
             int r = -1;
             if (set_key == Py_None) {
-                if (PyObject_SetAttr(backend, str_current_key, key) < 0) {
+                PyObject *group = group_of_key(key, max_parallelism, group_of);
+                if (group == NULL) {
                     goto next;
                 }
+                r = PyObject_SetAttr(backend, str_current_key_group, group);
+                Py_DECREF(group);
+                if (r < 0 || PyObject_SetAttr(backend, str_current_key, key) < 0) {
+                    r = -1;
+                    goto next;
+                }
+                r = -1;
             }
             else {
                 done = PyObject_CallOneArg(set_key, key);
@@ -1532,17 +1533,17 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(acc);
             Py_DECREF(key);
             if (r < 0 || PyErr_Occurred()) {
-                Py_DECREF(pair);
+                Py_DECREF(entries);
                 return NULL;
             }
             if (PyDict_GET_SIZE(entries) != size) {
-                Py_DECREF(pair);
+                Py_DECREF(entries);
                 PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
                 return NULL;
             }
         }
-        Py_DECREF(pair);
     }
+    Py_DECREF(entries);
     if (stamp_outputs(out_v, out_t, max_ts, &count) < 0) {
         return NULL;
     }
@@ -1578,18 +1579,19 @@ static PyMethodDef speedups_methods[] = {
      "tuple of plain keys), else\n"
      "by_class[type(key)][key] if present, else slow(key)."},
     {"window_add", (PyCFunction)(void (*)(void))speedups_window_add, METH_FASTCALL,
-     "window_add(values, timestamps, key_of, canonical, max_parallelism, key_group_of, slots,\n"
-     "           row_for, slot_for, add_other, late, late_marker, size, slide, offset,\n"
-     "           lateness, watermark, kind, fn, create, at, /)\n--\n\n"
+     "window_add(values, timestamps, key_of, canonical, max_parallelism, key_group_of,\n"
+     "           kg_low, kg_high, not_owned, slots, window_for, add_other, late, late_marker,\n"
+     "           size, slide, offset, lateness, watermark, kind, fn, create, at, /)\n--\n\n"
      "The input loop of flowkit.operators.window.WindowOperator._process_batch_fast. Returns\n"
      "how many records it handled: the Python loop takes the rest (a record without an int\n"
      "timestamp, or windows beyond 64 bits). On an error, at[0] is the failing record's\n"
      "index."},
     {"window_fire", (PyCFunction)(void (*)(void))speedups_window_fire, METH_FASTCALL,
-     "window_fire(groups, backend, set_key, call, second, kind, get_result, clear, window,\n"
-     "            ctx, out_v, out_t, max_ts, side, tag_class, exact_key_type, /)\n--\n\n"
-     "The firing loop of flowkit.operators.window.WindowOperator._fire_groups (set_key None:\n"
-     "the key and key group are set as attributes of backend)."},
+     "window_fire(entries, backend, set_key, call, second, kind, get_result, clear, window,\n"
+     "            ctx, out_v, out_t, max_ts, side, tag_class, exact_key_type,\n"
+     "            max_parallelism, key_group_of, /)\n--\n\n"
+     "The firing loop of flowkit.operators.window.WindowOperator._fire_entries (set_key None:\n"
+     "the key and its key group are set as attributes of backend)."},
     {"reduce_batch", (PyCFunction)(void (*)(void))speedups_reduce_batch, METH_FASTCALL,
      "reduce_batch(values, key_of, accs, reduce, state_key, out, pair_sum, /)\n--\n\n"
      "The keyed reduce loop of flowkit.operators.keyed.KeyedReduceOperator: one output\n"
@@ -1616,7 +1618,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 6) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 7) < 0) {
         Py_CLEAR(module);
     }
     return module;

@@ -13,12 +13,16 @@ window as namespace, so they are snapshotted with all other keyed state.
 
 Time windows of the built-in event-time assigners (tumbling, sliding) with the default
 ``EventTimeTrigger`` and no evictor take one fast path with the same semantics: windows
-computed by arithmetic a batch at a time, contents added straight to the dicts of the
-state table, and the end-of-window and cleanup timers kept per window (every key with
-contents in it has them) instead of one queue entry per key, so firing a window walks its
-keys. Timer counts and snapshots see those timers as one per key and window; restored
-timers go back into the per-window form. Everything else takes the general path, which
-calls the assigner and the trigger for each element.
+computed by arithmetic a batch at a time, each window's contents in one dict
+``{key: accumulator}`` of the operator's own, and the end-of-window and cleanup timers
+kept per window (every key with contents in it has them) instead of one queue entry per
+key, so firing a window walks its dict. The backend sees those contents whenever it is
+snapshotted or read as a whole: they are handed back to its table, split by key group, at
+that moment (``_check_in``, an O(contents) step of the checkpoint's synchronous part), and
+taken out again when the fast path next runs (``_check_out``). Timer counts and snapshots
+see the per-window timers as one per key and window; restored timers go back into the
+per-window form. Everything else takes the general path, which calls the assigner and the
+trigger for each element.
 
 Window functions see one context object: ``context.window()``,
 ``current_watermark()``, ``current_processing_time()``, ``window_state()`` (not for
@@ -62,6 +66,7 @@ from flowkit.state.backend import (
 )
 from flowkit.state.descriptors import StateDescriptor
 from flowkit.state.key_groups import CanonicalKeys, ExactKey
+from flowkit.state.table import _IMMUTABLE
 from flowkit.window import (
     EventTimeTrigger,
     Evictor,
@@ -272,21 +277,19 @@ class _LiveWindow:
 
 
 class _Slot:
-    """Window contents of one key group to add to with more than a dict update."""
+    """Window contents to add to with more than a dict update."""
 
-    __slots__ = ("entries", "fire_now", "frozen", "kg", "live", "register")
+    __slots__ = ("entries", "fire_now", "frozen", "live", "register")
 
     def __init__(
         self,
         live: _LiveWindow,
-        kg: int,
         entries: dict[Any, Any],
         frozen: dict[Any, Any] | None,
         fire_now: bool,
         register: bool,
     ) -> None:
         self.live = live
-        self.kg = kg
         self.entries = entries
         #: What a live snapshot holds of the same dict (copy values before changing them).
         self.frozen = frozen
@@ -389,7 +392,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         self._merging_sets = self.backend.keyed_table(MERGING_WINDOWS)
         #: Time windows of the built-in event-time assigners with the default trigger and
         #: no evictor (the common case) take one inlined path with the same semantics:
-        #: window assignment by arithmetic, contents per (window, key group), and timers
+        #: window assignment by arithmetic, contents in one dict per window, and timers
         #: kept per window (see ``_LiveWindow``) instead of one queue entry per key.
         self._fast = (
             type(self.assigner) in (TumblingEventTimeWindows, SlidingEventTimeWindows)
@@ -419,17 +422,25 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         #: Fast path: heap of ``(timer timestamp, window start)``, one per pending timestamp
         #: of a live window.
         self._due: list[tuple[int, int]] = []
-        #: Fast path: window start -> per key group, the contents dict to add to (plain
-        #: case), a ``_Slot`` (anything else), ``_LATE`` or None (not looked up yet);
-        #: valid until the watermark moves or a snapshot is taken.
-        self._slots: dict[int, list[Any]] = {}
-        #: Fast path: window start -> (live window, fires at once, timers implicit) for
-        #: the windows in ``_slots``.
-        self._rows: dict[int, tuple[_LiveWindow, bool, bool]] = {}
+        #: Fast path: window start -> the contents ``{key: accumulator}`` of the window
+        #: (of every key group). The backend's table holds them only while they are
+        #: checked in (``_in_table``).
+        self._windows: dict[int, dict[Any, Any]] = {}
+        #: Fast path: window start -> what a live snapshot holds of the window's
+        #: contents, for accumulators changed in place (copy before changing them).
+        self._frozen: dict[int, dict[Any, Any]] = {}
+        #: Fast path: window start -> the contents dict to add to (plain case), a
+        #: ``_Slot`` (anything else) or ``_LATE``; valid until the watermark reaches the
+        #: window's end or the contents are checked in.
+        self._slots: dict[int, Any] = {}
+        #: Fast path: the table may hold contents to take into ``_windows``.
+        self._in_table = False
         #: Fast path: contents or timers were restored and are not yet reconciled.
         self._restored = False
         #: Starts of windows restored with contents but without timers.
         self._orphans: set[int] = set()
+        if self._fast:
+            self.backend.add_sync_hook(self._check_in)
 
     def state_store(self) -> Any:
         return self.backend
@@ -450,7 +461,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         )
         if self._fast:
             self.timers.event_timers.implicit = _WindowTimers(self)
-            self._restored = True  # contents may have been restored before open()
+            # Contents may have been restored before open().
+            self._restored = self._in_table = True
         try:
             for fn in (self.reduce_fn, self.aggregate_fn, self.process_fn, self.window_fn):
                 if fn is not None:
@@ -460,7 +472,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
     def _restore_keyed_after_open(self) -> None:
         super()._restore_keyed_after_open()
-        self._restored = True
+        self._restored = self._in_table = True
 
     def _schedule(self, time_ms: int, action: Callable[[], None]) -> Any:
         assert self.ctx is not None
@@ -491,10 +503,6 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         for fn in (self.reduce_fn, self.aggregate_fn, self.process_fn, self.window_fn):
             if fn is not None:
                 call_close(fn)
-
-    def snapshot_state(self, checkpoint_id: int) -> Any:
-        self._clear_slots()  # the snapshot freezes the cached contents dicts
-        return super().snapshot_state(checkpoint_id)
 
     # ------------------------------------------------------------------ input
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
@@ -542,14 +550,19 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         """
         if self._restored:
             self._reconcile()
+        elif self._in_table:
+            self._check_out()
         key_of = self.key_selector
         canonical = self._canonical_keys.canonical
         backend = self.backend
         known_groups = backend.known_key_groups(str)
         key_group_of = backend.key_group_of
+        kg_range = backend.key_group_range
+        kg_low = kg_range.start
+        kg_high = kg_range.end
+        not_owned = self._not_owned
         slots = self._slots
-        row_for = self._row
-        slot_for = self._slot
+        window_for = self._window_slot
         add_other = self._add_to_slot
         late = self._late
         size = self._size
@@ -582,9 +595,11 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                         canonical,
                         backend.max_parallelism,
                         key_group_of,
+                        kg_low,
+                        kg_high,
+                        not_owned,
                         slots,
-                        row_for,
-                        slot_for,
+                        window_for,
                         add_other,
                         late,
                         _LATE,
@@ -606,7 +621,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 values, timestamps = values[done:], timestamps[done:]
             if slide == size:  # one window per element: the loop below without the while
                 low = high = 0
-                row: list[Any] | None = None
+                entries: Any = None
                 for value, ts in zip(values, timestamps):
                     key = key_of(value)
                     if key.__class__ is not str and key.__class__ is not int:
@@ -614,15 +629,14 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                     kg = known_groups.get(key)
                     if kg is None:
                         kg = key_group_of(key)
+                    if not kg_low <= kg <= kg_high:
+                        not_owned(key, kg)
                     if not low <= ts < high:  # not in the window of the element before
                         start = low = ts - (ts - offset) % size
                         high = low + size
-                        row = slots.get(start)
-                        if row is None:
-                            row = slots[start] = row_for(start)
-                    entries = row[kg]  # type: ignore[index]  # set with low and high
-                    if entries is None:
-                        entries = row[kg] = slot_for(low, kg)  # type: ignore[index]
+                        entries = slots.get(start)
+                        if entries is None:
+                            entries = slots[start] = window_for(start)
                     if entries.__class__ is dict:
                         acc = entries.get(key, _MISSING)
                         if kind == 0:
@@ -645,16 +659,15 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 kg = known_groups.get(key)
                 if kg is None:
                     kg = key_group_of(key)
+                if not kg_low <= kg <= kg_high:
+                    not_owned(key, kg)
                 start = ts - (ts - offset) % slide
                 low = ts - size
                 skipped = True
                 while start > low:
-                    row = slots.get(start)
-                    if row is None:
-                        row = slots[start] = row_for(start)
-                    entries = row[kg]
+                    entries = slots.get(start)
                     if entries is None:
-                        entries = row[kg] = slot_for(start, kg)
+                        entries = slots[start] = window_for(start)
                     start -= slide
                     if entries.__class__ is dict:
                         skipped = False
@@ -686,36 +699,38 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
     def _clear_slots(self) -> None:
         self._slots.clear()
-        self._rows.clear()
+
+    def _not_owned(self, key: Any, kg: int) -> NoReturn:
+        """A key of a key group this subtask does not own (routed to the wrong subtask,
+        or a key selector that gives another key for the same record)."""
+        raise self.backend.not_owned_error(key, kg)
 
     def _cleanup_of(self, max_ts: int) -> int:
         cleanup = max_ts + self.allowed_lateness
         return cleanup if cleanup <= MAX_WATERMARK else MAX_WATERMARK
 
-    def _row(self, start: int) -> list[Any]:
-        """The slots of window ``start``, one per key group (all ``_LATE`` if the window
-        is late)."""
+    def _window_slot(self, start: int) -> Any:
+        """What ``_process_batch_fast`` adds to for window ``start``: ``_LATE`` if the
+        window is late, the contents dict itself when nothing else is to be done per
+        element (timers implicit, not firing at once, no snapshot holding accumulators
+        that change in place), else a ``_Slot``."""
         max_ts = start + self._size - 1
         cleanup = self._cleanup_of(max_ts)
         watermark = self.timers.current_watermark
-        size = self.backend.max_parallelism
         if cleanup <= watermark:
-            return [_LATE] * size
+            return _LATE
         live = self._live.get(start)
         if live is None:
             live = self._open_window(start, max_ts, cleanup)
-        self._rows[start] = (live, max_ts <= watermark, live.covers_new_keys(watermark))
-        return [None] * size
-
-    def _slot(self, start: int, kg: int) -> Any:
-        """What ``_process_batch_fast`` adds to for window ``start`` and key group ``kg``:
-        the contents dict itself when nothing else is to be done per element (timers
-        implicit, not firing at once, no snapshot holding the dict), else a ``_Slot``."""
-        live, fire_now, implicit = self._rows[start]
-        entries, frozen = self._contents.writable_entries(live.window, kg)
+        entries = self._windows.get(start)
+        if entries is None:
+            entries = self._windows[start] = {}
+        frozen = self._frozen.get(start)
+        fire_now = max_ts <= watermark
+        implicit = live.covers_new_keys(watermark)
         if frozen is None and not fire_now and implicit:
             return entries
-        return _Slot(live, kg, entries, frozen, fire_now, not implicit)
+        return _Slot(live, entries, frozen, fire_now, not implicit)
 
     def _open_window(self, start: int, max_ts: int, cleanup: int) -> _LiveWindow:
         """Start keeping the timers of window ``start`` (its first element, or the first
@@ -768,7 +783,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             if live.cleanup != MAX_WATERMARK:
                 self._cover(live, live.cleanup, key)
         if slot.fire_now:
-            self._set_key(key, slot.kg)
+            self._set_key(key, self.backend.key_group_of(key))
             self._emit_key(live.window, key, entries[key])
 
     def _cover(self, live: _LiveWindow, timestamp: int, key: Any) -> None:
@@ -795,16 +810,17 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         """
         if self._restored:
             self._reconcile()
+        elif self._in_table:
+            self._check_out()
         timers = self.timers
         timers.current_watermark = watermark
-        # A window's slots change (late, firing at once, contents dropped) when the
+        # A window's slot changes (late, firing at once, contents dropped) when the
         # watermark reaches its end; slots of later windows stay valid.
         slots = self._slots
         if slots:
             last = watermark - self._size + 1  # windows starting up to here have ended
             for start in [start for start in slots if start <= last]:
                 del slots[start]
-                self._rows.pop(start, None)
         # The end of input (MAX_WATERMARK) makes every timer due, also those of windows
         # ending past it.
         due = watermark if watermark < MAX_WATERMARK else END_OF_TIME
@@ -839,48 +855,55 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         with contents): EventTimeTrigger fires at the window's end (max timestamp), the
         cleanup timer clears the contents and calls the functions' ``clear``."""
         window = live.window
+        start = window.start
         max_ts = window.end - 1
         fire = timestamp == max_ts
         clean = timestamp == live.cleanup
-        contents = self._contents
+        entries = self._windows.get(start)
         if keys is not _EVERY_KEY:
+            group_of = self.backend.key_group_of
             for key in keys:
-                self._set_key(key, self.backend.key_group_of(key))
-                acc = contents.get(window, _MISSING)
+                self._set_key(key, group_of(key))
+                acc = _MISSING if entries is None else entries.get(key, _MISSING)
                 if fire and acc is not _MISSING:
                     self._emit_key(window, key, acc)
                 if clean:
-                    contents.remove(window)
+                    if entries is not None:
+                        entries.pop(key, None)
                     self._clear_key(window)
+            if clean and not entries:
+                self._drop_window(start)
             return
-        groups = contents.namespace_groups(window)
+        if entries is None:
+            return
         if fire:
             if self._call is None and not (clean and self._clears):
                 out_v = self._out_values
                 count = len(out_v)
-                get_result = self.aggregate_fn.get_result if self._kind == 0 else None
-                for _kg, entries in groups:
-                    if get_result is None:
-                        out_v.extend(entries.values())
-                    else:
-                        out_v.extend(map(get_result, entries.values()))
+                if self._kind == 0:
+                    out_v.extend(map(self.aggregate_fn.get_result, entries.values()))
+                else:
+                    out_v.extend(entries.values())
                 self._out_stamps.extend(repeat(max_ts, len(out_v) - count))
             else:
-                self._fire_groups(window, groups, clean)
+                self._fire_entries(window, entries, clean)
         elif clean and self._clears:
-            for kg, entries in groups:
-                for key in list(entries):
-                    self._set_key(key, kg)
-                    self._clear_key(window)
+            group_of = self.backend.key_group_of
+            for key in list(entries):
+                self._set_key(key, group_of(key))
+                self._clear_key(window)
         if clean:
-            for kg, _entries in groups:
-                contents.drop_namespace(window, kg)
+            self._drop_window(start)
 
-    def _fire_groups(
-        self, window: TimeWindow, groups: list[tuple[int, dict[Any, Any]]], clean: bool
-    ) -> None:
-        """Evaluate ``window`` for every key with contents (key group by key group), and
-        with ``clean`` call the functions' ``clear`` for each key right after."""
+    def _drop_window(self, start: int) -> None:
+        """Forget the contents of window ``start`` (cleaned up)."""
+        self._windows.pop(start, None)
+        self._frozen.pop(start, None)
+        self._slots.pop(start, None)
+
+    def _fire_entries(self, window: TimeWindow, entries: dict[Any, Any], clean: bool) -> None:
+        """Evaluate ``window`` for every key of ``entries`` (its contents), and with
+        ``clean`` call the functions' ``clear`` for each key right after."""
         backend = self.backend
         plain_switch = backend.key_switch_is_plain
         set_key = backend.set_current_key
@@ -896,10 +919,10 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         out_t = self._out_stamps
         append = out_v.append
         side = self._emit_side
-        if _native_window_fire is not None and groups.__class__ is list:
+        if _native_window_fire is not None and entries.__class__ is dict:
             # The loop below in C (flowkit/_speedups.c), when it is built.
             _native_window_fire(
-                groups,
+                entries,
                 backend,
                 None if plain_switch else set_key,
                 call,
@@ -915,48 +938,52 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 side,
                 OutputTag,
                 ExactKey,
+                backend.max_parallelism,
+                backend.key_group_of,
             )
             return
+        group_of = backend.key_group_of
         count = len(out_v)
-        for kg, entries in groups:
+        size = len(entries)
+        for key, acc in entries.items():
             if plain_switch:
-                backend.current_key_group = kg
-            for key, acc in entries.items():
-                if plain_switch:
-                    backend.current_key = key
+                backend.current_key = key
+                backend.current_key_group = group_of(key)
+            else:
+                set_key(key)
+            if call is None:
+                append(acc if get_result is None else get_result(acc))
+            else:
+                if key.__class__ is ExactKey:
+                    key = key[0]  # functions see the key itself
+                if kind == 0:
+                    results = call(key, second, [get_result(acc)])  # type: ignore[misc]
+                elif kind == 1:
+                    results = call(key, second, [acc])
                 else:
-                    set_key(key)
-                if call is None:
-                    append(acc if get_result is None else get_result(acc))
-                else:
-                    if key.__class__ is ExactKey:
-                        key = key[0]  # functions see the key itself
-                    if kind == 0:
-                        results = call(key, second, [get_result(acc)])  # type: ignore[misc]
-                    elif kind == 1:
-                        results = call(key, second, [acc])
-                    else:
-                        results = call(key, second, list(acc))
-                    if results is not None:
-                        for item in results:
-                            if (
-                                item.__class__ is tuple
-                                and len(item) == 2
-                                and isinstance(item[0], OutputTag)
-                            ):
-                                side(item[0], item[1], max_ts)
-                            else:
-                                append(item)
-                if clear is not None:
-                    out_t.extend(repeat(max_ts, len(out_v) - count))
-                    count = len(out_v)
-                    clear(window)
-                    ctx._window = window
+                    results = call(key, second, list(acc))
+                if results is not None:
+                    for item in results:
+                        if (
+                            item.__class__ is tuple
+                            and len(item) == 2
+                            and isinstance(item[0], OutputTag)
+                        ):
+                            side(item[0], item[1], max_ts)
+                        else:
+                            append(item)
+            if clear is not None:
+                out_t.extend(repeat(max_ts, len(out_v) - count))
+                count = len(out_v)
+                clear(window)
+                ctx._window = window
+            if len(entries) != size:
+                raise RuntimeError("dictionary changed size during iteration")
         out_t.extend(repeat(max_ts, len(out_v) - count))
 
     def _emit_key(self, window: TimeWindow, key: Any, acc: Any) -> None:
         """Evaluate ``window`` for the current key ``key`` with contents ``acc``."""
-        self._fire_groups(window, [(self.backend.current_key_group, {key: acc})], False)
+        self._fire_entries(window, {key: acc}, False)
 
     def _clear_key(self, window: TimeWindow) -> None:
         """The functions' ``clear(context)`` for the current key and ``window``."""
@@ -1006,13 +1033,67 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         return True
 
     def _contents_keys(self, window: TimeWindow) -> list[Any]:
-        return [key for _kg, entries in self._contents.namespace_groups(window) for key in entries]
+        if self._in_table:
+            self._check_out()
+        return list(self._windows.get(window.start, ()))
+
+    # ------------------------------------------------------------------ fast path: contents
+    def _is_own_window(self, window: Any) -> bool:
+        """Whether ``window`` is one this path keeps (a window of the assigner)."""
+        return (
+            window.__class__ is TimeWindow
+            and window.end - window.start == self._size
+            and not (window.start - self._offset) % self._slide
+        )
+
+    def _check_in(self) -> None:
+        """Hand the windows' contents to the backend's table, split by key group (before
+        a snapshot, a restore, or any read of the backend as a whole); ``_check_out``
+        takes them back when the fast path next runs."""
+        windows = self._windows
+        if not windows:
+            return
+        put = self._contents.put_namespace
+        size = self._size
+        for start, entries in windows.items():
+            if entries:
+                put(TimeWindow(start, start + size), entries)
+        windows.clear()
+        self._frozen.clear()
+        self._slots.clear()
+        self._in_table = True
+
+    def _check_out(self) -> None:
+        """Take the contents of this path's windows out of the backend's table (after a
+        restore or a ``_check_in``). Windows of other shapes (restored from another
+        assigner) stay in the table, where the general path finds them."""
+        self._in_table = False
+        contents = self._contents
+        mutable = self._kind != 1  # reduce replaces its values, never changes them
+        for window in contents.namespaces():
+            if not self._is_own_window(window):
+                continue
+            entries, shared = contents.take_namespace(window)
+            start = window.start
+            mine = self._windows.get(start)
+            if mine:
+                entries.update(mine)
+            self._windows[start] = entries
+            if (
+                shared
+                and mutable
+                and any(value.__class__ not in _IMMUTABLE for value in entries.values())
+            ):
+                self._frozen[start] = entries.copy()
+            self._slots.pop(start, None)
 
     def _reconcile(self) -> None:
         """After a restore: a window's timers that every key with contents has (and only
         those) become implicit again; windows with contents but no timers are noted."""
         self._restored = False
         self._clear_slots()
+        if self._in_table:
+            self._check_out()
         for live in self._live.values():
             held: set[Any] | None = None
             for timestamp, keys in live.timers.items():
@@ -1022,31 +1103,28 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                     held = set(self._contents_keys(live.window))
                 if len(keys) == len(held) and held.issuperset(keys):
                     live.timers[timestamp] = _EVERY_KEY
-        self._orphans = {
-            window.start
-            for window in self._contents.namespaces()
-            if window.__class__ is TimeWindow and window.start not in self._live
-        }
+        self._orphans = {start for start in self._windows if start not in self._live}
 
     def _implicit_count(self) -> int:
         if self._restored:
             self._reconcile()
+        elif self._in_table:
+            self._check_out()
         total = 0
-        for live in self._live.values():
-            with_contents = -1
+        windows = self._windows
+        for start, live in self._live.items():
             for keys in live.timers.values():
                 if keys is not _EVERY_KEY:
                     total += len(keys)
-                    continue
-                if with_contents < 0:
-                    groups = self._contents.namespace_groups(live.window)
-                    with_contents = sum(len(entries) for _kg, entries in groups)
-                total += with_contents
+                else:
+                    total += len(windows.get(start, ()))
         return total
 
     def _implicit_timers(self) -> Iterator[tuple[int, Any, Any]]:
         if self._restored:
             self._reconcile()
+        elif self._in_table:
+            self._check_out()
         for timestamp, start in sorted(self._due):
             live = self._live[start]
             keys = live.timers[timestamp]

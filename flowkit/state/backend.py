@@ -277,6 +277,8 @@ class HeapKeyedStateBackend:
         self._keyed_tables: dict[str, KeyedTable] = {}
         self._record_cleanups: list[_IncrementalCleanup] = []
         self._live_snapshots = 0
+        #: Called before the state is read or written as a whole (see ``add_sync_hook``).
+        self._sync_hooks: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -309,6 +311,8 @@ class HeapKeyedStateBackend:
         Raises:
             ValueError: State exists and the change would orphan some of it.
         """
+        if self._sync_hooks:
+            self._sync()
         if clock is not None:
             self._now = _clock_function(clock)
         if max_parallelism is not None and max_parallelism != self.max_parallelism:
@@ -374,17 +378,46 @@ class HeapKeyedStateBackend:
 
     def _create_group(self, table: _StateTable, key_group: int, key: Any = _MISSING) -> _Group:
         if not self.key_group_range.start <= key_group <= self.key_group_range.end:
-            if key is _MISSING:
-                key = self.current_key
-            raise ValueError(
-                f"key {key!r} belongs to key group {key_group}, which this backend does not "
-                f"own ({self.key_group_range}, max parallelism {self.max_parallelism}); "
-                f"the record was routed to the wrong subtask"
-            )
+            raise self.not_owned_error(self.current_key if key is _MISSING else key, key_group)
         group = table.groups[key_group] = _Group()
         return group
 
+    def not_owned_error(self, key: Any, key_group: int) -> ValueError:
+        """The error for state of ``key``, of ``key_group``, which this backend does not
+        own (a record routed to the wrong subtask)."""
+        return ValueError(
+            f"key {key!r} belongs to key group {key_group}, which this backend does not "
+            f"own ({self.key_group_range}, max parallelism {self.max_parallelism}); "
+            f"the record was routed to the wrong subtask"
+        )
+
     # ------------------------------------------------------------------ tables
+    def add_sync_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` before the state is snapshotted, restored, configured, or read or
+        written through the name-based methods (:meth:`keyed_table`, :meth:`table`,
+        :attr:`tables`, :meth:`keys`, :meth:`num_entries`, :meth:`get` and the like).
+
+        For an operator that keeps some of its keyed state in a structure of its own for
+        speed (the window operator's contents): the hook hands that state back to the
+        backend (:meth:`KeyedTable.put_namespace`), so that everyone else sees it here.
+
+        Example:
+            >>> backend = HeapKeyedStateBackend()
+            >>> counts = backend.keyed_table("counts")
+            >>> kept = {"a": 1}
+            >>> def hand_back() -> None:
+            ...     counts.put_namespace(None, kept)
+            ...     kept.clear()
+            >>> backend.add_sync_hook(hand_back)
+            >>> backend.tables["counts"]
+            {None: {'a': 1}}
+        """
+        self._sync_hooks.append(hook)
+
+    def _sync(self) -> None:
+        for hook in self._sync_hooks:
+            hook()
+
     def _table(self, name: str, kind: str = "raw", ttl: bool | None = None) -> _StateTable:
         table = self._tables.get(name)
         if table is None:
@@ -415,6 +448,8 @@ class HeapKeyedStateBackend:
 
         Stored by key group and snapshotted by copy on write, like the state objects.
         """
+        if self._sync_hooks:
+            self._sync()
         handle = self._keyed_tables.get(name)
         if handle is None:
             table = self._table(name)
@@ -431,6 +466,8 @@ class HeapKeyedStateBackend:
         For a name that also has a state object or a :class:`KeyedTable`: a view of the
         current key group (see ``_KeyGroupTableView``), for per-current-key access only.
         """
+        if self._sync_hooks:
+            self._sync()
         table = self._table(name)
         if table.legacy is not None:
             return table.legacy
@@ -454,6 +491,8 @@ class HeapKeyedStateBackend:
         For tests and inspection: O(entries). The inner dicts are new; the values are the
         stored objects (TTL states store ``(value, timestamp)`` pairs).
         """
+        if self._sync_hooks:
+            self._sync()
         out: dict[str, NamespaceMap] = {}
         for name, table in self._tables.items():
             merged: NamespaceMap = {}
@@ -475,6 +514,8 @@ class HeapKeyedStateBackend:
 
     def keys(self, name: str, namespace: Any = None) -> list[Any]:
         """Keys that have state ``name`` in ``namespace``."""
+        if self._sync_hooks:
+            self._sync()
         table = self._tables.get(name)
         if table is None:
             return []
@@ -491,6 +532,8 @@ class HeapKeyedStateBackend:
 
     def num_entries(self, name: str | None = None) -> int:
         """Number of (namespace, key) entries of state ``name`` (or of all states)."""
+        if self._sync_hooks:
+            self._sync()
         tables = self._tables.values() if name is None else [self._table(name)]
         total = 0
         for table in tables:
@@ -615,6 +658,8 @@ class HeapKeyedStateBackend:
         O(number of key groups x states): nothing is copied now; later writes copy what
         they change (see the module docstring). Release the snapshot when done.
         """
+        if self._sync_hooks:
+            self._sync()
         kg_range = self.key_group_range
         if key_group_range is not None:
             kg_range = kg_range.intersection(key_group_range)
@@ -675,6 +720,8 @@ class HeapKeyedStateBackend:
                 same key group of the same state.
             StateMigrationError: A restored state conflicts with a registered one.
         """
+        if self._sync_hooks:
+            self._sync()
         kg_range = self.key_group_range if key_group_range is None else key_group_range
         loaded: dict[tuple[str, int], NamespaceMap] = {}
         meta: dict[str, tuple[str, bool | None]] = {}

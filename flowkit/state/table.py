@@ -88,7 +88,7 @@ def private_copy(value: Any) -> Any:
 
     Lists, dicts and sets of immutable items are copied shallowly, other mutable objects
     with ``copy.deepcopy``. Use it before changing a value in place that a snapshot may
-    hold (see :meth:`KeyedTable.writable_entries`).
+    hold (see :meth:`KeyedTable.take_namespace`).
 
     Example:
         >>> a = [1, 2]; b = private_copy(a); b.append(3); a
@@ -133,7 +133,7 @@ class KeyContext(Protocol):
     """What the state classes need from the backend they belong to: the current key and
     its key group, the key groups the backend owns, creating a key group's entries, the
     key group of any key, and the processing time TTL uses. The state classes depend on
-    this, not on :class:`~flowkit.state.backend.KeyContext` itself."""
+    this, not on :class:`~flowkit.state.backend.HeapKeyedStateBackend` itself."""
 
     current_key: Any
     current_key_group: int
@@ -467,64 +467,55 @@ class KeyedTable(_TableAccess):
             merged if current is _MISSING else merge(current, merged)
         )
 
-    def writable_entries(
-        self, namespace: Any, key_group: int | None = None
-    ) -> tuple[dict[Any, Any], dict[Any, Any] | None]:
-        """For batch code: the ``{key: value}`` dict of ``namespace`` in ``key_group``.
+    def take_namespace(self, namespace: Any) -> tuple[dict[Any, Any], bool]:
+        """Remove ``namespace`` from every key group and return its entries as one dict.
 
-        Returns ``(entries, frozen)``. ``entries`` (created if absent) may have entries
-        added, replaced and removed directly, for keys of ``key_group`` only (default:
-        the current key's; see :meth:`KeyContext.key_group_of`). ``frozen`` is
-        the dict a live snapshot holds for it, or None: a value ``v`` of key ``k`` may be
-        changed in place only if ``frozen is None or frozen.get(k) is not v``; else store
-        a copy (:func:`private_copy`) and change that. Both are valid until the next
-        ``snapshot()``; call :meth:`discard_if_empty` after removing entries.
+        For an operator that keeps a namespace's entries in a structure of its own for a
+        while (see :meth:`put_namespace`, which gives them back). Returns ``(entries,
+        shared)``: ``shared`` is True when a live snapshot holds some of these entries,
+        so that a value in ``entries`` may only be changed in place after copying it
+        (:func:`private_copy`). A snapshot keeps what it holds.
+        """
+        taken: dict[Any, Any] = {}
+        shared = False
+        for group in self._groups:
+            if group is None:
+                continue
+            data = group.data
+            entries = data.get(namespace)
+            if entries is None:
+                continue
+            taken.update(entries)
+            frozen = group.frozen
+            if frozen is not None:
+                shared = shared or namespace in frozen
+                if data is frozen:
+                    data = group.data = frozen.copy()
+            del data[namespace]
+        return taken, shared
+
+    def put_namespace(self, namespace: Any, entries: dict[Any, Any]) -> None:
+        """Store ``entries`` (``{key: value}``, keys of any key group) in ``namespace``,
+        each in its key group (added to what the namespace holds).
 
         Raises:
-            ValueError: The backend does not own ``key_group``.
+            ValueError: A key belongs to a key group the backend does not own.
         """
         backend = self._backend
-        kg = backend.current_key_group if key_group is None else key_group
-        group = self._groups[kg]
-        if group is None:
-            group = backend._create_group(self._table, kg)
-        entries = _writable(group, namespace)
-        frozen = group.frozen
-        return entries, None if frozen is None else frozen.get(namespace)
-
-    def discard_if_empty(self, namespace: Any, key_group: int | None = None) -> None:
-        """Drop the dict of ``namespace`` in ``key_group`` (default: the current key's)
-        if it holds no entry (after removals through :meth:`writable_entries`)."""
-        kg = self._backend.current_key_group if key_group is None else key_group
-        group = self._groups[kg]
-        if group is None:
-            return
-        entries = group.data.get(namespace, _MISSING)
-        if entries is _MISSING or entries:
-            return
-        if group.frozen is not None and group.data is group.frozen:
-            group.data = group.frozen.copy()
-        del group.data[namespace]
-
-    def namespace_groups(self, namespace: Any) -> list[tuple[int, dict[Any, Any]]]:
-        """``(key group, {key: value})`` of every key group holding ``namespace``, in key
-        group order. Read only: the dicts may be held by a snapshot."""
-        found = []
-        for kg, group in enumerate(self._groups):
-            if group is not None:
-                entries = group.data.get(namespace)
-                if entries:
-                    found.append((kg, entries))
-        return found
-
-    def drop_namespace(self, namespace: Any, key_group: int) -> None:
-        """Remove every entry of ``namespace`` in ``key_group`` (a snapshot keeps its copy)."""
-        group = self._groups[key_group]
-        if group is None or namespace not in group.data:
-            return
-        if group.frozen is not None and group.data is group.frozen:
-            group.data = group.frozen.copy()
-        del group.data[namespace]
+        group_of = backend._key_group_for_key
+        split: dict[int, dict[Any, Any]] = {}
+        for key, value in entries.items():
+            kg = group_of(key)
+            part = split.get(kg)
+            if part is None:
+                part = split[kg] = {}
+            part[key] = value
+        groups = self._groups
+        for kg, part in split.items():
+            group = groups[kg]
+            if group is None:
+                group = backend._create_group(self._table, kg, next(iter(part)))
+            _writable(group, namespace).update(part)
 
     def keys(self, namespace: Any = None) -> list[Any]:
         """All keys (of every key group) with a value in ``namespace``."""

@@ -197,27 +197,29 @@ def test_background_serialization_while_processing_continues() -> None:
     assert fresh.tables == expected
 
 
-def test_writable_entries_respect_a_live_snapshot() -> None:
+def test_a_namespace_taken_out_respects_a_live_snapshot() -> None:
+    """Entries taken out of a namespace while a snapshot holds them are reported shared
+    (copy before changing them in place); the snapshot keeps them as they were, whatever
+    is changed, removed or put back since."""
     backend = HeapKeyedStateBackend()
     table = backend.keyed_table("contents")
-    keys_by_group: dict[int, list[Any]] = {}
     for key in keys(60):
-        keys_by_group.setdefault(backend.key_group_of(key), []).append(key)
-        entries, _ = table.writable_entries("w", backend.key_group_of(key))
-        entries[key] = [key]
+        backend.set_current_key(key)
+        table.put("w", [key])
     expected = copy.deepcopy(backend.tables)
     snapshot = backend.snapshot()
-    for kg, group_keys in keys_by_group.items():
-        entries, frozen = table.writable_entries("w", kg)
-        assert frozen is not None and frozen is not entries
-        for key in group_keys:
-            value: list[Any] = entries[key]
-            if frozen.get(key) is value:  # held by the snapshot: copy before changing
-                value = entries[key] = list(value)
-            value.append("after")
-        del entries[group_keys[0]]
-        entries[("new", kg)] = []
+    taken, shared = table.take_namespace("w")
+    assert shared and len(taken) == 60
+    first = next(iter(taken))
+    del taken[first]
+    for key, value in taken.items():
+        taken[key] = [*value, "after"]  # copied, as `shared` says
+    taken[("new", 1)] = []
+    table.put_namespace("w", taken)
     assert restored_tables(snapshot) == expected
+    snapshot.release()
+    again, shared = table.take_namespace("w")
+    assert not shared and again == taken
 
 
 def test_legacy_tables_are_copied_at_snapshot_time() -> None:

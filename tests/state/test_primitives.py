@@ -387,28 +387,72 @@ def test_keyed_table_merge_namespaces(backend: HeapKeyedStateBackend) -> None:
     assert table.get("fresh") == [0, 1, 2, 3]
 
 
-def test_writable_entries_for_batch_code(backend: HeapKeyedStateBackend) -> None:
+def test_a_namespace_taken_out_and_put_back(backend: HeapKeyedStateBackend) -> None:
+    """take_namespace hands out the entries of every key group in one dict and leaves
+    none behind; put_namespace stores such a dict back, each key in its key group."""
     table = backend.keyed_table("contents")
     keys = ["a", "b", "c", 1, 2, 3]
     for key in keys:
-        kg = backend.key_group_of(key)
-        assert kg == assign_to_key_group(key, 128)
-        entries, frozen = table.writable_entries("w", kg)
-        assert frozen is None
-        entries[key] = [key]
-    for key in keys:
+        backend.set_current_key(key)
+        table.put("w", [key])
+        table.put("other", key)
+    taken, shared = table.take_namespace("w")
+    assert taken == {key: [key] for key in keys} and not shared
+    assert table.keys("w") == [] and "w" not in table.namespaces()
+    assert sorted(table.keys("other"), key=repr) == sorted(keys, key=repr)
+    assert table.take_namespace("absent") == ({}, False)
+    taken["d"] = ["d"]
+    table.put_namespace("w", taken)
+    for key in [*keys, "d"]:
         backend.set_current_key(key)
         assert table.get("w") == [key]
-    backend.set_current_key("a")
-    entries, _ = table.writable_entries("w")
-    del entries["a"]
-    table.discard_if_empty("w")
-    assert not table.contains("w")
-    table.discard_if_empty("w", backend.key_group_of("b"))  # not empty: kept
-    assert sorted(table.keys("w"), key=repr) == sorted(keys[1:], key=repr)
+        assert backend.key_group_of(key) == assign_to_key_group(key, 128)
+    table.put_namespace("w", {"e": ["e"]})  # added to what the namespace holds
+    assert len(table.keys("w")) == 8
     restricted = HeapKeyedStateBackend(128, KeyGroupRange(0, 9))
-    with pytest.raises(ValueError, match="key group"):
-        restricted.keyed_table("t").writable_entries("w", 50)
+    outside = next(key for key in map(str, range(1000)) if assign_to_key_group(key, 128) > 9)
+    with pytest.raises(ValueError, match="does not own"):
+        restricted.keyed_table("t").put_namespace("w", {outside: 1})
+
+
+def test_a_sync_hook_runs_before_the_backend_is_read_as_a_whole() -> None:
+    """An operator keeping state of its own hands it back before a snapshot, a restore
+    and any read of the backend by state name."""
+    backend = HeapKeyedStateBackend()
+    table = backend.keyed_table("contents")
+    kept: dict[Any, Any] = {}
+    calls = []
+
+    def hand_back() -> None:
+        calls.append(len(kept))
+        table.put_namespace("w", kept)
+        kept.clear()
+
+    backend.add_sync_hook(hand_back)
+    kept.update(a=1, b=2)
+    assert backend.tables["contents"] == {"w": {"a": 1, "b": 2}}
+    kept.update(c=3)
+    assert backend.num_entries("contents") == 3
+    kept.update(d=4)
+    assert sorted(backend.keys("contents", "w")) == ["a", "b", "c", "d"]
+    kept.update(e=5)
+    backend.set_current_key("e")
+    assert backend.get("contents", "w") == 5
+    kept.update(f=6)
+    snapshot = backend.snapshot()
+    assert {entry[3]: entry[4] for entry in snapshot.entries("contents")} == {
+        "a": 1,
+        "b": 2,
+        "c": 3,
+        "d": 4,
+        "e": 5,
+        "f": 6,
+    }
+    kept.update(g=7)
+    backend.restore([snapshot.to_bytes()])  # g is handed back first; the restore keeps it
+    snapshot.release()
+    assert len(backend.tables["contents"]["w"]) == 7
+    assert calls == [2, 1, 1, 1, 1, 1, 0]
 
 
 def test_private_copy() -> None:

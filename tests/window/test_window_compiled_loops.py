@@ -14,6 +14,7 @@ import flowkit as fk
 from flowkit.elements import MAX_WATERMARK
 from flowkit.functions import AggregateFunction, ProcessWindowFunction
 from flowkit.operators import window as window_module
+from flowkit.state.key_groups import KeyGroupRange, assign_to_key_group
 from flowkit.testing.harness import WindowOperatorHarness
 from flowkit.window import SlidingEventTimeWindows, TumblingEventTimeWindows
 
@@ -94,6 +95,21 @@ def test_a_record_without_timestamp_fails_naming_the_assigner_problem() -> None:
     assert "('b', 2)" in str(info.value)
     h.process_watermark(MAX_WATERMARK)
     assert rows(h) == [("str", "'a'", 0, 1)]
+
+
+def test_a_key_of_a_key_group_owned_elsewhere_fails_naming_its_record() -> None:
+    """A record whose key belongs to another subtask's key groups (a key selector that
+    gives another key than the one the record was routed by) fails where it is added,
+    naming the key and the record; the records before it stay in their windows."""
+    h = harness(TumblingEventTimeWindows.of(10))
+    h.operator.backend.configure(key_group_range=KeyGroupRange(0, 63))
+    mine = [k for k in map(str, range(100)) if assign_to_key_group(k, 128) <= 63][:2]
+    other = next(k for k in map(str, range(100)) if assign_to_key_group(k, 128) > 63)
+    with pytest.raises(Exception, match="does not own") as info:
+        h.operator.process_batch([(mine[0], 1), (mine[1], 2), (other, 3)], [1, 2, 3])
+    assert repr((other, 3)) in str(info.value) and repr(other) in str(info.value.__cause__)
+    h.process_watermark(MAX_WATERMARK)
+    assert rows(h) == sorted(("str", repr(k), 0, 1) for k in mine)
 
 
 def test_keys_of_every_type_in_one_batch() -> None:
