@@ -1401,6 +1401,67 @@ stamp_outputs(PyObject *out_v, PyObject *out_t, PyObject *max_ts, Py_ssize_t *co
     return 0;
 }
 
+/* split_by_key_group(entries, max_parallelism, group_of): {key group: {key: value}} of a
+ * dict's entries, in their order (KeyedTable.put_namespace). */
+static PyObject *
+speedups_split_by_key_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "split_by_key_group() takes 3 arguments");
+        return NULL;
+    }
+    PyObject *entries = args[0], *group_of = args[2];
+    if (!PyDict_Check(entries)) {
+        return wrong_type("split_by_key_group", "a dict", entries);
+    }
+    const long max_parallelism = max_parallelism_arg(args[1]);
+    if (max_parallelism < 0) {
+        return NULL;
+    }
+    PyObject *split = PyDict_New();
+    if (split == NULL) {
+        return NULL;
+    }
+    Py_INCREF(entries); /* group_of may run Python code */
+    const Py_ssize_t size = PyDict_GET_SIZE(entries);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value; /* borrowed */
+    while (PyDict_Next(entries, &pos, &key, &value)) {
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int r = -1;
+        PyObject *group = group_of_key(key, max_parallelism, group_of);
+        if (group != NULL) {
+            PyObject *part = PyDict_GetItemWithError(split, group); /* borrowed */
+            if (part == NULL && !PyErr_Occurred()) {
+                part = PyDict_New();
+                if (part != NULL) {
+                    r = PyDict_SetItem(split, group, part);
+                    Py_DECREF(part); /* split holds it */
+                    if (r < 0) {
+                        part = NULL;
+                    }
+                }
+            }
+            r = part == NULL ? -1 : PyDict_SetItem(part, key, value);
+            Py_DECREF(group);
+        }
+        Py_DECREF(value);
+        Py_DECREF(key);
+        if (r == 0 && PyDict_GET_SIZE(entries) != size) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            r = -1;
+        }
+        if (r < 0) {
+            Py_DECREF(entries);
+            Py_DECREF(split);
+            return NULL;
+        }
+    }
+    Py_DECREF(entries);
+    return split;
+}
+
 /* The window operator's firing loop (WindowOperator._fire_entries): evaluate the window
  * for every key of its contents dict, in the same steps. */
 static PyObject *
@@ -1592,6 +1653,11 @@ static PyMethodDef speedups_methods[] = {
      "            max_parallelism, key_group_of, /)\n--\n\n"
      "The firing loop of flowkit.operators.window.WindowOperator._fire_entries (set_key None:\n"
      "the key and its key group are set as attributes of backend)."},
+    {"split_by_key_group", (PyCFunction)(void (*)(void))speedups_split_by_key_group,
+     METH_FASTCALL,
+     "split_by_key_group(entries, max_parallelism, group_of, /)\n--\n\n"
+     "{key group: {key: value}} of the entries of a dict, each key's group computed as\n"
+     "str_key_group and int_key_group do (else group_of(key))."},
     {"reduce_batch", (PyCFunction)(void (*)(void))speedups_reduce_batch, METH_FASTCALL,
      "reduce_batch(values, key_of, accs, reduce, state_key, out, pair_sum, /)\n--\n\n"
      "The keyed reduce loop of flowkit.operators.keyed.KeyedReduceOperator: one output\n"
@@ -1618,7 +1684,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 7) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 8) < 0) {
         Py_CLEAR(module);
     }
     return module;

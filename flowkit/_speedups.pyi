@@ -39,6 +39,9 @@ def reduce_batch(
 def state_key(
     by_class: dict[type, dict[object, object]], slow: object, key: object, /
 ) -> object: ...
+def split_by_key_group(
+    entries: dict[object, object], max_parallelism: int, group_of: object, /
+) -> dict[int, dict[object, object]]: ...
 def window_add(
     values: list[object],
     timestamps: list[object],

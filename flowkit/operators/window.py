@@ -433,8 +433,10 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         #: ``_Slot`` (anything else) or ``_LATE``; valid until the watermark reaches the
         #: window's end or the contents are checked in.
         self._slots: dict[int, Any] = {}
-        #: Fast path: the table may hold contents to take into ``_windows``.
+        #: Fast path: the table may hold contents to take into ``_windows`` (or, with
+        #: ``_copied``, copies of them to drop).
         self._in_table = False
+        self._copied = False
         #: Fast path: contents or timers were restored and are not yet reconciled.
         self._restored = False
         #: Starts of windows restored with contents but without timers.
@@ -1046,30 +1048,44 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             and not (window.start - self._offset) % self._slide
         )
 
-    def _check_in(self) -> None:
+    def _check_in(self, read_only: bool) -> None:
         """Hand the windows' contents to the backend's table, split by key group (before
-        a snapshot, a restore, or any read of the backend as a whole); ``_check_out``
-        takes them back when the fast path next runs."""
+        a snapshot, a restore, or any read of the backend as a whole). After a read-only
+        access (a snapshot) this path keeps its own dicts and ``_check_out`` drops the
+        table's copies; after any other, the table's contents are the ones to go on with
+        and ``_check_out`` takes them back."""
         windows = self._windows
-        if not windows:
-            return
-        put = self._contents.put_namespace
-        size = self._size
-        for start, entries in windows.items():
-            if entries:
-                put(TimeWindow(start, start + size), entries)
-        windows.clear()
-        self._frozen.clear()
-        self._slots.clear()
-        self._in_table = True
+        if windows:
+            put = self._contents.put_namespace
+            size = self._size
+            for start, entries in windows.items():
+                if entries:
+                    put(TimeWindow(start, start + size), entries)
+            self._in_table = True
+            self._copied = read_only
+        if not read_only and (windows or self._copied):
+            windows.clear()
+            self._frozen.clear()
+            self._slots.clear()
+            self._in_table = True
+            self._copied = False
 
     def _check_out(self) -> None:
         """Take the contents of this path's windows out of the backend's table (after a
-        restore or a ``_check_in``). Windows of other shapes (restored from another
-        assigner) stay in the table, where the general path finds them."""
+        restore or a ``_check_in``); windows whose values a live snapshot holds note
+        what it holds (copy accumulators before changing them in place). Windows of
+        other shapes (restored from another assigner) stay in the table, where the
+        general path finds them."""
         self._in_table = False
         contents = self._contents
-        mutable = self._kind != 1  # reduce replaces its values, never changes them
+        if self._copied:  # the table holds copies of this path's windows
+            self._copied = False
+            size = self._size
+            for start, entries in self._windows.items():
+                shared = contents.discard_namespace(TimeWindow(start, start + size))
+                if shared:
+                    self._note_shared(start, entries)
+            return
         for window in contents.namespaces():
             if not self._is_own_window(window):
                 continue
@@ -1079,12 +1095,15 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             if mine:
                 entries.update(mine)
             self._windows[start] = entries
-            if (
-                shared
-                and mutable
-                and any(value.__class__ not in _IMMUTABLE for value in entries.values())
-            ):
-                self._frozen[start] = entries.copy()
+            self._slots.pop(start, None)
+            if shared:
+                self._note_shared(start, entries)
+
+    def _note_shared(self, start: int, entries: dict[Any, Any]) -> None:
+        """A live snapshot holds the values of window ``start``: keep what it holds, for
+        values that can change in place (reduce replaces its values, never changes them)."""
+        if self._kind != 1 and not _IMMUTABLE.issuperset(map(type, entries.values())):
+            self._frozen[start] = entries.copy()
             self._slots.pop(start, None)
 
     def _reconcile(self) -> None:

@@ -278,7 +278,7 @@ class HeapKeyedStateBackend:
         self._record_cleanups: list[_IncrementalCleanup] = []
         self._live_snapshots = 0
         #: Called before the state is read or written as a whole (see ``add_sync_hook``).
-        self._sync_hooks: list[Callable[[], None]] = []
+        self._sync_hooks: list[Callable[[bool], None]] = []
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -392,31 +392,36 @@ class HeapKeyedStateBackend:
         )
 
     # ------------------------------------------------------------------ tables
-    def add_sync_hook(self, hook: Callable[[], None]) -> None:
-        """Call ``hook()`` before the state is snapshotted, restored, configured, or read or
-        written through the name-based methods (:meth:`keyed_table`, :meth:`table`,
-        :attr:`tables`, :meth:`keys`, :meth:`num_entries`, :meth:`get` and the like).
+    def add_sync_hook(self, hook: Callable[[bool], None]) -> None:
+        """Call ``hook(read_only)`` before the state is snapshotted, restored, configured,
+        or read or written through the name-based methods (:meth:`keyed_table`,
+        :meth:`table`, :attr:`tables`, :meth:`keys`, :meth:`num_entries`, :meth:`get`
+        and the like). ``read_only`` is True for a snapshot, :attr:`tables`, :meth:`keys`
+        and :meth:`num_entries`, which change nothing.
 
         For an operator that keeps some of its keyed state in a structure of its own for
-        speed (the window operator's contents): the hook hands that state back to the
-        backend (:meth:`KeyedTable.put_namespace`), so that everyone else sees it here.
+        speed (the window operator's contents): the hook hands that state to the backend
+        (:meth:`KeyedTable.put_namespace`), so that everyone else sees it here. After a
+        read-only access the operator may keep its own copy and drop the backend's
+        (:meth:`KeyedTable.discard_namespace`); after any other, the backend's is the one
+        to go on with (:meth:`KeyedTable.take_namespace`).
 
         Example:
             >>> backend = HeapKeyedStateBackend()
             >>> counts = backend.keyed_table("counts")
             >>> kept = {"a": 1}
-            >>> def hand_back() -> None:
+            >>> def hand_over(read_only: bool) -> None:
             ...     counts.put_namespace(None, kept)
             ...     kept.clear()
-            >>> backend.add_sync_hook(hand_back)
+            >>> backend.add_sync_hook(hand_over)
             >>> backend.tables["counts"]
             {None: {'a': 1}}
         """
         self._sync_hooks.append(hook)
 
-    def _sync(self) -> None:
+    def _sync(self, read_only: bool = False) -> None:
         for hook in self._sync_hooks:
-            hook()
+            hook(read_only)
 
     def _table(self, name: str, kind: str = "raw", ttl: bool | None = None) -> _StateTable:
         table = self._tables.get(name)
@@ -492,7 +497,7 @@ class HeapKeyedStateBackend:
         stored objects (TTL states store ``(value, timestamp)`` pairs).
         """
         if self._sync_hooks:
-            self._sync()
+            self._sync(read_only=True)
         out: dict[str, NamespaceMap] = {}
         for name, table in self._tables.items():
             merged: NamespaceMap = {}
@@ -515,7 +520,7 @@ class HeapKeyedStateBackend:
     def keys(self, name: str, namespace: Any = None) -> list[Any]:
         """Keys that have state ``name`` in ``namespace``."""
         if self._sync_hooks:
-            self._sync()
+            self._sync(read_only=True)
         table = self._tables.get(name)
         if table is None:
             return []
@@ -533,7 +538,7 @@ class HeapKeyedStateBackend:
     def num_entries(self, name: str | None = None) -> int:
         """Number of (namespace, key) entries of state ``name`` (or of all states)."""
         if self._sync_hooks:
-            self._sync()
+            self._sync(read_only=True)
         tables = self._tables.values() if name is None else [self._table(name)]
         total = 0
         for table in tables:
@@ -659,7 +664,7 @@ class HeapKeyedStateBackend:
         they change (see the module docstring). Release the snapshot when done.
         """
         if self._sync_hooks:
-            self._sync()
+            self._sync(read_only=True)
         kg_range = self.key_group_range
         if key_group_range is not None:
             kg_range = kg_range.intersection(key_group_range)

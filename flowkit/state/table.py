@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Final, Protocol
 
+from flowkit._native import speedups
 from flowkit.errors import FlowkitError
 from flowkit.gc_policy import settle
 from flowkit.state.key_groups import KeyGroupRange
+
+_native_split = speedups.split_by_key_group if speedups is not None else None
 
 #: Marks an absent value (state may hold None in lists and maps).
 _MISSING: Final = object()
@@ -477,6 +480,19 @@ class KeyedTable(_TableAccess):
         (:func:`private_copy`). A snapshot keeps what it holds.
         """
         taken: dict[Any, Any] = {}
+        return taken, self._remove_namespace(namespace, taken.update)
+
+    def discard_namespace(self, namespace: Any) -> bool:
+        """Remove ``namespace`` from every key group (a snapshot keeps what it holds).
+
+        Returns whether a live snapshot holds some of its entries (see
+        :meth:`take_namespace`).
+        """
+        return self._remove_namespace(namespace, None)
+
+    def _remove_namespace(
+        self, namespace: Any, collect: Callable[[dict[Any, Any]], None] | None
+    ) -> bool:
         shared = False
         for group in self._groups:
             if group is None:
@@ -485,14 +501,15 @@ class KeyedTable(_TableAccess):
             entries = data.get(namespace)
             if entries is None:
                 continue
-            taken.update(entries)
+            if collect is not None:
+                collect(entries)
             frozen = group.frozen
             if frozen is not None:
                 shared = shared or namespace in frozen
                 if data is frozen:
                     data = group.data = frozen.copy()
             del data[namespace]
-        return taken, shared
+        return shared
 
     def put_namespace(self, namespace: Any, entries: dict[Any, Any]) -> None:
         """Store ``entries`` (``{key: value}``, keys of any key group) in ``namespace``,
@@ -503,19 +520,28 @@ class KeyedTable(_TableAccess):
         """
         backend = self._backend
         group_of = backend._key_group_for_key
-        split: dict[int, dict[Any, Any]] = {}
-        for key, value in entries.items():
-            kg = group_of(key)
-            part = split.get(kg)
-            if part is None:
-                part = split[kg] = {}
-            part[key] = value
+        split: dict[int, dict[Any, Any]]
+        if _native_split is not None:
+            split = _native_split(entries, len(self._groups), group_of)
+        else:
+            split = {}
+            for key, value in entries.items():
+                kg = group_of(key)
+                part = split.get(kg)
+                if part is None:
+                    part = split[kg] = {}
+                part[key] = value
         groups = self._groups
         for kg, part in split.items():
             group = groups[kg]
             if group is None:
                 group = backend._create_group(self._table, kg, next(iter(part)))
-            _writable(group, namespace).update(part)
+            if namespace in group.data:
+                _writable(group, namespace).update(part)
+                continue
+            if group.frozen is not None and group.data is group.frozen:
+                group.data = group.frozen.copy()
+            group.data[namespace] = part  # a new dict: nothing else holds it
 
     def keys(self, namespace: Any = None) -> list[Any]:
         """All keys (of every key group) with a value in ``namespace``."""

@@ -416,19 +416,20 @@ def test_a_namespace_taken_out_and_put_back(backend: HeapKeyedStateBackend) -> N
 
 
 def test_a_sync_hook_runs_before_the_backend_is_read_as_a_whole() -> None:
-    """An operator keeping state of its own hands it back before a snapshot, a restore
-    and any read of the backend by state name."""
+    """An operator keeping state of its own hands it over before a snapshot, a restore
+    and any read of the backend by state name; the hook is told which accesses change
+    nothing (it may then keep its own copy and drop the backend's afterwards)."""
     backend = HeapKeyedStateBackend()
     table = backend.keyed_table("contents")
     kept: dict[Any, Any] = {}
     calls = []
 
-    def hand_back() -> None:
-        calls.append(len(kept))
+    def hand_over(read_only: bool) -> None:
+        calls.append((len(kept), read_only))
         table.put_namespace("w", kept)
         kept.clear()
 
-    backend.add_sync_hook(hand_back)
+    backend.add_sync_hook(hand_over)
     kept.update(a=1, b=2)
     assert backend.tables["contents"] == {"w": {"a": 1, "b": 2}}
     kept.update(c=3)
@@ -440,19 +441,43 @@ def test_a_sync_hook_runs_before_the_backend_is_read_as_a_whole() -> None:
     assert backend.get("contents", "w") == 5
     kept.update(f=6)
     snapshot = backend.snapshot()
-    assert {entry[3]: entry[4] for entry in snapshot.entries("contents")} == {
-        "a": 1,
-        "b": 2,
-        "c": 3,
-        "d": 4,
-        "e": 5,
-        "f": 6,
-    }
+    expected = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6}
+    assert {entry[3]: entry[4] for entry in snapshot.entries("contents")} == expected
     kept.update(g=7)
-    backend.restore([snapshot.to_bytes()])  # g is handed back first; the restore keeps it
+    backend.restore([snapshot.to_bytes()])  # g is handed over first; the restore keeps it
     snapshot.release()
     assert len(backend.tables["contents"]["w"]) == 7
-    assert calls == [2, 1, 1, 1, 1, 1, 0]
+    assert calls == [
+        (2, True),
+        (1, True),
+        (1, True),
+        (1, False),
+        (1, True),
+        (1, False),
+        (0, True),
+    ]
+
+
+def test_a_namespace_copied_in_for_a_snapshot_is_discarded_after_it() -> None:
+    """The read-only hand-over of a snapshot: the operator's dict goes into the table,
+    the snapshot freezes it, and discard_namespace drops the table's copy again, saying
+    that the snapshot holds the values."""
+    backend = HeapKeyedStateBackend()
+    table = backend.keyed_table("contents")
+    mine = {f"k{i}": [i] for i in range(50)}
+    table.put_namespace("w", mine)
+    assert sorted(table.keys("w")) == sorted(mine)
+    snapshot = backend.snapshot()
+    assert table.discard_namespace("w") is True
+    assert table.keys("w") == [] and table.namespaces() == set()
+    mine["k0"] = [*mine["k0"], "after"]  # copied before the change, as the snapshot holds it
+    assert {entry[3]: entry[4] for entry in snapshot.entries("contents")} == {
+        f"k{i}": [i] for i in range(50)
+    }
+    snapshot.release()
+    table.put_namespace("w", mine)
+    assert table.discard_namespace("w") is False
+    assert table.discard_namespace("absent") is False
 
 
 def test_private_copy() -> None:

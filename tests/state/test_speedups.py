@@ -68,6 +68,29 @@ def test_int_key_group_and_murmur_equal_the_pure_python_ones(value: int, max_p: 
     assert (expected is None) is not (-(2**63) <= value < 2**63)
 
 
+@given(
+    st.dictionaries(
+        st.one_of(_any_text, st.integers(), st.tuples(st.text(max_size=5), st.integers())),
+        st.integers(),
+        max_size=60,
+    ),
+    _max_parallelism,
+)
+@settings(max_examples=100, database=None, deadline=None)
+def test_split_by_key_group_equals_the_pure_python_grouping(
+    entries: dict[object, int], max_p: int
+) -> None:
+    """KeyedTable.put_namespace's split: each key in the group assign_to_key_group gives
+    it (str and int computed in C, other keys through the function given), in order."""
+    group_of = key_groups._key_group_function(max_p)
+    split = speedups.split_by_key_group(entries, max_p, group_of)
+    expected: dict[int, dict[object, int]] = {}
+    for key, value in entries.items():
+        expected.setdefault(key_groups.assign_to_key_group(key, max_p), {})[key] = value
+    assert split == expected
+    assert [list(part) for part in split.values()] == [list(p) for p in expected.values()]
+
+
 def test_edge_values_and_bad_arguments() -> None:
     s = speedups
     assert s.str_hash("polygenelubricants") == -(2**31)
@@ -172,8 +195,8 @@ def test_compiled_state_key_bad_arguments() -> None:
 
 
 def test_flowkit_works_the_same_without_the_compiled_helpers() -> None:
-    """The key-group and serialization tests again in a process that uses the pure-Python
-    functions (and reads the binary format in pure Python)."""
+    """The key-group, state table and serialization tests again in a process that uses
+    the pure-Python functions (and reads the binary format in pure Python)."""
     env = {**os.environ, "FLOWKIT_NO_EXTENSIONS": "1"}
     proc = subprocess.run(
         [
@@ -184,6 +207,8 @@ def test_flowkit_works_the_same_without_the_compiled_helpers() -> None:
             "-p",
             "no:cacheprovider",
             "tests/state/test_key_groups.py",
+            "tests/state/test_primitives.py",
+            "tests/state/test_backend_snapshots.py",
             "tests/runtime/test_binary_format.py",
             "tests/runtime/test_serialization.py",
             "tests/api/test_keyed_process_paths.py",
