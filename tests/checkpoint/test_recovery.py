@@ -197,17 +197,32 @@ def committed_lines(directory: Path) -> list[Any]:
     return lines
 
 
+def _exactly_once_env(parallelism: int, tmp_path: Path) -> fk.StreamExecutionEnvironment:
+    """Exactly-once checkpoints every 15 ms, two restarts allowed; FailWhenTold reset."""
+    STATE.update(fail=False, failed=0)
+    env = fk.StreamExecutionEnvironment(parallelism=parallelism, buffer_timeout_ms=0)
+    env.enable_checkpointing(15, directory=tmp_path / "checkpoints", mode="exactly_once")
+    env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=2, delay_ms=0))
+    return env
+
+
+async def _run_failing_once(env: fk.StreamExecutionEnvironment, fail_after: int) -> None:
+    """Run the job; FailWhenTold fails once ``fail_after`` checkpoints have completed."""
+    client = await env.execute_async("fails once")
+    injector = asyncio.create_task(_fail_after_checkpoints(client, fail_after))
+    await asyncio.wait_for(client.wait(), 60)
+    await injector
+    assert STATE["failed"] == 1 and client.restarts == 1
+
+
 @pytest.mark.parametrize("parallelism", [1, 3])
 async def test_exactly_once_file_sink_after_a_failure_at_a_random_record(
     parallelism: int, tmp_path: Path
 ) -> None:
     import random
 
-    STATE.update(fail=False, failed=0)
     out = tmp_path / "out"
-    env = fk.StreamExecutionEnvironment(parallelism=parallelism, buffer_timeout_ms=0)
-    env.enable_checkpointing(15, directory=tmp_path / "checkpoints", mode="exactly_once")
-    env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=2, delay_ms=0))
+    env = _exactly_once_env(parallelism, tmp_path)
     (
         env.from_source(PacedSource(RECORDS))
         .map(FailWhenTold())
@@ -217,34 +232,27 @@ async def test_exactly_once_file_sink_after_a_failure_at_a_random_record(
         .reduce(lambda a, b: (a[0], a[1] + b[1]))
         .sink_to(fk.FileSink.for_row_format(str(out), encoder="jsonl").build())
     )
-    client = await env.execute_async("exactly once")
-    fail_after = random.Random(parallelism).randint(1, 3)
-
-    injector = asyncio.create_task(_fail_after_checkpoints(client, fail_after))
-    await asyncio.wait_for(client.wait(), 60)
-    await injector
-    assert STATE["failed"] == 1 and client.restarts == 1
+    await _run_failing_once(env, random.Random(parallelism).randint(1, 3))
     written = [tuple(line) for line in committed_lines(out)]
     assert sorted(written) == sorted(running_sums(RECORDS))  # no loss, no duplicates
 
 
-class ListCount(fk.AggregateFunction):
-    """Count and sum in a list changed in place: a checkpoint must hold the list as it
-    was at the barrier, whatever is added after it."""
+class CollectValues(fk.AggregateFunction):
+    """The window's values in a list appended to in place: a checkpoint must hold the
+    list as it was at the barrier, whatever is appended after it."""
 
     def create_accumulator(self) -> list[int]:
-        return [0, 0]
+        return []
 
     def add(self, value: Any, acc: list[int]) -> list[int]:
-        acc[0] += 1
-        acc[1] += value[1]
+        acc.append(value[1])
         return acc
 
     def get_result(self, acc: list[int]) -> tuple[int, int]:
-        return (acc[0], acc[1])
+        return (len(acc), sum(acc))
 
     def merge(self, a: list[int], b: list[int]) -> list[int]:
-        return [a[0] + b[0], a[1] + b[1]]
+        return a + b
 
 
 class WindowTotals(fk.ProcessWindowFunction):
@@ -263,26 +271,17 @@ async def test_exactly_once_windows_after_a_failure_at_a_random_point(
     checkpoints: every window's result is committed exactly once, and exact."""
     import random
 
-    STATE.update(fail=False, failed=0)
     out = tmp_path / "out"
-    env = fk.StreamExecutionEnvironment(parallelism=parallelism, buffer_timeout_ms=0)
-    env.enable_checkpointing(15, directory=tmp_path / "checkpoints", mode="exactly_once")
-    env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=2, delay_ms=0))
+    env = _exactly_once_env(parallelism, tmp_path)
     (
         env.from_source(PacedSource(RECORDS))
         .map(FailWhenTold())
         .key_by(lambda r: r[0])
         .window(fk.TumblingEventTimeWindows.of(100))
-        .aggregate(ListCount(), WindowTotals())
+        .aggregate(CollectValues(), WindowTotals())
         .sink_to(fk.FileSink.for_row_format(str(out), encoder="jsonl").build())
     )
-    client = await env.execute_async("exactly once windows")
-    fail_after = random.Random(seed).randint(1, 6)
-
-    injector = asyncio.create_task(_fail_after_checkpoints(client, fail_after))
-    await asyncio.wait_for(client.wait(), 60)
-    await injector
-    assert STATE["failed"] == 1 and client.restarts == 1
+    await _run_failing_once(env, random.Random(seed).randint(1, 6))
     expected: dict[tuple[str, int], list[int]] = {}
     for key, value, ts in RECORDS:
         acc = expected.setdefault((key, ts - ts % 100), [0, 0])
