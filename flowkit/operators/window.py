@@ -699,9 +699,6 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             return exc
         return default
 
-    def _clear_slots(self) -> None:
-        self._slots.clear()
-
     def _not_owned(self, key: Any, kg: int) -> NoReturn:
         """A key of a key group this subtask does not own (routed to the wrong subtask,
         or a key selector that gives another key for the same record)."""
@@ -785,7 +782,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             if live.cleanup != MAX_WATERMARK:
                 self._cover(live, live.cleanup, key)
         if slot.fire_now:
-            self._set_key(key, self.backend.key_group_of(key))
+            self._set_key(key)
             self._emit_key(live.window, key, entries[key])
 
     def _cover(self, live: _LiveWindow, timestamp: int, key: Any) -> None:
@@ -796,11 +793,12 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         elif keys is not _EVERY_KEY:
             keys[key] = None
 
-    def _set_key(self, key: Any, kg: int) -> None:
+    def _set_key(self, key: Any) -> None:
+        """Make ``key`` (as stored in the contents) the backend's current key."""
         backend = self.backend
         if backend.key_switch_is_plain:
             backend.current_key = key
-            backend.current_key_group = kg
+            backend.current_key_group = backend.key_group_of(key)
         else:
             backend.set_current_key(key)
 
@@ -863,9 +861,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         clean = timestamp == live.cleanup
         entries = self._windows.get(start)
         if keys is not _EVERY_KEY:
-            group_of = self.backend.key_group_of
             for key in keys:
-                self._set_key(key, group_of(key))
+                self._set_key(key)
                 acc = _MISSING if entries is None else entries.get(key, _MISSING)
                 if fire and acc is not _MISSING:
                     self._emit_key(window, key, acc)
@@ -890,9 +887,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             else:
                 self._fire_entries(window, entries, clean)
         elif clean and self._clears:
-            group_of = self.backend.key_group_of
             for key in list(entries):
-                self._set_key(key, group_of(key))
+                self._set_key(key)
                 self._clear_key(window)
         if clean:
             self._drop_window(start)
@@ -1031,7 +1027,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         else:
             keys[key] = None
         self._restored = True
-        self._clear_slots()
+        self._slots.clear()
         return True
 
     def _contents_keys(self, window: TimeWindow) -> list[Any]:
@@ -1055,20 +1051,19 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         table's copies; after any other, the table's contents are the ones to go on with
         and ``_check_out`` takes them back."""
         windows = self._windows
-        if windows:
-            put = self._contents.put_namespace
-            size = self._size
-            for start, entries in windows.items():
-                if entries:
-                    put(TimeWindow(start, start + size), entries)
-            self._in_table = True
-            self._copied = read_only
-        if not read_only and (windows or self._copied):
+        if not windows:  # nothing to hand over, and no copies in the table to keep track of
+            return
+        put = self._contents.put_namespace
+        size = self._size
+        for start, entries in windows.items():
+            if entries:
+                put(TimeWindow(start, start + size), entries)
+        self._in_table = True
+        self._copied = read_only
+        if not read_only:
             windows.clear()
             self._frozen.clear()
             self._slots.clear()
-            self._in_table = True
-            self._copied = False
 
     def _check_out(self) -> None:
         """Take the contents of this path's windows out of the backend's table (after a
@@ -1110,7 +1105,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         """After a restore: a window's timers that every key with contents has (and only
         those) become implicit again; windows with contents but no timers are noted."""
         self._restored = False
-        self._clear_slots()
+        self._slots.clear()
         if self._in_table:
             self._check_out()
         for live in self._live.values():
