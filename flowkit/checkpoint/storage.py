@@ -34,6 +34,7 @@ import aiofiles
 import aiofiles.ospath
 import orjson
 
+from flowkit.checkpoint.forked import ChildWrite
 from flowkit.errors import FlowkitError
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "METADATA_FILE",
     "CheckpointAbortedError",
     "CheckpointStorage",
+    "ChildStateWrite",
     "CompletedCheckpoint",
     "CorruptCheckpointError",
     "StateHandle",
@@ -238,6 +240,82 @@ class _Target:
     files: set[str] = field(default_factory=set)
 
 
+class _FileSlot:
+    """One state file being written into a checkpoint: its temporary name, and the
+    checkpoint's writer count held until :meth:`release`."""
+
+    __slots__ = ("checkpoint_id", "directory", "name", "target", "tmp")
+
+    def __init__(self, checkpoint_id: int, directory: str, name: str, target: _Target) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.directory = directory
+        self.name = name
+        self.target = target
+        self.tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+
+    def check(self) -> None:
+        """Raise :class:`CheckpointAbortedError` if the checkpoint was aborted."""
+        if self.target.aborted:
+            raise CheckpointAbortedError(
+                f"writing {os.path.join(self.directory, self.name)} stopped: "
+                f"checkpoint {self.checkpoint_id} aborted"
+            )
+
+    def commit(self, size: int, checksum: str) -> StateHandle:
+        """Rename the written temporary file to its name."""
+        self.check()
+        final = os.path.join(self.directory, self.name)
+        os.replace(self.tmp, final)
+        self.target.files.add(self.name)
+        return StateHandle(self.name, size, checksum)
+
+    def release(self) -> None:
+        target = self.target
+        target.writers -= 1
+        if target.writers == 0:
+            target.idle.set()
+
+
+class ChildStateWrite:
+    """A state file being written by a forked child process
+    (:meth:`CheckpointStorage.write_state_in_child`)."""
+
+    __slots__ = ("_child", "_slot", "_started")
+
+    def __init__(self, slot: _FileSlot, child: ChildWrite) -> None:
+        self._slot = slot
+        self._child = child
+        self._started = False
+
+    async def handle(self) -> StateHandle:
+        """The file's handle, once the child wrote it and it is renamed.
+
+        Raises:
+            CheckpointAbortedError: The checkpoint was aborted (the child is killed).
+            ProduceError: ``produce`` raised in the child (the message says what).
+            ChildFailedError: The child could not write the file, or died.
+        """
+        if self._started:
+            raise RuntimeError("handle() was awaited already")
+        self._started = True
+        slot = self._slot
+        try:
+            return slot.commit(*await self._child.result(slot.check))
+        except BaseException:
+            _remove_file(slot.tmp)
+            raise
+        finally:
+            slot.release()
+
+    def discard(self) -> None:
+        """Give up a write whose :meth:`handle` was never awaited: the child is killed
+        and reaped, its file removed, then the checkpoint is no longer waited for."""
+        if self._started:
+            return
+        self._started = True
+        self._child.discard().add_done_callback(lambda _task: self._slot.release())
+
+
 class CheckpointStorage:
     """Writes checkpoints under one root directory and finds the latest valid one.
 
@@ -329,6 +407,52 @@ class CheckpointStorage:
                 write), or subsumed by a completed checkpoint with a higher id.
             OSError: If the file cannot be written.
         """
+        parts: Sequence[Buffer] = (
+            [data] if isinstance(data, bytes | bytearray | memoryview) else data
+        )
+        slot = self._reserve(checkpoint_id, name, savepoint_dir)
+        try:
+            return slot.commit(*await _write_parts(slot.tmp, parts, slot.check))
+        except BaseException:
+            _remove_file(slot.tmp)
+            raise
+        finally:
+            slot.release()
+
+    def write_state_in_child(
+        self,
+        checkpoint_id: int,
+        name: str,
+        produce: Callable[[], Sequence[Buffer]],
+        *,
+        savepoint_dir: str | os.PathLike[str] | None = None,
+    ) -> ChildStateWrite:
+        """Like :meth:`write_state`, but the data is produced, written, hashed and
+        fsynced by a child process forked by this call (see
+        :mod:`flowkit.checkpoint.forked`; Linux only,
+        :func:`~flowkit.checkpoint.forked.can_fork`): none of that work runs on the
+        event loop or holds the interpreter.
+
+        ``produce`` runs in the child only and returns the buffers that make up the
+        file, built from memory as it was at this call. Await
+        :meth:`ChildStateWrite.handle` for the handle, or call
+        :meth:`ChildStateWrite.discard` to give the write up; if the checkpoint is
+        aborted, the child is killed and its file removed.
+
+        Raises:
+            OSError: The fork failed. Otherwise as :meth:`write_state`.
+        """
+        slot = self._reserve(checkpoint_id, name, savepoint_dir)
+        try:
+            child = ChildWrite(slot.tmp, produce)
+        except BaseException:
+            slot.release()
+            raise
+        return ChildStateWrite(slot, child)
+
+    def _reserve(
+        self, checkpoint_id: int, name: str, savepoint_dir: str | os.PathLike[str] | None
+    ) -> _FileSlot:
         _check_id(checkpoint_id)
         _check_name(name)
         directory, target = self._open_target(checkpoint_id, savepoint_dir)
@@ -337,18 +461,12 @@ class CheckpointStorage:
         try:
             if _make_dir(directory):
                 target.created_dir = True
-            handle = await _write_file_atomic(
-                directory, name, data, should_stop=lambda: target.aborted
-            )
-            target.files.add(name)
-            if target.aborted:  # aborted between the last chunk and the rename
-                _remove_file(os.path.join(directory, name))
-                raise CheckpointAbortedError(f"checkpoint {checkpoint_id} was aborted")
-            return handle
-        finally:
+        except BaseException:
             target.writers -= 1
             if target.writers == 0:
                 target.idle.set()
+            raise
+        return _FileSlot(checkpoint_id, directory, name, target)
 
     async def complete(
         self,
@@ -890,43 +1008,39 @@ def _batches(parts: Iterable[Buffer]) -> Iterator[list[memoryview]]:
         yield batch
 
 
-async def _write_file_atomic(
-    directory: str,
-    name: str,
-    data: Buffer | Sequence[Buffer],
-    *,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> StateHandle:
-    """Write ``data`` (one buffer or several, one after the other) to ``directory/name``
-    via a temporary name; flush, fsync, rename."""
-    final = os.path.join(directory, name)
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+async def _write_parts(
+    tmp: str, parts: Sequence[Buffer], check: Callable[[], None]
+) -> tuple[int, str]:
+    """Write ``parts`` one after the other to the new file ``tmp``, flush and fsync;
+    its size and SHA-256."""
     digest = hashlib.sha256()
-    parts: Sequence[Buffer] = [data] if isinstance(data, bytes | bytearray | memoryview) else data
     size = 0
+    manager, f = await _open_for_writing(tmp)
     try:
-        manager, f = await _open_for_writing(tmp)
-        try:
-            for batch in _batches(parts):
-                if should_stop():
-                    raise CheckpointAbortedError(f"writing {final} stopped: checkpoint aborted")
-                # Joining, writing and hashing release the GIL: they run in worker
-                # threads while the event loop goes on.
-                chunk = batch[0] if len(batch) == 1 else await asyncio.to_thread(b"".join, batch)
-                await asyncio.gather(f.write(chunk), asyncio.to_thread(digest.update, chunk))
-                size += len(chunk)
-            await f.flush()
-            await asyncio.to_thread(os.fsync, f.fileno())
-        finally:
-            # Shielded: a cancelled write still closes its file.
-            await asyncio.shield(manager.__aexit__(None, None, None))
-        if should_stop():
-            raise CheckpointAbortedError(f"writing {final} stopped: checkpoint aborted")
-        os.replace(tmp, final)
+        for batch in _batches(parts):
+            check()
+            # Joining, writing and hashing release the GIL: they run in worker
+            # threads while the event loop goes on.
+            chunk = batch[0] if len(batch) == 1 else await asyncio.to_thread(b"".join, batch)
+            await asyncio.gather(f.write(chunk), asyncio.to_thread(digest.update, chunk))
+            size += len(chunk)
+        await f.flush()
+        await asyncio.to_thread(os.fsync, f.fileno())
+    finally:
+        # Shielded: a cancelled write still closes its file.
+        await asyncio.shield(manager.__aexit__(None, None, None))
+    return size, digest.hexdigest()
+
+
+async def _write_file_atomic(directory: str, name: str, data: Buffer) -> None:
+    """Write ``directory/name`` via a temporary name: write, fsync, rename."""
+    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        await _write_parts(tmp, [data], lambda: None)
+        os.replace(tmp, os.path.join(directory, name))
     except BaseException:
         _remove_file(tmp)
         raise
-    return StateHandle(name, size, digest.hexdigest())
 
 
 async def _read_verified(path: str, handle: StateHandle, *, keep: bool) -> bytes | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import pickle
 import re
 import time
@@ -28,7 +29,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flowkit.checkpoint.alignment import make_barrier_handler
 from flowkit.checkpoint.coordinator import CheckpointCoordinator
-from flowkit.checkpoint.storage import CheckpointAbortedError, CheckpointStorage
+from flowkit.checkpoint.forked import ProduceError, can_fork
+from flowkit.checkpoint.storage import (
+    CheckpointAbortedError,
+    CheckpointStorage,
+    ChildStateWrite,
+)
 from flowkit.elements import CheckpointBarrier
 from flowkit.sources import Source, SourceReader, SplitReader, SplitSource
 from flowkit.state.backend import BackendSnapshot, SerializedSnapshot
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
     from flowkit.runtime.task import StreamTask
 
 __all__ = ["TaskCheckpointing", "state_file_name"]
+
+_log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -51,6 +59,11 @@ SLICE_MAX_S = 0.002
 IDLE_TURN_S = 0.00002
 #: Weight of the latest turn in that average.
 _TURN_WEIGHT = 0.2
+#: With ``snapshot_writer="auto"``, a forked child process writes the state of a
+#: checkpoint that holds at least this many keyed state entries (where it can fork): from
+#: about this size on, a fork (a few milliseconds, once) costs the loop less than
+#: serializing the state on it.
+FORK_MIN_ENTRIES = 100_000
 
 
 def _release(states: dict[str, Any]) -> None:
@@ -188,16 +201,22 @@ class _Parts:
         return len(data)
 
 
-async def serialize_states(states: dict[str, Any]) -> list[bytes | bytearray | memoryview]:
+async def serialize_states(
+    states: dict[str, Any], *, sliced: bool = True
+) -> list[bytes | bytearray | memoryview]:
     """The pickle of ``{operator id: state}`` as a list of buffers to write one after the
-    other; keyed state backend snapshots in it are serialized in slices first."""
+    other; keyed state backend snapshots in it are serialized in slices first
+    (``sliced``), yielding to the event loop between them, or in one go (then this
+    coroutine never suspends: :func:`serialize_now`)."""
     prepared: dict[str, Any] = {}
     for op_id, state in states.items():
         if isinstance(state, dict) and isinstance(state.get("backend"), BackendSnapshot):
+            snapshot = state["backend"]
             try:
-                state = {**state, "backend": await serialize_sliced(state["backend"])}
+                data = await serialize_sliced(snapshot) if sliced else snapshot.slices().result()
             except Exception as exc:
                 raise ValueError(f"operator {op_id}: {exc}") from exc
+            state = {**state, "backend": data}
         prepared[op_id] = state
     out = _Parts()
     try:
@@ -207,6 +226,37 @@ async def serialize_states(states: dict[str, Any]) -> list[bytes | bytearray | m
             f"cannot pickle the state of operator(s) {', '.join(prepared)}: {exc!r}"
         ) from exc
     return out.parts
+
+
+def serialize_now(states: dict[str, Any]) -> list[bytes | bytearray | memoryview]:
+    """:func:`serialize_states` in one go, without an event loop (a forked child writing
+    the state file runs this)."""
+    coro = serialize_states(states, sliced=False)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("serialize_states suspended without slicing")
+
+
+def forks_for(states: dict[str, Any], writer: str) -> bool:
+    """Whether a checkpoint's ``states`` are written by a forked child process, for the
+    ``snapshot_writer`` setting (see :class:`~flowkit.checkpoint.coordinator.
+    CheckpointConfig`): ``"fork"`` where :func:`~flowkit.checkpoint.forked.can_fork`,
+    ``"loop"`` never, ``"auto"`` when the keyed state holds at least
+    :data:`FORK_MIN_ENTRIES` entries."""
+    if writer == "loop" or not can_fork():
+        return False
+    if writer == "fork":
+        return True
+    room = FORK_MIN_ENTRIES
+    for state in states.values():
+        if isinstance(state, dict) and isinstance(state.get("backend"), BackendSnapshot):
+            room -= state["backend"].count_entries(room)
+            if room <= 0:
+                return True
+    return False
 
 
 def reader_state(head: Any, reader: SourceReader, checkpoint_id: int) -> dict[str, Any]:
@@ -267,8 +317,10 @@ class TaskCheckpointing:
         op_ids: list[str],
         info: dict[str, Any],
         savepoint_dir: Callable[[int], str | None],
+        snapshot_writer: str = "auto",
     ) -> None:
         self.task = task
+        self.snapshot_writer = snapshot_writer
         self.coordinator = coordinator
         self.storage = storage
         self.op_ids = op_ids
@@ -353,6 +405,7 @@ class TaskCheckpointing:
             states[self.op_ids[0]] = reader_state(task.head, reader, checkpoint_id)
         for writer in task.writers:
             writer.emit_event(barrier)
+        child = self._fork_writer(checkpoint_id, states)
         pause_ms = (time.perf_counter() - started) * 1000
         self.last_barrier_ms = pause_ms
         self._record_pause(pause_ms)
@@ -361,13 +414,49 @@ class TaskCheckpointing:
         write = asyncio.get_running_loop().create_task(
             _timed(
                 functools.partial(
-                    self._write, checkpoint_id, states, alignment_ms, pause_ms, steps
+                    self._write, checkpoint_id, states, child, alignment_ms, pause_ms, steps
                 ),
                 steps,
             )
         )
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
+        if isinstance(child, ChildStateWrite):
+            # Cancelled before it started: nobody else would stop the child.
+            write.add_done_callback(lambda _write: child.discard())
+
+    def _fork_writer(
+        self, checkpoint_id: int, states: dict[str, Any]
+    ) -> ChildStateWrite | Exception | None:
+        """A child process forked now, while memory still is the snapshot, to write
+        ``states`` (see ``snapshot_writer``); then the snapshot is let go here at once:
+        no copy on write while records change the state. None: the event loop writes
+        them; an exception: what :meth:`_write` declines the checkpoint with."""
+        if not forks_for(states, self.snapshot_writer):
+            return None
+        try:
+            child = self.storage.write_state_in_child(
+                checkpoint_id,
+                self.file_name,
+                functools.partial(serialize_now, states),
+                savepoint_dir=self.savepoint_dir(checkpoint_id),
+            )
+        except CheckpointAbortedError as exc:
+            _release(states)
+            return exc
+        except OSError as exc:
+            _log.warning(
+                "%s: cannot fork a process to write the state of checkpoint %d (%s); "
+                "the event loop writes it",
+                self.task.name,
+                checkpoint_id,
+                exc,
+            )
+            return None
+        except Exception as exc:
+            return exc
+        _release(states)
+        return child
 
     def _record_pause(self, pause_ms: float) -> None:
         self.last_sync_ms = pause_ms
@@ -377,32 +466,46 @@ class TaskCheckpointing:
         self,
         checkpoint_id: int,
         states: dict[str, Any],
+        child: ChildStateWrite | Exception | None,
         alignment_ms: float,
         barrier_ms: float,
         steps: _Steps,
     ) -> None:
         started = time.perf_counter()
         try:
-            # The snapshot is frozen (copy-on-write keyed state, copies of the rest), so it
-            # is serialized while records keep flowing, in slices between their steps.
-            data = await serialize_states(states)
-        except Exception as exc:
-            self.coordinator.decline(
-                checkpoint_id, self.task.name, f"cannot serialize state: {exc!r}"
-            )
-            return
-        finally:
-            _release(states)
-        self.last_state_bytes = sum(len(part) for part in data)
-        try:
-            handle = await self.storage.write_state(
-                checkpoint_id, self.file_name, data, savepoint_dir=self.savepoint_dir(checkpoint_id)
-            )
+            if isinstance(child, Exception):
+                raise child
+            if child is not None:
+                handle = await child.handle()
+            else:
+                try:
+                    # The snapshot is frozen (copy-on-write keyed state, copies of the
+                    # rest), so it is serialized while records keep flowing, in slices
+                    # between their steps.
+                    data = await serialize_states(states)
+                except Exception as exc:
+                    raise ProduceError(str(exc)) from exc
+                finally:
+                    _release(states)
+                handle = await self.storage.write_state(
+                    checkpoint_id,
+                    self.file_name,
+                    data,
+                    savepoint_dir=self.savepoint_dir(checkpoint_id),
+                )
         except CheckpointAbortedError:
+            return
+        except ProduceError as exc:
+            self.coordinator.decline(
+                checkpoint_id, self.task.name, f"cannot serialize state: {exc}"
+            )
             return
         except Exception as exc:
             self.coordinator.decline(checkpoint_id, self.task.name, exc)
             return
+        finally:
+            _release(states)
+        self.last_state_bytes = handle.size
         self.last_async_ms = (time.perf_counter() - started) * 1000
         self.last_async_step_ms = steps.longest_ms
         pause_ms = max(barrier_ms, steps.longest_ms)

@@ -327,6 +327,7 @@ class LocalExecutor:
         its JobManager's)."""
         cfg = self.config.checkpoint
         mode = cfg.mode if cfg is not None else "exactly_once"  # savepoints are aligned
+        writer = cfg.snapshot_writer if cfg is not None else "auto"
         for task in tasks:
             info = {
                 "vertex": task.vertex_name,
@@ -343,6 +344,7 @@ class LocalExecutor:
                     task.op_ids,
                     info,
                     self._savepoint_dirs.get,
+                    writer,
                 )
             )
 
