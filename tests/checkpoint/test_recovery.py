@@ -197,11 +197,19 @@ def committed_lines(directory: Path) -> list[Any]:
     return lines
 
 
-def _exactly_once_env(parallelism: int, tmp_path: Path) -> fk.StreamExecutionEnvironment:
-    """Exactly-once checkpoints every 15 ms, two restarts allowed; FailWhenTold reset."""
+def _exactly_once_env(
+    parallelism: int, tmp_path: Path, writer: str = "auto"
+) -> fk.StreamExecutionEnvironment:
+    """Exactly-once checkpoints every 15 ms, their state written by ``writer``, two
+    restarts allowed; FailWhenTold reset."""
     STATE.update(fail=False, failed=0)
     env = fk.StreamExecutionEnvironment(parallelism=parallelism, buffer_timeout_ms=0)
-    env.enable_checkpointing(15, directory=tmp_path / "checkpoints", mode="exactly_once")
+    env.enable_checkpointing(
+        15,
+        directory=tmp_path / "checkpoints",
+        mode="exactly_once",
+        snapshot_writer=writer,
+    )
     env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=2, delay_ms=0))
     return env
 
@@ -215,14 +223,15 @@ async def _run_failing_once(env: fk.StreamExecutionEnvironment, fail_after: int)
     assert STATE["failed"] == 1 and client.restarts == 1
 
 
+@pytest.mark.parametrize("writer", ["loop", "fork"])
 @pytest.mark.parametrize("parallelism", [1, 3])
 async def test_exactly_once_file_sink_after_a_failure_at_a_random_record(
-    parallelism: int, tmp_path: Path
+    parallelism: int, writer: str, tmp_path: Path
 ) -> None:
     import random
 
     out = tmp_path / "out"
-    env = _exactly_once_env(parallelism, tmp_path)
+    env = _exactly_once_env(parallelism, tmp_path, writer)
     (
         env.from_source(PacedSource(RECORDS))
         .map(FailWhenTold())
@@ -261,9 +270,19 @@ class WindowTotals(fk.ProcessWindowFunction):
             yield (key, context.window().start, count, total)
 
 
-@pytest.mark.parametrize(("parallelism", "seed"), [(1, 1), (1, 2), (3, 3), (3, 4)])
+@pytest.mark.parametrize(
+    ("parallelism", "seed", "writer"),
+    [
+        (1, 1, "loop"),
+        (1, 2, "loop"),
+        (3, 3, "loop"),
+        (3, 4, "loop"),
+        (1, 5, "fork"),
+        (3, 6, "fork"),
+    ],
+)
 async def test_exactly_once_windows_after_a_failure_at_a_random_point(
-    parallelism: int, seed: int, tmp_path: Path
+    parallelism: int, seed: int, writer: str, tmp_path: Path
 ) -> None:
     """Tumbling event-time windows (the window operator's fast path, which keeps its
     contents out of the backend between checkpoints) with accumulators changed in place,
@@ -272,7 +291,7 @@ async def test_exactly_once_windows_after_a_failure_at_a_random_point(
     import random
 
     out = tmp_path / "out"
-    env = _exactly_once_env(parallelism, tmp_path)
+    env = _exactly_once_env(parallelism, tmp_path, writer)
     (
         env.from_source(PacedSource(RECORDS))
         .map(FailWhenTold())

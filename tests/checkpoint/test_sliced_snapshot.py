@@ -94,7 +94,8 @@ async def test_keyed_state_is_pickled_on_the_loop_in_slices_with_other_work_betw
     PICKLED.clear()
     TICKS[0] = 0
     env = fk.StreamExecutionEnvironment(parallelism=1)
-    env.enable_checkpointing(60_000, directory=tmp_path)  # only the final checkpoint
+    # Only the final checkpoint, serialized on the loop (not in a forked child).
+    env.enable_checkpointing(60_000, directory=tmp_path, snapshot_writer="loop")
     env.from_collection(list(range(keys))).key_by(lambda k: k).process(KeepProbe()).uid("keep")
     client = await env.execute_async("sliced")
     job = asyncio.ensure_future(client.wait())
@@ -389,7 +390,7 @@ async def test_the_reported_pause_is_the_longest_time_the_checkpoint_held_the_lo
     tmp_path: Path,
 ) -> None:
     env = fk.StreamExecutionEnvironment(parallelism=1)
-    env.enable_checkpointing(60_000, directory=tmp_path)
+    env.enable_checkpointing(60_000, directory=tmp_path, snapshot_writer="loop")
     env.from_collection(["a", "b"]).key_by(lambda k: k).process(KeepSlow()).uid("slow")
     client = await env.execute_async("slow pickle")
     await asyncio.wait_for(client.wait(), 60)
@@ -447,16 +448,19 @@ def _expected(n: int) -> Counter[tuple[int, int, int]]:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("writer", ["loop", "fork"])
 @pytest.mark.parametrize("seed", range(3))
 async def test_failures_at_random_points_with_large_keyed_state_commit_exactly_once(
-    seed: int, tmp_path: Path
+    seed: int, writer: str, tmp_path: Path
 ) -> None:
     rng = random.Random(seed)
     n = rng.randint(1600, 2200)
     fail_at = set(rng.sample(range(KEYS, n), rng.randint(1, 3)))
     raised: list[int] = []
     env = fk.StreamExecutionEnvironment(parallelism=rng.choice([1, 2]), buffer_timeout_ms=5)
-    env.enable_checkpointing(rng.randint(100, 200), directory=tmp_path / "ck")
+    env.enable_checkpointing(
+        rng.randint(100, 200), directory=tmp_path / "ck", snapshot_writer=writer
+    )
     env.set_restart_strategy(fk.RestartStrategy.fixed_delay(attempts=10, delay_ms=0))
     out = tmp_path / "out"
     (

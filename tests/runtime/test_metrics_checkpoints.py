@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import flowkit as fk
 from flowkit import CheckpointMetrics, CheckpointRecord, CollectSink, PacedSource
 
@@ -99,14 +101,19 @@ async def test_checkpoint_history_sizes_and_savepoints(tmp_path: Path) -> None:
 
 
 class Unpicklable:
-    """Fails to pickle while ``Unpicklable.failures`` is positive."""
+    """Fails to pickle while the count in the file ``Unpicklable.failures`` is positive
+    (a file: a forked child process pickles the state too)."""
 
-    failures = 0
+    failures = ""
 
     def __reduce__(self) -> Any:
-        if Unpicklable.failures > 0:
-            Unpicklable.failures -= 1
-            raise RuntimeError("not today")
+        with open(Unpicklable.failures, "r+") as f:
+            left = int(f.read())
+            if left > 0:
+                f.seek(0)
+                f.truncate()
+                f.write(str(left - 1))
+                raise RuntimeError("not today")
         return (Unpicklable, ())
 
 
@@ -119,10 +126,14 @@ class KeepObject(fk.KeyedProcessFunction):
         yield value
 
 
-async def test_failed_checkpoints_are_in_the_history(tmp_path: Path) -> None:
-    Unpicklable.failures = 2
+@pytest.mark.parametrize("writer", ["loop", "fork"])
+async def test_failed_checkpoints_are_in_the_history(tmp_path: Path, writer: str) -> None:
+    Unpicklable.failures = str(tmp_path / "failures")
+    (tmp_path / "failures").write_text("2")
     env = fk.StreamExecutionEnvironment(parallelism=1, buffer_timeout_ms=0)
-    env.enable_checkpointing(30, directory=tmp_path, tolerable_failed_checkpoints=100)
+    env.enable_checkpointing(
+        30, directory=tmp_path / "ckpt", tolerable_failed_checkpoints=100, snapshot_writer=writer
+    )
     sink = CollectSink()
     env.from_source(PacedSource(list(range(300)), 0.002)).key_by(lambda x: x % 3).process(
         KeepObject()
