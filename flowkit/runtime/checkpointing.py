@@ -3,12 +3,20 @@
 At barrier ``n`` (sources: when the coordinator triggers; other subtasks: once aligned)
 the subtask snapshots every operator of its chain synchronously (keyed state: a
 copy-on-write snapshot, O(key groups)), sends barrier ``n`` to every output channel and
-goes on processing records. In the background, on the same event loop, it serializes the
-snapshot in slices and yields to the loop after each one (keyed state: 0.2 to 2 ms of
-pickling per slice, at most about a tenth of the loop's time while the subtasks are
-busy; each key group leaves copy-on-write as soon as it is written), then writes the
-file (I/O, joining and hashing in worker threads) and acknowledges to the coordinator
-with the file's handle.
+goes on processing records. The snapshot is then serialized and written in one of two
+ways (``snapshot_writer``, :func:`forks_for`):
+
+* by a child process, forked right at the barrier (Linux; by default for a subtask
+  holding :data:`FORK_MIN_ENTRIES` keyed entries or more): the child has memory as it
+  was at the fork, so the subtask lets go of its copy-on-write snapshot at once, and
+  the child pickles, writes, hashes and fsyncs the file on another core
+  (:mod:`flowkit.checkpoint.forked`); the fork itself is part of the barrier's pause;
+* on the same event loop, in slices, yielding to the loop after each one (keyed state:
+  0.05 to 2 ms of pickling per slice, at most about a tenth of the loop's time while
+  the subtasks are busy; each key group leaves copy-on-write as soon as it is
+  written), then the file is written (I/O, joining and hashing in worker threads).
+
+Either way the subtask acknowledges to the coordinator with the file's handle.
 
 Every step of that background work is timed: the longest one, or the synchronous part at
 the barrier if it is longer, is the checkpoint's *synchronous pause* (``last_sync_ms``):
