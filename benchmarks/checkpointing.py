@@ -71,6 +71,46 @@ class KeepCounted(fk.KeyedProcessFunction):
         self.progress[0] += 1
 
 
+class CountInWindow(fk.AggregateFunction):
+    """Per key and window: how many records it saw and a payload string of its own."""
+
+    def __init__(self, keys: int, value_bytes: int) -> None:
+        self.keys = keys
+        self.value_bytes = value_bytes
+
+    def create_accumulator(self) -> tuple[int, str]:
+        return (0, "")
+
+    def add(self, value: int, acc: tuple[int, str]) -> tuple[int, str]:
+        PROGRESS[0] += 1
+        if acc[0]:
+            return (acc[0] + 1, acc[1])
+        # A distinct string object per key and window: the checkpoint writes every byte.
+        return (1, f"{value % self.keys:012d}".ljust(self.value_bytes, "x"))
+
+    def get_result(self, acc: tuple[int, str]) -> tuple[int, str]:
+        return acc
+
+    def merge(self, a: tuple[int, str], b: tuple[int, str]) -> tuple[int, str]:
+        return (a[0] + b[0], a[1] or b[1])
+
+
+class Tally(fk.SinkFunction):
+    """Adds up the windows' counts per key (checked at the end)."""
+
+    def __init__(self, keys: int) -> None:
+        self.keys = keys
+
+    def invoke(self, value: tuple[int, str], context: Any = None) -> None:
+        count, payload = value
+        key = int(payload[:12])
+        TALLY[key] = TALLY.get(key, 0) + count
+
+
+#: Records counted per key by the window job's windows.
+TALLY: dict[int, int] = {}
+
+
 class GcTimer:
     """Times the collector's runs through ``gc.callbacks`` (perf_counter intervals)."""
 
@@ -91,18 +131,35 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
     root = tempfile.mkdtemp(prefix="flowkit-bench-chk-")
     try:
         env = fk.StreamExecutionEnvironment(parallelism=1)
+        env.set_restart_strategy(fk.RestartStrategy.no_restart())  # a failure ends the run
         env.enable_checkpointing(
             args.interval_ms,
             directory=root,
             min_pause_ms=args.min_pause_ms,
             snapshot_writer=args.writer,
         )
-        (
-            env.from_sequence(0, events - 1)
-            .key_by(lambda i: i % keys)
-            .process(KeepCounted(args.value_bytes))
-            .uid("counted")
-        )
+        if args.job == "keyed":
+            (
+                env.from_sequence(0, events - 1)
+                .key_by(lambda i: i % keys)
+                .process(KeepCounted(args.value_bytes))
+                .uid("counted")
+            )
+        else:
+            # Every key once per 10 ms of event time: a 50 ms window holds every key.
+            TALLY.clear()
+            strategy = fk.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(
+                lambda i, _ts: i // keys * 10
+            )
+            (
+                env.from_sequence(0, events - 1)
+                .assign_timestamps_and_watermarks(strategy)
+                .key_by(lambda i: i % keys)
+                .window(fk.TumblingEventTimeWindows.of(50))
+                .aggregate(CountInWindow(keys, args.value_bytes))
+                .uid("counted")
+                .add_sink(Tally(keys))
+            )
         gc_timer = GcTimer()
         gc.callbacks.append(gc_timer)
         # (perf_counter, epoch seconds, records processed, thread CPU time) per tick.
@@ -119,7 +176,14 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             gc.callbacks.remove(gc_timer)
         stats = client.checkpoint_statistics()
         history = client.metrics().checkpoints.history
-        correct = await check(root, keys, events)
+        if args.job == "keyed":
+            correct = await check(root, keys, events)
+        else:
+            per_key, extra = divmod(events, keys)
+            correct = len(TALLY) == keys and all(
+                TALLY.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)
+            )
+            correct = correct and client.metrics().checkpoints.failed == 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return analyse(args, samples, history, stats, gc_timer.pauses, correct)
@@ -273,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         "program that does not tune it",
     )
     parser.add_argument(
+        "--job",
+        choices=["keyed", "window"],
+        default="keyed",
+        help="keyed: a KeyedProcessFunction with ValueState; window: tumbling event-time "
+        "windows (aggregate) that hold every key, with the window operator's timers",
+    )
+    parser.add_argument(
         "--writer",
         choices=["auto", "fork", "loop"],
         default="auto",
@@ -294,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             "run": run + 1,
             "gc": args.gc,
             "writer": args.writer,
+            "job": args.job,
         }
         line.update(result)
         line["load_average"] = [round(x, 2) for x in os.getloadavg()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -258,13 +259,51 @@ class StreamOperator:
         Keyed operators (with ``backend`` / ``timers``) return a copy-on-write snapshot of
         their keyed state (O(key groups) at the barrier) and their timers by key group.
         """
+        return self._keyed_snapshot(in_child=False)
+
+    def snapshot_state_in_child(self, checkpoint_id: int) -> Any:
+        """:meth:`snapshot_state` for a checkpoint that a forked child process writes:
+        the child's memory is this subtask's as it was at the barrier.
+
+        Keyed state and timers are then snapshotted in the child
+        (:class:`~flowkit.operators.keyed_snapshots.TakenInChild`): nothing of them is
+        done here at the barrier, no copy on write, no timers listed. Whatever else an
+        operator snapshots runs here, at the barrier, as always: its side effects (a
+        sink's pre-commit, a function's ``snapshot_state`` hook) belong to the subtask.
+        An operator that overrides :meth:`snapshot_state` without overriding this takes
+        its whole snapshot here.
+        """
+        if type(self).snapshot_state is not StreamOperator.snapshot_state:
+            return self.snapshot_state(checkpoint_id)
+        return self._keyed_snapshot(in_child=True)
+
+    def _keyed_snapshot(self, *, in_child: bool) -> Any:
+        """The keyed state and timers part of a snapshot (None without either), or
+        with ``in_child`` the same, to be taken in a forked child."""
         backend = getattr(self, "backend", None)
         timers = getattr(self, "timers", None)
         if backend is None and timers is None:
             return None
-        from flowkit.operators.keyed_snapshots import snapshot_keyed
+        from flowkit.operators.keyed_snapshots import TakenInChild, snapshot_keyed
 
+        if in_child:
+            return TakenInChild(
+                functools.partial(snapshot_keyed, backend, timers, self._key_group_of())
+            )
         return snapshot_keyed(backend, timers, self._key_group_of())
+
+    def keyed_entries(self, limit: int) -> int:
+        """Keyed state entries and timers this operator holds, counted until ``limit``
+        is reached (then some number >= ``limit``); what decides whether a forked child
+        writes the checkpoint (``snapshot_writer="auto"``)."""
+        total = 0
+        timers = getattr(self, "timers", None)
+        if timers is not None:
+            total += len(timers.event_timers) + len(timers.processing_timers)
+        backend = getattr(self, "backend", None)
+        if backend is not None and total < limit:
+            total += backend.stored_entries(limit - total)
+        return total
 
     def initialize_state(self, states: list[Any]) -> None:
         """Restore from the snapshots of the old subtasks assigned to this one.

@@ -48,6 +48,18 @@ def snapshot_keyed(
     return snapshot
 
 
+class TakenInChild:
+    """A snapshot that a forked child process takes (see
+    :meth:`~flowkit.operators.base.StreamOperator.snapshot_state_in_child`): the child's
+    memory is the subtask's as it was at the barrier, so the snapshot is taken there,
+    from the live state, and the subtask itself does nothing at the barrier."""
+
+    __slots__ = ("take",)
+
+    def __init__(self, take: Callable[[], Any]) -> None:
+        self.take = take
+
+
 def restore_keyed(
     backend: Any,
     timers: InternalTimerService | None,

@@ -23,6 +23,7 @@ from flowkit.operators.base import (
     copy_function,
     resolve_function,
 )
+from flowkit.operators.keyed_snapshots import TakenInChild
 from flowkit.state.operator_state import (
     FunctionInitializationContext,
     FunctionSnapshotContext,
@@ -120,7 +121,17 @@ class FunctionStateOperator(StreamOperator):
             raise self.fail(exc, "in initialize_state()") from exc
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
-        base = super().snapshot_state(checkpoint_id)
+        return self._snapshot(checkpoint_id, in_child=False)
+
+    def snapshot_state_in_child(self, checkpoint_id: int) -> Any:
+        if type(self).snapshot_state is not FunctionStateOperator.snapshot_state:
+            return self.snapshot_state(checkpoint_id)
+        return self._snapshot(checkpoint_id, in_child=True)
+
+    def _snapshot(self, checkpoint_id: int, *, in_child: bool) -> Any:
+        """Keyed state (taken in a forked child with ``in_child``), then the function's
+        ``snapshot_state`` hook and its operator state, here at the barrier."""
+        base = self._keyed_snapshot(in_child=in_child)
         function = self.function
         hook = (
             getattr(function, "snapshot_state", None) if has_checkpointed_hooks(function) else None
@@ -135,6 +146,9 @@ class FunctionStateOperator(StreamOperator):
         if store is None or (store.is_empty and not callable(hook)):
             return base
         snapshot = store.snapshot()
+        if isinstance(base, TakenInChild):
+            keyed = base.take
+            return TakenInChild(lambda: {**keyed(), **snapshot})
         if isinstance(base, dict):
             return {**base, **snapshot}
         return snapshot

@@ -32,7 +32,7 @@ import logging
 import pickle
 import re
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flowkit.checkpoint.alignment import make_barrier_handler
@@ -44,10 +44,12 @@ from flowkit.checkpoint.storage import (
     ChildStateWrite,
 )
 from flowkit.elements import CheckpointBarrier
+from flowkit.operators.keyed_snapshots import TakenInChild
 from flowkit.sources import Source, SourceReader, SplitReader, SplitSource
 from flowkit.state.backend import BackendSnapshot, SerializedSnapshot
 
 if TYPE_CHECKING:
+    from flowkit.operators.base import StreamOperator
     from flowkit.runtime.task import StreamTask
 
 __all__ = ["TaskCheckpointing", "state_file_name"]
@@ -248,23 +250,40 @@ def serialize_now(states: dict[str, Any]) -> list[bytes | bytearray | memoryview
     raise RuntimeError("serialize_states suspended without slicing")
 
 
-def forks_for(states: dict[str, Any], writer: str) -> bool:
-    """Whether a checkpoint's ``states`` are written by a forked child process, for the
-    ``snapshot_writer`` setting (see :class:`~flowkit.checkpoint.coordinator.
-    CheckpointConfig`): ``"fork"`` where :func:`~flowkit.checkpoint.forked.can_fork`,
-    ``"loop"`` never, ``"auto"`` when the keyed state holds at least
-    :data:`FORK_MIN_ENTRIES` entries."""
+def forks_for(operators: Iterable[StreamOperator], writer: str) -> bool:
+    """Whether a forked child process writes the checkpoint of a subtask running
+    ``operators``, for the ``snapshot_writer`` setting (see
+    :class:`~flowkit.checkpoint.coordinator.CheckpointConfig`): ``"fork"`` where
+    :func:`~flowkit.checkpoint.forked.can_fork`, ``"loop"`` never, ``"auto"`` when the
+    operators hold at least :data:`FORK_MIN_ENTRIES` keyed state entries and timers."""
     if writer == "loop" or not can_fork():
         return False
     if writer == "fork":
         return True
     room = FORK_MIN_ENTRIES
-    for state in states.values():
-        if isinstance(state, dict) and isinstance(state.get("backend"), BackendSnapshot):
-            room -= state["backend"].count_entries(room)
-            if room <= 0:
-                return True
+    for op in operators:
+        room -= op.keyed_entries(room)
+        if room <= 0:
+            return True
     return False
+
+
+def taken_in_child(states: dict[str, Any]) -> dict[str, Any]:
+    """``states`` with every :class:`TakenInChild` snapshot taken (in a forked child
+    process, or here if the fork failed)."""
+    out = {}
+    for op_id, state in states.items():
+        if isinstance(state, TakenInChild):
+            try:
+                state = state.take()
+            except Exception as exc:
+                raise ValueError(f"operator {op_id}: cannot snapshot its state: {exc!r}") from exc
+        out[op_id] = state
+    return out
+
+
+def _serialize_in_child(states: dict[str, Any]) -> list[bytes | bytearray | memoryview]:
+    return serialize_now(taken_in_child(states))
 
 
 def reader_state(head: Any, reader: SourceReader, checkpoint_id: int) -> dict[str, Any]:
@@ -403,9 +422,13 @@ class TaskCheckpointing:
         task = self.task
         checkpoint_id = barrier.checkpoint_id
         started = time.perf_counter()
+        in_child = forks_for(task.operators, self.snapshot_writer)
         states: dict[str, Any] = {}
         for op, op_id in zip(task.operators, self.op_ids):
-            state = op.snapshot_state(checkpoint_id)
+            if in_child:
+                state = op.snapshot_state_in_child(checkpoint_id)
+            else:
+                state = op.snapshot_state(checkpoint_id)
             if state is not None:
                 states[op_id] = state
         reader = task.source_reader
@@ -413,7 +436,7 @@ class TaskCheckpointing:
             states[self.op_ids[0]] = reader_state(task.head, reader, checkpoint_id)
         for writer in task.writers:
             writer.emit_event(barrier)
-        child = self._fork_writer(checkpoint_id, states)
+        child = self._fork_writer(checkpoint_id, states) if in_child else None
         pause_ms = (time.perf_counter() - started) * 1000
         self.last_barrier_ms = pause_ms
         self._record_pause(pause_ms)
@@ -436,22 +459,18 @@ class TaskCheckpointing:
     def _fork_writer(
         self, checkpoint_id: int, states: dict[str, Any]
     ) -> ChildStateWrite | Exception | None:
-        """A child process forked now, while memory still is the snapshot, to write
-        ``states`` (see ``snapshot_writer``); then the snapshot is let go here at once:
-        no copy on write while records change the state. None: the event loop writes
-        them; an exception: what :meth:`_write` declines the checkpoint with."""
-        if not forks_for(states, self.snapshot_writer):
-            return None
+        """A child process forked now, while memory still is as at the barrier, to take
+        the snapshots left to it and write ``states``; then the copy-on-write snapshots
+        among them are let go here at once. None: the fork failed, the snapshots are
+        taken here and the event loop writes them; an exception: what :meth:`_write`
+        declines the checkpoint with."""
         try:
             child = self.storage.write_state_in_child(
                 checkpoint_id,
                 self.file_name,
-                functools.partial(serialize_now, states),
+                functools.partial(_serialize_in_child, states),
                 savepoint_dir=self.savepoint_dir(checkpoint_id),
             )
-        except CheckpointAbortedError as exc:
-            _release(states)
-            return exc
         except OSError as exc:
             _log.warning(
                 "%s: cannot fork a process to write the state of checkpoint %d (%s); "
@@ -460,6 +479,10 @@ class TaskCheckpointing:
                 checkpoint_id,
                 exc,
             )
+            try:
+                states.update(taken_in_child(states))
+            except ValueError as error:
+                return error
             return None
         except Exception as exc:
             return exc

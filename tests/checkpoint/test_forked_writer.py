@@ -34,10 +34,16 @@ import flowkit as fk
 from flowkit.checkpoint.forked import ChildFailedError, ChildWrite, ProduceError, can_fork
 from flowkit.checkpoint.storage import CheckpointAbortedError, CheckpointStorage
 from flowkit.errors import InvalidConfigurationError
+from flowkit.operators.keyed import KeyedReduceOperator
+from flowkit.operators.keyed_snapshots import TakenInChild
 from flowkit.runtime import checkpointing
 from flowkit.runtime.checkpointing import forks_for
-from flowkit.state.backend import HeapKeyedStateBackend
 from flowkit.state.descriptors import ValueStateDescriptor
+from flowkit.testing.harness import (
+    KeyedProcessFunctionHarness,
+    OneInputOperatorHarness,
+    WindowOperatorHarness,
+)
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="state files are forked on Linux only")
 
@@ -281,23 +287,91 @@ async def test_a_checkpoint_aborted_while_its_child_writes_is_removed(tmp_path: 
 # -- jobs ---------------------------------------------------------------------------------
 
 
-def _snapshot_of(entries: int) -> dict[str, Any]:
-    backend = HeapKeyedStateBackend()
-    state = backend.get_partitioned_state(ValueStateDescriptor("v"))
-    for key in range(entries):
-        backend.set_current_key(key)
-        state.update(key)
-    return {"op": {"backend": backend.snapshot()}}
+class CountPerKey(fk.KeyedProcessFunction):
+    def open(self, runtime_context: Any) -> None:
+        self.count = runtime_context.get_state(ValueStateDescriptor("count", default=0))
+
+    def process_element(self, value: int, ctx: Any) -> Iterator[tuple[int, int]]:
+        self.count.update(self.count.value() + 1)
+        yield (ctx.get_current_key(), self.count.value())
 
 
-def test_auto_forks_for_large_keyed_state_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checkpointing, "FORK_MIN_ENTRIES", 50)
-    small, large = _snapshot_of(49), _snapshot_of(50)
-    assert large["op"]["backend"].count_entries(10) >= 10
-    assert large["op"]["backend"].count_entries(1_000) == 50
-    assert not forks_for(small, "auto") and forks_for(large, "auto")
-    assert forks_for(small, "fork") and not forks_for(large, "loop")
-    assert not forks_for({"op": {"position": 3}}, "auto")
+class CountAggregate(fk.AggregateFunction):
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add(self, value: Any, acc: int) -> int:
+        return acc + 1
+
+    def get_result(self, acc: int) -> int:
+        return acc
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+
+class CountWithTimers(CountPerKey):
+    def process_element(self, value: int, ctx: Any) -> Iterator[tuple[int, int]]:
+        ctx.timer_service().register_event_time_timer(1_000 + value)
+        return super().process_element(value, ctx)
+
+
+def _keyed_harness(keys: int) -> KeyedProcessFunctionHarness:
+    """A count and a timer per record, of ``keys`` keys."""
+    h = KeyedProcessFunctionHarness(CountWithTimers(), lambda x: x % keys)
+    h.open()
+    h.process_elements(list(range(2 * keys)), timestamp=5)
+    return h
+
+
+def _window_harness(keys: int) -> WindowOperatorHarness:
+    """``keys`` keys in each of two open tumbling windows."""
+    h = WindowOperatorHarness(
+        fk.TumblingEventTimeWindows.of(100), lambda x: x % keys, aggregate=CountAggregate()
+    )
+    h.open()
+    h.process_elements(list(range(keys)), timestamp=10)
+    h.process_elements(list(range(keys)), timestamp=150)
+    return h
+
+
+def test_auto_forks_for_many_keyed_entries_and_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed, window = _keyed_harness(40), _window_harness(25)
+    assert keyed.operator.keyed_entries(1_000) == 120  # a count per key, a timer per record
+    assert keyed.operator.keyed_entries(10) >= 10  # counting stops at the limit
+    assert window.operator.keyed_entries(1_000) == 50  # a timer per key and window
+    monkeypatch.setattr(checkpointing, "FORK_MIN_ENTRIES", 150)
+    assert forks_for([keyed.operator, window.operator], "auto")
+    assert not forks_for([keyed.operator], "auto") and not forks_for([window.operator], "auto")
+    assert forks_for([keyed.operator], "fork") and not forks_for([keyed.operator], "loop")
+
+
+@pytest.mark.parametrize("make", [_keyed_harness, _window_harness])
+def test_a_snapshot_taken_in_the_child_is_the_one_taken_at_the_barrier(make: Any) -> None:
+    """The snapshot left to the child, taken later from the same memory, equals the
+    one :meth:`snapshot_state` takes at the barrier; nothing was taken at the barrier."""
+    h = make(20)
+    op = h.operator
+    later = op.snapshot_state_in_child(1)
+    assert isinstance(later, TakenInChild)
+    direct = op.snapshot_state(1)
+    taken = later.take()
+    assert taken["key_groups"] == direct["key_groups"] and taken["key_groups"]
+    entries = sorted(map(repr, taken["backend"].entries()))
+    assert entries == sorted(map(repr, direct["backend"].entries())) and entries
+    taken["backend"].release()
+    direct["backend"].release()
+
+
+def test_operators_with_their_own_snapshot_take_it_at_the_barrier() -> None:
+    """A rolling aggregate overrides ``snapshot_state``: it runs at the barrier."""
+    op = KeyedReduceOperator("Reduce", lambda a, b: a + b, lambda x: x % 3)
+    h = OneInputOperatorHarness(op)
+    h.open()
+    h.process_elements([1, 2, 3, 4])
+    state = op.snapshot_state_in_child(1)
+    assert not isinstance(state, TakenInChild)
+    assert state == op.snapshot_state(1)
 
 
 def test_an_unknown_snapshot_writer_is_refused() -> None:
@@ -307,15 +381,6 @@ def test_an_unknown_snapshot_writer_is_refused() -> None:
     assert str(info.value) == (
         "enable_checkpointing: snapshot_writer must be one of 'auto', 'fork', 'loop', got 'thread'"
     )
-
-
-class CountPerKey(fk.KeyedProcessFunction):
-    def open(self, runtime_context: Any) -> None:
-        self.count = runtime_context.get_state(ValueStateDescriptor("count", default=0))
-
-    def process_element(self, value: int, ctx: Any) -> Iterator[tuple[int, int]]:
-        self.count.update(self.count.value() + 1)
-        yield (ctx.get_current_key(), self.count.value())
 
 
 async def test_a_job_resumes_from_a_savepoint_a_child_wrote(tmp_path: Path) -> None:
