@@ -252,13 +252,15 @@ class StreamExecutionEnvironment:
         (barriers aligned, the default) or ``AT_LEAST_ONCE``, or their lower-case names.
         Every other setting goes by keyword.
 
-        ``snapshot_writer`` chooses what serializes and writes each subtask's state once
-        its snapshot is frozen at the barrier (Flink's asynchronous snapshot phase):
-        ``"fork"``, a child process forked with the snapshot, on another core, while the
-        job's loop goes on at full speed (Linux only; elsewhere the loop); ``"loop"``, the
-        job's event loop, in slices that take about a tenth of its time while records
-        flow; ``"auto"`` (the default), a child process for a subtask holding 100,000 keyed
-        state entries or more, else the loop.
+        ``snapshot_writer`` chooses what snapshots, serializes and writes each subtask's
+        state after its barrier (Flink's asynchronous snapshot phase): ``"fork"``, a
+        child process forked at the barrier, whose memory is the subtask's as it was
+        then; it snapshots the keyed state and timers and writes them on another core
+        while the job's loop goes on (Linux only; elsewhere the loop); ``"loop"``, a
+        copy-on-write snapshot at the barrier, serialized on the job's event loop in
+        slices that take about a tenth of its time while records flow; ``"auto"`` (the
+        default), a child process for a subtask holding 100,000 keyed state entries and
+        timers or more, else the loop.
 
         Example:
             >>> env = StreamExecutionEnvironment()

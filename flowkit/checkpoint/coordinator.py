@@ -79,10 +79,11 @@ class CheckpointConfig:
     min_pause_ms: int = 0
     max_concurrent: int = 1
     tolerable_failed_checkpoints: int = 0
-    #: Who serializes and writes a subtask's state: ``"fork"``, a child process forked
-    #: with the frozen snapshot (Linux; elsewhere ``"loop"``); ``"loop"``, the event loop,
-    #: in slices that take a tenth of its time; ``"auto"``, a child for state of at least
-    #: ``FORK_MIN_ENTRIES`` keyed entries (100,000), else the loop.
+    #: Who snapshots, serializes and writes a subtask's state after the barrier:
+    #: ``"fork"``, a child process forked at the barrier (Linux; elsewhere ``"loop"``);
+    #: ``"loop"``, the event loop, in slices that take a tenth of its time; ``"auto"``, a
+    #: child for a subtask holding ``FORK_MIN_ENTRIES`` (100,000) keyed state entries and
+    #: timers or more, else the loop.
     snapshot_writer: str = "auto"
 
     def __post_init__(self) -> None:

@@ -1,14 +1,17 @@
 """Serializing and writing a state file in a forked child process.
 
-A snapshot of keyed state is frozen in memory (copy on write), but pickling it takes the
-interpreter: on the event loop (in slices) it costs the job a share of its loop for as
-long as the checkpoint takes. ``fork()`` hands the same frozen memory to a child process
-in a few milliseconds (the kernel copies a page only when one side writes to it): the
-child pickles the snapshot, writes, hashes and fsyncs the file on another core and
-exits, while the parent lets go of its copy-on-write snapshot at once and goes on.
+Pickling a snapshot of keyed state takes the interpreter: on the event loop (in slices)
+it costs the job a share of its loop for as long as the checkpoint takes, and a thread
+would hold the same lock. ``fork()`` hands the subtask's memory, as it is at that
+instant, to a child process in a few milliseconds (the kernel copies a page only when
+one side writes to it). Forked at the barrier, the child snapshots, pickles, writes,
+hashes and fsyncs the state on another core and exits, while the subtask goes on at
+once (see :mod:`flowkit.runtime.checkpointing`).
 
 The child runs nothing but the ``produce`` callable it is given and plain file writes:
-no event loop, no logging, no imports. Its signals (interrupt, terminate, hang-up, the
+no event loop, no logging, no locks of the parent's threads. It closes the parent's file
+descriptors (a socket or pipe the parent closes must not stay open here) and turns the
+garbage collector off (a collection would copy every page it walks). Its signals (interrupt, terminate, hang-up, the
 user signals) are blocked, so a Ctrl-C meant for the job does not reach it twice; it is
 killed with the parent (Linux), and by the parent when the write is abandoned
 (checkpoint aborted, job cancelled). It reports ``size`` and SHA-256 of the file, or what
@@ -135,8 +138,8 @@ def _fork() -> int:
     try:
         with warnings.catch_warnings():
             # Python 3.12+ warns about fork() in a process with threads: the child here
-            # uses no lock another thread could hold (no logging, imports or I/O
-            # objects of the parent).
+            # uses no lock another thread could hold (no logging, no I/O objects of the
+            # parent; CPython keeps the import lock and the allocator consistent).
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
     except BaseException:

@@ -1,18 +1,20 @@
 """A subtask's part in checkpoints: barriers in, snapshot, barriers out, background write.
 
 At barrier ``n`` (sources: when the coordinator triggers; other subtasks: once aligned)
-the subtask snapshots every operator of its chain synchronously (keyed state: a
-copy-on-write snapshot, O(key groups)), sends barrier ``n`` to every output channel and
-goes on processing records. The snapshot is then serialized and written in one of two
-ways (``snapshot_writer``, :func:`forks_for`):
+the subtask snapshots every operator of its chain synchronously, sends barrier ``n`` to
+every output channel and goes on processing records. Keyed state is then snapshotted,
+serialized and written in one of two ways (``snapshot_writer``, :func:`forks_for`):
 
 * by a child process, forked right at the barrier (Linux; by default for a subtask
-  holding :data:`FORK_MIN_ENTRIES` keyed entries or more): the child has memory as it
-  was at the fork, so the subtask lets go of its copy-on-write snapshot at once, and
-  the child pickles, writes, hashes and fsyncs the file on another core
+  holding :data:`FORK_MIN_ENTRIES` keyed state entries and timers or more): the child's
+  memory is the subtask's as it was at the barrier, so keyed operators leave their
+  snapshot to the child (:meth:`~flowkit.operators.base.StreamOperator.
+  snapshot_state_in_child`: no copy on write, no timers listed here), and the child
+  snapshots, pickles, writes, hashes and fsyncs on another core
   (:mod:`flowkit.checkpoint.forked`); the fork itself is part of the barrier's pause;
-* on the same event loop, in slices, yielding to the loop after each one (keyed state:
-  0.05 to 2 ms of pickling per slice, at most about a tenth of the loop's time while
+* on the same event loop: a copy-on-write snapshot at the barrier (O(key groups)),
+  then serialized in slices, yielding to the loop after each one (0.05 to 2 ms of
+  pickling per slice, at most about a tenth of the loop's time while
   the subtasks are busy; each key group leaves copy-on-write as soon as it is
   written), then the file is written (I/O, joining and hashing in worker threads).
 
