@@ -11,12 +11,12 @@ once (see :mod:`flowkit.runtime.checkpointing`).
 The child runs nothing but the ``produce`` callable it is given and plain file writes:
 no event loop, no logging, no locks of the parent's threads. It closes the parent's file
 descriptors (a socket or pipe the parent closes must not stay open here) and turns the
-garbage collector off (a collection would copy every page it walks). Its signals (interrupt, terminate, hang-up, the
-user signals) are blocked, so a Ctrl-C meant for the job does not reach it twice; it is
-killed with the parent (Linux), and by the parent when the write is abandoned
-(checkpoint aborted, job cancelled). It reports ``size`` and SHA-256 of the file, or what
-went wrong, through a pipe, and exits with ``os._exit`` (no ``atexit`` handlers, no
-buffered output flushed twice).
+garbage collector off (a collection would copy every page it walks). Its signals
+(interrupt, terminate, hang-up, the user signals) are blocked, so a Ctrl-C meant for the
+job does not reach it twice; it is killed with the parent (Linux), and by the parent
+when the write is abandoned (checkpoint aborted, job cancelled). It reports ``size`` and
+SHA-256 of the file, or what went wrong, through a pipe, and exits with ``os._exit`` (no
+``atexit`` handlers, no buffered output flushed twice).
 
 Only on Linux (:func:`can_fork`): elsewhere, and wherever a caller prefers, state is
 serialized on the event loop.
@@ -305,6 +305,8 @@ async def _reap(pid: int) -> int:
 
 
 def _describe(status: int) -> str:
+    if status < 0:
+        return "its exit status was collected elsewhere"
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
