@@ -4,7 +4,10 @@ savepoints and restore at another parallelism (keyed state and timers by key gro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -433,3 +436,77 @@ async def test_a_new_job_never_restarts_from_an_older_jobs_checkpoints(tmp_path:
     assert final == expected  # nothing of the first job's state leaked in
     newest = sorted(p.name for p in _checkpoint_dirs(tmp_path))[-1]
     assert newest not in first_ids  # the second job's final checkpoint has a new id
+
+
+def _forked_children() -> list[int]:
+    """This process's children that are forks of it (same command line): the writers of
+    checkpoints, not servers a fixture started."""
+    me = os.getpid()
+    with open(f"/proc/{me}/cmdline", "rb") as f:
+        own = f.read()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == me and fields[0] != "Z" and cmdline == own:
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children are forked on Linux")
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_exactly_once_when_checkpoint_writers_are_killed_at_random(
+    seed: int, tmp_path: Path
+) -> None:
+    """``snapshot_writer="fork"``: beside the job, the children writing its checkpoints
+    are killed at random moments. Those checkpoints fail and are named as such, the job
+    goes on, and the exactly-once file sink commits every result once."""
+    import random
+
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=0)
+    env.enable_checkpointing(
+        15,
+        directory=tmp_path / "checkpoints",
+        snapshot_writer="fork",
+        tolerable_failed_checkpoints=1_000,
+    )
+    (
+        env.from_source(PacedSource(RECORDS))
+        .key_by(lambda r: r[0])
+        .map(lambda r: (r[0], r[1]))
+        .key_by(lambda r: r[0])
+        .reduce(lambda a, b: (a[0], a[1] + b[1]))
+        .sink_to(fk.FileSink.for_row_format(str(out), encoder="jsonl").build())
+    )
+    client = await env.execute_async("writers killed")
+    killed: list[int] = []
+
+    async def kill_some() -> None:
+        while len(killed) < 3 and not client.done():
+            for pid in _forked_children():
+                if rng.random() < 0.3:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+            await asyncio.sleep(rng.uniform(0.001, 0.01))
+
+    killer = asyncio.create_task(kill_some())
+    await asyncio.wait_for(client.wait(), 60)
+    await killer
+    assert killed
+    checkpoints = client.metrics().checkpoints
+    failures = [r.failure or "" for r in checkpoints.history if r.status == "FAILED"]
+    assert any("(killed by SIGKILL)" in failure for failure in failures), failures
+    assert checkpoints.completed >= 1
+    written = [tuple(line) for line in committed_lines(out)]
+    assert sorted(written) == sorted(running_sums(RECORDS))  # no loss, no duplicates
+    assert not _forked_children()
