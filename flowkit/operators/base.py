@@ -6,7 +6,7 @@ import collections
 import copy
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from flowkit.elements import MIN_WATERMARK, OutputTag
@@ -90,6 +90,11 @@ class Output:
             side.collect(values, timestamps)
 
 
+def _run_now(steps: Iterator[None]) -> None:
+    for _ in steps:
+        pass
+
+
 class OperatorContext:
     """What the runtime tells an operator when it is set up in a subtask."""
 
@@ -103,6 +108,7 @@ class OperatorContext:
         clock: Clock | None = None,
         post_mail: Callable[[Callable[[], None]], None] | None = None,
         checkpointing: bool = False,
+        run_in_steps: Callable[[Iterator[None]], None] | None = None,
     ) -> None:
         self.task_name = task_name
         self.subtask_index = subtask_index
@@ -116,6 +122,10 @@ class OperatorContext:
         self.checkpointing = checkpointing
         #: Runs an action inside the subtask between two steps.
         self.post_mail = post_mail or (lambda action: action())
+        #: Runs long work (an iterator that yields between its parts) before the subtask
+        #: takes more input, letting the event loop run other tasks between the parts;
+        #: without a subtask (a test harness), all of it at once.
+        self.run_in_steps: Callable[[Iterator[None]], None] = run_in_steps or _run_now
 
     def schedule(self, time_ms: int, action: Callable[[], None]) -> TimerHandle:
         """Run ``action`` inside the subtask once processing time reaches ``time_ms``."""

@@ -242,6 +242,10 @@ def _window_caller(fn: Any) -> tuple[Callable[[Any, Any, Any], Any] | None, bool
 
 #: A fast-path timer that every key with contents in the window has.
 _EVERY_KEY: Final = None
+
+#: A window of more keys than this fires in parts of this many keys, the subtask letting
+#: the event loop run between them (when its yield interval has passed).
+FIRE_STEP_KEYS: Final = 4096
 #: The slot of a late window (elements skip it).
 _LATE: Final = object()
 
@@ -426,6 +430,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         #: (of every key group). The backend's table holds them only while they are
         #: checked in (``_in_table``).
         self._windows: dict[int, dict[Any, Any]] = {}
+        #: A watermark's firing still in steps (see process_watermark), or None.
+        self._firing: Iterator[None] | None = None
         #: Fast path: window start -> what a live snapshot holds of the window's
         #: contents, for accumulators changed in place (copy before changing them).
         self._frozen: dict[int, dict[Any, Any]] = {}
@@ -508,6 +514,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
     # ------------------------------------------------------------------ input
     def process_batch(self, values: Batch, timestamps: Timestamps) -> None:
+        if self._firing is not None:
+            self._complete_firing()
         if self._fast and timestamps is not None:
             try:
                 self._process_batch_fast(values, timestamps)
@@ -803,10 +811,11 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             backend.set_current_key(key)
 
     # ------------------------------------------------------------------ fast path: timers
-    def _advance_watermark_fast(self, watermark: int) -> None:
+    def _advance_watermark_fast(self, watermark: int) -> Iterator[None]:
         """Set the watermark and fire every due timer in ascending timestamp order: those
         kept per window (a window at a time) and any in the timer queue (restored timers
         this path does not keep, fired one by one like the general path; first on ties).
+        Yields between parts of a window of more than :data:`FIRE_STEP_KEYS` keys.
         """
         if self._restored:
             self._reconcile()
@@ -838,7 +847,41 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             keys = live.timers.pop(timestamp)
             if not live.timers:
                 del live_windows[start]
-            self._fire(live, timestamp, keys)
+            entries = self._windows.get(start)
+            if (
+                keys is _EVERY_KEY
+                and entries is not None
+                and len(entries) > FIRE_STEP_KEYS
+                and timestamp == live.window.end - 1
+            ):
+                yield from self._fire_in_steps(live, timestamp, entries)
+            else:
+                self._fire(live, timestamp, keys)
+
+    def _fire_in_steps(
+        self, live: _LiveWindow, timestamp: int, entries: dict[Any, Any]
+    ) -> Iterator[None]:
+        """:meth:`_fire` for every key of a large window, :data:`FIRE_STEP_KEYS` keys
+        at a time, the results flushed and a step yielded after each part.
+
+        The subtask runs nothing else of its own between the parts, so the contents stay
+        as they are. With ``clean``, each part's keys leave the contents once fired: the
+        accumulators are freed a part at a time, not all at once with the window.
+        """
+        window = live.window
+        clean = timestamp == live.cleanup
+        keys = list(entries)
+        value_of = entries.__getitem__
+        for first in range(0, len(keys), FIRE_STEP_KEYS):
+            part_keys = keys[first : first + FIRE_STEP_KEYS]
+            self._fire_all(window, dict(zip(part_keys, map(value_of, part_keys))), clean)
+            if clean:
+                for key in part_keys:
+                    del entries[key]
+            self._flush()
+            yield
+        if clean:
+            self._drop_window(window.start)
 
     def _fire_queued(self, upto: float) -> None:
         pop = self.timers.event_timers.pop_due
@@ -876,22 +919,27 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         if entries is None:
             return
         if fire:
-            if self._call is None and not (clean and self._clears):
-                out_v = self._out_values
-                count = len(out_v)
-                if self._kind == 0:
-                    out_v.extend(map(self.aggregate_fn.get_result, entries.values()))
-                else:
-                    out_v.extend(entries.values())
-                self._out_stamps.extend(repeat(max_ts, len(out_v) - count))
-            else:
-                self._fire_entries(window, entries, clean)
+            self._fire_all(window, entries, clean)
         elif clean and self._clears:
             for key in list(entries):
                 self._set_key(key)
                 self._clear_key(window)
         if clean:
             self._drop_window(start)
+
+    def _fire_all(self, window: TimeWindow, entries: dict[Any, Any], clean: bool) -> None:
+        """Evaluate ``window`` for every key of ``entries`` (and with ``clean``, clear
+        each key's functions' state)."""
+        if self._call is None and not (clean and self._clears):
+            out_v = self._out_values
+            count = len(out_v)
+            if self._kind == 0:
+                out_v.extend(map(self.aggregate_fn.get_result, entries.values()))
+            else:
+                out_v.extend(entries.values())
+            self._out_stamps.extend(repeat(window.end - 1, len(out_v) - count))
+        else:
+            self._fire_entries(window, entries, clean)
 
     def _drop_window(self, start: int) -> None:
         """Forget the contents of window ``start`` (cleaned up)."""
@@ -991,16 +1039,49 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             clear(ctx)
 
     def process_watermark(self, timestamp: int) -> None:
-        try:
-            if self._fast:
-                self._advance_watermark_fast(timestamp)
+        self._complete_firing()
+        if self._fast:
+            # In steps: a window of many keys fires a part at a time, the event loop
+            # running other tasks between the parts (the subtask takes no input then).
+            steps = self._firing = self._watermark_steps(timestamp)
+            if self.ctx is None:
+                self._complete_firing()
             else:
-                self.timers.advance_watermark(timestamp)
+                self.ctx.run_in_steps(steps)
+            return
+        try:
+            self.timers.advance_watermark(timestamp)
         except Exception as exc:
             self._raise_failure(exc)
         finally:
             self._flush()
         self.output.emit_watermark(timestamp)
+
+    def _watermark_steps(self, timestamp: int) -> Iterator[None]:
+        """The fast path's watermark: fire what it makes due, yielding between parts of
+        large windows; the watermark goes on after the last part."""
+        try:
+            try:
+                yield from self._advance_watermark_fast(timestamp)
+            except Exception as exc:
+                self._raise_failure(exc)
+            finally:
+                self._flush()
+            self.output.emit_watermark(timestamp)
+        finally:
+            self._firing = None
+
+    def _complete_firing(self) -> None:
+        """Finish a watermark's firing still in steps (the subtask normally runs every
+        step before it hands this operator anything else)."""
+        steps = self._firing
+        if steps is not None:
+            for _ in steps:
+                pass
+
+    def finish(self) -> None:
+        self._complete_firing()
+        super().finish()
 
     # ------------------------------------------------------------------ fast path: restore
     def _absorb_timer(self, timestamp: int, key: Any, window: Any) -> bool:

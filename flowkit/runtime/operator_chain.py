@@ -115,6 +115,7 @@ class OperatorChain:
         self.op_ids: list[str] = [op_ids[n.id] for n in nodes]
         self.counters: list[OperatorCounters] = [counters[n.id] for n in nodes]
         self.watermark_outputs: list[WriterWatermark] = []
+        is_source = isinstance(self.head, SourceOperator)
         for node in nodes:
             op = ops[node.id]
             output = self._output(op, node.out_edges, ops, counters, node.id, writers, chained)
@@ -127,6 +128,8 @@ class OperatorChain:
                 clock=clock,
                 post_mail=mailbox.post,
                 checkpointing=checkpointing,
+                # A source's subtask has no input loop to run the steps from.
+                run_in_steps=None if is_source else mailbox.run_in_steps,
             )
             op.setup(ctx, output)
             states = restored(op_ids[node.id])

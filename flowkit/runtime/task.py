@@ -249,6 +249,8 @@ class StreamTask:
             writer.on_first_write = self._on_first_write
         #: Actions to run inside this subtask between steps (timers, async completions).
         self._mail = mailbox.actions
+        #: Work an operator does in steps before the subtask takes more input.
+        self._steps = mailbox.steps
         # input side: the channels of each input (0; 1 and 2 for two-input operators)
         counts: dict[int, int] = {}
         if gate is not None:
@@ -418,6 +420,8 @@ class StreamTask:
         while self._open_channels:
             while mail:  # mail first, as in Flink's mailbox loop (due timers before input)
                 mail.popleft()()
+            if self._steps:
+                await self._run_steps()
             polled = poll()
             if polled is None:
                 if self._has_mail():
@@ -452,6 +456,8 @@ class StreamTask:
                         for op in self._sinks:
                             await op.drain()
                     self._on_event(channel, item)
+                    if self._steps:
+                        await self._run_steps()
             await self._after_step()
 
     async def _process_in_steps(self, process: Any, item: tuple[list[Any], Any]) -> None:
@@ -661,6 +667,18 @@ class StreamTask:
     def _has_mail(self) -> bool:
         return bool(self._mail) or any(op.has_mail for op in self.async_ops)
 
+    async def _run_steps(self) -> None:
+        """Run the steps operators left (:meth:`Mailbox.run_in_steps`: a large window
+        firing, say) to their end, with the outputs drained and turns of the event loop
+        between them, and nothing else of this subtask: no input, no mail."""
+        steps = self._steps
+        while steps:
+            await self._outputs_and_turn()
+            try:
+                next(steps[0])
+            except StopIteration:
+                steps.popleft()
+
     async def _after_step(self) -> None:
         mail = self._mail
         while mail:
@@ -672,6 +690,11 @@ class StreamTask:
                 self._arm_flush_timer()
                 await op.drain()
                 self._counts()  # the step's asynchronous work is done: its counts settle
+        await self._outputs_and_turn()
+
+    async def _outputs_and_turn(self) -> None:
+        """Wait for full outputs, flush them (buffer timeout 0), and give the event loop
+        a turn if this subtask has held it for its yield interval."""
         for writer in self.writers:
             if writer.blocked:
                 self._arm_flush_timer()
