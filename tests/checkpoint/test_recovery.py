@@ -285,13 +285,18 @@ class WindowTotals(fk.ProcessWindowFunction):
     ],
 )
 async def test_exactly_once_windows_after_a_failure_at_a_random_point(
-    parallelism: int, seed: int, writer: str, tmp_path: Path
+    parallelism: int, seed: int, writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tumbling event-time windows (the window operator's fast path, which keeps its
     contents out of the backend between checkpoints) with accumulators changed in place,
-    into an exactly-once file sink; the job fails once, after a random number of
-    checkpoints: every window's result is committed exactly once, and exact."""
+    fired 3 keys at a time (in steps, other tasks running between them), into an
+    exactly-once file sink; the job fails once, after a random number of checkpoints:
+    every window's result is committed exactly once, and exact."""
     import random
+
+    from flowkit.operators import window as window_module
+
+    monkeypatch.setattr(window_module, "FIRE_STEP_KEYS", 3)
 
     out = tmp_path / "out"
     env = _exactly_once_env(parallelism, tmp_path, writer)
