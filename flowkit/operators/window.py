@@ -242,12 +242,12 @@ def _window_caller(fn: Any) -> tuple[Callable[[Any, Any, Any], Any] | None, bool
 
 #: A fast-path timer that every key with contents in the window has.
 _EVERY_KEY: Final = None
+#: The slot of a late window (elements skip it).
+_LATE: Final = object()
 
 #: A window of more keys than this fires in parts of this many keys, the subtask letting
 #: the event loop run between them (when its yield interval has passed).
 FIRE_STEP_KEYS: Final = 4096
-#: The slot of a late window (elements skip it).
-_LATE: Final = object()
 
 
 class _LiveWindow:

@@ -71,10 +71,10 @@ SLICE_MAX_S = 0.002
 IDLE_TURN_S = 0.00002
 #: Weight of the latest turn in that average.
 _TURN_WEIGHT = 0.2
-#: With ``snapshot_writer="auto"``, a forked child process writes the state of a
-#: checkpoint that holds at least this many keyed state entries (where it can fork): from
-#: about this size on, a fork (a few milliseconds, once) costs the loop less than
-#: serializing the state on it.
+#: With ``snapshot_writer="auto"``, a forked child process writes the checkpoint of a
+#: subtask whose operators hold at least this many keyed state entries and timers (where
+#: it can fork): from about this size on, a fork (a few milliseconds, once) costs the
+#: loop less than snapshotting and serializing the state on it.
 FORK_MIN_ENTRIES = 100_000
 
 
