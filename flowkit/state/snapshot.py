@@ -155,20 +155,6 @@ class BackendSnapshot:
         """The number of (state, namespace, key) entries."""
         return sum(1 for _ in self.entries())
 
-    def count_entries(self, limit: int) -> int:
-        """The number of (state, namespace, key) entries, TTL-expired ones included,
-        counted until ``limit`` is reached (then some number >= ``limit``): cheap, one
-        step per namespace."""
-        self._check()
-        count = 0
-        for state in self._states.values():
-            for data in state.groups.values():
-                for entries in data.values():
-                    count += len(entries)
-                if count >= limit:
-                    return count
-        return count
-
     def _payload(self) -> dict[str, Any]:
         states: dict[str, Any] = {}
         for name, state in self._states.items():

@@ -456,3 +456,24 @@ def test_a_job_run_by_execute_on_uvloop_checkpoints_through_children(tmp_path: P
     assert result.metrics.checkpoints.completed >= 3
     assert result.metrics.checkpoints.failed == 0
     assert max(count for key, count in sink.values if key == 3) == 40
+
+
+def test_a_failed_fork_leaves_the_checkpoint_to_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    env.enable_checkpointing(20, directory=tmp_path / "chk", snapshot_writer="fork")
+    env.set_restart_strategy(fk.RestartStrategy.no_restart())  # a declined one fails it
+    sink = fk.CollectSink()
+    source = fk.testing.PacedSource(list(range(300)), 0.002)
+    env.from_source(source).key_by(lambda x: x % 10).process(CountPerKey()).sink_to(sink)
+    with caplog.at_level("WARNING", logger="flowkit.runtime.checkpointing"):
+        result = env.execute("no fork")
+    assert result.metrics.checkpoints.completed >= 2
+    assert result.metrics.checkpoints.failed == 0
+    assert "cannot fork a process to write the state of checkpoint" in caplog.text
+    assert "Cannot allocate memory" in caplog.text
