@@ -16,6 +16,29 @@
 #include <math.h>
 #include <stdint.h>
 
+/* Untrack `o` when it is an exact tuple none of whose items the cyclic collector tracks or
+ * may track later: such a tuple can never be part of a reference cycle. The collector does
+ * the same to each tuple, but only after walking it in a young collection; a job's results
+ * kept alive (a CollectSink's values, a batch waiting in a channel) would fill the young
+ * generation and be walked again and again. The rule is CPython's own
+ * (_PyTuple_MaybeUntrack): an item keeps the tuple tracked if it is a container, unless it
+ * is a tuple that is untracked itself. */
+static inline void
+untrack_if_atomic(PyObject *o)
+{
+    if (!PyTuple_CheckExact(o) || !PyObject_GC_IsTracked(o)) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o); i++) {
+        PyObject *item = PyTuple_GET_ITEM(o, i);
+        if (item == NULL ||
+            (PyObject_IS_GC(item) && (!PyTuple_CheckExact(item) || PyObject_GC_IsTracked(item)))) {
+            return;
+        }
+    }
+    PyObject_GC_UnTrack(o);
+}
+
 /* Strings are always ready from Python 3.12 on (and the macro is deprecated there). */
 #if PY_VERSION_HEX >= 0x030C0000
 #define STR_READY(s) 0
@@ -661,6 +684,7 @@ dec_value(Decoder *d, int depth)
                 PyList_SET_ITEM(seq, (Py_ssize_t)i, item);
             }
         }
+        untrack_if_atomic(seq);
         return seq;
     }
     case T_DICT: {
@@ -759,6 +783,15 @@ intern_names(void)
     return 0;
 }
 
+/* Whether `o` is of an exact built-in type that is never a side output's tag (whose
+ * isinstance check would otherwise look its __class__ up on every result). */
+static inline int
+is_builtin_atom(PyObject *o)
+{
+    return PyUnicode_CheckExact(o) || PyLong_CheckExact(o) || PyFloat_CheckExact(o) ||
+           PyTuple_CheckExact(o) || PyBytes_CheckExact(o) || o == Py_None;
+}
+
 /* Walk what a user function returned (any iterable): a (tag, value) pair whose tag is a
  * tag_class goes to side(tag, value, ts), anything else is appended to out (and ts to
  * stamps when has_ts). */
@@ -773,7 +806,8 @@ gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stam
     PyObject *item;
     while ((item = PyIter_Next(it)) != NULL) {
         int is_side = 0;
-        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
+            !is_builtin_atom(PyTuple_GET_ITEM(item, 0))) {
             is_side = PyObject_IsInstance(PyTuple_GET_ITEM(item, 0), tag_class);
             if (is_side < 0) {
                 Py_DECREF(item);
@@ -789,6 +823,7 @@ gather(PyObject *result, PyObject *ts, int has_ts, PyObject *out, PyObject *stam
             Py_XDECREF(done);
         }
         else {
+            untrack_if_atomic(item);
             r = PyList_Append(out, item);
             if (r == 0 && has_ts) {
                 r = PyList_Append(stamps, ts);
@@ -1015,6 +1050,7 @@ speedups_reduce_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             }
         }
+        untrack_if_atomic(value);
         int r = PyDict_SetItem(accs, key, value);
         Py_DECREF(key);
         if (r == 0) {
@@ -1529,6 +1565,7 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (result == NULL) {
                     goto next;
                 }
+                untrack_if_atomic(result);
                 r = PyList_Append(out_v, result);
                 Py_DECREF(result);
                 if (r < 0) {
@@ -1611,6 +1648,21 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* Hide a container flowkit owns and never changes from the cyclic collector (the copy of
+ * a collection a source reads): a collection of the young or middle generation walks every
+ * item of a tracked list, a million of them for a large input. Nothing refers back to such
+ * a container, so it can be in no cycle; its items stay tracked and alive while it holds
+ * them. */
+static PyObject *
+speedups_untrack(PyObject *module, PyObject *container)
+{
+    if (!PyList_CheckExact(container) && !PyTuple_CheckExact(container)) {
+        return wrong_type("untrack", "a list or a tuple", container);
+    }
+    PyObject_GC_UnTrack(container);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -1627,6 +1679,10 @@ static PyMethodDef speedups_methods[] = {
      "A list or tuple of records in flowkit's binary format, or None when a record is not\n"
      "made of exact built-in types (str, int within 64 bits, float, bool, None, bytes,\n"
      "tuple, list, dict) or values is another kind of sequence."},
+    {"untrack", speedups_untrack, METH_O,
+     "untrack(container, /)\n--\n\n"
+     "Hide a list or tuple that nothing refers back to and that never changes from the\n"
+     "cyclic garbage collector (gc.is_tracked(container) is False afterwards)."},
     {"decode_batch", speedups_decode_batch, METH_O,
      "decode_batch(payload, /)\n--\n\n"
      "The list of records encode_batch wrote into payload (any bytes-like object)."},
@@ -1684,7 +1740,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 8) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 9) < 0) {
         Py_CLEAR(module);
     }
     return module;

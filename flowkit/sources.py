@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from flowkit._native import speedups
 from flowkit.elements import OutputTag
 from flowkit.errors import InvalidConfigurationError
 
@@ -371,6 +372,11 @@ class CollectionSource(Source):
 
     def __init__(self, items: Any) -> None:
         self.items = list(items)
+        if speedups is not None:
+            # The copy never changes and nothing refers to it but this source: out of the
+            # collector's sight, a large input is not walked by every young collection
+            # until it grows old (its items stay tracked).
+            speedups.untrack(self.items)
 
     def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
         return _ListReader(self.items)

@@ -214,6 +214,7 @@ def test_flowkit_works_the_same_without_the_compiled_helpers() -> None:
             "tests/api/test_keyed_process_paths.py",
             "tests/api/test_keyed_reduce_paths.py",
             "tests/api/test_exact_keys.py",
+            "tests/runtime/test_gc_untracking.py",
             "tests/state/test_speedups.py::test_the_compiled_helpers_are_used_unless_switched_off",
         ],
         cwd=ROOT,
