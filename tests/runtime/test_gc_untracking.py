@@ -144,7 +144,7 @@ def test_untrack_takes_lists_and_tuples_only() -> None:
     from flowkit import _speedups
 
     with pytest.raises(TypeError, match=r"untrack\(\) takes a list or a tuple, got dict"):
-        _speedups.untrack({})
+        _speedups.untrack({})  # type: ignore[arg-type]
     kept = [[1]]
     _speedups.untrack(kept)
     assert not gc.is_tracked(kept) and gc.is_tracked(kept[0])
