@@ -1244,6 +1244,8 @@ window_add_to_dict(PyObject *entries, PyObject *key, PyObject *value, int kind,
     if (result == NULL) {
         return -1;
     }
+    /* an accumulator of atoms then leaves the window's dict untracked too */
+    untrack_if_atomic(result);
     int r = PyDict_SetItem(entries, key, result);
     Py_DECREF(result);
     return r;

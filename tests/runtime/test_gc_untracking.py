@@ -2,7 +2,8 @@
 
 With the compiled helpers, tuples made only of atoms (str, int, float, None, bytes,
 untracked tuples) are untracked where flowkit makes or gathers them: decoded records,
-``sum``/``reduce`` results, what a process or window function yields. CPython untracks such
+``sum``/``reduce`` results, what a process or window function yields, a window's
+accumulators (so that the window's dict of them stays untracked too). CPython untracks such
 tuples itself, but only after a young collection has walked them; a job whose results stay
 alive (a ``CollectSink``) would have every collection walk the last 20,000 of them. The
 copy of a collection that ``from_collection`` reads is untracked too.
@@ -148,3 +149,50 @@ def test_untrack_takes_lists_and_tuples_only() -> None:
     kept = [[1]]
     _speedups.untrack(kept)
     assert not gc.is_tracked(kept) and gc.is_tracked(kept[0])
+
+
+# What the window's aggregate function saw of the accumulators kept between its calls
+# (the job runs a copy of the function).
+_SEEN: list[tuple[Any, bool]] = []
+
+
+class _CountAndItems(fk.AggregateFunction):
+    """Counts in an atoms-only tuple for even keys, keeps a list in the tuple for odd ones."""
+
+    def create_accumulator(self) -> Any:
+        return None
+
+    def add(self, value: Any, acc: Any) -> Any:
+        if acc is not None:
+            _SEEN.append((acc, gc.is_tracked(acc)))
+        if value % 2 == 0:
+            return (value, 1 if acc is None else acc[1] + 1)
+        return (value, [value] if acc is None else [*acc[1], value])
+
+    def get_result(self, acc: Any) -> Any:
+        return acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        raise AssertionError("tumbling windows do not merge")
+
+
+def test_window_accumulators_of_atoms_are_untracked_others_not() -> None:
+    _SEEN.clear()
+    strategy = fk.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(
+        lambda v, ts: 10
+    )
+    sink = _run(
+        lambda env: (
+            env.from_collection([2, 2, 2, 3, 3])
+            .assign_timestamps_and_watermarks(strategy)
+            .key_by(lambda v: v)
+            .window(fk.TumblingEventTimeWindows.of(100))
+            .aggregate(_CountAndItems())
+        )
+    )
+    assert sorted(sink.values, key=repr) == [(2, 3), (3, [3, 3])]
+    seen = {repr(acc): tracked for acc, tracked in _SEEN}
+    assert set(seen) == {"(2, 1)", "(2, 2)", "(3, [3])"}
+    assert seen["(3, [3])"] is True
+    if COMPILED:
+        assert seen["(2, 1)"] is False and seen["(2, 2)"] is False
