@@ -1665,6 +1665,14 @@ speedups_untrack(PyObject *module, PyObject *container)
     Py_RETURN_NONE;
 }
 
+/* untrack_if_atomic for Python code (ValueState.update). */
+static PyObject *
+speedups_untrack_atoms(PyObject *module, PyObject *value)
+{
+    untrack_if_atomic(value);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -1685,6 +1693,11 @@ static PyMethodDef speedups_methods[] = {
      "untrack(container, /)\n--\n\n"
      "Hide a list or tuple that nothing refers back to and that never changes from the\n"
      "cyclic garbage collector (gc.is_tracked(container) is False afterwards)."},
+    {"untrack_atoms", speedups_untrack_atoms, METH_O,
+     "untrack_atoms(value, /)\n--\n\n"
+     "Untrack value from the cyclic garbage collector if it is an exact tuple none of whose\n"
+     "items is or may become tracked (what the collector itself does to such a tuple in\n"
+     "its first collection); do nothing otherwise."},
     {"decode_batch", speedups_decode_batch, METH_O,
      "decode_batch(payload, /)\n--\n\n"
      "The list of records encode_batch wrote into payload (any bytes-like object)."},

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from flowkit._native import speedups
 from flowkit.state.descriptors import (
     AggregatingStateDescriptor,
     ReducingStateDescriptor,
@@ -32,6 +33,11 @@ from flowkit.state.table import (
     _StateTable,
     _TableAccess,
     _writable,
+)
+
+#: Untracks a tuple of atoms from the cyclic collector (compiled helpers only).
+_untrack_atoms: Callable[[Any], None] | None = (
+    speedups.untrack_atoms if speedups is not None else None
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +108,10 @@ class ValueState(_KeyedState):
         if value is None:
             self._pop_in(self._ns)
             return
+        if value.__class__ is tuple and _untrack_atoms is not None:
+            # A tuple of atoms is then no reason for the collector to track (and walk)
+            # the dict of values it goes into.
+            _untrack_atoms(value)
         backend = self._backend
         group = self._groups[backend.current_key_group]
         if group is None:

@@ -3,10 +3,11 @@
 With the compiled helpers, tuples made only of atoms (str, int, float, None, bytes,
 untracked tuples) are untracked where flowkit makes or gathers them: decoded records,
 ``sum``/``reduce`` results, what a process or window function yields, a window's
-accumulators (so that the window's dict of them stays untracked too). CPython untracks such
-tuples itself, but only after a young collection has walked them; a job whose results stay
-alive (a ``CollectSink``) would have every collection walk the last 20,000 of them. The
-copy of a collection that ``from_collection`` reads is untracked too.
+accumulators and ``ValueState`` values (so that the dicts holding them stay untracked
+too). CPython untracks such tuples itself, but only after a young collection has walked
+them; a job whose results stay alive (a ``CollectSink``) would have every collection walk
+the last 20,000 of them. The copy of a collection that ``from_collection`` reads is
+untracked too.
 
 Never untracked: a tuple holding a container that is or may become tracked, since it may
 be part of a cycle. The pure-Python path leaves tracking to CPython (whose collections
@@ -196,3 +197,25 @@ def test_window_accumulators_of_atoms_are_untracked_others_not() -> None:
     assert seen["(3, [3])"] is True
     if COMPILED:
         assert seen["(2, 1)"] is False and seen["(2, 2)"] is False
+
+
+def _state_dicts(state: Any) -> list[dict[Any, Any]]:
+    return [e for g in state._groups if g is not None for e in g.data.values()]
+
+
+def test_value_state_of_atom_tuples_leaves_its_dicts_untracked() -> None:
+    from flowkit.state import ValueStateDescriptor
+    from flowkit.state.backend import HeapKeyedStateBackend
+
+    backend = HeapKeyedStateBackend()
+    atoms = backend.get_state(ValueStateDescriptor("atoms"))
+    lists = backend.get_state(ValueStateDescriptor("lists"))
+    for k in range(200):
+        backend.set_current_key(f"k{k}")
+        atoms.update((k, "x"))
+        lists.update((k, [k]))
+    backend.set_current_key("k7")
+    assert atoms.value() == (7, "x") and lists.value() == (7, [7])
+    assert all(gc.is_tracked(d) for d in _state_dicts(lists))
+    if COMPILED:
+        assert not any(gc.is_tracked(d) for d in _state_dicts(atoms))
