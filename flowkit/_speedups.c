@@ -9,7 +9,9 @@
  * and the form keyed state stores a key in (flowkit/state/key_groups.py); the encoding of
  * record batches for channels (flowkit/serialization.py); the keyed process loop
  * (flowkit/operators/process.py), the keyed reduce loop (flowkit/operators/keyed.py), and
- * the window operator's input and firing loops (flowkit/operators/window.py).
+ * the window operator's input and firing loops (flowkit/operators/window.py). Besides, what
+ * the pure-Python code leaves to the cyclic collector: these functions untrack the tuples
+ * of atoms they make or hand on, and untrack/untrack_atoms do it for Python code.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
