@@ -18,8 +18,9 @@ thawed (objects without cycles are freed by reference counting as always).
 
 Independently of this block, flowkit's compiled helpers untrack the tuples of atoms
 (str, int, float, None, bytes) they make or hand on: records read from channels, results,
-window accumulators, ``ValueState`` values. A dict of such values then stays untracked,
-so keyed state and windows holding them are never walked, frozen or not.
+window accumulators, the values of value, reducing and aggregating state. A dict of such
+values then stays untracked, so keyed state and windows holding them are never walked,
+frozen or not.
 
 ``env.execute()`` runs every job inside ``tuned_gc()`` (``freeze_gc=True``, the default);
 ``execute_async()`` leaves the collector to the host program, which may use the same

@@ -351,12 +351,16 @@ class ReducingState(_MergingState):
             if entries is not None:
                 key = backend.current_key
                 current = entries.get(key, _MISSING)
-                entries[key] = value if current is _MISSING else self._reduce(current, value)
+                new = value if current is _MISSING else self._reduce(current, value)
+                if new.__class__ is tuple and _untrack_atoms is not None:
+                    _untrack_atoms(new)  # as in ValueState.update
+                entries[key] = new
                 return
         entries, current = self._owned_in(self._ns, _private_copy)
-        entries[backend.current_key] = (
-            value if current is _MISSING else self._reduce(current, value)
-        )
+        new = value if current is _MISSING else self._reduce(current, value)
+        if new.__class__ is tuple and _untrack_atoms is not None:
+            _untrack_atoms(new)
+        entries[backend.current_key] = new
 
     def _merge(self, a: Any, b: Any) -> Any:
         return self._reduce(a, b)
@@ -388,12 +392,18 @@ class AggregatingState(_MergingState):
                 acc = entries.get(key, _MISSING)
                 if acc is _MISSING:
                     acc = self._fn.create_accumulator()
-                entries[key] = self._fn.add(value, acc)
+                acc = self._fn.add(value, acc)
+                if acc.__class__ is tuple and _untrack_atoms is not None:
+                    _untrack_atoms(acc)  # as in ValueState.update
+                entries[key] = acc
                 return
         entries, acc = self._owned_in(self._ns, _private_copy)
         if acc is _MISSING:
             acc = self._fn.create_accumulator()
-        entries[backend.current_key] = self._fn.add(value, acc)
+        acc = self._fn.add(value, acc)
+        if acc.__class__ is tuple and _untrack_atoms is not None:
+            _untrack_atoms(acc)
+        entries[backend.current_key] = acc
 
     def _merge(self, a: Any, b: Any) -> Any:
         return self._fn.merge(a, b)

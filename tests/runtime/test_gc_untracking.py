@@ -3,11 +3,11 @@
 With the compiled helpers, tuples made only of atoms (str, int, float, None, bytes,
 untracked tuples) are untracked where flowkit makes or gathers them: decoded records,
 ``sum``/``reduce`` results, what a process or window function yields, a window's
-accumulators and ``ValueState`` values (so that the dicts holding them stay untracked
-too). CPython untracks such tuples itself, but only after a young collection has walked
-them; a job whose results stay alive (a ``CollectSink``) would have every collection walk
-the last 20,000 of them. The copy of a collection that ``from_collection`` reads is
-untracked too.
+accumulators and the values of ``ValueState``, ``ReducingState`` and
+``AggregatingState`` (so that the dicts holding them stay untracked too). CPython
+untracks such tuples itself, but only after a young collection has walked them; a job
+whose results stay alive (a ``CollectSink``) would have every collection walk the last
+20,000 of them. The copy of a collection that ``from_collection`` reads is untracked too.
 
 Never untracked: a tuple holding a container that is or may become tracked, since it may
 be part of a cycle. The pure-Python path leaves tracking to CPython (whose collections
@@ -203,19 +203,50 @@ def _state_dicts(state: Any) -> list[dict[Any, Any]]:
     return [e for g in state._groups if g is not None for e in g.data.values()]
 
 
-def test_value_state_of_atom_tuples_leaves_its_dicts_untracked() -> None:
-    from flowkit.state import ValueStateDescriptor
+class _PairCount(fk.AggregateFunction):
+    """(first value, count): a tuple of atoms when the values are atoms."""
+
+    def create_accumulator(self) -> Any:
+        return None
+
+    def add(self, value: Any, acc: Any) -> Any:
+        return (value, 1) if acc is None else (acc[0], acc[1] + 1)
+
+    def get_result(self, acc: Any) -> Any:
+        return acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return (a[0], a[1] + b[1])
+
+
+def test_keyed_state_of_atom_tuples_leaves_its_dicts_untracked() -> None:
+    from flowkit.state import (
+        AggregatingStateDescriptor,
+        ReducingStateDescriptor,
+        ValueStateDescriptor,
+    )
     from flowkit.state.backend import HeapKeyedStateBackend
 
     backend = HeapKeyedStateBackend()
-    atoms = backend.get_state(ValueStateDescriptor("atoms"))
+    pairs = lambda a, b: (a[0], a[1] + b[1])  # noqa: E731
+    atoms = [
+        backend.get_state(ValueStateDescriptor("value")),
+        backend.get_state(ReducingStateDescriptor("reducing", pairs)),
+        backend.get_state(AggregatingStateDescriptor("aggregating", _PairCount())),
+    ]
     lists = backend.get_state(ValueStateDescriptor("lists"))
     for k in range(200):
         backend.set_current_key(f"k{k}")
-        atoms.update((k, "x"))
+        atoms[0].update((k, "x"))
+        atoms[1].add((k, 1))
+        atoms[1].add((k, 2))
+        atoms[2].add(k)
+        atoms[2].add(k)
         lists.update((k, [k]))
     backend.set_current_key("k7")
-    assert atoms.value() == (7, "x") and lists.value() == (7, [7])
+    assert atoms[0].value() == (7, "x") and lists.value() == (7, [7])
+    assert atoms[1].get() == (7, 3) and atoms[2].get() == (7, 2)
     assert all(gc.is_tracked(d) for d in _state_dicts(lists))
     if COMPILED:
-        assert not any(gc.is_tracked(d) for d in _state_dicts(atoms))
+        for state in atoms:
+            assert not any(gc.is_tracked(d) for d in _state_dicts(state)), state
