@@ -55,6 +55,7 @@ from flowkit.operators.base import (
     BufferedOutput,
     OneInputOperator,
     Timestamps,
+    _run_now,
     call_close,
     call_open,
     copy_function,
@@ -1074,10 +1075,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
     def _complete_firing(self) -> None:
         """Finish a watermark's firing still in steps (the subtask normally runs every
         step before it hands this operator anything else)."""
-        steps = self._firing
-        if steps is not None:
-            for _ in steps:
-                pass
+        if self._firing is not None:
+            _run_now(self._firing)
 
     def finish(self) -> None:
         self._complete_firing()

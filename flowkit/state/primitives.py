@@ -35,9 +35,14 @@ from flowkit.state.table import (
     _writable,
 )
 
-#: Untracks a tuple of atoms from the cyclic collector (compiled helpers only).
-_untrack_atoms: Callable[[Any], None] | None = (
-    speedups.untrack_atoms if speedups is not None else None
+
+def _leave_tracked(value: Any) -> None:
+    """Without the compiled helpers, the collector untracks such tuples itself."""
+
+
+#: Untracks a tuple of atoms from the cyclic collector (see ValueState.update).
+_untrack_atoms: Callable[[Any], None] = (
+    speedups.untrack_atoms if speedups is not None else _leave_tracked
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +113,7 @@ class ValueState(_KeyedState):
         if value is None:
             self._pop_in(self._ns)
             return
-        if value.__class__ is tuple and _untrack_atoms is not None:
+        if value.__class__ is tuple:
             # A tuple of atoms is then no reason for the collector to track (and walk)
             # the dict of values it goes into.
             _untrack_atoms(value)
@@ -352,13 +357,13 @@ class ReducingState(_MergingState):
                 key = backend.current_key
                 current = entries.get(key, _MISSING)
                 new = value if current is _MISSING else self._reduce(current, value)
-                if new.__class__ is tuple and _untrack_atoms is not None:
+                if new.__class__ is tuple:
                     _untrack_atoms(new)  # as in ValueState.update
                 entries[key] = new
                 return
         entries, current = self._owned_in(self._ns, _private_copy)
         new = value if current is _MISSING else self._reduce(current, value)
-        if new.__class__ is tuple and _untrack_atoms is not None:
+        if new.__class__ is tuple:
             _untrack_atoms(new)
         entries[backend.current_key] = new
 
@@ -393,7 +398,7 @@ class AggregatingState(_MergingState):
                 if acc is _MISSING:
                     acc = self._fn.create_accumulator()
                 acc = self._fn.add(value, acc)
-                if acc.__class__ is tuple and _untrack_atoms is not None:
+                if acc.__class__ is tuple:
                     _untrack_atoms(acc)  # as in ValueState.update
                 entries[key] = acc
                 return
@@ -401,7 +406,7 @@ class AggregatingState(_MergingState):
         if acc is _MISSING:
             acc = self._fn.create_accumulator()
         acc = self._fn.add(value, acc)
-        if acc.__class__ is tuple and _untrack_atoms is not None:
+        if acc.__class__ is tuple:
             _untrack_atoms(acc)
         entries[backend.current_key] = acc
 
