@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dis
 import inspect
 import operator
+import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, overload
 
@@ -73,11 +75,63 @@ def _key_selector(key: Any) -> Callable[[Any], Any]:
     if isinstance(key, (int, str)) and not isinstance(key, bool):
         return operator.itemgetter(key)
     if callable(key):
-        return key
+        return _as_itemgetter(key) or key
     raise InvalidFunctionError(
         f"key_by expects a callable, a KeySelector, or a field (tuple position or dict key), "
         f"got {type(key).__name__} {key!r}"
     )
+
+
+#: The instructions of a function whose whole body is ``return arg[constant]``, by
+#: CPython version (RESUME and CACHE entries left out).
+_SUBSCRIPT_BODIES = (
+    ("LOAD_FAST", "LOAD_CONST", "BINARY_SUBSCR", "RETURN_VALUE"),  # 3.11 to 3.13
+    ("LOAD_FAST_BORROW", "LOAD_CONST", "BINARY_OP", "RETURN_VALUE"),  # 3.14
+    ("LOAD_FAST", "LOAD_CONST", "BINARY_OP", "RETURN_VALUE"),
+)
+_PLAIN_FLAGS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS | inspect.CO_GENERATOR
+_PLAIN_FLAGS |= inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _as_itemgetter(fn: Any) -> Callable[[Any], Any] | None:
+    """``operator.itemgetter(c)`` for a key selector written as ``lambda t: t[c]`` (or a
+    ``def`` whose whole body is ``return t[c]``) with ``c`` a constant int or str; None
+    for any other callable.
+
+    Both compute ``t[c]`` the same way (``type(t).__getitem__``, the same exceptions), but
+    the keyed loops call the selector once per record, and calling ``itemgetter`` costs
+    a fraction of a Python frame: ``key_by(lambda t: t[0]).sum(1)`` runs about a tenth
+    faster.
+
+    Example:
+        >>> _as_itemgetter(lambda t: t[0])
+        operator.itemgetter(0)
+        >>> _as_itemgetter(lambda t: t[0] + 1) is None
+        True
+    """
+    code = getattr(fn, "__code__", None)
+    if (
+        type(fn) is not types.FunctionType
+        or code is None
+        or code.co_argcount != 1
+        or code.co_kwonlyargcount
+        or code.co_flags & _PLAIN_FLAGS
+        or fn.__closure__
+    ):
+        return None
+    try:
+        body = [i for i in dis.get_instructions(fn) if i.opname not in ("RESUME", "CACHE", "NOP")]
+    except Exception:  # a code object dis cannot read: keep the function
+        return None
+    if tuple(i.opname for i in body) not in _SUBSCRIPT_BODIES:
+        return None
+    load, const, subscript, _ret = body
+    if load.arg != 0 or (subscript.opname == "BINARY_OP" and subscript.argrepr != "[]"):
+        return None
+    field = const.argval
+    if type(field) not in (int, str):
+        return None
+    return operator.itemgetter(field)
 
 
 def _check_label(what: str, value: Any) -> str:
