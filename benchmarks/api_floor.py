@@ -51,10 +51,23 @@ from throughput import (  # noqa: E402
     user_key,
 )
 
+import flowkit as fk  # noqa: E402
 from flowkit.serialization import DefaultSerializer  # noqa: E402
 from flowkit.window import TimeWindow  # noqa: E402
 
 _CODEC = DefaultSerializer()
+
+
+def _called(key_selector: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """What flowkit calls per record for ``key_by(key_selector)`` (a selector of the form
+    ``lambda t: t[c]`` runs as ``operator.itemgetter(c)``)."""
+    env = fk.StreamExecutionEnvironment(parallelism=1)
+    return env.from_collection([None]).key_by(key_selector).get_key_selector()
+
+
+#: The key selectors of throughput.py's jobs, as flowkit calls them.
+_USER_KEY = _called(user_key)
+_FIRST = _called(lambda t: t[0])
 
 
 def _through_codec(records: Iterable[Any]) -> Iterator[Any]:
@@ -125,7 +138,7 @@ def _w2(src: Iterable[Any]) -> tuple[int, dict[str, int]]:
     latest: dict[str, int] = {}
     count = 0
     for e in src:
-        ctx.key = user_key(e)
+        ctx.key = _USER_KEY(e)
         for user, total in process(e, ctx):
             latest[user] = total
             count += 1
@@ -138,7 +151,7 @@ def _w2_reduce(src: Iterable[Any]) -> tuple[int, dict[str, int]]:
     latest: dict[str, int] = {}
     count = 0
     for e in src:
-        key = user_key(e)
+        key = _USER_KEY(e)
         acc = accs.get(key)
         acc = e if acc is None else _add(acc, e)
         accs[key] = acc
@@ -153,7 +166,7 @@ def _w2_sum(pairs: Iterable[Any]) -> tuple[int, dict[str, int]]:
     sums: dict[str, Any] = {}
     latest: dict[str, int] = {}
     count = 0
-    select: Callable[[Any], Any] = lambda t: t[0]  # noqa: E731  (as in throughput.py)
+    select = _FIRST
     for t in pairs:
         key = select(t)
         acc = sums.get(key)
@@ -198,7 +211,7 @@ def _w3(src: Iterable[Any]) -> tuple[list[tuple[str, int, int]], int]:
         if contents is None:
             contents = windows[end] = {}
             heapq.heappush(heap, end)
-        key = user_key(e)
+        key = _USER_KEY(e)
         acc = contents.get(key)
         contents[key] = add(e, create() if acc is None else acc)
         if ts > max_ts:
