@@ -15,7 +15,16 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* PyMemberDef on Python 3.11 */
 #include <math.h>
+
+/* What the slot writes of the loops need from structmember.h, whose T_ names clash with
+ * the codec's tags below (3.12 spells these Py_T_OBJECT_EX and Py_READONLY). */
+enum { MEMBER_OBJECT_EX = T_OBJECT_EX, MEMBER_READONLY = READONLY };
+#undef T_NONE
+#undef T_FLOAT
+#undef T_OBJECT_EX
+#undef READONLY
 #include <stdint.h>
 
 /* Untrack `o` when it is an exact tuple none of whose items the cyclic collector tracks or
@@ -785,6 +794,49 @@ intern_names(void)
     return 0;
 }
 
+/* An attribute the loops set on every record or key (the backend's current key and key
+ * group, the context's key, timestamp and window). When the object's type keeps it in a
+ * __slots__ entry, the loop writes that slot directly: PyObject_SetAttr would look the
+ * name up in the type and go through the descriptor each time. Looked up once per call
+ * of a loop; `type` guards every write (should a finalizer run by a write change the
+ * object's class, the rest go through PyObject_SetAttr). */
+typedef struct {
+    PyObject *obj;
+    PyObject *name;
+    PyTypeObject *type; /* NULL: no slot, set through PyObject_SetAttr */
+    Py_ssize_t offset;
+} FastAttr;
+
+static void
+fast_attr_init(FastAttr *a, PyObject *obj, PyObject *name)
+{
+    a->obj = obj;
+    a->name = name;
+    a->type = NULL;
+    a->offset = 0;
+    PyObject *descr = _PyType_Lookup(Py_TYPE(obj), name); /* borrowed */
+    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == MEMBER_OBJECT_EX && !(member->flags & MEMBER_READONLY)) {
+            a->type = Py_TYPE(obj);
+            a->offset = member->offset;
+        }
+    }
+}
+
+static inline int
+fast_attr_set(FastAttr *a, PyObject *value)
+{
+    if (a->type == NULL || Py_TYPE(a->obj) != a->type) {
+        return PyObject_SetAttr(a->obj, a->name, value);
+    }
+    PyObject **slot = (PyObject **)((char *)a->obj + a->offset);
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* Whether `o` is of an exact built-in type that is never a side output's tag (whose
  * isinstance check would otherwise look its __class__ up on every result). */
 static inline int
@@ -922,6 +974,11 @@ speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (intern_names() < 0) {
         return NULL;
     }
+    FastAttr backend_key, backend_group, ctx_key, ctx_ts;
+    fast_attr_init(&backend_key, backend, str_current_key);
+    fast_attr_init(&backend_group, backend, str_current_key_group);
+    fast_attr_init(&ctx_key, ctx, str_key);
+    fast_attr_init(&ctx_ts, ctx, str_ts);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
         if (has_ts && i >= PyList_GET_SIZE(timestamps)) {
             break; /* zip() stops at the shorter one */
@@ -935,9 +992,8 @@ speedups_run_keyed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                           &group) < 0) {
             goto fail;
         }
-        if (PyObject_SetAttr(backend, str_current_key, key) < 0 ||
-            PyObject_SetAttr(backend, str_current_key_group, group) < 0 ||
-            PyObject_SetAttr(ctx, str_key, key) < 0 || PyObject_SetAttr(ctx, str_ts, ts) < 0) {
+        if (fast_attr_set(&backend_key, key) < 0 || fast_attr_set(&backend_group, group) < 0 ||
+            fast_attr_set(&ctx_key, key) < 0 || fast_attr_set(&ctx_ts, ts) < 0) {
             goto fail;
         }
         {
@@ -1532,6 +1588,9 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (intern_names() < 0) {
         return NULL;
     }
+    FastAttr backend_key, backend_group;
+    fast_attr_init(&backend_key, backend, str_current_key);
+    fast_attr_init(&backend_group, backend, str_current_key_group);
     Py_ssize_t count = PyList_GET_SIZE(out_v);
     Py_INCREF(entries); /* kept alive while functions run */
     {
@@ -1548,9 +1607,9 @@ speedups_window_fire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (group == NULL) {
                     goto next;
                 }
-                r = PyObject_SetAttr(backend, str_current_key_group, group);
+                r = fast_attr_set(&backend_group, group);
                 Py_DECREF(group);
-                if (r < 0 || PyObject_SetAttr(backend, str_current_key, key) < 0) {
+                if (r < 0 || fast_attr_set(&backend_key, key) < 0) {
                     r = -1;
                     goto next;
                 }

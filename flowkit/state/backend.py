@@ -255,6 +255,10 @@ class HeapKeyedStateBackend:
         0
     """
 
+    #: The two attributes the keyed loops set on every record are slots, which the
+    #: compiled loops write directly; the rest stay in the instance dict.
+    __slots__ = ("__dict__", "__weakref__", "current_key", "current_key_group")
+
     def __init__(
         self,
         max_parallelism: int = 128,

@@ -153,6 +153,73 @@ def test_keyed_loop_gives_str_and_int_keys_the_key_group_of_the_backend(
         )
 
 
+class _SlottedBackend:
+    __slots__ = ("current_key", "current_key_group")
+
+
+class _SlottedContext:
+    __slots__ = ("_key", "_record", "_ts")
+
+
+class _LoggingBackend:
+    """current_key as a property: the loop must go through its setter."""
+
+    def __init__(self) -> None:
+        self.log: list[object] = []
+        self._key: object = None
+
+    @property
+    def current_key(self) -> object:
+        return self._key
+
+    @current_key.setter
+    def current_key(self, key: object) -> None:
+        self.log.append(key)
+        self._key = key
+
+
+def _run_keyed(values: list[object], stamps: list[object], backend: object, ctx: object) -> list:
+    seen: list[tuple[object, ...]] = []
+
+    def fn(value: object, context: object) -> None:
+        seen.append(
+            (backend.current_key, backend.current_key_group, ctx._key, ctx._ts)  # type: ignore[attr-defined]
+        )
+
+    def never(key: object) -> object:
+        raise AssertionError(f"called for {key!r}")
+
+    speedups.run_keyed(
+        values, stamps, lambda v: v, 128, never, never, backend, ctx, fn,
+        [], [], never, never, object, type(x for x in ()),
+    )  # fmt: skip
+    return seen
+
+
+def test_keyed_loop_writes_slots_and_goes_through_properties() -> None:
+    """The loop writes the backend's and the context's __slots__ entries directly, and
+    sets any other attribute (a property here) the ordinary way."""
+    keys = ["a", "b", 7, "a"]
+    expected = [
+        (k, key_groups.assign_to_key_group(k, 128), k, t) for k, t in zip(keys, [1, 2, 3, 4])
+    ]
+    assert _run_keyed(keys, [1, 2, 3, 4], _SlottedBackend(), _SlottedContext()) == expected
+    logging = _LoggingBackend()
+    assert _run_keyed(keys, [1, 2, 3, 4], logging, _SlottedContext()) == expected
+    assert logging.log == keys
+
+
+def test_keyed_loop_slot_writes_keep_reference_counts() -> None:
+    key = "".join(["k", "e", "y"])  # an object of its own
+    before = sys.getrefcount(key)
+    backend, ctx = _SlottedBackend(), _SlottedContext()
+    _run_keyed([key], [None], backend, ctx)
+    assert sys.getrefcount(key) == before + 2  # held by backend.current_key and ctx._key
+    _run_keyed(["other"], [None], backend, ctx)
+    assert sys.getrefcount(key) == before
+    assert backend.current_key == ctx._key == "other"
+
+
 _plain_leaf = st.one_of(st.text(max_size=3), st.integers(), st.binary(max_size=2), st.none())
 _other_leaf = st.one_of(
     st.floats(allow_nan=True), st.booleans(), st.frozensets(st.integers(0, 3), max_size=2)
