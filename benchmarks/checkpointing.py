@@ -22,7 +22,8 @@ must be exact. Garbage collections are timed too (``gc.callbacks``): a stall can
 collector's rather than the checkpoint's, so the line gives the GC time inside the
 longest stall, the longest stall less its GC time, and the share of time in GC on each
 side. The loop thread's CPU time (``time.thread_time``) inside the longest stall tells
-a stall of the loop's own work from one where the machine ran something else.
+a stall of the loop's own work from one where the machine ran something else. Each run
+starts with a full collection, so that it does not fork the last run's job with its own.
 
 Run: ``python benchmarks/checkpointing.py`` (about 100 MB, 3 runs, a few minutes) or
 ``python benchmarks/checkpointing.py --quick`` (20 MB, under a minute).
