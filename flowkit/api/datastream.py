@@ -82,12 +82,14 @@ def _key_selector(key: Any) -> Callable[[Any], Any]:
     )
 
 
-#: The instructions of a function whose whole body is ``return arg[constant]``, by
-#: CPython version (RESUME and CACHE entries left out).
-_SUBSCRIPT_BODIES = (
-    ("LOAD_FAST", "LOAD_CONST", "BINARY_SUBSCR", "RETURN_VALUE"),  # 3.11 to 3.13
-    ("LOAD_FAST_BORROW", "LOAD_CONST", "BINARY_OP", "RETURN_VALUE"),  # 3.14
-    ("LOAD_FAST", "LOAD_CONST", "BINARY_OP", "RETURN_VALUE"),
+#: The instructions of a function whose whole body is ``return arg[constant]``, one set
+#: per position (RESUME and CACHE entries left out): CPython 3.14 borrows the argument,
+#: loads small ints with an instruction of their own and subscripts through BINARY_OP.
+_SUBSCRIPT_BODY = (
+    {"LOAD_FAST", "LOAD_FAST_BORROW"},
+    {"LOAD_CONST", "LOAD_SMALL_INT"},
+    {"BINARY_SUBSCR", "BINARY_OP"},
+    {"RETURN_VALUE"},
 )
 _PLAIN_FLAGS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS | inspect.CO_GENERATOR
 _PLAIN_FLAGS |= inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
@@ -123,7 +125,9 @@ def _as_itemgetter(fn: Any) -> Callable[[Any], Any] | None:
         body = [i for i in dis.get_instructions(fn) if i.opname not in ("RESUME", "CACHE", "NOP")]
     except Exception:  # a code object dis cannot read: keep the function
         return None
-    if tuple(i.opname for i in body) not in _SUBSCRIPT_BODIES:
+    if len(body) != len(_SUBSCRIPT_BODY) or any(
+        i.opname not in names for i, names in zip(body, _SUBSCRIPT_BODY)
+    ):
         return None
     load, const, subscript, _ret = body
     if load.arg != 0 or (subscript.opname == "BINARY_OP" and subscript.argrepr != "[]"):

@@ -39,6 +39,8 @@ def test_anything_else_stays_the_function() -> None:
 
     others = [
         lambda t: t[0] + 1,  # more than the subscript
+        lambda t: t + 1,  # another binary operation
+        lambda t: t * 2,
         lambda t: t[0][1],  # two subscripts
         lambda t: t[offset],  # a closure
         lambda t: t[FIELD],  # a global, which may change
