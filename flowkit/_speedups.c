@@ -795,11 +795,12 @@ intern_names(void)
 }
 
 /* An attribute the loops set on every record or key (the backend's current key and key
- * group, the context's key, timestamp and window). When the object's type keeps it in a
- * __slots__ entry, the loop writes that slot directly: PyObject_SetAttr would look the
- * name up in the type and go through the descriptor each time. Looked up once per call
- * of a loop; `type` guards every write (should a finalizer run by a write change the
- * object's class, the rest go through PyObject_SetAttr). */
+ * group, the context's key and timestamp). When the object's type keeps it in a
+ * __slots__ entry and sets attributes the ordinary way (no __setattr__ of its own), the
+ * loop writes that slot directly: PyObject_SetAttr would look the name up in the type
+ * and go through the descriptor each time. Looked up once per call of a loop; `type`
+ * guards every write (should a finalizer run by a write change the object's class, the
+ * rest go through PyObject_SetAttr). */
 typedef struct {
     PyObject *obj;
     PyObject *name;
@@ -814,6 +815,9 @@ fast_attr_init(FastAttr *a, PyObject *obj, PyObject *name)
     a->name = name;
     a->type = NULL;
     a->offset = 0;
+    if (Py_TYPE(obj)->tp_setattro != PyObject_GenericSetAttr) {
+        return;
+    }
     PyObject *descr = _PyType_Lookup(Py_TYPE(obj), name); /* borrowed */
     if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;

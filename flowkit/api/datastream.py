@@ -111,20 +111,17 @@ def _as_itemgetter(fn: Any) -> Callable[[Any], Any] | None:
         >>> _as_itemgetter(lambda t: t[0] + 1) is None
         True
     """
-    code = getattr(fn, "__code__", None)
+    if type(fn) is not types.FunctionType:
+        return None
+    code = fn.__code__
     if (
-        type(fn) is not types.FunctionType
-        or code is None
-        or code.co_argcount != 1
+        code.co_argcount != 1
         or code.co_kwonlyargcount
         or code.co_flags & _PLAIN_FLAGS
         or fn.__closure__
     ):
         return None
-    try:
-        body = [i for i in dis.get_instructions(fn) if i.opname not in ("RESUME", "CACHE", "NOP")]
-    except Exception:  # a code object dis cannot read: keep the function
-        return None
+    body = [i for i in dis.get_instructions(fn) if i.opname not in ("RESUME", "CACHE", "NOP")]
     if len(body) != len(_SUBSCRIPT_BODY) or any(
         i.opname not in names for i, names in zip(body, _SUBSCRIPT_BODY)
     ):

@@ -178,6 +178,19 @@ class _LoggingBackend:
         self._key = key
 
 
+class _GuardedContext:
+    """Slots, and a __setattr__ of its own: the loop must call it for every write."""
+
+    __slots__ = ("_key", "_record", "_ts", "writes")
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "writes", [])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.writes.append(name)
+        object.__setattr__(self, name, value)
+
+
 def _run_keyed(values: list[object], stamps: list[object], backend: object, ctx: object) -> list:
     seen: list[tuple[object, ...]] = []
 
@@ -198,7 +211,8 @@ def _run_keyed(values: list[object], stamps: list[object], backend: object, ctx:
 
 def test_keyed_loop_writes_slots_and_goes_through_properties() -> None:
     """The loop writes the backend's and the context's __slots__ entries directly, and
-    sets any other attribute (a property here) the ordinary way."""
+    sets any other attribute (a property, a slot of a class with its own __setattr__)
+    the ordinary way."""
     keys = ["a", "b", 7, "a"]
     expected = [
         (k, key_groups.assign_to_key_group(k, 128), k, t) for k, t in zip(keys, [1, 2, 3, 4])
@@ -207,6 +221,9 @@ def test_keyed_loop_writes_slots_and_goes_through_properties() -> None:
     logging = _LoggingBackend()
     assert _run_keyed(keys, [1, 2, 3, 4], logging, _SlottedContext()) == expected
     assert logging.log == keys
+    guarded = _GuardedContext()
+    assert _run_keyed(keys, [1, 2, 3, 4], _SlottedBackend(), guarded) == expected
+    assert guarded.writes == ["_key", "_ts"] * len(keys)
 
 
 def test_keyed_loop_slot_writes_keep_reference_counts() -> None:
