@@ -1730,6 +1730,274 @@ speedups_untrack(PyObject *module, PyObject *container)
     Py_RETURN_NONE;
 }
 
+/* ValueState.value() and update() (flowkit/state/primitives.py), compiled: what the
+ * keyed functions of most jobs call on every record. value_state_methods() returns the
+ * two as method descriptors of the state class, and keeps the class's Python methods to
+ * fall back to. The compiled ones handle the common case themselves: an instance of
+ * exactly that class, whose backend keeps current_key and current_key_group in __slots__,
+ * reading or writing the current key's entry of a key group that no live snapshot holds
+ * (frozen is None) in a namespace that has entries. Everything else (the first write of
+ * a key group or namespace, copy on write, a mutable default, None, another backend or
+ * subclass) runs the Python method. The slot offsets are read from the classes' member
+ * descriptors and used only while the classes' version tags say they are unchanged. */
+static struct {
+    PyTypeObject *state_type, *group_type;
+    PyObject *immutable, *py_value, *py_update;
+    PyObject *s_backend, *s_groups, *s_ns, *s_default, *s_data, *s_frozen;
+    unsigned int state_tag, group_tag; /* the tags the offsets were read at; 0: unusable */
+    Py_ssize_t backend, groups, ns, deflt, data, frozen;
+    PyTypeObject *backend_type; /* the backend class of the offsets below */
+    unsigned int backend_tag;   /* 0: that class has no slots to read */
+    Py_ssize_t cur_key, cur_group;
+} vs;
+
+#define SLOT_AT(o, offset) (*(PyObject **)((char *)(o) + (offset)))
+
+static inline unsigned int
+type_tag(PyTypeObject *t)
+{
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return 0;
+    }
+#endif
+    return t->tp_version_tag;
+}
+
+/* The offset of the object slot (a __slots__ entry) `name` of instances of `t`, or -1 when
+ * the attribute is something else. */
+static Py_ssize_t
+slot_offset(PyTypeObject *t, PyObject *name)
+{
+    PyObject *descr = _PyType_Lookup(t, name); /* borrowed; assigns t a version tag */
+    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == MEMBER_OBJECT_EX) {
+            return member->offset;
+        }
+    }
+    return -1;
+}
+
+/* Read the state and group classes' offsets (again). Returns whether they are usable. */
+static int
+vs_learn_classes(void)
+{
+    PyTypeObject *st = vs.state_type, *gt = vs.group_type;
+    vs.state_tag = vs.group_tag = 0;
+    if (st->tp_getattro != PyObject_GenericGetAttr || gt->tp_getattro != PyObject_GenericGetAttr) {
+        return 0;
+    }
+    vs.backend = slot_offset(st, vs.s_backend);
+    vs.groups = slot_offset(st, vs.s_groups);
+    vs.ns = slot_offset(st, vs.s_ns);
+    vs.deflt = slot_offset(st, vs.s_default);
+    vs.data = slot_offset(gt, vs.s_data);
+    vs.frozen = slot_offset(gt, vs.s_frozen);
+    if (vs.backend < 0 || vs.groups < 0 || vs.ns < 0 || vs.deflt < 0 || vs.data < 0 ||
+        vs.frozen < 0) {
+        return 0;
+    }
+    vs.state_tag = type_tag(st);
+    vs.group_tag = type_tag(gt);
+    return vs.state_tag != 0 && vs.group_tag != 0;
+}
+
+/* Read a backend class's offsets of current_key and current_key_group. */
+static int
+vs_learn_backend(PyTypeObject *bt)
+{
+    Py_INCREF(bt);
+    Py_XSETREF(vs.backend_type, bt);
+    vs.backend_tag = 0;
+    if (bt->tp_getattro != PyObject_GenericGetAttr) {
+        return 0;
+    }
+    vs.cur_key = slot_offset(bt, str_current_key);
+    vs.cur_group = slot_offset(bt, str_current_key_group);
+    if (vs.cur_key < 0 || vs.cur_group < 0) {
+        return 0;
+    }
+    vs.backend_tag = type_tag(bt);
+    return vs.backend_tag != 0;
+}
+
+/* The entries dict {key: value} of the current key group and the state's namespace, and
+ * the current key (both borrowed), when the compiled methods can take this call: 1 and
+ * *entries set (NULL when the namespace has no entries yet), 0 for the Python method, -1
+ * on an error (a namespace that cannot be hashed, say). */
+static int
+vs_entries(PyObject *self, PyObject **entries, PyObject **key)
+{
+    if (Py_TYPE(self) != vs.state_type) {
+        return 0;
+    }
+    if (vs.state_tag == 0 || type_tag(vs.state_type) != vs.state_tag ||
+        type_tag(vs.group_type) != vs.group_tag) {
+        if (!vs_learn_classes()) {
+            return 0;
+        }
+    }
+    PyObject *backend = SLOT_AT(self, vs.backend);
+    if (backend == NULL) {
+        return 0;
+    }
+    PyTypeObject *bt = Py_TYPE(backend);
+    if (bt != vs.backend_type || type_tag(bt) != vs.backend_tag || vs.backend_tag == 0) {
+        if (!vs_learn_backend(bt)) {
+            return 0;
+        }
+    }
+    PyObject *kg = SLOT_AT(backend, vs.cur_group);
+    PyObject *groups = SLOT_AT(self, vs.groups);
+    PyObject *ns = SLOT_AT(self, vs.ns);
+    *key = SLOT_AT(backend, vs.cur_key);
+    if (kg == NULL || *key == NULL || ns == NULL || groups == NULL || !PyLong_CheckExact(kg) ||
+        !PyList_CheckExact(groups)) {
+        return 0;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(kg);
+    if (i < 0 || i >= PyList_GET_SIZE(groups)) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *group = PyList_GET_ITEM(groups, i);
+    if (group == Py_None) {
+        *entries = NULL;
+        return 1;
+    }
+    if (Py_TYPE(group) != vs.group_type || SLOT_AT(group, vs.frozen) != Py_None) {
+        return 0;
+    }
+    PyObject *data = SLOT_AT(group, vs.data);
+    if (data == NULL || !PyDict_CheckExact(data)) {
+        return 0;
+    }
+    Py_INCREF(data); /* a namespace's __eq__ runs Python code */
+    *entries = PyDict_GetItemWithError(data, ns);
+    Py_DECREF(data);
+    if (*entries == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    return PyDict_CheckExact(*entries) ? 1 : 0;
+}
+
+static PyObject *
+vs_value(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *entries, *key;
+    int ok = vs_entries(self, &entries, &key);
+    if (ok < 0) {
+        return NULL;
+    }
+    if (ok == 0) {
+        return PyObject_CallOneArg(vs.py_value, self);
+    }
+    if (entries != NULL) {
+        Py_INCREF(entries); /* as is the key's __eq__ */
+        PyObject *value = PyDict_GetItemWithError(entries, key);
+        Py_XINCREF(value);
+        Py_DECREF(entries);
+        if (value != NULL) {
+            return value; /* frozen is None: no snapshot holds it */
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    PyObject *deflt = SLOT_AT(self, vs.deflt);
+    if (deflt == NULL) {
+        return PyObject_CallOneArg(vs.py_value, self);
+    }
+    int immutable = PySet_Contains(vs.immutable, (PyObject *)Py_TYPE(deflt));
+    if (immutable < 0) {
+        return NULL;
+    }
+    return immutable ? Py_NewRef(deflt) : PyObject_CallOneArg(vs.py_value, self);
+}
+
+static PyObject *
+vs_update(PyObject *self, PyObject *value)
+{
+    PyObject *entries = NULL, *key;
+    int ok = value == Py_None ? 0 : vs_entries(self, &entries, &key);
+    if (ok < 0) {
+        return NULL;
+    }
+    if (ok == 0 || entries == NULL) {
+        PyObject *args[2] = {self, value};
+        return PyObject_Vectorcall(vs.py_update, args, 2, NULL);
+    }
+    untrack_if_atomic(value);
+    Py_INCREF(entries);
+    int failed = PyDict_SetItem(entries, key, value);
+    Py_DECREF(entries);
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef vs_value_def = {
+    "value", vs_value, METH_NOARGS,
+    "value($self, /)\n--\n\nThe current key's value (the descriptor's default when unset)."};
+static PyMethodDef vs_update_def = {
+    "update", vs_update, METH_O,
+    "update($self, value, /)\n--\n\nSet the current key's value (None clears it)."};
+
+static PyObject *
+speedups_value_state_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyFrozenSet_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "value_state_methods(state_type, group_type, immutable) takes two "
+                        "classes and a frozenset");
+        return NULL;
+    }
+    PyTypeObject *st = (PyTypeObject *)args[0];
+    PyObject *py_value = PyDict_GetItemString(st->tp_dict, "value");
+    PyObject *py_update = PyDict_GetItemString(st->tp_dict, "update");
+    if (py_value == NULL || py_update == NULL || !PyFunction_Check(py_value) ||
+        !PyFunction_Check(py_update)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "value_state_methods: the state class must define value and update "
+                        "as Python functions");
+        return NULL;
+    }
+    if (vs.s_backend == NULL) {
+        vs.s_backend = PyUnicode_InternFromString("_backend");
+        vs.s_groups = PyUnicode_InternFromString("_groups");
+        vs.s_ns = PyUnicode_InternFromString("_ns");
+        vs.s_default = PyUnicode_InternFromString("_default");
+        vs.s_data = PyUnicode_InternFromString("data");
+        vs.s_frozen = PyUnicode_InternFromString("frozen");
+        if (!vs.s_backend || !vs.s_groups || !vs.s_ns || !vs.s_default || !vs.s_data ||
+            !vs.s_frozen) {
+            return NULL;
+        }
+    }
+    if (intern_names() < 0) {
+        return NULL;
+    }
+    Py_XSETREF(vs.state_type, (PyTypeObject *)Py_NewRef(st));
+    Py_XSETREF(vs.group_type, (PyTypeObject *)Py_NewRef(args[1]));
+    Py_XSETREF(vs.immutable, Py_NewRef(args[2]));
+    Py_XSETREF(vs.py_value, Py_NewRef(py_value));
+    Py_XSETREF(vs.py_update, Py_NewRef(py_update));
+    vs.state_tag = vs.group_tag = 0;
+    Py_CLEAR(vs.backend_type);
+    vs.backend_tag = 0;
+    PyObject *value = PyDescr_NewMethod(st, &vs_value_def);
+    PyObject *update = PyDescr_NewMethod(st, &vs_update_def);
+    if (value == NULL || update == NULL) {
+        Py_XDECREF(value);
+        Py_XDECREF(update);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", value, update);
+}
+
 /* untrack_if_atomic for Python code (ValueState.update). */
 static PyObject *
 speedups_untrack_atoms(PyObject *module, PyObject *value)
@@ -1794,6 +2062,11 @@ static PyMethodDef speedups_methods[] = {
      "split_by_key_group(entries, max_parallelism, group_of, /)\n--\n\n"
      "{key group: {key: value}} of the entries of a dict, each key's group computed as\n"
      "str_key_group and int_key_group do (else group_of(key))."},
+    {"value_state_methods", (PyCFunction)(void (*)(void))speedups_value_state_methods,
+     METH_FASTCALL,
+     "value_state_methods(state_type, group_type, immutable, /)\n--\n\n"
+     "Compiled value() and update() for flowkit.state.primitives.ValueState, as method\n"
+     "descriptors of state_type; they fall back to the class's own Python methods."},
     {"reduce_batch", (PyCFunction)(void (*)(void))speedups_reduce_batch, METH_FASTCALL,
      "reduce_batch(values, key_of, accs, reduce, state_key, out, pair_sum, /)\n--\n\n"
      "The keyed reduce loop of flowkit.operators.keyed.KeyedReduceOperator: one output\n"
@@ -1820,7 +2093,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 9) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 10) < 0) {
         Py_CLEAR(module);
     }
     return module;

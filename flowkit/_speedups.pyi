@@ -30,6 +30,9 @@ def run_keyed(
     generator_type: type,
     /,
 ) -> None: ...
+def value_state_methods(
+    state_type: type, group_type: type, immutable: frozenset[type], /
+) -> tuple[Any, Any]: ...
 def reduce_batch(
     values: list[object],
     key_of: object,

@@ -29,6 +29,7 @@ from flowkit.state.table import (
     KeyContext,
     _copy_dict,
     _copy_list,
+    _Group,
     _private_copy,
     _StateTable,
     _TableAccess,
@@ -128,6 +129,23 @@ class ValueState(_KeyedState):
         else:
             entries = _writable(group, self._ns)
         entries[backend.current_key] = value
+
+
+#: ValueState's pure-Python ``value`` and ``update``: what runs without the compiled
+#: helpers, and what the compiled methods fall back to outside the common case (see
+#: ``value_state_methods`` in flowkit/_speedups.c).
+PYTHON_VALUE_METHODS: tuple[Callable[..., Any], Callable[..., Any]] = (
+    ValueState.value,
+    ValueState.update,
+)
+#: The methods ValueState runs: the compiled ones when built.
+VALUE_METHODS = (
+    PYTHON_VALUE_METHODS
+    if speedups is None
+    else speedups.value_state_methods(ValueState, _Group, _IMMUTABLE)
+)
+for _name, _method in zip(("value", "update"), VALUE_METHODS, strict=True):
+    setattr(ValueState, _name, _method)
 
 
 class _MergingState(_KeyedState):

@@ -27,6 +27,9 @@ from flowkit.state.key_groups import (
     key_group_range_for_operator_index,
 )
 
+#: Every test runs with ValueState's compiled methods and with the Python ones.
+pytestmark = pytest.mark.usefixtures("value_methods")
+
 MAX_P = 128
 
 

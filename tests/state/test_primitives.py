@@ -25,6 +25,9 @@ from flowkit.state import (
 )
 from flowkit.state.key_groups import KeyGroupRange, assign_to_key_group
 
+#: Every test runs with ValueState's compiled methods and with the Python ones.
+pytestmark = pytest.mark.usefixtures("value_methods")
+
 
 class Average(AggregateFunction):
     def create_accumulator(self) -> tuple[int, int]:
