@@ -1916,17 +1916,39 @@ vs_value(PyObject *self, PyObject *Py_UNUSED(ignored))
     return immutable ? Py_NewRef(deflt) : PyObject_CallOneArg(vs.py_value, self);
 }
 
+/* update(value) or update(value=value), as the Python method takes it; any other call goes
+ * to the Python method, which raises what Python raises. */
 static PyObject *
-vs_update(PyObject *self, PyObject *value)
+vs_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *value = nargs + nkw == 1 ? args[0] : NULL;
+    if (nkw == 1 &&
+        PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "value") != 0) {
+        value = NULL;
+    }
     PyObject *entries = NULL, *key;
-    int ok = value == Py_None ? 0 : vs_entries(self, &entries, &key);
+    int ok = value == NULL || value == Py_None ? 0 : vs_entries(self, &entries, &key);
     if (ok < 0) {
         return NULL;
     }
     if (ok == 0 || entries == NULL) {
-        PyObject *args[2] = {self, value};
-        return PyObject_Vectorcall(vs.py_update, args, 2, NULL);
+        /* self in front of the arguments: the Python method's own call */
+        PyObject *small[3];
+        Py_ssize_t n = nargs + nkw;
+        PyObject **all = n < 3 ? small : PyMem_New(PyObject *, n + 1);
+        if (all == NULL) {
+            return PyErr_NoMemory();
+        }
+        all[0] = self;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            all[i + 1] = args[i];
+        }
+        PyObject *result = PyObject_Vectorcall(vs.py_update, all, nargs + 1, kwnames);
+        if (all != small) {
+            PyMem_Free(all);
+        }
+        return result;
     }
     untrack_if_atomic(value);
     Py_INCREF(entries);
@@ -1942,8 +1964,8 @@ static PyMethodDef vs_value_def = {
     "value", vs_value, METH_NOARGS,
     "value($self, /)\n--\n\nThe current key's value (the descriptor's default when unset)."};
 static PyMethodDef vs_update_def = {
-    "update", vs_update, METH_O,
-    "update($self, value, /)\n--\n\nSet the current key's value (None clears it)."};
+    "update", (PyCFunction)(void (*)(void))vs_update, METH_FASTCALL | METH_KEYWORDS,
+    "update($self, value)\n--\n\nSet the current key's value (None clears it)."};
 
 static PyObject *
 speedups_value_state_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

@@ -221,3 +221,22 @@ def test_a_subclass_runs_the_python_methods() -> None:
     assert sub.value() == "from the subclass"
     sub.update("set")
     assert state.value() == "set" and sub.value() == "set"
+
+
+@pytest.mark.usefixtures("value_methods")
+def test_update_takes_its_value_by_keyword_and_rejects_other_calls() -> None:
+    backend = HeapKeyedStateBackend()
+    state = backend.get_state(ValueStateDescriptor("v"))
+    backend.set_current_key("a")
+    state.update(value=1)  # the first write of a key group
+    state.update(value=2)  # an existing key group
+    assert state.value() == 2
+    with pytest.raises(TypeError, match="unexpected keyword argument 'other'"):
+        state.update(other=3)
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        state.update()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
+        state.update(4, 5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="multiple values for argument 'value'"):
+        state.update(6, value=7)  # type: ignore[misc]
+    assert state.value() == 2
