@@ -1735,10 +1735,12 @@ speedups_untrack(PyObject *module, PyObject *container)
  * two as method descriptors of the state class, and keeps the class's Python methods to
  * fall back to. The compiled ones handle the common case themselves: an instance of
  * exactly that class, whose backend keeps current_key and current_key_group in __slots__,
- * reading or writing the current key's entry of a key group that no live snapshot holds
- * (frozen is None) in a namespace that has entries. Everything else (the first write of
- * a key group or namespace, copy on write, a mutable default, None, another backend or
- * subclass) runs the Python method. The slot offsets are read from the classes' member
+ * reading or writing the current key's entry in a namespace that has entries, where no
+ * live snapshot holds the key group or what they read or write (a read of an immutable
+ * value, a write to entries copied since the snapshot). Everything else (the first write
+ * of a key group or namespace, the first write after a snapshot, a read of a mutable value
+ * a snapshot may hold, a mutable default, None, another backend or a subclass) runs the
+ * Python method. The slot offsets are read from the classes' member
  * descriptors and used only while the classes' version tags say they are unchanged. */
 static struct {
     PyTypeObject *state_type, *group_type;
@@ -1822,12 +1824,18 @@ vs_learn_backend(PyTypeObject *bt)
     return vs.backend_tag != 0;
 }
 
-/* The entries dict {key: value} of the current key group and the state's namespace, and
- * the current key (both borrowed), when the compiled methods can take this call: 1 and
- * *entries set (NULL when the namespace has no entries yet), 0 for the Python method, -1
- * on an error (a namespace that cannot be hashed, say). */
+/* Where the current key's value of a state is: its key group's entries (a _Group's data
+ * and frozen), the entries dict {key: value} of the state's namespace in it (NULL when
+ * the key group or the namespace has none yet), the namespace and the current key. All
+ * borrowed. */
+typedef struct {
+    PyObject *data, *frozen, *ns, *entries, *key;
+} VsPlace;
+
+/* Find the current key's place when the compiled methods can take this call: 1, 0 for the
+ * Python method, -1 on an error (a namespace that cannot be hashed, say). */
 static int
-vs_entries(PyObject *self, PyObject **entries, PyObject **key)
+vs_place(PyObject *self, VsPlace *at)
 {
     if (Py_TYPE(self) != vs.state_type) {
         return 0;
@@ -1850,10 +1858,10 @@ vs_entries(PyObject *self, PyObject **entries, PyObject **key)
     }
     PyObject *kg = SLOT_AT(backend, vs.cur_group);
     PyObject *groups = SLOT_AT(self, vs.groups);
-    PyObject *ns = SLOT_AT(self, vs.ns);
-    *key = SLOT_AT(backend, vs.cur_key);
-    if (kg == NULL || *key == NULL || ns == NULL || groups == NULL || !PyLong_CheckExact(kg) ||
-        !PyList_CheckExact(groups)) {
+    at->ns = SLOT_AT(self, vs.ns);
+    at->key = SLOT_AT(backend, vs.cur_key);
+    if (kg == NULL || at->key == NULL || at->ns == NULL || groups == NULL ||
+        !PyLong_CheckExact(kg) || !PyList_CheckExact(groups)) {
         return 0;
     }
     Py_ssize_t i = PyLong_AsSsize_t(kg);
@@ -1862,44 +1870,78 @@ vs_entries(PyObject *self, PyObject **entries, PyObject **key)
         return 0;
     }
     PyObject *group = PyList_GET_ITEM(groups, i);
+    at->data = at->frozen = at->entries = NULL;
     if (group == Py_None) {
-        *entries = NULL;
         return 1;
     }
-    if (Py_TYPE(group) != vs.group_type || SLOT_AT(group, vs.frozen) != Py_None) {
+    if (Py_TYPE(group) != vs.group_type) {
         return 0;
     }
-    PyObject *data = SLOT_AT(group, vs.data);
-    if (data == NULL || !PyDict_CheckExact(data)) {
+    at->data = SLOT_AT(group, vs.data);
+    at->frozen = SLOT_AT(group, vs.frozen);
+    if (at->data == NULL || at->frozen == NULL || !PyDict_CheckExact(at->data)) {
         return 0;
     }
-    Py_INCREF(data); /* a namespace's __eq__ runs Python code */
-    *entries = PyDict_GetItemWithError(data, ns);
-    Py_DECREF(data);
-    if (*entries == NULL) {
+    Py_INCREF(at->data); /* a namespace's __eq__ runs Python code */
+    at->entries = PyDict_GetItemWithError(at->data, at->ns);
+    Py_DECREF(at->data);
+    if (at->entries == NULL) {
         return PyErr_Occurred() ? -1 : 1;
     }
-    return PyDict_CheckExact(*entries) ? 1 : 0;
+    return PyDict_CheckExact(at->entries) ? 1 : 0;
+}
+
+/* Whether the entries found may be written in place: no live snapshot holds the key group,
+ * or both the key group's dict and these entries were copied since (copy on write, as
+ * _writable in flowkit/state/table.py does it). -1 on an error. */
+static int
+vs_writable(VsPlace *at)
+{
+    if (at->frozen == Py_None) {
+        return 1;
+    }
+    if (!PyDict_CheckExact(at->frozen) || at->data == at->frozen) {
+        return 0;
+    }
+    Py_INCREF(at->frozen);
+    PyObject *held = PyDict_GetItemWithError(at->frozen, at->ns);
+    Py_DECREF(at->frozen);
+    if (held == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    return held != at->entries;
 }
 
 static PyObject *
 vs_value(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *entries, *key;
-    int ok = vs_entries(self, &entries, &key);
+    VsPlace at;
+    int ok = vs_place(self, &at);
     if (ok < 0) {
         return NULL;
     }
     if (ok == 0) {
         return PyObject_CallOneArg(vs.py_value, self);
     }
-    if (entries != NULL) {
-        Py_INCREF(entries); /* as is the key's __eq__ */
-        PyObject *value = PyDict_GetItemWithError(entries, key);
+    if (at.entries != NULL) {
+        Py_INCREF(at.entries); /* as is the key's __eq__ */
+        PyObject *value = PyDict_GetItemWithError(at.entries, at.key);
         Py_XINCREF(value);
-        Py_DECREF(entries);
+        Py_DECREF(at.entries);
         if (value != NULL) {
-            return value; /* frozen is None: no snapshot holds it */
+            if (at.frozen == Py_None) {
+                return value; /* no snapshot holds it */
+            }
+            /* A snapshot may hold it: handed out as it is only if it cannot change. */
+            int immutable = PySet_Contains(vs.immutable, (PyObject *)Py_TYPE(value));
+            if (immutable != 0) {
+                if (immutable < 0) {
+                    Py_CLEAR(value);
+                }
+                return value;
+            }
+            Py_DECREF(value);
+            return PyObject_CallOneArg(vs.py_value, self);
         }
         if (PyErr_Occurred()) {
             return NULL;
@@ -1927,12 +1969,15 @@ vs_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "value") != 0) {
         value = NULL;
     }
-    PyObject *entries = NULL, *key;
-    int ok = value == NULL || value == Py_None ? 0 : vs_entries(self, &entries, &key);
+    VsPlace at;
+    int ok = value == NULL || value == Py_None ? 0 : vs_place(self, &at);
+    if (ok > 0) {
+        ok = at.entries == NULL ? 0 : vs_writable(&at);
+    }
     if (ok < 0) {
         return NULL;
     }
-    if (ok == 0 || entries == NULL) {
+    if (ok == 0) {
         /* self in front of the arguments: the Python method's own call */
         PyObject *small[3];
         Py_ssize_t n = nargs + nkw;
@@ -1951,9 +1996,9 @@ vs_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         return result;
     }
     untrack_if_atomic(value);
-    Py_INCREF(entries);
-    int failed = PyDict_SetItem(entries, key, value);
-    Py_DECREF(entries);
+    Py_INCREF(at.entries);
+    int failed = PyDict_SetItem(at.entries, at.key, value);
+    Py_DECREF(at.entries);
     if (failed) {
         return NULL;
     }
