@@ -495,10 +495,17 @@ async def test_exactly_once_when_checkpoint_writers_are_killed_at_random(
     client = await env.execute_async("writers killed")
     killed: list[int] = []
 
+    def failed_by_a_kill() -> bool:
+        history = client.metrics().checkpoints.history
+        return any("(killed by SIGKILL)" in (r.failure or "") for r in history)
+
     async def kill_some() -> None:
-        while len(killed) < 3 and not client.done():
+        # Every child seen is killed until a checkpoint has failed by it (a child killed
+        # after its last write leaves its checkpoint complete), then one in three, until
+        # at least 3 are killed.
+        while not client.done() and (len(killed) < 3 or not failed_by_a_kill()):
             for pid in _forked_children():
-                if rng.random() < 0.3:
+                if not failed_by_a_kill() or rng.random() < 0.3:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
