@@ -1740,8 +1740,8 @@ speedups_untrack(PyObject *module, PyObject *container)
  * value, a write to entries copied since the snapshot). Everything else (the first write
  * of a key group or namespace, the first write after a snapshot, a read of a mutable value
  * a snapshot may hold, a mutable default, None, another backend or a subclass) runs the
- * Python method. The slot offsets are read from the classes' member
- * descriptors and used only while the classes' version tags say they are unchanged. */
+ * Python method. The slot offsets are read from the classes' member descriptors and used
+ * only while the classes' version tags say they are unchanged. */
 static struct {
     PyTypeObject *state_type, *group_type;
     PyObject *immutable, *py_value, *py_update;
@@ -1755,10 +1755,12 @@ static struct {
 
 #define SLOT_AT(o, offset) (*(PyObject **)((char *)(o) + (offset)))
 
+/* A class's version tag: CPython gives a class a new one whenever it changes; 0 is none. */
 static inline unsigned int
 type_tag(PyTypeObject *t)
 {
-#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+#if PY_VERSION_HEX < 0x030C0000
+    /* 3.11 also marks a tag valid with a flag (3.12 on leave it unset, unused) */
     if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
         return 0;
     }

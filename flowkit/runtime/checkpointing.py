@@ -439,6 +439,8 @@ class TaskCheckpointing:
         for writer in task.writers:
             writer.emit_event(barrier)
         child = self._fork_writer(checkpoint_id, states) if in_child else None
+        if isinstance(child, ChildStateWrite):
+            task.after_fork()
         pause_ms = (time.perf_counter() - started) * 1000
         self.last_barrier_ms = pause_ms
         self._record_pause(pause_ms)

@@ -63,6 +63,12 @@ _last_handover = [0.0]
 #: Most records of an input buffer handed to the operators in one step: a buffer of small
 #: records holds thousands, and the subtask must still yield every few milliseconds.
 MAX_STEP_RECORDS = 1024
+#: Fewest records of a step, however slow records are (see ``Task._adapt_step``).
+MIN_STEP_RECORDS = 16
+#: The step right after the subtask forked a child process to write a checkpoint: the
+#: first writes to each page of its memory then copy the page (copy on write), and a
+#: record can cost tens of microseconds instead of one for a while.
+FORKED_STEP_RECORDS = 32
 #: Seconds a sink writer's ``close_async`` may still run once its subtask is cancelled.
 CLOSE_AFTER_CANCEL_S = 30.0
 
@@ -244,6 +250,9 @@ class StreamTask:
         #: Seconds of work before yielding (see :attr:`TaskConfig.yield_interval`).
         self.yield_interval = config.yield_interval
         self._batch = 64
+        #: Records of an input buffer handed to the operators in one step: what fits in
+        #: the yield interval at the latest cost per record (see ``_adapt_step``).
+        self._step_records = MAX_STEP_RECORDS
         self._sinks = [op for op in operators if isinstance(op, SinkOperator)]
         for writer in writers:
             writer.on_first_write = self._on_first_write
@@ -444,9 +453,14 @@ class StreamTask:
             for item in items:
                 if type(item) is tuple:
                     values = item[0]
-                    if len(values) <= MAX_STEP_RECORDS:
+                    if len(values) <= self._step_records:
                         self.records_in += len(values)
+                        started = time.perf_counter()
                         batch_fns[channel.input_index](values, item[1])
+                        now = time.perf_counter()
+                        self._adapt_step(len(values), now - started)
+                        if now - self._last_yield > self.yield_interval:
+                            await self._after_step()  # a buffer of several batches
                     else:
                         await self._process_in_steps(batch_fns[channel.input_index], item)
                 else:
@@ -461,18 +475,37 @@ class StreamTask:
             await self._after_step()
 
     async def _process_in_steps(self, process: Any, item: tuple[list[Any], Any]) -> None:
-        """Hand a large batch over in steps of :data:`MAX_STEP_RECORDS`, with what comes
-        after a step (mail, full outputs, a turn of the loop when due) between them."""
+        """Hand a large batch over in steps (``_step_records`` each, as it adapts), with
+        what comes after a step (mail, full outputs, a turn of the loop when due) between
+        them."""
         values, stamps = item
-        step = MAX_STEP_RECORDS
-        last = len(values) - step
-        for start in range(0, len(values), step):
-            end = start + step
+        start, total = 0, len(values)
+        while start < total:
+            end = start + self._step_records
             chunk = values[start:end]
             self.records_in += len(chunk)
+            started = time.perf_counter()
             process(chunk, None if stamps is None else stamps[start:end])
-            if start < last:
+            self._adapt_step(len(chunk), time.perf_counter() - started)
+            start = end
+            if start < total:
                 await self._after_step()
+
+    def _adapt_step(self, records: int, seconds: float) -> None:
+        """Size the next step after one of ``records`` took ``seconds``: a step over the
+        yield interval shrinks the next in proportion (records can turn slow at once,
+        after a fork or in a burst of page faults), a whole step under a quarter of it
+        doubles the next, up to :data:`MAX_STEP_RECORDS`."""
+        interval = self.yield_interval
+        if seconds > interval:
+            self._step_records = max(MIN_STEP_RECORDS, int(records * interval / seconds))
+        elif seconds * 4 < interval and records >= self._step_records:
+            self._step_records = min(MAX_STEP_RECORDS, self._step_records * 2)
+
+    def after_fork(self) -> None:
+        """This subtask has just forked a child process (a checkpoint's writer): start
+        again from small steps while the copies on write make records slow."""
+        self._step_records = FORKED_STEP_RECORDS
 
     def _on_event(self, channel: Any, event: Any) -> None:
         kind = type(event)

@@ -146,6 +146,7 @@ VALUE_METHODS = (
 )
 for _name, _method in zip(("value", "update"), VALUE_METHODS, strict=True):
     setattr(ValueState, _name, _method)
+del _name, _method
 
 
 class _MergingState(_KeyedState):
