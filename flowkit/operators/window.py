@@ -322,6 +322,11 @@ class _WindowTimers:
         return self.op._absorb_timer(timestamp, key, namespace)
 
 
+#: How many keyed entries a content entry of a fast-path window counts for when the
+#: writer of a checkpoint is chosen (see ``WindowOperator.keyed_entries``).
+CHECK_IN_WEIGHT = 8
+
+
 class WindowOperator(BufferedOutput, OneInputOperator):
     """Windows on a keyed stream (``window_all`` uses a constant key).
 
@@ -453,6 +458,17 @@ class WindowOperator(BufferedOutput, OneInputOperator):
 
     def state_store(self) -> Any:
         return self.backend
+
+    def keyed_entries(self, limit: int) -> int:
+        """Keyed state entries and timers, as for any operator, with the fast path's window
+        contents weighed :data:`CHECK_IN_WEIGHT` times: a snapshot taken at the barrier
+        checks them into the backend's table one by one (about a microsecond each), where
+        the table's own entries are frozen a key group at a time. So the auto writer forks
+        from about 12,500 of them on, rather than pausing the loop for up to 100 ms."""
+        total = CHECK_IN_WEIGHT * sum(map(len, self._windows.values()))
+        if total < limit:
+            total += super().keyed_entries(limit - total)
+        return total
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:

@@ -36,6 +36,7 @@ from flowkit.checkpoint.storage import CheckpointAbortedError, CheckpointStorage
 from flowkit.errors import InvalidConfigurationError
 from flowkit.operators.keyed import KeyedReduceOperator
 from flowkit.operators.keyed_snapshots import TakenInChild
+from flowkit.operators.window import CHECK_IN_WEIGHT
 from flowkit.runtime import checkpointing
 from flowkit.runtime.checkpointing import forks_for
 from flowkit.state.descriptors import ValueStateDescriptor
@@ -326,8 +327,11 @@ def test_auto_forks_for_many_keyed_entries_and_timers(monkeypatch: pytest.Monkey
     keyed, window = _keyed_harness(40), _window_harness(25)
     assert keyed.operator.keyed_entries(1_000) == 120  # a count per key, a timer per record
     assert keyed.operator.keyed_entries(10) >= 10  # counting stops at the limit
-    assert window.operator.keyed_entries(1_000) == 50  # a timer per key and window
-    monkeypatch.setattr(checkpointing, "FORK_MIN_ENTRIES", 150)
+    # A timer per key and window (50), and the 50 contents of the windows, which a
+    # snapshot at the barrier checks in one by one: each counts CHECK_IN_WEIGHT times.
+    assert window.operator.keyed_entries(1_000) == 50 + CHECK_IN_WEIGHT * 50 == 450
+    assert window.operator.keyed_entries(100) >= 100  # counting stops at the limit
+    monkeypatch.setattr(checkpointing, "FORK_MIN_ENTRIES", 500)
     assert forks_for([keyed.operator, window.operator], "auto")
     assert not forks_for([keyed.operator], "auto") and not forks_for([window.operator], "auto")
     assert forks_for([keyed.operator], "fork") and not forks_for([keyed.operator], "loop")
