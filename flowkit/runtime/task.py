@@ -63,7 +63,7 @@ _last_handover = [0.0]
 #: Most records of an input buffer handed to the operators in one step: a buffer of small
 #: records holds thousands, and the subtask must still yield every few milliseconds.
 MAX_STEP_RECORDS = 1024
-#: Fewest records of a step, however slow records are (see ``Task._adapt_step``).
+#: Fewest records of a step, however slow records are (see ``StreamTask._adapt_step``).
 MIN_STEP_RECORDS = 16
 #: The step right after the subtask forked a child process to write a checkpoint: the
 #: first writes to each page of its memory then copy the page (copy on write), and a
