@@ -808,6 +808,22 @@ typedef struct {
     Py_ssize_t offset;
 } FastAttr;
 
+/* The offset of the object slot (a __slots__ entry; with `writable`, one that is not
+ * read-only) `name` of instances of `t`, or -1 when the attribute is something else. */
+static Py_ssize_t
+slot_offset(PyTypeObject *t, PyObject *name, int writable)
+{
+    PyObject *descr = _PyType_Lookup(t, name); /* borrowed; assigns t a version tag */
+    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        int read_only = (member->flags & MEMBER_READONLY) != 0;
+        if (member->type == MEMBER_OBJECT_EX && !(writable && read_only)) {
+            return member->offset;
+        }
+    }
+    return -1;
+}
+
 static void
 fast_attr_init(FastAttr *a, PyObject *obj, PyObject *name)
 {
@@ -818,13 +834,10 @@ fast_attr_init(FastAttr *a, PyObject *obj, PyObject *name)
     if (Py_TYPE(obj)->tp_setattro != PyObject_GenericSetAttr) {
         return;
     }
-    PyObject *descr = _PyType_Lookup(Py_TYPE(obj), name); /* borrowed */
-    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type == MEMBER_OBJECT_EX && !(member->flags & MEMBER_READONLY)) {
-            a->type = Py_TYPE(obj);
-            a->offset = member->offset;
-        }
+    Py_ssize_t offset = slot_offset(Py_TYPE(obj), name, 1);
+    if (offset >= 0) {
+        a->type = Py_TYPE(obj);
+        a->offset = offset;
     }
 }
 
@@ -1768,21 +1781,6 @@ type_tag(PyTypeObject *t)
     return t->tp_version_tag;
 }
 
-/* The offset of the object slot (a __slots__ entry) `name` of instances of `t`, or -1 when
- * the attribute is something else. */
-static Py_ssize_t
-slot_offset(PyTypeObject *t, PyObject *name)
-{
-    PyObject *descr = _PyType_Lookup(t, name); /* borrowed; assigns t a version tag */
-    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type == MEMBER_OBJECT_EX) {
-            return member->offset;
-        }
-    }
-    return -1;
-}
-
 /* Read the state and group classes' offsets (again). Returns whether they are usable. */
 static int
 vs_learn_classes(void)
@@ -1792,12 +1790,12 @@ vs_learn_classes(void)
     if (st->tp_getattro != PyObject_GenericGetAttr || gt->tp_getattro != PyObject_GenericGetAttr) {
         return 0;
     }
-    vs.backend = slot_offset(st, vs.s_backend);
-    vs.groups = slot_offset(st, vs.s_groups);
-    vs.ns = slot_offset(st, vs.s_ns);
-    vs.deflt = slot_offset(st, vs.s_default);
-    vs.data = slot_offset(gt, vs.s_data);
-    vs.frozen = slot_offset(gt, vs.s_frozen);
+    vs.backend = slot_offset(st, vs.s_backend, 0);
+    vs.groups = slot_offset(st, vs.s_groups, 0);
+    vs.ns = slot_offset(st, vs.s_ns, 0);
+    vs.deflt = slot_offset(st, vs.s_default, 0);
+    vs.data = slot_offset(gt, vs.s_data, 0);
+    vs.frozen = slot_offset(gt, vs.s_frozen, 0);
     if (vs.backend < 0 || vs.groups < 0 || vs.ns < 0 || vs.deflt < 0 || vs.data < 0 ||
         vs.frozen < 0) {
         return 0;
@@ -1817,8 +1815,8 @@ vs_learn_backend(PyTypeObject *bt)
     if (bt->tp_getattro != PyObject_GenericGetAttr) {
         return 0;
     }
-    vs.cur_key = slot_offset(bt, str_current_key);
-    vs.cur_group = slot_offset(bt, str_current_key_group);
+    vs.cur_key = slot_offset(bt, str_current_key, 0);
+    vs.cur_group = slot_offset(bt, str_current_key_group, 0);
     if (vs.cur_key < 0 || vs.cur_group < 0) {
         return 0;
     }

@@ -206,8 +206,12 @@ class SubclassedState(primitives.ValueState):
 
     __slots__ = ()
 
-    #: Read through a property (the base class's __init__ sets it, to no effect).
-    _default = property(lambda self: "from the subclass", lambda self, value: None)
+    #: Read through a property; what the base class's __init__ sets goes into its slot,
+    #: which compiled methods that ignored the subclass would read instead.
+    _default = property(
+        lambda self: "from the subclass",
+        lambda self, value: primitives.ValueState.__dict__["_default"].__set__(self, value),
+    )
 
 
 @pytest.mark.usefixtures("value_methods")
