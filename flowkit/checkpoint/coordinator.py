@@ -83,8 +83,7 @@ class CheckpointConfig:
     #: ``"fork"``, a child process forked at the barrier (Linux; elsewhere ``"loop"``);
     #: ``"loop"``, the event loop, in slices that take a tenth of its time; ``"auto"``, a
     #: child for a subtask holding ``FORK_MIN_ENTRIES`` (100,000) keyed state entries and
-    #: timers or more (a window's contents count ``CHECK_IN_WEIGHT``, 8, times each), else
-    #: the loop.
+    #: timers or more (a window's contents included), else the loop.
     snapshot_writer: str = "auto"
 
     def __post_init__(self) -> None:

@@ -20,8 +20,9 @@ operator's state is ``{"key_groups": {key_group: {"timers": [...], "extra": [...
 rolling-aggregate accumulators ``(key, value)``, and keyed state either as entries
 ``(state_name, namespace, key, value)`` per key group or as a snapshot of the keyed state
 backend (:class:`~flowkit.state.backend.BackendSnapshot`, or its serialized form); both
-are read. A source's state is ``{"position": ...}``; sinks and other operators store what
-they like.
+are read. The window operator's timers are in its backend snapshot, as state
+``IMPLICIT_TIMERS`` (namespace ``(timestamp, window)``), and are read as timers. A
+source's state is ``{"position": ...}``; sinks and other operators store what they like.
 
 Reading verifies every file against the sizes and SHA-256 sums in ``_metadata``, exactly as
 a restore does. State files are pickles, so only open snapshots you trust. Classes that
@@ -66,6 +67,7 @@ from flowkit.checkpoint.storage import (
     damaged_checkpoints,
     load_checkpoint,
 )
+from flowkit.operators.keyed_snapshots import IMPLICIT_TIMERS
 from flowkit.sinks.two_phase_commit import TwoPhaseCommitState
 from flowkit.state.backend import BackendSnapshot
 from flowkit.state.key_groups import (
@@ -558,9 +560,13 @@ class SnapshotReader:
             try:
                 snapshot = _backend_snapshot(backend)
                 for name in snapshot.state_names():
-                    kinds[str(name)] = str(snapshot.state_kind(name))
+                    if name != IMPLICIT_TIMERS:
+                        kinds[str(name)] = str(snapshot.state_kind(name))
                 for name, kg, namespace, key, value in snapshot.entries():
-                    group(kg).state.append((name, namespace, user_key(key), value))
+                    if name == IMPLICIT_TIMERS:  # (timestamp, namespace): an event timer
+                        group(kg).timers.append(_timer("event", namespace[0], key, namespace[1]))
+                    else:
+                        group(kg).state.append((name, namespace, user_key(key), value))
             except Exception as exc:
                 other["backend"] = backend
                 self._notes.append(

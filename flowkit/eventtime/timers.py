@@ -51,6 +51,13 @@ class ImplicitTimers(Protocol):
         """Take a restored timer into the implicit form; False: queue it as usual."""
         ...
 
+    def frozen(self) -> Iterable[tuple[int, Any, dict[Any, Any]]]:
+        """Every implicit timer for a snapshot that is written later, as ``(timestamp,
+        namespace, keys)``: a timer for each key of ``keys`` (a dict whose values are not
+        read). Called right after the keyed state backend was snapshotted; the dicts stay
+        unchanged while that snapshot is alive."""
+        ...
+
 
 def _timestamp(timer: Timer) -> int:
     return timer[0]
@@ -159,7 +166,8 @@ class _TimerQueue:
         """Every pending timer as ``(timestamp, key, namespace)``."""
         return set(self)
 
-    def _queued(self) -> Iterator[Timer]:
+    def queued(self) -> Iterator[Timer]:
+        """The queued timers (not the implicit ones) in ascending timestamp order."""
         for ts in sorted(self.buckets):
             for key, namespace in list(self.buckets[ts]):
                 yield (ts, key, namespace)
@@ -167,8 +175,8 @@ class _TimerQueue:
     def __iter__(self) -> Iterator[Timer]:
         """Every pending timer in ascending timestamp order (queued ones first on ties)."""
         if self.implicit is None:
-            return self._queued()
-        return heapq.merge(self._queued(), self.implicit.timers(), key=_timestamp)
+            return self.queued()
+        return heapq.merge(self.queued(), self.implicit.timers(), key=_timestamp)
 
     def __len__(self) -> int:
         if self.implicit is None:

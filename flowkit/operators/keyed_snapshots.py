@@ -3,6 +3,12 @@
 A keyed operator's snapshot maps each key group to the state entries and timers of the
 keys in it, so that a restore with a different parallelism hands every new subtask
 exactly the key groups it owns (SEMANTICS.md 5.6).
+
+Timers an operator keeps implicitly (the window operator's per-window timers, see
+:class:`~flowkit.eventtime.timers.ImplicitTimers`) are not listed one by one at the
+barrier: the backend snapshot holds them as state :data:`IMPLICIT_TIMERS`, the keys of
+each ``(timestamp, namespace)`` as a dict the operator leaves unchanged meanwhile, split
+by key group when serialized (a slice at a time, like the rest of the keyed state).
 """
 
 from __future__ import annotations
@@ -13,8 +19,13 @@ from typing import Any
 from flowkit.elements import MIN_WATERMARK
 from flowkit.eventtime.timers import InternalTimerService
 from flowkit.state.key_groups import KeyGroupRange, restored_key
+from flowkit.state.snapshot import BackendSnapshot
 
-__all__ = ["restore_keyed", "snapshot_keyed"]
+__all__ = ["IMPLICIT_TIMERS", "restore_keyed", "snapshot_keyed"]
+
+#: The state of a backend snapshot that holds implicit event-time timers: namespace
+#: ``(timestamp, timer namespace)``, one entry per key.
+IMPLICIT_TIMERS = "__implicit_timers__"
 
 
 def snapshot_keyed(
@@ -34,17 +45,27 @@ def snapshot_keyed(
             part = groups[kg] = {"timers": [], "extra": []}
         return part
 
+    held: BackendSnapshot | None = None
+    if backend is not None:
+        # First: freezing the backend holds the contents that implicit timers refer to.
+        held = backend.snapshot()
     if timers is not None:
-        for timestamp, key, namespace in timers.event_timers:
+        queue = timers.event_timers
+        implicit = queue.implicit if held is not None else None
+        for timestamp, key, namespace in queue if implicit is None else queue.queued():
             group(key)["timers"].append(("event", timestamp, key, namespace))
         for timestamp, key, namespace in timers.processing_timers:
             group(key)["timers"].append(("processing", timestamp, key, namespace))
+        if implicit is not None and held is not None:
+            frozen = [((ts, namespace), keys) for ts, namespace, keys in implicit.frozen()]
+            if frozen:
+                held.hold_keys(IMPLICIT_TIMERS, frozen)
     if extra:
         for key, value in extra.items():
             group(key)["extra"].append((key, value))
     snapshot: dict[str, Any] = {"key_groups": groups}
-    if backend is not None:
-        snapshot["backend"] = backend.snapshot()
+    if held is not None:
+        snapshot["backend"] = held
     return snapshot
 
 
@@ -68,12 +89,15 @@ def restore_keyed(
     extra: dict[Any, Any] | None = None,
 ) -> None:
     """Load the key groups in ``key_groups`` from the snapshots of old subtasks."""
-    if backend is not None:
-        parts = [s["backend"] for s in snapshots if s.get("backend") is not None]
-        if parts:
-            backend.restore(parts, key_groups)
     event: list[tuple[int, Any, Any]] = []
     processing: list[tuple[int, Any, Any]] = []
+    if backend is not None:
+        parts = [_readable(s["backend"]) for s in snapshots if s.get("backend") is not None]
+        for part in parts:
+            for (timestamp, namespace), key in part.held_keys(IMPLICIT_TIMERS, key_groups):
+                event.append((timestamp, restored_key(key), namespace))
+        if parts:
+            backend.restore(parts, key_groups)
     for snapshot in snapshots:
         for kg, part in snapshot.get("key_groups", {}).items():
             if kg not in key_groups:
@@ -86,3 +110,10 @@ def restore_keyed(
                     extra[restored_key(key)] = value
     if timers is not None and (event or processing):
         timers.restore({"watermark": MIN_WATERMARK, "event": event, "processing": processing})
+
+
+def _readable(part: Any) -> Any:
+    """A backend snapshot as a :class:`BackendSnapshot` (it may come as bytes)."""
+    if isinstance(part, bytes | bytearray | memoryview):
+        return BackendSnapshot.from_bytes(part)
+    return part

@@ -16,9 +16,11 @@ Time windows of the built-in event-time assigners (tumbling, sliding) with the d
 computed by arithmetic a batch at a time, each window's contents in one dict
 ``{key: accumulator}`` of the operator's own, and the end-of-window and cleanup timers
 kept per window (every key with contents in it has them) instead of one queue entry per
-key, so firing a window walks its dict. The backend sees those contents whenever it is
-snapshotted or read as a whole: they are handed back to its table, split by key group, at
-that moment (``_check_in``, an O(contents) step of the checkpoint's synchronous part), and
+key, so firing a window walks its dict. A snapshot holds those dicts as they are
+(``_freeze``, O(windows) at the barrier); the fast path copies a window's dict before its
+first change after that (``_private``), and the snapshot splits them by key group when it
+is serialized, a slice at a time. When the backend is read or written as a whole, they
+are handed back to its table, split by key group, at that moment (``_check_in``), and
 taken out again when the fast path next runs (``_check_out``). Timer counts and snapshots
 see the per-window timers as one per key and window; restored timers go back into the
 per-window form. Everything else takes the general path, which calls the assigner and the
@@ -321,10 +323,8 @@ class _WindowTimers:
     def absorb(self, timestamp: int, key: Any, namespace: Any) -> bool:
         return self.op._absorb_timer(timestamp, key, namespace)
 
-
-#: How many keyed entries a content entry of a fast-path window counts for when the
-#: writer of a checkpoint is chosen (see ``WindowOperator.keyed_entries``).
-CHECK_IN_WEIGHT = 8
+    def frozen(self) -> list[tuple[int, Any, dict[Any, Any]]]:
+        return self.op._frozen_timers()
 
 
 class WindowOperator(BufferedOutput, OneInputOperator):
@@ -441,6 +441,9 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         #: Fast path: window start -> what a live snapshot holds of the window's
         #: contents, for accumulators changed in place (copy before changing them).
         self._frozen: dict[int, dict[Any, Any]] = {}
+        #: Fast path: window start -> the contents dict a live snapshot holds as it is
+        #: (``_freeze``): copied before the first change (``_private``).
+        self._held: dict[int, dict[Any, Any]] = {}
         #: Fast path: window start -> the contents dict to add to (plain case), a
         #: ``_Slot`` (anything else) or ``_LATE``; valid until the watermark reaches the
         #: window's end or the contents are checked in.
@@ -454,18 +457,15 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         #: Starts of windows restored with contents but without timers.
         self._orphans: set[int] = set()
         if self._fast:
-            self.backend.add_sync_hook(self._check_in)
+            self.backend.add_sync_hook(self._check_in, self._freeze)
 
     def state_store(self) -> Any:
         return self.backend
 
     def keyed_entries(self, limit: int) -> int:
-        """Keyed state entries and timers, as for any operator, with the fast path's window
-        contents weighed :data:`CHECK_IN_WEIGHT` times: a snapshot taken at the barrier
-        checks them into the backend's table one by one (about a microsecond each), where
-        the table's own entries are frozen a key group at a time. So the auto writer forks
-        from about 12,500 of them on, rather than pausing the loop for up to 100 ms."""
-        total = CHECK_IN_WEIGHT * sum(map(len, self._windows.values()))
+        """Keyed state entries and timers, as for any operator, and the fast path's window
+        contents (kept outside the backend's table)."""
+        total = sum(map(len, self._windows.values()))
         if total < limit:
             total += super().keyed_entries(limit - total)
         return total
@@ -749,6 +749,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         entries = self._windows.get(start)
         if entries is None:
             entries = self._windows[start] = {}
+        elif self._held:
+            entries = self._private(start, entries)
         frozen = self._frozen.get(start)
         fire_now = max_ts <= watermark
         implicit = live.covers_new_keys(watermark)
@@ -838,6 +840,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             self._reconcile()
         elif self._in_table:
             self._check_out()
+        if (self._held or self._frozen) and not self.backend.has_live_snapshots:
+            self._unfreeze()
         timers = self.timers
         timers.current_watermark = watermark
         # A window's slot changes (late, firing at once, contents dropped) when the
@@ -887,6 +891,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         """
         window = live.window
         clean = timestamp == live.cleanup
+        if clean and self._held:
+            entries = self._private(window.start, entries)
         keys = list(entries)
         value_of = entries.__getitem__
         for first in range(0, len(keys), FIRE_STEP_KEYS):
@@ -921,6 +927,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         clean = timestamp == live.cleanup
         entries = self._windows.get(start)
         if keys is not _EVERY_KEY:
+            if clean and entries is not None and self._held:
+                entries = self._private(start, entries)
             for key in keys:
                 self._set_key(key)
                 acc = _MISSING if entries is None else entries.get(key, _MISSING)
@@ -962,6 +970,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         """Forget the contents of window ``start`` (cleaned up)."""
         self._windows.pop(start, None)
         self._frozen.pop(start, None)
+        self._held.pop(start, None)
         self._slots.pop(start, None)
 
     def _fire_entries(self, window: TimeWindow, entries: dict[Any, Any], clean: bool) -> None:
@@ -1140,6 +1149,45 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             and not (window.start - self._offset) % self._slide
         )
 
+    def _freeze(self) -> list[tuple[str, TimeWindow, dict[Any, Any]]]:
+        """Before a snapshot: the windows' contents dicts, for the snapshot to hold as
+        they are (the ``freeze`` form of the sync hook). They are not changed from now
+        on: the slots that add to them are dropped, and ``_private`` gives the fast path a
+        copy of a window's dict before its first change (the snapshot splits them by key
+        group when serialized). Contents in the backend's table are its own to snapshot."""
+        if self._in_table:
+            return []
+        size = self._size
+        held = self._held
+        frozen = []
+        for start, entries in self._windows.items():
+            if entries:
+                held[start] = entries
+                frozen.append((CONTENTS, TimeWindow(start, start + size), entries))
+        if frozen:
+            self._slots.clear()
+        return frozen
+
+    def _private(self, start: int, entries: dict[Any, Any]) -> dict[Any, Any]:
+        """The contents of window ``start`` to change: a copy of ``entries`` (in its
+        place) if a live snapshot holds them as they are, else ``entries``."""
+        if not self.backend.has_live_snapshots:
+            self._unfreeze()
+            return entries
+        if self._held.get(start) is not entries:
+            return entries
+        del self._held[start]
+        copy = self._windows[start] = entries.copy()
+        self._note_shared(start, entries, copied=True)
+        return copy
+
+    def _unfreeze(self) -> None:
+        """No snapshot is alive any more: nothing needs copying before a change."""
+        self._held.clear()
+        if self._frozen:
+            self._frozen.clear()
+            self._slots.clear()  # slots that copied values before changing them
+
     def _check_in(self, read_only: bool) -> None:
         """Hand the windows' contents to the backend's table, split by key group (before
         a snapshot, a restore, or any read of the backend as a whole). After a read-only
@@ -1159,6 +1207,7 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         if not read_only:
             windows.clear()
             self._frozen.clear()
+            self._held.clear()
             self._slots.clear()
 
     def _check_out(self) -> None:
@@ -1190,11 +1239,13 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             if shared:
                 self._note_shared(start, entries)
 
-    def _note_shared(self, start: int, entries: dict[Any, Any]) -> None:
-        """A live snapshot holds the values of window ``start``: keep what it holds, for
-        values that can change in place (reduce replaces its values, never changes them)."""
+    def _note_shared(self, start: int, entries: dict[Any, Any], copied: bool = False) -> None:
+        """A live snapshot holds the values of window ``start`` (``entries``, or with
+        ``copied`` the dict ``entries`` itself, which stays unchanged): keep what it holds,
+        for values that can change in place (reduce replaces its values, never changes
+        them)."""
         if self._kind != 1 and not _IMMUTABLE.issuperset(map(type, entries.values())):
-            self._frozen[start] = entries.copy()
+            self._frozen[start] = entries if copied else entries.copy()
             self._slots.pop(start, None)
 
     def _reconcile(self) -> None:
@@ -1229,6 +1280,30 @@ class WindowOperator(BufferedOutput, OneInputOperator):
                 else:
                     total += len(windows.get(start, ()))
         return total
+
+    def _frozen_timers(self) -> list[tuple[int, TimeWindow, dict[Any, Any]]]:
+        """The per-window timers for a snapshot taken just now, ``(timestamp, window,
+        keys)``: a timer of every key with contents is the window's contents dict itself,
+        held for the snapshot (copied before its next change, see ``_private``); timers
+        kept per key are a copy of their keys."""
+        if self._restored:
+            self._reconcile()
+        elif self._in_table:
+            self._check_out()
+        frozen: list[tuple[int, TimeWindow, dict[Any, Any]]] = []
+        for timestamp, start in self._due:
+            live = self._live[start]
+            keys = live.timers[timestamp]
+            if keys is not _EVERY_KEY:
+                frozen.append((timestamp, live.window, dict(keys)))
+                continue
+            entries = self._windows.get(start)
+            if entries:
+                if self._held.get(start) is not entries:
+                    self._held[start] = entries
+                    self._slots.pop(start, None)
+                frozen.append((timestamp, live.window, entries))
+        return frozen
 
     def _implicit_timers(self) -> Iterator[tuple[int, Any, Any]]:
         if self._restored:

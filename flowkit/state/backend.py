@@ -24,6 +24,10 @@ Snapshots (Flink's copy-on-write heap state tables):
   alive any more; a slicer may release each key group as soon as it is written.
 
   Elements of list state are not copied: do not change them in place once added.
+* State an operator keeps in dicts of its own (the window operator's contents, see
+  :meth:`HeapKeyedStateBackend.add_sync_hook`) is held by the snapshot as those dicts,
+  O(1) each; the operator copies a dict before its first change after the snapshot. Such
+  dicts are split by key group when the snapshot is serialized, a slice at a time.
 
 Operators that keep their own structures in keyed state use :class:`KeyedTable`
 (``backend.keyed_table(name)``), which has the same storage and guarantees.
@@ -235,6 +239,10 @@ __all__ = [
 # The backend
 # ---------------------------------------------------------------------------------------------
 
+#: The ``freeze`` form of a sync hook (:meth:`HeapKeyedStateBackend.add_sync_hook`):
+#: ``(table name, namespace, {key: value})`` of the state an operator keeps on its own.
+FreezeHook = Callable[[], Iterable[tuple[str, Any, dict[Any, Any]]]]
+
 
 class HeapKeyedStateBackend:
     """Keyed state of one operator subtask, held in Python dicts by key group.
@@ -281,8 +289,9 @@ class HeapKeyedStateBackend:
         self._keyed_tables: dict[str, KeyedTable] = {}
         self._record_cleanups: list[_IncrementalCleanup] = []
         self._live_snapshots = 0
-        #: Called before the state is read or written as a whole (see ``add_sync_hook``).
-        self._sync_hooks: list[Callable[[bool], None]] = []
+        #: Called before the state is read or written as a whole (see ``add_sync_hook``):
+        #: each hook with its ``freeze`` form, if it has one.
+        self._sync_hooks: list[tuple[Callable[[bool], None], FreezeHook | None]] = []
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -396,7 +405,7 @@ class HeapKeyedStateBackend:
         )
 
     # ------------------------------------------------------------------ tables
-    def add_sync_hook(self, hook: Callable[[bool], None]) -> None:
+    def add_sync_hook(self, hook: Callable[[bool], None], freeze: FreezeHook | None = None) -> None:
         """Call ``hook(read_only)`` before the state is snapshotted, restored, configured,
         or read or written through the name-based methods (:meth:`keyed_table`,
         :meth:`table`, :attr:`tables`, :meth:`keys`, :meth:`num_entries`, :meth:`get`
@@ -410,6 +419,14 @@ class HeapKeyedStateBackend:
         (:meth:`KeyedTable.discard_namespace`); after any other, the backend's is the one
         to go on with (:meth:`KeyedTable.take_namespace`).
 
+        With ``freeze``, a snapshot calls ``freeze()`` instead of ``hook``: it returns
+        ``(table name, namespace, {key: value})`` triples of that state, keys of any key
+        group, and the snapshot holds those dicts as they are, in O(1) each. They are
+        split by key group only when the snapshot is read or serialized (a slice at a
+        time by :meth:`BackendSnapshot.slices`). The operator must leave them unchanged
+        while a snapshot is alive (:attr:`has_live_snapshots`): it copies a dict before
+        changing it, and copies a value before changing it in place.
+
         Example:
             >>> backend = HeapKeyedStateBackend()
             >>> counts = backend.keyed_table("counts")
@@ -417,15 +434,38 @@ class HeapKeyedStateBackend:
             >>> def hand_over(read_only: bool) -> None:
             ...     counts.put_namespace(None, kept)
             ...     kept.clear()
-            >>> backend.add_sync_hook(hand_over)
+            >>> backend.add_sync_hook(hand_over, freeze=lambda: [("counts", None, kept)])
+            >>> snapshot = backend.snapshot()
+            >>> kept == {"a": 1}, list(snapshot.entries())
+            (True, [('counts', 81, None, 'a', 1)])
             >>> backend.tables["counts"]
             {None: {'a': 1}}
         """
-        self._sync_hooks.append(hook)
+        self._sync_hooks.append((hook, freeze))
+
+    @property
+    def has_live_snapshots(self) -> bool:
+        """Whether a snapshot taken from this backend is not yet released."""
+        return self._live_snapshots > 0
 
     def _sync(self, read_only: bool = False) -> None:
-        for hook in self._sync_hooks:
+        for hook, _freeze in self._sync_hooks:
             hook(read_only)
+
+    def _freeze(self) -> dict[str, list[tuple[Any, dict[Any, Any]]]]:
+        """Before a snapshot: run each hook, or its ``freeze`` form; the frozen dicts by
+        table name (the tables are created if need be)."""
+        frozen: dict[str, list[tuple[Any, dict[Any, Any]]]] = {}
+        for hook, freeze in self._sync_hooks:
+            if freeze is None:
+                hook(True)
+                continue
+            for name, namespace, entries in freeze():
+                if entries:
+                    frozen.setdefault(name, []).append((namespace, entries))
+        for name in frozen:
+            self._bind(self._table(name))
+        return frozen
 
     def _table(self, name: str, kind: str = "raw", ttl: bool | None = None) -> _StateTable:
         table = self._tables.get(name)
@@ -681,11 +721,11 @@ class HeapKeyedStateBackend:
     def snapshot(self, key_group_range: KeyGroupRange | None = None) -> BackendSnapshot:
         """Freeze the state of ``key_group_range`` (default: all owned key groups).
 
-        O(number of key groups x states): nothing is copied now; later writes copy what
-        they change (see the module docstring). Release the snapshot when done.
+        O(number of key groups x states, plus the dicts of the sync hooks' ``freeze``
+        forms): nothing is copied now; later writes copy what they change (see the module
+        docstring). Release the snapshot when done.
         """
-        if self._sync_hooks:
-            self._sync(read_only=True)
+        unsplit = self._freeze() if self._sync_hooks else {}
         kg_range = self.key_group_range
         if key_group_range is not None:
             kg_range = kg_range.intersection(key_group_range)
@@ -703,10 +743,17 @@ class HeapKeyedStateBackend:
                         frozen[kg] = group.data
                         live[kg] = group
             states[name] = _FrozenState(
-                table.kind, table.ttl, frozen, table.full_snapshot_ttl, live
+                table.kind, table.ttl, frozen, table.full_snapshot_ttl, live, unsplit.get(name)
             )
         self._live_snapshots += 1
-        return BackendSnapshot(self.max_parallelism, kg_range, int(self._now()), states, self)
+        return BackendSnapshot(
+            self.max_parallelism,
+            kg_range,
+            int(self._now()),
+            states,
+            self,
+            self._key_group_for_key,
+        )
 
     def _copy_legacy(
         self, legacy: NamespaceMap, kg_range: KeyGroupRange
@@ -768,6 +815,8 @@ class HeapKeyedStateBackend:
                     f"between snapshot and restore"
                 )
             for name, state in snapshot._states.items():
+                if state.kind == "keys":
+                    continue  # not state of the backend (see BackendSnapshot.hold_keys)
                 previous = meta.get(name)
                 if previous is not None and previous[0] != state.kind:
                     raise StateMigrationError(

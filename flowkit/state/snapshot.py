@@ -7,7 +7,7 @@ import io
 import itertools
 import pickle
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from flowkit.state.key_groups import (
@@ -21,6 +21,7 @@ from flowkit.state.table import (
     _SNAPSHOT_VERSION,
     NamespaceMap,
     _Group,
+    split_by_key_group,
 )
 from flowkit.state.ttl_states import (
     _EXPIRE,
@@ -36,9 +37,13 @@ if TYPE_CHECKING:
 
 class _FrozenState:
     """One state's part of a snapshot: the frozen outer dict of each key group (and, for
-    a snapshot of a backend, the live group it was frozen in)."""
+    a snapshot of a backend, the live group it was frozen in), and ``(namespace,
+    {key: value})`` dicts of keys of any key group, held as an operator kept them (see
+    ``HeapKeyedStateBackend.add_sync_hook``) and split by key group when read. A state of
+    kind ``"keys"`` (:meth:`BackendSnapshot.hold_keys`) keeps the keys of its dicts only:
+    their values are never read."""
 
-    __slots__ = ("full_snapshot_ttl", "groups", "kind", "live", "ttl")
+    __slots__ = ("full_snapshot_ttl", "groups", "kind", "live", "ttl", "unsplit")
 
     def __init__(
         self,
@@ -47,12 +52,14 @@ class _FrozenState:
         groups: dict[int, NamespaceMap],
         full_snapshot_ttl: int | None = None,
         live: dict[int, _Group] | None = None,
+        unsplit: list[tuple[Any, dict[Any, Any]]] | None = None,
     ) -> None:
         self.kind = kind
         self.ttl = ttl
         self.groups = groups
         self.full_snapshot_ttl = full_snapshot_ttl
         self.live = live
+        self.unsplit = unsplit
 
 
 class BackendSnapshot:
@@ -76,18 +83,52 @@ class BackendSnapshot:
         timestamp: int,
         states: dict[str, _FrozenState],
         backend: HeapKeyedStateBackend | None = None,
+        group_of: Callable[[Any], int] | None = None,
     ) -> None:
         self.max_parallelism = max_parallelism
         self.key_group_range = key_group_range
         self.timestamp = timestamp
         self._states = states
         self._backend = backend
+        #: The key group of a key (for the unsplit dicts of the states).
+        self._group_of = group_of
         self._released = False
 
     # ------------------------------------------------------------------ reading
-    def _check(self) -> None:
+    def _check(self, split: bool = True) -> None:
+        """Raise if released; with ``split``, split the unsplit dicts (before a read of
+        the key groups)."""
         if self._released:
             raise RuntimeError("the snapshot was released; take a new one")
+        if split and any(state.unsplit for state in self._states.values()):
+            self._split_all()
+
+    def _split(self, entries: dict[Any, Any]) -> dict[int, dict[Any, Any]]:
+        """``entries`` split by key group, those of the snapshot's key groups only."""
+        group_of = self._group_of
+        assert group_of is not None, "a snapshot with unsplit state knows its key groups"
+        split = split_by_key_group(entries, self.max_parallelism, group_of)
+        kg_range = self.key_group_range
+        return {kg: part for kg, part in split.items() if kg in kg_range}
+
+    def _split_all(self) -> None:
+        """Put the states' unsplit dicts into their key groups (new outer dicts: the
+        frozen ones may be a live group's)."""
+        for state in self._states.values():
+            unsplit = state.unsplit
+            if not unsplit:
+                continue
+            state.unsplit = None
+            groups = state.groups
+            keys_only = state.kind == "keys"
+            for namespace, entries in unsplit:
+                for kg, part in self._split(entries).items():
+                    if keys_only:
+                        part = dict.fromkeys(part)
+                    data = dict(groups.get(kg) or ())
+                    present = data.get(namespace)
+                    data[namespace] = part if present is None else {**present, **part}
+                    groups[kg] = data
 
     def _group(self, state: _FrozenState, key_group: int) -> NamespaceMap | None:
         """One key group of one state, with expired entries dropped if configured."""
@@ -107,6 +148,41 @@ class BackendSnapshot:
             if kept:
                 out[namespace] = kept
         return out or None
+
+    def hold_keys(self, name: str, held: list[tuple[Any, dict[Any, Any]]]) -> None:
+        """Add state ``name`` of kind ``"keys"``: the keys of each ``(namespace, dict)`` of
+        ``held`` (keys of any key group), as a set per namespace; the values of the dicts
+        are never read. The dicts are held as they are, split by key group when the
+        snapshot is read or serialized: they must not change while the snapshot is alive.
+        (The window operator's per-window timers: every key of a window's contents.)
+
+        Example:
+            >>> from flowkit.state.backend import HeapKeyedStateBackend
+            >>> snapshot = HeapKeyedStateBackend().snapshot()
+            >>> snapshot.hold_keys("due", [(99, {"a": "anything"})])
+            >>> [entry[2:] for entry in snapshot.entries("due")]
+            [(99, 'a', None)]
+        """
+        self._check(split=False)
+        if name in self._states:
+            raise ValueError(f"the snapshot already holds a state named {name!r}")
+        self._states[name] = _FrozenState("keys", None, {}, None, None, held)
+
+    def held_keys(self, name: str, key_groups: KeyGroupRange) -> list[tuple[Any, Any]]:
+        """The ``(namespace, key)`` pairs of state ``name`` (of kind ``"keys"``, see
+        :meth:`hold_keys`) in the key groups of ``key_groups`` ([] if there is no such
+        state). A backend restoring from the snapshot leaves such states out."""
+        self._check()
+        state = self._states.get(name)
+        if state is None or state.kind != "keys":
+            return []
+        return [
+            (namespace, key)
+            for kg, data in state.groups.items()
+            if kg in key_groups
+            for namespace, entries in data.items()
+            for key in entries
+        ]
 
     def state_names(self) -> list[str]:
         """Names of the states in the snapshot."""
@@ -214,7 +290,7 @@ class BackendSnapshot:
             >>> len(values), values[999]
             (1000, 999)
         """
-        self._check()
+        self._check(split=False)
         return SnapshotSlicer(self, release=release)
 
     @staticmethod
@@ -417,12 +493,20 @@ class SnapshotSlicer:
             "states": [(name, state.kind, state.ttl) for name, state in states.items()],
         }
         # Work items (state index, key group, namespace, entries), in state and key
-        # group order; built lazily per key group.
-        self._work: Iterator[tuple[int, _FrozenState, int, Any, dict[Any, Any]]] = (
-            (index, state, kg, namespace, entries)
-            for index, state in enumerate(states.values())
-            for kg in sorted(state.groups)
-            for namespace, entries in state.groups[kg].items()
+        # group order, built lazily per key group; then the states' unsplit dicts (key
+        # group -1), split by key group a slice at a time.
+        self._work: Iterator[tuple[int, _FrozenState, int, Any, dict[Any, Any]]] = itertools.chain(
+            (
+                (index, state, kg, namespace, entries)
+                for index, state in enumerate(states.values())
+                for kg in sorted(state.groups)
+                for namespace, entries in state.groups[kg].items()
+            ),
+            (
+                (index, state, -1, namespace, entries)
+                for index, state in enumerate(states.values())
+                for namespace, entries in state.unsplit or ()
+            ),
         )
         #: The namespace being sliced: (index, state, kg, namespace, item iterator).
         self._cursor: tuple[int, _FrozenState, int, Any, Iterator[tuple[Any, Any]]] | None = None
@@ -458,7 +542,7 @@ class SnapshotSlicer:
         """
         if self.done:
             return False
-        self._snapshot._check()
+        self._snapshot._check(split=False)
         started = time.perf_counter()
         room = min(self.MAX_ENTRIES, max(self.MIN_ENTRIES, int(budget_s / self._per_entry)))
         planned = room
@@ -475,9 +559,9 @@ class SnapshotSlicer:
                     self._current = None
                     self._finished = True
                     break
-                self._current = (item[1], item[2])
+                self._current = (item[1], item[2]) if item[2] >= 0 else None
                 index, state, kg, namespace, entries = item
-                if state.full_snapshot_ttl is None and len(entries) <= room:
+                if kg >= 0 and state.full_snapshot_ttl is None and len(entries) <= room:
                     # The whole namespace: the frozen dict itself, no copy.
                     runs.append((index, kg, namespace, entries))
                     room -= len(entries) + 1
@@ -487,11 +571,20 @@ class SnapshotSlicer:
             chunk = dict(itertools.islice(items, room))
             if len(chunk) < room:
                 self._cursor = None
+            if state.kind == "keys":
+                chunk = dict.fromkeys(chunk)
             room -= len(chunk) + 1
             if state.full_snapshot_ttl is not None:
                 chunk = self._unexpired(state, chunk)
-            if chunk:
+            if not chunk:
+                continue
+            if kg >= 0:
                 runs.append((index, kg, namespace, chunk))
+            else:
+                split = self._snapshot._split(chunk)
+                runs.extend(
+                    (index, part_kg, namespace, split[part_kg]) for part_kg in sorted(split)
+                )
         if runs:
             try:
                 data = pickle.dumps(runs, protocol=5)

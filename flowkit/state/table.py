@@ -359,6 +359,30 @@ class _TableAccess:
         return value
 
 
+def split_by_key_group(
+    entries: dict[Any, Any], max_parallelism: int, group_of: Callable[[Any], int]
+) -> dict[int, dict[Any, Any]]:
+    """``{key group: {key: value}}`` of ``entries`` (keys of any key group), in their order.
+
+    Example:
+        >>> from flowkit.state.key_groups import assign_to_key_group
+        >>> group_of = lambda key: assign_to_key_group(key, 128)
+        >>> sorted(split_by_key_group({"a": 1, "b": 2}, 128, group_of).items())
+        [(22, {'b': 2}), (81, {'a': 1})]
+    """
+    if _native_split is not None:
+        split: dict[int, dict[Any, Any]] = _native_split(entries, max_parallelism, group_of)
+        return split
+    split = {}
+    for key, value in entries.items():
+        kg = group_of(key)
+        part = split.get(kg)
+        if part is None:
+            part = split[kg] = {}
+        part[key] = value
+    return split
+
+
 class KeyedTable(_TableAccess):
     """Raw keyed state of one name: one value per (current key, namespace).
 
@@ -519,19 +543,8 @@ class KeyedTable(_TableAccess):
             ValueError: A key belongs to a key group the backend does not own.
         """
         backend = self._backend
-        group_of = backend._key_group_for_key
-        split: dict[int, dict[Any, Any]]
-        if _native_split is not None:
-            split = _native_split(entries, len(self._groups), group_of)
-        else:
-            split = {}
-            for key, value in entries.items():
-                kg = group_of(key)
-                part = split.get(kg)
-                if part is None:
-                    part = split[kg] = {}
-                part[key] = value
         groups = self._groups
+        split = split_by_key_group(entries, len(groups), backend._key_group_for_key)
         for kg, part in split.items():
             group = groups[kg]
             if group is None:

@@ -485,7 +485,9 @@ async def test_exactly_once_when_checkpoint_writers_are_killed_at_random(
         tolerable_failed_checkpoints=1_000,
     )
     (
-        env.from_source(PacedSource(RECORDS))
+        # Paced over about a second: a child lives a few milliseconds, and the job must last
+        # long enough for a kill to land in one before it reports.
+        env.from_source(PacedSource(RECORDS, pause=0.0015))
         .key_by(lambda r: r[0])
         .map(lambda r: (r[0], r[1]))
         .key_by(lambda r: r[0])

@@ -255,6 +255,67 @@ async def test_a_savepoint_of_a_running_job_lists_pending_timers_and_state_at_th
     assert "Operator 'totals'" in one and "Operator 'sums'" not in one
 
 
+class CountWindow(fk.AggregateFunction):
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add(self, value: Any, accumulator: int) -> int:
+        return accumulator + 1
+
+    def get_result(self, accumulator: int) -> int:
+        return accumulator
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+
+async def test_a_savepoint_of_a_window_job_lists_a_timer_per_key_and_open_window(
+    tmp_path: Path,
+) -> None:
+    """The window operator keeps its timers per window (one for every key with contents);
+    its snapshot holds them with the keyed state, and the reader lists them one by one."""
+    env = fk.StreamExecutionEnvironment(
+        parallelism=2, max_parallelism=MAX_PARALLELISM, buffer_timeout_ms=0
+    )
+    env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints")
+    sink = fk.CollectSink()
+    (
+        env.from_source(scripted_source(RECORDS, pause=0.0005))
+        .uid("source")
+        .key_by(lambda r: r[0])
+        .window(fk.TumblingEventTimeWindows.of(200))
+        .aggregate(CountWindow())
+        .uid("win")
+        .sink_to(sink)
+    )
+    client = await env.execute_async("windows")
+    async with asyncio.timeout(20):
+        while len(sink.values) < 20:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+    directory = await asyncio.wait_for(client.trigger_savepoint(str(tmp_path / "sp")), 20)
+    await asyncio.wait_for(client.cancel(), 20)
+
+    reader = await sp.read_snapshot(directory)
+    contents = {(e.key, e.namespace): e.value for e in reader.keyed_state("win")}
+    assert contents, "windows were open"
+    position = reader.source_positions("source")[0]
+    counts: dict[tuple[str, int], int] = {}
+    for key, _value, ts in RECORDS[:position]:
+        counts[(key, ts - ts % 200)] = counts.get((key, ts - ts % 200), 0) + 1
+    assert {(key, w.start): n for (key, w), n in contents.items()} == {
+        kw: counts[kw] for kw in {(key, w.start) for key, w in contents}
+    }
+    timers = reader.timers("win")
+    # The end-of-window timer (also the cleanup timer, without allowed lateness) of every
+    # key with contents, and nothing else.
+    assert sorted((t.key, t.namespace, t.timestamp) for t in timers) == sorted(
+        (key, window, window.end - 1) for key, window in contents
+    )
+    assert {t.domain for t in timers} == {"event"}
+    assert reader.operator("win").event_timers == len(timers)
+    assert "__implicit_timers__" not in reader.describe("win")
+
+
 def run_cli(
     *args: str, module: str = "flowkit.checkpoint.inspect"
 ) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from flowkit.functions import AggregateFunction
 from flowkit.state import (
     AggregatingState,
     AggregatingStateDescriptor,
+    BackendSnapshot,
     HeapKeyedStateBackend,
     KeyedTable,
     ListState,
@@ -459,6 +461,56 @@ def test_a_sync_hook_runs_before_the_backend_is_read_as_a_whole() -> None:
         (1, False),
         (0, True),
     ]
+
+
+def test_a_snapshot_holds_the_dicts_of_a_freeze_hook_and_splits_them_when_read() -> None:
+    """With a ``freeze`` form, a snapshot calls it instead of the hook and holds the
+    operator's dicts as they are; reading, serializing (whole or in slices) and restoring
+    split them by key group, merged with the table's own entries, within the snapshot's
+    key groups."""
+    backend = HeapKeyedStateBackend()
+    table = backend.keyed_table("contents")
+    backend.set_current_key("t")
+    table.put("w", "in-table")  # the table's own entry in the same namespace
+    mine = {f"k{i}": i for i in range(3_000)}
+    calls: list[bool] = []
+    backend.add_sync_hook(calls.append, freeze=lambda: [("contents", "w", mine)])
+    expected = {**mine, "t": "in-table"}
+
+    snapshot = backend.snapshot()
+    assert calls == []  # the hook itself did not run: nothing was handed over
+    assert snapshot._states["contents"].unsplit == [("w", mine)]
+    assert snapshot._states["contents"].unsplit[0][1] is mine  # held, not copied
+    sliced = pickle.loads(pickle.dumps(_sliced(snapshot, 1e-6)))
+    whole = BackendSnapshot.from_bytes(snapshot.to_bytes())
+    for read in (snapshot, sliced, whole):
+        got = {key: value for _n, _kg, _ns, key, value in read.entries("contents")}
+        assert got == expected
+        assert all(kg == assign_to_key_group(key, 128) for _n, kg, _ns, key, _v in read.entries())
+    restored = HeapKeyedStateBackend()
+    restored.restore([snapshot])
+    assert restored.tables["contents"] == {"w": expected}
+    snapshot.release()
+
+    low = KeyGroupRange.of(0, 63)
+    part = backend.snapshot(low)
+    got = {key for _n, _kg, _ns, key, _v in part.entries()}
+    assert got == {key for key in expected if assign_to_key_group(key, 128) in low}
+    assert 0 < len(got) < len(expected)
+    part.release()
+    assert calls == []
+    backend.num_entries("contents")  # not a snapshot: the hook runs
+    assert calls == [True]
+
+
+def _sliced(snapshot: BackendSnapshot, budget_s: float) -> Any:
+    """The snapshot serialized in slices of ``budget_s``; at least two for what it holds."""
+    slicer = snapshot.slices()
+    calls = 0
+    while slicer.next_slice(budget_s):
+        calls += 1
+    assert calls > 1
+    return slicer.result()
 
 
 def test_a_namespace_copied_in_for_a_snapshot_is_discarded_after_it() -> None:
