@@ -251,6 +251,10 @@ _LATE: Final = object()
 #: A window of more keys than this fires in parts of this many keys, the subtask letting
 #: the event loop run between them (when its yield interval has passed).
 FIRE_STEP_KEYS: Final = 4096
+#: Entries of contents dicts that snapshots held (and the fast path replaced by copies)
+#: freed per batch once no snapshot is alive: a large window's old values are not all
+#: freed at once.
+SHED_STEP_ENTRIES: Final = 4096
 
 
 class _LiveWindow:
@@ -444,6 +448,9 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         #: Fast path: window start -> the contents dict a live snapshot holds as it is
         #: (``_freeze``): copied before the first change (``_private``).
         self._held: dict[int, dict[Any, Any]] = {}
+        #: Fast path: held dicts replaced by their copies, emptied a part at a time once
+        #: no snapshot is alive (``_shed``).
+        self._retired: list[dict[Any, Any]] = []
         #: Fast path: window start -> the contents dict to add to (plain case), a
         #: ``_Slot`` (anything else) or ``_LATE``; valid until the watermark reaches the
         #: window's end or the contents are checked in.
@@ -579,6 +586,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             self._reconcile()
         elif self._in_table:
             self._check_out()
+        if self._retired:
+            self._shed()
         key_of = self.key_selector
         canonical = self._canonical_keys.canonical
         backend = self.backend
@@ -1179,7 +1188,27 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         del self._held[start]
         copy = self._windows[start] = entries.copy()
         self._note_shared(start, entries, copied=True)
+        self._retired.append(entries)
         return copy
+
+    def _shed(self) -> None:
+        """Once no snapshot is alive: free :data:`SHED_STEP_ENTRIES` entries of the held
+        dicts the fast path replaced (the values replaced since the snapshot die with
+        them), so that a large window's are not all freed in one go."""
+        if self.backend.has_live_snapshots:
+            return
+        self._unfreeze()
+        retired = self._retired
+        room = SHED_STEP_ENTRIES
+        while retired and room > 0:
+            entries = retired[-1]
+            count = min(room, len(entries))
+            pop = entries.popitem
+            for _ in range(count):
+                pop()
+            room -= count
+            if not entries:
+                retired.pop()
 
     def _unfreeze(self) -> None:
         """No snapshot is alive any more: nothing needs copying before a change."""

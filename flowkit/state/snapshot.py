@@ -189,8 +189,8 @@ class BackendSnapshot:
         return list(self._states)
 
     def state_kind(self, name: str) -> str:
-        """The kind of state ``name``: "value", "list", "map", "reducing", "aggregating"
-        or "raw"."""
+        """The kind of state ``name``: "value", "list", "map", "reducing", "aggregating",
+        "raw", or "keys" (keys without values, see :meth:`hold_keys`)."""
         return self._states[name].kind
 
     def key_groups(self) -> list[int]:

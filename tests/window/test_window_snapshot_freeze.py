@@ -14,7 +14,7 @@ import pytest
 
 from flowkit.elements import MAX_WATERMARK
 from flowkit.functions import ProcessWindowFunction
-from flowkit.operators.window import CONTENTS, FIRE_STEP_KEYS
+from flowkit.operators.window import CONTENTS, FIRE_STEP_KEYS, SHED_STEP_ENTRIES
 from flowkit.state.backend import BackendSnapshot
 from flowkit.testing.harness import WindowOperatorHarness
 from flowkit.window import SlidingEventTimeWindows, TumblingEventTimeWindows
@@ -253,3 +253,29 @@ def test_per_key_cleanup_timers_keep_the_held_contents() -> None:
     assert {key for (_window, key) in want} == {"a", "b", "c", "d"}
     assert contents(serialized(snapshot, 1e-3)) == want
     snapshot.release()
+
+
+def test_replaced_contents_are_freed_a_part_at_a_time_after_the_snapshot() -> None:
+    """The dict a snapshot held, replaced by a copy, keeps its values while the snapshot
+    lives; after it, each batch frees SHED_STEP_ENTRIES of them, not all at once."""
+    h = harness("aggregate", "tumbling")
+    op: Any = h.operator
+    keys = 2 * SHED_STEP_ENTRIES + 10
+    h.open()
+    h.process_elements([(f"k{i}", 1) for i in range(keys)], timestamp=10)
+    snapshot = op.backend.snapshot()
+    held = op._windows[0]
+    h.process_element(("k0", 1), 20)  # copies the window's dict
+    assert op._retired == [held]
+    h.process_element(("k1", 1), 20)
+    assert len(held) == keys  # the snapshot is alive: nothing freed
+    want = contents(snapshot)
+    assert contents(serialized(snapshot, 1e-3)) == want
+    snapshot.release()
+    sizes = []
+    for _ in range(4):
+        h.process_element(("k2", 1), 30)
+        sizes.append(len(held))
+    assert sizes == [keys - SHED_STEP_ENTRIES, 10, 0, 0]
+    assert op._retired == []
+    assert op._windows[0]["k0"] == 2 and len(op._windows[0]) == keys
