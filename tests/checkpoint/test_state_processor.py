@@ -255,20 +255,6 @@ async def test_a_savepoint_of_a_running_job_lists_pending_timers_and_state_at_th
     assert "Operator 'totals'" in one and "Operator 'sums'" not in one
 
 
-class CountWindow(fk.AggregateFunction):
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add(self, value: Any, accumulator: int) -> int:
-        return accumulator + 1
-
-    def get_result(self, accumulator: int) -> int:
-        return accumulator
-
-    def merge(self, a: int, b: int) -> int:
-        return a + b
-
-
 async def test_a_savepoint_of_a_window_job_lists_a_timer_per_key_and_open_window(
     tmp_path: Path,
 ) -> None:
@@ -282,9 +268,10 @@ async def test_a_savepoint_of_a_window_job_lists_a_timer_per_key_and_open_window
     (
         env.from_source(scripted_source(RECORDS, pause=0.0005))
         .uid("source")
+        .map(lambda r: (r[0], 1))
         .key_by(lambda r: r[0])
         .window(fk.TumblingEventTimeWindows.of(200))
-        .aggregate(CountWindow())
+        .reduce(lambda a, b: (a[0], a[1] + b[1]))
         .uid("win")
         .sink_to(sink)
     )
@@ -302,7 +289,7 @@ async def test_a_savepoint_of_a_window_job_lists_a_timer_per_key_and_open_window
     counts: dict[tuple[str, int], int] = {}
     for key, _value, ts in RECORDS[:position]:
         counts[(key, ts - ts % 200)] = counts.get((key, ts - ts % 200), 0) + 1
-    assert {(key, w.start): n for (key, w), n in contents.items()} == {
+    assert {(key, w.start): n for (key, w), (_key, n) in contents.items()} == {
         kw: counts[kw] for kw in {(key, w.start) for key, w in contents}
     }
     timers = reader.timers("win")

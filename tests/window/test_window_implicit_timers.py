@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import pytest
+from random_input import elements_and_watermarks
 
 from flowkit.elements import MAX_WATERMARK, StreamRecord, Watermark
 from flowkit.testing.harness import HarnessSnapshot, WindowOperatorHarness
@@ -99,15 +100,10 @@ def test_implicit_timers_count_as_one_per_key_and_window() -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_output_equals_the_general_path_across_snapshots(assigner: Any, seed: int) -> None:
     rng = random.Random(seed)
-    steps: list[Any] = []
-    watermark = -1
-    for _ in range(400):
-        if rng.random() < 0.08:
-            watermark += rng.randint(1, 60)
-            steps.append(watermark)
-        else:
-            # out of order, sometimes late (dropped alike on both paths)
-            steps.append((f"k{rng.randrange(12)}", rng.randint(watermark - 30, watermark + 150)))
+    # out of order, sometimes late (dropped alike on both paths)
+    steps = elements_and_watermarks(
+        rng, 400, keys=12, watermark_chance=0.08, max_advance=60, behind=30, ahead=150
+    )
     cuts = sorted(rng.sample(range(1, len(steps)), 3))
 
     def run(general: bool) -> tuple[list[Any], list[int]]:
@@ -122,7 +118,7 @@ def test_output_equals_the_general_path_across_snapshots(assigner: Any, seed: in
             if isinstance(step, int):
                 h.process_watermark(step)
             else:
-                h.process_element((step[0], 1), max(step[1], 0))
+                h.process_element((step[0], 1), step[1])
             if i % 50 == 25:  # timers read mid-window (made real), then more elements
                 timer_counts.append(h.num_event_time_timers())
         h.process_watermark(MAX_WATERMARK)

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import pytest
+from random_input import elements_and_watermarks
 
 from flowkit.elements import MAX_WATERMARK
 from flowkit.functions import ProcessWindowFunction
@@ -146,17 +147,9 @@ def test_a_held_snapshot_shows_the_contents_at_its_barrier(
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_output_is_the_same_with_snapshots_held_meanwhile(kind: str) -> None:
     """Copies made for a live snapshot change nothing of what the job emits."""
-    rng = random.Random(7)
-    steps: list[Any] = []
-    watermark = -1
-    for _ in range(800):
-        if rng.random() < 0.05:
-            watermark += rng.randint(1, 40)
-            steps.append(watermark)
-        else:
-            steps.append(
-                (f"k{rng.randrange(25)}", rng.randint(max(watermark - 40, 0), watermark + 150))
-            )
+    steps = elements_and_watermarks(
+        random.Random(7), 800, keys=25, watermark_chance=0.05, max_advance=40, behind=40, ahead=150
+    )
 
     def run(snapshots: bool) -> list[Any]:
         h = harness(kind, "sliding")
