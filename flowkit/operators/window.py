@@ -252,8 +252,8 @@ _LATE: Final = object()
 #: the event loop run between them (when its yield interval has passed).
 FIRE_STEP_KEYS: Final = 4096
 #: Entries of contents dicts that snapshots held (and the fast path replaced by copies)
-#: freed per batch once no snapshot is alive: a large window's old values are not all
-#: freed at once.
+#: freed per batch once those snapshots are released: a large window's old values are
+#: not all freed at once.
 SHED_STEP_ENTRIES: Final = 4096
 
 
@@ -448,9 +448,10 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         #: Fast path: window start -> the contents dict a live snapshot holds as it is
         #: (``_freeze``): copied before the first change (``_private``).
         self._held: dict[int, dict[Any, Any]] = {}
-        #: Fast path: held dicts replaced by their copies, emptied a part at a time once
-        #: no snapshot is alive (``_shed``).
-        self._retired: list[dict[Any, Any]] = []
+        #: Fast path: held dicts replaced by their copies, oldest first, each with the
+        #: backend's count of snapshots then: emptied a part at a time once the snapshots
+        #: taken before are released (``_shed``).
+        self._retired: list[tuple[int, dict[Any, Any]]] = []
         #: Fast path: window start -> the contents dict to add to (plain case), a
         #: ``_Slot`` (anything else) or ``_LATE``; valid until the watermark reaches the
         #: window's end or the contents are checked in.
@@ -1188,27 +1189,27 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         del self._held[start]
         copy = self._windows[start] = entries.copy()
         self._note_shared(start, entries, copied=True)
-        self._retired.append(entries)
+        self._retired.append((self.backend.snapshots_taken, entries))
         return copy
 
     def _shed(self) -> None:
-        """Once no snapshot is alive: free :data:`SHED_STEP_ENTRIES` entries of the held
-        dicts the fast path replaced (the values replaced since the snapshot die with
-        them), so that a large window's are not all freed in one go."""
-        if self.backend.has_live_snapshots:
-            return
-        self._unfreeze()
+        """Free :data:`SHED_STEP_ENTRIES` entries of the held dicts the fast path replaced
+        whose snapshots are all released (the values replaced since die with them), so
+        that a large window's are not all freed in one go."""
+        backend = self.backend
         retired = self._retired
         room = SHED_STEP_ENTRIES
         while retired and room > 0:
-            entries = retired[-1]
+            mark, entries = retired[0]
+            if backend.snapshots_alive_before(mark):
+                return
             count = min(room, len(entries))
             pop = entries.popitem
             for _ in range(count):
                 pop()
             room -= count
             if not entries:
-                retired.pop()
+                del retired[0]
 
     def _unfreeze(self) -> None:
         """No snapshot is alive any more: nothing needs copying before a change."""
@@ -1276,6 +1277,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
         if self._kind != 1 and not _IMMUTABLE.issuperset(map(type, entries.values())):
             self._frozen[start] = entries if copied else entries.copy()
             self._slots.pop(start, None)
+        elif copied:
+            self._frozen.pop(start, None)  # the live values are those it holds: immutable
 
     def _reconcile(self) -> None:
         """After a restore: a window's timers that every key with contents has (and only

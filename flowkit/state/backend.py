@@ -289,6 +289,10 @@ class HeapKeyedStateBackend:
         self._keyed_tables: dict[str, KeyedTable] = {}
         self._record_cleanups: list[_IncrementalCleanup] = []
         self._live_snapshots = 0
+        #: The numbers of the snapshots not yet released, oldest first, and how many
+        #: snapshots were taken (the next one's number).
+        self._live_numbers: dict[int, None] = {}
+        self._snapshots_taken = 0
         #: Called before the state is read or written as a whole (see ``add_sync_hook``):
         #: each hook with its ``freeze`` form, if it has one.
         self._sync_hooks: list[tuple[Callable[[bool], None], FreezeHook | None]] = []
@@ -447,6 +451,30 @@ class HeapKeyedStateBackend:
     def has_live_snapshots(self) -> bool:
         """Whether a snapshot taken from this backend is not yet released."""
         return self._live_snapshots > 0
+
+    @property
+    def snapshots_taken(self) -> int:
+        """How many snapshots were taken from this backend so far: a mark for
+        :meth:`snapshots_alive_before`."""
+        return self._snapshots_taken
+
+    def snapshots_alive_before(self, mark: int) -> bool:
+        """Whether a snapshot taken before ``mark`` (a value of :attr:`snapshots_taken`)
+        is not yet released: whether what it held may still be read.
+
+        Example:
+            >>> backend = HeapKeyedStateBackend()
+            >>> first = backend.snapshot()
+            >>> mark = backend.snapshots_taken
+            >>> second = backend.snapshot()
+            >>> backend.snapshots_alive_before(mark)
+            True
+            >>> first.release()
+            >>> backend.snapshots_alive_before(mark), backend.has_live_snapshots
+            (False, True)
+        """
+        oldest = next(iter(self._live_numbers), None)
+        return oldest is not None and oldest < mark
 
     def _sync(self, read_only: bool = False) -> None:
         for hook, _freeze in self._sync_hooks:
@@ -746,6 +774,9 @@ class HeapKeyedStateBackend:
                 table.kind, table.ttl, frozen, table.full_snapshot_ttl, live, unsplit.get(name)
             )
         self._live_snapshots += 1
+        number = self._snapshots_taken
+        self._snapshots_taken += 1
+        self._live_numbers[number] = None
         return BackendSnapshot(
             self.max_parallelism,
             kg_range,
@@ -753,6 +784,7 @@ class HeapKeyedStateBackend:
             states,
             self,
             self._key_group_for_key,
+            number,
         )
 
     def _copy_legacy(
@@ -768,7 +800,8 @@ class HeapKeyedStateBackend:
                     split.setdefault(kg, {}).setdefault(namespace, {})[key] = value
         return _copy_module.deepcopy(split)
 
-    def _snapshot_released(self) -> None:
+    def _snapshot_released(self, number: int) -> None:
+        self._live_numbers.pop(number, None)
         self._live_snapshots -= 1
         if self._live_snapshots <= 0:
             self._live_snapshots = 0

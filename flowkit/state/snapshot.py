@@ -84,6 +84,7 @@ class BackendSnapshot:
         states: dict[str, _FrozenState],
         backend: HeapKeyedStateBackend | None = None,
         group_of: Callable[[Any], int] | None = None,
+        number: int = -1,
     ) -> None:
         self.max_parallelism = max_parallelism
         self.key_group_range = key_group_range
@@ -92,6 +93,8 @@ class BackendSnapshot:
         self._backend = backend
         #: The key group of a key (for the unsplit dicts of the states).
         self._group_of = group_of
+        #: The backend's number for this snapshot (see ``snapshots_alive_before``).
+        self._number = number
         self._released = False
 
     # ------------------------------------------------------------------ reading
@@ -372,7 +375,7 @@ class BackendSnapshot:
         backend = self._backend
         self._backend = None
         if backend is not None:
-            backend._snapshot_released()
+            backend._snapshot_released(self._number)
 
     def __repr__(self) -> str:
         return (

@@ -18,7 +18,7 @@ from flowkit.functions import ProcessWindowFunction
 from flowkit.operators.window import CONTENTS, FIRE_STEP_KEYS, SHED_STEP_ENTRIES
 from flowkit.state.backend import BackendSnapshot
 from flowkit.testing.harness import WindowOperatorHarness
-from flowkit.window import SlidingEventTimeWindows, TumblingEventTimeWindows
+from flowkit.window import SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows
 
 
 class CountInPlace:
@@ -259,7 +259,7 @@ def test_replaced_contents_are_freed_a_part_at_a_time_after_the_snapshot() -> No
     snapshot = op.backend.snapshot()
     held = op._windows[0]
     h.process_element(("k0", 1), 20)  # copies the window's dict
-    assert op._retired == [held]
+    assert [entries for _mark, entries in op._retired] == [held]
     h.process_element(("k1", 1), 20)
     assert len(held) == keys  # the snapshot is alive: nothing freed
     want = contents(snapshot)
@@ -272,3 +272,32 @@ def test_replaced_contents_are_freed_a_part_at_a_time_after_the_snapshot() -> No
     assert sizes == [keys - SHED_STEP_ENTRIES, 10, 0, 0]
     assert op._retired == []
     assert op._windows[0]["k0"] == 2 and len(op._windows[0]) == keys
+
+
+def test_a_replaced_dict_is_freed_once_its_snapshots_are_released_whatever_came_after() -> None:
+    """Snapshots that overlap (a new one before the last is released) do not keep the
+    dicts of the older ones alive."""
+    h = harness("reduce", "tumbling")
+    op: Any = h.operator
+    backend = op.backend
+    h.open()
+    h.process_elements([(f"k{i}", 1) for i in range(100)], timestamp=10)
+    first = backend.snapshot()
+    h.process_element(("k0", 1), 20)
+    old = op._windows[0]
+    second = backend.snapshot()  # holds the copy
+    h.process_element(("k1", 1), 20)
+    assert [len(entries) for _mark, entries in op._retired] == [100, 100]
+    first.release()
+    h.process_element(("k2", 1), 20)  # the first dict is freed, the second is held
+    assert [len(entries) for _mark, entries in op._retired] == [100]
+    assert op._retired[0][1] is old
+    want = _reference_of(second)
+    second.release()
+    h.process_element(("k3", 1), 20)
+    assert op._retired == []
+    assert want[(TimeWindow(0, 100), "k0")] == ("k0", 2)
+
+
+def _reference_of(snapshot: BackendSnapshot) -> dict[tuple[Any, Any], Any]:
+    return contents(BackendSnapshot.from_bytes(snapshot.to_bytes()))
