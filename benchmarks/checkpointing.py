@@ -25,6 +25,10 @@ side. The loop thread's CPU time (``time.thread_time``) inside the longest stall
 a stall of the loop's own work from one where the machine ran something else. Each run
 starts with a full collection, so that it does not fork the last run's job with its own.
 
+``--job window`` runs tumbling event-time windows holding every key instead (the window
+operator's contents and per-window timers); ``--job sum`` runs ``key_by().sum()``, a
+rolling aggregate with one small accumulator per key.
+
 Run: ``python benchmarks/checkpointing.py`` (about 100 MB, 3 runs, a few minutes) or
 ``python benchmarks/checkpointing.py --quick`` (20 MB, under a minute).
 """
@@ -108,6 +112,13 @@ class Tally(fk.SinkFunction):
         TALLY[key] = TALLY.get(key, 0) + count
 
 
+class CountedSum(fk.SinkFunction):
+    """The sum job's sink: counts the running sums it receives (the probe reads it)."""
+
+    def invoke(self, value: Any, context: Any = None) -> None:
+        PROGRESS[0] += 1
+
+
 #: Records counted per key by the window job's windows.
 TALLY: dict[int, int] = {}
 
@@ -146,6 +157,17 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 .process(KeepCounted(args.value_bytes))
                 .uid("counted")
             )
+        elif args.job == "sum":
+            # A running count per key (no payload: the rolling aggregate keeps one small
+            # accumulator per key, so the state is far smaller than the other jobs').
+            (
+                env.from_sequence(0, events - 1)
+                .map(lambda i: (i % keys, 1))
+                .key_by(lambda pair: pair[0])
+                .sum(1)
+                .uid("counted")
+                .add_sink(CountedSum())
+            )
         else:
             # Every key once per 10 ms of event time: a 50 ms window holds every key.
             TALLY.clear()
@@ -179,6 +201,8 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
         history = client.metrics().checkpoints.history
         if args.job == "keyed":
             correct = await check(root, keys, events)
+        elif args.job == "sum":
+            correct = await check_sums(root, keys, events)
         else:
             per_key, extra = divmod(events, keys)
             correct = len(TALLY) == keys and all(
@@ -199,6 +223,16 @@ async def check(root: str, keys: int, events: int) -> bool:
         if not payload.startswith(f"{entry.key:012d}"):
             return False
         counts[entry.key] = count
+    per_key, extra = divmod(events, keys)
+    return len(counts) == keys and all(
+        counts.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)
+    )
+
+
+async def check_sums(root: str, keys: int, events: int) -> bool:
+    """The final checkpoint holds every key's exact running count."""
+    reader = await read_snapshot(root)
+    counts = {key: acc[1] for key, acc in reader.accumulators("counted").items()}
     per_key, extra = divmod(events, keys)
     return len(counts) == keys and all(
         counts.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)
@@ -339,10 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--job",
-        choices=["keyed", "window"],
+        choices=["keyed", "window", "sum"],
         default="keyed",
         help="keyed: a KeyedProcessFunction with ValueState; window: tumbling event-time "
-        "windows (aggregate) that hold every key, with the window operator's timers",
+        "windows (aggregate) that hold every key, with the window operator's timers; sum: "
+        "key_by().sum(), a rolling aggregate (one small accumulator per key)",
     )
     parser.add_argument(
         "--writer",

@@ -21,7 +21,8 @@ rolling-aggregate accumulators ``(key, value)``, and keyed state either as entri
 ``(state_name, namespace, key, value)`` per key group or as a snapshot of the keyed state
 backend (:class:`~flowkit.state.backend.BackendSnapshot`, or its serialized form); both
 are read. The window operator's timers are in its backend snapshot, as state
-``IMPLICIT_TIMERS`` (namespace ``(timestamp, window)``), and are read as timers. A
+``IMPLICIT_TIMERS`` (namespace ``(timestamp, window)``), and are read as timers; a rolling
+aggregate's accumulators are in one as state ``ACCUMULATORS``, read as accumulators. A
 source's state is ``{"position": ...}``; sinks and other operators store what they like.
 
 Reading verifies every file against the sizes and SHA-256 sums in ``_metadata``, exactly as
@@ -67,7 +68,7 @@ from flowkit.checkpoint.storage import (
     damaged_checkpoints,
     load_checkpoint,
 )
-from flowkit.operators.keyed_snapshots import IMPLICIT_TIMERS
+from flowkit.operators.keyed_snapshots import ACCUMULATORS, IMPLICIT_TIMERS
 from flowkit.sinks.two_phase_commit import TwoPhaseCommitState
 from flowkit.state.backend import BackendSnapshot
 from flowkit.state.key_groups import (
@@ -560,11 +561,13 @@ class SnapshotReader:
             try:
                 snapshot = _backend_snapshot(backend)
                 for name in snapshot.state_names():
-                    if name != IMPLICIT_TIMERS:
+                    if name not in (IMPLICIT_TIMERS, ACCUMULATORS):
                         kinds[str(name)] = str(snapshot.state_kind(name))
                 for name, kg, namespace, key, value in snapshot.entries():
                     if name == IMPLICIT_TIMERS:  # (timestamp, namespace): an event timer
                         group(kg).timers.append(_timer("event", namespace[0], key, namespace[1]))
+                    elif name == ACCUMULATORS:
+                        group(kg).extra.append(_extra(key, value))
                     else:
                         group(kg).state.append((name, namespace, user_key(key), value))
             except Exception as exc:

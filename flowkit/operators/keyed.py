@@ -187,10 +187,17 @@ class KeyedReduceOperator(UdfOperator):
         self.output.collect(out, timestamps)
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
-        from flowkit.operators.keyed_snapshots import snapshot_keyed
+        from flowkit.operators.keyed_snapshots import snapshot_accumulators
 
-        # A shallow copy: rolling results are new objects, never changed in place.
-        return snapshot_keyed(None, None, self._key_group_of(), extra=dict(self.accumulators))
+        assert self.ctx is not None
+        # A shallow copy (rolling results are new objects, never changed in place), split
+        # by key group when serialized, not here.
+        return snapshot_accumulators(
+            dict(self.accumulators),
+            self.ctx.max_parallelism,
+            self._key_group_range(),
+            self._key_group_of(),
+        )
 
     def _restore_keyed_after_open(self) -> None:
         states = getattr(self, "_restored_states", None)

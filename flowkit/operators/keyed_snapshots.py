@@ -4,6 +4,11 @@ A keyed operator's snapshot maps each key group to the state entries and timers 
 keys in it, so that a restore with a different parallelism hands every new subtask
 exactly the key groups it owns (SEMANTICS.md 5.6).
 
+A rolling aggregate's accumulators (``reduce``, ``sum``, ...) are held the same way, a
+copy of the operator's ``{key: accumulator}`` dict as state :data:`ACCUMULATORS` of a
+:meth:`~flowkit.state.snapshot.BackendSnapshot.holding` snapshot, split by key group
+when serialized; older snapshots list them by key group (``"extra"``), read as well.
+
 Timers an operator keeps implicitly (the window operator's per-window timers, see
 :class:`~flowkit.eventtime.timers.ImplicitTimers`) are not listed one by one at the
 barrier: the backend snapshot holds them as state :data:`IMPLICIT_TIMERS`, the keys of
@@ -21,7 +26,11 @@ from flowkit.eventtime.timers import InternalTimerService
 from flowkit.state.key_groups import KeyGroupRange, restored_key
 from flowkit.state.snapshot import BackendSnapshot
 
-__all__ = ["IMPLICIT_TIMERS", "restore_keyed", "snapshot_keyed"]
+__all__ = ["ACCUMULATORS", "IMPLICIT_TIMERS", "restore_keyed", "snapshot_keyed"]
+
+#: The state of a snapshot that holds a rolling aggregate's accumulators: namespace
+#: None, ``{key: accumulator}``.
+ACCUMULATORS = "__accumulators__"
 
 #: The state of a backend snapshot that holds implicit event-time timers: namespace
 #: ``(timestamp, timer namespace)``, one entry per key.
@@ -35,7 +44,8 @@ def snapshot_keyed(
     extra: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Keyed state (a copy-on-write backend snapshot), timers and an optional
-    ``{key: value}`` map (rolling aggregates) grouped by key group."""
+    ``{key: value}`` map grouped by key group (see :func:`snapshot_accumulators` for
+    a rolling aggregate's)."""
     groups: dict[int, dict[str, list[Any]]] = {}
 
     def group(key: Any) -> dict[str, list[Any]]:
@@ -91,8 +101,14 @@ def restore_keyed(
     """Load the key groups in ``key_groups`` from the snapshots of old subtasks."""
     event: list[tuple[int, Any, Any]] = []
     processing: list[tuple[int, Any, Any]] = []
+    parts = [_readable(s["backend"]) for s in snapshots if s.get("backend") is not None]
+    if extra is not None:
+        for part in parts:
+            if ACCUMULATORS in part.state_names():
+                for _name, kg, _ns, key, value in part.entries(ACCUMULATORS):
+                    if kg in key_groups:
+                        extra[restored_key(key)] = value
     if backend is not None:
-        parts = [_readable(s["backend"]) for s in snapshots if s.get("backend") is not None]
         for part in parts:
             for (timestamp, namespace), key in part.held_keys(IMPLICIT_TIMERS, key_groups):
                 event.append((timestamp, restored_key(key), namespace))
@@ -110,6 +126,21 @@ def restore_keyed(
                     extra[restored_key(key)] = value
     if timers is not None and (event or processing):
         timers.restore({"watermark": MIN_WATERMARK, "event": event, "processing": processing})
+
+
+def snapshot_accumulators(
+    accumulators: dict[Any, Any],
+    max_parallelism: int,
+    key_groups: KeyGroupRange,
+    key_group_of: Callable[[Any], int],
+) -> dict[str, Any]:
+    """A rolling aggregate's snapshot: ``accumulators`` (a copy the operator keeps no
+    longer) held as state :data:`ACCUMULATORS`, split by key group only when serialized.
+    At the barrier: nothing per key."""
+    held = BackendSnapshot.holding(
+        max_parallelism, key_groups, key_group_of, {ACCUMULATORS: [(None, accumulators)]}
+    )
+    return {"key_groups": {}, "backend": held}
 
 
 def _readable(part: Any) -> Any:

@@ -97,6 +97,35 @@ class BackendSnapshot:
         self._number = number
         self._released = False
 
+    @classmethod
+    def holding(
+        cls,
+        max_parallelism: int,
+        key_group_range: KeyGroupRange,
+        group_of: Callable[[Any], int],
+        states: dict[str, list[tuple[Any, dict[Any, Any]]]],
+        timestamp: int = 0,
+    ) -> BackendSnapshot:
+        """A snapshot of state kept outside a backend: each ``(namespace, {key: value})``
+        of ``states`` (raw states by name, keys of any key group) held as it is and split
+        by key group (``group_of``) when read or serialized, a slice at a time. The dicts
+        must not change while the snapshot is alive (hand over a copy, or copy on write).
+
+        Example:
+            >>> from flowkit.state.key_groups import KeyGroupRange, assign_to_key_group
+            >>> held = BackendSnapshot.holding(
+            ...     128, KeyGroupRange.of(0, 127), lambda key: assign_to_key_group(key, 128),
+            ...     {"sums": [(None, {"a": 3, "b": 5})]},
+            ... )
+            >>> sorted(entry[3:] for entry in held.entries("sums"))
+            [('a', 3), ('b', 5)]
+        """
+        frozen = {
+            name: _FrozenState("raw", None, {}, None, None, list(held))
+            for name, held in states.items()
+        }
+        return cls(max_parallelism, key_group_range, timestamp, frozen, None, group_of)
+
     # ------------------------------------------------------------------ reading
     def _check(self, split: bool = True) -> None:
         """Raise if released; with ``split``, split the unsplit dicts (before a read of

@@ -212,6 +212,47 @@ async def test_a_window_savepoint_resumes_at_another_parallelism(
     )
 
 
+@pytest.mark.parametrize("resume_parallelism", [3, 1])
+async def test_a_rolling_sum_savepoint_resumes_at_another_parallelism(
+    resume_parallelism: int, tmp_path: Path
+) -> None:
+    """A rolling aggregate's accumulators (held in the snapshot as one dict, split by key
+    group when written) are picked up by key group at another parallelism: the running
+    sums go on from where they were, none twice."""
+    savepoint_dir = tmp_path / "savepoint"
+
+    def sums(env: fk.StreamExecutionEnvironment, sink: fk.CollectSink) -> None:
+        env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints")
+        (
+            env.from_source(PacedSource(RECORDS))
+            .uid("source")
+            .map(lambda r: (r[0], r[1]))
+            .key_by(lambda r: r[0])
+            .sum(1)
+            .uid("sums")
+            .sink_to(sink)
+        )
+
+    first = fk.CollectSink()
+    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=0)
+    sums(env, first)
+    client = await env.execute_async("before")
+    async with asyncio.timeout(20):
+        while len(first.values) < 150:
+            await asyncio.sleep(0.005)
+            assert not client.done()
+    await asyncio.wait_for(client.stop_with_savepoint(str(savepoint_dir)), 30)
+
+    second = fk.CollectSink()
+    env2 = fk.StreamExecutionEnvironment(parallelism=resume_parallelism, buffer_timeout_ms=0)
+    sums(env2, second)
+    client2 = await env2.execute_async("after", restore_from=str(savepoint_dir))
+    await asyncio.wait_for(client2.wait(), 60)
+
+    assert second.values, "records were left after the savepoint"
+    assert sorted(first.values + second.values) == sorted(running_sums(RECORDS))
+
+
 async def test_a_truncated_state_file_of_a_real_job_is_detected_and_named(tmp_path: Path) -> None:
     env = fk.StreamExecutionEnvironment(buffer_timeout_ms=0)
     env.enable_checkpointing(10_000, directory=tmp_path, retained=3)
