@@ -186,14 +186,39 @@ class KeyedReduceOperator(UdfOperator):
             raise self.fail(exc, record=record) from exc
         self.output.collect(out, timestamps)
 
+    def keyed_entries(self, limit: int) -> int:
+        """The accumulators: one keyed entry per key (see ``StreamOperator.keyed_entries``)."""
+        return len(self.accumulators)
+
     def snapshot_state(self, checkpoint_id: int) -> Any:
+        # A shallow copy (rolling results are new objects, never changed in place), split
+        # by key group when serialized, not here.
+        return self._held_accumulators(dict(self.accumulators))
+
+    def snapshot_state_in_child(self, checkpoint_id: int) -> Any:
+        """In the forked child, whose memory is the subtask's at the barrier, the
+        accumulators are held as they are: nothing is copied at the barrier. (Taken in
+        this process instead, if the fork failed, they are copied then, as always.)"""
+        import os
+
+        from flowkit.operators.keyed_snapshots import TakenInChild
+
+        here = os.getpid()
+
+        def take() -> Any:
+            accumulators = self.accumulators
+            return self._held_accumulators(
+                dict(accumulators) if os.getpid() == here else accumulators
+            )
+
+        return TakenInChild(take)
+
+    def _held_accumulators(self, accumulators: dict[Any, Any]) -> Any:
         from flowkit.operators.keyed_snapshots import snapshot_accumulators
 
         assert self.ctx is not None
-        # A shallow copy (rolling results are new objects, never changed in place), split
-        # by key group when serialized, not here.
         return snapshot_accumulators(
-            dict(self.accumulators),
+            accumulators,
             self.ctx.max_parallelism,
             self._key_group_range(),
             self._key_group_of(),

@@ -356,17 +356,35 @@ def test_a_snapshot_taken_in_the_child_is_the_one_taken_at_the_barrier(make: Any
     direct["backend"].release()
 
 
-def test_operators_with_their_own_snapshot_take_it_at_the_barrier() -> None:
-    """A rolling aggregate overrides ``snapshot_state``: it runs at the barrier."""
+@pytest.mark.skipif(not can_fork(), reason="children are forked on Linux")
+def test_a_rolling_aggregate_leaves_its_snapshot_to_the_child() -> None:
+    """A rolling aggregate's accumulators count toward the fork, one per key; forked, the
+    child holds them as they are (nothing copied at the barrier); taken in this process
+    (a fork that failed), they are a copy, which later records leave as it was."""
     op = KeyedReduceOperator("Reduce", lambda a, b: a + b, lambda x: x % 3)
     h = OneInputOperatorHarness(op)
     h.open()
     h.process_elements([1, 2, 3, 4])
-    state = op.snapshot_state_in_child(1)
-    assert not isinstance(state, TakenInChild)
-    again = op.snapshot_state(1)
-    assert sorted(state["backend"].entries()) == sorted(again["backend"].entries())
-    assert {entry[3:] for entry in state["backend"].entries()} == {(0, 3), (1, 5), (2, 2)}
+    assert op.keyed_entries(1_000) == 3
+    later = op.snapshot_state_in_child(1)
+    assert isinstance(later, TakenInChild)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the accumulators themselves, not a copy
+        held = later.take()["backend"]._states["__accumulators__"].unsplit[0][1]
+        os.write(write, b"1" if held is op.accumulators else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    here = later.take()["backend"]
+    h.process_elements([5])
+    assert {entry[3:] for entry in here.entries()} == {(0, 3), (1, 5), (2, 2)}
+    direct = op.snapshot_state(2)["backend"]
+    assert {entry[3:] for entry in direct.entries()} == {(0, 3), (1, 5), (2, 7)}
 
 
 def test_an_unknown_snapshot_writer_is_refused() -> None:
