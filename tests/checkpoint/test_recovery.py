@@ -133,34 +133,52 @@ async def test_a_failed_job_restarts_from_the_latest_checkpoint_with_exact_keyed
     assert any(name.startswith("chk-") for name in os.listdir(tmp_path))
 
 
+async def _savepoint_and_resume(
+    tmp_path: Path,
+    build_job: Any,
+    resume_parallelism: int,
+    outputs_before: int,
+    writer: str = "auto",
+) -> tuple[list[Any], list[Any]]:
+    """Run the job ``build_job(env, sink)`` at parallelism 2 until its sink has
+    ``outputs_before`` values, stop it with a savepoint, and run it again from there at
+    ``resume_parallelism``: what each run's sink received."""
+    savepoint_dir = tmp_path / "savepoint"
+    sinks: list[fk.CollectSink] = []
+    for parallelism in (2, resume_parallelism):
+        env = fk.StreamExecutionEnvironment(parallelism=parallelism, buffer_timeout_ms=0)
+        env.enable_checkpointing(
+            10_000, directory=tmp_path / f"checkpoints{parallelism}", snapshot_writer=writer
+        )
+        sink = fk.CollectSink()
+        sinks.append(sink)
+        build_job(env, sink)
+        if len(sinks) == 1:
+            client = await env.execute_async("before")
+            async with asyncio.timeout(20):
+                while len(sink.values) < outputs_before:
+                    await asyncio.sleep(0.005)
+                    assert not client.done()
+            path = await asyncio.wait_for(client.stop_with_savepoint(str(savepoint_dir)), 30)
+            assert path == str(savepoint_dir) and (savepoint_dir / "_metadata").exists()
+            assert client.status is fk.JobStatus.FINISHED
+        else:
+            client = await env.execute_async("after", restore_from=str(savepoint_dir))
+            await asyncio.wait_for(client.wait(), 60)
+    return sinks[0].values, sinks[1].values
+
+
 @pytest.mark.parametrize("resume_parallelism", [3, 1])
 async def test_savepoint_at_parallelism_2_resumes_at_another_parallelism_with_timers(
     resume_parallelism: int, tmp_path: Path
 ) -> None:
-    savepoint_dir = tmp_path / "savepoint"
-    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=0)
-    env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints")
-    first = fk.CollectSink()
-    build(env, first, RECORDS)
-    client = await env.execute_async("before")
-    while len(first.values) < 150:
-        await asyncio.sleep(0.005)
-        assert not client.done()
-    path = await asyncio.wait_for(client.stop_with_savepoint(str(savepoint_dir)), 30)
-    assert path == str(savepoint_dir) and (savepoint_dir / "_metadata").exists()
-    assert client.status is fk.JobStatus.FINISHED
-
-    env2 = fk.StreamExecutionEnvironment(parallelism=resume_parallelism, buffer_timeout_ms=0)
-    env2.enable_checkpointing(10_000, directory=tmp_path / "checkpoints2")
-    second = fk.CollectSink()
-    build(env2, second, RECORDS)
-    client2 = await env2.execute_async("after", restore_from=str(savepoint_dir))
-    await asyncio.wait_for(client2.wait(), 60)
-
-    combined = set(first.values) | set(second.values)
+    first, second = await _savepoint_and_resume(
+        tmp_path, lambda env, sink: build(env, sink, RECORDS), resume_parallelism, 150
+    )
+    combined = set(first) | set(second)
     assert combined == expected_timer_outputs(RECORDS)
     # Nothing fired twice: the savepoint cut the timer outputs into two disjoint parts.
-    assert len(first.values) + len(second.values) == len(combined)
+    assert len(first) + len(second) == len(combined)
 
 
 @pytest.mark.parametrize("resume_parallelism", [3, 1])
@@ -171,10 +189,8 @@ async def test_a_window_savepoint_resumes_at_another_parallelism(
     """The window operator's contents and per-window timers (held in the keyed state
     snapshot as the window keeps them, split by key group when written) are picked up
     by key group at another parallelism: every window fires once, with its exact values."""
-    savepoint_dir = tmp_path / "savepoint"
 
     def windows(env: fk.StreamExecutionEnvironment, sink: fk.CollectSink) -> None:
-        env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints", snapshot_writer=writer)
         (
             env.from_source(PacedSource(RECORDS))
             .uid("source")
@@ -185,29 +201,14 @@ async def test_a_window_savepoint_resumes_at_another_parallelism(
             .sink_to(sink)
         )
 
-    first = fk.CollectSink()
-    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=0)
-    windows(env, first)
-    client = await env.execute_async("before")
-    async with asyncio.timeout(20):
-        while len(first.values) < 20:
-            await asyncio.sleep(0.005)
-            assert not client.done()
-    await asyncio.wait_for(client.stop_with_savepoint(str(savepoint_dir)), 30)
-
-    second = fk.CollectSink()
-    env2 = fk.StreamExecutionEnvironment(parallelism=resume_parallelism, buffer_timeout_ms=0)
-    windows(env2, second)
-    client2 = await env2.execute_async("after", restore_from=str(savepoint_dir))
-    await asyncio.wait_for(client2.wait(), 60)
-
+    first, second = await _savepoint_and_resume(tmp_path, windows, resume_parallelism, 20, writer)
     expected: dict[tuple[str, int], list[int]] = {}
     for key, value, ts in RECORDS:
         acc = expected.setdefault((key, ts - ts % 100), [0, 0])
         acc[0] += 1
         acc[1] += value
-    assert second.values, "windows were open at the savepoint"
-    assert sorted(first.values + second.values) == sorted(
+    assert second, "windows were open at the savepoint"
+    assert sorted(first + second) == sorted(
         (key, start, n, total) for (key, start), (n, total) in expected.items()
     )
 
@@ -219,10 +220,8 @@ async def test_a_rolling_sum_savepoint_resumes_at_another_parallelism(
     """A rolling aggregate's accumulators (held in the snapshot as one dict, split by key
     group when written) are picked up by key group at another parallelism: the running
     sums go on from where they were, none twice."""
-    savepoint_dir = tmp_path / "savepoint"
 
     def sums(env: fk.StreamExecutionEnvironment, sink: fk.CollectSink) -> None:
-        env.enable_checkpointing(10_000, directory=tmp_path / "checkpoints")
         (
             env.from_source(PacedSource(RECORDS))
             .uid("source")
@@ -233,24 +232,9 @@ async def test_a_rolling_sum_savepoint_resumes_at_another_parallelism(
             .sink_to(sink)
         )
 
-    first = fk.CollectSink()
-    env = fk.StreamExecutionEnvironment(parallelism=2, buffer_timeout_ms=0)
-    sums(env, first)
-    client = await env.execute_async("before")
-    async with asyncio.timeout(20):
-        while len(first.values) < 150:
-            await asyncio.sleep(0.005)
-            assert not client.done()
-    await asyncio.wait_for(client.stop_with_savepoint(str(savepoint_dir)), 30)
-
-    second = fk.CollectSink()
-    env2 = fk.StreamExecutionEnvironment(parallelism=resume_parallelism, buffer_timeout_ms=0)
-    sums(env2, second)
-    client2 = await env2.execute_async("after", restore_from=str(savepoint_dir))
-    await asyncio.wait_for(client2.wait(), 60)
-
-    assert second.values, "records were left after the savepoint"
-    assert sorted(first.values + second.values) == sorted(running_sums(RECORDS))
+    first, second = await _savepoint_and_resume(tmp_path, sums, resume_parallelism, 150)
+    assert second, "records were left after the savepoint"
+    assert sorted(first + second) == sorted(running_sums(RECORDS))
 
 
 async def test_a_truncated_state_file_of_a_real_job_is_detected_and_named(tmp_path: Path) -> None:
