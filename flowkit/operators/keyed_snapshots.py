@@ -41,11 +41,10 @@ def snapshot_keyed(
     backend: Any,
     timers: InternalTimerService | None,
     key_group_of: Callable[[Any], int],
-    extra: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
-    """Keyed state (a copy-on-write backend snapshot), timers and an optional
-    ``{key: value}`` map grouped by key group (see :func:`snapshot_accumulators` for
-    a rolling aggregate's)."""
+    """Keyed state (a copy-on-write backend snapshot) and timers, those the operator
+    queues grouped by key group (a rolling aggregate's accumulators:
+    :func:`snapshot_accumulators`)."""
     groups: dict[int, dict[str, list[Any]]] = {}
 
     def group(key: Any) -> dict[str, list[Any]]:
@@ -70,9 +69,6 @@ def snapshot_keyed(
             frozen = [((ts, namespace), keys) for ts, namespace, keys in implicit.frozen()]
             if frozen:
                 held.hold_keys(IMPLICIT_TIMERS, frozen)
-    if extra:
-        for key, value in extra.items():
-            group(key)["extra"].append((key, value))
     snapshot: dict[str, Any] = {"key_groups": groups}
     if held is not None:
         snapshot["backend"] = held
@@ -134,9 +130,9 @@ def snapshot_accumulators(
     key_groups: KeyGroupRange,
     key_group_of: Callable[[Any], int],
 ) -> dict[str, Any]:
-    """A rolling aggregate's snapshot: ``accumulators`` (a copy the operator keeps no
-    longer) held as state :data:`ACCUMULATORS`, split by key group only when serialized.
-    At the barrier: nothing per key."""
+    """A rolling aggregate's snapshot: ``accumulators`` (a dict the operator no longer
+    changes: a copy, or its own in a forked child) held as state :data:`ACCUMULATORS`,
+    split by key group only when serialized: no key group is computed at the barrier."""
     held = BackendSnapshot.holding(
         max_parallelism, key_groups, key_group_of, {ACCUMULATORS: [(None, accumulators)]}
     )
