@@ -852,6 +852,8 @@ class WindowOperator(BufferedOutput, OneInputOperator):
             self._check_out()
         if (self._held or self._frozen) and not self.backend.has_live_snapshots:
             self._unfreeze()
+        if self._retired:  # also when only watermarks come
+            self._shed()
         timers = self.timers
         timers.current_watermark = watermark
         # A window's slot changes (late, firing at once, contents dropped) when the
