@@ -20,8 +20,9 @@ operator's state is ``{"key_groups": {key_group: {"timers": [...], "extra": [...
 rolling-aggregate accumulators ``(key, value)``, and keyed state either as entries
 ``(state_name, namespace, key, value)`` per key group or as a snapshot of the keyed state
 backend (:class:`~flowkit.state.backend.BackendSnapshot`, or its serialized form); both
-are read. The window operator's timers are in its backend snapshot, as state
-``IMPLICIT_TIMERS`` (namespace ``(timestamp, window)``), and are read as timers; a rolling
+are read. Timers are in the backend snapshot too, as states ``QUEUED_TIMERS`` (namespace
+the domain, entries ``(key, namespace, timestamp)``) and ``IMPLICIT_TIMERS`` (the window
+operator's, namespace ``(timestamp, window)``), and are read as timers; a rolling
 aggregate's accumulators are in one as state ``ACCUMULATORS``, read as accumulators. A
 source's state is ``{"position": ...}``; sinks and other operators store what they like.
 
@@ -68,7 +69,7 @@ from flowkit.checkpoint.storage import (
     damaged_checkpoints,
     load_checkpoint,
 )
-from flowkit.operators.keyed_snapshots import ACCUMULATORS, IMPLICIT_TIMERS
+from flowkit.operators.keyed_snapshots import ACCUMULATORS, IMPLICIT_TIMERS, QUEUED_TIMERS
 from flowkit.sinks.two_phase_commit import TwoPhaseCommitState
 from flowkit.state.backend import BackendSnapshot
 from flowkit.state.key_groups import (
@@ -561,10 +562,12 @@ class SnapshotReader:
             try:
                 snapshot = _backend_snapshot(backend)
                 for name in snapshot.state_names():
-                    if name not in (IMPLICIT_TIMERS, ACCUMULATORS):
+                    if name not in (QUEUED_TIMERS, IMPLICIT_TIMERS, ACCUMULATORS):
                         kinds[str(name)] = str(snapshot.state_kind(name))
                 for name, kg, namespace, key, value in snapshot.entries():
-                    if name == IMPLICIT_TIMERS:  # (timestamp, namespace): an event timer
+                    if name == QUEUED_TIMERS:  # domain, (key, namespace, timestamp)
+                        group(kg).timers.append(_timer(namespace, key[2], key[0], key[1]))
+                    elif name == IMPLICIT_TIMERS:  # (timestamp, namespace): an event timer
                         group(kg).timers.append(_timer("event", namespace[0], key, namespace[1]))
                     elif name == ACCUMULATORS:
                         group(kg).extra.append(_extra(key, value))

@@ -166,6 +166,15 @@ class _TimerQueue:
         """Every pending timer as ``(timestamp, key, namespace)``."""
         return set(self)
 
+    def frozen(self) -> dict[tuple[Any, Any, int], None]:
+        """The queued timers for a snapshot written later: ``{(key, namespace,
+        timestamp): None}``, in registration order per timestamp."""
+        return {
+            (key, namespace, ts): None
+            for ts, bucket in self.buckets.items()
+            for key, namespace in bucket
+        }
+
     def queued(self) -> Iterator[Timer]:
         """The queued timers (not the implicit ones) in ascending timestamp order."""
         for ts in sorted(self.buckets):

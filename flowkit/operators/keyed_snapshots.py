@@ -9,11 +9,15 @@ copy of the operator's ``{key: accumulator}`` dict as state :data:`ACCUMULATORS`
 :meth:`~flowkit.state.snapshot.BackendSnapshot.holding` snapshot, split by key group
 when serialized; older snapshots list them by key group (``"extra"``), read as well.
 
-Timers an operator keeps implicitly (the window operator's per-window timers, see
-:class:`~flowkit.eventtime.timers.ImplicitTimers`) are not listed one by one at the
-barrier: the backend snapshot holds them as state :data:`IMPLICIT_TIMERS`, the keys of
-each ``(timestamp, namespace)`` as a dict the operator leaves unchanged meanwhile, split
-by key group when serialized (a slice at a time, like the rest of the keyed state).
+Timers are not listed by key group at the barrier either. Queued timers go into the
+backend snapshot as state :data:`QUEUED_TIMERS`: one dict per domain of ``(key,
+namespace, timestamp)`` triples (namespace ``"event"`` or ``"processing"``). Timers an operator keeps
+implicitly (the window operator's per-window timers, see
+:class:`~flowkit.eventtime.timers.ImplicitTimers`) go in as state
+:data:`IMPLICIT_TIMERS`, the keys of each ``(timestamp, namespace)`` as a dict the
+operator leaves unchanged meanwhile. Both are split by key group when serialized (a
+slice at a time, like the rest of the keyed state); older snapshots list timers by key
+group (``"timers"``), read as well.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from flowkit.eventtime.timers import InternalTimerService
 from flowkit.state.key_groups import KeyGroupRange, restored_key
 from flowkit.state.snapshot import BackendSnapshot
 
-__all__ = ["ACCUMULATORS", "IMPLICIT_TIMERS", "restore_keyed", "snapshot_keyed"]
+__all__ = ["ACCUMULATORS", "IMPLICIT_TIMERS", "QUEUED_TIMERS", "restore_keyed", "snapshot_keyed"]
 
 #: The state of a snapshot that holds a rolling aggregate's accumulators: namespace
 #: None, ``{key: accumulator}``.
@@ -36,15 +40,19 @@ ACCUMULATORS = "__accumulators__"
 #: ``(timestamp, timer namespace)``, one entry per key.
 IMPLICIT_TIMERS = "__implicit_timers__"
 
+#: The state of a backend snapshot that holds queued timers: namespace ``"event"`` or
+#: ``"processing"``, one entry per ``(key, timer namespace, timestamp)``.
+QUEUED_TIMERS = "__timers__"
+
 
 def snapshot_keyed(
     backend: Any,
     timers: InternalTimerService | None,
     key_group_of: Callable[[Any], int],
 ) -> dict[str, Any]:
-    """Keyed state (a copy-on-write backend snapshot) and timers, those the operator
-    queues grouped by key group (a rolling aggregate's accumulators:
-    :func:`snapshot_accumulators`)."""
+    """Keyed state (a copy-on-write backend snapshot) and timers, held in it (without a
+    backend: listed by key group). A rolling aggregate's accumulators:
+    :func:`snapshot_accumulators`."""
     groups: dict[int, dict[str, list[Any]]] = {}
 
     def group(key: Any) -> dict[str, list[Any]]:
@@ -58,17 +66,27 @@ def snapshot_keyed(
     if backend is not None:
         # First: freezing the backend holds the contents that implicit timers refer to.
         held = backend.snapshot()
-    if timers is not None:
-        queue = timers.event_timers
-        implicit = queue.implicit if held is not None else None
-        for timestamp, key, namespace in queue if implicit is None else queue.queued():
-            group(key)["timers"].append(("event", timestamp, key, namespace))
-        for timestamp, key, namespace in timers.processing_timers:
-            group(key)["timers"].append(("processing", timestamp, key, namespace))
-        if implicit is not None and held is not None:
+    if timers is not None and held is not None:
+        queued: list[tuple[Any, dict[Any, Any]]] = [
+            (domain, listed)
+            for domain, queue in (
+                ("event", timers.event_timers),
+                ("processing", timers.processing_timers),
+            )
+            if (listed := queue.frozen())
+        ]
+        if queued:
+            held.hold_keys(QUEUED_TIMERS, queued, pairs=True)
+        implicit = timers.event_timers.implicit
+        if implicit is not None:
             frozen = [((ts, namespace), keys) for ts, namespace, keys in implicit.frozen()]
             if frozen:
                 held.hold_keys(IMPLICIT_TIMERS, frozen)
+    elif timers is not None:
+        for timestamp, key, namespace in timers.event_timers:
+            group(key)["timers"].append(("event", timestamp, key, namespace))
+        for timestamp, key, namespace in timers.processing_timers:
+            group(key)["timers"].append(("processing", timestamp, key, namespace))
     snapshot: dict[str, Any] = {"key_groups": groups}
     if held is not None:
         snapshot["backend"] = held
@@ -106,6 +124,9 @@ def restore_keyed(
                         extra[restored_key(key)] = value
     if backend is not None:
         for part in parts:
+            for domain, (key, namespace, timestamp) in part.held_keys(QUEUED_TIMERS, key_groups):
+                timer = (timestamp, restored_key(key), namespace)
+                (event if domain == "event" else processing).append(timer)
             for (timestamp, namespace), key in part.held_keys(IMPLICIT_TIMERS, key_groups):
                 event.append((timestamp, restored_key(key), namespace))
         if parts:

@@ -84,6 +84,9 @@ from flowkit.state.primitives import (
     _MergingState as _MergingState,
 )
 from flowkit.state.snapshot import (
+    KEYS_ONLY as KEYS_ONLY,
+)
+from flowkit.state.snapshot import (
     BackendSnapshot as BackendSnapshot,
 )
 from flowkit.state.snapshot import (
@@ -848,7 +851,7 @@ class HeapKeyedStateBackend:
                     f"between snapshot and restore"
                 )
             for name, state in snapshot._states.items():
-                if state.kind == "keys":
+                if state.kind in KEYS_ONLY:
                     continue  # not state of the backend (see BackendSnapshot.hold_keys)
                 previous = meta.get(name)
                 if previous is not None and previous[0] != state.kind:

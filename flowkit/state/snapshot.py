@@ -31,6 +31,10 @@ from flowkit.state.ttl_states import (
 # Snapshots
 # ---------------------------------------------------------------------------------------------
 
+#: Kinds of state that hold keys without values (:meth:`BackendSnapshot.hold_keys`): not
+#: state of a backend, which leaves them out when it restores.
+KEYS_ONLY: Final = frozenset({"keys", "timers"})
+
 if TYPE_CHECKING:
     from flowkit.state.backend import HeapKeyedStateBackend
 
@@ -135,10 +139,14 @@ class BackendSnapshot:
         if split and any(state.unsplit for state in self._states.values()):
             self._split_all()
 
-    def _split(self, entries: dict[Any, Any]) -> dict[int, dict[Any, Any]]:
-        """``entries`` split by key group, those of the snapshot's key groups only."""
+    def _split(self, state: _FrozenState, entries: dict[Any, Any]) -> dict[int, dict[Any, Any]]:
+        """``entries`` of ``state`` split by key group, those of the snapshot's key groups
+        only (the entries of a ``"timers"`` state are keyed by tuples, the key first)."""
         group_of = self._group_of
         assert group_of is not None, "a snapshot with unsplit state knows its key groups"
+        if state.kind == "timers":
+            key_group = group_of
+            group_of = lambda pair: key_group(pair[0])  # noqa: E731
         split = split_by_key_group(entries, self.max_parallelism, group_of)
         kg_range = self.key_group_range
         return {kg: part for kg, part in split.items() if kg in kg_range}
@@ -152,9 +160,9 @@ class BackendSnapshot:
                 continue
             state.unsplit = None
             groups = state.groups
-            keys_only = state.kind == "keys"
+            keys_only = state.kind in KEYS_ONLY
             for namespace, entries in unsplit:
-                for kg, part in self._split(entries).items():
+                for kg, part in self._split(state, entries).items():
                     if keys_only:
                         part = dict.fromkeys(part)
                     data = dict(groups.get(kg) or ())
@@ -181,12 +189,16 @@ class BackendSnapshot:
                 out[namespace] = kept
         return out or None
 
-    def hold_keys(self, name: str, held: list[tuple[Any, dict[Any, Any]]]) -> None:
+    def hold_keys(
+        self, name: str, held: list[tuple[Any, dict[Any, Any]]], *, pairs: bool = False
+    ) -> None:
         """Add state ``name`` of kind ``"keys"``: the keys of each ``(namespace, dict)`` of
         ``held`` (keys of any key group), as a set per namespace; the values of the dicts
         are never read. The dicts are held as they are, split by key group when the
         snapshot is read or serialized: they must not change while the snapshot is alive.
         (The window operator's per-window timers: every key of a window's contents.)
+        With ``pairs``, kind ``"timers"``: the dicts are keyed by tuples whose first item
+        is the key, each in the key group of that key (a timer queue's timers).
 
         Example:
             >>> from flowkit.state.backend import HeapKeyedStateBackend
@@ -198,15 +210,17 @@ class BackendSnapshot:
         self._check(split=False)
         if name in self._states:
             raise ValueError(f"the snapshot already holds a state named {name!r}")
-        self._states[name] = _FrozenState("keys", None, {}, None, None, held)
+        kind = "timers" if pairs else "keys"
+        self._states[name] = _FrozenState(kind, None, {}, None, None, held)
 
     def held_keys(self, name: str, key_groups: KeyGroupRange) -> list[tuple[Any, Any]]:
-        """The ``(namespace, key)`` pairs of state ``name`` (of kind ``"keys"``, see
-        :meth:`hold_keys`) in the key groups of ``key_groups`` ([] if there is no such
-        state). A backend restoring from the snapshot leaves such states out."""
+        """The ``(namespace, key)`` pairs of state ``name`` (of kind ``"keys"`` or
+        ``"timers"``, see :meth:`hold_keys`) in the key groups of ``key_groups`` ([] if
+        there is no such state). A backend restoring from the snapshot leaves such states
+        out."""
         self._check()
         state = self._states.get(name)
-        if state is None or state.kind != "keys":
+        if state is None or state.kind not in KEYS_ONLY:
             return []
         return [
             (namespace, key)
@@ -222,7 +236,7 @@ class BackendSnapshot:
 
     def state_kind(self, name: str) -> str:
         """The kind of state ``name``: "value", "list", "map", "reducing", "aggregating",
-        "raw", or "keys" (keys without values, see :meth:`hold_keys`)."""
+        "raw", or "keys" or "timers" (keys without values, see :meth:`hold_keys`)."""
         return self._states[name].kind
 
     def key_groups(self) -> list[int]:
@@ -603,7 +617,7 @@ class SnapshotSlicer:
             chunk = dict(itertools.islice(items, room))
             if len(chunk) < room:
                 self._cursor = None
-            if state.kind == "keys":
+            if state.kind in KEYS_ONLY:
                 chunk = dict.fromkeys(chunk)
             room -= len(chunk) + 1
             if state.full_snapshot_ttl is not None:
@@ -613,7 +627,7 @@ class SnapshotSlicer:
             if kg >= 0:
                 runs.append((index, kg, namespace, chunk))
             else:
-                split = self._snapshot._split(chunk)
+                split = self._snapshot._split(state, chunk)
                 runs.extend(
                     (index, part_kg, namespace, split[part_kg]) for part_kg in sorted(split)
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,9 @@ from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import ManualClock, TimerHandle
 from flowkit.eventtime.timers import InternalTimerService
 from flowkit.operators.base import OperatorContext
+from flowkit.operators.keyed_snapshots import QUEUED_TIMERS, restore_keyed, snapshot_keyed
+from flowkit.state.backend import BackendSnapshot, HeapKeyedStateBackend
+from flowkit.state.key_groups import KeyGroupRange, assign_to_key_group
 
 
 class Harness:
@@ -472,3 +476,42 @@ def test_timer_counts() -> None:
     assert h.svc.num_event_time_timers() == 1
     clock.advance_to(10)
     assert h.svc.num_processing_time_timers() == 0
+
+
+def test_queued_timers_are_held_by_a_snapshot_and_restored_by_key_group() -> None:
+    """A keyed snapshot holds the queued timers (event and processing time) in the backend
+    snapshot, listed at the barrier without key groups; serialized in slices and restored
+    by two subtasks of half the key groups each, every timer comes back exactly once, in
+    the subtask owning its key, and none registered after the barrier."""
+    d = Harness()
+    expected = set()
+    for i in range(300):
+        key = f"k{i % 40}"
+        d.event(key, 1_000 + i, ns=i % 3)
+        expected.add(("event", 1_000 + i, key, i % 3))
+        if i % 7 == 0:
+            d.proc(key, 5_000 + i % 11)
+            expected.add(("processing", 5_000 + i % 11, key, None))
+    backend = HeapKeyedStateBackend(max_parallelism=128)
+    state = snapshot_keyed(backend, d.svc, lambda key: assign_to_key_group(key, 128))
+    assert state["key_groups"] == {}
+    assert QUEUED_TIMERS in state["backend"].state_names()
+    d.event("late", 99)  # after the barrier: not in the snapshot
+    slicer = state["backend"].slices()
+    while slicer.next_slice(1e-5):
+        pass
+    written = pickle.loads(pickle.dumps(slicer.result()))
+    restored = set()
+    for half in (KeyGroupRange.of(0, 63), KeyGroupRange.of(64, 127)):
+        other = Harness()
+        part = HeapKeyedStateBackend(max_parallelism=128, key_group_range=half)
+        restore_keyed(part, other.svc, [{"backend": written}], half)
+        timers = [("event", *t) for t in other.svc.event_timers] + [
+            ("processing", *t) for t in other.svc.processing_timers
+        ]
+        assert all(assign_to_key_group(t[2], 128) in half for t in timers)
+        assert len(timers) == len(set(timers))
+        restored |= {(domain, ts, key, ns) for domain, ts, key, ns in timers}
+    assert restored == expected
+    state["backend"].release()
+    assert isinstance(written, BackendSnapshot)
