@@ -10,9 +10,9 @@ copy of the operator's ``{key: accumulator}`` dict as state :data:`ACCUMULATORS`
 when serialized; older snapshots list them by key group (``"extra"``), read as well.
 
 Timers are not listed by key group at the barrier either. Queued timers go into the
-backend snapshot as state :data:`QUEUED_TIMERS`: one dict per domain of ``(key,
-namespace, timestamp)`` triples (namespace ``"event"`` or ``"processing"``). Timers an operator keeps
-implicitly (the window operator's per-window timers, see
+backend snapshot as state :data:`QUEUED_TIMERS`: one dict per domain (the namespace,
+``"event"`` or ``"processing"``) of ``(key, namespace, timestamp)`` triples. Timers an
+operator keeps implicitly (the window operator's per-window timers, see
 :class:`~flowkit.eventtime.timers.ImplicitTimers`) go in as state
 :data:`IMPLICIT_TIMERS`, the keys of each ``(timestamp, namespace)`` as a dict the
 operator leaves unchanged meanwhile. Both are split by key group when serialized (a
