@@ -267,7 +267,7 @@ class StreamOperator:
         Called synchronously, after every element before the barrier was processed; the
         result is serialized later, in the background, so it must not change afterwards.
         Keyed operators (with ``backend`` / ``timers``) return a copy-on-write snapshot of
-        their keyed state (O(key groups) at the barrier) and their timers by key group.
+        their keyed state (O(key groups) at the barrier) holding their timers too.
         """
         return self._keyed_snapshot(in_child=False)
 
@@ -288,19 +288,17 @@ class StreamOperator:
         return self._keyed_snapshot(in_child=True)
 
     def _keyed_snapshot(self, *, in_child: bool) -> Any:
-        """The keyed state and timers part of a snapshot (None without either), or
-        with ``in_child`` the same, to be taken in a forked child."""
+        """The keyed state and timers part of a snapshot (None without keyed state: timers
+        are keyed too), or with ``in_child`` the same, to be taken in a forked child."""
         backend = getattr(self, "backend", None)
-        timers = getattr(self, "timers", None)
-        if backend is None and timers is None:
+        if backend is None:
             return None
+        timers = getattr(self, "timers", None)
         from flowkit.operators.keyed_snapshots import TakenInChild, snapshot_keyed
 
         if in_child:
-            return TakenInChild(
-                functools.partial(snapshot_keyed, backend, timers, self._key_group_of())
-            )
-        return snapshot_keyed(backend, timers, self._key_group_of())
+            return TakenInChild(functools.partial(snapshot_keyed, backend, timers))
+        return snapshot_keyed(backend, timers)
 
     def keyed_entries(self, limit: int) -> int:
         """Keyed state entries and timers this operator holds, counted until ``limit``

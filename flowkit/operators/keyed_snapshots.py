@@ -22,7 +22,7 @@ group (``"timers"``), read as well.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowkit.elements import MIN_WATERMARK
@@ -45,28 +45,12 @@ IMPLICIT_TIMERS = "__implicit_timers__"
 QUEUED_TIMERS = "__timers__"
 
 
-def snapshot_keyed(
-    backend: Any,
-    timers: InternalTimerService | None,
-    key_group_of: Callable[[Any], int],
-) -> dict[str, Any]:
-    """Keyed state (a copy-on-write backend snapshot) and timers, held in it (without a
-    backend: listed by key group). A rolling aggregate's accumulators:
-    :func:`snapshot_accumulators`."""
-    groups: dict[int, dict[str, list[Any]]] = {}
-
-    def group(key: Any) -> dict[str, list[Any]]:
-        kg = key_group_of(key)
-        part = groups.get(kg)
-        if part is None:
-            part = groups[kg] = {"timers": [], "extra": []}
-        return part
-
-    held: BackendSnapshot | None = None
-    if backend is not None:
-        # First: freezing the backend holds the contents that implicit timers refer to.
-        held = backend.snapshot()
-    if timers is not None and held is not None:
+def snapshot_keyed(backend: Any, timers: InternalTimerService | None) -> dict[str, Any]:
+    """Keyed state (a copy-on-write backend snapshot) and the timers, held in it. A
+    rolling aggregate's accumulators: :func:`snapshot_accumulators`."""
+    # First: freezing the backend holds the contents that implicit timers refer to.
+    held: BackendSnapshot = backend.snapshot()
+    if timers is not None:
         queued: list[tuple[Any, dict[Any, Any]]] = [
             (domain, listed)
             for domain, queue in (
@@ -76,21 +60,15 @@ def snapshot_keyed(
             if (listed := queue.frozen())
         ]
         if queued:
-            held.hold_keys(QUEUED_TIMERS, queued, pairs=True)
+            held.hold_keys(QUEUED_TIMERS, queued, tuples=True)
         implicit = timers.event_timers.implicit
         if implicit is not None:
             frozen = [((ts, namespace), keys) for ts, namespace, keys in implicit.frozen()]
             if frozen:
                 held.hold_keys(IMPLICIT_TIMERS, frozen)
-    elif timers is not None:
-        for timestamp, key, namespace in timers.event_timers:
-            group(key)["timers"].append(("event", timestamp, key, namespace))
-        for timestamp, key, namespace in timers.processing_timers:
-            group(key)["timers"].append(("processing", timestamp, key, namespace))
-    snapshot: dict[str, Any] = {"key_groups": groups}
-    if held is not None:
-        snapshot["backend"] = held
-    return snapshot
+    # "key_groups" (empty: everything is held in the backend snapshot) marks the state
+    # as keyed, for every new subtask to pick its key groups from.
+    return {"key_groups": {}, "backend": held}
 
 
 class TakenInChild:
@@ -116,21 +94,17 @@ def restore_keyed(
     event: list[tuple[int, Any, Any]] = []
     processing: list[tuple[int, Any, Any]] = []
     parts = [_readable(s["backend"]) for s in snapshots if s.get("backend") is not None]
-    if extra is not None:
-        for part in parts:
-            if ACCUMULATORS in part.state_names():
-                for _name, kg, _ns, key, value in part.entries(ACCUMULATORS):
-                    if kg in key_groups:
-                        extra[restored_key(key)] = value
-    if backend is not None:
-        for part in parts:
-            for domain, (key, namespace, timestamp) in part.held_keys(QUEUED_TIMERS, key_groups):
-                timer = (timestamp, restored_key(key), namespace)
-                (event if domain == "event" else processing).append(timer)
-            for (timestamp, namespace), key in part.held_keys(IMPLICIT_TIMERS, key_groups):
-                event.append((timestamp, restored_key(key), namespace))
-        if parts:
-            backend.restore(parts, key_groups)
+    for part in parts:
+        if extra is not None:
+            for _ns, key, value in _held(part, ACCUMULATORS, key_groups):
+                extra[restored_key(key)] = value
+        for domain, (key, namespace, timestamp), _ in _held(part, QUEUED_TIMERS, key_groups):
+            timer = (timestamp, restored_key(key), namespace)
+            (event if domain == "event" else processing).append(timer)
+        for (timestamp, namespace), key, _ in _held(part, IMPLICIT_TIMERS, key_groups):
+            event.append((timestamp, restored_key(key), namespace))
+    if backend is not None and parts:
+        backend.restore(parts, key_groups)
     for snapshot in snapshots:
         for kg, part in snapshot.get("key_groups", {}).items():
             if kg not in key_groups:
@@ -158,6 +132,14 @@ def snapshot_accumulators(
         max_parallelism, key_groups, key_group_of, {ACCUMULATORS: [(None, accumulators)]}
     )
     return {"key_groups": {}, "backend": held}
+
+
+def _held(part: BackendSnapshot, name: str, key_groups: KeyGroupRange) -> Iterator[Any]:
+    """``(namespace, key, value)`` of state ``name`` of a snapshot, in ``key_groups``."""
+    if name in part.state_names():
+        for _name, kg, namespace, key, value in part.entries(name):
+            if kg in key_groups:
+                yield namespace, key, value
 
 
 def _readable(part: Any) -> Any:

@@ -190,15 +190,16 @@ class BackendSnapshot:
         return out or None
 
     def hold_keys(
-        self, name: str, held: list[tuple[Any, dict[Any, Any]]], *, pairs: bool = False
+        self, name: str, held: list[tuple[Any, dict[Any, Any]]], *, tuples: bool = False
     ) -> None:
         """Add state ``name`` of kind ``"keys"``: the keys of each ``(namespace, dict)`` of
         ``held`` (keys of any key group), as a set per namespace; the values of the dicts
         are never read. The dicts are held as they are, split by key group when the
         snapshot is read or serialized: they must not change while the snapshot is alive.
         (The window operator's per-window timers: every key of a window's contents.)
-        With ``pairs``, kind ``"timers"``: the dicts are keyed by tuples whose first item
-        is the key, each in the key group of that key (a timer queue's timers).
+        With ``tuples``, kind ``"timers"``: the dicts are keyed by tuples whose first item
+        is the key, each in the key group of that key (a timer queue's timers). A backend
+        restoring from the snapshot leaves these states out.
 
         Example:
             >>> from flowkit.state.backend import HeapKeyedStateBackend
@@ -210,25 +211,8 @@ class BackendSnapshot:
         self._check(split=False)
         if name in self._states:
             raise ValueError(f"the snapshot already holds a state named {name!r}")
-        kind = "timers" if pairs else "keys"
+        kind = "timers" if tuples else "keys"
         self._states[name] = _FrozenState(kind, None, {}, None, None, held)
-
-    def held_keys(self, name: str, key_groups: KeyGroupRange) -> list[tuple[Any, Any]]:
-        """The ``(namespace, key)`` pairs of state ``name`` (of kind ``"keys"`` or
-        ``"timers"``, see :meth:`hold_keys`) in the key groups of ``key_groups`` ([] if
-        there is no such state). A backend restoring from the snapshot leaves such states
-        out."""
-        self._check()
-        state = self._states.get(name)
-        if state is None or state.kind not in KEYS_ONLY:
-            return []
-        return [
-            (namespace, key)
-            for kg, data in state.groups.items()
-            if kg in key_groups
-            for namespace, entries in data.items()
-            for key in entries
-        ]
 
     def state_names(self) -> list[str]:
         """Names of the states in the snapshot."""

@@ -493,7 +493,7 @@ def test_queued_timers_are_held_by_a_snapshot_and_restored_by_key_group() -> Non
             d.proc(key, 5_000 + i % 11)
             expected.add(("processing", 5_000 + i % 11, key, None))
     backend = HeapKeyedStateBackend(max_parallelism=128)
-    state = snapshot_keyed(backend, d.svc, lambda key: assign_to_key_group(key, 128))
+    state = snapshot_keyed(backend, d.svc)
     assert state["key_groups"] == {}
     assert QUEUED_TIMERS in state["backend"].state_names()
     d.event("late", 99)  # after the barrier: not in the snapshot
