@@ -27,7 +27,10 @@ starts with a full collection, so that it does not fork the last run's job with 
 
 ``--job window`` runs tumbling event-time windows holding every key instead (the window
 operator's contents and per-window timers); ``--job sum`` runs ``key_by().sum()``, a
-rolling aggregate with one small accumulator per key.
+rolling aggregate with one small accumulator per key; ``--job timers`` runs a
+``KeyedProcessFunction`` counting records per key with a timeout: one event-time timer per
+key, deleted and registered again later on every record (the timers fire at the end of the
+input, each reporting its key's count, which is checked).
 
 Run: ``python benchmarks/checkpointing.py`` (about 100 MB, 3 runs, a few minutes) or
 ``python benchmarks/checkpointing.py --quick`` (20 MB, under a minute).
@@ -45,6 +48,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import flowkit as fk
@@ -74,6 +78,43 @@ class KeepCounted(fk.KeyedProcessFunction):
         else:
             self.state.update((current[0] + 1, current[1]))
         self.progress[0] += 1
+
+
+class CountWithTimeout(fk.KeyedProcessFunction):
+    """Per key: a count of records and one event-time timer, moved on every record to
+    ``timeout`` after it (the old one deleted); a key's timer fires once its key has been
+    quiet that long, here only at the end of the input, and emits ``(key, count)``."""
+
+    def __init__(self, timeout: int) -> None:
+        self.timeout = timeout
+
+    def open(self, runtime_context: Any) -> None:
+        self.state = runtime_context.get_state(fk.ValueStateDescriptor("counted"))
+
+    def process_element(self, value: int, ctx: Any) -> None:
+        timers = ctx.timer_service()
+        current = self.state.value()
+        due = ctx.timestamp() + self.timeout
+        if current is None:
+            self.state.update((1, due))
+        else:
+            timers.delete_event_time_timer(current[1])
+            self.state.update((current[0] + 1, due))
+        timers.register_event_time_timer(due)
+        PROGRESS[0] += 1
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[tuple[Any, int]]:
+        count, due = self.state.value()
+        if timestamp == due:
+            yield ctx.get_current_key(), count
+
+
+class Timeouts(fk.SinkFunction):
+    """The timers job's sink: each key's count as its timer reports it (checked)."""
+
+    def invoke(self, value: tuple[int, int], context: Any = None) -> None:
+        key, count = value
+        TALLY[key] = TALLY.get(key, 0) + count
 
 
 class CountInWindow(fk.AggregateFunction):
@@ -119,7 +160,7 @@ class CountedSum(fk.SinkFunction):
         PROGRESS[0] += 1
 
 
-#: Records counted per key by the window job's windows.
+#: Records counted per key by the window job's windows (the timers job's timeouts).
 TALLY: dict[int, int] = {}
 
 
@@ -168,6 +209,21 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 .uid("counted")
                 .add_sink(CountedSum())
             )
+        elif args.job == "timers":
+            # Event time is the record's number; every key comes back after `keys`
+            # records, well before its timer, so timers fire at the end of the input only.
+            TALLY.clear()
+            strategy = fk.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(
+                lambda i, _ts: i
+            )
+            (
+                env.from_sequence(0, events - 1)
+                .assign_timestamps_and_watermarks(strategy)
+                .key_by(lambda i: i % keys)
+                .process(CountWithTimeout(10 * keys))
+                .uid("counted")
+                .add_sink(Timeouts())
+            )
         else:
             # Every key once per 10 ms of event time: a 50 ms window holds every key.
             TALLY.clear()
@@ -203,6 +259,12 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             correct = await check(root, keys, events)
         elif args.job == "sum":
             correct = await check_sums(root, keys, events)
+        elif args.job == "timers":
+            per_key, extra = divmod(events, keys)
+            correct = len(TALLY) == keys and all(
+                TALLY.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)
+            )
+            correct = correct and client.metrics().checkpoints.failed == 0
         else:
             per_key, extra = divmod(events, keys)
             correct = len(TALLY) == keys and all(
@@ -373,11 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--job",
-        choices=["keyed", "window", "sum"],
+        choices=["keyed", "window", "sum", "timers"],
         default="keyed",
         help="keyed: a KeyedProcessFunction with ValueState; window: tumbling event-time "
         "windows (aggregate) that hold every key, with the window operator's timers; sum: "
-        "key_by().sum(), a rolling aggregate (one small accumulator per key)",
+        "key_by().sum(), a rolling aggregate (one small accumulator per key); timers: a "
+        "KeyedProcessFunction that keeps a count and moves one event-time timer per key "
+        "on every record",
     )
     parser.add_argument(
         "--writer",

@@ -13,13 +13,14 @@ redistributed by key group.
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import Clock, TimerHandle
 
-__all__ = ["END_OF_TIME", "ImplicitTimers", "InternalTimerService", "Timer"]
+__all__ = ["END_OF_TIME", "FrozenTimers", "ImplicitTimers", "InternalTimerService", "Timer"]
 
 #: Later than every timer. A watermark of ``MAX_WATERMARK`` (the end of input) fires every
 #: event-time timer up to here: also those past ``MAX_WATERMARK``, which windows holding
@@ -63,6 +64,41 @@ def _timestamp(timer: Timer) -> int:
     return timer[0]
 
 
+class FrozenTimers:
+    """A timer queue's timers at one point in time, read as ``{(key, namespace,
+    timestamp): None}`` (:meth:`items`), in registration order per timestamp.
+
+    It holds the queue's buckets themselves; the queue copies a bucket before changing it
+    while this view is alive (see ``_TimerQueue.frozen``), so taking one costs a dict of
+    the distinct timestamps, not a copy per timer.
+
+    Example:
+        >>> queue = _TimerQueue()
+        >>> queue.add(10, "a", None)
+        True
+        >>> view = queue.frozen()
+        >>> queue.add(10, "b", None)
+        True
+        >>> len(view), [timer for timer, _ in view.items()]
+        (1, [('a', None, 10)])
+    """
+
+    __slots__ = ("__weakref__", "_buckets", "_size")
+
+    def __init__(self, buckets: dict[int, dict[tuple[Any, Any], None]], size: int) -> None:
+        self._buckets = buckets
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def items(self) -> Iterator[tuple[tuple[Any, Any, int], None]]:
+        """``((key, namespace, timestamp), None)`` for every timer."""
+        for ts, bucket in self._buckets.items():
+            for key, namespace in bucket:
+                yield (key, namespace, ts), None
+
+
 class _TimerQueue:
     """Timers bucketed by timestamp: a heap of distinct timestamps, an ordered set per bucket.
 
@@ -77,7 +113,18 @@ class _TimerQueue:
     :class:`ImplicitTimers`): ``len()``, iteration and ``live`` include those timers.
     """
 
-    __slots__ = ("_bucket", "_keys", "_pos", "_ts", "buckets", "heap", "implicit", "size")
+    __slots__ = (
+        "_bucket",
+        "_keys",
+        "_owned",
+        "_pos",
+        "_ts",
+        "_views",
+        "buckets",
+        "heap",
+        "implicit",
+        "size",
+    )
 
     def __init__(self) -> None:
         self.buckets: dict[int, dict[tuple[Any, Any], None]] = {}
@@ -88,6 +135,29 @@ class _TimerQueue:
         self._keys: list[tuple[Any, Any]] | None = None
         self._pos = 0
         self.implicit: ImplicitTimers | None = None
+        #: While a :class:`FrozenTimers` is alive: the timestamps whose bucket was
+        #: created or copied since the last one was taken (no view holds it); None: no
+        #: view is alive, every bucket is the queue's own.
+        self._owned: set[int] | None = None
+        self._views: list[weakref.ref[FrozenTimers]] = []
+
+    def _own(
+        self, timestamp: int, bucket: dict[tuple[Any, Any], None]
+    ) -> dict[tuple[Any, Any], None]:
+        """``bucket`` (the one of ``timestamp``) to change: a copy if a view may hold it."""
+        owned = self._owned
+        if owned is None or timestamp in owned:
+            return bucket
+        owned.add(timestamp)
+        copy = self.buckets[timestamp] = dict(bucket)
+        if self._bucket is bucket:
+            self._bucket = copy
+        return copy
+
+    def _drop(self, timestamp: int) -> None:
+        del self.buckets[timestamp]
+        if self._owned is not None:
+            self._owned.discard(timestamp)
 
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
         bucket = self.buckets.get(timestamp)
@@ -95,9 +165,13 @@ class _TimerQueue:
         if bucket is None:
             self.buckets[timestamp] = {entry: None}
             heapq.heappush(self.heap, timestamp)
+            if self._owned is not None:
+                self._owned.add(timestamp)
         elif entry in bucket:
             return False
         else:
+            if self._owned is not None:
+                bucket = self._own(timestamp, bucket)
             bucket[entry] = None
         self.size += 1
         return True
@@ -105,13 +179,18 @@ class _TimerQueue:
     def remove(self, timestamp: int, key: Any, namespace: Any) -> None:
         bucket = self.buckets.get(timestamp)
         entry = (key, namespace)
-        if bucket is not None and entry in bucket:
-            del bucket[entry]
-            self.size -= 1
-            if not bucket and bucket is not self._bucket:
-                del self.buckets[timestamp]
-                if len(self.heap) > 2 * len(self.buckets) + 64:
-                    self.heap = sorted(self.buckets)
+        if bucket is None or entry not in bucket:
+            return
+        self.size -= 1
+        if len(bucket) == 1 and bucket is not self._bucket:
+            # The bucket goes as a whole, unchanged (a view may hold it: nothing to copy).
+            self._drop(timestamp)
+            if len(self.heap) > 2 * len(self.buckets) + 64:
+                self.heap = sorted(self.buckets)
+            return
+        if self._owned is not None:
+            bucket = self._own(timestamp, bucket)
+        del bucket[entry]
 
     def peek_time(self) -> int | None:
         if self._bucket:
@@ -138,6 +217,8 @@ class _TimerQueue:
                         entry = keys[self._pos]
                         self._pos += 1
                         if entry in bucket:
+                            if self._owned is not None:
+                                bucket = self._own(self._ts, bucket)
                             del bucket[entry]
                             self.size -= 1
                             return (self._ts, entry[0], entry[1])
@@ -146,7 +227,7 @@ class _TimerQueue:
                         self._pos = 0
                         continue
                     if buckets.get(self._ts) is bucket:
-                        del buckets[self._ts]
+                        self._drop(self._ts)
                 else:  # an earlier firing was interrupted; its timestamp is not due now
                     heapq.heappush(heap, self._ts)
                 self._keys = self._bucket = None
@@ -166,14 +247,21 @@ class _TimerQueue:
         """Every pending timer as ``(timestamp, key, namespace)``."""
         return set(self)
 
-    def frozen(self) -> dict[tuple[Any, Any, int], None]:
-        """The queued timers for a snapshot written later: ``{(key, namespace,
-        timestamp): None}``, in registration order per timestamp."""
-        return {
-            (key, namespace, ts): None
-            for ts, bucket in self.buckets.items()
-            for key, namespace in bucket
-        }
+    def frozen(self) -> FrozenTimers:
+        """The queued timers as they are now, for a snapshot written later: O(distinct
+        timestamps). The queue copies a bucket before its first change while the view
+        may be alive."""
+        view = FrozenTimers(dict(self.buckets), self.size)
+        self._owned = set()
+        self._views.append(weakref.ref(view, self._view_dropped))
+        return view
+
+    def _view_dropped(self, ref: weakref.ref[FrozenTimers]) -> None:
+        views = self._views
+        if ref in views:
+            views.remove(ref)
+        if not views:
+            self._owned = None
 
     def queued(self) -> Iterator[Timer]:
         """The queued timers (not the implicit ones) in ascending timestamp order."""

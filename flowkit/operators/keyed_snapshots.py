@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowkit.elements import MIN_WATERMARK
-from flowkit.eventtime.timers import InternalTimerService
+from flowkit.eventtime.timers import FrozenTimers, InternalTimerService
 from flowkit.state.key_groups import KeyGroupRange, restored_key
 from flowkit.state.snapshot import BackendSnapshot
 
@@ -51,7 +51,7 @@ def snapshot_keyed(backend: Any, timers: InternalTimerService | None) -> dict[st
     # First: freezing the backend holds the contents that implicit timers refer to.
     held: BackendSnapshot = backend.snapshot()
     if timers is not None:
-        queued: list[tuple[Any, dict[Any, Any]]] = [
+        queued: list[tuple[str, FrozenTimers]] = [
             (domain, listed)
             for domain, queue in (
                 ("event", timers.event_timers),

@@ -7,8 +7,8 @@ import io
 import itertools
 import pickle
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from flowkit.state.key_groups import (
     KeyGroupRange,
@@ -39,6 +39,16 @@ if TYPE_CHECKING:
     from flowkit.state.backend import HeapKeyedStateBackend
 
 
+class HeldEntries(Protocol):
+    """Entries a snapshot holds as an operator keeps them and splits by key group later:
+    a dict, or a view with the same ``len`` and ``items`` (a timer queue's
+    :class:`~flowkit.eventtime.timers.FrozenTimers`)."""
+
+    def __len__(self) -> int: ...
+
+    def items(self) -> Iterable[tuple[Any, Any]]: ...
+
+
 class _FrozenState:
     """One state's part of a snapshot: the frozen outer dict of each key group (and, for
     a snapshot of a backend, the live group it was frozen in), and ``(namespace,
@@ -56,7 +66,7 @@ class _FrozenState:
         groups: dict[int, NamespaceMap],
         full_snapshot_ttl: int | None = None,
         live: dict[int, _Group] | None = None,
-        unsplit: list[tuple[Any, dict[Any, Any]]] | None = None,
+        unsplit: Sequence[tuple[Any, HeldEntries]] | None = None,
     ) -> None:
         self.kind = kind
         self.ttl = ttl
@@ -139,11 +149,13 @@ class BackendSnapshot:
         if split and any(state.unsplit for state in self._states.values()):
             self._split_all()
 
-    def _split(self, state: _FrozenState, entries: dict[Any, Any]) -> dict[int, dict[Any, Any]]:
+    def _split(self, state: _FrozenState, entries: HeldEntries) -> dict[int, dict[Any, Any]]:
         """``entries`` of ``state`` split by key group, those of the snapshot's key groups
         only (the entries of a ``"timers"`` state are keyed by tuples, the key first)."""
         group_of = self._group_of
         assert group_of is not None, "a snapshot with unsplit state knows its key groups"
+        if not isinstance(entries, dict):
+            entries = dict(entries.items())
         if state.kind == "timers":
             key_group = group_of
             group_of = lambda pair: key_group(pair[0])  # noqa: E731
@@ -190,7 +202,7 @@ class BackendSnapshot:
         return out or None
 
     def hold_keys(
-        self, name: str, held: list[tuple[Any, dict[Any, Any]]], *, tuples: bool = False
+        self, name: str, held: Sequence[tuple[Any, HeldEntries]], *, tuples: bool = False
     ) -> None:
         """Add state ``name`` of kind ``"keys"``: the keys of each ``(namespace, dict)`` of
         ``held`` (keys of any key group), as a set per namespace; the values of the dicts
@@ -525,7 +537,7 @@ class SnapshotSlicer:
         # Work items (state index, key group, namespace, entries), in state and key
         # group order, built lazily per key group; then the states' unsplit dicts (key
         # group -1), split by key group a slice at a time.
-        self._work: Iterator[tuple[int, _FrozenState, int, Any, dict[Any, Any]]] = itertools.chain(
+        self._work: Iterator[tuple[int, _FrozenState, int, Any, HeldEntries]] = itertools.chain(
             (
                 (index, state, kg, namespace, entries)
                 for index, state in enumerate(states.values())
@@ -591,7 +603,12 @@ class SnapshotSlicer:
                     break
                 self._current = (item[1], item[2]) if item[2] >= 0 else None
                 index, state, kg, namespace, entries = item
-                if kg >= 0 and state.full_snapshot_ttl is None and len(entries) <= room:
+                if (
+                    kg >= 0
+                    and state.full_snapshot_ttl is None
+                    and len(entries) <= room
+                    and isinstance(entries, dict)
+                ):
                     # The whole namespace: the frozen dict itself, no copy.
                     runs.append((index, kg, namespace, entries))
                     room -= len(entries) + 1

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pickle
+import random
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import ManualClock, TimerHandle
-from flowkit.eventtime.timers import InternalTimerService
+from flowkit.eventtime.timers import FrozenTimers, InternalTimerService, _TimerQueue
 from flowkit.operators.base import OperatorContext
 from flowkit.operators.keyed_snapshots import QUEUED_TIMERS, restore_keyed, snapshot_keyed
 from flowkit.state.backend import BackendSnapshot, HeapKeyedStateBackend
@@ -515,3 +518,68 @@ def test_queued_timers_are_held_by_a_snapshot_and_restored_by_key_group() -> Non
     assert restored == expected
     state["backend"].release()
     assert isinstance(written, BackendSnapshot)
+
+
+def _queue_contents(queue: _TimerQueue) -> list[tuple[Any, Any, int]]:
+    return sorted(((key, ns, ts) for ts, key, ns in queue), key=repr)
+
+
+def _check_views(views: list[tuple[FrozenTimers, list[tuple[Any, Any, int]]]]) -> None:
+    for view, expected in views:
+        listed = [timer for timer, _ in view.items()]
+        assert len(listed) == len(view) == len(expected)
+        assert sorted(listed, key=repr) == expected
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_frozen_timers_keep_the_queue_as_it_was_while_it_changes(seed: int) -> None:
+    """Views taken at random points (overlapping, dropped at random) list exactly the
+    timers queued when each was taken, while the queue goes on registering, deleting and
+    firing, also in the middle of a timestamp's firing. The queue behaves as one that was
+    never frozen, and stops copying buckets once no view is left."""
+    rng = random.Random(seed)
+    frozen, plain = _TimerQueue(), _TimerQueue()
+    views: list[tuple[FrozenTimers, list[tuple[Any, Any, int]]]] = []
+    now = 0
+    for _ in range(2_000):
+        op = rng.random()
+        key, ns, ts = f"k{rng.randrange(12)}", rng.randrange(2), now + rng.randrange(6)
+        if op < 0.45:
+            assert frozen.add(ts, key, ns) == plain.add(ts, key, ns)
+        elif op < 0.55:
+            frozen.remove(ts, key, ns)
+            plain.remove(ts, key, ns)
+        elif op < 0.85:
+            if rng.random() < 0.3:
+                now += rng.randrange(3)
+            assert frozen.pop_due(now) == plain.pop_due(now)
+        elif op < 0.93:
+            views.append((frozen.frozen(), _queue_contents(plain)))
+            if len(views) > 3:
+                _check_views(views[:1])
+                del views[0]
+        elif views:
+            _check_views(views)
+            views.pop(rng.randrange(len(views)))
+        assert len(frozen) == len(plain)
+    assert _queue_contents(frozen) == _queue_contents(plain)
+    _check_views(views)
+    views.clear()
+    frozen.add(now + 1, "after", None)
+    plain.add(now + 1, "after", None)
+    assert frozen._owned is None  # no view left: buckets are changed in place again
+    assert _queue_contents(frozen) == _queue_contents(plain)
+
+
+def test_a_frozen_view_costs_the_distinct_timestamps_not_the_timers() -> None:
+    """Freezing hands the buckets over as they are: a bucket is copied on its first
+    change afterwards, the others are shared with the view."""
+    queue = _TimerQueue()
+    for i in range(1_000):
+        queue.add(10 + i % 2, f"k{i}", None)
+    buckets = dict(queue.buckets)
+    view = queue.frozen()
+    assert all(queue.buckets[ts] is bucket for ts, bucket in buckets.items())
+    queue.add(10, "new", None)
+    assert queue.buckets[10] is not buckets[10] and queue.buckets[11] is buckets[11]
+    assert len(view) == 1_000 and ("new", None, 10) not in dict(view.items())
