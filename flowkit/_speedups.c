@@ -1519,11 +1519,15 @@ stamp_outputs(PyObject *out_v, PyObject *out_t, PyObject *max_ts, Py_ssize_t *co
 static PyObject *
 speedups_split_by_key_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "split_by_key_group() takes 3 arguments");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "split_by_key_group() takes 3 or 4 arguments");
         return NULL;
     }
     PyObject *entries = args[0], *group_of = args[2];
+    int by_first = 0;
+    if (nargs == 4 && (by_first = PyObject_IsTrue(args[3])) < 0) {
+        return NULL;
+    }
     if (!PyDict_Check(entries)) {
         return wrong_type("split_by_key_group", "a dict", entries);
     }
@@ -1543,7 +1547,16 @@ speedups_split_by_key_group(PyObject *module, PyObject *const *args, Py_ssize_t 
         Py_INCREF(key);
         Py_INCREF(value);
         int r = -1;
-        PyObject *group = group_of_key(key, max_parallelism, group_of);
+        PyObject *group = NULL;
+        if (!by_first) {
+            group = group_of_key(key, max_parallelism, group_of);
+        }
+        else if (PyTuple_CheckExact(key) && PyTuple_GET_SIZE(key) > 0) {
+            group = group_of_key(PyTuple_GET_ITEM(key, 0), max_parallelism, group_of);
+        }
+        else {
+            wrong_type("split_by_key_group", "a non-empty tuple (by_first)", key);
+        }
         if (group != NULL) {
             PyObject *part = PyDict_GetItemWithError(split, group); /* borrowed */
             if (part == NULL && !PyErr_Occurred()) {
@@ -2126,9 +2139,10 @@ static PyMethodDef speedups_methods[] = {
      "the key and its key group are set as attributes of backend)."},
     {"split_by_key_group", (PyCFunction)(void (*)(void))speedups_split_by_key_group,
      METH_FASTCALL,
-     "split_by_key_group(entries, max_parallelism, group_of, /)\n--\n\n"
+     "split_by_key_group(entries, max_parallelism, group_of, by_first=False, /)\n--\n\n"
      "{key group: {key: value}} of the entries of a dict, each key's group computed as\n"
-     "str_key_group and int_key_group do (else group_of(key))."},
+     "str_key_group and int_key_group do (else group_of(key)); by_first: the keys are\n"
+     "tuples, each in the key group of its first item."},
     {"value_state_methods", (PyCFunction)(void (*)(void))speedups_value_state_methods,
      METH_FASTCALL,
      "value_state_methods(state_type, group_type, immutable, /)\n--\n\n"
@@ -2160,7 +2174,7 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 10) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 11) < 0) {
         Py_CLEAR(module);
     }
     return module;

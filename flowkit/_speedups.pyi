@@ -47,7 +47,11 @@ def state_key(
     by_class: dict[type, dict[object, object]], slow: object, key: object, /
 ) -> object: ...
 def split_by_key_group(
-    entries: dict[object, object], max_parallelism: int, group_of: object, /
+    entries: dict[object, object],
+    max_parallelism: int,
+    group_of: object,
+    by_first: bool = False,
+    /,
 ) -> dict[int, dict[object, object]]: ...
 def window_add(
     values: list[object],

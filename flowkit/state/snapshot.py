@@ -156,10 +156,9 @@ class BackendSnapshot:
         assert group_of is not None, "a snapshot with unsplit state knows its key groups"
         if not isinstance(entries, dict):
             entries = dict(entries.items())
-        if state.kind == "timers":
-            key_group = group_of
-            group_of = lambda pair: key_group(pair[0])  # noqa: E731
-        split = split_by_key_group(entries, self.max_parallelism, group_of)
+        split = split_by_key_group(
+            entries, self.max_parallelism, group_of, by_first=state.kind == "timers"
+        )
         kg_range = self.key_group_range
         return {kg: part for kg, part in split.items() if kg in kg_range}
 

@@ -360,22 +360,30 @@ class _TableAccess:
 
 
 def split_by_key_group(
-    entries: dict[Any, Any], max_parallelism: int, group_of: Callable[[Any], int]
+    entries: dict[Any, Any],
+    max_parallelism: int,
+    group_of: Callable[[Any], int],
+    by_first: bool = False,
 ) -> dict[int, dict[Any, Any]]:
     """``{key group: {key: value}}`` of ``entries`` (keys of any key group), in their order.
+    With ``by_first``, the keys are tuples, each in the key group of its first item.
 
     Example:
         >>> from flowkit.state.key_groups import assign_to_key_group
         >>> group_of = lambda key: assign_to_key_group(key, 128)
         >>> sorted(split_by_key_group({"a": 1, "b": 2}, 128, group_of).items())
         [(22, {'b': 2}), (81, {'a': 1})]
+        >>> split_by_key_group({("a", 10): None}, 128, group_of, by_first=True)
+        {81: {('a', 10): None}}
     """
     if _native_split is not None:
-        split: dict[int, dict[Any, Any]] = _native_split(entries, max_parallelism, group_of)
+        split: dict[int, dict[Any, Any]] = _native_split(
+            entries, max_parallelism, group_of, by_first
+        )
         return split
     split = {}
     for key, value in entries.items():
-        kg = group_of(key)
+        kg = group_of(key[0] if by_first else key)
         part = split.get(kg)
         if part is None:
             part = split[kg] = {}

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 # Imported whatever FLOWKIT_NO_EXTENSIONS says: that only decides what key_groups uses.
 from flowkit import _speedups as speedups
-from flowkit.state import key_groups
+from flowkit.state import key_groups, table
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = bool(os.environ.get("FLOWKIT_NO_EXTENSIONS"))
@@ -89,6 +89,26 @@ def test_split_by_key_group_equals_the_pure_python_grouping(
         expected.setdefault(key_groups.assign_to_key_group(key, max_p), {})[key] = value
     assert split == expected
     assert [list(part) for part in split.values()] == [list(p) for p in expected.values()]
+    # by_first: timers keyed (key, namespace, timestamp), each in its key's group
+    timers = {(key, None, value): None for key, value in entries.items()}
+    by_first = speedups.split_by_key_group(timers, max_p, group_of, True)
+    assert by_first == {
+        kg: {(key, None, value): None for key, value in part.items()}
+        for kg, part in expected.items()
+    }
+
+
+def test_split_by_first_item_takes_tuples_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    group_of = key_groups._key_group_function(128)
+    timers = {("a", None, 1): None, (7, "ns", 2): None, (("t", 1), None, 3): None}
+    compiled = table.split_by_key_group(timers, 128, group_of, by_first=True)
+    monkeypatch.setattr(table, "_native_split", None)
+    assert table.split_by_key_group(timers, 128, group_of, by_first=True) == compiled
+    assert sorted(compiled) == sorted({group_of(key) for key, _ns, _ts in timers})
+    with pytest.raises(TypeError, match="a non-empty tuple"):
+        speedups.split_by_key_group({("a", 1): 1, "b": 2}, 128, group_of, True)
+    with pytest.raises(TypeError, match="a non-empty tuple"):
+        speedups.split_by_key_group({(): 1}, 128, group_of, True)
 
 
 def test_edge_values_and_bad_arguments() -> None:
