@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
+from flowkit._native import speedups
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import Clock, TimerHandle
 
@@ -60,6 +61,17 @@ class ImplicitTimers(Protocol):
         ...
 
 
+def _leave_tracked(value: Any) -> None:
+    """Without the compiled helpers, the collector untracks such tuples itself."""
+
+
+#: Untracks a tuple of atoms from the cyclic collector: a bucket holding only such
+#: entries then stays untracked too, and the collector never walks the queued timers.
+_untrack_atoms: Callable[[Any], None] = (
+    speedups.untrack_atoms if speedups is not None else _leave_tracked
+)
+
+
 def _timestamp(timer: Timer) -> int:
     return timer[0]
 
@@ -83,13 +95,20 @@ class FrozenTimers:
         (1, [('a', None, 10)])
     """
 
-    __slots__ = ("__weakref__", "_buckets", "_size")
+    __slots__ = ("__weakref__", "_buckets", "_queue", "_size")
 
-    def __init__(self, buckets: dict[int, dict[tuple[Any, Any], None]], size: int) -> None:
+    def __init__(
+        self,
+        buckets: dict[int, dict[tuple[Any, Any], None]],
+        size: int,
+        queue: _TimerQueue | None = None,
+    ) -> None:
         self._buckets = buckets
         self._size = size
+        self._queue = weakref.ref(queue) if queue is not None else None
 
     def __len__(self) -> int:
+        """The timers at the time the view was taken."""
         return self._size
 
     def items(self) -> Iterator[tuple[tuple[Any, Any, int], None]]:
@@ -97,6 +116,21 @@ class FrozenTimers:
         for ts, bucket in self._buckets.items():
             for key, namespace in bucket:
                 yield (key, namespace, ts), None
+
+    def drain(self) -> Iterator[tuple[tuple[Any, Any, int], None]]:
+        """:meth:`items`, letting go of each timestamp's bucket once it is listed, while
+        this is its queue's one live view (the view is read once: a snapshot serialized
+        with ``release``). The buckets the queue dropped since are then freed a few at a
+        time while the view is read, not all at once when it is released. With another
+        view alive the buckets stay: the queue looks for the buckets to copy before a
+        change in the newest view, which must hold every bucket any live view holds."""
+        buckets = self._buckets
+        for ts in list(buckets):
+            for key, namespace in buckets[ts]:
+                yield (key, namespace, ts), None
+            queue = self._queue() if self._queue is not None else None
+            if queue is None or len(queue._views) == 1:
+                del buckets[ts]
 
 
 class _TimerQueue:
@@ -114,10 +148,11 @@ class _TimerQueue:
     """
 
     __slots__ = (
+        "__weakref__",
         "_bucket",
         "_keys",
-        "_owned",
         "_pos",
+        "_shared",
         "_ts",
         "_views",
         "buckets",
@@ -135,43 +170,39 @@ class _TimerQueue:
         self._keys: list[tuple[Any, Any]] | None = None
         self._pos = 0
         self.implicit: ImplicitTimers | None = None
-        #: While a :class:`FrozenTimers` is alive: the timestamps whose bucket was
-        #: created or copied since the last one was taken (no view holds it); None: no
-        #: view is alive, every bucket is the queue's own.
-        self._owned: set[int] | None = None
-        self._views: list[weakref.ref[FrozenTimers]] = []
+        #: The buckets of the newest live :class:`FrozenTimers` (None: no view is alive,
+        #: every bucket is the queue's own). A bucket that any live view holds is also
+        #: this view's: it was in the queue when the newest view was taken, since the
+        #: queue never puts a bucket back once it replaced or dropped it.
+        self._shared: dict[int, dict[tuple[Any, Any], None]] | None = None
+        #: The live views, oldest first, and their buckets.
+        self._views: list[tuple[weakref.ref[FrozenTimers], dict[int, Any]]] = []
 
     def _own(
         self, timestamp: int, bucket: dict[tuple[Any, Any], None]
     ) -> dict[tuple[Any, Any], None]:
-        """``bucket`` (the one of ``timestamp``) to change: a copy if a view may hold it."""
-        owned = self._owned
-        if owned is None or timestamp in owned:
+        """``bucket`` (the one of ``timestamp``) to change: a copy if a view holds it."""
+        shared = self._shared
+        if shared is None or shared.get(timestamp) is not bucket:
             return bucket
-        owned.add(timestamp)
         copy = self.buckets[timestamp] = dict(bucket)
         if self._bucket is bucket:
             self._bucket = copy
         return copy
 
-    def _drop(self, timestamp: int) -> None:
-        del self.buckets[timestamp]
-        if self._owned is not None:
-            self._owned.discard(timestamp)
-
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
         bucket = self.buckets.get(timestamp)
         entry = (key, namespace)
         if bucket is None:
+            _untrack_atoms(entry)
             self.buckets[timestamp] = {entry: None}
             heapq.heappush(self.heap, timestamp)
-            if self._owned is not None:
-                self._owned.add(timestamp)
         elif entry in bucket:
             return False
         else:
-            if self._owned is not None:
+            if self._shared is not None:
                 bucket = self._own(timestamp, bucket)
+            _untrack_atoms(entry)
             bucket[entry] = None
         self.size += 1
         return True
@@ -184,11 +215,11 @@ class _TimerQueue:
         self.size -= 1
         if len(bucket) == 1 and bucket is not self._bucket:
             # The bucket goes as a whole, unchanged (a view may hold it: nothing to copy).
-            self._drop(timestamp)
+            del self.buckets[timestamp]
             if len(self.heap) > 2 * len(self.buckets) + 64:
                 self.heap = sorted(self.buckets)
             return
-        if self._owned is not None:
+        if self._shared is not None:
             bucket = self._own(timestamp, bucket)
         del bucket[entry]
 
@@ -217,7 +248,7 @@ class _TimerQueue:
                         entry = keys[self._pos]
                         self._pos += 1
                         if entry in bucket:
-                            if self._owned is not None:
+                            if self._shared is not None:
                                 bucket = self._own(self._ts, bucket)
                             del bucket[entry]
                             self.size -= 1
@@ -227,7 +258,7 @@ class _TimerQueue:
                         self._pos = 0
                         continue
                     if buckets.get(self._ts) is bucket:
-                        self._drop(self._ts)
+                        del buckets[self._ts]
                 else:  # an earlier firing was interrupted; its timestamp is not due now
                     heapq.heappush(heap, self._ts)
                 self._keys = self._bucket = None
@@ -251,17 +282,16 @@ class _TimerQueue:
         """The queued timers as they are now, for a snapshot written later: O(distinct
         timestamps). The queue copies a bucket before its first change while the view
         may be alive."""
-        view = FrozenTimers(dict(self.buckets), self.size)
-        self._owned = set()
-        self._views.append(weakref.ref(view, self._view_dropped))
+        buckets = dict(self.buckets)
+        view = FrozenTimers(buckets, self.size, self)
+        self._views.append((weakref.ref(view, self._view_dropped), buckets))
+        self._shared = buckets
         return view
 
     def _view_dropped(self, ref: weakref.ref[FrozenTimers]) -> None:
         views = self._views
-        if ref in views:
-            views.remove(ref)
-        if not views:
-            self._owned = None
+        views[:] = [entry for entry in views if entry[0] is not ref]
+        self._shared = views[-1][1] if views else None
 
     def queued(self) -> Iterator[Timer]:
         """The queued timers (not the implicit ones) in ascending timestamp order."""

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 class HeldEntries(Protocol):
     """Entries a snapshot holds as an operator keeps them and splits by key group later:
     a dict, or a view with the same ``len`` and ``items`` (a timer queue's
-    :class:`~flowkit.eventtime.timers.FrozenTimers`)."""
+    :class:`~flowkit.eventtime.timers.FrozenTimers`, whose ``drain`` the slicer reads
+    instead with ``release``)."""
 
     def __len__(self) -> int: ...
 
@@ -612,7 +613,11 @@ class SnapshotSlicer:
                     runs.append((index, kg, namespace, entries))
                     room -= len(entries) + 1
                     continue
-                cursor = self._cursor = (index, state, kg, namespace, iter(entries.items()))
+                # Read once when released as written: a view that can let go of what it
+                # listed (FrozenTimers.drain) frees it a slice at a time.
+                drain = getattr(entries, "drain", None) if self._release else None
+                items = drain() if drain is not None else iter(entries.items())
+                cursor = self._cursor = (index, state, kg, namespace, items)
             index, state, kg, namespace, items = cursor
             chunk = dict(itertools.islice(items, room))
             if len(chunk) < room:

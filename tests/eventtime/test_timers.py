@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import random
 from collections.abc import Callable
@@ -524,22 +525,36 @@ def _queue_contents(queue: _TimerQueue) -> list[tuple[Any, Any, int]]:
     return sorted(((key, ns, ts) for ts, key, ns in queue), key=repr)
 
 
-def _check_views(views: list[tuple[FrozenTimers, list[tuple[Any, Any, int]]]]) -> None:
-    for view, expected in views:
-        listed = [timer for timer, _ in view.items()]
-        assert len(listed) == len(view) == len(expected)
-        assert sorted(listed, key=repr) == expected
+class _Reader:
+    """Reads a view a few timers at a time, with ``items`` or ``drain``."""
+
+    def __init__(self, view: FrozenTimers, expected: list[Any], drain: bool) -> None:
+        self.view = view
+        self.expected = expected
+        self.timers = view.drain() if drain else view.items()
+        self.listed: list[tuple[Any, Any, int]] = []
+
+    def step(self, count: int) -> None:
+        for timer, _ in itertools.islice(self.timers, count):
+            self.listed.append(timer)
+
+    def check(self) -> None:
+        self.step(1 << 30)
+        assert len(self.listed) == len(self.view) == len(self.expected)
+        assert sorted(self.listed, key=repr) == self.expected
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_frozen_timers_keep_the_queue_as_it_was_while_it_changes(seed: int) -> None:
-    """Views taken at random points (overlapping, dropped at random) list exactly the
-    timers queued when each was taken, while the queue goes on registering, deleting and
-    firing, also in the middle of a timestamp's firing. The queue behaves as one that was
-    never frozen, and stops copying buckets once no view is left."""
+    """Views taken at random points (overlapping, dropped at random, each read a few
+    timers at a time, with ``items`` or with ``drain``, which lets go of what it listed)
+    list exactly the timers queued when each was taken, while the queue goes on
+    registering, deleting and firing, also in the middle of a timestamp's firing. The
+    queue behaves as one that was never frozen, and stops copying buckets once no view
+    is left."""
     rng = random.Random(seed)
     frozen, plain = _TimerQueue(), _TimerQueue()
-    views: list[tuple[FrozenTimers, list[tuple[Any, Any, int]]]] = []
+    readers: list[_Reader] = []
     now = 0
     for _ in range(2_000):
         op = rng.random()
@@ -554,21 +569,42 @@ def test_frozen_timers_keep_the_queue_as_it_was_while_it_changes(seed: int) -> N
                 now += rng.randrange(3)
             assert frozen.pop_due(now) == plain.pop_due(now)
         elif op < 0.93:
-            views.append((frozen.frozen(), _queue_contents(plain)))
-            if len(views) > 3:
-                _check_views(views[:1])
-                del views[0]
-        elif views:
-            _check_views(views)
-            views.pop(rng.randrange(len(views)))
+            view = frozen.frozen()
+            readers.append(_Reader(view, _queue_contents(plain), rng.random() < 0.5))
+            if len(readers) > 3:
+                readers.pop(0).check()
+        elif readers:
+            readers.pop(rng.randrange(len(readers))).check()
+        for reader in readers:
+            reader.step(rng.randrange(4))
         assert len(frozen) == len(plain)
     assert _queue_contents(frozen) == _queue_contents(plain)
-    _check_views(views)
-    views.clear()
+    for reader in readers:
+        reader.check()
+    del readers, view, reader
     frozen.add(now + 1, "after", None)
     plain.add(now + 1, "after", None)
-    assert frozen._owned is None  # no view left: buckets are changed in place again
+    assert frozen._shared is None  # no view left: buckets are changed in place again
     assert _queue_contents(frozen) == _queue_contents(plain)
+
+
+def test_drain_lets_go_of_what_it_listed_only_as_the_one_live_view() -> None:
+    """A view drained lets go of each timestamp's bucket as it lists it (the buckets the
+    queue dropped meanwhile are freed as the view is read, not at its release); with
+    another view alive, it reads without letting go."""
+    queue = _TimerQueue()
+    for i in range(100):
+        queue.add(i, f"k{i}", None)
+    view = queue.frozen()
+    for i in range(100):
+        queue.remove(i, f"k{i}", None)  # every bucket is the view's alone now
+    timers = view.drain()
+    first = [next(timers) for _ in range(10)]
+    assert len(view._buckets) == 91  # the tenth goes once it is done with
+    other = queue.frozen()
+    rest = list(timers)  # another live view: nothing more is taken out
+    assert len(view._buckets) == 91 and len(other) == 0
+    assert sorted(t for t, _ in first + rest) == sorted((f"k{i}", None, i) for i in range(100))
 
 
 def test_a_frozen_view_costs_the_distinct_timestamps_not_the_timers() -> None:
