@@ -19,7 +19,7 @@ import os
 from types import ModuleType
 
 #: The interface of ``flowkit/_speedups.c`` this code calls (``API_VERSION`` there).
-API_VERSION = 11
+API_VERSION = 12
 
 _log = logging.getLogger("flowkit.native")
 

@@ -2086,6 +2086,377 @@ speedups_untrack_atoms(PyObject *module, PyObject *value)
     Py_RETURN_NONE;
 }
 
+
+/* ------------------------------------------------------------------------------------
+ * TimestampHeap: the distinct timestamps of a timer queue (flowkit/eventtime/timers.py,
+ * _TimerQueue), a binary min-heap of 64-bit ints with each one's place in a hash table,
+ * so that a timestamp whose timers were all deleted leaves the heap at once, in
+ * O(log n), as in Flink's HeapPriorityQueueSet. A heap that only forgets lazily keeps
+ * deleted timestamps until they reach the top, and must be rebuilt from time to time
+ * (a sort of every timestamp: tens of milliseconds for 500,000 of them). _LazyHeap in
+ * flowkit/eventtime/timers.py does the same job in pure Python.
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t ts;
+    Py_ssize_t slot; /* its entry in the table */
+} HeapItem;
+
+typedef struct {
+    PyObject_HEAD
+    HeapItem *heap; /* heap[0] is the smallest */
+    Py_ssize_t size, cap;
+    int64_t *keys;    /* table: the timestamps, linear probing */
+    Py_ssize_t *pos;  /* their heap positions; -1: an empty slot */
+    Py_ssize_t mask;  /* table slots - 1 (a power of two minus one) */
+} TsHeap;
+
+static inline Py_ssize_t
+ts_slot_of(const TsHeap *h, int64_t ts)
+{
+    uint64_t x = (uint64_t)ts;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return (Py_ssize_t)(x & (uint64_t)h->mask);
+}
+
+/* The table slot of ts, or -1. */
+static Py_ssize_t
+ts_find(const TsHeap *h, int64_t ts)
+{
+    if (h->pos == NULL) {
+        return -1;
+    }
+    Py_ssize_t i = ts_slot_of(h, ts);
+    while (h->pos[i] >= 0) {
+        if (h->keys[i] == ts) {
+            return i;
+        }
+        i = (i + 1) & h->mask;
+    }
+    return -1;
+}
+
+static inline void
+ts_place(TsHeap *h, Py_ssize_t p, HeapItem item)
+{
+    h->heap[p] = item;
+    h->pos[item.slot] = p;
+}
+
+static void
+ts_sift_up(TsHeap *h, Py_ssize_t p)
+{
+    HeapItem item = h->heap[p];
+    while (p > 0) {
+        Py_ssize_t parent = (p - 1) >> 1;
+        if (h->heap[parent].ts <= item.ts) {
+            break;
+        }
+        ts_place(h, p, h->heap[parent]);
+        p = parent;
+    }
+    ts_place(h, p, item);
+}
+
+static void
+ts_sift_down(TsHeap *h, Py_ssize_t p)
+{
+    HeapItem item = h->heap[p];
+    Py_ssize_t n = h->size;
+    for (;;) {
+        Py_ssize_t child = 2 * p + 1;
+        if (child >= n) {
+            break;
+        }
+        if (child + 1 < n && h->heap[child + 1].ts < h->heap[child].ts) {
+            child++;
+        }
+        if (item.ts <= h->heap[child].ts) {
+            break;
+        }
+        ts_place(h, p, h->heap[child]);
+        p = child;
+    }
+    ts_place(h, p, item);
+}
+
+/* A table of `slots` slots holding every timestamp of the heap. */
+static int
+ts_rehash(TsHeap *h, Py_ssize_t slots)
+{
+    int64_t *keys = PyMem_New(int64_t, slots);
+    Py_ssize_t *pos = PyMem_New(Py_ssize_t, slots);
+    if (keys == NULL || pos == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(pos);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < slots; i++) {
+        pos[i] = -1;
+    }
+    PyMem_Free(h->keys);
+    PyMem_Free(h->pos);
+    h->keys = keys;
+    h->pos = pos;
+    h->mask = slots - 1;
+    for (Py_ssize_t p = 0; p < h->size; p++) {
+        Py_ssize_t i = ts_slot_of(h, h->heap[p].ts);
+        while (pos[i] >= 0) {
+            i = (i + 1) & h->mask;
+        }
+        keys[i] = h->heap[p].ts;
+        pos[i] = p;
+        h->heap[p].slot = i;
+    }
+    return 0;
+}
+
+/* Empty slot i of the table, moving later entries of its probe run back (no tombstones). */
+static void
+ts_unslot(TsHeap *h, Py_ssize_t i)
+{
+    for (;;) {
+        h->pos[i] = -1;
+        Py_ssize_t j = i;
+        for (;;) {
+            j = (j + 1) & h->mask;
+            if (h->pos[j] < 0) {
+                return;
+            }
+            Py_ssize_t home = ts_slot_of(h, h->keys[j]);
+            /* the entry at j stays if its home is cyclically in (i, j] */
+            if (i <= j ? (i < home && home <= j) : (i < home || home <= j)) {
+                continue;
+            }
+            break;
+        }
+        h->keys[i] = h->keys[j];
+        h->pos[i] = h->pos[j];
+        h->heap[h->pos[i]].slot = i;
+        i = j;
+    }
+}
+
+/* The 64-bit value of a timestamp; -1 with ValueError set if it is not an int in range. */
+static int
+ts_arg(PyObject *arg, int64_t *out)
+{
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "a timer timestamp is an int, got %.200s",
+                     Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (overflow != 0) {
+        PyErr_SetString(PyExc_OverflowError, "a timer timestamp beyond 64 bits");
+        return -1;
+    }
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+static PyObject *
+tsheap_add(TsHeap *h, PyObject *arg)
+{
+    int64_t ts;
+    if (ts_arg(arg, &ts) < 0) {
+        return NULL;
+    }
+    if (ts_find(h, ts) >= 0) {
+        Py_RETURN_FALSE;
+    }
+    if (2 * (h->size + 1) > h->mask + 1) {
+        Py_ssize_t slots = h->pos == NULL ? 64 : 2 * (h->mask + 1);
+        if (ts_rehash(h, slots) < 0) {
+            return NULL;
+        }
+    }
+    if (h->size == h->cap) {
+        Py_ssize_t cap = h->cap < 32 ? 32 : 2 * h->cap;
+        HeapItem *heap = PyMem_Resize(h->heap, HeapItem, cap);
+        if (heap == NULL) {
+            return PyErr_NoMemory();
+        }
+        h->heap = heap;
+        h->cap = cap;
+    }
+    Py_ssize_t i = ts_slot_of(h, ts);
+    while (h->pos[i] >= 0) {
+        i = (i + 1) & h->mask;
+    }
+    h->keys[i] = ts;
+    HeapItem item = {ts, i};
+    Py_ssize_t p = h->size++;
+    ts_place(h, p, item);
+    ts_sift_up(h, p);
+    Py_RETURN_TRUE;
+}
+
+/* Take heap item p out. */
+static void
+ts_remove_at(TsHeap *h, Py_ssize_t p)
+{
+    ts_unslot(h, h->heap[p].slot);
+    Py_ssize_t last = --h->size;
+    if (p == last) {
+        return;
+    }
+    ts_place(h, p, h->heap[last]);
+    if (p > 0 && h->heap[p].ts < h->heap[(p - 1) >> 1].ts) {
+        ts_sift_up(h, p);
+    }
+    else {
+        ts_sift_down(h, p);
+    }
+}
+
+static PyObject *
+tsheap_discard(TsHeap *h, PyObject *arg)
+{
+    int64_t ts;
+    if (ts_arg(arg, &ts) < 0) {
+        return NULL;
+    }
+    Py_ssize_t slot = ts_find(h, ts);
+    if (slot < 0) {
+        Py_RETURN_FALSE;
+    }
+    ts_remove_at(h, h->pos[slot]);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+tsheap_peek(TsHeap *h, PyObject *Py_UNUSED(ignored))
+{
+    if (h->size == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong((long long)h->heap[0].ts);
+}
+
+static PyObject *
+tsheap_pop(TsHeap *h, PyObject *Py_UNUSED(ignored))
+{
+    if (h->size == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty TimestampHeap");
+        return NULL;
+    }
+    int64_t ts = h->heap[0].ts;
+    ts_remove_at(h, 0);
+    return PyLong_FromLongLong((long long)ts);
+}
+
+static Py_ssize_t
+tsheap_len(TsHeap *h)
+{
+    return h->size;
+}
+
+static int
+tsheap_contains(TsHeap *h, PyObject *arg)
+{
+    if (!PyLong_Check(arg)) {
+        return 0;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return ts_find(h, (int64_t)v) >= 0;
+}
+
+static PyObject *
+tsheap_sorted(TsHeap *h, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(h->size);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t p = 0; p < h->size; p++) {
+        PyObject *v = PyLong_FromLongLong((long long)h->heap[p].ts);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, p, v);
+    }
+    if (PyList_Sort(out) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+static void
+tsheap_dealloc(TsHeap *h)
+{
+    PyMem_Free(h->heap);
+    PyMem_Free(h->keys);
+    PyMem_Free(h->pos);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyObject *
+tsheap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "TimestampHeap() takes no arguments");
+        return NULL;
+    }
+    TsHeap *h = (TsHeap *)type->tp_alloc(type, 0);
+    if (h != NULL) {
+        h->heap = NULL;
+        h->keys = NULL;
+        h->pos = NULL;
+        h->size = h->cap = 0;
+        h->mask = -1;
+    }
+    return (PyObject *)h;
+}
+
+static PyMethodDef tsheap_methods[] = {
+    {"add", (PyCFunction)tsheap_add, METH_O,
+     "add(timestamp, /)\n--\n\nAdd a timestamp; False if it is there already."},
+    {"discard", (PyCFunction)tsheap_discard, METH_O,
+     "discard(timestamp, /)\n--\n\nTake a timestamp out; False if it was not there."},
+    {"peek", (PyCFunction)tsheap_peek, METH_NOARGS,
+     "peek($self, /)\n--\n\nThe smallest timestamp, or None."},
+    {"pop", (PyCFunction)tsheap_pop, METH_NOARGS,
+     "pop($self, /)\n--\n\nTake out and return the smallest timestamp (IndexError if none)."},
+    {"sorted", (PyCFunction)tsheap_sorted, METH_NOARGS,
+     "sorted($self, /)\n--\n\nThe timestamps in ascending order, as a list."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods tsheap_as_sequence = {
+    .sq_length = (lenfunc)tsheap_len,
+    .sq_contains = (objobjproc)tsheap_contains,
+};
+
+static PyTypeObject TsHeapType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "flowkit._speedups.TimestampHeap",
+    .tp_basicsize = sizeof(TsHeap),
+    .tp_dealloc = (destructor)tsheap_dealloc,
+    .tp_as_sequence = &tsheap_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "TimestampHeap()\n--\n\nDistinct 64-bit timestamps: add, discard, peek and "
+              "pop the smallest, each in O(log n).",
+    .tp_methods = tsheap_methods,
+    .tp_new = tsheap_new,
+};
+
 static PyMethodDef speedups_methods[] = {
     {"str_hash", speedups_str_hash, METH_O,
      "str_hash(s, /)\n--\n\nJava's String.hashCode of s, as a signed 32-bit int."},
@@ -2174,7 +2545,12 @@ PyInit__speedups(void)
     /* flowkit/_native.py uses the module only if this matches what it expects: an
      * install whose module was built from an older flowkit/_speedups.c runs the
      * pure-Python code instead of failing. Raise it with every change of a signature. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 11) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 12) < 0) {
+        Py_CLEAR(module);
+    }
+    if (module != NULL &&
+        (PyType_Ready(&TsHeapType) < 0 ||
+         PyModule_AddObjectRef(module, "TimestampHeap", (PyObject *)&TsHeapType) < 0)) {
         Py_CLEAR(module);
     }
     return module;

@@ -2,9 +2,9 @@
 
 ``InternalTimerService`` keeps one timer per ``(timestamp, key, namespace)`` and domain,
 fires event-time timers when a watermark reaches their timestamp (inclusive, ascending
-timestamp order) and processing-time timers when the clock reaches theirs. Deletion is
-lazy: a deleted timer stays in the heap and is skipped when popped (the heap is compacted
-when deleted entries outnumber live ones). Processing time needs one wake-up at a time,
+timestamp order) and processing-time timers when the clock reaches theirs. A timestamp
+whose timers were all deleted leaves the queue's heap at once (:class:`TimestampHeap`).
+Processing time needs one wake-up at a time,
 armed for the earliest timer; a wake-up that was replaced or belongs to a closed service
 does nothing. Timers are held with their key so that they can be snapshotted and
 redistributed by key group.
@@ -74,6 +74,79 @@ _untrack_atoms: Callable[[Any], None] = (
 
 def _timestamp(timer: Timer) -> int:
     return timer[0]
+
+
+class _LazyHeap:
+    """Distinct timestamps: add, discard, peek and pop the smallest (the pure-Python
+    :class:`TimestampHeap`). A discarded timestamp stays in the heap until it reaches the
+    top, or until discarded ones outnumber the rest and the heap is rebuilt.
+
+    Example:
+        >>> heap = _LazyHeap()
+        >>> heap.add(20), heap.add(10), heap.add(10), heap.discard(10)
+        (True, True, False, True)
+        >>> heap.peek(), heap.pop(), heap.peek(), len(heap)
+        (20, 20, None, 0)
+    """
+
+    __slots__ = ("heap", "live")
+
+    def __init__(self) -> None:
+        self.heap: list[int] = []
+        self.live: set[int] = set()
+
+    def add(self, timestamp: int) -> bool:
+        if timestamp in self.live:
+            return False
+        self.live.add(timestamp)
+        heapq.heappush(self.heap, timestamp)
+        return True
+
+    def discard(self, timestamp: int) -> bool:
+        live = self.live
+        if timestamp not in live:
+            return False
+        live.discard(timestamp)
+        if len(self.heap) > 2 * len(live) + 64:
+            self.heap = sorted(live)
+        return True
+
+    def peek(self) -> int | None:
+        heap, live = self.heap, self.live
+        while heap and heap[0] not in live:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def pop(self) -> int:
+        timestamp = self.peek()
+        if timestamp is None:
+            raise IndexError("pop from an empty heap")
+        heapq.heappop(self.heap)
+        self.live.discard(timestamp)
+        return timestamp
+
+    def sorted(self) -> list[int]:
+        return sorted(self.live)
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __contains__(self, timestamp: object) -> bool:
+        return timestamp in self.live
+
+
+class _Times(Protocol):
+    def add(self, timestamp: int, /) -> bool: ...
+    def discard(self, timestamp: int, /) -> bool: ...
+    def peek(self) -> int | None: ...
+    def pop(self) -> int: ...
+    def sorted(self) -> list[int]: ...
+    def __len__(self) -> int: ...
+
+
+#: The distinct timestamps of a timer queue: compiled (see flowkit/_speedups.c), or
+#: :class:`_LazyHeap`.
+TimestampHeap: Callable[[], _Times] = speedups.TimestampHeap if speedups is not None else _LazyHeap
 
 
 class FrozenTimers:
@@ -156,14 +229,15 @@ class _TimerQueue:
         "_ts",
         "_views",
         "buckets",
-        "heap",
         "implicit",
         "size",
+        "times",
     )
 
     def __init__(self) -> None:
         self.buckets: dict[int, dict[tuple[Any, Any], None]] = {}
-        self.heap: list[int] = []
+        #: The timestamps of the buckets, but the one firing (``_bucket``).
+        self.times: _Times = TimestampHeap()
         self.size = 0
         self._ts = 0
         self._bucket: dict[tuple[Any, Any], None] | None = None
@@ -190,13 +264,25 @@ class _TimerQueue:
             self._bucket = copy
         return copy
 
+    def _widen(self, timestamp: int) -> None:
+        """Hold the timestamps in a heap of Python ints from now on (``timestamp`` and
+        the rest): the compiled heap takes 64-bit ones."""
+        wide = _LazyHeap()
+        for ts in self.times.sorted():
+            wide.add(ts)
+        wide.add(timestamp)
+        self.times = wide
+
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
         bucket = self.buckets.get(timestamp)
         entry = (key, namespace)
         if bucket is None:
             _untrack_atoms(entry)
             self.buckets[timestamp] = {entry: None}
-            heapq.heappush(self.heap, timestamp)
+            try:
+                self.times.add(timestamp)
+            except OverflowError:  # past 64 bits: the end of time (see END_OF_TIME)
+                self._widen(timestamp)
         elif entry in bucket:
             return False
         else:
@@ -216,8 +302,7 @@ class _TimerQueue:
         if len(bucket) == 1 and bucket is not self._bucket:
             # The bucket goes as a whole, unchanged (a view may hold it: nothing to copy).
             del self.buckets[timestamp]
-            if len(self.heap) > 2 * len(self.buckets) + 64:
-                self.heap = sorted(self.buckets)
+            self.times.discard(timestamp)
             return
         if self._shared is not None:
             bucket = self._own(timestamp, bucket)
@@ -226,17 +311,10 @@ class _TimerQueue:
     def peek_time(self) -> int | None:
         if self._bucket:
             return self._ts
-        heap = self.heap
-        buckets = self.buckets
-        while heap:
-            ts = heap[0]
-            if buckets.get(ts):
-                return ts
-            heapq.heappop(heap)
-        return None
+        return self.times.peek()
 
     def pop_due(self, time: float) -> Timer | None:
-        heap = self.heap
+        times = self.times
         buckets = self.buckets
         while True:
             keys = self._keys
@@ -259,15 +337,18 @@ class _TimerQueue:
                         continue
                     if buckets.get(self._ts) is bucket:
                         del buckets[self._ts]
-                else:  # an earlier firing was interrupted; its timestamp is not due now
-                    heapq.heappush(heap, self._ts)
+                elif bucket:  # an earlier firing was interrupted; not due now
+                    times.add(self._ts)
+                elif buckets.get(self._ts) is bucket:
+                    del buckets[self._ts]
                 self._keys = self._bucket = None
-            if not heap or heap[0] > time:
+            ts = times.peek()
+            if ts is None or ts > time:
                 return None
-            ts = heapq.heappop(heap)
+            times.pop()
             bucket = buckets.get(ts)
             if not bucket:
-                continue  # emptied by deletions, or a duplicate heap entry
+                continue  # not expected: the heap holds the timestamps of timers
             self._ts = ts
             self._bucket = bucket
             self._keys = list(bucket)

@@ -9,14 +9,25 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
+from flowkit.eventtime import timers
 from flowkit.eventtime.clocks import ManualClock, TimerHandle
 from flowkit.eventtime.timers import FrozenTimers, InternalTimerService, _TimerQueue
 from flowkit.operators.base import OperatorContext
 from flowkit.operators.keyed_snapshots import QUEUED_TIMERS, restore_keyed, snapshot_keyed
 from flowkit.state.backend import BackendSnapshot, HeapKeyedStateBackend
 from flowkit.state.key_groups import KeyGroupRange, assign_to_key_group
+
+
+@pytest.fixture(params=["compiled", "python"], autouse=True)
+def heap_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with the compiled timestamp heap (where built) and the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(timers, "TimestampHeap", timers._LazyHeap)
+    return str(request.param)
 
 
 class Harness:
@@ -197,7 +208,10 @@ def test_deleted_timers_do_not_pile_up() -> None:
         h.svc.delete_event_time_timer(None, ts - 1)
         h.svc.register_event_time_timer(None, ts)
     assert h.svc.num_event_time_timers() == 1
-    assert len(h.svc.event_timers.heap) < 200
+    times = h.svc.event_timers.times
+    assert len(times) == 1
+    if isinstance(times, timers._LazyHeap):  # deleted ones stay in its heap a while
+        assert len(times.heap) < 200
     h.svc.advance_watermark(MAX_WATERMARK)
     assert h.take() == [("event", 10_999, "a")]
 
@@ -619,3 +633,39 @@ def test_a_frozen_view_costs_the_distinct_timestamps_not_the_timers() -> None:
     queue.add(10, "new", None)
     assert queue.buckets[10] is not buckets[10] and queue.buckets[11] is buckets[11]
     assert len(view) == 1_000 and ("new", None, 10) not in dict(view.items())
+
+
+def test_timestamps_past_64_bits_still_fire_in_order() -> None:
+    """Windows at the end of time register timers past 64 bits (see END_OF_TIME): the
+    queue then holds its timestamps as Python ints, and nothing is lost or reordered."""
+    h = Harness()
+    far = 2**63 + 5
+    for key, ts in (("a", 30), ("b", far), ("c", 10), ("d", far + 1), ("e", 20)):
+        h.event(key, ts)
+    h.key = "a"
+    h.svc.delete_event_time_timer(None, 30)
+    h.svc.advance_watermark(25)
+    assert h.take() == [("event", 10, "c"), ("event", 20, "e")]
+    h.svc.advance_watermark(MAX_WATERMARK)
+    assert h.take() == [("event", far, "b"), ("event", far + 1, "d")]
+    assert len(h.svc.event_timers) == 0
+
+
+@settings(max_examples=200, database=None, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "discard", "pop"]), st.integers(-50, 50)),
+        max_size=300,
+    )
+)
+def test_the_compiled_and_the_python_heap_agree(ops: list[tuple[str, int]]) -> None:
+    compiled, python = timers.TimestampHeap(), timers._LazyHeap()
+    for op, ts in ops:
+        if op == "pop":
+            assert compiled.peek() == python.peek()
+            if python.peek() is not None:
+                assert compiled.pop() == python.pop()
+        else:
+            assert getattr(compiled, op)(ts) == getattr(python, op)(ts)
+        assert len(compiled) == len(python)
+    assert compiled.sorted() == python.sorted()
