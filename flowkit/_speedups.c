@@ -2089,30 +2089,26 @@ speedups_untrack_atoms(PyObject *module, PyObject *value)
 
 /* ------------------------------------------------------------------------------------
  * TimestampHeap: the distinct timestamps of a timer queue (flowkit/eventtime/timers.py,
- * _TimerQueue), a binary min-heap of 64-bit ints with each one's place in a hash table,
- * so that a timestamp whose timers were all deleted leaves the heap at once, in
- * O(log n), as in Flink's HeapPriorityQueueSet. A heap that only forgets lazily keeps
- * deleted timestamps until they reach the top, and must be rebuilt from time to time
- * (a sort of every timestamp: tens of milliseconds for 500,000 of them). _LazyHeap in
- * flowkit/eventtime/timers.py does the same job in pure Python.
+ * _TimerQueue): a binary min-heap of 64-bit ints and a hash set of the live ones. A
+ * discarded timestamp leaves the set at once and the heap lazily: it is skipped when it
+ * reaches the top, and once discarded entries outnumber the live ones the heap is rebuilt
+ * from the set. Both are plain arrays of 64-bit ints, so the rebuild (the heap of Python
+ * ints sorted every timestamp: tens of milliseconds for 500,000) takes a few, and keeping
+ * a position per entry (exact removal) would cost a cache miss per level of every sift.
+ * _LazyHeap in flowkit/eventtime/timers.py does the same job in pure Python.
  * ---------------------------------------------------------------------------------- */
 
 typedef struct {
-    int64_t ts;
-    Py_ssize_t slot; /* its entry in the table */
-} HeapItem;
-
-typedef struct {
     PyObject_HEAD
-    HeapItem *heap; /* heap[0] is the smallest */
+    int64_t *heap; /* heap[0] is the smallest; may hold discarded timestamps */
     Py_ssize_t size, cap;
-    int64_t *keys;    /* table: the timestamps, linear probing */
-    Py_ssize_t *pos;  /* their heap positions; -1: an empty slot */
-    Py_ssize_t mask;  /* table slots - 1 (a power of two minus one) */
+    int64_t *keys;       /* the set: linear probing over `slots` slots */
+    unsigned char *used; /* which slots hold a timestamp */
+    Py_ssize_t slots, live;
 } TsHeap;
 
 static inline Py_ssize_t
-ts_slot_of(const TsHeap *h, int64_t ts)
+ts_home(const TsHeap *h, int64_t ts)
 {
     uint64_t x = (uint64_t)ts;
     x ^= x >> 33;
@@ -2120,115 +2116,51 @@ ts_slot_of(const TsHeap *h, int64_t ts)
     x ^= x >> 33;
     x *= 0xc4ceb9fe1a85ec53ULL;
     x ^= x >> 33;
-    return (Py_ssize_t)(x & (uint64_t)h->mask);
+    return (Py_ssize_t)(x & (uint64_t)(h->slots - 1));
 }
 
-/* The table slot of ts, or -1. */
+/* The slot of ts in the set, or -1. */
 static Py_ssize_t
 ts_find(const TsHeap *h, int64_t ts)
 {
-    if (h->pos == NULL) {
+    if (h->slots == 0) {
         return -1;
     }
-    Py_ssize_t i = ts_slot_of(h, ts);
-    while (h->pos[i] >= 0) {
+    Py_ssize_t i = ts_home(h, ts);
+    while (h->used[i]) {
         if (h->keys[i] == ts) {
             return i;
         }
-        i = (i + 1) & h->mask;
+        i = (i + 1) & (h->slots - 1);
     }
     return -1;
 }
 
-static inline void
-ts_place(TsHeap *h, Py_ssize_t p, HeapItem item)
-{
-    h->heap[p] = item;
-    h->pos[item.slot] = p;
-}
-
 static void
-ts_sift_up(TsHeap *h, Py_ssize_t p)
+ts_set_put(TsHeap *h, int64_t ts)
 {
-    HeapItem item = h->heap[p];
-    while (p > 0) {
-        Py_ssize_t parent = (p - 1) >> 1;
-        if (h->heap[parent].ts <= item.ts) {
-            break;
-        }
-        ts_place(h, p, h->heap[parent]);
-        p = parent;
+    Py_ssize_t i = ts_home(h, ts);
+    while (h->used[i]) {
+        i = (i + 1) & (h->slots - 1);
     }
-    ts_place(h, p, item);
+    h->keys[i] = ts;
+    h->used[i] = 1;
 }
 
+/* Empty slot i, moving later entries of its probe run back (no tombstones). */
 static void
-ts_sift_down(TsHeap *h, Py_ssize_t p)
+ts_set_clear(TsHeap *h, Py_ssize_t i)
 {
-    HeapItem item = h->heap[p];
-    Py_ssize_t n = h->size;
+    const Py_ssize_t mask = h->slots - 1;
     for (;;) {
-        Py_ssize_t child = 2 * p + 1;
-        if (child >= n) {
-            break;
-        }
-        if (child + 1 < n && h->heap[child + 1].ts < h->heap[child].ts) {
-            child++;
-        }
-        if (item.ts <= h->heap[child].ts) {
-            break;
-        }
-        ts_place(h, p, h->heap[child]);
-        p = child;
-    }
-    ts_place(h, p, item);
-}
-
-/* A table of `slots` slots holding every timestamp of the heap. */
-static int
-ts_rehash(TsHeap *h, Py_ssize_t slots)
-{
-    int64_t *keys = PyMem_New(int64_t, slots);
-    Py_ssize_t *pos = PyMem_New(Py_ssize_t, slots);
-    if (keys == NULL || pos == NULL) {
-        PyMem_Free(keys);
-        PyMem_Free(pos);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < slots; i++) {
-        pos[i] = -1;
-    }
-    PyMem_Free(h->keys);
-    PyMem_Free(h->pos);
-    h->keys = keys;
-    h->pos = pos;
-    h->mask = slots - 1;
-    for (Py_ssize_t p = 0; p < h->size; p++) {
-        Py_ssize_t i = ts_slot_of(h, h->heap[p].ts);
-        while (pos[i] >= 0) {
-            i = (i + 1) & h->mask;
-        }
-        keys[i] = h->heap[p].ts;
-        pos[i] = p;
-        h->heap[p].slot = i;
-    }
-    return 0;
-}
-
-/* Empty slot i of the table, moving later entries of its probe run back (no tombstones). */
-static void
-ts_unslot(TsHeap *h, Py_ssize_t i)
-{
-    for (;;) {
-        h->pos[i] = -1;
+        h->used[i] = 0;
         Py_ssize_t j = i;
         for (;;) {
-            j = (j + 1) & h->mask;
-            if (h->pos[j] < 0) {
+            j = (j + 1) & mask;
+            if (!h->used[j]) {
                 return;
             }
-            Py_ssize_t home = ts_slot_of(h, h->keys[j]);
+            Py_ssize_t home = ts_home(h, h->keys[j]);
             /* the entry at j stays if its home is cyclically in (i, j] */
             if (i <= j ? (i < home && home <= j) : (i < home || home <= j)) {
                 continue;
@@ -2236,13 +2168,101 @@ ts_unslot(TsHeap *h, Py_ssize_t i)
             break;
         }
         h->keys[i] = h->keys[j];
-        h->pos[i] = h->pos[j];
-        h->heap[h->pos[i]].slot = i;
+        h->used[i] = 1;
         i = j;
     }
 }
 
-/* The 64-bit value of a timestamp; -1 with ValueError set if it is not an int in range. */
+static int
+ts_set_resize(TsHeap *h, Py_ssize_t slots)
+{
+    int64_t *keys = PyMem_New(int64_t, slots);
+    unsigned char *used = PyMem_Calloc((size_t)slots, 1);
+    if (keys == NULL || used == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(used);
+        PyErr_NoMemory();
+        return -1;
+    }
+    int64_t *old_keys = h->keys;
+    unsigned char *old_used = h->used;
+    Py_ssize_t old_slots = h->slots;
+    h->keys = keys;
+    h->used = used;
+    h->slots = slots;
+    for (Py_ssize_t i = 0; i < old_slots; i++) {
+        if (old_used[i]) {
+            ts_set_put(h, old_keys[i]);
+        }
+    }
+    PyMem_Free(old_keys);
+    PyMem_Free(old_used);
+    return 0;
+}
+
+static void
+ts_sift_up(int64_t *heap, Py_ssize_t p)
+{
+    int64_t ts = heap[p];
+    while (p > 0) {
+        Py_ssize_t parent = (p - 1) >> 1;
+        if (heap[parent] <= ts) {
+            break;
+        }
+        heap[p] = heap[parent];
+        p = parent;
+    }
+    heap[p] = ts;
+}
+
+static void
+ts_sift_down(int64_t *heap, Py_ssize_t n, Py_ssize_t p)
+{
+    int64_t ts = heap[p];
+    for (;;) {
+        Py_ssize_t child = 2 * p + 1;
+        if (child >= n) {
+            break;
+        }
+        if (child + 1 < n && heap[child + 1] < heap[child]) {
+            child++;
+        }
+        if (ts <= heap[child]) {
+            break;
+        }
+        heap[p] = heap[child];
+        p = child;
+    }
+    heap[p] = ts;
+}
+
+static void
+ts_pop_top(TsHeap *h)
+{
+    h->heap[0] = h->heap[--h->size];
+    if (h->size > 1) {
+        ts_sift_down(h->heap, h->size, 0);
+    }
+}
+
+/* Drop the discarded timestamps from the heap: rebuilt from the set. */
+static void
+ts_rebuild(TsHeap *h)
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < h->slots; i++) {
+        if (h->used[i]) {
+            h->heap[n++] = h->keys[i];
+        }
+    }
+    h->size = n;
+    for (Py_ssize_t p = n / 2 - 1; p >= 0; p--) {
+        ts_sift_down(h->heap, n, p);
+    }
+}
+
+/* The 64-bit value of a timestamp: OverflowError past 64 bits (the caller then holds its
+ * timestamps as Python ints), TypeError if it is not an int. */
 static int
 ts_arg(PyObject *arg, int64_t *out)
 {
@@ -2274,49 +2294,24 @@ tsheap_add(TsHeap *h, PyObject *arg)
     if (ts_find(h, ts) >= 0) {
         Py_RETURN_FALSE;
     }
-    if (2 * (h->size + 1) > h->mask + 1) {
-        Py_ssize_t slots = h->pos == NULL ? 64 : 2 * (h->mask + 1);
-        if (ts_rehash(h, slots) < 0) {
-            return NULL;
-        }
+    if (2 * (h->live + 1) > h->slots &&
+        ts_set_resize(h, h->slots == 0 ? 64 : 2 * h->slots) < 0) {
+        return NULL;
     }
     if (h->size == h->cap) {
         Py_ssize_t cap = h->cap < 32 ? 32 : 2 * h->cap;
-        HeapItem *heap = PyMem_Resize(h->heap, HeapItem, cap);
+        int64_t *heap = PyMem_Resize(h->heap, int64_t, cap);
         if (heap == NULL) {
             return PyErr_NoMemory();
         }
         h->heap = heap;
         h->cap = cap;
     }
-    Py_ssize_t i = ts_slot_of(h, ts);
-    while (h->pos[i] >= 0) {
-        i = (i + 1) & h->mask;
-    }
-    h->keys[i] = ts;
-    HeapItem item = {ts, i};
-    Py_ssize_t p = h->size++;
-    ts_place(h, p, item);
-    ts_sift_up(h, p);
+    ts_set_put(h, ts);
+    h->live++;
+    h->heap[h->size] = ts;
+    ts_sift_up(h->heap, h->size++);
     Py_RETURN_TRUE;
-}
-
-/* Take heap item p out. */
-static void
-ts_remove_at(TsHeap *h, Py_ssize_t p)
-{
-    ts_unslot(h, h->heap[p].slot);
-    Py_ssize_t last = --h->size;
-    if (p == last) {
-        return;
-    }
-    ts_place(h, p, h->heap[last]);
-    if (p > 0 && h->heap[p].ts < h->heap[(p - 1) >> 1].ts) {
-        ts_sift_up(h, p);
-    }
-    else {
-        ts_sift_down(h, p);
-    }
 }
 
 static PyObject *
@@ -2324,41 +2319,70 @@ tsheap_discard(TsHeap *h, PyObject *arg)
 {
     int64_t ts;
     if (ts_arg(arg, &ts) < 0) {
-        return NULL;
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return NULL;
+        }
+        PyErr_Clear(); /* never added */
+        Py_RETURN_FALSE;
     }
     Py_ssize_t slot = ts_find(h, ts);
     if (slot < 0) {
         Py_RETURN_FALSE;
     }
-    ts_remove_at(h, h->pos[slot]);
+    ts_set_clear(h, slot);
+    h->live--;
+    if (h->size > 2 * h->live + 64) {
+        ts_rebuild(h);
+    }
     Py_RETURN_TRUE;
+}
+
+/* Skip discarded timestamps at the top; 1 if a live one is there. */
+static int
+ts_settle(TsHeap *h)
+{
+    while (h->size > 0 && ts_find(h, h->heap[0]) < 0) {
+        ts_pop_top(h);
+    }
+    return h->size > 0;
 }
 
 static PyObject *
 tsheap_peek(TsHeap *h, PyObject *Py_UNUSED(ignored))
 {
+    if (!ts_settle(h)) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong((long long)h->heap[0]);
+}
+
+static PyObject *
+tsheap_low(TsHeap *h, PyObject *Py_UNUSED(ignored))
+{
     if (h->size == 0) {
         Py_RETURN_NONE;
     }
-    return PyLong_FromLongLong((long long)h->heap[0].ts);
+    return PyLong_FromLongLong((long long)h->heap[0]);
 }
 
 static PyObject *
 tsheap_pop(TsHeap *h, PyObject *Py_UNUSED(ignored))
 {
-    if (h->size == 0) {
+    if (!ts_settle(h)) {
         PyErr_SetString(PyExc_IndexError, "pop from an empty TimestampHeap");
         return NULL;
     }
-    int64_t ts = h->heap[0].ts;
-    ts_remove_at(h, 0);
+    int64_t ts = h->heap[0];
+    ts_pop_top(h);
+    ts_set_clear(h, ts_find(h, ts));
+    h->live--;
     return PyLong_FromLongLong((long long)ts);
 }
 
 static Py_ssize_t
 tsheap_len(TsHeap *h)
 {
-    return h->size;
+    return h->live;
 }
 
 static int
@@ -2379,17 +2403,20 @@ tsheap_contains(TsHeap *h, PyObject *arg)
 static PyObject *
 tsheap_sorted(TsHeap *h, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *out = PyList_New(h->size);
+    PyObject *out = PyList_New(h->live);
     if (out == NULL) {
         return NULL;
     }
-    for (Py_ssize_t p = 0; p < h->size; p++) {
-        PyObject *v = PyLong_FromLongLong((long long)h->heap[p].ts);
-        if (v == NULL) {
-            Py_DECREF(out);
-            return NULL;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < h->slots; i++) {
+        if (h->used[i]) {
+            PyObject *v = PyLong_FromLongLong((long long)h->keys[i]);
+            if (v == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(out, n++, v);
         }
-        PyList_SET_ITEM(out, p, v);
     }
     if (PyList_Sort(out) < 0) {
         Py_DECREF(out);
@@ -2403,7 +2430,7 @@ tsheap_dealloc(TsHeap *h)
 {
     PyMem_Free(h->heap);
     PyMem_Free(h->keys);
-    PyMem_Free(h->pos);
+    PyMem_Free(h->used);
     Py_TYPE(h)->tp_free((PyObject *)h);
 }
 
@@ -2418,9 +2445,8 @@ tsheap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (h != NULL) {
         h->heap = NULL;
         h->keys = NULL;
-        h->pos = NULL;
-        h->size = h->cap = 0;
-        h->mask = -1;
+        h->used = NULL;
+        h->size = h->cap = h->slots = h->live = 0;
     }
     return (PyObject *)h;
 }
@@ -2432,6 +2458,9 @@ static PyMethodDef tsheap_methods[] = {
      "discard(timestamp, /)\n--\n\nTake a timestamp out; False if it was not there."},
     {"peek", (PyCFunction)tsheap_peek, METH_NOARGS,
      "peek($self, /)\n--\n\nThe smallest timestamp, or None."},
+    {"low", (PyCFunction)tsheap_low, METH_NOARGS,
+     "low($self, /)\n--\n\nNo more than the smallest timestamp (None if there is none): "
+     "the heap's top,\nwhich may be a discarded one. Cheaper than peek()."},
     {"pop", (PyCFunction)tsheap_pop, METH_NOARGS,
      "pop($self, /)\n--\n\nTake out and return the smallest timestamp (IndexError if none)."},
     {"sorted", (PyCFunction)tsheap_sorted, METH_NOARGS,
@@ -2452,7 +2481,7 @@ static PyTypeObject TsHeapType = {
     .tp_as_sequence = &tsheap_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "TimestampHeap()\n--\n\nDistinct 64-bit timestamps: add, discard, peek and "
-              "pop the smallest, each in O(log n).",
+              "pop the smallest.",
     .tp_methods = tsheap_methods,
     .tp_new = tsheap_new,
 };

@@ -117,6 +117,11 @@ class _LazyHeap:
             heapq.heappop(heap)
         return heap[0] if heap else None
 
+    def low(self) -> int | None:
+        """No more than the smallest timestamp (None if there is none): the heap's top,
+        which may be a discarded one."""
+        return self.heap[0] if self.heap else None
+
     def pop(self) -> int:
         timestamp = self.peek()
         if timestamp is None:
@@ -139,6 +144,7 @@ class _Times(Protocol):
     def add(self, timestamp: int, /) -> bool: ...
     def discard(self, timestamp: int, /) -> bool: ...
     def peek(self) -> int | None: ...
+    def low(self) -> int | None: ...
     def pop(self) -> int: ...
     def sorted(self) -> list[int]: ...
     def __len__(self) -> int: ...
@@ -342,6 +348,11 @@ class _TimerQueue:
                 elif buckets.get(self._ts) is bucket:
                     del buckets[self._ts]
                 self._keys = self._bucket = None
+            # Discarded timestamps at the top are skipped only once one is due: timers
+            # moved on every record leave theirs there, just before the live ones.
+            low = times.low()
+            if low is None or low > time:
+                return None
             ts = times.peek()
             if ts is None or ts > time:
                 return None
