@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 #: The interface of ``flowkit/_speedups.c`` this code calls (``API_VERSION`` there).
 API_VERSION = 12
@@ -47,3 +49,15 @@ def _load() -> ModuleType | None:
 
 #: ``flowkit._speedups`` when it is built and not switched off, else None.
 speedups: ModuleType | None = _load()
+
+
+def _leave_tracked(value: Any) -> None:
+    """Without the compiled helpers, the collector untracks such tuples itself."""
+
+
+#: Untracks a tuple of atoms (str, int, float, None, bytes) from the cyclic collector, so
+#: that a dict holding only such values stays untracked too (keyed state, timer buckets);
+#: does nothing without the compiled helpers.
+untrack_atoms: Callable[[Any], None] = (
+    speedups.untrack_atoms if speedups is not None else _leave_tracked
+)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
 from flowkit._native import speedups
+from flowkit._native import untrack_atoms as _untrack_atoms
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import Clock, TimerHandle
 
@@ -59,17 +60,6 @@ class ImplicitTimers(Protocol):
         read). Called right after the keyed state backend was snapshotted; the dicts stay
         unchanged while that snapshot is alive."""
         ...
-
-
-def _leave_tracked(value: Any) -> None:
-    """Without the compiled helpers, the collector untracks such tuples itself."""
-
-
-#: Untracks a tuple of atoms from the cyclic collector: a bucket holding only such
-#: entries then stays untracked too, and the collector never walks the queued timers.
-_untrack_atoms: Callable[[Any], None] = (
-    speedups.untrack_atoms if speedups is not None else _leave_tracked
-)
 
 
 def _timestamp(timer: Timer) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flowkit._native import speedups
+from flowkit._native import untrack_atoms as _untrack_atoms
 from flowkit.state.descriptors import (
     AggregatingStateDescriptor,
     ReducingStateDescriptor,
@@ -34,16 +35,6 @@ from flowkit.state.table import (
     _StateTable,
     _TableAccess,
     _writable,
-)
-
-
-def _leave_tracked(value: Any) -> None:
-    """Without the compiled helpers, the collector untracks such tuples itself."""
-
-
-#: Untracks a tuple of atoms from the cyclic collector (see ValueState.update).
-_untrack_atoms: Callable[[Any], None] = (
-    speedups.untrack_atoms if speedups is not None else _leave_tracked
 )
 
 # ---------------------------------------------------------------------------------------------
