@@ -2088,117 +2088,21 @@ speedups_untrack_atoms(PyObject *module, PyObject *value)
 
 
 /* ------------------------------------------------------------------------------------
- * TimestampHeap: the distinct timestamps of a timer queue (flowkit/eventtime/timers.py,
- * _TimerQueue): a binary min-heap of 64-bit ints and a hash set of the live ones. A
- * discarded timestamp leaves the set at once and the heap lazily: it is skipped when it
- * reaches the top, and once discarded entries outnumber the live ones the heap is rebuilt
- * from the set. Both are plain arrays of 64-bit ints, so the rebuild (the heap of Python
- * ints sorted every timestamp: tens of milliseconds for 500,000) takes a few, and keeping
- * a position per entry (exact removal) would cost a cache miss per level of every sift.
- * _LazyHeap in flowkit/eventtime/timers.py does the same job in pure Python.
+ * TimestampHeap: the heap of a timer queue's distinct timestamps (flowkit/eventtime/
+ * timers.py, _TimerQueue), a binary min-heap in an array of 64-bit ints. The queue
+ * forgets a deleted timestamp lazily (its bucket is gone, so it is skipped when popped)
+ * and rebuilds the heap from its buckets once forgotten entries outnumber the live ones.
+ * The heap of Python ints it replaces was rebuilt by sorting them: tens of milliseconds
+ * for 500,000, each comparison reading two int objects from memory; here a few. Python
+ * ints past 64 bits raise OverflowError (the queue then keeps a heap of Python ints:
+ * _ListHeap in flowkit/eventtime/timers.py, the pure-Python version of this type).
  * ---------------------------------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
-    int64_t *heap; /* heap[0] is the smallest; may hold discarded timestamps */
+    int64_t *heap; /* heap[0] is the smallest */
     Py_ssize_t size, cap;
-    int64_t *keys;       /* the set: linear probing over `slots` slots */
-    unsigned char *used; /* which slots hold a timestamp */
-    Py_ssize_t slots, live;
 } TsHeap;
-
-static inline Py_ssize_t
-ts_home(const TsHeap *h, int64_t ts)
-{
-    uint64_t x = (uint64_t)ts;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (Py_ssize_t)(x & (uint64_t)(h->slots - 1));
-}
-
-/* The slot of ts in the set, or -1. */
-static Py_ssize_t
-ts_find(const TsHeap *h, int64_t ts)
-{
-    if (h->slots == 0) {
-        return -1;
-    }
-    Py_ssize_t i = ts_home(h, ts);
-    while (h->used[i]) {
-        if (h->keys[i] == ts) {
-            return i;
-        }
-        i = (i + 1) & (h->slots - 1);
-    }
-    return -1;
-}
-
-static void
-ts_set_put(TsHeap *h, int64_t ts)
-{
-    Py_ssize_t i = ts_home(h, ts);
-    while (h->used[i]) {
-        i = (i + 1) & (h->slots - 1);
-    }
-    h->keys[i] = ts;
-    h->used[i] = 1;
-}
-
-/* Empty slot i, moving later entries of its probe run back (no tombstones). */
-static void
-ts_set_clear(TsHeap *h, Py_ssize_t i)
-{
-    const Py_ssize_t mask = h->slots - 1;
-    for (;;) {
-        h->used[i] = 0;
-        Py_ssize_t j = i;
-        for (;;) {
-            j = (j + 1) & mask;
-            if (!h->used[j]) {
-                return;
-            }
-            Py_ssize_t home = ts_home(h, h->keys[j]);
-            /* the entry at j stays if its home is cyclically in (i, j] */
-            if (i <= j ? (i < home && home <= j) : (i < home || home <= j)) {
-                continue;
-            }
-            break;
-        }
-        h->keys[i] = h->keys[j];
-        h->used[i] = 1;
-        i = j;
-    }
-}
-
-static int
-ts_set_resize(TsHeap *h, Py_ssize_t slots)
-{
-    int64_t *keys = PyMem_New(int64_t, slots);
-    unsigned char *used = PyMem_Calloc((size_t)slots, 1);
-    if (keys == NULL || used == NULL) {
-        PyMem_Free(keys);
-        PyMem_Free(used);
-        PyErr_NoMemory();
-        return -1;
-    }
-    int64_t *old_keys = h->keys;
-    unsigned char *old_used = h->used;
-    Py_ssize_t old_slots = h->slots;
-    h->keys = keys;
-    h->used = used;
-    h->slots = slots;
-    for (Py_ssize_t i = 0; i < old_slots; i++) {
-        if (old_used[i]) {
-            ts_set_put(h, old_keys[i]);
-        }
-    }
-    PyMem_Free(old_keys);
-    PyMem_Free(old_used);
-    return 0;
-}
 
 static void
 ts_sift_up(int64_t *heap, Py_ssize_t p)
@@ -2236,33 +2140,7 @@ ts_sift_down(int64_t *heap, Py_ssize_t n, Py_ssize_t p)
     heap[p] = ts;
 }
 
-static void
-ts_pop_top(TsHeap *h)
-{
-    h->heap[0] = h->heap[--h->size];
-    if (h->size > 1) {
-        ts_sift_down(h->heap, h->size, 0);
-    }
-}
-
-/* Drop the discarded timestamps from the heap: rebuilt from the set. */
-static void
-ts_rebuild(TsHeap *h)
-{
-    Py_ssize_t n = 0;
-    for (Py_ssize_t i = 0; i < h->slots; i++) {
-        if (h->used[i]) {
-            h->heap[n++] = h->keys[i];
-        }
-    }
-    h->size = n;
-    for (Py_ssize_t p = n / 2 - 1; p >= 0; p--) {
-        ts_sift_down(h->heap, n, p);
-    }
-}
-
-/* The 64-bit value of a timestamp: OverflowError past 64 bits (the caller then holds its
- * timestamps as Python ints), TypeError if it is not an int. */
+/* The 64-bit value of a timestamp: OverflowError past 64 bits, TypeError if not an int. */
 static int
 ts_arg(PyObject *arg, int64_t *out)
 {
@@ -2284,76 +2162,51 @@ ts_arg(PyObject *arg, int64_t *out)
     return 0;
 }
 
+static int
+ts_reserve(TsHeap *h, Py_ssize_t need)
+{
+    if (need <= h->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = h->cap < 32 ? 32 : 2 * h->cap;
+    if (cap < need) {
+        cap = need;
+    }
+    int64_t *heap = PyMem_Resize(h->heap, int64_t, cap);
+    if (heap == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    h->heap = heap;
+    h->cap = cap;
+    return 0;
+}
+
 static PyObject *
-tsheap_add(TsHeap *h, PyObject *arg)
+tsheap_push(TsHeap *h, PyObject *arg)
 {
     int64_t ts;
-    if (ts_arg(arg, &ts) < 0) {
+    if (ts_arg(arg, &ts) < 0 || ts_reserve(h, h->size + 1) < 0) {
         return NULL;
     }
-    if (ts_find(h, ts) >= 0) {
-        Py_RETURN_FALSE;
-    }
-    if (2 * (h->live + 1) > h->slots &&
-        ts_set_resize(h, h->slots == 0 ? 64 : 2 * h->slots) < 0) {
-        return NULL;
-    }
-    if (h->size == h->cap) {
-        Py_ssize_t cap = h->cap < 32 ? 32 : 2 * h->cap;
-        int64_t *heap = PyMem_Resize(h->heap, int64_t, cap);
-        if (heap == NULL) {
-            return PyErr_NoMemory();
-        }
-        h->heap = heap;
-        h->cap = cap;
-    }
-    ts_set_put(h, ts);
-    h->live++;
     h->heap[h->size] = ts;
     ts_sift_up(h->heap, h->size++);
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
-tsheap_discard(TsHeap *h, PyObject *arg)
+tsheap_pop(TsHeap *h, PyObject *Py_UNUSED(ignored))
 {
-    int64_t ts;
-    if (ts_arg(arg, &ts) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
-            return NULL;
-        }
-        PyErr_Clear(); /* never added */
-        Py_RETURN_FALSE;
+    if (h->size == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty TimestampHeap");
+        return NULL;
     }
-    Py_ssize_t slot = ts_find(h, ts);
-    if (slot < 0) {
-        Py_RETURN_FALSE;
+    int64_t ts = h->heap[0];
+    h->heap[0] = h->heap[--h->size];
+    if (h->size > 1) {
+        ts_sift_down(h->heap, h->size, 0);
     }
-    ts_set_clear(h, slot);
-    h->live--;
-    if (h->size > 2 * h->live + 64) {
-        ts_rebuild(h);
-    }
-    Py_RETURN_TRUE;
-}
-
-/* Skip discarded timestamps at the top; 1 if a live one is there. */
-static int
-ts_settle(TsHeap *h)
-{
-    while (h->size > 0 && ts_find(h, h->heap[0]) < 0) {
-        ts_pop_top(h);
-    }
-    return h->size > 0;
-}
-
-static PyObject *
-tsheap_peek(TsHeap *h, PyObject *Py_UNUSED(ignored))
-{
-    if (!ts_settle(h)) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromLongLong((long long)h->heap[0]);
+    return PyLong_FromLongLong((long long)ts);
 }
 
 static PyObject *
@@ -2365,72 +2218,63 @@ tsheap_low(TsHeap *h, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLongLong((long long)h->heap[0]);
 }
 
+/* rebuild(timestamps): the heap of exactly these (an iterable of ints), in O(n). */
 static PyObject *
-tsheap_pop(TsHeap *h, PyObject *Py_UNUSED(ignored))
+tsheap_rebuild(TsHeap *h, PyObject *timestamps)
 {
-    if (!ts_settle(h)) {
-        PyErr_SetString(PyExc_IndexError, "pop from an empty TimestampHeap");
+    PyObject *seq = PySequence_Fast(timestamps, "rebuild() takes an iterable of ints");
+    if (seq == NULL) {
         return NULL;
     }
-    int64_t ts = h->heap[0];
-    ts_pop_top(h);
-    ts_set_clear(h, ts_find(h, ts));
-    h->live--;
-    return PyLong_FromLongLong((long long)ts);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    int64_t *heap = n > 0 ? PyMem_New(int64_t, n) : NULL;
+    if (n > 0 && heap == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (ts_arg(items[i], &heap[i]) < 0) {
+            PyMem_Free(heap);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    for (Py_ssize_t p = n / 2 - 1; p >= 0; p--) {
+        ts_sift_down(heap, n, p);
+    }
+    PyMem_Free(h->heap);
+    h->heap = heap;
+    h->size = h->cap = n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tsheap_entries(TsHeap *h, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(h->size);
+    for (Py_ssize_t p = 0; out != NULL && p < h->size; p++) {
+        PyObject *v = PyLong_FromLongLong((long long)h->heap[p]);
+        if (v == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, p, v);
+    }
+    return out;
 }
 
 static Py_ssize_t
 tsheap_len(TsHeap *h)
 {
-    return h->live;
-}
-
-static int
-tsheap_contains(TsHeap *h, PyObject *arg)
-{
-    if (!PyLong_Check(arg)) {
-        return 0;
-    }
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
-    if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    return ts_find(h, (int64_t)v) >= 0;
-}
-
-static PyObject *
-tsheap_sorted(TsHeap *h, PyObject *Py_UNUSED(ignored))
-{
-    PyObject *out = PyList_New(h->live);
-    if (out == NULL) {
-        return NULL;
-    }
-    Py_ssize_t n = 0;
-    for (Py_ssize_t i = 0; i < h->slots; i++) {
-        if (h->used[i]) {
-            PyObject *v = PyLong_FromLongLong((long long)h->keys[i]);
-            if (v == NULL) {
-                Py_DECREF(out);
-                return NULL;
-            }
-            PyList_SET_ITEM(out, n++, v);
-        }
-    }
-    if (PyList_Sort(out) < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    return out;
+    return h->size;
 }
 
 static void
 tsheap_dealloc(TsHeap *h)
 {
     PyMem_Free(h->heap);
-    PyMem_Free(h->keys);
-    PyMem_Free(h->used);
     Py_TYPE(h)->tp_free((PyObject *)h);
 }
 
@@ -2444,33 +2288,27 @@ tsheap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     TsHeap *h = (TsHeap *)type->tp_alloc(type, 0);
     if (h != NULL) {
         h->heap = NULL;
-        h->keys = NULL;
-        h->used = NULL;
-        h->size = h->cap = h->slots = h->live = 0;
+        h->size = h->cap = 0;
     }
     return (PyObject *)h;
 }
 
 static PyMethodDef tsheap_methods[] = {
-    {"add", (PyCFunction)tsheap_add, METH_O,
-     "add(timestamp, /)\n--\n\nAdd a timestamp; False if it is there already."},
-    {"discard", (PyCFunction)tsheap_discard, METH_O,
-     "discard(timestamp, /)\n--\n\nTake a timestamp out; False if it was not there."},
-    {"peek", (PyCFunction)tsheap_peek, METH_NOARGS,
-     "peek($self, /)\n--\n\nThe smallest timestamp, or None."},
-    {"low", (PyCFunction)tsheap_low, METH_NOARGS,
-     "low($self, /)\n--\n\nNo more than the smallest timestamp (None if there is none): "
-     "the heap's top,\nwhich may be a discarded one. Cheaper than peek()."},
+    {"push", (PyCFunction)tsheap_push, METH_O,
+     "push(timestamp, /)\n--\n\nAdd a timestamp (an int of at most 64 bits)."},
     {"pop", (PyCFunction)tsheap_pop, METH_NOARGS,
      "pop($self, /)\n--\n\nTake out and return the smallest timestamp (IndexError if none)."},
-    {"sorted", (PyCFunction)tsheap_sorted, METH_NOARGS,
-     "sorted($self, /)\n--\n\nThe timestamps in ascending order, as a list."},
+    {"low", (PyCFunction)tsheap_low, METH_NOARGS,
+     "low($self, /)\n--\n\nThe smallest timestamp, or None."},
+    {"rebuild", (PyCFunction)tsheap_rebuild, METH_O,
+     "rebuild(timestamps, /)\n--\n\nHold exactly these timestamps (an iterable of ints)."},
+    {"entries", (PyCFunction)tsheap_entries, METH_NOARGS,
+     "entries($self, /)\n--\n\nThe timestamps held, in heap order, as a list."},
     {NULL, NULL, 0, NULL},
 };
 
 static PySequenceMethods tsheap_as_sequence = {
     .sq_length = (lenfunc)tsheap_len,
-    .sq_contains = (objobjproc)tsheap_contains,
 };
 
 static PyTypeObject TsHeapType = {
@@ -2480,8 +2318,8 @@ static PyTypeObject TsHeapType = {
     .tp_dealloc = (destructor)tsheap_dealloc,
     .tp_as_sequence = &tsheap_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "TimestampHeap()\n--\n\nDistinct 64-bit timestamps: add, discard, peek and "
-              "pop the smallest.",
+    .tp_doc = "TimestampHeap()\n--\n\nA min-heap of 64-bit timestamps: push, pop and low "
+              "(the smallest).",
     .tp_methods = tsheap_methods,
     .tp_new = tsheap_new,
 };

@@ -2,9 +2,10 @@
 
 ``InternalTimerService`` keeps one timer per ``(timestamp, key, namespace)`` and domain,
 fires event-time timers when a watermark reaches their timestamp (inclusive, ascending
-timestamp order) and processing-time timers when the clock reaches theirs. A timestamp
-whose timers were all deleted leaves the queue's heap at once (:class:`TimestampHeap`).
-Processing time needs one wake-up at a time,
+timestamp order) and processing-time timers when the clock reaches theirs. Deletion is
+lazy: a deleted timer's timestamp stays in the heap and is skipped when popped (the heap
+is rebuilt when deleted entries outnumber live ones). Processing time needs one wake-up at
+a time,
 armed for the earliest timer; a wake-up that was replaced or belongs to a closed service
 does nothing. Timers are held with their key so that they can be snapshotted and
 redistributed by key group.
@@ -66,83 +67,54 @@ def _timestamp(timer: Timer) -> int:
     return timer[0]
 
 
-class _LazyHeap:
-    """Distinct timestamps: add, discard, peek and pop the smallest (the pure-Python
-    :class:`TimestampHeap`). A discarded timestamp stays in the heap until it reaches the
-    top, or until discarded ones outnumber the rest and the heap is rebuilt.
+class _ListHeap:
+    """A min-heap of timestamps in a list (``heapq``): the pure-Python
+    :class:`TimestampHeap`, which also holds timestamps past 64 bits.
 
     Example:
-        >>> heap = _LazyHeap()
-        >>> heap.add(20), heap.add(10), heap.add(10), heap.discard(10)
-        (True, True, False, True)
-        >>> heap.peek(), heap.pop(), heap.peek(), len(heap)
-        (20, 20, None, 0)
+        >>> heap = _ListHeap()
+        >>> heap.push(20); heap.push(10)
+        >>> heap.low(), heap.pop(), heap.pop(), heap.low(), len(heap)
+        (10, 10, 20, None, 0)
     """
 
-    __slots__ = ("heap", "live")
+    __slots__ = ("heap",)
 
     def __init__(self) -> None:
         self.heap: list[int] = []
-        self.live: set[int] = set()
 
-    def add(self, timestamp: int) -> bool:
-        if timestamp in self.live:
-            return False
-        self.live.add(timestamp)
+    def push(self, timestamp: int) -> None:
         heapq.heappush(self.heap, timestamp)
-        return True
-
-    def discard(self, timestamp: int) -> bool:
-        live = self.live
-        if timestamp not in live:
-            return False
-        live.discard(timestamp)
-        if len(self.heap) > 2 * len(live) + 64:
-            self.heap = sorted(live)
-        return True
-
-    def peek(self) -> int | None:
-        heap, live = self.heap, self.live
-        while heap and heap[0] not in live:
-            heapq.heappop(heap)
-        return heap[0] if heap else None
-
-    def low(self) -> int | None:
-        """No more than the smallest timestamp (None if there is none): the heap's top,
-        which may be a discarded one."""
-        return self.heap[0] if self.heap else None
 
     def pop(self) -> int:
-        timestamp = self.peek()
-        if timestamp is None:
-            raise IndexError("pop from an empty heap")
-        heapq.heappop(self.heap)
-        self.live.discard(timestamp)
-        return timestamp
+        return heapq.heappop(self.heap)
 
-    def sorted(self) -> list[int]:
-        return sorted(self.live)
+    def low(self) -> int | None:
+        return self.heap[0] if self.heap else None
+
+    def rebuild(self, timestamps: Iterable[int]) -> None:
+        self.heap = list(timestamps)
+        heapq.heapify(self.heap)
+
+    def entries(self) -> list[int]:
+        return list(self.heap)
 
     def __len__(self) -> int:
-        return len(self.live)
-
-    def __contains__(self, timestamp: object) -> bool:
-        return timestamp in self.live
+        return len(self.heap)
 
 
 class _Times(Protocol):
-    def add(self, timestamp: int, /) -> bool: ...
-    def discard(self, timestamp: int, /) -> bool: ...
-    def peek(self) -> int | None: ...
-    def low(self) -> int | None: ...
+    def push(self, timestamp: int, /) -> None: ...
     def pop(self) -> int: ...
-    def sorted(self) -> list[int]: ...
+    def low(self) -> int | None: ...
+    def rebuild(self, timestamps: Iterable[int], /) -> None: ...
+    def entries(self) -> list[int]: ...
     def __len__(self) -> int: ...
 
 
-#: The distinct timestamps of a timer queue: compiled (see flowkit/_speedups.c), or
-#: :class:`_LazyHeap`.
-TimestampHeap: Callable[[], _Times] = speedups.TimestampHeap if speedups is not None else _LazyHeap
+#: The heap of a timer queue's timestamps: compiled (see flowkit/_speedups.c), or
+#: :class:`_ListHeap`.
+TimestampHeap: Callable[[], _Times] = speedups.TimestampHeap if speedups is not None else _ListHeap
 
 
 class FrozenTimers:
@@ -232,7 +204,8 @@ class _TimerQueue:
 
     def __init__(self) -> None:
         self.buckets: dict[int, dict[tuple[Any, Any], None]] = {}
-        #: The timestamps of the buckets, but the one firing (``_bucket``).
+        #: The timestamps of the buckets (and of buckets deleted since, until popped or
+        #: the heap is rebuilt).
         self.times: _Times = TimestampHeap()
         self.size = 0
         self._ts = 0
@@ -263,10 +236,8 @@ class _TimerQueue:
     def _widen(self, timestamp: int) -> None:
         """Hold the timestamps in a heap of Python ints from now on (``timestamp`` and
         the rest): the compiled heap takes 64-bit ones."""
-        wide = _LazyHeap()
-        for ts in self.times.sorted():
-            wide.add(ts)
-        wide.add(timestamp)
+        wide = _ListHeap()
+        wide.rebuild([*self.times.entries(), timestamp])
         self.times = wide
 
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
@@ -276,7 +247,7 @@ class _TimerQueue:
             _untrack_atoms(entry)
             self.buckets[timestamp] = {entry: None}
             try:
-                self.times.add(timestamp)
+                self.times.push(timestamp)
             except OverflowError:  # past 64 bits: the end of time (see END_OF_TIME)
                 self._widen(timestamp)
         elif entry in bucket:
@@ -298,7 +269,8 @@ class _TimerQueue:
         if len(bucket) == 1 and bucket is not self._bucket:
             # The bucket goes as a whole, unchanged (a view may hold it: nothing to copy).
             del self.buckets[timestamp]
-            self.times.discard(timestamp)
+            if len(self.times) > 2 * len(self.buckets) + 64:
+                self.times.rebuild(self.buckets)
             return
         if self._shared is not None:
             bucket = self._own(timestamp, bucket)
@@ -307,7 +279,13 @@ class _TimerQueue:
     def peek_time(self) -> int | None:
         if self._bucket:
             return self._ts
-        return self.times.peek()
+        times = self.times
+        buckets = self.buckets
+        while (ts := times.low()) is not None:
+            if buckets.get(ts):
+                return ts
+            times.pop()
+        return None
 
     def pop_due(self, time: float) -> Timer | None:
         times = self.times
@@ -333,23 +311,16 @@ class _TimerQueue:
                         continue
                     if buckets.get(self._ts) is bucket:
                         del buckets[self._ts]
-                elif bucket:  # an earlier firing was interrupted; not due now
-                    times.add(self._ts)
-                elif buckets.get(self._ts) is bucket:
-                    del buckets[self._ts]
+                else:  # an earlier firing was interrupted; its timestamp is not due now
+                    times.push(self._ts)
                 self._keys = self._bucket = None
-            # Discarded timestamps at the top are skipped only once one is due: timers
-            # moved on every record leave theirs there, just before the live ones.
             low = times.low()
             if low is None or low > time:
                 return None
-            ts = times.peek()
-            if ts is None or ts > time:
-                return None
-            times.pop()
+            ts = times.pop()
             bucket = buckets.get(ts)
             if not bucket:
-                continue  # not expected: the heap holds the timestamps of timers
+                continue  # emptied by deletions, or a duplicate heap entry
             self._ts = ts
             self._bucket = bucket
             self._keys = list(bucket)
