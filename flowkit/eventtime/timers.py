@@ -4,11 +4,11 @@
 fires event-time timers when a watermark reaches their timestamp (inclusive, ascending
 timestamp order) and processing-time timers when the clock reaches theirs. Deletion is
 lazy: a deleted timer's timestamp stays in the heap and is skipped when popped (the heap
-is rebuilt when deleted entries outnumber live ones). Processing time needs one wake-up at
-a time,
-armed for the earliest timer; a wake-up that was replaced or belongs to a closed service
-does nothing. Timers are held with their key so that they can be snapshotted and
-redistributed by key group.
+is rebuilt when deleted entries outnumber live ones). Processing time needs one wake-up
+at a time, armed for the earliest timer; a wake-up that was replaced or belongs to a
+closed service does nothing. Timers are held with their key so that they can be
+snapshotted and redistributed by key group, and a snapshot holds the queue's buckets
+themselves (:class:`FrozenTimers`): the queue copies a bucket before changing it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from __future__ import annotations
 import heapq
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 from flowkit._native import speedups
 from flowkit._native import untrack_atoms as _untrack_atoms
 from flowkit.elements import MAX_WATERMARK, MIN_WATERMARK
 from flowkit.eventtime.clocks import Clock, TimerHandle
+
+if TYPE_CHECKING:
+    from flowkit._speedups import TimestampHeap as _CompiledHeap
 
 __all__ = ["END_OF_TIME", "FrozenTimers", "ImplicitTimers", "InternalTimerService", "Timer"]
 
@@ -103,13 +106,8 @@ class _ListHeap:
         return len(self.heap)
 
 
-class _Times(Protocol):
-    def push(self, timestamp: int, /) -> None: ...
-    def pop(self) -> int: ...
-    def low(self) -> int | None: ...
-    def rebuild(self, timestamps: Iterable[int], /) -> None: ...
-    def entries(self) -> list[int]: ...
-    def __len__(self) -> int: ...
+#: A heap of timestamps: :class:`_ListHeap` or the compiled one (same methods).
+_Times: TypeAlias = "_ListHeap | _CompiledHeap"
 
 
 #: The heap of a timer queue's timestamps: compiled (see flowkit/_speedups.c), or
