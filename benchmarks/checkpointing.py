@@ -259,17 +259,8 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             correct = await check(root, keys, events)
         elif args.job == "sum":
             correct = await check_sums(root, keys, events)
-        elif args.job == "timers":
-            per_key, extra = divmod(events, keys)
-            correct = len(TALLY) == keys and all(
-                TALLY.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)
-            )
-            correct = correct and client.metrics().checkpoints.failed == 0
-        else:
-            per_key, extra = divmod(events, keys)
-            correct = len(TALLY) == keys and all(
-                TALLY.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)
-            )
+        else:  # window, timers: the sink's tally
+            correct = exact_counts(TALLY, keys, events)
             correct = correct and client.metrics().checkpoints.failed == 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -285,16 +276,19 @@ async def check(root: str, keys: int, events: int) -> bool:
         if not payload.startswith(f"{entry.key:012d}"):
             return False
         counts[entry.key] = count
-    per_key, extra = divmod(events, keys)
-    return len(counts) == keys and all(
-        counts.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)
-    )
+    return exact_counts(counts, keys, events)
 
 
 async def check_sums(root: str, keys: int, events: int) -> bool:
     """The final checkpoint holds every key's exact running count."""
     reader = await read_snapshot(root)
     counts = {key: acc[1] for key, acc in reader.accumulators("counted").items()}
+    return exact_counts(counts, keys, events)
+
+
+def exact_counts(counts: dict[int, int], keys: int, events: int) -> bool:
+    """Every key of ``range(keys)`` counted exactly once per record of the sequence
+    ``range(events)`` keyed by ``i % keys``, and no other key."""
     per_key, extra = divmod(events, keys)
     return len(counts) == keys and all(
         counts.get(k) == per_key + (1 if k < extra else 0) for k in range(keys)

@@ -291,24 +291,38 @@ typedef struct {
     int memo_index[MEMO_SLOTS];
 } Encoder;
 
+/* An array of *cap items of item_size bytes at buf, grown (doubled, or to need) to hold
+ * need items: the array, moved maybe, with *cap updated; NULL with MemoryError (buf is
+ * then unchanged). */
+static void *
+grow_array(void *buf, Py_ssize_t *cap, Py_ssize_t need, size_t item_size)
+{
+    if (need <= *cap) {
+        return buf;
+    }
+    Py_ssize_t grown = *cap < 16 ? 16 : 2 * *cap;
+    if (grown < need) {
+        grown = need;
+    }
+    void *moved = (size_t)grown > PY_SSIZE_T_MAX / item_size
+                      ? NULL
+                      : PyMem_Realloc(buf, (size_t)grown * item_size);
+    if (moved == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    *cap = grown;
+    return moved;
+}
+
 static int
 enc_grow(Encoder *e, Py_ssize_t extra)
 {
-    Py_ssize_t need = e->len + extra;
-    if (need <= e->cap) {
-        return 0;
-    }
-    Py_ssize_t cap = e->cap * 2;
-    if (cap < need) {
-        cap = need;
-    }
-    unsigned char *buf = PyMem_Realloc(e->buf, (size_t)cap);
+    unsigned char *buf = grow_array(e->buf, &e->cap, e->len + extra, 1);
     if (buf == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
     e->buf = buf;
-    e->cap = cap;
     return 0;
 }
 
@@ -2086,7 +2100,6 @@ speedups_untrack_atoms(PyObject *module, PyObject *value)
     Py_RETURN_NONE;
 }
 
-
 /* ------------------------------------------------------------------------------------
  * TimestampHeap: the heap of a timer queue's distinct timestamps (flowkit/eventtime/
  * timers.py, _TimerQueue), a binary min-heap in an array of 64-bit ints. The queue
@@ -2162,33 +2175,18 @@ ts_arg(PyObject *arg, int64_t *out)
     return 0;
 }
 
-static int
-ts_reserve(TsHeap *h, Py_ssize_t need)
-{
-    if (need <= h->cap) {
-        return 0;
-    }
-    Py_ssize_t cap = h->cap < 32 ? 32 : 2 * h->cap;
-    if (cap < need) {
-        cap = need;
-    }
-    int64_t *heap = PyMem_Resize(h->heap, int64_t, cap);
-    if (heap == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    h->heap = heap;
-    h->cap = cap;
-    return 0;
-}
-
 static PyObject *
 tsheap_push(TsHeap *h, PyObject *arg)
 {
     int64_t ts;
-    if (ts_arg(arg, &ts) < 0 || ts_reserve(h, h->size + 1) < 0) {
+    if (ts_arg(arg, &ts) < 0) {
         return NULL;
     }
+    int64_t *heap = grow_array(h->heap, &h->cap, h->size + 1, sizeof(int64_t));
+    if (heap == NULL) {
+        return NULL;
+    }
+    h->heap = heap;
     h->heap[h->size] = ts;
     ts_sift_up(h->heap, h->size++);
     Py_RETURN_NONE;

@@ -137,14 +137,11 @@ class FrozenTimers:
     __slots__ = ("__weakref__", "_buckets", "_queue", "_size")
 
     def __init__(
-        self,
-        buckets: dict[int, dict[tuple[Any, Any], None]],
-        size: int,
-        queue: _TimerQueue | None = None,
+        self, buckets: dict[int, dict[tuple[Any, Any], None]], size: int, queue: _TimerQueue
     ) -> None:
         self._buckets = buckets
         self._size = size
-        self._queue = weakref.ref(queue) if queue is not None else None
+        self._queue = weakref.ref(queue)
 
     def __len__(self) -> int:
         """The timers at the time the view was taken."""
@@ -167,7 +164,7 @@ class FrozenTimers:
         for ts in list(buckets):
             for key, namespace in buckets[ts]:
                 yield (key, namespace, ts), None
-            queue = self._queue() if self._queue is not None else None
+            queue = self._queue()
             if queue is None or len(queue._views) == 1:
                 del buckets[ts]
 
@@ -241,8 +238,8 @@ class _TimerQueue:
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
         bucket = self.buckets.get(timestamp)
         entry = (key, namespace)
+        _untrack_atoms(entry)  # then its bucket stays untracked too
         if bucket is None:
-            _untrack_atoms(entry)
             self.buckets[timestamp] = {entry: None}
             try:
                 self.times.push(timestamp)
@@ -253,7 +250,6 @@ class _TimerQueue:
         else:
             if self._shared is not None:
                 bucket = self._own(timestamp, bucket)
-            _untrack_atoms(entry)
             bucket[entry] = None
         self.size += 1
         return True
